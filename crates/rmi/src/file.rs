@@ -1,0 +1,449 @@
+//! The on-disk index file: written whole to a temp file, fsynced, renamed, directory fsynced; loaded
+//! through mmap and validated (length, checksum, structure, optionally every key's window) before any of
+//! it is used. Byte layout and crash argument: docs/design/rmi.md.
+#![allow(unsafe_code)]
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::error::{Result, RmiError};
+use crate::model::{BuildStats, Rmi};
+use crate::router::{Router, Table};
+use crate::search::Kernel;
+use crate::segment::LeafModel;
+
+/// First 8 bytes of every index file.
+pub const MAGIC: [u8; 8] = *b"KYRORMI\0";
+/// Format version written and accepted.
+pub const VERSION: u32 = 1;
+/// Flag: the file carries the key array after the leaves.
+pub const FLAG_KEYS: u32 = 1;
+/// Header bytes.
+pub const HEADER_BYTES: usize = 64;
+/// Trailing checksum bytes.
+pub const TRAILER_BYTES: usize = 8;
+const TABLE_BYTES: usize = 24;
+const LEAF_BYTES: usize = 16;
+
+struct Header {
+    flags: u32,
+    key_count: u64,
+    leaf_count: u64,
+    table_count: u64,
+    entry_count: u64,
+    epsilon_max: u32,
+    epsilon: u32,
+    file_bytes: u64,
+}
+
+/// Byte offsets of each section, derived from the header's counts.
+struct Layout {
+    tables: usize,
+    entries: usize,
+    first_keys: usize,
+    leaves: usize,
+    keys: usize,
+    checksum: usize,
+}
+
+impl Layout {
+    fn new(h: &Header) -> Option<Layout> {
+        let count = |n: u64| usize::try_from(n).ok();
+        let tables = HEADER_BYTES;
+        let entries = tables.checked_add(count(h.table_count)?.checked_mul(TABLE_BYTES)?)?;
+        let first_keys = entries.checked_add(count(h.entry_count)?.checked_mul(8)?)?;
+        let leaves = first_keys.checked_add(count(h.leaf_count)?.checked_mul(8)?)?;
+        let keys = leaves.checked_add(
+            count(h.leaf_count)?
+                .checked_add(1)?
+                .checked_mul(LEAF_BYTES)?,
+        )?;
+        let key_bytes = if h.flags & FLAG_KEYS != 0 {
+            count(h.key_count)?.checked_mul(8)?
+        } else {
+            0
+        };
+        let checksum = keys.checked_add(key_bytes)?;
+        Some(Layout {
+            tables,
+            entries,
+            first_keys,
+            leaves,
+            keys,
+            checksum,
+        })
+    }
+
+    fn file_bytes(&self) -> usize {
+        self.checksum + TRAILER_BYTES
+    }
+}
+
+/// Writes bytes through the checksum.
+struct Hashing<W: Write> {
+    inner: W,
+    hash: Xxh3,
+}
+
+impl<W: Write> Hashing<W> {
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.hash.update(bytes);
+        self.inner.write_all(bytes)
+    }
+    fn u64s(&mut self, values: &[u64]) -> std::io::Result<()> {
+        for chunk in values.chunks(4096) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.put(&bytes)?;
+        }
+        Ok(())
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RmiError + '_ {
+    move |source| RmiError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Rmi {
+    /// Saves the model (and `keys`, when given, for a self-contained file) to `path` atomically:
+    /// temp file, fsync, rename, fsync of the directory. A crash leaves either the old file or the new.
+    pub fn save(&self, path: &Path, keys: Option<&[u64]>) -> Result<()> {
+        if let Some(keys) = keys {
+            if keys.len() != self.key_count {
+                return Err(RmiError::KeyCountMismatch {
+                    index_keys: self.key_count as u64,
+                    slice_keys: keys.len() as u64,
+                });
+            }
+        }
+        let tmp = temp_path(path);
+        let result = self.write_file(&tmp, keys).and_then(|()| {
+            fs::rename(&tmp, path).map_err(io_error(path))?;
+            sync_parent(path)
+        });
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn write_file(&self, tmp: &Path, keys: Option<&[u64]>) -> Result<()> {
+        let file = File::create(tmp).map_err(io_error(tmp))?;
+        let mut out = Hashing {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hash: Xxh3::new(),
+        };
+        let header = Header {
+            flags: if keys.is_some() { FLAG_KEYS } else { 0 },
+            key_count: self.key_count as u64,
+            leaf_count: self.first_keys.len() as u64,
+            table_count: self.router.tables.len() as u64,
+            entry_count: self.router.entries.len() as u64,
+            epsilon_max: self.epsilon_max,
+            epsilon: self.epsilon,
+            file_bytes: 0,
+        };
+        let layout = Layout::new(&header)
+            .ok_or_else(|| RmiError::InvalidConfig("index too large to save".into()))?;
+        let header = Header {
+            file_bytes: layout.file_bytes() as u64,
+            ..header
+        };
+        let write = |out: &mut Hashing<BufWriter<File>>| -> std::io::Result<()> {
+            out.put(&encode_header(&header))?;
+            for t in &self.router.tables {
+                out.put(&t.key_lo.to_le_bytes())?;
+                out.put(&t.shift.to_le_bytes())?;
+                out.put(&t.bits.to_le_bytes())?;
+                out.put(&t.entries_offset.to_le_bytes())?;
+            }
+            out.u64s(&self.router.entries)?;
+            out.u64s(&self.first_keys)?;
+            let leaves: Vec<u64> = self
+                .leaves
+                .iter()
+                .flat_map(|l| [l.slope.to_bits(), l.base])
+                .collect();
+            out.u64s(&leaves)?;
+            if let Some(keys) = keys {
+                out.u64s(keys)?;
+            }
+            let checksum = out.hash.digest();
+            out.inner.write_all(&checksum.to_le_bytes())?;
+            out.inner.flush()?;
+            out.inner.get_ref().sync_all()
+        };
+        write(&mut out).map_err(io_error(tmp))
+    }
+
+    /// Loads a model saved by [`Rmi::save`], validated; any key array in the file is checked against it
+    /// and then dropped. Use [`RmiFile::open`] to keep the keys mapped.
+    pub fn load(path: &Path) -> Result<Rmi> {
+        Ok(RmiFile::open(path)?.rmi)
+    }
+}
+
+fn encode_header(h: &Header) -> [u8; HEADER_BYTES] {
+    let mut b = [0u8; HEADER_BYTES];
+    b[0..8].copy_from_slice(&MAGIC);
+    b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    b[12..16].copy_from_slice(&h.flags.to_le_bytes());
+    b[16..24].copy_from_slice(&h.key_count.to_le_bytes());
+    b[24..32].copy_from_slice(&h.leaf_count.to_le_bytes());
+    b[32..40].copy_from_slice(&h.table_count.to_le_bytes());
+    b[40..48].copy_from_slice(&h.entry_count.to_le_bytes());
+    b[48..52].copy_from_slice(&h.epsilon_max.to_le_bytes());
+    b[52..56].copy_from_slice(&h.epsilon.to_le_bytes());
+    b[56..64].copy_from_slice(&h.file_bytes.to_le_bytes());
+    b
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+fn sync_parent(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(parent))
+}
+
+fn u32_at(b: &[u8], offset: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[offset..offset + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], offset: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[offset..offset + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn u64s_at(b: &[u8], offset: usize, count: usize) -> Vec<u64> {
+    b[offset..offset + count * 8]
+        .chunks_exact(8)
+        .map(|c| u64_at(c, 0))
+        .collect()
+}
+
+/// A validated index file, mapped. Holds the key array too when the file carries one.
+pub struct RmiFile {
+    rmi: Rmi,
+    map: Mmap,
+    keys: Option<std::ops::Range<usize>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RmiFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RmiFile")
+            .field("path", &self.path)
+            .field("keys", &self.keys.is_some())
+            .finish()
+    }
+}
+
+impl RmiFile {
+    /// Maps and validates `path`: length, magic, version, flags, section sizes, xxHash3 checksum, model
+    /// structure, and — when the file holds keys — that every key lies in its window. Any failure is a
+    /// typed error naming the file and byte offset; nothing unvalidated is ever used.
+    pub fn open(path: &Path) -> Result<RmiFile> {
+        let file = File::open(path).map_err(io_error(path))?;
+        let len = file.metadata().map_err(io_error(path))?.len();
+        let truncated = |offset: u64, what: &str| RmiError::Truncated {
+            path: path.to_path_buf(),
+            offset,
+            what: what.into(),
+        };
+        let corrupt = |offset: usize, reason: String| RmiError::Corrupt {
+            path: path.to_path_buf(),
+            offset: offset as u64,
+            reason,
+        };
+        if len < (HEADER_BYTES + TRAILER_BYTES) as u64 {
+            return Err(truncated(len, "header and checksum"));
+        }
+        // SAFETY: index files are written once under a temp name and renamed into place; nothing writes
+        // to a published file, so the mapping's bytes do not change underneath us. Every byte is
+        // checksummed and bounds-checked before use.
+        let map = unsafe { Mmap::map(&file) }.map_err(io_error(path))?;
+        let b: &[u8] = &map;
+        if b[0..8] != MAGIC {
+            return Err(corrupt(0, "bad magic".into()));
+        }
+        if u32_at(b, 8) != VERSION {
+            return Err(corrupt(8, format!("unsupported version {}", u32_at(b, 8))));
+        }
+        let header = Header {
+            flags: u32_at(b, 12),
+            key_count: u64_at(b, 16),
+            leaf_count: u64_at(b, 24),
+            table_count: u64_at(b, 32),
+            entry_count: u64_at(b, 40),
+            epsilon_max: u32_at(b, 48),
+            epsilon: u32_at(b, 52),
+            file_bytes: u64_at(b, 56),
+        };
+        if header.flags & !FLAG_KEYS != 0 {
+            return Err(corrupt(12, format!("unknown flags {:#x}", header.flags)));
+        }
+        if header.leaf_count > header.key_count {
+            return Err(corrupt(24, "more leaves than keys".into()));
+        }
+        let layout =
+            Layout::new(&header).ok_or_else(|| corrupt(16, "section sizes overflow".into()))?;
+        if header.file_bytes != layout.file_bytes() as u64 {
+            return Err(corrupt(
+                56,
+                format!(
+                    "header says {} bytes, counts say {}",
+                    header.file_bytes,
+                    layout.file_bytes()
+                ),
+            ));
+        }
+        if len < header.file_bytes {
+            return Err(truncated(
+                len,
+                &format!("expected {} bytes", header.file_bytes),
+            ));
+        }
+        if len > header.file_bytes {
+            return Err(corrupt(
+                layout.file_bytes(),
+                "trailing bytes after checksum".into(),
+            ));
+        }
+        let stored = u64_at(b, layout.checksum);
+        let computed = xxhash_rust::xxh3::xxh3_64(&b[..layout.checksum]);
+        if stored != computed {
+            return Err(RmiError::Checksum {
+                path: path.to_path_buf(),
+                offset: layout.checksum as u64,
+                stored,
+                computed,
+            });
+        }
+        let rmi = decode(b, &header, &layout);
+        rmi.check_leaves()
+            .map_err(|r| corrupt(layout.first_keys, r))?;
+        rmi.router
+            .check(rmi.first_keys.len())
+            .map_err(|r| corrupt(layout.tables, r))?;
+        let keys = (header.flags & FLAG_KEYS != 0).then_some(layout.keys..layout.checksum);
+        let loaded = RmiFile {
+            rmi,
+            map,
+            keys,
+            path: path.to_path_buf(),
+        };
+        if let Some(keys) = loaded.keys() {
+            match loaded.rmi.verify(keys) {
+                Ok(()) => {}
+                Err(RmiError::NotSortedOrDuplicate { index, .. }) => {
+                    return Err(corrupt(
+                        layout.keys + index * 8,
+                        "keys not strictly increasing".into(),
+                    ))
+                }
+                Err(RmiError::WindowViolation { position, .. }) => {
+                    return Err(corrupt(
+                        layout.keys + position * 8,
+                        "key outside its window".into(),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The validated model.
+    pub fn rmi(&self) -> &Rmi {
+        &self.rmi
+    }
+
+    /// Takes the model, dropping the mapping.
+    pub fn into_rmi(self) -> Rmi {
+        self.rmi
+    }
+
+    /// The key array, if the file carries one (read in place from the mapping).
+    pub fn keys(&self) -> Option<&[u64]> {
+        let range = self.keys.clone()?;
+        let bytes = &self.map[range];
+        #[cfg(target_endian = "little")]
+        {
+            // SAFETY: any 8 initialised bytes are a valid u64; the mapping is page-aligned and the keys
+            // section starts at a multiple of 8, so `align_to` yields no prefix (checked below, never
+            // assumed); on little-endian hosts the in-memory value equals the file's LE encoding.
+            let (prefix, keys, suffix) = unsafe { bytes.align_to::<u64>() };
+            if prefix.is_empty() && suffix.is_empty() {
+                return Some(keys);
+            }
+        }
+        let _ = bytes;
+        None
+    }
+
+    /// The file this was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn decode(b: &[u8], h: &Header, l: &Layout) -> Rmi {
+    let leaf_count = h.leaf_count as usize;
+    let tables = (0..h.table_count as usize)
+        .map(|i| {
+            let at = l.tables + i * TABLE_BYTES;
+            Table {
+                key_lo: u64_at(b, at),
+                shift: u32_at(b, at + 8),
+                bits: u32_at(b, at + 12),
+                entries_offset: u64_at(b, at + 16),
+            }
+        })
+        .collect();
+    let router = Router {
+        tables,
+        entries: u64s_at(b, l.entries, h.entry_count as usize),
+    };
+    let leaves = u64s_at(b, l.leaves, (leaf_count + 1) * 2)
+        .chunks_exact(2)
+        .map(|c| LeafModel {
+            slope: f64::from_bits(c[0]),
+            base: c[1],
+        })
+        .collect();
+    Rmi {
+        key_count: h.key_count as usize,
+        epsilon_max: h.epsilon_max,
+        epsilon: h.epsilon,
+        first_keys: u64s_at(b, l.first_keys, leaf_count),
+        leaves,
+        router,
+        kernel: Kernel::detect(),
+        stats: BuildStats {
+            leaf_count,
+            table_count: h.table_count as usize,
+            ..BuildStats::default()
+        },
+    }
+}

@@ -1,0 +1,39 @@
+//! Metrics through the `metrics` facade. Names: `kyrodb_rmi_<what>_<unit>`.
+//!
+//! - `kyrodb_rmi_build_duration_seconds` (histogram): wall time of each build.
+//! - `kyrodb_rmi_leaves_count` (gauge): leaves of the last build.
+//! - `kyrodb_rmi_epsilon_max_slots` / `kyrodb_rmi_epsilon_mean_slots` (gauges): measured error bounds.
+//! - `kyrodb_rmi_model_bytes` (gauge): model size beyond the key array.
+//! - `kyrodb_rmi_probe_length_slots` (histogram): |prediction − position| + 1 of up to
+//!   [`PROBE_SAMPLES_MAX`] keys per build, evenly spaced — the distance a last-mile search walks from the
+//!   prediction to a present key. Sampled at build so the lookup path carries no instrumentation.
+//! - `kyrodb_rmi_rebuilds_total` / `kyrodb_rmi_rebuild_failures_total` (counters): background rebuilds.
+
+use crate::model::Rmi;
+
+/// Keys sampled per build for the probe-length histogram.
+pub const PROBE_SAMPLES_MAX: usize = 1024;
+
+pub(crate) fn record_build(rmi: &Rmi, keys: &[u64]) {
+    let stats = rmi.stats();
+    metrics::histogram!("kyrodb_rmi_build_duration_seconds")
+        .record(stats.build_duration.as_secs_f64());
+    metrics::gauge!("kyrodb_rmi_leaves_count").set(stats.leaf_count as f64);
+    metrics::gauge!("kyrodb_rmi_epsilon_max_slots").set(f64::from(rmi.epsilon()));
+    metrics::gauge!("kyrodb_rmi_epsilon_mean_slots").set(stats.epsilon_mean_slots);
+    metrics::gauge!("kyrodb_rmi_model_bytes").set(rmi.model_bytes() as f64);
+    let step = (keys.len() / PROBE_SAMPLES_MAX).max(1);
+    let probes = metrics::histogram!("kyrodb_rmi_probe_length_slots");
+    for position in (0..keys.len()).step_by(step) {
+        let predicted = rmi.predict(keys[position]).unwrap_or(0);
+        probes.record((predicted.abs_diff(position) + 1) as f64);
+    }
+}
+
+pub(crate) fn record_rebuild(ok: bool) {
+    if ok {
+        metrics::counter!("kyrodb_rmi_rebuilds_total").increment(1);
+    } else {
+        metrics::counter!("kyrodb_rmi_rebuild_failures_total").increment(1);
+    }
+}

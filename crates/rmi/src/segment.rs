@@ -1,0 +1,171 @@
+//! Error-bounded piecewise-linear segmentation (the leaves).
+//!
+//! A greedy shrinking cone (FITing-tree / RadixSpline style) anchored at each segment's first key grows
+//! a segment while some slope keeps every key of it within ε of its position. The slope is then checked
+//! with the exact arithmetic lookups use ([`predict`]); a segment is cut at the first key whose measured
+//! error exceeds ε. The first key of a segment is predicted exactly, so every cut makes progress, and
+//! the ε bound holds by construction rather than by floating-point hope.
+
+/// Leaf model parameters: predicted position = `base + min(round(slope · (key − first_key)), len − 1)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
+pub struct LeafModel {
+    /// Positions per key unit; finite and `>= 0`.
+    pub slope: f64,
+    /// Position of the leaf's first key. The sentinel after the last leaf holds the key count.
+    pub base: u64,
+}
+
+/// Predicts the position of `key` in the leaf starting at `base` with first key `first_key`, whose last
+/// position is `last`. Monotone non-decreasing in `key`, and always inside `[base, last]`.
+#[inline(always)]
+pub fn predict(first_key: u64, slope: f64, base: u64, last: u64, key: u64) -> u64 {
+    let dx = key.saturating_sub(first_key);
+    // Round half up; float-to-int `as` saturates (and maps NaN to 0), so this never wraps.
+    let offset = (slope * dx as f64 + 0.5) as u64;
+    base + offset.min(last - base)
+}
+
+/// Leaves of a segmentation, in key order.
+#[derive(Debug, Default)]
+pub struct Segmentation {
+    /// First key of each leaf; strictly increasing.
+    pub first_keys: Vec<u64>,
+    /// One model per leaf plus a sentinel whose `base` is the key count.
+    pub leaves: Vec<LeafModel>,
+    /// Measured error bound of each leaf, in slots (≤ ε).
+    pub leaf_epsilons: Vec<u32>,
+}
+
+/// Segments sorted, deduplicated `keys` so that every key lies within `epsilon` slots of its prediction.
+pub fn segment(keys: &[u64], epsilon: u32) -> Segmentation {
+    let mut out = Segmentation::default();
+    let mut start = 0usize;
+    while start < keys.len() {
+        let (end, slope) = grow_cone(keys, start, epsilon);
+        let (end, leaf_epsilon) = verify_prefix(keys, start, end, slope, epsilon);
+        out.first_keys.push(keys[start]);
+        out.leaves.push(LeafModel {
+            slope,
+            base: start as u64,
+        });
+        out.leaf_epsilons.push(leaf_epsilon);
+        start = end;
+    }
+    out.leaves.push(LeafModel {
+        slope: 0.0,
+        base: keys.len() as u64,
+    });
+    out
+}
+
+/// Grows a segment from `start` while the cone of feasible slopes stays non-empty. Returns one past the
+/// last key taken and the cone's middle slope.
+fn grow_cone(keys: &[u64], start: usize, epsilon: u32) -> (usize, f64) {
+    let first_key = keys[start];
+    let eps = f64::from(epsilon);
+    let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
+    let mut end = start + 1;
+    while end < keys.len() {
+        let dx = (keys[end] - first_key) as f64;
+        let dy = (end - start) as f64;
+        // round(slope·dx) must land in [dy − ε, dy + ε]: slope·dx ∈ [dy − ε − ½, dy + ε + ½), kept a
+        // quarter slot inside each edge so float rounding rarely matters (verification catches it when
+        // it does). An exact line sits in the middle, so equal gaps fit one leaf even at ε = 0.
+        let need_lo = (dy - eps - 0.25) / dx;
+        let need_hi = (dy + eps + 0.25) / dx;
+        if need_lo > hi || need_hi < lo {
+            break;
+        }
+        lo = lo.max(need_lo);
+        hi = hi.min(need_hi);
+        end += 1;
+    }
+    let slope = if hi.is_finite() {
+        ((lo + hi) / 2.0).max(0.0)
+    } else {
+        0.0
+    };
+    (end, slope)
+}
+
+/// Measures each key of `keys[start..end]` with the lookup arithmetic; cuts the segment at the first key
+/// whose error exceeds `epsilon`. Returns the (possibly shorter) end and the measured error bound.
+fn verify_prefix(keys: &[u64], start: usize, end: usize, slope: f64, epsilon: u32) -> (usize, u32) {
+    let first_key = keys[start];
+    let mut last = end as u64 - 1;
+    let mut max_error = 0u64;
+    for (i, &key) in keys.iter().enumerate().take(end).skip(start) {
+        let predicted = predict(first_key, slope, start as u64, last, key);
+        let error = predicted.abs_diff(i as u64);
+        if error > u64::from(epsilon) {
+            // Cutting only moves the clamp towards the keys kept, so their errors can only shrink.
+            last = i as u64 - 1;
+            let kept = verify_prefix_exact(keys, start, i, slope, last);
+            return (i, kept);
+        }
+        max_error = max_error.max(error);
+    }
+    (end, max_error as u32)
+}
+
+/// Recomputes the error bound of an already-cut segment (its clamp changed).
+fn verify_prefix_exact(keys: &[u64], start: usize, end: usize, slope: f64, last: u64) -> u32 {
+    let first_key = keys[start];
+    keys[start..end]
+        .iter()
+        .enumerate()
+        .map(|(j, &key)| {
+            predict(first_key, slope, start as u64, last, key).abs_diff((start + j) as u64)
+        })
+        .max()
+        .unwrap_or(0) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(keys: &[u64], epsilon: u32) -> Segmentation {
+        let seg = segment(keys, epsilon);
+        assert_eq!(seg.leaves.last().map(|l| l.base), Some(keys.len() as u64));
+        for (j, pair) in seg.leaves.windows(2).enumerate() {
+            let (base, end) = (pair[0].base, pair[1].base);
+            assert!(base < end, "leaf {j} is empty");
+            assert_eq!(seg.first_keys[j], keys[base as usize]);
+            for i in base..end {
+                let p = predict(
+                    seg.first_keys[j],
+                    pair[0].slope,
+                    base,
+                    end - 1,
+                    keys[i as usize],
+                );
+                assert!(p.abs_diff(i) <= u64::from(seg.leaf_epsilons[j]));
+                assert!(seg.leaf_epsilons[j] <= epsilon);
+            }
+        }
+        seg
+    }
+
+    #[test]
+    fn equal_gaps_make_one_leaf() {
+        let keys: Vec<u64> = (0..10_000u64).map(|i| i * 7 + 3).collect();
+        assert_eq!(check(&keys, 0).first_keys.len(), 1);
+    }
+
+    #[test]
+    fn extremes_and_outliers_stay_bounded() {
+        let mut keys: Vec<u64> = (0..1000u64).collect();
+        keys.extend([1 << 40, u64::MAX - 2, u64::MAX - 1, u64::MAX]);
+        for eps in [0, 1, 4, 32] {
+            check(&keys, eps);
+        }
+    }
+
+    #[test]
+    fn empty_and_single() {
+        assert!(check(&[], 8).first_keys.is_empty());
+        assert_eq!(check(&[u64::MAX], 0).first_keys.len(), 1);
+    }
+}
