@@ -1,0 +1,169 @@
+//! The state readers see and the WAL writer thread mutates: the active delta, a frozen delta being
+//! compacted, and the current snapshots, published together through one `ArcSwap`.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::{
+    delta::Delta,
+    options::Options,
+    snapshot::Snapshot,
+    wal::{
+        record::{decode_batch, decode_create_keyspace, Op, KIND_BATCH, KIND_CREATE_KEYSPACE},
+        CommitSink,
+    },
+};
+
+/// A delta that no longer takes writes, waiting to be merged into new snapshots.
+pub(crate) struct Frozen {
+    pub delta: Arc<Delta>,
+    /// Every record up to here is in `delta` (or in the snapshots already).
+    pub covered_seq: u64,
+}
+
+/// The snapshots of every keyspace at one manifest generation.
+#[derive(Default)]
+pub(crate) struct SnapshotSet {
+    pub by_keyspace: HashMap<u32, Arc<Snapshot>>,
+}
+
+/// One consistent view for readers: newest data first.
+pub(crate) struct ReadState {
+    pub active: Arc<Delta>,
+    pub frozen: Option<Arc<Frozen>>,
+    pub snapshots: Arc<SnapshotSet>,
+}
+
+impl ReadState {
+    pub(crate) fn delta_bytes(&self) -> usize {
+        self.active.bytes() + self.frozen.as_ref().map_or(0, |f| f.delta.bytes())
+    }
+}
+
+/// Keyspace names and ids.
+#[derive(Default)]
+pub(crate) struct Registry {
+    pub by_name: HashMap<String, u32>,
+    pub by_id: BTreeMap<u32, String>,
+    pub next_id: u32,
+}
+
+impl Registry {
+    pub(crate) fn insert(&mut self, id: u32, name: &str) {
+        self.by_name.insert(name.to_owned(), id);
+        self.by_id.insert(id, name.to_owned());
+        self.next_id = self.next_id.max(id + 1);
+    }
+}
+
+/// What the background thread is asked to do.
+#[derive(Default)]
+pub(crate) struct BgSignal {
+    pub frozen_ready: bool,
+    pub closing: bool,
+}
+
+/// Shared by the handle, the WAL writer thread and the background thread. Holds no reference to the WAL,
+/// so the writer thread can own an `Arc` of it without a cycle.
+pub(crate) struct Core {
+    pub opts: Options,
+    pub state: ArcSwap<ReadState>,
+    /// Serialises the writers of `state` (freeze and compaction install); readers never take it.
+    pub state_mu: Mutex<()>,
+    pub visible_seq: AtomicU64,
+    pub registry: RwLock<Registry>,
+    pub bg: Mutex<BgSignal>,
+    pub bg_cv: Condvar,
+    /// Writers waiting for the delta to drop under its budget.
+    pub room: Mutex<()>,
+    pub room_cv: Condvar,
+}
+
+/// A record whose payload does not decode although its checksum matched.
+#[derive(Debug)]
+pub(crate) struct BadRecord {
+    pub offset_in_payload: usize,
+    pub reason: &'static str,
+}
+
+impl Core {
+    /// Applies one durable record to the active delta (or the registry). Decodes fully before
+    /// touching anything, so a malformed record changes nothing.
+    pub(crate) fn apply_record(&self, seq: u64, kind: u8, payload: &Bytes) -> Result<(), BadRecord> {
+        let bad = |(offset_in_payload, reason)| BadRecord { offset_in_payload, reason };
+        match kind {
+            KIND_BATCH => {
+                let ops = decode_batch(payload).map_err(bad)?;
+                let active = self.state.load().active.clone();
+                for op in ops {
+                    match op {
+                        Op::Put { keyspace, key, value } => active.insert(keyspace, key, seq, Some(value)),
+                        Op::Delete { keyspace, key } => active.insert(keyspace, key, seq, None),
+                    }
+                }
+                Ok(())
+            }
+            KIND_CREATE_KEYSPACE => {
+                let (id, name) = decode_create_keyspace(payload).map_err(bad)?;
+                self.registry.write().insert(id, &name);
+                Ok(())
+            }
+            _ => Err(BadRecord { offset_in_payload: 0, reason: "unknown record kind" }),
+        }
+    }
+
+    /// Freezes the active delta at `covered_seq` unless a frozen one is still being compacted.
+    /// Only the WAL writer thread (or recovery, before it starts) calls this, between groups.
+    pub(crate) fn freeze(&self, covered_seq: u64) -> bool {
+        let _g = self.state_mu.lock();
+        let cur = self.state.load_full();
+        if cur.frozen.is_some() {
+            return false;
+        }
+        self.state.store(Arc::new(ReadState {
+            active: Arc::new(Delta::new()),
+            frozen: Some(Arc::new(Frozen { delta: cur.active.clone(), covered_seq })),
+            snapshots: cur.snapshots.clone(),
+        }));
+        self.bg.lock().frozen_ready = true;
+        self.bg_cv.notify_all();
+        true
+    }
+
+    pub(crate) fn over_compact_threshold(&self) -> bool {
+        self.state.load().active.bytes() >= self.opts.delta_bytes_compact
+    }
+}
+
+impl CommitSink for Core {
+    fn apply(&self, seq: u64, kind: u8, payload: &Bytes) {
+        if let Err(e) = self.apply_record(seq, kind, payload) {
+            // The writer encoded this payload itself; failing to decode it is a bug, not bad input.
+            debug_assert!(false, "live record {seq} does not decode: {e:?}");
+            tracing::error!(seq, ?e, "live WAL record does not decode");
+        }
+    }
+
+    fn publish(&self, last_seq: u64) {
+        self.visible_seq.store(last_seq, Ordering::Release);
+        let st = self.state.load();
+        metrics::gauge!("kyrodb_storage_delta_bytes").set(st.delta_bytes() as f64);
+        if st.active.bytes() >= self.opts.delta_bytes_compact && st.frozen.is_none() {
+            drop(st);
+            self.freeze(last_seq);
+        }
+    }
+
+    fn freeze(&self, last_seq: u64) {
+        Core::freeze(self, last_seq);
+    }
+}

@@ -1,0 +1,519 @@
+//! The public handle: keyspaces, writes through the WAL, reads through delta → snapshot.
+
+use std::{
+    fs::File,
+    ops::{Bound, Deref, RangeBounds},
+    path::{Path, PathBuf},
+    sync::{atomic::Ordering, Arc},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::{
+    core::{Core, ReadState},
+    manifest::Manifest,
+    merge::{Merge, Source},
+    options::Options,
+    snapshot::Snapshot,
+    wal::{
+        record::{encode_create_keyspace, BatchEncoder, KIND_BATCH, KIND_CREATE_KEYSPACE},
+        Wal,
+    },
+    Error, Result,
+};
+
+/// The name of the keyspace every database has.
+pub const DEFAULT_KEYSPACE: &str = "default";
+
+/// A value read from the engine: either a delta buffer or a slice of a snapshot's mmap'd data file
+/// (already verified against its checksum). Cheap to clone; derefs to bytes.
+#[derive(Clone)]
+pub struct Value(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Delta(Bytes),
+    Snapshot { snap: Arc<Snapshot>, start: usize, end: usize },
+}
+
+impl Deref for Value {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Delta(b) => b,
+            Repr::Snapshot { snap, start, end } => &snap.data()[*start..*end],
+        }
+    }
+}
+
+impl AsRef<[u8]> for Value {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Value({} bytes)", self.len())
+    }
+}
+
+impl PartialEq<[u8]> for Value {
+    fn eq(&self, other: &[u8]) -> bool {
+        **self == *other
+    }
+}
+
+/// Puts and deletes applied all-or-nothing, across keyspaces, under one sequence number.
+#[derive(Default, Clone)]
+pub struct WriteBatch {
+    enc: BatchEncoder,
+}
+
+impl std::fmt::Debug for WriteBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBatch").field("ops", &self.len()).field("bytes", &self.enc.encoded_len()).finish()
+    }
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("dir", &self.inner.dir).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Keyspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyspace").field("id", &self.id).field("name", &self.name).finish()
+    }
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn put(&mut self, keyspace: &Keyspace, key: u64, value: &[u8]) -> &mut Self {
+        self.enc.put(keyspace.id, key, value);
+        self
+    }
+    pub fn delete(&mut self, keyspace: &Keyspace, key: u64) -> &mut Self {
+        self.enc.delete(keyspace.id, key);
+        self
+    }
+    pub fn len(&self) -> usize {
+        self.enc.count()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.enc.count() == 0
+    }
+}
+
+/// What [`Db::snapshot`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub manifest_generation: u64,
+    pub covered_seq: u64,
+    pub keys: u64,
+    pub data_bytes: u64,
+}
+
+/// One keyspace's numbers.
+#[derive(Debug, Clone)]
+pub struct KeyspaceStats {
+    pub id: u32,
+    pub name: String,
+    pub snapshot_keys: u64,
+    pub snapshot_data_bytes: u64,
+    pub index_model_bytes: usize,
+}
+
+/// Engine numbers for `/metrics`, `/ready` and tests.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub last_seq: u64,
+    pub visible_seq: u64,
+    pub manifest_generation: u64,
+    pub covered_seq: u64,
+    pub delta_bytes: usize,
+    pub delta_entries: usize,
+    pub frozen_bytes: usize,
+    pub wal_segments: usize,
+    pub compactions: u64,
+    pub index: &'static str,
+    pub keyspaces: Vec<KeyspaceStats>,
+    pub writes_stopped: Option<String>,
+}
+
+/// The shared insides of a [`Db`]; keyspace handles hold it too.
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub snap_dir: PathBuf,
+    pub core: Arc<Core>,
+    pub wal: Wal,
+    pub manifest: Mutex<Manifest>,
+    /// Held while a compaction runs, so the background thread and `snapshot()` never overlap.
+    pub compaction_mu: Mutex<()>,
+    pub compactions: std::sync::atomic::AtomicU64,
+    pub create_mu: Mutex<()>,
+    pub bg_thread: Mutex<Option<JoinHandle<()>>>,
+    pub _lock: File,
+}
+
+/// A KyroDB storage engine over one data directory.
+pub struct Db {
+    pub(crate) inner: Arc<Inner>,
+    default: Keyspace,
+}
+
+/// A handle to one keyspace: an independent u64 key space sharing the database's WAL.
+#[derive(Clone)]
+pub struct Keyspace {
+    inner: Arc<Inner>,
+    id: u32,
+    name: Arc<str>,
+}
+
+impl Db {
+    /// Opens (or creates) the database in `dir`, recovering from the manifest, snapshots and WAL.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Self> {
+        let inner = crate::recovery::open(dir.as_ref(), opts)?;
+        let default = Keyspace { inner: inner.clone(), id: 0, name: Arc::from(DEFAULT_KEYSPACE) };
+        Ok(Self { inner, default })
+    }
+
+    /// The keyspace the HTTP v1 API uses.
+    pub fn default_keyspace(&self) -> &Keyspace {
+        &self.default
+    }
+
+    /// An existing keyspace.
+    pub fn keyspace(&self, name: &str) -> Result<Keyspace> {
+        let id = self.inner.core.registry.read().by_name.get(name).copied();
+        id.map(|id| Keyspace { inner: self.inner.clone(), id, name: Arc::from(name) })
+            .ok_or_else(|| Error::NoSuchKeyspace(name.to_owned()))
+    }
+
+    /// The keyspace called `name`, created (durably) if it does not exist.
+    pub fn create_keyspace(&self, name: &str) -> Result<Keyspace> {
+        validate_keyspace_name(name)?;
+        let _g = self.inner.create_mu.lock();
+        if let Ok(ks) = self.keyspace(name) {
+            return Ok(ks);
+        }
+        let (id, count) = {
+            let r = self.inner.core.registry.read();
+            (r.next_id, r.by_id.len())
+        };
+        if count >= self.inner.core.opts.keyspaces_max {
+            return Err(Error::TooManyKeyspaces(self.inner.core.opts.keyspaces_max));
+        }
+        self.inner.append(KIND_CREATE_KEYSPACE, encode_create_keyspace(id, name))?;
+        self.keyspace(name)
+    }
+
+    /// Names of all keyspaces, by id.
+    pub fn keyspace_names(&self) -> Vec<String> {
+        self.inner.core.registry.read().by_id.values().cloned().collect()
+    }
+
+    /// Applies a batch atomically; returns its sequence number. An empty batch writes nothing and
+    /// returns the last visible sequence number.
+    pub fn write(&self, batch: WriteBatch) -> Result<u64> {
+        self.inner.write(batch)
+    }
+
+    pub fn put(&self, key: u64, value: &[u8]) -> Result<u64> {
+        self.default.put(key, value)
+    }
+    pub fn delete(&self, key: u64) -> Result<u64> {
+        self.default.delete(key)
+    }
+    pub fn get(&self, key: u64) -> Result<Option<Value>> {
+        self.default.get(key)
+    }
+    pub fn multi_get(&self, keys: &[u64]) -> Result<Vec<Option<Value>>> {
+        self.default.multi_get(keys)
+    }
+    pub fn scan(&self, range: impl RangeBounds<u64>, limit: usize) -> Result<Vec<(u64, Value)>> {
+        self.default.scan(range, limit)
+    }
+
+    /// Compacts everything written so far into snapshots and waits until the manifest covers it.
+    pub fn snapshot(&self) -> Result<SnapshotInfo> {
+        self.inner.snapshot()
+    }
+
+    /// Numbers for monitoring.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+
+    /// Asks the kernel to read every snapshot file ahead; returns the bytes advised.
+    pub fn warm(&self) -> usize {
+        self.inner.core.state.load().snapshots.by_keyspace.values().map(|s| s.warm()).sum()
+    }
+
+    /// Verifies every snapshot value's checksum (a full scrub); the first failure names file and offset.
+    pub fn verify(&self) -> Result<()> {
+        let st = self.inner.core.state.load_full();
+        st.snapshots.by_keyspace.values().try_for_each(|s| s.verify_values())
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Flushes and stops background work. Also done on drop.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.inner.close();
+    }
+}
+
+impl Keyspace {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Writes `value` under `key`; returns the sequence number once durable and visible.
+    pub fn put(&self, key: u64, value: &[u8]) -> Result<u64> {
+        let mut b = WriteBatch::new();
+        b.put(self, key, value);
+        self.inner.write(b)
+    }
+
+    /// Deletes `key` (a tombstone); returns the sequence number.
+    pub fn delete(&self, key: u64) -> Result<u64> {
+        let mut b = WriteBatch::new();
+        b.delete(self, key);
+        self.inner.write(b)
+    }
+
+    /// The newest value of `key`.
+    pub fn get(&self, key: u64) -> Result<Option<Value>> {
+        let st = self.inner.core.state.load();
+        let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
+        get_in(&st, self.id, key, visible)
+    }
+
+    /// `get` for many keys against one consistent view.
+    pub fn multi_get(&self, keys: &[u64]) -> Result<Vec<Option<Value>>> {
+        let st = self.inner.core.state.load();
+        let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
+        keys.iter().map(|k| get_in(&st, self.id, *k, visible)).collect()
+    }
+
+    /// Live keys in `range`, ascending, at most `limit`.
+    pub fn scan(&self, range: impl RangeBounds<u64>, limit: usize) -> Result<Vec<(u64, Value)>> {
+        let Some((start, end)) = inclusive(range) else { return Ok(Vec::new()) };
+        let st = self.inner.core.state.load_full();
+        let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
+        let snap = st.snapshots.by_keyspace.get(&self.id).cloned();
+        let id = self.id;
+        let mut sources: Vec<Box<dyn Iterator<Item = (u64, Source)> + '_>> =
+            vec![Box::new(st.active.range(id, start, end, visible).map(|(k, v)| (k, Source::Delta(v))))];
+        if let Some(f) = &st.frozen {
+            sources.push(Box::new(f.delta.range(id, start, end, u64::MAX).map(|(k, v)| (k, Source::Delta(v)))));
+        }
+        if let Some(s) = &snap {
+            let keys = s.keys();
+            let lo = s.index().lower_bound(keys, start);
+            let hi = if end == u64::MAX { keys.len() } else { s.index().lower_bound(keys, end + 1) };
+            sources.push(Box::new((lo..hi.max(lo)).map(|i| (keys[i], Source::Snapshot(i)))));
+        }
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for (key, src) in Merge::new(sources) {
+            if out.len() == limit {
+                break;
+            }
+            match src {
+                Source::Delta(Some(v)) => out.push((key, Value(Repr::Delta(v)))),
+                Source::Delta(None) => {}
+                Source::Snapshot(i) => {
+                    let s = snap.as_ref().expect("snapshot source implies a snapshot");
+                    let (start, end) = s.value_at(i)?;
+                    out.push((key, Value(Repr::Snapshot { snap: s.clone(), start, end })));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn get_in(st: &ReadState, keyspace: u32, key: u64, visible: u64) -> Result<Option<Value>> {
+    if let Some(v) = st.active.get(keyspace, key, visible) {
+        return Ok(v.map(|b| Value(Repr::Delta(b))));
+    }
+    if let Some(f) = &st.frozen {
+        if let Some(v) = f.delta.get(keyspace, key, u64::MAX) {
+            return Ok(v.map(|b| Value(Repr::Delta(b))));
+        }
+    }
+    let Some(snap) = st.snapshots.by_keyspace.get(&keyspace) else { return Ok(None) };
+    Ok(snap.get(key)?.map(|(start, end)| Value(Repr::Snapshot { snap: snap.clone(), start, end })))
+}
+
+fn inclusive(range: impl RangeBounds<u64>) -> Option<(u64, u64)> {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => *e,
+        Bound::Excluded(e) => e.checked_sub(1)?,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start <= end).then_some((start, end))
+}
+
+/// Keyspace names: 1–64 characters from `[A-Za-z0-9_.-]`.
+pub fn validate_keyspace_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidKeyspaceName(name.to_owned()))
+    }
+}
+
+impl Inner {
+    fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.core.opts.write_stall_ms_max)
+    }
+
+    pub(crate) fn append(&self, kind: u8, payload: Bytes) -> Result<u64> {
+        let deadline = self.deadline();
+        self.wait_for_room(deadline)?;
+        self.wal.append(kind, payload, deadline)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<u64> {
+        let o = &self.core.opts;
+        if batch.is_empty() {
+            return Ok(self.core.visible_seq.load(Ordering::Acquire));
+        }
+        if batch.enc.value_len_max() > o.value_bytes_max {
+            return Err(Error::ValueTooLarge { len: batch.enc.value_len_max(), max: o.value_bytes_max });
+        }
+        if batch.len() > o.batch_ops_max {
+            return Err(Error::BatchTooManyOps { count: batch.len(), max: o.batch_ops_max });
+        }
+        if batch.enc.encoded_len() > o.batch_bytes_max {
+            return Err(Error::BatchTooLarge { len: batch.enc.encoded_len(), max: o.batch_bytes_max });
+        }
+        self.append(KIND_BATCH, batch.enc.finish())
+    }
+
+    /// Back-pressure: waits while active + frozen delta exceed the budget, then `Busy`.
+    fn wait_for_room(&self, deadline: Instant) -> Result<()> {
+        let budget = self.core.opts.delta_bytes_budget;
+        let used = || self.core.state.load().delta_bytes();
+        if used() <= budget {
+            return Ok(());
+        }
+        metrics::counter!("kyrodb_storage_write_stalls_total").increment(1);
+        let started = Instant::now();
+        let mut g = self.core.room.lock();
+        loop {
+            if let Some(why) = self.wal.stopped() {
+                return Err(Error::WritesStopped(why));
+            }
+            if self.core.bg.lock().closing {
+                return Err(Error::Closed);
+            }
+            let now = used();
+            if now <= budget {
+                return Ok(());
+            }
+            if self.core.room_cv.wait_until(&mut g, deadline).timed_out() && used() > budget {
+                return Err(Error::Busy {
+                    delta_bytes: now,
+                    budget,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Result<SnapshotInfo> {
+        let target = self.wal.freeze()?;
+        // A compaction already running may cover less than `target`; then freeze again after it.
+        for _ in 0..3 {
+            crate::compaction::compact_frozen(self)?;
+            let m = self.manifest.lock().clone();
+            if m.covered_seq >= target {
+                let st = self.core.state.load();
+                let snaps = st.snapshots.by_keyspace.values();
+                let (keys, data_bytes) = snaps.fold((0, 0), |(k, d), s| (k + s.meta.key_count, d + s.meta.data_bytes));
+                return Ok(SnapshotInfo { manifest_generation: m.generation, covered_seq: m.covered_seq, keys, data_bytes });
+            }
+            self.wal.freeze()?;
+        }
+        Err(Error::Busy { delta_bytes: self.core.state.load().delta_bytes(), budget: self.core.opts.delta_bytes_budget, waited_ms: 0 })
+    }
+
+    fn stats(&self) -> Stats {
+        let st = self.core.state.load_full();
+        let m = self.manifest.lock().clone();
+        let registry = self.core.registry.read();
+        let keyspaces = registry
+            .by_id
+            .iter()
+            .map(|(id, name)| {
+                let s = st.snapshots.by_keyspace.get(id);
+                KeyspaceStats {
+                    id: *id,
+                    name: name.clone(),
+                    snapshot_keys: s.map_or(0, |s| s.meta.key_count),
+                    snapshot_data_bytes: s.map_or(0, |s| s.meta.data_bytes),
+                    index_model_bytes: s.map_or(0, |s| s.index().model_bytes()),
+                }
+            })
+            .collect();
+        Stats {
+            last_seq: self.wal.last_seq(),
+            visible_seq: self.core.visible_seq.load(Ordering::Acquire),
+            manifest_generation: m.generation,
+            covered_seq: m.covered_seq,
+            delta_bytes: st.active.bytes(),
+            delta_entries: st.active.len(),
+            frozen_bytes: st.frozen.as_ref().map_or(0, |f| f.delta.bytes()),
+            wal_segments: self.wal.segments().len(),
+            compactions: self.compactions.load(Ordering::Relaxed),
+            index: self.core.opts.index_builder.name(),
+            keyspaces,
+            writes_stopped: self.wal.stopped().map(|s| s.to_string()),
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        {
+            let mut bg = self.core.bg.lock();
+            if bg.closing {
+                return;
+            }
+            bg.closing = true;
+        }
+        self.core.bg_cv.notify_all();
+        self.core.room_cv.notify_all();
+        if let Some(t) = self.bg_thread.lock().take() {
+            let _ = t.join();
+        }
+        self.wal.close();
+    }
+}

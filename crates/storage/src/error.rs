@@ -1,0 +1,71 @@
+//! The storage engine's one error type.
+
+use std::{io, path::PathBuf, sync::Arc};
+
+/// Everything the engine can refuse or fail with. The server maps each variant to an HTTP error code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value over `value_bytes_max`; nothing was written.
+    #[error("value is {len} bytes, larger than value_bytes_max ({max} bytes)")]
+    ValueTooLarge { len: usize, max: usize },
+    /// A batch whose encoded size is over `batch_bytes_max`; nothing was written.
+    #[error("batch is {len} bytes, larger than batch_bytes_max ({max} bytes)")]
+    BatchTooLarge { len: usize, max: usize },
+    /// A batch with more operations than `batch_ops_max`; nothing was written.
+    #[error("batch has {count} operations, more than batch_ops_max ({max})")]
+    BatchTooManyOps { count: usize, max: usize },
+    /// A keyspace name outside `[A-Za-z0-9_.-]{1,64}`.
+    #[error("keyspace name {0:?} is invalid: use 1 to 64 characters from A-Z a-z 0-9 _ . -")]
+    InvalidKeyspaceName(String),
+    /// A keyspace that does not exist.
+    #[error("keyspace {0:?} does not exist")]
+    NoSuchKeyspace(String),
+    /// More keyspaces than `keyspaces_max`.
+    #[error("cannot create keyspace: keyspaces_max ({0}) reached")]
+    TooManyKeyspaces(usize),
+    /// Bytes on disk that failed a checksum or a structural check. Never served.
+    #[error("{}: corrupt at byte offset {offset}: {reason}", file.display())]
+    Corrupt { file: PathBuf, offset: u64, reason: String },
+    /// The engine stopped accepting writes after an I/O failure (fail-stop): restart to recover.
+    #[error("writes are stopped after an I/O failure: {0}")]
+    WritesStopped(Arc<str>),
+    /// The delta is over its memory budget and compaction did not catch up in time.
+    #[error("busy: in-memory delta holds {delta_bytes} bytes, over delta_bytes_budget ({budget} bytes), and compaction did not catch up within write_stall_ms_max ({waited_ms} ms); retry later")]
+    Busy { delta_bytes: usize, budget: usize, waited_ms: u64 },
+    /// An I/O error on a named file.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    /// The data directory is held by another process.
+    #[error("data directory {} is in use by another process (lock file held)", .0.display())]
+    Locked(PathBuf),
+    /// An option outside its documented range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    /// The engine was closed.
+    #[error("the database is closed")]
+    Closed,
+}
+
+/// Result with the engine's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn corrupt(file: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Corrupt { file: file.into(), offset, reason: reason.into() }
+    }
+}
+
+/// Attaches a path to an `io::Result`.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, path: &std::path::Path) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

@@ -1,0 +1,30 @@
+//! KyroDB's storage engine: u64 keys to byte values in named keyspaces, sharing one write-ahead log.
+//!
+//! Write path: validate → queue → the WAL writer assigns a sequence number, writes and fsyncs a whole
+//! group at once → applies it to the in-memory delta → publishes → acknowledges. Read path: active
+//! delta → frozen delta → the keyspace's mmap'd snapshot, found through a [`SortedIndex`].
+//! Compaction merges a frozen delta into new snapshot files in the background and swaps them in
+//! atomically. Recovery replays the WAL after what the manifest covers. The on-disk formats and their
+//! crash arguments are in docs/design/storage.md.
+#![deny(unsafe_code)]
+#![warn(missing_debug_implementations)]
+
+mod compaction;
+mod core;
+mod db;
+mod delta;
+mod error;
+mod fsutil;
+pub mod index;
+mod manifest;
+mod merge;
+mod mmap;
+mod options;
+mod recovery;
+mod snapshot;
+mod wal;
+
+pub use db::{validate_keyspace_name, Db, Keyspace, KeyspaceStats, SnapshotInfo, Stats, Value, WriteBatch, DEFAULT_KEYSPACE};
+pub use error::{Error, Result};
+pub use index::{IndexBuilder, SortedIndex};
+pub use options::{FsyncPolicy, Options};

@@ -1,0 +1,85 @@
+//! Read-only memory maps and typed views of them. The only module with `unsafe`.
+#![allow(unsafe_code)]
+
+use std::{fs::File, path::Path};
+
+use memmap2::Mmap;
+
+use crate::error::{IoContext, Result};
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("KyroDB's file formats are little-endian and are read in place through mmap");
+
+/// A whole file mapped read-only (an empty file maps to an empty slice).
+pub(crate) struct MappedFile {
+    map: Option<Mmap>,
+}
+
+impl MappedFile {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).at(path)?;
+        let len = file.metadata().at(path)?.len();
+        if len == 0 {
+            return Ok(Self { map: None });
+        }
+        // SAFETY: the engine never modifies a file after it is renamed into place (snapshots are
+        // immutable, replaced by new files), so the mapping's bytes cannot change under a reader. Another
+        // process editing our data directory is outside the contract (the LOCK file guards it).
+        let map = unsafe { Mmap::map(&file) }.at(path)?;
+        Ok(Self { map: Some(map) })
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+
+    /// Asks the kernel to read the whole file ahead (for warm-up).
+    pub(crate) fn advise_willneed(&self) {
+        if let Some(m) = &self.map {
+            let _ = m.advise(memmap2::Advice::WillNeed);
+        }
+    }
+
+    /// `count` little-endian u64s starting at `offset_bytes`, or `None` when out of bounds or misaligned.
+    pub(crate) fn u64s(&self, offset_bytes: usize, count: usize) -> Option<&[u64]> {
+        cast_slice::<u64>(self.bytes(), offset_bytes, count)
+    }
+
+    /// `count` little-endian u32s starting at `offset_bytes`.
+    pub(crate) fn u32s(&self, offset_bytes: usize, count: usize) -> Option<&[u32]> {
+        cast_slice::<u32>(self.bytes(), offset_bytes, count)
+    }
+}
+
+trait Plain: Copy {}
+impl Plain for u64 {}
+impl Plain for u32 {}
+
+fn cast_slice<T: Plain>(bytes: &[u8], offset_bytes: usize, count: usize) -> Option<&[T]> {
+    let size = std::mem::size_of::<T>();
+    let end = offset_bytes.checked_add(count.checked_mul(size)?)?;
+    let raw = bytes.get(offset_bytes..end)?;
+    if raw.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 {
+        return None;
+    }
+    // SAFETY: `raw` is in bounds and aligned for T (checked above); T is a plain integer for which every
+    // bit pattern is valid; the target is little-endian (compile_error above), matching the file format;
+    // the returned slice borrows `bytes`, so it cannot outlive the mapping.
+    Some(unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<T>(), count) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cast_refuses_out_of_bounds_and_misaligned() {
+        let words = [1u64, 2, 3];
+        // SAFETY (test): viewing an aligned u64 array as bytes.
+        let bytes: &[u8] = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), 24) };
+        assert_eq!(cast_slice::<u64>(bytes, 8, 2), Some(&words[1..]));
+        assert_eq!(cast_slice::<u64>(bytes, 8, 3), None);
+        assert_eq!(cast_slice::<u64>(bytes, 4, 1), None);
+        assert_eq!(cast_slice::<u64>(bytes, usize::MAX - 3, 1), None);
+    }
+}

@@ -1,0 +1,228 @@
+//! WAL record framing and the batch payload codec. Byte layout: docs/design/storage.md.
+//!
+//! ```text
+//! record  = payload_len u32 | crc32c u32 | seq u64 | kind u8 | payload[payload_len]
+//! crc32c  = crc32c_append(crc32c(payload), payload_len ++ seq ++ kind)   (all little-endian)
+//! ```
+//! The payload's CRC is computed by the writer's own thread, so the group-commit leader only extends it
+//! over the 13 header bytes once the sequence number is known.
+
+use bytes::{BufMut, Bytes};
+
+/// Bytes before the payload.
+pub(crate) const HEADER_BYTES: usize = 17;
+/// A write batch: puts and deletes applied all-or-nothing.
+pub(crate) const KIND_BATCH: u8 = 1;
+/// The creation of a keyspace.
+pub(crate) const KIND_CREATE_KEYSPACE: u8 = 2;
+
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+
+/// The record checksum: the payload's CRC extended over the header fields.
+pub(crate) fn record_crc(payload_crc: u32, payload_len: u32, seq: u64, kind: u8) -> u32 {
+    let mut h = [0u8; 13];
+    h[0..4].copy_from_slice(&payload_len.to_le_bytes());
+    h[4..12].copy_from_slice(&seq.to_le_bytes());
+    h[12] = kind;
+    crc32c::crc32c_append(payload_crc, &h)
+}
+
+/// Appends a full header for a payload.
+pub(crate) fn put_header(out: &mut Vec<u8>, payload_len: u32, crc: u32, seq: u64, kind: u8) {
+    out.put_u32_le(payload_len);
+    out.put_u32_le(crc);
+    out.put_u64_le(seq);
+    out.put_u8(kind);
+}
+
+/// A parsed header.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header {
+    pub payload_len: u32,
+    pub crc: u32,
+    pub seq: u64,
+    pub kind: u8,
+}
+
+/// Parses a header from at least `HEADER_BYTES` bytes.
+pub(crate) fn parse_header(b: &[u8]) -> Option<Header> {
+    let b = b.get(..HEADER_BYTES)?;
+    Some(Header {
+        payload_len: u32::from_le_bytes(b[0..4].try_into().ok()?),
+        crc: u32::from_le_bytes(b[4..8].try_into().ok()?),
+        seq: u64::from_le_bytes(b[8..16].try_into().ok()?),
+        kind: b[16],
+    })
+}
+
+/// One operation of a batch, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// `value` is a slice of the record payload (no copy).
+    Put { keyspace: u32, key: u64, value: Bytes },
+    Delete { keyspace: u32, key: u64 },
+}
+
+/// Builds a batch payload: `count u32 | op*` where
+/// `op = tag u8 | keyspace u32 | key u64 | (tag == put: value_len u32 | value)`.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchEncoder {
+    buf: Vec<u8>,
+    count: u32,
+    value_len_max: usize,
+}
+
+impl Default for BatchEncoder {
+    fn default() -> Self {
+        let mut buf = Vec::with_capacity(64);
+        buf.put_u32_le(0);
+        Self { buf, count: 0, value_len_max: 0 }
+    }
+}
+
+impl BatchEncoder {
+    pub(crate) fn put(&mut self, keyspace: u32, key: u64, value: &[u8]) {
+        self.buf.reserve(17 + value.len());
+        self.buf.put_u8(OP_PUT);
+        self.buf.put_u32_le(keyspace);
+        self.buf.put_u64_le(key);
+        // Values longer than u32::MAX are refused by `value_bytes_max` before they are written.
+        self.buf.put_u32_le(u32::try_from(value.len()).unwrap_or(u32::MAX));
+        self.buf.put_slice(value);
+        self.count += 1;
+        self.value_len_max = self.value_len_max.max(value.len());
+    }
+
+    pub(crate) fn delete(&mut self, keyspace: u32, key: u64) {
+        self.buf.put_u8(OP_DELETE);
+        self.buf.put_u32_le(keyspace);
+        self.buf.put_u64_le(key);
+        self.count += 1;
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.count as usize
+    }
+
+    pub(crate) fn value_len_max(&self) -> usize {
+        self.value_len_max
+    }
+
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The finished payload.
+    pub(crate) fn finish(mut self) -> Bytes {
+        self.buf[0..4].copy_from_slice(&self.count.to_le_bytes());
+        Bytes::from(self.buf)
+    }
+}
+
+/// Calls `f` for every operation of a batch payload, in order. Fails (naming the byte offset inside the
+/// payload) on any structural problem, so a checksummed-but-malformed record is refused, never half-applied:
+/// callers decode fully before applying.
+pub(crate) fn decode_batch(payload: &Bytes) -> Result<Vec<Op>, (usize, &'static str)> {
+    let p = payload.as_ref();
+    let count = read_u32(p, 0).ok_or((0, "batch shorter than its count"))? as usize;
+    // Each op takes at least 13 bytes, which bounds `count` by the payload before we allocate.
+    if count > p.len() / 13 {
+        return Err((0, "batch count larger than the payload can hold"));
+    }
+    let mut ops = Vec::with_capacity(count);
+    let mut at = 4;
+    for _ in 0..count {
+        let tag = *p.get(at).ok_or((at, "truncated op"))?;
+        let keyspace = read_u32(p, at + 1).ok_or((at, "truncated op"))?;
+        let key = read_u64(p, at + 5).ok_or((at, "truncated op"))?;
+        match tag {
+            OP_PUT => {
+                let len = read_u32(p, at + 13).ok_or((at, "truncated put"))? as usize;
+                let start = at + 17;
+                let end = start.checked_add(len).filter(|e| *e <= p.len()).ok_or((at, "value runs past the payload"))?;
+                ops.push(Op::Put { keyspace, key, value: payload.slice(start..end) });
+                at = end;
+            }
+            OP_DELETE => {
+                ops.push(Op::Delete { keyspace, key });
+                at += 13;
+            }
+            _ => return Err((at, "unknown op tag")),
+        }
+    }
+    if at != p.len() {
+        return Err((at, "trailing bytes after the last op"));
+    }
+    Ok(ops)
+}
+
+/// Payload of a keyspace creation: `id u32 | name_len u16 | name`.
+pub(crate) fn encode_create_keyspace(id: u32, name: &str) -> Bytes {
+    let mut b = Vec::with_capacity(6 + name.len());
+    b.put_u32_le(id);
+    b.put_u16_le(name.len() as u16);
+    b.put_slice(name.as_bytes());
+    Bytes::from(b)
+}
+
+pub(crate) fn decode_create_keyspace(p: &[u8]) -> Result<(u32, String), (usize, &'static str)> {
+    let id = read_u32(p, 0).ok_or((0, "truncated keyspace record"))?;
+    let len = p.get(4..6).ok_or((4, "truncated keyspace record"))?;
+    let len = u16::from_le_bytes([len[0], len[1]]) as usize;
+    let name = p.get(6..6 + len).ok_or((6, "keyspace name runs past the payload"))?;
+    if 6 + len != p.len() {
+        return Err((6 + len, "trailing bytes after keyspace name"));
+    }
+    let name = std::str::from_utf8(name).map_err(|_| (6, "keyspace name is not UTF-8"))?;
+    Ok((id, name.to_owned()))
+}
+
+pub(crate) fn read_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+
+pub(crate) fn read_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_round_trips_and_rejects_every_truncation() {
+        let mut enc = BatchEncoder::default();
+        enc.put(0, 7, b"seven");
+        enc.delete(3, u64::MAX);
+        enc.put(1, 0, b"");
+        let payload = enc.finish();
+        let ops = decode_batch(&payload).unwrap();
+        assert_eq!(
+            ops,
+            vec![
+                Op::Put { keyspace: 0, key: 7, value: Bytes::from_static(b"seven") },
+                Op::Delete { keyspace: 3, key: u64::MAX },
+                Op::Put { keyspace: 1, key: 0, value: Bytes::new() },
+            ]
+        );
+        for cut in 0..payload.len() {
+            assert!(decode_batch(&payload.slice(..cut)).is_err(), "prefix of {cut} bytes accepted");
+        }
+    }
+
+    #[test]
+    fn crc_covers_header_fields() {
+        let c = crc32c::crc32c(b"abc");
+        assert_ne!(record_crc(c, 3, 1, KIND_BATCH), record_crc(c, 3, 2, KIND_BATCH));
+        assert_ne!(record_crc(c, 3, 1, KIND_BATCH), record_crc(c, 3, 1, KIND_CREATE_KEYSPACE));
+        assert_ne!(record_crc(c, 3, 1, KIND_BATCH), record_crc(c, 4, 1, KIND_BATCH));
+    }
+
+    #[test]
+    fn keyspace_record_round_trips() {
+        let p = encode_create_keyspace(9, "docs.v1");
+        assert_eq!(decode_create_keyspace(&p).unwrap(), (9, "docs.v1".to_owned()));
+        assert!(decode_create_keyspace(&p[..p.len() - 1]).is_err());
+    }
+}

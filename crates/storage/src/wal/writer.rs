@@ -1,0 +1,417 @@
+//! The group-commit WAL writer: one thread takes every queued append, assigns sequence numbers, writes
+//! them with one write(2) and one fdatasync, hands them to the commit sink (which applies them to the
+//! delta) and only then wakes the waiting writers. An I/O error stops all writes for good (fail-stop).
+
+use std::{
+    fs::File,
+    path::PathBuf,
+    sync::Arc,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+
+use super::{
+    record::{put_header, record_crc, HEADER_BYTES},
+    segment::{create_segment, SegmentMeta},
+};
+use crate::{fsutil, options::FsyncPolicy, Error, Result};
+
+/// Receives durable records from the writer thread, in sequence order.
+pub(crate) trait CommitSink: Send + Sync + 'static {
+    /// Applies one durable record. Called before any writer of its group is acknowledged.
+    fn apply(&self, seq: u64, kind: u8, payload: &Bytes);
+    /// The whole group up to `last_seq` is applied; publish it to readers.
+    fn publish(&self, last_seq: u64);
+    /// A freeze barrier: every record up to `last_seq` is applied and durable.
+    fn freeze(&self, last_seq: u64);
+}
+
+/// One waiter's outcome slot.
+#[derive(Default)]
+pub(crate) struct Completion {
+    slot: Mutex<Option<Result<u64, Arc<str>>>>,
+    cv: Condvar,
+}
+
+impl Completion {
+    fn complete(&self, r: Result<u64, Arc<str>>) {
+        *self.slot.lock() = Some(r);
+        self.cv.notify_one();
+    }
+
+    pub(crate) fn wait(&self) -> Result<u64> {
+        let mut slot = self.slot.lock();
+        loop {
+            if let Some(r) = slot.take() {
+                return r.map_err(Error::WritesStopped);
+            }
+            self.cv.wait(&mut slot);
+        }
+    }
+}
+
+enum Item {
+    Append { kind: u8, payload: Bytes, payload_crc: u32, done: Arc<Completion> },
+    Freeze { done: Arc<Completion> },
+}
+
+struct Queue {
+    items: Vec<Item>,
+    bytes: usize,
+    closing: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    work: Condvar,
+    room: Condvar,
+    queue_bytes_max: usize,
+    /// Why writes stopped, once an I/O error happened.
+    stopped: Mutex<Option<Arc<str>>>,
+    segments: Mutex<Vec<SegmentMeta>>,
+    /// The last sequence number handed out (durable or not).
+    last_seq: Mutex<u64>,
+}
+
+/// Where the writer continues after recovery.
+pub(crate) struct WalStart {
+    pub dir: PathBuf,
+    pub segments: Vec<SegmentMeta>,
+    /// The last segment, opened for append, positioned at its verified end.
+    pub file: Option<(File, u64)>,
+    pub next_seq: u64,
+    pub fsync: FsyncPolicy,
+    pub segment_bytes: u64,
+    pub queue_bytes_max: usize,
+}
+
+/// Handle to the WAL writer thread.
+pub(crate) struct Wal {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Wal {
+    pub(crate) fn start(start: WalStart, sink: Arc<dyn CommitSink>) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue { items: Vec::new(), bytes: 0, closing: false }),
+            work: Condvar::new(),
+            room: Condvar::new(),
+            queue_bytes_max: start.queue_bytes_max,
+            stopped: Mutex::new(None),
+            segments: Mutex::new(start.segments.clone()),
+            last_seq: Mutex::new(start.next_seq - 1),
+        });
+        let (file, len) = match start.file {
+            Some(f) => f,
+            None => {
+                let (file, meta) = create_segment(&start.dir, start.next_seq)?;
+                shared.segments.lock().push(meta);
+                (file, super::segment::SEGMENT_HEADER_BYTES as u64)
+            }
+        };
+        let path = shared.segments.lock().last().map(|s| s.path.clone()).unwrap_or_default();
+        let mut leader = Leader {
+            shared: shared.clone(),
+            sink,
+            dir: start.dir,
+            file,
+            path,
+            len,
+            next_seq: start.next_seq,
+            fsync: start.fsync,
+            segment_bytes: start.segment_bytes,
+            dirty_since: None,
+            buf: Vec::with_capacity(1 << 20),
+        };
+        let thread = std::thread::Builder::new()
+            .name("kyrodb-wal".into())
+            .spawn(move || leader.run())
+            .map_err(|e| Error::io("kyrodb-wal thread", e))?;
+        Ok(Self { shared, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Queues a record and waits until it is durable (per the fsync policy) and applied. Returns its
+    /// sequence number.
+    pub(crate) fn append(&self, kind: u8, payload: Bytes, deadline: Instant) -> Result<u64> {
+        let payload_crc = crc32c::crc32c(&payload);
+        let done = Arc::new(Completion::default());
+        {
+            let mut q = self.shared.queue.lock();
+            loop {
+                if let Some(why) = self.shared.stopped.lock().clone() {
+                    return Err(Error::WritesStopped(why));
+                }
+                if q.closing {
+                    return Err(Error::Closed);
+                }
+                // An append larger than the whole queue budget still goes in alone.
+                if q.bytes == 0 || q.bytes + payload.len() <= self.shared.queue_bytes_max {
+                    break;
+                }
+                if self.shared.room.wait_until(&mut q, deadline).timed_out() {
+                    return Err(Error::Busy { delta_bytes: q.bytes, budget: self.shared.queue_bytes_max, waited_ms: 0 });
+                }
+            }
+            q.bytes += payload.len();
+            q.items.push(Item::Append { kind, payload, payload_crc, done: done.clone() });
+        }
+        self.shared.work.notify_one();
+        done.wait()
+    }
+
+    /// Asks the writer to call `CommitSink::freeze` after everything queued so far. Returns the last
+    /// sequence number the freeze covers.
+    pub(crate) fn freeze(&self) -> Result<u64> {
+        let done = Arc::new(Completion::default());
+        {
+            let mut q = self.shared.queue.lock();
+            if q.closing {
+                return Err(Error::Closed);
+            }
+            q.items.push(Item::Freeze { done: done.clone() });
+        }
+        self.shared.work.notify_one();
+        done.wait()
+    }
+
+    /// Stops writes for good with a reason (used when background work hits an I/O error).
+    pub(crate) fn stop(&self, why: &str) {
+        let mut s = self.shared.stopped.lock();
+        if s.is_none() {
+            tracing::error!(why, "writes stopped (fail-stop)");
+            *s = Some(Arc::from(why));
+        }
+    }
+
+    pub(crate) fn stopped(&self) -> Option<Arc<str>> {
+        self.shared.stopped.lock().clone()
+    }
+
+    pub(crate) fn last_seq(&self) -> u64 {
+        *self.shared.last_seq.lock()
+    }
+
+    pub(crate) fn segments(&self) -> Vec<SegmentMeta> {
+        self.shared.segments.lock().clone()
+    }
+
+    /// Deletes segments whose every record is `<= covered_seq`, keeping `retain` of them and never the
+    /// segment being written.
+    pub(crate) fn remove_covered(&self, covered_seq: u64, retain: usize) -> Result<usize> {
+        let doomed: Vec<SegmentMeta> = {
+            let segs = self.shared.segments.lock();
+            let covered = segs.windows(2).take_while(|w| w[1].first_seq <= covered_seq + 1).count();
+            segs[..covered.saturating_sub(retain)].to_vec()
+        };
+        for s in &doomed {
+            match std::fs::remove_file(&s.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&s.path, e)),
+            }
+        }
+        if !doomed.is_empty() {
+            self.shared.segments.lock().drain(..doomed.len());
+        }
+        Ok(doomed.len())
+    }
+
+    /// Drains the queue, fsyncs and joins the writer thread.
+    pub(crate) fn close(&self) {
+        self.shared.queue.lock().closing = true;
+        self.shared.work.notify_one();
+        self.shared.room.notify_all();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Leader {
+    shared: Arc<Shared>,
+    sink: Arc<dyn CommitSink>,
+    dir: PathBuf,
+    file: File,
+    path: PathBuf,
+    len: u64,
+    next_seq: u64,
+    fsync: FsyncPolicy,
+    segment_bytes: u64,
+    /// Set when bytes were written but not yet fsynced (interval and never policies).
+    dirty_since: Option<Instant>,
+    buf: Vec<u8>,
+}
+
+impl Leader {
+    fn run(&mut self) {
+        loop {
+            let (items, closing) = {
+                let mut q = self.shared.queue.lock();
+                while q.items.is_empty() && !q.closing {
+                    match (self.fsync, self.dirty_since) {
+                        (FsyncPolicy::IntervalMs(ms), Some(since)) => {
+                            let due = since + Duration::from_millis(ms);
+                            if self.shared.work.wait_until(&mut q, due).timed_out() {
+                                break;
+                            }
+                        }
+                        _ => self.shared.work.wait(&mut q),
+                    }
+                }
+                q.bytes = 0;
+                (std::mem::take(&mut q.items), q.closing)
+            };
+            self.shared.room.notify_all();
+            self.process(items);
+            self.maybe_interval_sync();
+            if closing && self.shared.queue.lock().items.is_empty() {
+                if self.dirty_since.is_some() {
+                    self.sync();
+                }
+                return;
+            }
+        }
+    }
+
+    fn process(&mut self, items: Vec<Item>) {
+        let mut group: Vec<(u64, u8, Bytes, Arc<Completion>)> = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Item::Append { kind, payload, payload_crc, done } => {
+                    let stopped = self.shared.stopped.lock().clone();
+                    if let Some(why) = stopped {
+                        done.complete(Err(why));
+                        continue;
+                    }
+                    group.push((payload_crc as u64, kind, payload, done));
+                }
+                Item::Freeze { done } => {
+                    self.commit_group(std::mem::take(&mut group));
+                    match self.shared.stopped.lock().clone() {
+                        Some(why) => done.complete(Err(why)),
+                        None => {
+                            self.sink.freeze(self.next_seq - 1);
+                            done.complete(Ok(self.next_seq - 1));
+                        }
+                    }
+                }
+            }
+        }
+        self.commit_group(group);
+    }
+
+    /// Writes, syncs and applies one group; the first field of each entry is the payload CRC.
+    fn commit_group(&mut self, group: Vec<(u64, u8, Bytes, Arc<Completion>)>) {
+        if group.is_empty() {
+            return;
+        }
+        let group_bytes: usize = group.iter().map(|g| HEADER_BYTES + g.2.len()).sum();
+        if let Err(e) = self.rotate_if_full(group_bytes as u64) {
+            self.fail(group, &e);
+            return;
+        }
+        self.buf.clear();
+        let first_seq = self.next_seq;
+        for (i, (crc, kind, payload, _)) in group.iter().enumerate() {
+            let seq = first_seq + i as u64;
+            let len = payload.len() as u32;
+            put_header(&mut self.buf, len, record_crc(*crc as u32, len, seq, *kind), seq, *kind);
+            self.buf.extend_from_slice(payload);
+        }
+        let last_seq = first_seq + group.len() as u64 - 1;
+        *self.shared.last_seq.lock() = last_seq;
+        let started = Instant::now();
+        if let Err(e) = self.write_and_sync() {
+            self.fail(group, &e);
+            return;
+        }
+        metrics::histogram!("kyrodb_wal_group_commit_latency_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("kyrodb_wal_bytes_total").increment(self.buf.len() as u64);
+        metrics::counter!("kyrodb_wal_records_total").increment(group.len() as u64);
+        metrics::histogram!("kyrodb_wal_group_commit_batch_records").record(group.len() as f64);
+        self.next_seq = last_seq + 1;
+        for (i, (_, kind, payload, _)) in group.iter().enumerate() {
+            self.sink.apply(first_seq + i as u64, *kind, payload);
+        }
+        self.sink.publish(last_seq);
+        for (i, (_, _, _, done)) in group.into_iter().enumerate() {
+            done.complete(Ok(first_seq + i as u64));
+        }
+    }
+
+    fn write_and_sync(&mut self) -> Result<()> {
+        fsutil::write_all(&mut self.file, &self.path, &self.buf)?;
+        self.len += self.buf.len() as u64;
+        fail::fail_point!("wal::after_write");
+        match self.fsync {
+            FsyncPolicy::Always => self.sync_now(),
+            FsyncPolicy::IntervalMs(_) | FsyncPolicy::Never => {
+                self.dirty_since.get_or_insert_with(Instant::now);
+                Ok(())
+            }
+        }
+    }
+
+    fn sync_now(&mut self) -> Result<()> {
+        let started = Instant::now();
+        fsutil::sync_file(&self.file, &self.path)?;
+        metrics::counter!("kyrodb_wal_fsync_total").increment(1);
+        metrics::histogram!("kyrodb_wal_fsync_latency_seconds").record(started.elapsed().as_secs_f64());
+        self.dirty_since = None;
+        Ok(())
+    }
+
+    /// Background fsync for the interval policy; an error stops writes.
+    fn sync(&mut self) {
+        if let Err(e) = self.sync_now() {
+            self.stop(&e);
+        }
+    }
+
+    fn maybe_interval_sync(&mut self) {
+        if let (FsyncPolicy::IntervalMs(ms), Some(since)) = (self.fsync, self.dirty_since) {
+            if since.elapsed() >= Duration::from_millis(ms) {
+                self.sync();
+            }
+        }
+    }
+
+    fn rotate_if_full(&mut self, incoming: u64) -> Result<()> {
+        let header = super::segment::SEGMENT_HEADER_BYTES as u64;
+        if self.len <= header || self.len + incoming <= self.segment_bytes {
+            return Ok(());
+        }
+        // The old segment must be durable before records continue in the new one: recovery treats only
+        // the last segment's tail as possibly torn.
+        if self.dirty_since.is_some() {
+            self.sync_now()?;
+        }
+        let (file, meta) = create_segment(&self.dir, self.next_seq)?;
+        self.file = file;
+        self.path = meta.path.clone();
+        self.len = header;
+        self.shared.segments.lock().push(meta);
+        metrics::counter!("kyrodb_wal_segments_created_total").increment(1);
+        Ok(())
+    }
+
+    fn stop(&self, e: &Error) {
+        let mut s = self.shared.stopped.lock();
+        if s.is_none() {
+            tracing::error!(error = %e, "WAL I/O failed; writes stopped (fail-stop)");
+            *s = Some(Arc::from(e.to_string()));
+        }
+    }
+
+    fn fail(&mut self, group: Vec<(u64, u8, Bytes, Arc<Completion>)>, e: &Error) {
+        self.stop(e);
+        let why = self.shared.stopped.lock().clone().unwrap_or_else(|| Arc::from(e.to_string()));
+        for (.., done) in group {
+            done.complete(Err(why.clone()));
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Model-based property test: random operation sequences against a `BTreeMap` per keyspace, including
+//! compactions (explicit and size-triggered in the background) and close/reopen.
+
+use std::collections::BTreeMap;
+
+use kyrodb_storage::{Db, FsyncPolicy, Options, WriteBatch};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put { ks: usize, key: u64, len: usize },
+    Delete { ks: usize, key: u64 },
+    Batch { ks: usize, keys: Vec<(u64, bool)> },
+    Get { ks: usize, key: u64 },
+    Scan { ks: usize, start: u64, len: u64, limit: usize },
+    Snapshot,
+    Reopen,
+}
+
+fn key() -> impl Strategy<Value = u64> {
+    prop_oneof![0u64..64, Just(u64::MAX), Just(u64::MAX - 1), any::<u64>()]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..2usize, key(), 0..300usize).prop_map(|(ks, key, len)| Op::Put { ks, key, len }),
+        2 => (0..2usize, key()).prop_map(|(ks, key)| Op::Delete { ks, key }),
+        2 => (0..2usize, prop::collection::vec((key(), any::<bool>()), 0..8)).prop_map(|(ks, keys)| Op::Batch { ks, keys }),
+        4 => (0..2usize, key()).prop_map(|(ks, key)| Op::Get { ks, key }),
+        2 => (0..2usize, key(), prop_oneof![0u64..80, Just(u64::MAX)], 0..20usize)
+            .prop_map(|(ks, start, len, limit)| Op::Scan { ks, start, len, limit }),
+        1 => Just(Op::Snapshot),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn opts() -> Options {
+    Options {
+        fsync: FsyncPolicy::Never,
+        delta_bytes_compact: 4096,
+        delta_bytes_budget: 1 << 20,
+        wal_segment_bytes: 8192,
+        ..Options::default()
+    }
+}
+
+fn value(key: u64, step: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (key as usize ^ step ^ i) as u8).collect()
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(dir.path(), opts()).unwrap();
+    let names = ["default", "docs"];
+    let mut model: [BTreeMap<u64, Vec<u8>>; 2] = Default::default();
+    for (step, op) in ops.into_iter().enumerate() {
+        let ks = |i: usize, db: &Db| db.create_keyspace(names[i]).unwrap();
+        match op {
+            Op::Put { ks: i, key, len } => {
+                let v = value(key, step, len);
+                ks(i, &db).put(key, &v).unwrap();
+                model[i].insert(key, v);
+            }
+            Op::Delete { ks: i, key } => {
+                ks(i, &db).delete(key).unwrap();
+                model[i].remove(&key);
+            }
+            Op::Batch { ks: i, keys } => {
+                let k = ks(i, &db);
+                let mut b = WriteBatch::new();
+                for (key, put) in &keys {
+                    if *put {
+                        b.put(&k, *key, &value(*key, step, 17));
+                    } else {
+                        b.delete(&k, *key);
+                    }
+                }
+                db.write(b).unwrap();
+                for (key, put) in keys {
+                    if put {
+                        model[i].insert(key, value(key, step, 17));
+                    } else {
+                        model[i].remove(&key);
+                    }
+                }
+            }
+            Op::Get { ks: i, key } => {
+                let got = ks(i, &db).get(key).unwrap().map(|v| v.to_vec());
+                prop_assert_eq!(got, model[i].get(&key).cloned(), "get {} in {}", key, names[i]);
+            }
+            Op::Scan { ks: i, start, len, limit } => {
+                let end = start.saturating_add(len);
+                let got: Vec<(u64, Vec<u8>)> =
+                    ks(i, &db).scan(start..=end, limit).unwrap().into_iter().map(|(k, v)| (k, v.to_vec())).collect();
+                let want: Vec<(u64, Vec<u8>)> =
+                    model[i].range(start..=end).take(limit).map(|(k, v)| (*k, v.clone())).collect();
+                prop_assert_eq!(got, want, "scan {}..={} limit {}", start, end, limit);
+            }
+            Op::Snapshot => {
+                let info = db.snapshot().unwrap();
+                prop_assert_eq!(info.covered_seq, db.stats().visible_seq, "snapshot covers every acknowledged write");
+                let on_disk: u64 = db.stats().keyspaces.iter().map(|k| k.snapshot_keys).sum();
+                prop_assert_eq!(on_disk, (model[0].len() + model[1].len()) as u64);
+            }
+            Op::Reopen => {
+                drop(db);
+                db = Db::open(dir.path(), opts()).unwrap();
+            }
+        }
+    }
+    // Everything agrees at the end, after a final reopen.
+    drop(db);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    db.verify().unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let Ok(k) = db.keyspace(name) else {
+            prop_assert!(model[i].is_empty());
+            continue;
+        };
+        let got: Vec<(u64, Vec<u8>)> = k.scan(.., usize::MAX).unwrap().into_iter().map(|(k, v)| (k, v.to_vec())).collect();
+        let want: Vec<(u64, Vec<u8>)> = model[i].iter().map(|(k, v)| (*k, v.clone())).collect();
+        prop_assert_eq!(got, want);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn engine_matches_btreemap_model(ops in prop::collection::vec(op(), 1..160)) {
+        run(ops)?;
+    }
+}
