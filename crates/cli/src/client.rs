@@ -1,0 +1,289 @@
+//! A minimal HTTP/1.1 client over one keep-alive TCP connection: enough for the CLI's client commands
+//! and for the load generator, whose hot path must not allocate per request. Plain `http://` only.
+
+use std::io;
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// Largest response head accepted, in bytes.
+const HEAD_BYTES_MAX: usize = 64 << 10;
+/// Largest response body accepted, in bytes.
+const BODY_BYTES_MAX: usize = 256 << 20;
+
+/// `http://host:port[/prefix]` split into what a connection needs.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `host:port` for `connect`.
+    pub addr: String,
+    /// The `Host` header value.
+    pub host: String,
+    /// Path prefix (no trailing slash), usually empty.
+    pub prefix: String,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("url {url:?}: only http:// URLs are supported"))?;
+        let (hostport, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if hostport.is_empty() {
+            return Err(format!("url {url:?} has no host"));
+        }
+        let addr = if hostport
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            hostport.to_owned()
+        } else {
+            format!("{hostport}:80")
+        };
+        Ok(Self {
+            addr,
+            host: hostport.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    }
+}
+
+/// A parsed response.
+#[derive(Debug, Default)]
+pub struct Response {
+    pub status: u16,
+    /// Lower-cased names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// One connection with a read buffer that survives between responses.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already consumed.
+    start: usize,
+}
+
+/// What the fast path of [`Conn::read_response`] reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Head {
+    pub status: u16,
+}
+
+impl Conn {
+    pub async fn connect(addr: &str) -> io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            buf: Vec::with_capacity(16 << 10),
+            start: 0,
+        })
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Reads one response. With `out` it also keeps headers and body; without, it only skips them.
+    pub async fn read_response(&mut self, mut out: Option<&mut Response>) -> io::Result<Head> {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf[self.start..], b"\r\n\r\n") {
+                break self.start + i + 4;
+            }
+            if self.buf.len() - self.start > HEAD_BYTES_MAX {
+                return Err(bad("response head too large"));
+            }
+            self.fill().await?;
+        };
+        let head = std::str::from_utf8(&self.buf[self.start..head_end])
+            .map_err(|_| bad("response head is not UTF-8"))?;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status: u16 = status_line
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("bad status line"))?;
+        let (mut len, mut chunked) = (0usize, false);
+        for line in lines.filter(|l| !l.is_empty()) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                len = value.parse().map_err(|_| bad("bad content-length"))?;
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                && value.eq_ignore_ascii_case("chunked")
+            {
+                chunked = true;
+            }
+            if let Some(o) = out.as_deref_mut() {
+                o.headers
+                    .push((name.to_ascii_lowercase(), value.to_owned()));
+            }
+        }
+        self.start = head_end;
+        if chunked {
+            self.read_chunked(out.as_deref_mut()).await?;
+        } else {
+            self.read_exact_body(len, out.as_deref_mut()).await?;
+        }
+        if let Some(o) = out {
+            o.status = status;
+        }
+        self.compact();
+        Ok(Head { status })
+    }
+
+    async fn read_exact_body(
+        &mut self,
+        len: usize,
+        out: Option<&mut Response>,
+    ) -> io::Result<usize> {
+        if len > BODY_BYTES_MAX {
+            return Err(bad("response body too large"));
+        }
+        while self.buf.len() - self.start < len {
+            self.fill().await?;
+        }
+        if let Some(o) = out {
+            o.body
+                .extend_from_slice(&self.buf[self.start..self.start + len]);
+        }
+        self.start += len;
+        Ok(len)
+    }
+
+    async fn read_chunked(&mut self, mut out: Option<&mut Response>) -> io::Result<usize> {
+        let mut total = 0;
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(&self.buf[self.start..], b"\r\n") {
+                    break self.start + i;
+                }
+                self.fill().await?;
+            };
+            let size_text = std::str::from_utf8(&self.buf[self.start..line_end])
+                .map_err(|_| bad("bad chunk size"))?;
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| bad("bad chunk size"))?;
+            self.start = line_end + 2;
+            total += size;
+            if total > BODY_BYTES_MAX {
+                return Err(bad("response body too large"));
+            }
+            // The chunk and its CRLF (the last chunk is followed by an empty trailer line).
+            self.read_exact_body(size, out.as_deref_mut()).await?;
+            while self.buf.len() - self.start < 2 {
+                self.fill().await?;
+            }
+            self.start += 2;
+            if size == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn fill(&mut self) -> io::Result<()> {
+        self.compact();
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 << 10);
+        }
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by server",
+            ));
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 32 << 10 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Sends a request and reads the whole response.
+    pub async fn request(
+        &mut self,
+        target: &Target,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> io::Result<Response> {
+        let req = build_request(target, method, path, token, content_type, body);
+        self.send(&req).await?;
+        let mut resp = Response::default();
+        self.read_response(Some(&mut resp)).await?;
+        Ok(resp)
+    }
+}
+
+/// The bytes of one request.
+pub fn build_request(
+    target: &Target,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut req = format!(
+        "{method} {}{path} HTTP/1.1\r\nHost: {}\r\n",
+        target.prefix, target.host
+    );
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(ct) = content_type {
+        req.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    if !body.is_empty() || matches!(method, "POST" | "PUT") {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn bad(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_addr_host_and_prefix() {
+        let t = Target::parse("http://127.0.0.1:9000/base/").unwrap();
+        assert_eq!(
+            (t.addr.as_str(), t.host.as_str(), t.prefix.as_str()),
+            ("127.0.0.1:9000", "127.0.0.1:9000", "/base")
+        );
+        assert_eq!(
+            Target::parse("http://localhost").unwrap().addr,
+            "localhost:80"
+        );
+        assert!(Target::parse("https://x").is_err());
+    }
+}

@@ -1,0 +1,211 @@
+//! `kyrodb`: the server (`serve`), client commands against a running server, `import`, and the
+//! HTTP load generator the benchmark uses (`loadgen`).
+#![deny(unsafe_code)]
+
+mod client;
+mod import;
+mod loadgen;
+mod serve;
+
+use std::io::Write;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::{Conn, Target};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kyrodb",
+    version,
+    about = "KyroDB: a key-value database with a learned index"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where client commands find the server.
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// Server URL
+    #[arg(
+        long,
+        env = "KYRODB_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    url: String,
+    /// Bearer token
+    #[arg(long, env = "KYRODB_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (zero configuration needed).
+    #[command(after_long_help = serve::SERVE_AFTER_HELP)]
+    Serve(Box<serve::ServeArgs>),
+    /// Write a UTF-8 value under a key; prints {"offset": N}.
+    Put {
+        key: u64,
+        value: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a key's value bytes to stdout (exit 1 when absent).
+    Get {
+        key: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a key; prints {"offset": N}.
+    Delete {
+        key: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print live keys in [start, end) as JSON.
+    Scan {
+        #[arg(long)]
+        start: Option<u64>,
+        #[arg(long)]
+        end: Option<u64>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Import a JSONL or CSV file of key,value records.
+    Import {
+        #[command(flatten)]
+        args: import::ImportArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// HTTP load generator (keep-alive HTTP/1.1); prints one JSON report.
+    Loadgen {
+        #[command(flatten)]
+        args: loadgen::LoadArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::serve(&args),
+        other => client_command(other),
+    };
+    if let Err(e) = result {
+        eprintln!("kyrodb: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn client_command(cmd: Command) -> Result<(), String> {
+    let threads = match &cmd {
+        Command::Loadgen { args, .. } => args.threads.max(1),
+        _ => 1,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        match cmd {
+            Command::Serve(_) => unreachable!("handled in main"),
+            Command::Put { key, value, client } => {
+                simple(
+                    &client,
+                    "PUT",
+                    &format!("/v1/kv/{key}"),
+                    Some("application/octet-stream"),
+                    value.as_bytes(),
+                    false,
+                )
+                .await
+            }
+            Command::Get { key, client } => {
+                simple(&client, "GET", &format!("/v1/kv/{key}"), None, b"", true).await
+            }
+            Command::Delete { key, client } => {
+                simple(
+                    &client,
+                    "DELETE",
+                    &format!("/v1/kv/{key}"),
+                    None,
+                    b"",
+                    false,
+                )
+                .await
+            }
+            Command::Scan {
+                start,
+                end,
+                limit,
+                client,
+            } => {
+                let mut q = Vec::new();
+                q.extend(start.map(|v| format!("start={v}")));
+                q.extend(end.map(|v| format!("end={v}")));
+                q.extend(limit.map(|v| format!("limit={v}")));
+                simple(
+                    &client,
+                    "GET",
+                    &format!("/v1/scan?{}", q.join("&")),
+                    None,
+                    b"",
+                    false,
+                )
+                .await
+            }
+            Command::Import { args, client } => {
+                let target = Target::parse(&client.url)?;
+                import::run(&target, client.token.as_deref(), &args).await
+            }
+            Command::Loadgen { args, client } => {
+                let target = Target::parse(&client.url)?;
+                let report = loadgen::run(target, client.token, &args).await?;
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).map_err(|e| e.to_string())?
+                );
+                Ok(())
+            }
+        }
+    })
+}
+
+/// One request; the body goes to stdout on success, the server's error to stderr otherwise.
+async fn simple(
+    c: &ClientArgs,
+    method: &str,
+    path: &str,
+    ct: Option<&str>,
+    body: &[u8],
+    raw: bool,
+) -> Result<(), String> {
+    let target = Target::parse(&c.url)?;
+    let mut conn = Conn::connect(&target.addr)
+        .await
+        .map_err(|e| format!("connect {}: {e}", target.addr))?;
+    let resp = conn
+        .request(&target, method, path, c.token.as_deref(), ct, body)
+        .await
+        .map_err(|e| format!("{method} {path}: {e}"))?;
+    if !(200..300).contains(&resp.status) {
+        return Err(format!(
+            "HTTP {}: {}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body)
+        ));
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&resp.body).map_err(|e| e.to_string())?;
+    if !raw {
+        out.write_all(b"\n").map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

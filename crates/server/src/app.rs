@@ -1,0 +1,129 @@
+//! The router with its layers, outermost first: metrics → CORS → HTTP log → JSON errors → timeout →
+//! body limit → per-IP rate limit → (per route) role check → handler.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{DefaultBodyLimit, Request},
+    http::{header, HeaderValue, Method, StatusCode},
+    middleware::{self, Next},
+    response::Response,
+    Router,
+};
+use tower_http::{
+    cors::{AllowOrigin, Any, CorsLayer},
+    limit::RequestBodyLimitLayer,
+    timeout::TimeoutLayer,
+    trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+
+use crate::{
+    auth::Auth,
+    config::Config,
+    error::{code_for_status, error_json},
+    ratelimit::{rate_limit, Limiter},
+    routes::{router, AppState},
+};
+
+/// Preflight answers are cached by browsers this long.
+const CORS_MAX_AGE_S: u64 = 600;
+/// Bytes of a non-JSON error body kept as the JSON error's message.
+const ERROR_TEXT_BYTES_MAX: usize = 1024;
+
+/// Builds the whole application. `limiter` is `Some` when rate limiting is configured.
+pub fn app(state: AppState, cfg: &Config, limiter: Option<Limiter>) -> Router {
+    let auth = Auth::new(cfg.api_keys.clone());
+    let mut app = router(state, &auth);
+    if let Some(l) = limiter {
+        app = app.layer(middleware::from_fn_with_state(l, rate_limit));
+    }
+    app = app
+        .layer(DefaultBodyLimit::max(cfg.body_bytes_max))
+        .layer(RequestBodyLimitLayer::new(cfg.body_bytes_max))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            cfg.request_timeout,
+        ))
+        .layer(middleware::from_fn(json_errors));
+    if !cfg.disable_http_log {
+        app = app.layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        );
+    }
+    if let Some(c) = cors(&cfg.cors_origins) {
+        app = app.layer(c);
+    }
+    app.layer(middleware::from_fn(crate::metrics::track))
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::from(Any)
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(std::time::Duration::from_secs(CORS_MAX_AGE_S)),
+    )
+}
+
+/// Gives every error the JSON shape, including those made outside our handlers (405 from the router,
+/// 408 from the timeout, 413 from the body limit).
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, ERROR_TEXT_BYTES_MAX)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error")
+    } else {
+        text.trim()
+    };
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(
+        parts,
+        Body::from(error_json(code_for_status(status), message)),
+    )
+}
+
+/// Shared state for tests and `serve`.
+pub fn state(db: Arc<kyrodb_storage::Db>, cfg: &Config) -> AppState {
+    Arc::new(crate::routes::Shared {
+        db,
+        limits: crate::routes::Limits {
+            value_bytes_max: cfg.value_bytes_max,
+            batch_keys_max: cfg.batch_keys_max,
+            scan_limit_max: cfg.scan_limit_max,
+        },
+        metrics: crate::metrics::handle(),
+        shutting_down: Default::default(),
+    })
+}

@@ -1,0 +1,17 @@
+//! KyroDB's HTTP server: the v1 routes over the storage engine, bearer auth with roles, per-IP rate
+//! limits, CORS, Prometheus metrics and an OpenAPI document. No storage logic lives here: handlers
+//! validate input, call [`kyrodb_storage::Db`], and map its errors to HTTP (only in [`error`]).
+#![deny(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod ratelimit;
+pub mod routes;
+pub mod serve;
+
+pub use config::{Config, ConfigError, Settings};
+pub use serve::{run, shutdown_signal, ServeError};

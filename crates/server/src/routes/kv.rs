@@ -1,0 +1,308 @@
+//! Key-value routes of the default keyspace. Reads run inline (memory or mmap); writes run on the
+//! blocking pool because an acknowledgement waits for the WAL's group commit.
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{header, HeaderValue},
+    response::{IntoResponse, Response},
+    Json,
+};
+use kyrodb_storage::{Value, WriteBatch};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    extract::{JsonBody, KeyPath, QueryOf, RawBody},
+    AppState,
+};
+use crate::error::{ApiError, ErrorBody};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutRequest {
+    /// Unsigned 64-bit key.
+    pub key: u64,
+    /// The value as a UTF-8 string; for arbitrary bytes use `PUT /v1/kv/{key}`.
+    pub value: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OffsetResponse {
+    /// The write's sequence number: durable and visible once returned.
+    pub offset: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchGetRequest {
+    pub keys: Vec<u64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchPutRequest {
+    /// Written all-or-nothing under one sequence number.
+    pub items: Vec<PutRequest>,
+}
+
+/// One key's value in a JSON answer. `value` is the UTF-8 string, or null when the key is absent; a
+/// value that is not UTF-8 comes as `value_hex` (and `value` null).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Item {
+    pub key: u64,
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_hex: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchGetResponse {
+    /// In the order of the request's keys.
+    pub items: Vec<Item>,
+    /// How many keys were present.
+    pub found: usize,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ScanQuery {
+    /// First key, inclusive. Default 0.
+    pub start: Option<u64>,
+    /// Last key, exclusive. Default: the end of the key space.
+    pub end: Option<u64>,
+    /// At most this many items (default 100, at most `scan_limit_max`).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScanResponse {
+    pub items: Vec<Item>,
+    /// Pass as `start` to continue; null when the range is exhausted.
+    pub next_start: Option<u64>,
+}
+
+const SCAN_LIMIT_DEFAULT: usize = 100;
+
+fn item(key: u64, v: Option<&[u8]>) -> Item {
+    match v {
+        None => Item {
+            key,
+            value: None,
+            value_hex: None,
+        },
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(s) => Item {
+                key,
+                value: Some(s.to_owned()),
+                value_hex: None,
+            },
+            Err(_) => Item {
+                key,
+                value: None,
+                value_hex: Some(hex(b)),
+            },
+        },
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(DIGITS[usize::from(x >> 4)] as char);
+        s.push(DIGITS[usize::from(x & 15)] as char);
+    }
+    s
+}
+
+fn octets(v: Value) -> Response {
+    let mut resp = Bytes::from_owner(v).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    resp
+}
+
+fn check_value(state: &AppState, len: usize) -> Result<(), ApiError> {
+    let max = state.limits.value_bytes_max;
+    if len > max {
+        return Err(kyrodb_storage::Error::ValueTooLarge { len, max }.into());
+    }
+    Ok(())
+}
+
+/// Runs an engine call that may block (a write waits for fsync) on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> kyrodb_storage::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::internal(format!("engine task failed: {e}"))),
+    }
+}
+
+/// Writes a UTF-8 value.
+#[utoipa::path(post, path = "/v1/put", tag = "kv", request_body = PutRequest,
+    responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn put_json(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<PutRequest>,
+) -> Result<Json<OffsetResponse>, ApiError> {
+    check_value(&s, req.value.len())?;
+    let db = s.db.clone();
+    let offset = blocking(move || db.put(req.key, req.value.as_bytes())).await?;
+    Ok(Json(OffsetResponse { offset }))
+}
+
+/// Writes the raw request body as the value.
+#[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv", params(("key" = u64, Path)),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn put_raw(
+    State(s): State<AppState>,
+    KeyPath(key): KeyPath,
+    RawBody(body): RawBody,
+) -> Result<Json<OffsetResponse>, ApiError> {
+    check_value(&s, body.len())?;
+    let db = s.db.clone();
+    let offset = blocking(move || db.put(key, &body)).await?;
+    Ok(Json(OffsetResponse { offset }))
+}
+
+/// The raw value bytes; 404 when absent.
+#[utoipa::path(get, path = "/v1/kv/{key}", tag = "kv", params(("key" = u64, Path)),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)))]
+pub async fn get(state: State<AppState>, key: KeyPath) -> Result<Response, ApiError> {
+    get_fast(state, key).await
+}
+
+/// The raw value bytes with nothing else on the path: the point-read benchmark's route.
+#[utoipa::path(get, path = "/v1/get_fast/{key}", tag = "kv", params(("key" = u64, Path)),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)))]
+pub async fn get_fast(
+    State(s): State<AppState>,
+    KeyPath(key): KeyPath,
+) -> Result<Response, ApiError> {
+    match s.db.get(key)? {
+        Some(v) => Ok(octets(v)),
+        None => Err(ApiError::not_found(format!("key {key} not found"))),
+    }
+}
+
+/// Deletes a key (absent keys too: deletes are idempotent).
+#[utoipa::path(delete, path = "/v1/kv/{key}", tag = "kv", params(("key" = u64, Path)),
+    responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody)))]
+pub async fn delete(
+    State(s): State<AppState>,
+    KeyPath(key): KeyPath,
+) -> Result<Json<OffsetResponse>, ApiError> {
+    let db = s.db.clone();
+    let offset = blocking(move || db.delete(key)).await?;
+    Ok(Json(OffsetResponse { offset }))
+}
+
+/// Many keys against one consistent view.
+#[utoipa::path(post, path = "/v1/kv/batch_get", tag = "kv", request_body = BatchGetRequest,
+    responses((status = 200, body = BatchGetResponse), (status = 400, body = ErrorBody)))]
+pub async fn batch_get(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<BatchGetRequest>,
+) -> Result<Json<BatchGetResponse>, ApiError> {
+    let max = s.limits.batch_keys_max;
+    if req.keys.len() > max {
+        return Err(ApiError::bad_request(
+            "too_many_keys",
+            format!("{} keys, more than batch_keys_max ({max})", req.keys.len()),
+        ));
+    }
+    let values = s.db.multi_get(&req.keys)?;
+    let found = values.iter().filter(|v| v.is_some()).count();
+    let items = req
+        .keys
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| item(*k, v.as_deref()))
+        .collect();
+    Ok(Json(BatchGetResponse { items, found }))
+}
+
+/// Writes many UTF-8 values atomically (used by `kyrodb import`).
+#[utoipa::path(post, path = "/v1/kv/batch_put", tag = "kv", request_body = BatchPutRequest,
+    responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn batch_put(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<BatchPutRequest>,
+) -> Result<Json<OffsetResponse>, ApiError> {
+    let max = s.limits.batch_keys_max;
+    if req.items.len() > max {
+        return Err(ApiError::bad_request(
+            "too_many_keys",
+            format!(
+                "{} items, more than batch_keys_max ({max})",
+                req.items.len()
+            ),
+        ));
+    }
+    let mut batch = WriteBatch::new();
+    for it in &req.items {
+        check_value(&s, it.value.len())?;
+        batch.put(s.db.default_keyspace(), it.key, it.value.as_bytes());
+    }
+    let db = s.db.clone();
+    let offset = blocking(move || db.write(batch)).await?;
+    Ok(Json(OffsetResponse { offset }))
+}
+
+/// Live keys in `[start, end)`, ascending.
+#[utoipa::path(get, path = "/v1/scan", tag = "kv", params(ScanQuery),
+    responses((status = 200, body = ScanResponse), (status = 400, body = ErrorBody)))]
+pub async fn scan(
+    State(s): State<AppState>,
+    QueryOf(q): QueryOf<ScanQuery>,
+) -> Result<Json<ScanResponse>, ApiError> {
+    let start = q.start.unwrap_or(0);
+    let limit = q.limit.unwrap_or(SCAN_LIMIT_DEFAULT);
+    let max = s.limits.scan_limit_max;
+    if limit == 0 || limit > max {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {limit} is outside 1..={max}"),
+        ));
+    }
+    if let Some(end) = q.end {
+        if end < start {
+            return Err(ApiError::bad_request(
+                "invalid_range",
+                format!("end {end} is below start {start}"),
+            ));
+        }
+    }
+    // One extra row tells whether there is a next page without a second lookup.
+    let rows = match q.end {
+        Some(end) => s.db.scan(start..end, limit + 1)?,
+        None => s.db.scan(start.., limit + 1)?,
+    };
+    let next_start = rows.get(limit).map(|(k, _)| *k);
+    let items = rows
+        .iter()
+        .take(limit)
+        .map(|(k, v)| item(*k, Some(v)))
+        .collect();
+    Ok(Json(ScanResponse { items, next_start }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_values_come_as_hex() {
+        let it = item(7, Some(&[0xff, 0x00, 0x41]));
+        assert_eq!((it.value, it.value_hex.as_deref()), (None, Some("ff0041")));
+        assert_eq!(item(7, Some(b"hi")).value.as_deref(), Some("hi"));
+        assert!(item(7, None).value.is_none());
+    }
+}

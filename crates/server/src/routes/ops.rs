@@ -1,0 +1,143 @@
+//! Operations routes: liveness, readiness, build information, metrics, the OpenAPI document.
+
+use std::sync::atomic::Ordering;
+
+use axum::{
+    extract::State,
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use super::AppState;
+use crate::error::ApiError;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthResponse {
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyResponse {
+    pub ready: bool,
+    /// Why not, when not.
+    pub reason: Option<String>,
+    pub visible_seq: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BuildInfo {
+    pub version: &'static str,
+    pub git_sha: &'static str,
+    pub rustc: &'static str,
+    pub target: &'static str,
+    pub profile: &'static str,
+    /// CPU features detected at run time that the engine's SIMD paths can use.
+    pub cpu_features: Vec<&'static str>,
+    /// The engine's index kind.
+    pub index: &'static str,
+}
+
+/// Liveness: the process answers. Never needs a token.
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = HealthResponse)))]
+pub async fn health() -> Json<HealthResponse> {
+    Json(HealthResponse { status: "ok" })
+}
+
+/// Readiness: the engine accepts writes and shutdown has not started.
+#[utoipa::path(get, path = "/ready", tag = "ops",
+    responses((status = 200, body = ReadyResponse), (status = 503, body = ReadyResponse)))]
+pub async fn ready(State(s): State<AppState>) -> Response {
+    let st = s.db.stats();
+    let reason = if s.shutting_down.load(Ordering::Acquire) {
+        Some("shutting down".to_owned())
+    } else {
+        st.writes_stopped.map(|w| format!("writes stopped: {w}"))
+    };
+    let status = if reason.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(ReadyResponse {
+            ready: reason.is_none(),
+            reason,
+            visible_seq: st.visible_seq,
+        }),
+    )
+        .into_response()
+}
+
+/// Version, git commit, compiler, target and detected CPU features.
+#[utoipa::path(get, path = "/build_info", tag = "ops", responses((status = 200, body = BuildInfo)))]
+pub async fn build_info(State(s): State<AppState>) -> Json<BuildInfo> {
+    Json(BuildInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        git_sha: env!("KYRODB_GIT_SHA"),
+        rustc: env!("KYRODB_RUSTC_VERSION"),
+        target: env!("KYRODB_TARGET"),
+        profile: env!("KYRODB_PROFILE"),
+        cpu_features: cpu_features(),
+        index: s.db.stats().index,
+    })
+}
+
+/// Runtime-detected CPU features relevant to the engine's SIMD code.
+pub fn cpu_features() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut f = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! detect {
+            ($($name:tt),*) => { $( if std::arch::is_x86_feature_detected!($name) { f.push($name); } )* };
+        }
+        detect!("sse2", "sse4.2", "popcnt", "avx", "avx2", "bmi2", "avx512f", "avx512bw");
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            f.push("neon");
+        }
+    }
+    f
+}
+
+/// Prometheus text: HTTP, engine and index metrics.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, content_type = "text/plain; version=0.0.4", body = String)))]
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    crate::metrics::record_engine_stats(&s.db.stats());
+    let mut resp = s.metrics.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, body = Object)))]
+pub async fn openapi() -> Response {
+    let mut resp = crate::openapi::ApiDoc::openapi()
+        .to_json()
+        .unwrap_or_default()
+        .into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Any path the router does not know.
+pub async fn no_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        "no such route; see /openapi.json",
+    )
+}

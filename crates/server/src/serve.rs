@@ -1,0 +1,142 @@
+//! Running the server: open the engine, bind, serve until a shutdown signal, drain, close the engine.
+
+use std::{future::Future, net::SocketAddr, sync::atomic::Ordering, sync::Arc};
+
+use axum::serve::ListenerExt;
+use kyrodb_storage::Db;
+use tokio::net::TcpListener;
+
+use crate::{
+    app::{app, state},
+    config::Config,
+    ratelimit::{spawn_sweeper, Limiter},
+};
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the database in {dir}: {source}")]
+    Open {
+        dir: String,
+        source: kyrodb_storage::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Task(String),
+}
+
+/// Opens the engine in `cfg.data_dir`, serves until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish (at most `cfg.shutdown_drain_max`), and closes the engine (flushing the
+/// WAL). `on_listening` is told the bound address.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let opts = cfg.storage_options();
+    let dir = cfg.data_dir.clone();
+    let db = tokio::task::spawn_blocking(move || Db::open(&dir, opts))
+        .await
+        .map_err(|e| ServeError::Task(e.to_string()))?
+        .map_err(|source| ServeError::Open {
+            dir: cfg.data_dir.display().to_string(),
+            source,
+        })?;
+    let db = Arc::new(db);
+    if cfg.warm_on_start {
+        let bytes = db.warm();
+        tracing::info!(bytes, "warmed snapshot files (KYRODB_WARM_ON_START)");
+    }
+    let addr = SocketAddr::new(cfg.host, cfg.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener.local_addr()?;
+    let listener = listener.tap_io(|tcp| {
+        // Responses are small and the clients keep connections alive: do not let Nagle hold them.
+        let _ = tcp.set_nodelay(true);
+    });
+
+    let shared = state(db.clone(), &cfg);
+    crate::metrics::spawn_upkeep(shared.metrics.clone());
+    let limiter = cfg
+        .rate_limit
+        .map(|rl| Limiter::new(rl, cfg.trusted_proxies.clone()));
+    if let Some(l) = &limiter {
+        spawn_sweeper(l);
+    }
+    let router = app(shared.clone(), &cfg, limiter);
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    });
+    let mut server = tokio::spawn(async move { server.await });
+    tracing::info!(%local, data_dir = %cfg.data_dir.display(), "kyrodb listening");
+    on_listening(local);
+
+    tokio::select! {
+        r = &mut server => {
+            // The server ended on its own: an accept-loop error. Close the engine all the same.
+            close(db).await;
+            return r.map_err(|e| ServeError::Task(e.to_string()))?.map_err(ServeError::Io);
+        }
+        () = shutdown => {}
+    }
+    tracing::info!("shutdown: no new connections; draining in-flight requests");
+    shared.shutting_down.store(true, Ordering::Release);
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(cfg.shutdown_drain_max, &mut server).await {
+        Ok(r) => r
+            .map_err(|e| ServeError::Task(e.to_string()))?
+            .map_err(ServeError::Io)?,
+        Err(_) => {
+            tracing::warn!(
+                drain_ms_max = cfg.shutdown_drain_max.as_millis() as u64,
+                "drain took too long; closing connections"
+            );
+            server.abort();
+        }
+    }
+    close(db).await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Flushes the WAL and stops background work. Writes still running on the blocking pool finish first
+/// or get `Closed`; nothing acknowledged is lost.
+async fn close(db: Arc<Db>) {
+    let _ = tokio::task::spawn_blocking(move || db.close()).await;
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
