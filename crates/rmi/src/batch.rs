@@ -1,31 +1,64 @@
 //! Batch lookups with software prefetching.
 //!
-//! A lookup is a short chain of dependent cache misses (root entry → leaf model → key window). One at a
-//! time the CPU waits on each; in a batch we walk a group of queries through each stage and prefetch
-//! what the next stage needs, so the misses of a whole group overlap.
+//! A lookup is a short chain of dependent cache misses (router entry → leaf record → key window). One
+//! at a time the CPU waits on each; in a batch we walk a group of queries through each stage and
+//! prefetch what the next stage needs, so the misses of a whole group overlap.
 
 use crate::model::Rmi;
 use crate::search::simd::prefetch;
+use crate::search::{self, Kernel};
 
 /// Queries walked through the pipeline together. Enough to cover memory latency, few enough that the
-/// prefetched lines are still in L1 when used.
-pub const BATCH_GROUP_QUERIES: usize = 16;
+/// prefetched lines (up to 6 per query at ε = 16; 32 measured best on bench/index) are still in L1 when used.
+pub const BATCH_GROUP_QUERIES: usize = 32;
 
 impl Rmi {
     /// Lower bounds of many keys: `out[i] = self.lower_bound(keys, queries[i])`. Processes
     /// `min(queries.len(), out.len())` queries.
     pub fn lower_bound_batch(&self, keys: &[u64], queries: &[u64], out: &mut [usize]) {
-        self.pipeline(keys, queries, out, |rmi, key, predicted| match predicted {
-            None => 0,
-            Some(p) => rmi.lower_bound_at(keys, key, p),
-        });
+        match self.kernel {
+            Kernel::Avx512 => search::simd::lower_bound_batch_avx512(self, keys, queries, out),
+            _ => self.lower_bound_batch_with(keys, queries, out, |w, k| {
+                search::count_less(self.kernel, w, k)
+            }),
+        }
     }
 
     /// Exact positions of many keys: `out[i] = self.find(keys, queries[i])`. Processes
     /// `min(queries.len(), out.len())` queries.
     pub fn find_batch(&self, keys: &[u64], queries: &[u64], out: &mut [Option<usize>]) {
+        match self.kernel {
+            Kernel::Avx512 => search::simd::find_batch_avx512(self, keys, queries, out),
+            _ => self.find_batch_with(keys, queries, out, |w, k| {
+                search::count_less(self.kernel, w, k)
+            }),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn lower_bound_batch_with(
+        &self,
+        keys: &[u64],
+        queries: &[u64],
+        out: &mut [usize],
+        count_less: impl Fn(&[u64], u64) -> usize + Copy,
+    ) {
+        self.pipeline(keys, queries, out, |rmi, key, predicted| match predicted {
+            None => 0,
+            Some(p) => rmi.lower_bound_with(keys, key, p, count_less),
+        });
+    }
+
+    #[inline(always)]
+    pub(crate) fn find_batch_with(
+        &self,
+        keys: &[u64],
+        queries: &[u64],
+        out: &mut [Option<usize>],
+        count_less: impl Fn(&[u64], u64) -> usize + Copy,
+    ) {
         self.pipeline(keys, queries, out, |rmi, key, predicted| {
-            predicted.and_then(|p| rmi.find_at(keys, key, p))
+            predicted.and_then(|p| rmi.find_with(keys, key, p, count_less))
         });
     }
 
@@ -39,31 +72,29 @@ impl Rmi {
     ) {
         let mut predicted = [None; BATCH_GROUP_QUERIES];
         let mut leaf = [0usize; BATCH_GROUP_QUERIES];
-        for (group, results) in queries
+        let groups = queries
             .chunks(BATCH_GROUP_QUERIES)
-            .zip(out.chunks_mut(BATCH_GROUP_QUERIES))
-        {
-            if self.key_count == 0 {
+            .zip(out.chunks_mut(BATCH_GROUP_QUERIES));
+        for (group, results) in groups {
+            if self.leaf_count == 0 {
                 for (slot, &key) in results.iter_mut().zip(group) {
                     *slot = finish(self, key, None);
                 }
                 continue;
             }
-            let root = self.router.tables[0];
-            for &key in group {
-                prefetch(&self.router.entries[self.router.bucket(&root, key)]);
-            }
             for (j, &key) in group.iter().enumerate() {
-                leaf[j] = self.router.route(&self.first_keys, key);
+                leaf[j] = self.router.route(&self.leaves, self.leaf_count, key);
                 prefetch(&self.leaves[leaf[j]]);
             }
             for (j, &key) in group.iter().enumerate() {
-                let p = self.predict_leaf(leaf[j], key);
+                let p = self.leaves[leaf[j]].predict(key) as usize;
                 predicted[j] = Some(p);
                 let (lo, hi) = self.window(p, keys.len());
+                // Every cache line of the window (8 keys per 64-byte line), so the search hits L1.
+                for i in (lo..hi).step_by(8) {
+                    prefetch(&keys[i]);
+                }
                 if lo < hi {
-                    prefetch(&keys[lo]);
-                    prefetch(&keys[(lo + hi) / 2]);
                     prefetch(&keys[hi - 1]);
                 }
             }

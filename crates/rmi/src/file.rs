@@ -11,10 +11,10 @@ use memmap2::Mmap;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{Result, RmiError};
-use crate::model::{BuildStats, Rmi};
+use crate::model::{with_sentinels, BuildStats, Rmi};
 use crate::router::{Router, Table};
 use crate::search::Kernel;
-use crate::segment::LeafModel;
+use crate::segment::Leaf;
 
 /// First 8 bytes of every index file.
 pub const MAGIC: [u8; 8] = *b"KYRORMI\0";
@@ -27,7 +27,7 @@ pub const HEADER_BYTES: usize = 64;
 /// Trailing checksum bytes.
 pub const TRAILER_BYTES: usize = 8;
 const TABLE_BYTES: usize = 24;
-const LEAF_BYTES: usize = 16;
+const LEAF_BYTES: usize = 32;
 
 struct Header {
     flags: u32,
@@ -44,7 +44,6 @@ struct Header {
 struct Layout {
     tables: usize,
     entries: usize,
-    first_keys: usize,
     leaves: usize,
     keys: usize,
     checksum: usize,
@@ -55,13 +54,10 @@ impl Layout {
         let count = |n: u64| usize::try_from(n).ok();
         let tables = HEADER_BYTES;
         let entries = tables.checked_add(count(h.table_count)?.checked_mul(TABLE_BYTES)?)?;
-        let first_keys = entries.checked_add(count(h.entry_count)?.checked_mul(8)?)?;
-        let leaves = first_keys.checked_add(count(h.leaf_count)?.checked_mul(8)?)?;
-        let keys = leaves.checked_add(
-            count(h.leaf_count)?
-                .checked_add(1)?
-                .checked_mul(LEAF_BYTES)?,
-        )?;
+        // u32 entries, padded to a multiple of 8 bytes so every later section stays 8-aligned.
+        let entry_bytes = count(h.entry_count)?.checked_add(1)? / 2 * 8;
+        let leaves = entries.checked_add(entry_bytes)?;
+        let keys = leaves.checked_add(count(h.leaf_count)?.checked_mul(LEAF_BYTES)?)?;
         let key_bytes = if h.flags & FLAG_KEYS != 0 {
             count(h.key_count)?.checked_mul(8)?
         } else {
@@ -71,7 +67,6 @@ impl Layout {
         Some(Layout {
             tables,
             entries,
-            first_keys,
             leaves,
             keys,
             checksum,
@@ -142,7 +137,7 @@ impl Rmi {
         let header = Header {
             flags: if keys.is_some() { FLAG_KEYS } else { 0 },
             key_count: self.key_count as u64,
-            leaf_count: self.first_keys.len() as u64,
+            leaf_count: self.leaf_count as u64,
             table_count: self.router.tables.len() as u64,
             entry_count: self.router.entries.len() as u64,
             epsilon_max: self.epsilon_max,
@@ -163,12 +158,17 @@ impl Rmi {
                 out.put(&t.bits.to_le_bytes())?;
                 out.put(&t.entries_offset.to_le_bytes())?;
             }
-            out.u64s(&self.router.entries)?;
-            out.u64s(&self.first_keys)?;
-            let leaves: Vec<u64> = self
-                .leaves
+            let mut entries: Vec<u8> = self
+                .router
+                .entries
                 .iter()
-                .flat_map(|l| [l.slope.to_bits(), l.base])
+                .flat_map(|e| e.to_le_bytes())
+                .collect();
+            entries.resize(entries.len().div_ceil(8) * 8, 0);
+            out.put(&entries)?;
+            let leaves: Vec<u64> = self.leaves[..self.leaf_count]
+                .iter()
+                .flat_map(|l| [l.first_key, l.slope.to_bits(), l.base, l.last])
                 .collect();
             out.u64s(&leaves)?;
             if let Some(keys) = keys {
@@ -341,10 +341,9 @@ impl RmiFile {
             });
         }
         let rmi = decode(b, &header, &layout);
-        rmi.check_leaves()
-            .map_err(|r| corrupt(layout.first_keys, r))?;
+        rmi.check_leaves().map_err(|r| corrupt(layout.leaves, r))?;
         rmi.router
-            .check(rmi.first_keys.len())
+            .check(rmi.leaf_count)
             .map_err(|r| corrupt(layout.tables, r))?;
         let keys = (header.flags & FLAG_KEYS != 0).then_some(layout.keys..layout.checksum);
         let loaded = RmiFile {
@@ -421,23 +420,26 @@ fn decode(b: &[u8], h: &Header, l: &Layout) -> Rmi {
             }
         })
         .collect();
-    let router = Router {
-        tables,
-        entries: u64s_at(b, l.entries, h.entry_count as usize),
-    };
-    let leaves = u64s_at(b, l.leaves, (leaf_count + 1) * 2)
-        .chunks_exact(2)
-        .map(|c| LeafModel {
-            slope: f64::from_bits(c[0]),
-            base: c[1],
+    let entries = b[l.entries..l.entries + h.entry_count as usize * 4]
+        .chunks_exact(4)
+        .map(|c| u32_at(c, 0))
+        .collect();
+    let router = Router { tables, entries };
+    let leaves = u64s_at(b, l.leaves, leaf_count * 4)
+        .chunks_exact(4)
+        .map(|c| Leaf {
+            first_key: c[0],
+            slope: f64::from_bits(c[1]),
+            base: c[2],
+            last: c[3],
         })
         .collect();
     Rmi {
         key_count: h.key_count as usize,
         epsilon_max: h.epsilon_max,
         epsilon: h.epsilon,
-        first_keys: u64s_at(b, l.first_keys, leaf_count),
-        leaves,
+        leaf_count,
+        leaves: with_sentinels(leaves),
         router,
         kernel: Kernel::detect(),
         stats: BuildStats {

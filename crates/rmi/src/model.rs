@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::{RmiConfig, EPSILON_SLOTS_LIMIT};
 use crate::error::{Result, RmiError};
-use crate::router::Router;
+use crate::router::{Router, BUCKET_LEAVES_MAX, ENTRY_VALUE};
 use crate::search::{self, Kernel};
-use crate::segment::{self, predict, LeafModel};
+use crate::segment::{self, Leaf};
 
 /// Numbers describing one build, for metrics, logs and the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -34,8 +34,9 @@ pub struct Rmi {
     pub(crate) key_count: usize,
     pub(crate) epsilon_max: u32,
     pub(crate) epsilon: u32,
-    pub(crate) first_keys: Vec<u64>,
-    pub(crate) leaves: Vec<LeafModel>,
+    pub(crate) leaf_count: usize,
+    /// `leaf_count` leaves, then `BUCKET_LEAVES_MAX` sentinels.
+    pub(crate) leaves: Vec<Leaf>,
     pub(crate) router: Router,
     pub(crate) kernel: Kernel,
     pub(crate) stats: BuildStats,
@@ -61,13 +62,14 @@ impl Rmi {
         check_sorted_unique(keys)?;
         let started = Instant::now();
         let seg = segment::segment(keys, config.epsilon_max_slots);
-        if seg.first_keys.len() >= u32::MAX as usize {
+        let leaf_count = seg.leaves.len();
+        if leaf_count >= ENTRY_VALUE as usize {
             return Err(RmiError::InvalidConfig(format!(
-                "{} leaves exceed the router's 32-bit leaf ids; raise epsilon_max_slots",
-                seg.first_keys.len()
+                "{leaf_count} leaves exceed the router's 30-bit leaf ids; raise epsilon_max_slots"
             )));
         }
-        let router = Router::build(&seg.first_keys, config.router_buckets_per_leaf);
+        let first_keys: Vec<u64> = seg.leaves.iter().map(|l| l.first_key).collect();
+        let router = Router::build(&first_keys, config.router_buckets_per_leaf);
         let epsilon = seg.leaf_epsilons.iter().copied().max().unwrap_or(0);
         let eps_sum: u64 = seg.leaf_epsilons.iter().map(|&e| u64::from(e)).sum();
         let mut rmi = Rmi {
@@ -75,13 +77,13 @@ impl Rmi {
             epsilon_max: config.epsilon_max_slots,
             epsilon,
             stats: BuildStats {
-                leaf_count: seg.first_keys.len(),
+                leaf_count,
                 table_count: router.tables.len(),
-                epsilon_mean_slots: eps_sum as f64 / seg.first_keys.len().max(1) as f64,
+                epsilon_mean_slots: eps_sum as f64 / leaf_count.max(1) as f64,
                 ..BuildStats::default()
             },
-            first_keys: seg.first_keys,
-            leaves: seg.leaves,
+            leaf_count,
+            leaves: with_sentinels(seg.leaves),
             router,
             kernel: Kernel::detect(),
         };
@@ -115,14 +117,12 @@ impl Rmi {
 
     /// Leaves (linear models).
     pub fn leaf_count(&self) -> usize {
-        self.first_keys.len()
+        self.leaf_count
     }
 
     /// Bytes of model state beyond the key array.
     pub fn model_bytes(&self) -> usize {
-        self.first_keys.len() * 8
-            + self.leaves.len() * std::mem::size_of::<LeafModel>()
-            + self.router.bytes()
+        self.leaves.len() * std::mem::size_of::<Leaf>() + self.router.bytes()
     }
 
     /// Build statistics.
@@ -144,22 +144,19 @@ impl Rmi {
         Ok(())
     }
 
-    /// Predicted position of `key` (`key_count > 0`).
+    /// The leaf holding `key` (`leaf_count > 0`).
     #[inline(always)]
-    pub(crate) fn predict_leaf(&self, leaf: usize, key: u64) -> usize {
-        let model = self.leaves[leaf];
-        let last = self.leaves[leaf + 1].base - 1;
-        predict(self.first_keys[leaf], model.slope, model.base, last, key) as usize
+    pub(crate) fn leaf_of(&self, key: u64) -> &Leaf {
+        &self.leaves[self.router.route(&self.leaves, self.leaf_count, key)]
     }
 
     /// The predicted position of `key`, or `None` for an empty index.
     #[inline(always)]
     pub fn predict(&self, key: u64) -> Option<usize> {
-        if self.key_count == 0 {
+        if self.leaf_count == 0 {
             return None;
         }
-        let leaf = self.router.route(&self.first_keys, key);
-        Some(self.predict_leaf(leaf, key))
+        Some(self.leaf_of(key).predict(key) as usize)
     }
 
     /// The search window `[lo, hi)` for a prediction, clipped to `len` keys.
@@ -174,18 +171,30 @@ impl Rmi {
         (lo, hi)
     }
 
-    /// Lower bound from a prediction: the first position whose key is `>= key`.
+    /// Lower bound inside the window of `predicted`, counting with `count_less`.
     #[inline(always)]
-    pub(crate) fn lower_bound_at(&self, keys: &[u64], key: u64, predicted: usize) -> usize {
+    pub(crate) fn lower_bound_with(
+        &self,
+        keys: &[u64],
+        key: u64,
+        predicted: usize,
+        count_less: impl Fn(&[u64], u64) -> usize,
+    ) -> usize {
         let (lo, hi) = self.window(predicted, keys.len());
-        lo + search::count_less(self.kernel, &keys[lo..hi], key)
+        lo + count_less(&keys[lo..hi], key)
     }
 
-    /// Exact position from a prediction.
+    /// Exact position inside the window of `predicted`, counting with `count_less`.
     #[inline(always)]
-    pub(crate) fn find_at(&self, keys: &[u64], key: u64, predicted: usize) -> Option<usize> {
+    pub(crate) fn find_with(
+        &self,
+        keys: &[u64],
+        key: u64,
+        predicted: usize,
+        count_less: impl Fn(&[u64], u64) -> usize,
+    ) -> Option<usize> {
         let (lo, hi) = self.window(predicted, keys.len());
-        let at = lo + search::count_less(self.kernel, &keys[lo..hi], key);
+        let at = lo + count_less(&keys[lo..hi], key);
         let found = if at < hi && keys[at] == key {
             Some(at)
         } else {
@@ -202,18 +211,52 @@ impl Rmi {
     /// Position of `key` in `keys` (the slice this index was built over), if present.
     #[inline]
     pub fn find(&self, keys: &[u64], key: u64) -> Option<usize> {
-        let predicted = self.predict(key)?;
-        self.find_at(keys, key, predicted)
+        if self.leaf_count == 0 {
+            return None;
+        }
+        match self.kernel {
+            Kernel::Avx512 => search::simd::find_avx512(self, keys, key),
+            Kernel::Avx2 => search::simd::find_avx2(self, keys, key),
+            _ => self.find_generic(keys, key, |w, k| search::count_less(self.kernel, w, k)),
+        }
+    }
+
+    /// Route, predict, search; the body every kernel-specialised `find` inlines.
+    #[inline(always)]
+    pub(crate) fn find_generic(
+        &self,
+        keys: &[u64],
+        key: u64,
+        count_less: impl Fn(&[u64], u64) -> usize,
+    ) -> Option<usize> {
+        let predicted = self.leaf_of(key).predict(key) as usize;
+        self.find_with(keys, key, predicted, count_less)
     }
 
     /// The first position in `keys` whose key is `>= key` (`keys.len()` when none is); equal to
     /// `keys.partition_point(|k| *k < key)`.
     #[inline]
     pub fn lower_bound(&self, keys: &[u64], key: u64) -> usize {
-        match self.predict(key) {
-            None => 0,
-            Some(predicted) => self.lower_bound_at(keys, key, predicted),
+        if self.leaf_count == 0 {
+            return 0;
         }
+        match self.kernel {
+            Kernel::Avx512 => search::simd::lower_bound_avx512(self, keys, key),
+            Kernel::Avx2 => search::simd::lower_bound_avx2(self, keys, key),
+            _ => self.lower_bound_generic(keys, key, |w, k| search::count_less(self.kernel, w, k)),
+        }
+    }
+
+    /// Route, predict, search; the body every kernel-specialised `lower_bound` inlines.
+    #[inline(always)]
+    pub(crate) fn lower_bound_generic(
+        &self,
+        keys: &[u64],
+        key: u64,
+        count_less: impl Fn(&[u64], u64) -> usize,
+    ) -> usize {
+        let predicted = self.leaf_of(key).predict(key) as usize;
+        self.lower_bound_with(keys, key, predicted, count_less)
     }
 
     fn error_mean(&self, keys: &[u64]) -> f64 {
@@ -221,10 +264,9 @@ impl Rmi {
             return 0.0;
         }
         let mut sum = 0u64;
-        for (leaf, pair) in self.leaves.windows(2).enumerate() {
-            let (base, end) = (pair[0].base as usize, pair[1].base as usize);
-            for (i, &key) in keys.iter().enumerate().take(end).skip(base) {
-                sum += self.predict_leaf(leaf, key).abs_diff(i) as u64;
+        for leaf in &self.leaves[..self.leaf_count] {
+            for i in leaf.base..=leaf.last {
+                sum += leaf.predict(keys[i as usize]).abs_diff(i);
             }
         }
         sum as f64 / keys.len() as f64
@@ -260,39 +302,55 @@ impl Rmi {
     /// existing leaves and children only go deeper. Returns a description of the first violation.
     pub(crate) fn check_structure(&self) -> std::result::Result<(), String> {
         self.check_leaves()?;
-        self.router.check(self.first_keys.len())
+        self.router.check(self.leaf_count)
     }
 
     /// The leaf half of [`Rmi::check_structure`].
     pub(crate) fn check_leaves(&self) -> std::result::Result<(), String> {
-        let leaf_count = self.first_keys.len();
         if self.epsilon > self.epsilon_max || self.epsilon_max > EPSILON_SLOTS_LIMIT {
             return Err(format!(
                 "epsilon {} exceeds bound {}",
                 self.epsilon, self.epsilon_max
             ));
         }
-        if self.leaves.len() != leaf_count + 1 || (leaf_count == 0) != (self.key_count == 0) {
+        if self.leaves.len() != self.leaf_count + BUCKET_LEAVES_MAX
+            || (self.leaf_count == 0) != (self.key_count == 0)
+            || self.leaf_count >= ENTRY_VALUE as usize
+        {
             return Err("leaf and key counts disagree".into());
         }
-        if self.leaves[0].base != 0 || self.leaves[leaf_count].base != self.key_count as u64 {
-            return Err("leaf ranges do not cover the keys".into());
-        }
-        if let Some(i) = self.leaves.windows(2).position(|w| w[0].base >= w[1].base) {
-            return Err(format!("leaf {i} has an empty or reversed range"));
-        }
-        if let Some(i) = self.first_keys.windows(2).position(|w| w[0] >= w[1]) {
-            return Err(format!("leaf {} first key not increasing", i + 1));
-        }
-        if let Some(i) = self
-            .leaves
+        if self.leaves[self.leaf_count..]
             .iter()
-            .position(|l| !(l.slope.is_finite() && l.slope >= 0.0))
+            .any(|l| *l != Leaf::SENTINEL)
         {
-            return Err(format!(
-                "leaf {i} slope is not a finite non-negative number"
-            ));
+            return Err("sentinel leaves altered".into());
+        }
+        let mut next = 0u64;
+        let mut previous_key = None;
+        for (i, leaf) in self.leaves[..self.leaf_count].iter().enumerate() {
+            if leaf.base != next || leaf.last < leaf.base {
+                return Err(format!("leaf {i} range does not follow the previous one"));
+            }
+            if previous_key.is_some_and(|k| k >= leaf.first_key) {
+                return Err(format!("leaf {i} first key not increasing"));
+            }
+            if !(leaf.slope.is_finite() && leaf.slope >= 0.0) {
+                return Err(format!(
+                    "leaf {i} slope is not a finite non-negative number"
+                ));
+            }
+            previous_key = Some(leaf.first_key);
+            next = leaf.last + 1;
+        }
+        if next != self.key_count as u64 {
+            return Err("leaf ranges do not cover the keys".into());
         }
         Ok(())
     }
+}
+
+/// Appends the sentinel records the router's in-bucket scan reads past the last leaf.
+pub(crate) fn with_sentinels(mut leaves: Vec<Leaf>) -> Vec<Leaf> {
+    leaves.extend([Leaf::SENTINEL; BUCKET_LEAVES_MAX]);
+    leaves
 }

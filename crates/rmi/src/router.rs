@@ -4,18 +4,29 @@
 //! or later. `key_lo` and `shift` come from the keys actually present in the table's range, so the table
 //! never assumes keys fill the top bits. A bucket holding more than [`BUCKET_LEAVES_MAX`] leaves gets a
 //! child table over just its own key range (clusters and outliers thus cost one more level, not a long
-//! search). Depth is capped at [`DEPTH_MAX`]; a crowded bucket at the last level is searched by
-//! branchless binary search over its leaves' first keys.
+//! search). Depth is capped at [`DEPTH_MAX`]; a crowded bucket at the last level is marked and searched
+//! by branchless binary search over its leaves' first keys.
 //!
-//! Bound on routing work per lookup: at most `DEPTH_MAX` table reads, then either a scan of at most
-//! `BUCKET_LEAVES_MAX` first keys or, at depth `DEPTH_MAX` only, `⌈log2(leaves + 1)⌉` binary-search steps.
+//! Bound on routing work per lookup: at most `DEPTH_MAX` table reads, then either a look at
+//! `BUCKET_LEAVES_MAX` leaves at most (usually one or two adjacent records) or, for a crowded bucket at
+//! depth `DEPTH_MAX` only, `⌈log2(leaves + 1)⌉` binary-search steps.
+
+use crate::segment::Leaf;
 
 /// Tables on one root-to-leaf path, at most. Each level shrinks the key range by at least half.
 pub const DEPTH_MAX: usize = 4;
-/// A bucket with more leaves than this gets a child table (unless at `DEPTH_MAX`).
+/// A bucket with more leaves than this gets a child table (unless at `DEPTH_MAX`). The leaf array is
+/// padded with this many sentinel records so the in-bucket scan never needs the bucket's end.
 pub const BUCKET_LEAVES_MAX: usize = 8;
 /// Largest radix table, in index bits.
 pub const TABLE_BITS_MAX: u32 = 24;
+/// Entry flag: the low 30 bits are a child table id.
+pub const ENTRY_CHILD: u32 = 1 << 31;
+/// Entry flag: the bucket holds more than `BUCKET_LEAVES_MAX` leaves and has no child (depth cap);
+/// the low 30 bits are its first leaf and the next entry's low 30 bits (never a child) its end.
+pub const ENTRY_CROWDED: u32 = 1 << 30;
+/// Mask of an entry's value bits; leaf ids and table ids are below this.
+pub const ENTRY_VALUE: u32 = ENTRY_CROWDED - 1;
 
 /// One radix table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,17 +41,13 @@ pub struct Table {
     pub entries_offset: u64,
 }
 
-/// Entry layout: low 32 bits = first leaf whose bucket is `>=` this one; high 32 bits = child table id
-/// (0 = none; table 0 is the root, so no child is ever 0).
-pub const CHILD_SHIFT: u32 = 32;
-
 /// All radix tables and their entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Router {
     /// Table 0 is the root. Children always have larger ids than their parent.
     pub tables: Vec<Table>,
-    /// Entries of all tables.
-    pub entries: Vec<u64>,
+    /// Entries of all tables: a leaf id (first leaf whose bucket is `>=` this one), possibly flagged.
+    pub entries: Vec<u32>,
 }
 
 struct Pending {
@@ -57,7 +64,8 @@ fn bit_len(x: u64) -> u32 {
 }
 
 impl Router {
-    /// Builds the router over leaves with strictly increasing `first_keys` (non-empty).
+    /// Builds the router over leaves with strictly increasing `first_keys`. Leaf count must be below
+    /// `ENTRY_VALUE` (checked by the caller).
     pub fn build(first_keys: &[u64], buckets_per_leaf: u32) -> Router {
         let mut router = Router::default();
         let Some(&key_hi) = first_keys.last() else {
@@ -111,15 +119,16 @@ impl Router {
             {
                 leaf += 1;
             }
-            self.entries.push(leaf as u64);
-        }
-        if p.depth >= DEPTH_MAX {
-            return;
+            self.entries.push(leaf as u32);
         }
         for bucket in 0..buckets {
             let start = self.entries[offset + bucket] as usize;
-            let end = self.entries[offset + bucket + 1] as usize;
-            if end - start <= BUCKET_LEAVES_MAX || shift == 0 {
+            let end = (self.entries[offset + bucket + 1] & ENTRY_VALUE) as usize;
+            if end - start <= BUCKET_LEAVES_MAX {
+                continue;
+            }
+            if p.depth >= DEPTH_MAX || shift == 0 {
+                self.entries[offset + bucket] |= ENTRY_CROWDED;
                 continue;
             }
             let child = self.tables.len();
@@ -129,7 +138,7 @@ impl Router {
                 bits: 0,
                 entries_offset: 0,
             });
-            self.entries[offset + bucket] |= (child as u64) << CHILD_SHIFT;
+            self.entries[offset + bucket] = child as u32 | ENTRY_CHILD;
             let key_lo = p.key_lo + ((bucket as u64) << shift);
             let key_hi = key_lo.saturating_add((1u64 << shift) - 1).min(p.key_hi);
             queue.push(Pending {
@@ -143,21 +152,30 @@ impl Router {
         }
     }
 
-    /// The leaf whose range holds `key`: the last leaf with `first_key <= key`, or leaf 0.
+    /// The leaf whose range holds `key`: the last leaf with `first_key <= key`, or leaf 0. `leaves`
+    /// holds `leaf_count` leaves followed by `BUCKET_LEAVES_MAX` sentinels.
     #[inline(always)]
-    pub fn route(&self, first_keys: &[u64], key: u64) -> usize {
+    pub fn route(&self, leaves: &[Leaf], leaf_count: usize, key: u64) -> usize {
         let mut table = self.tables[0];
         for _ in 0..DEPTH_MAX {
             let bucket = self.bucket(&table, key);
             let entry = self.entries[bucket];
-            let child = (entry >> CHILD_SHIFT) as usize;
-            if child != 0 {
-                table = self.tables[child];
+            if entry & ENTRY_CHILD != 0 {
+                table = self.tables[(entry & ENTRY_VALUE) as usize];
                 continue;
             }
-            let start = (entry as u32) as usize;
-            let end = (self.entries[bucket + 1] as u32) as usize;
-            return start - 1 + count_le(&first_keys[start..end], key);
+            let start = (entry & ENTRY_VALUE) as usize;
+            if entry & ENTRY_CROWDED != 0 {
+                let end = (self.entries[bucket + 1] & ENTRY_VALUE) as usize;
+                return start - 1 + count_le_binary(&leaves[start..end], key);
+            }
+            // Leaves after the bucket have larger first keys than any key routed here, and sentinels
+            // only count for key == u64::MAX (clamped below), so no end bound is needed.
+            let mut leaf = start - 1 + usize::from(leaves[start].first_key <= key);
+            if leaves[start + 1].first_key <= key {
+                leaf = start - 1 + count_le(&leaves[start..start + BUCKET_LEAVES_MAX], key);
+            }
+            return leaf.min(leaf_count - 1);
         }
         unreachable_route()
     }
@@ -169,8 +187,14 @@ impl Router {
         table.entries_offset as usize + raw.min((1u64 << table.bits) - 1) as usize
     }
 
-    /// Structural invariants that keep `route` in bounds: tables and entries in range, entries
-    /// non-decreasing leaf ids in `1..=leaf_count`, children deeper than their parent, depth capped.
+    /// Bytes of model state the router holds.
+    pub fn bytes(&self) -> usize {
+        self.tables.len() * std::mem::size_of::<Table>() + self.entries.len() * 4
+    }
+
+    /// Structural invariants that keep `route` in bounds: tables and entries in range, leaf ids in
+    /// `1..=leaf_count` and non-decreasing, crowded buckets followed by a plain entry, children deeper
+    /// than their parent, depth capped.
     pub fn check(&self, leaf_count: usize) -> Result<(), String> {
         if leaf_count == 0 {
             return if self.tables.is_empty() && self.entries.is_empty() {
@@ -185,94 +209,131 @@ impl Router {
         let mut depth = vec![0usize; self.tables.len()];
         depth[0] = 1;
         for (id, table) in self.tables.iter().enumerate() {
-            if table.shift >= 64 || table.bits > TABLE_BITS_MAX {
-                return Err(format!(
-                    "table {id}: shift {} or bits {} out of range",
-                    table.shift, table.bits
-                ));
-            }
-            let start =
-                usize::try_from(table.entries_offset).map_err(|_| format!("table {id}: offset"))?;
-            let end = start + (1usize << table.bits) + 1;
-            let Some(entries) = self.entries.get(start..end) else {
-                return Err(format!(
-                    "table {id}: entries {start}..{end} beyond {}",
-                    self.entries.len()
-                ));
-            };
-            let mut previous = 1u64;
-            for &entry in entries {
-                let leaf = entry & u64::from(u32::MAX);
-                if leaf < previous || leaf > leaf_count as u64 {
-                    return Err(format!("table {id}: leaf id {leaf} out of order or range"));
+            self.check_table(id, table, leaf_count, &mut depth)?;
+        }
+        Ok(())
+    }
+
+    fn check_table(
+        &self,
+        id: usize,
+        table: &Table,
+        leaf_count: usize,
+        depth: &mut [usize],
+    ) -> Result<(), String> {
+        if table.shift >= 64 || table.bits > TABLE_BITS_MAX {
+            return Err(format!(
+                "table {id}: shift {} or bits {} out of range",
+                table.shift, table.bits
+            ));
+        }
+        let start =
+            usize::try_from(table.entries_offset).map_err(|_| format!("table {id}: offset"))?;
+        let end = start.saturating_add((1usize << table.bits) + 1);
+        let Some(entries) = self.entries.get(start..end) else {
+            return Err(format!(
+                "table {id}: entries {start}..{end} beyond {}",
+                self.entries.len()
+            ));
+        };
+        let mut previous = 1usize;
+        for (i, &entry) in entries.iter().enumerate() {
+            let value = (entry & ENTRY_VALUE) as usize;
+            if entry & ENTRY_CHILD != 0 {
+                if entry & ENTRY_CROWDED != 0
+                    || value <= id
+                    || value >= self.tables.len()
+                    || i + 1 == entries.len()
+                {
+                    return Err(format!("table {id}: bad child entry {entry:#x}"));
                 }
-                previous = leaf;
-                let child = (entry >> CHILD_SHIFT) as usize;
-                if child != 0 {
-                    if child <= id || child >= self.tables.len() {
-                        return Err(format!("table {id}: child {child} is not a deeper table"));
-                    }
-                    depth[child] = depth[child].max(depth[id] + 1);
-                    if depth[child] > DEPTH_MAX {
-                        return Err(format!("table {child}: deeper than {DEPTH_MAX}"));
-                    }
+                depth[value] = depth[value].max(depth[id] + 1);
+                if depth[value] > DEPTH_MAX {
+                    return Err(format!("table {value}: deeper than {DEPTH_MAX}"));
+                }
+                continue;
+            }
+            if value < previous || value > leaf_count {
+                return Err(format!("table {id}: leaf id {value} out of order or range"));
+            }
+            previous = value;
+            if entry & ENTRY_CROWDED != 0 {
+                let next = entries.get(i + 1).copied().unwrap_or(ENTRY_CHILD);
+                let end = (next & ENTRY_VALUE) as usize;
+                if next & ENTRY_CHILD != 0 || end < value || end > leaf_count {
+                    return Err(format!("table {id}: crowded bucket {i} without a leaf end"));
                 }
             }
         }
         Ok(())
     }
-
-    /// Bytes of model state the router holds.
-    pub fn bytes(&self) -> usize {
-        self.tables.len() * std::mem::size_of::<Table>() + self.entries.len() * 8
-    }
 }
 
 /// Validated routers never get here: `fill_table` stops adding children at `DEPTH_MAX`, and
-/// `Rmi::validate` checks the same of loaded files.
+/// `Router::check` checks the same of loaded files.
 #[cold]
 fn unreachable_route() -> usize {
     0
 }
 
-/// Number of `first_keys` that are `<= key`: a short linear count for small buckets, else branchless
-/// binary search.
+/// Number of `leaves` whose first key is `<= key` (a fixed-length count: no data-dependent branch).
 #[inline(always)]
-fn count_le(first_keys: &[u64], key: u64) -> usize {
-    if first_keys.len() <= BUCKET_LEAVES_MAX {
-        return first_keys.iter().map(|&k| usize::from(k <= key)).sum();
+fn count_le(leaves: &[Leaf], key: u64) -> usize {
+    leaves.iter().map(|l| usize::from(l.first_key <= key)).sum()
+}
+
+/// Number of sorted `leaves` whose first key is `<= key`, by branchless binary search.
+#[inline]
+fn count_le_binary(leaves: &[Leaf], key: u64) -> usize {
+    if leaves.is_empty() {
+        return 0;
     }
     let mut base = 0usize;
-    let mut len = first_keys.len();
+    let mut len = leaves.len();
     while len > 1 {
         let half = len / 2;
-        base += usize::from(first_keys[base + half - 1] <= key) * half;
+        base += usize::from(leaves[base + half - 1].first_key <= key) * half;
         len -= half;
     }
-    base + usize::from(first_keys[base] <= key)
+    base + usize::from(leaves[base].first_key <= key)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn naive(first_keys: &[u64], key: u64) -> usize {
-        first_keys.partition_point(|&k| k <= key).saturating_sub(1)
+    fn leaves_of(first_keys: &[u64]) -> Vec<Leaf> {
+        let mut leaves: Vec<Leaf> = first_keys
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| Leaf {
+                first_key: k,
+                slope: 0.0,
+                base: i as u64,
+                last: i as u64,
+            })
+            .collect();
+        leaves.extend([Leaf::SENTINEL; BUCKET_LEAVES_MAX]);
+        leaves
     }
 
-    fn check(first_keys: &[u64]) {
+    fn check(first_keys: &[u64]) -> Router {
         let router = Router::build(first_keys, 2);
+        router.check(first_keys.len()).expect("valid router");
+        let leaves = leaves_of(first_keys);
         let mut probes: Vec<u64> = vec![0, 1, u64::MAX, u64::MAX - 1];
         for &k in first_keys {
             probes.extend([k, k.wrapping_sub(1), k.wrapping_add(1)]);
         }
         for key in probes {
+            let want = first_keys.partition_point(|&k| k <= key).saturating_sub(1);
             assert_eq!(
-                router.route(first_keys, key),
-                naive(first_keys, key),
+                router.route(&leaves, first_keys.len(), key),
+                want,
                 "key {key}"
             );
         }
+        router
     }
 
     #[test]
@@ -283,8 +344,23 @@ mod tests {
         // A dense cluster plus far outliers: the cluster must get child tables.
         let mut keys: Vec<u64> = (0..5000u64).map(|i| (1 << 20) + i * 3).collect();
         keys.extend([1 << 62, u64::MAX - 5, u64::MAX]);
-        check(&keys);
-        let router = Router::build(&keys, 2);
-        assert!(router.tables.len() > 1);
+        assert!(check(&keys).tables.len() > 1);
+    }
+
+    #[test]
+    fn depth_cap_marks_crowded_buckets() {
+        // Nested clusters, each 2^10 times tighter: more levels than DEPTH_MAX allows.
+        let mut keys = Vec::new();
+        for level in 0..6u32 {
+            let width = 1u64 << (60 - 10 * level);
+            keys.extend((0..40u64).map(|i| (1u64 << 62) + i * (width / 40).max(1)));
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let router = check(&keys);
+        assert!(
+            router.entries.iter().any(|e| e & ENTRY_CROWDED != 0)
+                || router.tables.len() <= DEPTH_MAX
+        );
     }
 }

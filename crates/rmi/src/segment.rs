@@ -6,33 +6,52 @@
 //! error exceeds ε. The first key of a segment is predicted exactly, so every cut makes progress, and
 //! the ε bound holds by construction rather than by floating-point hope.
 
-/// Leaf model parameters: predicted position = `base + min(round(slope · (key − first_key)), len − 1)`.
+/// One leaf: a linear model over the keys at positions `base..=last`. Lookups read one record (two
+/// adjacent ones at most), so the fields sit together: 32 bytes, two leaves per cache line.
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C)]
-pub struct LeafModel {
+#[repr(C, align(32))]
+pub struct Leaf {
+    /// Smallest key of the leaf.
+    pub first_key: u64,
     /// Positions per key unit; finite and `>= 0`.
     pub slope: f64,
-    /// Position of the leaf's first key. The sentinel after the last leaf holds the key count.
+    /// Position of `first_key`.
     pub base: u64,
+    /// Position of the leaf's last key (`>= base`).
+    pub last: u64,
 }
 
-/// Predicts the position of `key` in the leaf starting at `base` with first key `first_key`, whose last
-/// position is `last`. Monotone non-decreasing in `key`, and always inside `[base, last]`.
+impl Leaf {
+    /// Padding record after the last leaf: never routed to (routing clamps to the last real leaf).
+    pub const SENTINEL: Leaf = Leaf {
+        first_key: u64::MAX,
+        slope: 0.0,
+        base: 0,
+        last: 0,
+    };
+
+    /// Predicted position of `key`: `base + min(round(slope · (key − first_key)), last − base)`.
+    /// Monotone non-decreasing in `key`, and always inside `[base, last]`.
+    #[inline(always)]
+    pub fn predict(&self, key: u64) -> u64 {
+        predict(self.first_key, self.slope, self.base, self.last, key)
+    }
+}
+
+/// See [`Leaf::predict`].
 #[inline(always)]
 pub fn predict(first_key: u64, slope: f64, base: u64, last: u64, key: u64) -> u64 {
     let dx = key.saturating_sub(first_key);
     // Round half up; float-to-int `as` saturates (and maps NaN to 0), so this never wraps.
     let offset = (slope * dx as f64 + 0.5) as u64;
-    base + offset.min(last - base)
+    base + offset.min(last.saturating_sub(base))
 }
 
 /// Leaves of a segmentation, in key order.
 #[derive(Debug, Default)]
 pub struct Segmentation {
-    /// First key of each leaf; strictly increasing.
-    pub first_keys: Vec<u64>,
-    /// One model per leaf plus a sentinel whose `base` is the key count.
-    pub leaves: Vec<LeafModel>,
+    /// The leaves; first keys strictly increasing, ranges contiguous from 0 to the key count.
+    pub leaves: Vec<Leaf>,
     /// Measured error bound of each leaf, in slots (≤ ε).
     pub leaf_epsilons: Vec<u32>,
 }
@@ -44,18 +63,15 @@ pub fn segment(keys: &[u64], epsilon: u32) -> Segmentation {
     while start < keys.len() {
         let (end, slope) = grow_cone(keys, start, epsilon);
         let (end, leaf_epsilon) = verify_prefix(keys, start, end, slope, epsilon);
-        out.first_keys.push(keys[start]);
-        out.leaves.push(LeafModel {
+        out.leaves.push(Leaf {
+            first_key: keys[start],
             slope,
             base: start as u64,
+            last: end as u64 - 1,
         });
         out.leaf_epsilons.push(leaf_epsilon);
         start = end;
     }
-    out.leaves.push(LeafModel {
-        slope: 0.0,
-        base: keys.len() as u64,
-    });
     out
 }
 
@@ -128,30 +144,27 @@ mod tests {
 
     fn check(keys: &[u64], epsilon: u32) -> Segmentation {
         let seg = segment(keys, epsilon);
-        assert_eq!(seg.leaves.last().map(|l| l.base), Some(keys.len() as u64));
-        for (j, pair) in seg.leaves.windows(2).enumerate() {
-            let (base, end) = (pair[0].base, pair[1].base);
-            assert!(base < end, "leaf {j} is empty");
-            assert_eq!(seg.first_keys[j], keys[base as usize]);
-            for i in base..end {
-                let p = predict(
-                    seg.first_keys[j],
-                    pair[0].slope,
-                    base,
-                    end - 1,
-                    keys[i as usize],
+        let mut next = 0u64;
+        for (j, leaf) in seg.leaves.iter().enumerate() {
+            assert_eq!(leaf.base, next, "leaf {j} not contiguous");
+            assert!(leaf.base <= leaf.last);
+            assert_eq!(leaf.first_key, keys[leaf.base as usize]);
+            assert!(seg.leaf_epsilons[j] <= epsilon);
+            for i in leaf.base..=leaf.last {
+                assert!(
+                    leaf.predict(keys[i as usize]).abs_diff(i) <= u64::from(seg.leaf_epsilons[j])
                 );
-                assert!(p.abs_diff(i) <= u64::from(seg.leaf_epsilons[j]));
-                assert!(seg.leaf_epsilons[j] <= epsilon);
             }
+            next = leaf.last + 1;
         }
+        assert_eq!(next, keys.len() as u64);
         seg
     }
 
     #[test]
     fn equal_gaps_make_one_leaf() {
         let keys: Vec<u64> = (0..10_000u64).map(|i| i * 7 + 3).collect();
-        assert_eq!(check(&keys, 0).first_keys.len(), 1);
+        assert_eq!(check(&keys, 0).leaves.len(), 1);
     }
 
     #[test]
@@ -165,7 +178,7 @@ mod tests {
 
     #[test]
     fn empty_and_single() {
-        assert!(check(&[], 8).first_keys.is_empty());
-        assert_eq!(check(&[u64::MAX], 0).first_keys.len(), 1);
+        assert!(check(&[], 8).leaves.is_empty());
+        assert_eq!(check(&[u64::MAX], 0).leaves.len(), 1);
     }
 }

@@ -7,16 +7,142 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64 as arch;
 
+use crate::model::Rmi;
+use crate::search::{count_less_scalar, lower_bound_branchless, LINEAR_WINDOW_SLOTS_MAX};
+
+/// Whole lookups compiled for AVX-512 (F, DQ: one-instruction u64↔f64 conversions) and AVX2, so the
+/// window count inlines instead of being a call across a target-feature boundary. Each checks the CPU
+/// feature (a cached flag) before entering; without it the portable body runs.
+macro_rules! specialised {
+    ($name:ident, $inner:ident, $features:literal, $supported:ident, $count:ident, $generic:ident, $ret:ty) => {
+        pub(crate) fn $name(rmi: &Rmi, keys: &[u64], key: u64) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            if $supported() {
+                // SAFETY: the CPU features `$inner` is compiled for were detected just above.
+                return unsafe { $inner(rmi, keys, key) };
+            }
+            rmi.$generic(keys, key, count_less_scalar)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        fn $inner(rmi: &Rmi, keys: &[u64], key: u64) -> $ret {
+            rmi.$generic(keys, key, |window, key| {
+                if window.len() > LINEAR_WINDOW_SLOTS_MAX {
+                    lower_bound_branchless(window, key)
+                } else {
+                    $count(window, key)
+                }
+            })
+        }
+    };
+}
+
+specialised!(
+    find_avx512,
+    find_avx512_inner,
+    "avx512f,avx512dq,popcnt",
+    avx512_supported,
+    avx512,
+    find_generic,
+    Option<usize>
+);
+specialised!(
+    find_avx2,
+    find_avx2_inner,
+    "avx2,popcnt",
+    avx2_supported,
+    avx2,
+    find_generic,
+    Option<usize>
+);
+specialised!(
+    lower_bound_avx512,
+    lower_bound_avx512_inner,
+    "avx512f,avx512dq,popcnt",
+    avx512_supported,
+    avx512,
+    lower_bound_generic,
+    usize
+);
+specialised!(
+    lower_bound_avx2,
+    lower_bound_avx2_inner,
+    "avx2,popcnt",
+    avx2_supported,
+    avx2,
+    lower_bound_generic,
+    usize
+);
+
+/// Batch lookups compiled for AVX-512, like [`find_avx512`].
+pub(crate) fn find_batch_avx512(
+    rmi: &Rmi,
+    keys: &[u64],
+    queries: &[u64],
+    out: &mut [Option<usize>],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512_supported() {
+        // SAFETY: the CPU features `find_batch_avx512_inner` is compiled for were detected just above.
+        return unsafe { find_batch_avx512_inner(rmi, keys, queries, out) };
+    }
+    rmi.find_batch_with(keys, queries, out, count_less_scalar)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,popcnt")]
+fn find_batch_avx512_inner(rmi: &Rmi, keys: &[u64], queries: &[u64], out: &mut [Option<usize>]) {
+    rmi.find_batch_with(keys, queries, out, |w, k| {
+        if w.len() > LINEAR_WINDOW_SLOTS_MAX {
+            lower_bound_branchless(w, k)
+        } else {
+            avx512(w, k)
+        }
+    })
+}
+
+/// Batch lower bounds compiled for AVX-512, like [`lower_bound_avx512`].
+pub(crate) fn lower_bound_batch_avx512(
+    rmi: &Rmi,
+    keys: &[u64],
+    queries: &[u64],
+    out: &mut [usize],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512_supported() {
+        // SAFETY: the CPU features `lower_bound_batch_avx512_inner` is compiled for were detected just
+        // above.
+        return unsafe { lower_bound_batch_avx512_inner(rmi, keys, queries, out) };
+    }
+    rmi.lower_bound_batch_with(keys, queries, out, count_less_scalar)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,popcnt")]
+fn lower_bound_batch_avx512_inner(rmi: &Rmi, keys: &[u64], queries: &[u64], out: &mut [usize]) {
+    rmi.lower_bound_batch_with(keys, queries, out, |w, k| {
+        if w.len() > LINEAR_WINDOW_SLOTS_MAX {
+            lower_bound_branchless(w, k)
+        } else {
+            avx512(w, k)
+        }
+    })
+}
+
 pub(crate) fn avx2_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2");
+    return std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("popcnt");
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
 
 pub(crate) fn avx512_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512f");
+    return std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+        && std::arch::is_x86_feature_detected!("popcnt");
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
