@@ -133,7 +133,7 @@ pub async fn run(target: &Target, token: Option<&str>, args: &ImportArgs) -> Res
             Err(e) => {
                 s.bad_lines += 1;
                 if s.bad_lines as usize <= BAD_LINES_SHOWN_MAX {
-                    bar.println(format!("line {}: {e} (skipped)", s.lines));
+                    bar.suspend(|| eprintln!("line {}: {e} (skipped)", s.lines));
                 }
             }
         }

@@ -1,0 +1,297 @@
+//! Starts the real `kyrodb` binary on a free loopback port with a temp data dir, and talks raw
+//! HTTP/1.1 to it. Readiness is awaited by polling `/health` in a bounded loop.
+#![allow(dead_code)]
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+/// How long a server may take to answer `/health` after spawning.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+}
+
+/// Environment variables the binary reads; cleared so the caller's environment cannot leak in.
+const KNOWN_ENV: &[&str] = &[
+    "KYRODB_CONFIG",
+    "KYRODB_DATA_DIR",
+    "KYRODB_HOST",
+    "KYRODB_PORT",
+    "KYRODB_API_KEYS",
+    "KYRODB_RATE_LIMIT_PER_SEC",
+    "KYRODB_RATE_LIMIT_BURST",
+    "KYRODB_TRUSTED_PROXIES",
+    "KYRODB_CORS_ORIGINS",
+    "KYRODB_BODY_BYTES_MAX",
+    "KYRODB_REQUEST_TIMEOUT_MS",
+    "KYRODB_SHUTDOWN_DRAIN_MS_MAX",
+    "KYRODB_WARM_ON_START",
+    "KYRODB_DISABLE_HTTP_LOG",
+    "RUST_LOG",
+    "KYRODB_FSYNC",
+    "KYRODB_VALUE_BYTES_MAX",
+    "KYRODB_BATCH_KEYS_MAX",
+    "KYRODB_SCAN_LIMIT_MAX",
+    "KYRODB_URL",
+    "KYRODB_TOKEN",
+];
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kyrodb")
+}
+
+/// A `kyrodb` command with a clean environment.
+pub fn command() -> Command {
+    let mut c = Command::new(bin());
+    for k in KNOWN_ENV {
+        c.env_remove(k);
+    }
+    c
+}
+
+impl Server {
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_with_args(dir, env, &[])
+    }
+
+    pub fn start_with_args(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut s = Server {
+            child: None,
+            port: 0,
+            dir: dir.to_path_buf(),
+            env,
+            args,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        for _attempt in 0..3 {
+            self.port = free_port();
+            let mut c = command();
+            c.arg("serve")
+                .arg("--data-dir")
+                .arg(&self.dir)
+                .arg("--port")
+                .arg(self.port.to_string());
+            c.args(&self.args);
+            c.env("KYRODB_DISABLE_HTTP_LOG", "1")
+                .env("RUST_LOG", "warn");
+            for (k, v) in &self.env {
+                c.env(k, v);
+            }
+            let child = c
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            self.child = Some(child);
+            if self.wait_healthy() {
+                return;
+            }
+            // The port may have been taken between choosing and binding: try another.
+            let _ = self.child.as_mut().unwrap().kill();
+            let _ = self.child.as_mut().unwrap().wait();
+        }
+        panic!("kyrodb did not become healthy");
+    }
+
+    fn wait_healthy(&mut self) -> bool {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.as_mut().unwrap().try_wait() {
+                return false;
+            }
+            if let Ok(r) = try_request(self.port, "GET", "/health", &[], b"") {
+                if r.status == 200 {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for the process to exit.
+    pub fn term(&mut self) -> ExitStatus {
+        let mut c = self.child.take().unwrap();
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        c.wait().unwrap()
+    }
+
+    pub fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        try_request(self.port, method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.req("GET", path, &[], b"")
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Resp {
+        self.req(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// Asserts the shared error shape and returns the code.
+    pub fn error_code(&self) -> String {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
+        let j = self.json();
+        assert!(j["error"]["message"].is_string(), "{j}");
+        j["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code: {j}"))
+            .to_owned()
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`).
+pub fn try_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || matches!(method, "POST" | "PUT") {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse(&raw).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad response"))
+}
+
+fn parse(raw: &[u8]) -> Option<Resp> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.get(9..12)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
+        body = dechunk(&body)?;
+    }
+    Some(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let i = b.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..i]).ok()?.trim(), 16).ok()?;
+        b = &b[i + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}

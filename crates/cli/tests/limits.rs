@@ -1,0 +1,158 @@
+//! Rate limiting, CORS and configuration precedence.
+
+mod common;
+
+use common::Server;
+
+#[test]
+fn rate_limit_answers_429_with_retry_after_once_the_burst_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[
+            ("KYRODB_RATE_LIMIT_PER_SEC", "1"),
+            ("KYRODB_RATE_LIMIT_BURST", "5"),
+        ],
+    );
+    // /health polling during start may already have spent some of the burst; spend the rest.
+    let mut limited = None;
+    for _ in 0..10 {
+        let r = s.get("/v1/get_fast/1");
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 404);
+    }
+    let r = limited.expect("a 429 within 10 requests of a burst of 5");
+    assert_eq!(r.error_code(), "rate_limited");
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+}
+
+#[test]
+fn rate_limit_is_off_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &[]);
+    for _ in 0..200 {
+        assert_eq!(s.get("/v1/get_fast/1").status, 404);
+    }
+}
+
+#[test]
+fn cors_preflight_allows_configured_origins_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[
+            ("KYRODB_CORS_ORIGINS", "https://app.example"),
+            ("KYRODB_API_KEYS", "read:read-secret-1"),
+        ],
+    );
+    let pre = |origin: &str| {
+        s.req(
+            "OPTIONS",
+            "/v1/kv/1",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "GET"),
+                ("Access-Control-Request-Headers", "authorization"),
+            ],
+            b"",
+        )
+    };
+    let r = pre("https://app.example");
+    assert!(r.status < 300, "{}", r.status);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert!(r
+        .header("access-control-allow-methods")
+        .unwrap()
+        .contains("GET"));
+    assert!(r
+        .header("access-control-allow-headers")
+        .unwrap()
+        .to_ascii_lowercase()
+        .contains("authorization"));
+    let r = pre("https://evil.example");
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    // Actual responses, errors included, carry the header for the allowed origin.
+    let r = s.req("GET", "/v1/kv/1", &[("Origin", "https://app.example")], b"");
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+}
+
+#[test]
+fn flags_beat_env_which_beats_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("kyrodb.toml");
+    std::fs::write(&cfg, "rate_limit_per_sec = 1\nrate_limit_burst = 1\nvalue_bytes_max = 10\ncors_origins = [\"*\"]\n").unwrap();
+    let cfg_s = cfg.to_str().unwrap().to_owned();
+    // env turns the file's rate limit off; the file's value limit and CORS stay.
+    let s = Server::start_with_args(
+        &dir.path().join("data"),
+        &[
+            ("KYRODB_CONFIG", &cfg_s),
+            ("KYRODB_RATE_LIMIT_PER_SEC", "0"),
+            ("KYRODB_BATCH_KEYS_MAX", "3"),
+        ],
+        &["--batch-keys-max", "2"],
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            s.get("/v1/get_fast/1").status,
+            404,
+            "rate limit from the file was overridden by env"
+        );
+    }
+    assert_eq!(
+        s.req("PUT", "/v1/kv/1", &[], b"more than ten bytes")
+            .error_code(),
+        "value_too_large"
+    );
+    assert_eq!(
+        s.post("/v1/kv/batch_get", r#"{"keys": [1, 2, 3]}"#)
+            .error_code(),
+        "too_many_keys",
+        "the flag (2) beat env (3)"
+    );
+    assert_eq!(
+        s.req("GET", "/health", &[("Origin", "https://x.example")], b"")
+            .header("access-control-allow-origin"),
+        Some("*")
+    );
+}
+
+#[test]
+fn serve_help_documents_every_setting() {
+    let out = common::command()
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "KYRODB_DATA_DIR",
+        "KYRODB_PORT",
+        "KYRODB_API_KEYS",
+        "KYRODB_RATE_LIMIT_PER_SEC",
+        "KYRODB_RATE_LIMIT_BURST",
+        "KYRODB_TRUSTED_PROXIES",
+        "KYRODB_CORS_ORIGINS",
+        "KYRODB_WARM_ON_START",
+        "KYRODB_DISABLE_HTTP_LOG",
+        "RUST_LOG",
+        "KYRODB_CONFIG",
+        "kyrodb.toml",
+        "Precedence",
+    ] {
+        assert!(
+            help.contains(needle),
+            "{needle} missing from serve --help:\n{help}"
+        );
+    }
+}

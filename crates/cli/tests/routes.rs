@@ -1,0 +1,177 @@
+//! Every route of the v1 API and the ops endpoints, against the real binary.
+
+mod common;
+
+use common::Server;
+
+fn server() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &[]);
+    (dir, s)
+}
+
+#[test]
+fn kv_routes_write_read_delete_and_scan() {
+    let (_d, s) = server();
+    let r = s.post("/v1/put", r#"{"key": 1, "value": "one"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let first = r.json()["offset"].as_u64().unwrap();
+
+    let r = s.req(
+        "PUT",
+        "/v1/kv/2",
+        &[("Content-Type", "application/octet-stream")],
+        &[0, 159, 255],
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        r.json()["offset"].as_u64().unwrap() > first,
+        "offsets increase"
+    );
+
+    let r = s.get("/v1/get_fast/1");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"one"[..]));
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    let r = s.get("/v1/kv/2");
+    assert_eq!((r.status, r.body.as_slice()), (200, &[0u8, 159, 255][..]));
+    assert_eq!(s.get("/v1/kv/3").error_code(), "not_found");
+    assert_eq!(s.get("/v1/get_fast/3").status, 404);
+
+    let r = s.post(
+        "/v1/kv/batch_put",
+        r#"{"items": [{"key": 10, "value": "a"}, {"key": 11, "value": "b"}]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let r = s.post("/v1/kv/batch_get", r#"{"keys": [1, 2, 3, 10]}"#);
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert_eq!(j["found"], 3);
+    assert_eq!(j["items"][0]["value"], "one");
+    assert_eq!(j["items"][1]["value_hex"], "009fff");
+    assert!(j["items"][2]["value"].is_null());
+    assert_eq!(j["items"][3]["value"], "a");
+
+    let r = s.get("/v1/scan?start=2&end=11&limit=2");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    let keys: Vec<u64> = j["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_u64().unwrap())
+        .collect();
+    assert_eq!(keys, [2, 10]);
+    assert_eq!(
+        j["next_start"],
+        serde_json::Value::Null,
+        "end is exclusive: 11 is outside"
+    );
+    let j = s.get("/v1/scan?limit=1").json();
+    assert_eq!(
+        (j["items"][0]["key"].as_u64(), j["next_start"].as_u64()),
+        (Some(1), Some(2))
+    );
+
+    let r = s.req("DELETE", "/v1/kv/1", &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(s.get("/v1/kv/1").status, 404);
+}
+
+#[test]
+fn admin_routes_report_what_they_did() {
+    let (_d, s) = server();
+    for k in 0..50 {
+        assert_eq!(
+            s.post("/v1/put", &format!(r#"{{"key": {k}, "value": "v{k}"}}"#))
+                .status,
+            200
+        );
+    }
+    let j = s.post("/v1/snapshot", "").json();
+    assert_eq!(j["keys"], 50);
+    assert!(j["covered_seq"].as_u64().unwrap() >= 50, "{j}");
+
+    let j = s.post("/v1/rmi/build", "").json();
+    assert!(j["index"].is_string(), "{j}");
+    assert_eq!(j["keys"], 50);
+    assert_eq!(j["keyspaces"][0]["name"], "default");
+    assert!(j.get("leaves").is_some() && j.get("epsilon").is_some());
+
+    let r = s.post("/v1/warmup", "");
+    assert_eq!(r.status, 200);
+    assert!(r.json()["bytes_advised"].as_u64().unwrap() > 0);
+    assert_eq!(
+        s.get("/v1/kv/7").text(),
+        "v7",
+        "still readable from the snapshot"
+    );
+}
+
+#[test]
+fn ops_routes_answer() {
+    let (_d, s) = server();
+    assert_eq!(s.get("/health").json()["status"], "ok");
+    let j = s.get("/ready").json();
+    assert_eq!(j["ready"], true);
+
+    let j = s.get("/build_info").json();
+    assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
+    for field in ["git_sha", "rustc", "target"] {
+        assert!(!j[field].as_str().unwrap().is_empty(), "{field}");
+    }
+    assert!(j["rustc"].as_str().unwrap().starts_with("rustc "));
+    assert!(j["cpu_features"].is_array());
+
+    s.get("/v1/get_fast/1");
+    let m = s.get("/metrics");
+    assert_eq!(m.status, 200);
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    let text = m.text();
+    for name in [
+        "kyrodb_http_requests_total",
+        "kyrodb_http_request_duration_seconds_bucket",
+        "kyrodb_storage_delta_bytes",
+        "kyrodb_index_model_bytes",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+    assert!(text.contains(r#"route="/v1/get_fast/{key}""#));
+
+    let j = s.get("/openapi.json").json();
+    assert!(j["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/v1/put",
+        "/v1/kv/{key}",
+        "/v1/get_fast/{key}",
+        "/v1/kv/batch_get",
+        "/v1/scan",
+        "/v1/snapshot",
+        "/v1/rmi/build",
+        "/v1/warmup",
+        "/health",
+        "/metrics",
+    ] {
+        assert!(
+            j["paths"].get(p).is_some(),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+}
+
+#[test]
+fn every_documented_operation_is_served_by_the_binary() {
+    let (_d, s) = server();
+    let doc = s.get("/openapi.json").json();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let concrete = path.replace("{key}", "1");
+            let r = s.req(&method.to_uppercase(), &concrete, &[], b"{}");
+            assert!(
+                r.status != 405 && !(r.status == 404 && r.error_code() == "no_route"),
+                "{method} {path}: {}",
+                r.status
+            );
+        }
+    }
+}
