@@ -10,11 +10,17 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::config::RmiConfig;
 use crate::error::{Result, RmiError};
 use crate::model::{with_sentinels, BuildStats, Rmi};
 use crate::router::{Router, Table};
 use crate::search::Kernel;
 use crate::segment::Leaf;
+
+/// The file checksum: xxHash3-64 of every byte before the trailer.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
 
 /// First 8 bytes of every index file.
 pub const MAGIC: [u8; 8] = *b"KYRORMI\0";
@@ -55,7 +61,7 @@ impl Layout {
         let tables = HEADER_BYTES;
         let entries = tables.checked_add(count(h.table_count)?.checked_mul(TABLE_BYTES)?)?;
         // u32 entries, padded to a multiple of 8 bytes so every later section stays 8-aligned.
-        let entry_bytes = count(h.entry_count)?.checked_add(1)? / 2 * 8;
+        let entry_bytes = (count(h.entry_count)?.checked_add(1)? / 2).checked_mul(8)?;
         let leaves = entries.checked_add(entry_bytes)?;
         let keys = leaves.checked_add(count(h.leaf_count)?.checked_mul(LEAF_BYTES)?)?;
         let key_bytes = if h.flags & FLAG_KEYS != 0 {
@@ -180,6 +186,20 @@ impl Rmi {
             out.inner.get_ref().sync_all()
         };
         write(&mut out).map_err(io_error(tmp))
+    }
+
+    /// Loads the index at `path` for `keys` if it is valid *for these keys* (checksum, structure, every
+    /// key in its window); otherwise — missing, truncated, corrupt or stale — builds a new one from
+    /// `keys` and saves it. Returns the index and whether it was rebuilt. A bad file is never served.
+    pub fn load_or_rebuild(path: &Path, keys: &[u64], config: &RmiConfig) -> Result<(Rmi, bool)> {
+        if let Ok(rmi) = Rmi::load(path) {
+            if rmi.verify(keys).is_ok() {
+                return Ok((rmi, false));
+            }
+        }
+        let rmi = Rmi::build(keys, config)?;
+        rmi.save(path, None)?;
+        Ok((rmi, true))
     }
 
     /// Loads a model saved by [`Rmi::save`], validated; any key array in the file is checked against it
@@ -331,7 +351,7 @@ impl RmiFile {
             ));
         }
         let stored = u64_at(b, layout.checksum);
-        let computed = xxhash_rust::xxh3::xxh3_64(&b[..layout.checksum]);
+        let computed = checksum(&b[..layout.checksum]);
         if stored != computed {
             return Err(RmiError::Checksum {
                 path: path.to_path_buf(),

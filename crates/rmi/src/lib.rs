@@ -28,7 +28,7 @@ mod segment;
 pub use batch::BATCH_GROUP_QUERIES;
 pub use config::{RmiConfig, EPSILON_SLOTS_LIMIT};
 pub use error::{Result, RmiError};
-pub use file::{RmiFile, FLAG_KEYS, HEADER_BYTES, MAGIC, TRAILER_BYTES, VERSION};
+pub use file::{checksum, RmiFile, FLAG_KEYS, HEADER_BYTES, MAGIC, TRAILER_BYTES, VERSION};
 pub use handle::{KeyedRmi, RmiHandle};
 pub use metrics::PROBE_SAMPLES_MAX;
 pub use model::{check_sorted_unique, BuildStats, Rmi};
