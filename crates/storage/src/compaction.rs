@@ -18,10 +18,20 @@ use crate::{
 pub(crate) fn compact_frozen(inner: &Inner) -> Result<()> {
     let _running = inner.compaction_mu.lock();
     let st = inner.core.state.load_full();
-    let Some(frozen) = st.frozen.clone() else { return Ok(()) };
+    let Some(frozen) = st.frozen.clone() else {
+        return Ok(());
+    };
     let started = Instant::now();
     let old = inner.manifest.lock().clone();
-    let result = merge_and_commit(&inner.core, &inner.dir, &inner.snap_dir, &old, &st, &frozen.delta, frozen.covered_seq);
+    let result = merge_and_commit(
+        &inner.core,
+        &inner.dir,
+        &inner.snap_dir,
+        &old,
+        &st,
+        &frozen.delta,
+        frozen.covered_seq,
+    );
     let (manifest, set) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -33,12 +43,17 @@ pub(crate) fn compact_frozen(inner: &Inner) -> Result<()> {
     install(&inner.core, set);
     let covered = manifest.covered_seq;
     *inner.manifest.lock() = manifest.clone();
-    inner.compactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    inner
+        .compactions
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     inner.core.room_cv.notify_all();
-    metrics::histogram!("kyrodb_storage_compaction_duration_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("kyrodb_storage_compaction_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
     metrics::counter!("kyrodb_storage_compactions_total").increment(1);
     // Clean-up after the commit point: a crash here leaves files that the next open deletes.
-    inner.wal.remove_covered(covered, inner.core.opts.wal_retain_segments)?;
+    inner
+        .wal
+        .remove_covered(covered, inner.core.opts.wal_retain_segments)?;
     remove_unreferenced_snapshots(&inner.snap_dir, &manifest)?;
     Ok(())
 }
@@ -47,14 +62,33 @@ pub(crate) fn compact_frozen(inner: &Inner) -> Result<()> {
 fn install(core: &Core, set: Arc<SnapshotSet>) {
     let _g = core.state_mu.lock();
     let cur = core.state.load_full();
-    core.state.store(Arc::new(ReadState { active: cur.active.clone(), frozen: None, snapshots: set }));
+    core.state.store(Arc::new(ReadState {
+        active: cur.active.clone(),
+        frozen: None,
+        snapshots: set,
+    }));
 }
 
 /// Compaction while the WAL replays (no writer thread yet), to keep replay within the delta budget.
-pub(crate) fn compact_frozen_during_recovery(core: &Core, dir: &Path, snap_dir: &Path, manifest: &mut Manifest) -> Result<()> {
+pub(crate) fn compact_frozen_during_recovery(
+    core: &Core,
+    dir: &Path,
+    snap_dir: &Path,
+    manifest: &mut Manifest,
+) -> Result<()> {
     let st = core.state.load_full();
-    let Some(frozen) = st.frozen.clone() else { return Ok(()) };
-    let (m, set) = merge_and_commit(core, dir, snap_dir, manifest, &st, &frozen.delta, frozen.covered_seq)?;
+    let Some(frozen) = st.frozen.clone() else {
+        return Ok(());
+    };
+    let (m, set) = merge_and_commit(
+        core,
+        dir,
+        snap_dir,
+        manifest,
+        &st,
+        &frozen.delta,
+        frozen.covered_seq,
+    )?;
     install(core, set);
     *manifest = m;
     remove_unreferenced_snapshots(snap_dir, manifest)
@@ -73,15 +107,29 @@ fn merge_and_commit(
     let generation = old.generation + 1;
     let (registry, next_keyspace_id): (Vec<(u32, String)>, u32) = {
         let r = core.registry.read();
-        (r.by_id.iter().map(|(id, n)| (*id, n.clone())).collect(), r.next_id)
+        (
+            r.by_id.iter().map(|(id, n)| (*id, n.clone())).collect(),
+            r.next_id,
+        )
     };
-    let old_meta: HashMap<u32, _> = old.keyspaces.iter().filter_map(|k| Some((k.id, k.snapshot?))).collect();
+    let old_meta: HashMap<u32, _> = old
+        .keyspaces
+        .iter()
+        .filter_map(|k| Some((k.id, k.snapshot?)))
+        .collect();
     let mut set = SnapshotSet::default();
     let mut keyspaces = Vec::with_capacity(registry.len());
     for (id, name) in registry {
         let old_snap = st.snapshots.by_keyspace.get(&id).cloned();
         let snapshot = if frozen.has_keyspace(id) {
-            let meta = write_merged(snap_dir, id, generation, covered_seq, frozen, old_snap.as_deref())?;
+            let meta = write_merged(
+                snap_dir,
+                id,
+                generation,
+                covered_seq,
+                frozen,
+                old_snap.as_deref(),
+            )?;
             let snap = Snapshot::open(snap_dir, id, meta, &*core.opts.index_builder)?;
             set.by_keyspace.insert(id, Arc::new(snap));
             Some(meta)
@@ -93,7 +141,12 @@ fn merge_and_commit(
         };
         keyspaces.push(KeyspaceEntry { id, name, snapshot });
     }
-    let manifest = Manifest { generation, covered_seq, next_keyspace_id, keyspaces };
+    let manifest = Manifest {
+        generation,
+        covered_seq,
+        next_keyspace_id,
+        keyspaces,
+    };
     fail::fail_point!("compaction::before_manifest");
     manifest.store(dir)?;
     fail::fail_point!("compaction::after_manifest");
@@ -110,10 +163,18 @@ fn write_merged(
 ) -> Result<crate::snapshot::SnapshotMeta> {
     let mut w = SnapshotWriter::create(snap_dir, keyspace, generation, covered_seq)?;
     type Src<'a> = Box<dyn Iterator<Item = (u64, Source)> + 'a>;
-    let mut sources: Vec<Src<'_>> =
-        vec![Box::new(frozen.range(keyspace, 0, u64::MAX, u64::MAX).map(|(k, v)| (k, Source::Delta(v))))];
+    let mut sources: Vec<Src<'_>> = vec![Box::new(
+        frozen
+            .range(keyspace, 0, u64::MAX, u64::MAX)
+            .map(|(k, v)| (k, Source::Delta(v))),
+    )];
     if let Some(s) = old {
-        sources.push(Box::new(s.keys().iter().enumerate().map(|(i, k)| (*k, Source::Snapshot(i)))));
+        sources.push(Box::new(
+            s.keys()
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (*k, Source::Snapshot(i))),
+        ));
     }
     for (key, src) in Merge::new(sources) {
         match src {
@@ -131,9 +192,15 @@ fn write_merged(
 }
 
 /// Deletes snapshot files the manifest does not name, and leftover temporary files.
-pub(crate) fn remove_unreferenced_snapshots(snap_dir: &std::path::Path, manifest: &Manifest) -> Result<()> {
-    let live: std::collections::HashSet<(u32, u64)> =
-        manifest.keyspaces.iter().filter_map(|k| Some((k.id, k.snapshot?.generation))).collect();
+pub(crate) fn remove_unreferenced_snapshots(
+    snap_dir: &std::path::Path,
+    manifest: &Manifest,
+) -> Result<()> {
+    let live: std::collections::HashSet<(u32, u64)> = manifest
+        .keyspaces
+        .iter()
+        .filter_map(|k| Some((k.id, k.snapshot?.generation)))
+        .collect();
     for entry in std::fs::read_dir(snap_dir).map_err(|e| crate::Error::io(snap_dir, e))? {
         let entry = entry.map_err(|e| crate::Error::io(snap_dir, e))?;
         let name = entry.file_name();
@@ -154,7 +221,11 @@ pub(crate) fn remove_unreferenced_snapshots(snap_dir: &std::path::Path, manifest
 /// after a compaction, already over the size threshold.
 pub(crate) fn background_loop(inner: Arc<Inner>) {
     let age_ms = inner.core.opts.delta_age_compact_ms;
-    let tick = std::time::Duration::from_millis(if age_ms == 0 { 1000 } else { age_ms.clamp(10, 1000) });
+    let tick = std::time::Duration::from_millis(if age_ms == 0 {
+        1000
+    } else {
+        age_ms.clamp(10, 1000)
+    });
     loop {
         {
             let mut bg = inner.core.bg.lock();
@@ -173,7 +244,8 @@ pub(crate) fn background_loop(inner: Arc<Inner>) {
             continue;
         }
         let st = inner.core.state.load_full();
-        let aged = age_ms > 0 && !st.active.is_empty() && st.active.age().as_millis() as u64 >= age_ms;
+        let aged =
+            age_ms > 0 && !st.active.is_empty() && st.active.age().as_millis() as u64 >= age_ms;
         if st.frozen.is_none() && (aged || inner.core.over_compact_threshold()) {
             let _ = inner.wal.freeze();
         }

@@ -98,15 +98,27 @@ pub(crate) struct BadRecord {
 impl Core {
     /// Applies one durable record to the active delta (or the registry). Decodes fully before
     /// touching anything, so a malformed record changes nothing.
-    pub(crate) fn apply_record(&self, seq: u64, kind: u8, payload: &Bytes) -> Result<(), BadRecord> {
-        let bad = |(offset_in_payload, reason)| BadRecord { offset_in_payload, reason };
+    pub(crate) fn apply_record(
+        &self,
+        seq: u64,
+        kind: u8,
+        payload: &Bytes,
+    ) -> Result<(), BadRecord> {
+        let bad = |(offset_in_payload, reason)| BadRecord {
+            offset_in_payload,
+            reason,
+        };
         match kind {
             KIND_BATCH => {
                 let ops = decode_batch(payload).map_err(bad)?;
                 let active = self.state.load().active.clone();
                 for op in ops {
                     match op {
-                        Op::Put { keyspace, key, value } => active.insert(keyspace, key, seq, Some(value)),
+                        Op::Put {
+                            keyspace,
+                            key,
+                            value,
+                        } => active.insert(keyspace, key, seq, Some(value)),
                         Op::Delete { keyspace, key } => active.insert(keyspace, key, seq, None),
                     }
                 }
@@ -117,7 +129,10 @@ impl Core {
                 self.registry.write().insert(id, &name);
                 Ok(())
             }
-            _ => Err(BadRecord { offset_in_payload: 0, reason: "unknown record kind" }),
+            _ => Err(BadRecord {
+                offset_in_payload: 0,
+                reason: "unknown record kind",
+            }),
         }
     }
 
@@ -131,7 +146,10 @@ impl Core {
         }
         self.state.store(Arc::new(ReadState {
             active: Arc::new(Delta::new()),
-            frozen: Some(Arc::new(Frozen { delta: cur.active.clone(), covered_seq })),
+            frozen: Some(Arc::new(Frozen {
+                delta: cur.active.clone(),
+                covered_seq,
+            })),
             snapshots: cur.snapshots.clone(),
         }));
         self.bg.lock().frozen_ready = true;

@@ -36,7 +36,11 @@ pub struct Value(Repr);
 #[derive(Clone)]
 enum Repr {
     Delta(Bytes),
-    Snapshot { snap: Arc<Snapshot>, start: usize, end: usize },
+    Snapshot {
+        snap: Arc<Snapshot>,
+        start: usize,
+        end: usize,
+    },
 }
 
 impl Deref for Value {
@@ -75,19 +79,27 @@ pub struct WriteBatch {
 
 impl std::fmt::Debug for WriteBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteBatch").field("ops", &self.len()).field("bytes", &self.enc.encoded_len()).finish()
+        f.debug_struct("WriteBatch")
+            .field("ops", &self.len())
+            .field("bytes", &self.enc.encoded_len())
+            .finish()
     }
 }
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").field("dir", &self.inner.dir).finish_non_exhaustive()
+        f.debug_struct("Db")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
     }
 }
 
 impl std::fmt::Debug for Keyspace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyspace").field("id", &self.id).field("name", &self.name).finish()
+        f.debug_struct("Keyspace")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -180,7 +192,11 @@ impl Db {
     /// Opens (or creates) the database in `dir`, recovering from the manifest, snapshots and WAL.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Self> {
         let inner = crate::recovery::open(dir.as_ref(), opts)?;
-        let default = Keyspace { inner: inner.clone(), id: 0, name: Arc::from(DEFAULT_KEYSPACE) };
+        let default = Keyspace {
+            inner: inner.clone(),
+            id: 0,
+            name: Arc::from(DEFAULT_KEYSPACE),
+        };
         Ok(Self { inner, default })
     }
 
@@ -192,8 +208,12 @@ impl Db {
     /// An existing keyspace.
     pub fn keyspace(&self, name: &str) -> Result<Keyspace> {
         let id = self.inner.core.registry.read().by_name.get(name).copied();
-        id.map(|id| Keyspace { inner: self.inner.clone(), id, name: Arc::from(name) })
-            .ok_or_else(|| Error::NoSuchKeyspace(name.to_owned()))
+        id.map(|id| Keyspace {
+            inner: self.inner.clone(),
+            id,
+            name: Arc::from(name),
+        })
+        .ok_or_else(|| Error::NoSuchKeyspace(name.to_owned()))
     }
 
     /// The keyspace called `name`, created (durably) if it does not exist.
@@ -210,13 +230,21 @@ impl Db {
         if count >= self.inner.core.opts.keyspaces_max {
             return Err(Error::TooManyKeyspaces(self.inner.core.opts.keyspaces_max));
         }
-        self.inner.append(KIND_CREATE_KEYSPACE, encode_create_keyspace(id, name))?;
+        self.inner
+            .append(KIND_CREATE_KEYSPACE, encode_create_keyspace(id, name))?;
         self.keyspace(name)
     }
 
     /// Names of all keyspaces, by id.
     pub fn keyspace_names(&self) -> Vec<String> {
-        self.inner.core.registry.read().by_id.values().cloned().collect()
+        self.inner
+            .core
+            .registry
+            .read()
+            .by_id
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Applies a batch atomically; returns its sequence number. An empty batch writes nothing and
@@ -253,13 +281,24 @@ impl Db {
 
     /// Asks the kernel to read every snapshot file ahead; returns the bytes advised.
     pub fn warm(&self) -> usize {
-        self.inner.core.state.load().snapshots.by_keyspace.values().map(|s| s.warm()).sum()
+        self.inner
+            .core
+            .state
+            .load()
+            .snapshots
+            .by_keyspace
+            .values()
+            .map(|s| s.warm())
+            .sum()
     }
 
     /// Verifies every snapshot value's checksum (a full scrub); the first failure names file and offset.
     pub fn verify(&self) -> Result<()> {
         let st = self.inner.core.state.load_full();
-        st.snapshots.by_keyspace.values().try_for_each(|s| s.verify_values())
+        st.snapshots
+            .by_keyspace
+            .values()
+            .try_for_each(|s| s.verify_values())
     }
 
     /// The data directory.
@@ -312,26 +351,43 @@ impl Keyspace {
     pub fn multi_get(&self, keys: &[u64]) -> Result<Vec<Option<Value>>> {
         let st = self.inner.core.state.load();
         let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
-        keys.iter().map(|k| get_in(&st, self.id, *k, visible)).collect()
+        keys.iter()
+            .map(|k| get_in(&st, self.id, *k, visible))
+            .collect()
     }
 
     /// Live keys in `range`, ascending, at most `limit`.
     pub fn scan(&self, range: impl RangeBounds<u64>, limit: usize) -> Result<Vec<(u64, Value)>> {
-        let Some((start, end)) = inclusive(range) else { return Ok(Vec::new()) };
+        let Some((start, end)) = inclusive(range) else {
+            return Ok(Vec::new());
+        };
         let st = self.inner.core.state.load_full();
         let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
         let snap = st.snapshots.by_keyspace.get(&self.id).cloned();
         let id = self.id;
-        let mut sources: Vec<Box<dyn Iterator<Item = (u64, Source)> + '_>> =
-            vec![Box::new(st.active.range(id, start, end, visible).map(|(k, v)| (k, Source::Delta(v))))];
+        let mut sources: Vec<Box<dyn Iterator<Item = (u64, Source)> + '_>> = vec![Box::new(
+            st.active
+                .range(id, start, end, visible)
+                .map(|(k, v)| (k, Source::Delta(v))),
+        )];
         if let Some(f) = &st.frozen {
-            sources.push(Box::new(f.delta.range(id, start, end, u64::MAX).map(|(k, v)| (k, Source::Delta(v)))));
+            sources.push(Box::new(
+                f.delta
+                    .range(id, start, end, u64::MAX)
+                    .map(|(k, v)| (k, Source::Delta(v))),
+            ));
         }
         if let Some(s) = &snap {
             let keys = s.keys();
             let lo = s.index().lower_bound(keys, start);
-            let hi = if end == u64::MAX { keys.len() } else { s.index().lower_bound(keys, end + 1) };
-            sources.push(Box::new((lo..hi.max(lo)).map(|i| (keys[i], Source::Snapshot(i)))));
+            let hi = if end == u64::MAX {
+                keys.len()
+            } else {
+                s.index().lower_bound(keys, end + 1)
+            };
+            sources.push(Box::new(
+                (lo..hi.max(lo)).map(|i| (keys[i], Source::Snapshot(i))),
+            ));
         }
         let mut out = Vec::with_capacity(limit.min(1024));
         for (key, src) in Merge::new(sources) {
@@ -344,7 +400,14 @@ impl Keyspace {
                 Source::Snapshot(i) => {
                     let s = snap.as_ref().expect("snapshot source implies a snapshot");
                     let (start, end) = s.value_at(i)?;
-                    out.push((key, Value(Repr::Snapshot { snap: s.clone(), start, end })));
+                    out.push((
+                        key,
+                        Value(Repr::Snapshot {
+                            snap: s.clone(),
+                            start,
+                            end,
+                        }),
+                    ));
                 }
             }
         }
@@ -361,8 +424,16 @@ fn get_in(st: &ReadState, keyspace: u32, key: u64, visible: u64) -> Result<Optio
             return Ok(v.map(|b| Value(Repr::Delta(b))));
         }
     }
-    let Some(snap) = st.snapshots.by_keyspace.get(&keyspace) else { return Ok(None) };
-    Ok(snap.get(key)?.map(|(start, end)| Value(Repr::Snapshot { snap: snap.clone(), start, end })))
+    let Some(snap) = st.snapshots.by_keyspace.get(&keyspace) else {
+        return Ok(None);
+    };
+    Ok(snap.get(key)?.map(|(start, end)| {
+        Value(Repr::Snapshot {
+            snap: snap.clone(),
+            start,
+            end,
+        })
+    }))
 }
 
 fn inclusive(range: impl RangeBounds<u64>) -> Option<(u64, u64)> {
@@ -383,7 +454,9 @@ fn inclusive(range: impl RangeBounds<u64>) -> Option<(u64, u64)> {
 pub fn validate_keyspace_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -408,13 +481,22 @@ impl Inner {
             return Ok(self.core.visible_seq.load(Ordering::Acquire));
         }
         if batch.enc.value_len_max() > o.value_bytes_max {
-            return Err(Error::ValueTooLarge { len: batch.enc.value_len_max(), max: o.value_bytes_max });
+            return Err(Error::ValueTooLarge {
+                len: batch.enc.value_len_max(),
+                max: o.value_bytes_max,
+            });
         }
         if batch.len() > o.batch_ops_max {
-            return Err(Error::BatchTooManyOps { count: batch.len(), max: o.batch_ops_max });
+            return Err(Error::BatchTooManyOps {
+                count: batch.len(),
+                max: o.batch_ops_max,
+            });
         }
         if batch.enc.encoded_len() > o.batch_bytes_max {
-            return Err(Error::BatchTooLarge { len: batch.enc.encoded_len(), max: o.batch_bytes_max });
+            return Err(Error::BatchTooLarge {
+                len: batch.enc.encoded_len(),
+                max: o.batch_bytes_max,
+            });
         }
         self.append(KIND_BATCH, batch.enc.finish())
     }
@@ -459,12 +541,23 @@ impl Inner {
             if m.covered_seq >= target {
                 let st = self.core.state.load();
                 let snaps = st.snapshots.by_keyspace.values();
-                let (keys, data_bytes) = snaps.fold((0, 0), |(k, d), s| (k + s.meta.key_count, d + s.meta.data_bytes));
-                return Ok(SnapshotInfo { manifest_generation: m.generation, covered_seq: m.covered_seq, keys, data_bytes });
+                let (keys, data_bytes) = snaps.fold((0, 0), |(k, d), s| {
+                    (k + s.meta.key_count, d + s.meta.data_bytes)
+                });
+                return Ok(SnapshotInfo {
+                    manifest_generation: m.generation,
+                    covered_seq: m.covered_seq,
+                    keys,
+                    data_bytes,
+                });
             }
             self.wal.freeze()?;
         }
-        Err(Error::Busy { delta_bytes: self.core.state.load().delta_bytes(), budget: self.core.opts.delta_bytes_budget, waited_ms: 0 })
+        Err(Error::Busy {
+            delta_bytes: self.core.state.load().delta_bytes(),
+            budget: self.core.opts.delta_bytes_budget,
+            waited_ms: 0,
+        })
     }
 
     fn stats(&self) -> Stats {

@@ -36,20 +36,36 @@ pub(crate) struct Delta {
 
 impl Delta {
     pub(crate) fn new() -> Self {
-        Self { map: SkipMap::new(), bytes: AtomicUsize::new(0), max_seq: AtomicU64::new(0), created: Instant::now() }
+        Self {
+            map: SkipMap::new(),
+            bytes: AtomicUsize::new(0),
+            max_seq: AtomicU64::new(0),
+            created: Instant::now(),
+        }
     }
 
     /// Records a version. Only the WAL writer thread (or recovery) calls this.
     pub(crate) fn insert(&self, keyspace: u32, key: u64, seq: u64, value: Version) {
         let size = ENTRY_OVERHEAD_BYTES + value.as_ref().map_or(0, Bytes::len);
-        self.map.insert(DeltaKey { keyspace, key, inv_seq: u64::MAX - seq }, value);
+        self.map.insert(
+            DeltaKey {
+                keyspace,
+                key,
+                inv_seq: u64::MAX - seq,
+            },
+            value,
+        );
         self.bytes.fetch_add(size, Ordering::Relaxed);
         self.max_seq.fetch_max(seq, Ordering::Relaxed);
     }
 
     /// The newest version of `key` with sequence `<= visible`, if the delta has one.
     pub(crate) fn get(&self, keyspace: u32, key: u64, visible: u64) -> Option<Version> {
-        let from = DeltaKey { keyspace, key, inv_seq: u64::MAX - visible };
+        let from = DeltaKey {
+            keyspace,
+            key,
+            inv_seq: u64::MAX - visible,
+        };
         let e = self.map.lower_bound(std::ops::Bound::Included(&from))?;
         let k = e.key();
         (k.keyspace == keyspace && k.key == key).then(|| e.value().clone())
@@ -64,8 +80,16 @@ impl Delta {
         end: u64,
         visible: u64,
     ) -> impl Iterator<Item = (u64, Version)> + '_ {
-        let lo = DeltaKey { keyspace, key: start, inv_seq: 0 };
-        let hi = DeltaKey { keyspace, key: end, inv_seq: u64::MAX };
+        let lo = DeltaKey {
+            keyspace,
+            key: start,
+            inv_seq: 0,
+        };
+        let hi = DeltaKey {
+            keyspace,
+            key: end,
+            inv_seq: u64::MAX,
+        };
         let mut last: Option<u64> = None;
         self.map.range(lo..=hi).filter_map(move |e| {
             let k = e.key();
@@ -79,8 +103,14 @@ impl Delta {
 
     /// Whether the delta holds anything for a keyspace.
     pub(crate) fn has_keyspace(&self, keyspace: u32) -> bool {
-        let lo = DeltaKey { keyspace, key: 0, inv_seq: 0 };
-        self.map.lower_bound(std::ops::Bound::Included(&lo)).is_some_and(|e| e.key().keyspace == keyspace)
+        let lo = DeltaKey {
+            keyspace,
+            key: 0,
+            inv_seq: 0,
+        };
+        self.map
+            .lower_bound(std::ops::Bound::Included(&lo))
+            .is_some_and(|e| e.key().keyspace == keyspace)
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -119,7 +149,10 @@ mod tests {
         let r: Vec<_> = d.range(0, 0, u64::MAX, 3).collect();
         assert_eq!(r, vec![(5, Some(Bytes::from_static(b"b")))]);
         let other: Vec<_> = d.range(1, 0, u64::MAX, u64::MAX).collect();
-        assert_eq!(other, vec![(5, Some(Bytes::from_static(b"other keyspace")))]);
+        assert_eq!(
+            other,
+            vec![(5, Some(Bytes::from_static(b"other keyspace")))]
+        );
         assert!(d.has_keyspace(1) && !d.has_keyspace(2));
     }
 }

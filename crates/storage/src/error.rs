@@ -25,13 +25,21 @@ pub enum Error {
     TooManyKeyspaces(usize),
     /// Bytes on disk that failed a checksum or a structural check. Never served.
     #[error("{}: corrupt at byte offset {offset}: {reason}", file.display())]
-    Corrupt { file: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     /// The engine stopped accepting writes after an I/O failure (fail-stop): restart to recover.
     #[error("writes are stopped after an I/O failure: {0}")]
     WritesStopped(Arc<str>),
     /// The delta is over its memory budget and compaction did not catch up in time.
     #[error("busy: in-memory delta holds {delta_bytes} bytes, over delta_bytes_budget ({budget} bytes), and compaction did not catch up within write_stall_ms_max ({waited_ms} ms); retry later")]
-    Busy { delta_bytes: usize, budget: usize, waited_ms: u64 },
+    Busy {
+        delta_bytes: usize,
+        budget: usize,
+        waited_ms: u64,
+    },
     /// An I/O error on a named file.
     #[error("I/O error on {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
@@ -51,11 +59,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
-    pub(crate) fn corrupt(file: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
-        Error::Corrupt { file: file.into(), offset, reason: reason.into() }
+    pub(crate) fn corrupt(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corrupt {
+            file: file.into(),
+            offset,
+            reason: reason.into(),
+        }
     }
 }
 

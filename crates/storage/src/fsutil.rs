@@ -11,27 +11,41 @@ use crate::error::{IoContext, Result};
 
 /// `name.tmp` beside `path`.
 pub(crate) fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }
 
 /// fsync a directory so that a rename or a create inside it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    fail::fail_point!("fs::sync_dir", |_| Err(crate::Error::io(dir, std::io::Error::other("injected dir fsync error"))));
+    fail::fail_point!("fs::sync_dir", |_| Err(crate::Error::io(
+        dir,
+        std::io::Error::other("injected dir fsync error")
+    )));
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
 
 /// fsync a file's data (and the metadata needed to read it back).
 pub(crate) fn sync_file(file: &File, path: &Path) -> Result<()> {
-    fail::fail_point!("fs::sync_file", |_| Err(crate::Error::io(path, std::io::Error::other("injected fsync error"))));
+    fail::fail_point!("fs::sync_file", |_| Err(crate::Error::io(
+        path,
+        std::io::Error::other("injected fsync error")
+    )));
     file.sync_data().at(path)
 }
 
 /// Creates `path.tmp` for writing (truncating a leftover one).
 pub(crate) fn create_tmp(path: &Path) -> Result<(File, PathBuf)> {
     let tmp = tmp_path(path);
-    let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(&tmp)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .at(&tmp)?;
     Ok((file, tmp))
 }
 
@@ -61,9 +75,15 @@ pub(crate) fn write_all(file: &mut File, path: &Path, bytes: &[u8]) -> Result<()
             Some("short") => {
                 let half = &bytes[..bytes.len() / 2];
                 file.write_all(half).at(path)?;
-                Err(crate::Error::io(path, std::io::Error::from_raw_os_error(28)))
+                Err(crate::Error::io(
+                    path,
+                    std::io::Error::from_raw_os_error(28),
+                ))
             }
-            _ => Err(crate::Error::io(path, std::io::Error::from_raw_os_error(28))),
+            _ => Err(crate::Error::io(
+                path,
+                std::io::Error::from_raw_os_error(28),
+            )),
         }
     });
     file.write_all(bytes).at(path)

@@ -24,7 +24,10 @@ mod recovery;
 mod snapshot;
 mod wal;
 
-pub use db::{validate_keyspace_name, Db, Keyspace, KeyspaceStats, SnapshotInfo, Stats, Value, WriteBatch, DEFAULT_KEYSPACE};
+pub use db::{
+    validate_keyspace_name, Db, Keyspace, KeyspaceStats, SnapshotInfo, Stats, Value, WriteBatch,
+    DEFAULT_KEYSPACE,
+};
 pub use error::{Error, Result};
 pub use index::{IndexBuilder, SortedIndex};
 pub use options::{FsyncPolicy, Options};

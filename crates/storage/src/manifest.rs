@@ -48,7 +48,12 @@ impl Manifest {
             b.put_u32_le(ks.id);
             b.put_u16_le(ks.name.len() as u16);
             b.put_slice(ks.name.as_bytes());
-            let s = ks.snapshot.unwrap_or(SnapshotMeta { generation: 0, key_count: 0, bin_bytes: 0, data_bytes: 0 });
+            let s = ks.snapshot.unwrap_or(SnapshotMeta {
+                generation: 0,
+                key_count: 0,
+                bin_bytes: 0,
+                data_bytes: 0,
+            });
             b.put_u64_le(s.generation);
             b.put_u64_le(s.key_count);
             b.put_u64_le(s.bin_bytes);
@@ -80,23 +85,44 @@ impl Manifest {
         let mut keyspaces = Vec::with_capacity(count.min(4096));
         for _ in 0..count {
             let id = read_u32(b, at).ok_or_else(|| corrupt(at, "truncated keyspace entry"))?;
-            let name_len = b.get(at + 4..at + 6).map(|s| u16::from_le_bytes([s[0], s[1]]) as usize);
+            let name_len = b
+                .get(at + 4..at + 6)
+                .map(|s| u16::from_le_bytes([s[0], s[1]]) as usize);
             let name_len = name_len.ok_or_else(|| corrupt(at, "truncated keyspace entry"))?;
-            let name = b.get(at + 6..at + 6 + name_len).ok_or_else(|| corrupt(at, "truncated keyspace name"))?;
-            let name = std::str::from_utf8(name).map_err(|_| corrupt(at + 6, "keyspace name is not UTF-8"))?;
+            let name = b
+                .get(at + 6..at + 6 + name_len)
+                .ok_or_else(|| corrupt(at, "truncated keyspace name"))?;
+            let name = std::str::from_utf8(name)
+                .map_err(|_| corrupt(at + 6, "keyspace name is not UTF-8"))?;
             at += 6 + name_len;
-            let f: Vec<u64> = (0..4).map_while(|i| read_u64(&b[..body], at + 8 * i)).collect();
+            let f: Vec<u64> = (0..4)
+                .map_while(|i| read_u64(&b[..body], at + 8 * i))
+                .collect();
             if f.len() != 4 {
                 return Err(corrupt(at, "truncated snapshot entry"));
             }
             at += 32;
-            let snapshot = (f[0] != 0).then_some(SnapshotMeta { generation: f[0], key_count: f[1], bin_bytes: f[2], data_bytes: f[3] });
-            keyspaces.push(KeyspaceEntry { id, name: name.to_owned(), snapshot });
+            let snapshot = (f[0] != 0).then_some(SnapshotMeta {
+                generation: f[0],
+                key_count: f[1],
+                bin_bytes: f[2],
+                data_bytes: f[3],
+            });
+            keyspaces.push(KeyspaceEntry {
+                id,
+                name: name.to_owned(),
+                snapshot,
+            });
         }
         if at != body {
             return Err(corrupt(at, "trailing bytes after the last keyspace"));
         }
-        Ok(Self { generation, covered_seq, next_keyspace_id, keyspaces })
+        Ok(Self {
+            generation,
+            covered_seq,
+            next_keyspace_id,
+            keyspaces,
+        })
     }
 
     /// Reads `dir/MANIFEST`, or `None` when there is none.
@@ -129,11 +155,20 @@ mod tests {
             covered_seq: 99,
             next_keyspace_id: 3,
             keyspaces: vec![
-                KeyspaceEntry { id: 0, name: "default".into(), snapshot: None },
+                KeyspaceEntry {
+                    id: 0,
+                    name: "default".into(),
+                    snapshot: None,
+                },
                 KeyspaceEntry {
                     id: 2,
                     name: "docs".into(),
-                    snapshot: Some(SnapshotMeta { generation: 7, key_count: 10, bin_bytes: 500, data_bytes: 1000 }),
+                    snapshot: Some(SnapshotMeta {
+                        generation: 7,
+                        key_count: 10,
+                        bin_bytes: 500,
+                        data_bytes: 1000,
+                    }),
                 },
             ],
         };
@@ -142,7 +177,13 @@ mod tests {
         for i in 0..b.len() {
             let mut c = b.clone();
             c[i] ^= 0x10;
-            assert!(matches!(Manifest::decode(Path::new("M"), &c), Err(Error::Corrupt { .. })), "flip at {i} accepted");
+            assert!(
+                matches!(
+                    Manifest::decode(Path::new("M"), &c),
+                    Err(Error::Corrupt { .. })
+                ),
+                "flip at {i} accepted"
+            );
         }
         assert!(Manifest::decode(Path::new("M"), &b[..b.len() - 1]).is_err());
     }

@@ -21,7 +21,9 @@ pub(crate) struct Merge<I: Iterator<Item = (u64, Source)>> {
 
 impl<I: Iterator<Item = (u64, Source)>> Merge<I> {
     pub(crate) fn new(sources: impl IntoIterator<Item = I>) -> Self {
-        Self { sources: sources.into_iter().map(Iterator::peekable).collect() }
+        Self {
+            sources: sources.into_iter().map(Iterator::peekable).collect(),
+        }
     }
 }
 
@@ -29,7 +31,11 @@ impl<I: Iterator<Item = (u64, Source)>> Iterator for Merge<I> {
     type Item = (u64, Source);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let min = self.sources.iter_mut().filter_map(|s| s.peek().map(|(k, _)| *k)).min()?;
+        let min = self
+            .sources
+            .iter_mut()
+            .filter_map(|s| s.peek().map(|(k, _)| *k))
+            .min()?;
         let mut found = None;
         for s in &mut self.sources {
             if s.peek().is_some_and(|(k, _)| *k == min) {
@@ -48,8 +54,15 @@ mod tests {
 
     #[test]
     fn earlier_source_shadows_later() {
-        let newer: Vec<(u64, Source)> = vec![(2, Source::Delta(None)), (5, Source::Delta(Some(Bytes::from_static(b"n"))))];
-        let older: Vec<(u64, Source)> = vec![(1, Source::Snapshot(0)), (2, Source::Snapshot(1)), (5, Source::Snapshot(2))];
+        let newer: Vec<(u64, Source)> = vec![
+            (2, Source::Delta(None)),
+            (5, Source::Delta(Some(Bytes::from_static(b"n")))),
+        ];
+        let older: Vec<(u64, Source)> = vec![
+            (1, Source::Snapshot(0)),
+            (2, Source::Snapshot(1)),
+            (5, Source::Snapshot(2)),
+        ];
         let out: Vec<_> = Merge::new([newer.into_iter(), older.into_iter()]).collect();
         assert_eq!(out.len(), 3);
         assert!(matches!(out[0], (1, Source::Snapshot(0))));

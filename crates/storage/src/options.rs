@@ -22,13 +22,20 @@ impl std::str::FromStr for FsyncPolicy {
         match s {
             "always" => Ok(Self::Always),
             "never" => Ok(Self::Never),
-            other => match other.strip_prefix("interval_ms:").or_else(|| other.strip_prefix("interval:")) {
+            other => match other
+                .strip_prefix("interval_ms:")
+                .or_else(|| other.strip_prefix("interval:"))
+            {
                 Some(ms) => ms
                     .parse::<u64>()
                     .ok()
                     .filter(|ms| *ms > 0)
                     .map(Self::IntervalMs)
-                    .ok_or_else(|| Error::InvalidOption(format!("fsync interval {ms:?} is not a positive integer"))),
+                    .ok_or_else(|| {
+                        Error::InvalidOption(format!(
+                            "fsync interval {ms:?} is not a positive integer"
+                        ))
+                    }),
                 None => Err(Error::InvalidOption(format!(
                     "fsync policy {other:?} is not one of always, never, interval_ms:<ms>"
                 ))),
@@ -111,7 +118,10 @@ impl Options {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidOption(m));
         if self.value_bytes_max == 0 || self.value_bytes_max > (256 << 20) {
-            return bad(format!("value_bytes_max {} is outside 1..=256 MiB", self.value_bytes_max));
+            return bad(format!(
+                "value_bytes_max {} is outside 1..=256 MiB",
+                self.value_bytes_max
+            ));
         }
         if self.batch_bytes_max < self.value_bytes_max + 64 || self.batch_bytes_max > (1 << 30) {
             return bad(format!(
@@ -120,7 +130,10 @@ impl Options {
             ));
         }
         if self.wal_segment_bytes < 4096 {
-            return bad(format!("wal_segment_bytes {} is below 4096", self.wal_segment_bytes));
+            return bad(format!(
+                "wal_segment_bytes {} is below 4096",
+                self.wal_segment_bytes
+            ));
         }
         if self.delta_bytes_compact == 0 || self.delta_bytes_budget < self.delta_bytes_compact {
             return bad(format!(

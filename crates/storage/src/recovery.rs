@@ -69,7 +69,8 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     });
     let mut manifest = manifest;
     let replay = replay_wal(&core, &wal_dir, &snap_dir, dir, &mut manifest)?;
-    core.visible_seq.store(replay.last_seq, std::sync::atomic::Ordering::Release);
+    core.visible_seq
+        .store(replay.last_seq, std::sync::atomic::Ordering::Release);
     let wal = Wal::start(
         WalStart {
             dir: wal_dir,
@@ -94,7 +95,9 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         bg_thread: Mutex::new(None),
         _lock: lock,
     });
-    inner.wal.remove_covered(manifest.covered_seq, opts.wal_retain_segments)?;
+    inner
+        .wal
+        .remove_covered(manifest.covered_seq, opts.wal_retain_segments)?;
     if opts.background_compaction {
         let bg = inner.clone();
         let t = std::thread::Builder::new()
@@ -115,7 +118,12 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
 
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).at(&path)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .at(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(dir.to_owned())),
@@ -139,7 +147,11 @@ fn load_or_init_manifest(dir: &Path, snap_dir: &Path, wal_dir: &Path) -> Result<
         generation: 1,
         covered_seq: 0,
         next_keyspace_id: 1,
-        keyspaces: vec![KeyspaceEntry { id: 0, name: DEFAULT_KEYSPACE.into(), snapshot: None }],
+        keyspaces: vec![KeyspaceEntry {
+            id: 0,
+            name: DEFAULT_KEYSPACE.into(),
+            snapshot: None,
+        }],
     };
     m.store(dir)?;
     Ok(m)
@@ -153,7 +165,13 @@ struct Replay {
     append_to: Option<(File, u64)>,
 }
 
-fn replay_wal(core: &Arc<Core>, wal_dir: &Path, snap_dir: &Path, dir: &Path, manifest: &mut Manifest) -> Result<Replay> {
+fn replay_wal(
+    core: &Arc<Core>,
+    wal_dir: &Path,
+    snap_dir: &Path,
+    dir: &Path,
+    manifest: &mut Manifest,
+) -> Result<Replay> {
     let segments = list_segments(wal_dir)?;
     let covered = manifest.covered_seq;
     let mut next = covered + 1;
@@ -164,7 +182,10 @@ fn replay_wal(core: &Arc<Core>, wal_dir: &Path, snap_dir: &Path, dir: &Path, man
             return Err(Error::corrupt(
                 &first.path,
                 0,
-                format!("WAL starts at sequence {} but the manifest covers only up to {covered}", first.first_seq),
+                format!(
+                    "WAL starts at sequence {} but the manifest covers only up to {covered}",
+                    first.first_seq
+                ),
             ));
         }
         next = first.first_seq;
@@ -176,7 +197,14 @@ fn replay_wal(core: &Arc<Core>, wal_dir: &Path, snap_dir: &Path, dir: &Path, man
         // covers; a later segment may then start anywhere up to the covered point.
         let jump_ok = next <= covered + 1 && seg.first_seq <= covered + 1;
         if seg.first_seq != next && !jump_ok {
-            return Err(Error::corrupt(&seg.path, 0, format!("segment starts at sequence {} where {next} was expected", seg.first_seq)));
+            return Err(Error::corrupt(
+                &seg.path,
+                0,
+                format!(
+                    "segment starts at sequence {} where {next} was expected",
+                    seg.first_seq
+                ),
+            ));
         }
         next = seg.first_seq;
         let scan = scan_segment(seg, is_last, |r| {
@@ -184,9 +212,14 @@ fn replay_wal(core: &Arc<Core>, wal_dir: &Path, snap_dir: &Path, dir: &Path, man
             if r.header.seq <= covered {
                 return Ok(());
             }
-            core.apply_record(r.header.seq, r.header.kind, &r.payload).map_err(|e| {
-                Error::corrupt(&seg.path, r.offset + (17 + e.offset_in_payload) as u64, e.reason)
-            })?;
+            core.apply_record(r.header.seq, r.header.kind, &r.payload)
+                .map_err(|e| {
+                    Error::corrupt(
+                        &seg.path,
+                        r.offset + (17 + e.offset_in_payload) as u64,
+                        e.reason,
+                    )
+                })?;
             records += 1;
             bytes += r.payload.len() as u64 + 17;
             // Bounded memory: a log larger than the delta budget is compacted while it replays.
@@ -200,11 +233,22 @@ fn replay_wal(core: &Arc<Core>, wal_dir: &Path, snap_dir: &Path, dir: &Path, man
             truncate_tail(seg, scan.valid_bytes)?;
         }
         if is_last && next > covered {
-            let len = scan.valid_bytes.max(crate::wal::segment::SEGMENT_HEADER_BYTES as u64);
-            let file = OpenOptions::new().append(true).open(&seg.path).at(&seg.path)?;
+            let len = scan
+                .valid_bytes
+                .max(crate::wal::segment::SEGMENT_HEADER_BYTES as u64);
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&seg.path)
+                .at(&seg.path)?;
             append_to = Some((file, len));
         }
     }
     let last_seq = (next - 1).max(covered);
-    Ok(Replay { last_seq, records, bytes, segments, append_to })
+    Ok(Replay {
+        last_seq,
+        records,
+        bytes,
+        segments,
+        append_to,
+    })
 }

@@ -8,11 +8,29 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put { ks: usize, key: u64, len: usize },
-    Delete { ks: usize, key: u64 },
-    Batch { ks: usize, keys: Vec<(u64, bool)> },
-    Get { ks: usize, key: u64 },
-    Scan { ks: usize, start: u64, len: u64, limit: usize },
+    Put {
+        ks: usize,
+        key: u64,
+        len: usize,
+    },
+    Delete {
+        ks: usize,
+        key: u64,
+    },
+    Batch {
+        ks: usize,
+        keys: Vec<(u64, bool)>,
+    },
+    Get {
+        ks: usize,
+        key: u64,
+    },
+    Scan {
+        ks: usize,
+        start: u64,
+        len: u64,
+        limit: usize,
+    },
     Snapshot,
     Reopen,
 }
@@ -86,19 +104,41 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Get { ks: i, key } => {
                 let got = ks(i, &db).get(key).unwrap().map(|v| v.to_vec());
-                prop_assert_eq!(got, model[i].get(&key).cloned(), "get {} in {}", key, names[i]);
+                prop_assert_eq!(
+                    got,
+                    model[i].get(&key).cloned(),
+                    "get {} in {}",
+                    key,
+                    names[i]
+                );
             }
-            Op::Scan { ks: i, start, len, limit } => {
+            Op::Scan {
+                ks: i,
+                start,
+                len,
+                limit,
+            } => {
                 let end = start.saturating_add(len);
-                let got: Vec<(u64, Vec<u8>)> =
-                    ks(i, &db).scan(start..=end, limit).unwrap().into_iter().map(|(k, v)| (k, v.to_vec())).collect();
-                let want: Vec<(u64, Vec<u8>)> =
-                    model[i].range(start..=end).take(limit).map(|(k, v)| (*k, v.clone())).collect();
+                let got: Vec<(u64, Vec<u8>)> = ks(i, &db)
+                    .scan(start..=end, limit)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.to_vec()))
+                    .collect();
+                let want: Vec<(u64, Vec<u8>)> = model[i]
+                    .range(start..=end)
+                    .take(limit)
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect();
                 prop_assert_eq!(got, want, "scan {}..={} limit {}", start, end, limit);
             }
             Op::Snapshot => {
                 let info = db.snapshot().unwrap();
-                prop_assert_eq!(info.covered_seq, db.stats().visible_seq, "snapshot covers every acknowledged write");
+                prop_assert_eq!(
+                    info.covered_seq,
+                    db.stats().visible_seq,
+                    "snapshot covers every acknowledged write"
+                );
                 let on_disk: u64 = db.stats().keyspaces.iter().map(|k| k.snapshot_keys).sum();
                 prop_assert_eq!(on_disk, (model[0].len() + model[1].len()) as u64);
             }
@@ -117,7 +157,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             prop_assert!(model[i].is_empty());
             continue;
         };
-        let got: Vec<(u64, Vec<u8>)> = k.scan(.., usize::MAX).unwrap().into_iter().map(|(k, v)| (k, v.to_vec())).collect();
+        let got: Vec<(u64, Vec<u8>)> = k
+            .scan(.., usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_vec()))
+            .collect();
         let want: Vec<(u64, Vec<u8>)> = model[i].iter().map(|(k, v)| (*k, v.clone())).collect();
         prop_assert_eq!(got, want);
     }

@@ -38,15 +38,23 @@ pub(crate) fn data_path(dir: &Path, keyspace: u32, generation: u64) -> PathBuf {
 
 /// Parses a snapshot file name back to `(keyspace, generation)`.
 pub(crate) fn parse_name(name: &str) -> Option<(u32, u64)> {
-    let stem = name.strip_suffix(".bin").or_else(|| name.strip_suffix(".data"))?;
+    let stem = name
+        .strip_suffix(".bin")
+        .or_else(|| name.strip_suffix(".data"))?;
     let (ks, generation) = stem.split_once('-')?;
-    Some((u32::from_str_radix(ks, 16).ok()?, u64::from_str_radix(generation, 16).ok()?))
+    Some((
+        u32::from_str_radix(ks, 16).ok()?,
+        u64::from_str_radix(generation, 16).ok()?,
+    ))
 }
 
 /// Bytes from the start of the bin file to the block table, for `n` keys.
 pub(crate) fn bin_body_bytes(n: u64) -> Option<u64> {
     let hashes = n.checked_mul(4)?.div_ceil(8) * 8;
-    (BIN_HEADER_BYTES as u64).checked_add(n.checked_mul(8)?)?.checked_add((n + 1).checked_mul(8)?)?.checked_add(hashes)
+    (BIN_HEADER_BYTES as u64)
+        .checked_add(n.checked_mul(8)?)?
+        .checked_add((n + 1).checked_mul(8)?)?
+        .checked_add(hashes)
 }
 
 /// The checksum of one value, as stored in the bin file.

@@ -30,7 +30,12 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     /// Maps and verifies the files the manifest names. Any mismatch is refused with file and offset.
-    pub(crate) fn open(dir: &Path, keyspace: u32, meta: SnapshotMeta, builder: &dyn IndexBuilder) -> Result<Self> {
+    pub(crate) fn open(
+        dir: &Path,
+        keyspace: u32,
+        meta: SnapshotMeta,
+        builder: &dyn IndexBuilder,
+    ) -> Result<Self> {
         let bin_path = bin_path(dir, keyspace, meta.generation);
         let data_path = data_path(dir, keyspace, meta.generation);
         let bin = MappedFile::open(&bin_path)?;
@@ -40,10 +45,22 @@ impl Snapshot {
             return Err(Error::corrupt(
                 &data_path,
                 (data.bytes().len() as u64).min(meta.data_bytes),
-                format!("file is {} bytes, the manifest says {}", data.bytes().len(), meta.data_bytes),
+                format!(
+                    "file is {} bytes, the manifest says {}",
+                    data.bytes().len(),
+                    meta.data_bytes
+                ),
             ));
         }
-        let mut snap = Self { meta, bin, data, bin_path, data_path, n, index: Arc::new(crate::index::BinarySearch) };
+        let mut snap = Self {
+            meta,
+            bin,
+            data,
+            bin_path,
+            data_path,
+            n,
+            index: Arc::new(crate::index::BinarySearch),
+        };
         snap.verify_structure()?;
         snap.index = builder.build(snap.keys());
         Ok(snap)
@@ -55,11 +72,15 @@ impl Snapshot {
     }
 
     fn offsets(&self) -> &[u64] {
-        self.bin.u64s(BIN_HEADER_BYTES + 8 * self.n, self.n + 1).unwrap_or(&[])
+        self.bin
+            .u64s(BIN_HEADER_BYTES + 8 * self.n, self.n + 1)
+            .unwrap_or(&[])
     }
 
     fn hashes(&self) -> &[u32] {
-        self.bin.u32s(BIN_HEADER_BYTES + 16 * self.n + 8, self.n).unwrap_or(&[])
+        self.bin
+            .u32s(BIN_HEADER_BYTES + 16 * self.n + 8, self.n)
+            .unwrap_or(&[])
     }
 
     pub(crate) fn index(&self) -> &dyn SortedIndex {
@@ -72,20 +93,40 @@ impl Snapshot {
         let keys = self.keys();
         let offsets = self.offsets();
         if keys.len() != self.n || offsets.len() != self.n + 1 || self.hashes().len() != self.n {
-            return Err(Error::corrupt(&self.bin_path, BIN_HEADER_BYTES as u64, "arrays misaligned or out of bounds"));
+            return Err(Error::corrupt(
+                &self.bin_path,
+                BIN_HEADER_BYTES as u64,
+                "arrays misaligned or out of bounds",
+            ));
         }
         if let Some(i) = keys.windows(2).position(|w| w[0] >= w[1]) {
-            return Err(Error::corrupt(&self.bin_path, (BIN_HEADER_BYTES + 8 * (i + 1)) as u64, "keys not strictly increasing"));
+            return Err(Error::corrupt(
+                &self.bin_path,
+                (BIN_HEADER_BYTES + 8 * (i + 1)) as u64,
+                "keys not strictly increasing",
+            ));
         }
         let off_base = BIN_HEADER_BYTES + 8 * self.n;
         if offsets[0] != 0 {
-            return Err(Error::corrupt(&self.bin_path, off_base as u64, "first value offset is not 0"));
+            return Err(Error::corrupt(
+                &self.bin_path,
+                off_base as u64,
+                "first value offset is not 0",
+            ));
         }
         if let Some(i) = offsets.windows(2).position(|w| w[0] > w[1]) {
-            return Err(Error::corrupt(&self.bin_path, (off_base + 8 * (i + 1)) as u64, "value offsets decrease"));
+            return Err(Error::corrupt(
+                &self.bin_path,
+                (off_base + 8 * (i + 1)) as u64,
+                "value offsets decrease",
+            ));
         }
         if offsets[self.n] != self.meta.data_bytes {
-            return Err(Error::corrupt(&self.bin_path, (off_base + 8 * self.n) as u64, "last offset is not the data length"));
+            return Err(Error::corrupt(
+                &self.bin_path,
+                (off_base + 8 * self.n) as u64,
+                "last offset is not the data length",
+            ));
         }
         Ok(())
     }
@@ -134,7 +175,10 @@ impl Snapshot {
 fn verify_bin(path: &Path, b: &[u8], keyspace: u32, meta: &SnapshotMeta) -> Result<usize> {
     let corrupt = |off: usize, why: &str| Error::corrupt(path, off as u64, why.to_owned());
     if b.len() as u64 != meta.bin_bytes {
-        return Err(corrupt(b.len().min(meta.bin_bytes as usize), "file length differs from the manifest"));
+        return Err(corrupt(
+            b.len().min(meta.bin_bytes as usize),
+            "file length differs from the manifest",
+        ));
     }
     if b.len() < BIN_HEADER_BYTES + BIN_FOOTER_BYTES {
         return Err(corrupt(0, "file shorter than header and footer"));
@@ -144,12 +188,21 @@ fn verify_bin(path: &Path, b: &[u8], keyspace: u32, meta: &SnapshotMeta) -> Resu
         return Err(corrupt(foot + 16, "bad footer magic"));
     }
     let table_offset = read_u64(b, foot).unwrap_or(u64::MAX) as usize;
-    if table_offset > foot || table_offset % 8 != 0 || (foot - table_offset) != table_offset.div_ceil(CHECKSUM_BLOCK_BYTES) * 8 {
-        return Err(corrupt(foot, "block table offset inconsistent with file length"));
+    if table_offset > foot
+        || !table_offset.is_multiple_of(8)
+        || (foot - table_offset) != table_offset.div_ceil(CHECKSUM_BLOCK_BYTES) * 8
+    {
+        return Err(corrupt(
+            foot,
+            "block table offset inconsistent with file length",
+        ));
     }
     let table = &b[table_offset..foot];
     if xxhash_rust::xxh3::xxh3_64(table) != read_u64(b, foot + 8).unwrap_or(0) {
-        return Err(corrupt(table_offset, "block checksum table fails its checksum"));
+        return Err(corrupt(
+            table_offset,
+            "block checksum table fails its checksum",
+        ));
     }
     for (i, block) in b[..table_offset].chunks(CHECKSUM_BLOCK_BYTES).enumerate() {
         if xxhash_rust::xxh3::xxh3_64(block) != read_u64(table, i * 8).unwrap_or(0) {
@@ -164,7 +217,10 @@ fn verify_bin(path: &Path, b: &[u8], keyspace: u32, meta: &SnapshotMeta) -> Resu
     }
     let n = read_u64(b, 16).unwrap_or(u64::MAX);
     if n != meta.key_count || bin_body_bytes(n) != Some(table_offset as u64) {
-        return Err(corrupt(16, "key count inconsistent with the manifest or the file length"));
+        return Err(corrupt(
+            16,
+            "key count inconsistent with the manifest or the file length",
+        ));
     }
     if read_u64(b, 32) != Some(meta.data_bytes) {
         return Err(corrupt(32, "data length differs from the manifest"));

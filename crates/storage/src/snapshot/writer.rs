@@ -9,8 +9,8 @@ use std::{
 use bytes::BufMut;
 
 use super::{
-    bin_body_bytes, bin_path, data_path, value_hash, SnapshotMeta, BIN_END_MAGIC, BIN_MAGIC, BIN_VERSION,
-    CHECKSUM_BLOCK_BYTES,
+    bin_body_bytes, bin_path, data_path, value_hash, SnapshotMeta, BIN_END_MAGIC, BIN_MAGIC,
+    BIN_VERSION, CHECKSUM_BLOCK_BYTES,
 };
 use crate::{
     error::{IoContext, Result},
@@ -32,7 +32,12 @@ pub(crate) struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    pub(crate) fn create(dir: &Path, keyspace: u32, generation: u64, covered_seq: u64) -> Result<Self> {
+    pub(crate) fn create(
+        dir: &Path,
+        keyspace: u32,
+        generation: u64,
+        covered_seq: u64,
+    ) -> Result<Self> {
         let (file, data_tmp) = fsutil::create_tmp(&data_path(dir, keyspace, generation))?;
         Ok(Self {
             dir: dir.to_owned(),
@@ -49,7 +54,10 @@ impl SnapshotWriter {
     }
 
     pub(crate) fn push(&mut self, key: u64, value: &[u8]) -> Result<()> {
-        debug_assert!(self.keys.last().is_none_or(|last| *last < key), "snapshot keys must strictly increase");
+        debug_assert!(
+            self.keys.last().is_none_or(|last| *last < key),
+            "snapshot keys must strictly increase"
+        );
         self.data.write_all(value).at(&self.data_tmp)?;
         self.data_bytes += value.len() as u64;
         self.keys.push(key);
@@ -62,10 +70,20 @@ impl SnapshotWriter {
     /// next open) until a manifest names them.
     pub(crate) fn finish(self) -> Result<SnapshotMeta> {
         let data_final = data_path(&self.dir, self.keyspace, self.generation);
-        let data_file = self.data.into_inner().map_err(|e| crate::Error::io(&self.data_tmp, e.into_error()))?;
+        let data_file = self
+            .data
+            .into_inner()
+            .map_err(|e| crate::Error::io(&self.data_tmp, e.into_error()))?;
         fsutil::sync_file(&data_file, &self.data_tmp)?;
         fail::fail_point!("snapshot::after_data_sync");
-        let bin = encode_bin(self.keyspace, self.covered_seq, self.data_bytes, &self.keys, &self.offsets, &self.hashes);
+        let bin = encode_bin(
+            self.keyspace,
+            self.covered_seq,
+            self.data_bytes,
+            &self.keys,
+            &self.offsets,
+            &self.hashes,
+        );
         let bin_final = bin_path(&self.dir, self.keyspace, self.generation);
         let (mut bin_file, bin_tmp) = fsutil::create_tmp(&bin_final)?;
         fsutil::write_all(&mut bin_file, &bin_tmp, &bin)?;
@@ -84,7 +102,14 @@ impl SnapshotWriter {
     }
 }
 
-fn encode_bin(keyspace: u32, covered_seq: u64, data_bytes: u64, keys: &[u64], offsets: &[u64], hashes: &[u32]) -> Vec<u8> {
+fn encode_bin(
+    keyspace: u32,
+    covered_seq: u64,
+    data_bytes: u64,
+    keys: &[u64],
+    offsets: &[u64],
+    hashes: &[u32],
+) -> Vec<u8> {
     let n = keys.len() as u64;
     let body = bin_body_bytes(n).unwrap_or(u64::MAX) as usize;
     let blocks = body.div_ceil(CHECKSUM_BLOCK_BYTES);
@@ -99,12 +124,15 @@ fn encode_bin(keyspace: u32, covered_seq: u64, data_bytes: u64, keys: &[u64], of
     keys.iter().for_each(|k| b.put_u64_le(*k));
     offsets.iter().for_each(|o| b.put_u64_le(*o));
     hashes.iter().for_each(|h| b.put_u32_le(*h));
-    while b.len() % 8 != 0 {
+    while !b.len().is_multiple_of(8) {
         b.put_u8(0);
     }
     debug_assert_eq!(b.len(), body);
     let table_offset = b.len() as u64;
-    let table: Vec<u8> = b.chunks(CHECKSUM_BLOCK_BYTES).flat_map(|c| xxhash_rust::xxh3::xxh3_64(c).to_le_bytes()).collect();
+    let table: Vec<u8> = b
+        .chunks(CHECKSUM_BLOCK_BYTES)
+        .flat_map(|c| xxhash_rust::xxh3::xxh3_64(c).to_le_bytes())
+        .collect();
     b.put_slice(&table);
     b.put_u64_le(table_offset);
     b.put_u64_le(xxhash_rust::xxh3::xxh3_64(&table));

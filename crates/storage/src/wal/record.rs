@@ -60,8 +60,15 @@ pub(crate) fn parse_header(b: &[u8]) -> Option<Header> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Op {
     /// `value` is a slice of the record payload (no copy).
-    Put { keyspace: u32, key: u64, value: Bytes },
-    Delete { keyspace: u32, key: u64 },
+    Put {
+        keyspace: u32,
+        key: u64,
+        value: Bytes,
+    },
+    Delete {
+        keyspace: u32,
+        key: u64,
+    },
 }
 
 /// Builds a batch payload: `count u32 | op*` where
@@ -77,7 +84,11 @@ impl Default for BatchEncoder {
     fn default() -> Self {
         let mut buf = Vec::with_capacity(64);
         buf.put_u32_le(0);
-        Self { buf, count: 0, value_len_max: 0 }
+        Self {
+            buf,
+            count: 0,
+            value_len_max: 0,
+        }
     }
 }
 
@@ -88,7 +99,8 @@ impl BatchEncoder {
         self.buf.put_u32_le(keyspace);
         self.buf.put_u64_le(key);
         // Values longer than u32::MAX are refused by `value_bytes_max` before they are written.
-        self.buf.put_u32_le(u32::try_from(value.len()).unwrap_or(u32::MAX));
+        self.buf
+            .put_u32_le(u32::try_from(value.len()).unwrap_or(u32::MAX));
         self.buf.put_slice(value);
         self.count += 1;
         self.value_len_max = self.value_len_max.max(value.len());
@@ -140,8 +152,15 @@ pub(crate) fn decode_batch(payload: &Bytes) -> Result<Vec<Op>, (usize, &'static 
             OP_PUT => {
                 let len = read_u32(p, at + 13).ok_or((at, "truncated put"))? as usize;
                 let start = at + 17;
-                let end = start.checked_add(len).filter(|e| *e <= p.len()).ok_or((at, "value runs past the payload"))?;
-                ops.push(Op::Put { keyspace, key, value: payload.slice(start..end) });
+                let end = start
+                    .checked_add(len)
+                    .filter(|e| *e <= p.len())
+                    .ok_or((at, "value runs past the payload"))?;
+                ops.push(Op::Put {
+                    keyspace,
+                    key,
+                    value: payload.slice(start..end),
+                });
                 at = end;
             }
             OP_DELETE => {
@@ -170,7 +189,9 @@ pub(crate) fn decode_create_keyspace(p: &[u8]) -> Result<(u32, String), (usize, 
     let id = read_u32(p, 0).ok_or((0, "truncated keyspace record"))?;
     let len = p.get(4..6).ok_or((4, "truncated keyspace record"))?;
     let len = u16::from_le_bytes([len[0], len[1]]) as usize;
-    let name = p.get(6..6 + len).ok_or((6, "keyspace name runs past the payload"))?;
+    let name = p
+        .get(6..6 + len)
+        .ok_or((6, "keyspace name runs past the payload"))?;
     if 6 + len != p.len() {
         return Err((6 + len, "trailing bytes after keyspace name"));
     }
@@ -179,11 +200,15 @@ pub(crate) fn decode_create_keyspace(p: &[u8]) -> Result<(u32, String), (usize, 
 }
 
 pub(crate) fn read_u32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 pub(crate) fn read_u64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -201,28 +226,54 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                Op::Put { keyspace: 0, key: 7, value: Bytes::from_static(b"seven") },
-                Op::Delete { keyspace: 3, key: u64::MAX },
-                Op::Put { keyspace: 1, key: 0, value: Bytes::new() },
+                Op::Put {
+                    keyspace: 0,
+                    key: 7,
+                    value: Bytes::from_static(b"seven")
+                },
+                Op::Delete {
+                    keyspace: 3,
+                    key: u64::MAX
+                },
+                Op::Put {
+                    keyspace: 1,
+                    key: 0,
+                    value: Bytes::new()
+                },
             ]
         );
         for cut in 0..payload.len() {
-            assert!(decode_batch(&payload.slice(..cut)).is_err(), "prefix of {cut} bytes accepted");
+            assert!(
+                decode_batch(&payload.slice(..cut)).is_err(),
+                "prefix of {cut} bytes accepted"
+            );
         }
     }
 
     #[test]
     fn crc_covers_header_fields() {
         let c = crc32c::crc32c(b"abc");
-        assert_ne!(record_crc(c, 3, 1, KIND_BATCH), record_crc(c, 3, 2, KIND_BATCH));
-        assert_ne!(record_crc(c, 3, 1, KIND_BATCH), record_crc(c, 3, 1, KIND_CREATE_KEYSPACE));
-        assert_ne!(record_crc(c, 3, 1, KIND_BATCH), record_crc(c, 4, 1, KIND_BATCH));
+        assert_ne!(
+            record_crc(c, 3, 1, KIND_BATCH),
+            record_crc(c, 3, 2, KIND_BATCH)
+        );
+        assert_ne!(
+            record_crc(c, 3, 1, KIND_BATCH),
+            record_crc(c, 3, 1, KIND_CREATE_KEYSPACE)
+        );
+        assert_ne!(
+            record_crc(c, 3, 1, KIND_BATCH),
+            record_crc(c, 4, 1, KIND_BATCH)
+        );
     }
 
     #[test]
     fn keyspace_record_round_trips() {
         let p = encode_create_keyspace(9, "docs.v1");
-        assert_eq!(decode_create_keyspace(&p).unwrap(), (9, "docs.v1".to_owned()));
+        assert_eq!(
+            decode_create_keyspace(&p).unwrap(),
+            (9, "docs.v1".to_owned())
+        );
         assert!(decode_create_keyspace(&p[..p.len() - 1]).is_err());
     }
 }

@@ -45,9 +45,16 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<SegmentMeta>> {
     for entry in fs::read_dir(dir).at(dir)? {
         let entry = entry.at(dir)?;
         let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else { continue };
-        let Ok(first_seq) = stem.parse::<u64>() else { continue };
-        out.push(SegmentMeta { first_seq, path: entry.path() });
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
+            continue;
+        };
+        let Ok(first_seq) = stem.parse::<u64>() else {
+            continue;
+        };
+        out.push(SegmentMeta {
+            first_seq,
+            path: entry.path(),
+        });
     }
     out.sort_by_key(|s| s.first_seq);
     Ok(out)
@@ -56,7 +63,12 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<SegmentMeta>> {
 /// Creates a new segment holding only its header, durable (file and directory fsynced).
 pub(crate) fn create_segment(dir: &Path, first_seq: u64) -> Result<(File, SegmentMeta)> {
     let path = segment_path(dir, first_seq);
-    let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path).at(&path)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .at(&path)?;
     fsutil::write_all(&mut file, &path, &segment_header())?;
     fsutil::sync_file(&file, &path)?;
     fsutil::sync_dir(dir)?;
@@ -94,12 +106,23 @@ pub(crate) fn scan_segment(
     let path = &meta.path;
     if bytes.len() < SEGMENT_HEADER_BYTES {
         if is_last {
-            return Ok(SegmentScan { valid_bytes: 0, torn: true });
+            return Ok(SegmentScan {
+                valid_bytes: 0,
+                torn: true,
+            });
         }
-        return Err(Error::corrupt(path, bytes.len() as u64, "segment shorter than its header"));
+        return Err(Error::corrupt(
+            path,
+            bytes.len() as u64,
+            "segment shorter than its header",
+        ));
     }
     if bytes[..SEGMENT_HEADER_BYTES] != segment_header() {
-        return Err(Error::corrupt(path, 0, "bad segment header (magic, version or checksum)"));
+        return Err(Error::corrupt(
+            path,
+            0,
+            "bad segment header (magic, version or checksum)",
+        ));
     }
     let mut at = SEGMENT_HEADER_BYTES;
     let mut expect = meta.first_seq;
@@ -107,12 +130,17 @@ pub(crate) fn scan_segment(
         let torn = |reason: &str| -> Result<SegmentScan> {
             if is_last {
                 tracing::warn!(file = %path.display(), offset = at, reason, "truncating torn WAL tail");
-                Ok(SegmentScan { valid_bytes: at as u64, torn: true })
+                Ok(SegmentScan {
+                    valid_bytes: at as u64,
+                    torn: true,
+                })
             } else {
                 Err(Error::corrupt(path, at as u64, reason.to_owned()))
             }
         };
-        let Some(h) = parse_header(&bytes[at..]) else { return torn("record header runs past end of file") };
+        let Some(h) = parse_header(&bytes[at..]) else {
+            return torn("record header runs past end of file");
+        };
         let end = at + HEADER_BYTES + h.payload_len as usize;
         if end > bytes.len() {
             if bytes[at..].iter().all(|b| *b == 0) {
@@ -132,14 +160,24 @@ pub(crate) fn scan_segment(
             return Err(Error::corrupt(
                 path,
                 at as u64,
-                format!("sequence {} where {} was expected (a record or segment is missing)", h.seq, expect),
+                format!(
+                    "sequence {} where {} was expected (a record or segment is missing)",
+                    h.seq, expect
+                ),
             ));
         }
-        f(ScannedRecord { offset: at as u64, header: h, payload })?;
+        f(ScannedRecord {
+            offset: at as u64,
+            header: h,
+            payload,
+        })?;
         expect += 1;
         at = end;
     }
-    Ok(SegmentScan { valid_bytes: at as u64, torn: false })
+    Ok(SegmentScan {
+        valid_bytes: at as u64,
+        torn: false,
+    })
 }
 
 /// Cuts a torn tail off the last segment, durably, so new records follow the verified prefix.
@@ -147,7 +185,11 @@ pub(crate) fn truncate_tail(meta: &SegmentMeta, valid_bytes: u64) -> Result<()> 
     let path = &meta.path;
     if valid_bytes < SEGMENT_HEADER_BYTES as u64 {
         // Even the header is torn: rewrite the segment from scratch.
-        let mut file = OpenOptions::new().write(true).truncate(true).open(path).at(path)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .at(path)?;
         fsutil::write_all(&mut file, path, &segment_header())?;
         return fsutil::sync_file(&file, path);
     }

@@ -54,8 +54,15 @@ impl Completion {
 }
 
 enum Item {
-    Append { kind: u8, payload: Bytes, payload_crc: u32, done: Arc<Completion> },
-    Freeze { done: Arc<Completion> },
+    Append {
+        kind: u8,
+        payload: Bytes,
+        payload_crc: u32,
+        done: Arc<Completion>,
+    },
+    Freeze {
+        done: Arc<Completion>,
+    },
 }
 
 struct Queue {
@@ -97,7 +104,11 @@ pub(crate) struct Wal {
 impl Wal {
     pub(crate) fn start(start: WalStart, sink: Arc<dyn CommitSink>) -> Result<Self> {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { items: Vec::new(), bytes: 0, closing: false }),
+            queue: Mutex::new(Queue {
+                items: Vec::new(),
+                bytes: 0,
+                closing: false,
+            }),
             work: Condvar::new(),
             room: Condvar::new(),
             queue_bytes_max: start.queue_bytes_max,
@@ -113,7 +124,12 @@ impl Wal {
                 (file, super::segment::SEGMENT_HEADER_BYTES as u64)
             }
         };
-        let path = shared.segments.lock().last().map(|s| s.path.clone()).unwrap_or_default();
+        let path = shared
+            .segments
+            .lock()
+            .last()
+            .map(|s| s.path.clone())
+            .unwrap_or_default();
         let mut leader = Leader {
             shared: shared.clone(),
             sink,
@@ -131,7 +147,10 @@ impl Wal {
             .name("kyrodb-wal".into())
             .spawn(move || leader.run())
             .map_err(|e| Error::io("kyrodb-wal thread", e))?;
-        Ok(Self { shared, thread: Mutex::new(Some(thread)) })
+        Ok(Self {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// Queues a record and waits until it is durable (per the fsync policy) and applied. Returns its
@@ -153,11 +172,20 @@ impl Wal {
                     break;
                 }
                 if self.shared.room.wait_until(&mut q, deadline).timed_out() {
-                    return Err(Error::Busy { delta_bytes: q.bytes, budget: self.shared.queue_bytes_max, waited_ms: 0 });
+                    return Err(Error::Busy {
+                        delta_bytes: q.bytes,
+                        budget: self.shared.queue_bytes_max,
+                        waited_ms: 0,
+                    });
                 }
             }
             q.bytes += payload.len();
-            q.items.push(Item::Append { kind, payload, payload_crc, done: done.clone() });
+            q.items.push(Item::Append {
+                kind,
+                payload,
+                payload_crc,
+                done: done.clone(),
+            });
         }
         self.shared.work.notify_one();
         done.wait()
@@ -204,7 +232,10 @@ impl Wal {
     pub(crate) fn remove_covered(&self, covered_seq: u64, retain: usize) -> Result<usize> {
         let doomed: Vec<SegmentMeta> = {
             let segs = self.shared.segments.lock();
-            let covered = segs.windows(2).take_while(|w| w[1].first_seq <= covered_seq + 1).count();
+            let covered = segs
+                .windows(2)
+                .take_while(|w| w[1].first_seq <= covered_seq + 1)
+                .count();
             segs[..covered.saturating_sub(retain)].to_vec()
         };
         for s in &doomed {
@@ -281,7 +312,12 @@ impl Leader {
         let mut group: Vec<(u64, u8, Bytes, Arc<Completion>)> = Vec::with_capacity(items.len());
         for item in items {
             match item {
-                Item::Append { kind, payload, payload_crc, done } => {
+                Item::Append {
+                    kind,
+                    payload,
+                    payload_crc,
+                    done,
+                } => {
                     let stopped = self.shared.stopped.lock().clone();
                     if let Some(why) = stopped {
                         done.complete(Err(why));
@@ -319,7 +355,13 @@ impl Leader {
         for (i, (crc, kind, payload, _)) in group.iter().enumerate() {
             let seq = first_seq + i as u64;
             let len = payload.len() as u32;
-            put_header(&mut self.buf, len, record_crc(*crc as u32, len, seq, *kind), seq, *kind);
+            put_header(
+                &mut self.buf,
+                len,
+                record_crc(*crc as u32, len, seq, *kind),
+                seq,
+                *kind,
+            );
             self.buf.extend_from_slice(payload);
         }
         let last_seq = first_seq + group.len() as u64 - 1;
@@ -329,7 +371,8 @@ impl Leader {
             self.fail(group, &e);
             return;
         }
-        metrics::histogram!("kyrodb_wal_group_commit_latency_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("kyrodb_wal_group_commit_latency_seconds")
+            .record(started.elapsed().as_secs_f64());
         metrics::counter!("kyrodb_wal_bytes_total").increment(self.buf.len() as u64);
         metrics::counter!("kyrodb_wal_records_total").increment(group.len() as u64);
         metrics::histogram!("kyrodb_wal_group_commit_batch_records").record(group.len() as f64);
@@ -360,7 +403,8 @@ impl Leader {
         let started = Instant::now();
         fsutil::sync_file(&self.file, &self.path)?;
         metrics::counter!("kyrodb_wal_fsync_total").increment(1);
-        metrics::histogram!("kyrodb_wal_fsync_latency_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("kyrodb_wal_fsync_latency_seconds")
+            .record(started.elapsed().as_secs_f64());
         self.dirty_since = None;
         Ok(())
     }
@@ -409,7 +453,12 @@ impl Leader {
 
     fn fail(&mut self, group: Vec<(u64, u8, Bytes, Arc<Completion>)>, e: &Error) {
         self.stop(e);
-        let why = self.shared.stopped.lock().clone().unwrap_or_else(|| Arc::from(e.to_string()));
+        let why = self
+            .shared
+            .stopped
+            .lock()
+            .clone()
+            .unwrap_or_else(|| Arc::from(e.to_string()));
         for (.., done) in group {
             done.complete(Err(why.clone()));
         }

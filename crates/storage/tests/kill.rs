@@ -1,0 +1,268 @@
+//! kill -9 at random moments — and at named points inside compaction, snapshot writing and manifest
+//! replacement — never loses an acknowledged write.
+//!
+//! The test binary re-runs itself as the writer child (`KYRODB_KILL_CHILD_DIR` set). The child prints
+//! an intent line before each write and an ack line after it returns; the parent SIGKILLs it, reopens
+//! the database and checks every key against what was acknowledged. Cycles: 200, or
+//! `KYRODB_KILL_CYCLES`.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Write},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use kyrodb_storage::{Db, FsyncPolicy, Options};
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+
+const KEYS_PER_WRITER: u64 = 64;
+const WRITERS: u64 = 4;
+/// Fail points the child can be told to stop at (the parent kills it there).
+const KILL_POINTS: &[&str] = &[
+    "snapshot::after_data_sync",
+    "snapshot::after_rename",
+    "compaction::before_manifest",
+    "manifest::before_write",
+    "fs::before_rename",
+    "fs::after_rename",
+    "compaction::after_manifest",
+    "wal::after_write",
+];
+
+fn opts() -> Options {
+    Options {
+        fsync: FsyncPolicy::Always,
+        delta_bytes_compact: 16 << 10,
+        wal_segment_bytes: 32 << 10,
+        ..Options::default()
+    }
+}
+
+/// The value written for (key, version): its length and bytes depend on both.
+fn value(key: u64, version: u64) -> Vec<u8> {
+    let len = ((key * 131 + version * 31) % 700) as usize;
+    let mut v = format!("{key}:{version}:").into_bytes();
+    v.extend((0..len).map(|i| (i as u64 ^ key ^ version) as u8));
+    v
+}
+
+#[test]
+fn kill_child() {
+    let Ok(dir) = std::env::var("KYRODB_KILL_CHILD_DIR") else {
+        return;
+    };
+    let start_version: u64 = std::env::var("KYRODB_KILL_VERSION")
+        .unwrap()
+        .parse()
+        .unwrap();
+    if let Ok(point) = std::env::var("KYRODB_KILL_AT") {
+        let _scenario = Box::leak(Box::new(fail::FailScenario::setup()));
+        fail::cfg_callback(point, || {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "AT");
+            let _ = out.flush();
+            drop(out);
+            std::thread::sleep(Duration::from_secs(3600));
+        })
+        .unwrap();
+    }
+    let db = Db::open(&dir, opts()).unwrap();
+    println!("READY");
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let db = &db;
+            s.spawn(move || {
+                let mut rng = SmallRng::seed_from_u64(start_version ^ (w << 40));
+                let mut version = start_version;
+                loop {
+                    version += 1;
+                    let key = w * KEYS_PER_WRITER + rng.gen_range(0..KEYS_PER_WRITER);
+                    let delete = rng.gen_ratio(1, 8);
+                    // Intent first: once the write is durable the parent may see it, acked or not.
+                    println!("I {key} {} {}", version * WRITERS + w, delete as u8);
+                    let r = if delete {
+                        db.delete(key)
+                    } else {
+                        db.put(key, &value(key, version * WRITERS + w))
+                    };
+                    match r {
+                        Ok(seq) => println!("A {key} {} {seq}", version * WRITERS + w),
+                        Err(e) => {
+                            println!("E {e}");
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Per key: the acknowledged state and writes in flight after it.
+#[derive(Default, Clone)]
+struct KeyModel {
+    /// `Some(Some(v))` acked value version, `Some(None)` acked delete, `None` nothing acked yet.
+    acked: Option<Option<u64>>,
+    /// Versions written after the last ack whose outcome is unknown (`None` = delete).
+    in_flight: Vec<Option<u64>>,
+}
+
+fn run_cycle(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    model: &mut HashMap<u64, KeyModel>,
+    version: u64,
+    kill_at: Option<&str>,
+    rng: &mut SmallRng,
+) -> (usize, bool) {
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", "kill_child", "--nocapture", "--test-threads=1"])
+        .env("KYRODB_KILL_CHILD_DIR", dir)
+        .env("KYRODB_KILL_VERSION", version.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(p) = kill_at {
+        cmd.env("KYRODB_KILL_AT", p);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = Vec::new();
+        while r.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+            // A line cut by the kill has no newline: it never completed.
+            if line.last() == Some(&b'\n') {
+                let _ = tx.send(String::from_utf8_lossy(&line).trim_end().to_owned());
+            }
+            line.clear();
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    let trigger = if kill_at.is_some() { "AT" } else { "READY" };
+    // Until the trigger line, or the deadline (the child exited or never reached the point): kill anyway.
+    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let hit = l.ends_with(trigger);
+        lines.push(l);
+        if hit {
+            break;
+        }
+    }
+    if kill_at.is_none() {
+        // Random kill timing is the point of the test, not synchronisation.
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..40)));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    reader.join().unwrap();
+    lines.extend(rx.try_iter());
+    let acks = lines.iter().filter(|l| l.starts_with("A ")).count();
+    let stopped_at_point = lines.iter().any(|l| l == "AT");
+    for l in &lines {
+        let f: Vec<&str> = l.split(' ').collect();
+        match f.as_slice() {
+            ["I", key, ver, del] => {
+                let m = model.entry(key.parse().unwrap()).or_default();
+                m.in_flight
+                    .push((*del == "0").then(|| ver.parse().unwrap()));
+            }
+            ["A", key, _ver, _seq] => {
+                let m = model.entry(key.parse().unwrap()).or_default();
+                let done = m.in_flight.pop().expect("ack without intent");
+                assert!(
+                    m.in_flight.is_empty(),
+                    "one writer per key writes sequentially"
+                );
+                m.acked = Some(done);
+            }
+            ["E", ..] => panic!("child write failed: {l}"),
+            _ => {}
+        }
+    }
+    (acks, stopped_at_point)
+}
+
+fn verify(dir: &std::path::Path, model: &mut HashMap<u64, KeyModel>, cycle: usize) {
+    let db = Db::open(dir, opts()).unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
+    for key in 0..WRITERS * KEYS_PER_WRITER {
+        let got = db
+            .get(key)
+            .unwrap_or_else(|e| panic!("cycle {cycle}: get {key}: {e}"))
+            .map(|v| v.to_vec());
+        let m = model.entry(key).or_default();
+        let mut allowed: Vec<Option<u64>> = m.in_flight.clone();
+        allowed.push(m.acked.unwrap_or(None));
+        let found = allowed.iter().find(|a| a.map(|ver| value(key, ver)) == got);
+        let Some(found) = found else {
+            panic!(
+                "cycle {cycle}: key {key} holds {:?}; acked {:?}, in flight {:?}",
+                got.map(|g| g.len()),
+                m.acked,
+                m.in_flight
+            )
+        };
+        // What recovery shows is now the acknowledged state for the next cycle.
+        m.acked = Some(*found);
+        m.in_flight.clear();
+    }
+    db.verify()
+        .unwrap_or_else(|e| panic!("cycle {cycle}: scrub: {e}"));
+}
+
+#[test]
+fn kill9_at_random_moments_loses_no_acknowledged_write() {
+    if std::env::var("KYRODB_KILL_CHILD_DIR").is_ok() {
+        return;
+    }
+    let cycles: usize = std::env::var("KYRODB_KILL_CYCLES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(200);
+    let exe = std::env::current_exe().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = HashMap::new();
+    let mut rng = SmallRng::seed_from_u64(0x6b696c6c);
+    let mut acks_total = 0usize;
+    let mut points_hit = std::collections::HashSet::new();
+    for cycle in 0..cycles {
+        // Every third cycle stops at a named point inside compaction or manifest replacement.
+        let kill_at = (cycle % 3 == 2).then(|| KILL_POINTS[(cycle / 3) % KILL_POINTS.len()]);
+        let (acks, hit) = run_cycle(
+            &exe,
+            dir.path(),
+            &mut model,
+            (cycle as u64 + 1) << 32,
+            kill_at,
+            &mut rng,
+        );
+        acks_total += acks;
+        if hit {
+            points_hit.insert(kill_at.unwrap_or_default());
+        }
+        verify(dir.path(), &mut model, cycle);
+        if cycle % 20 == 0 {
+            eprintln!(
+                "kill cycle {cycle}/{cycles}: {acks_total} acknowledged writes checked so far"
+            );
+        }
+    }
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let s = db.stats();
+    assert!(
+        s.compactions > 0 || s.manifest_generation > 1,
+        "compaction never ran: the test did not exercise it"
+    );
+    assert!(
+        acks_total > cycles,
+        "too few acknowledged writes ({acks_total}) to mean anything"
+    );
+    if cycles >= 3 * KILL_POINTS.len() {
+        for p in KILL_POINTS {
+            assert!(points_hit.contains(p), "no cycle was killed at {p}");
+        }
+    }
+    eprintln!("{cycles} kill cycles, {acks_total} acknowledged writes, all present after recovery");
+}
