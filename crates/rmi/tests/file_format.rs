@@ -103,26 +103,23 @@ fn every_bit_flip_is_refused() {
     let bytes = std::fs::read(&path).expect("read");
     let flipped = dir.path().join("flipped.rmi");
     for byte in 0..bytes.len() {
-        for bit in [(byte % 8) as u8] {
-            let mut b = bytes.clone();
-            b[byte] ^= 1 << bit;
-            std::fs::write(&flipped, &b).expect("write");
-            let err = refused(&flipped);
-            let message = err.to_string();
-            assert!(
-                message.contains("flipped.rmi"),
-                "error must name the file: {message}"
-            );
-            assert!(
-                matches!(
-                    err,
-                    RmiError::Checksum { .. }
-                        | RmiError::Corrupt { .. }
-                        | RmiError::Truncated { .. }
-                ),
-                "byte {byte} bit {bit}: {err}"
-            );
-        }
+        let bit = byte % 8;
+        let mut b = bytes.clone();
+        b[byte] ^= 1 << bit;
+        std::fs::write(&flipped, &b).expect("write");
+        let err = refused(&flipped);
+        let message = err.to_string();
+        assert!(
+            message.contains("flipped.rmi"),
+            "error must name the file: {message}"
+        );
+        assert!(
+            matches!(
+                err,
+                RmiError::Checksum { .. } | RmiError::Corrupt { .. } | RmiError::Truncated { .. }
+            ),
+            "byte {byte} bit {bit}: {err}"
+        );
     }
 }
 
