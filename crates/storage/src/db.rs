@@ -140,6 +140,16 @@ pub struct KeyspaceStats {
     pub snapshot_keys: u64,
     pub snapshot_data_bytes: u64,
     pub index_model_bytes: usize,
+    pub index: crate::index::IndexInfo,
+}
+
+/// What [`Db::rebuild_index`] did for one keyspace.
+#[derive(Debug, Clone)]
+pub struct IndexReport {
+    pub keyspace: String,
+    pub keys: u64,
+    pub index: crate::index::IndexInfo,
+    pub build_ms: f64,
 }
 
 /// Engine numbers for `/metrics`, `/ready` and tests.
@@ -272,6 +282,12 @@ impl Db {
     /// Compacts everything written so far into snapshots and waits until the manifest covers it.
     pub fn snapshot(&self) -> Result<SnapshotInfo> {
         self.inner.snapshot()
+    }
+
+    /// Rebuilds every snapshot's index in the calling thread, persists it, then swaps it in
+    /// atomically. Reads keep using the old index until the swap; none waits.
+    pub fn rebuild_index(&self) -> Result<Vec<IndexReport>> {
+        self.inner.rebuild_index()
     }
 
     /// Numbers for monitoring.
@@ -560,6 +576,44 @@ impl Inner {
         })
     }
 
+    fn rebuild_index(&self) -> Result<Vec<IndexReport>> {
+        // Compaction replaces snapshots; holding its lock keeps the rebuilt ones current.
+        let _c = self.compaction_mu.lock();
+        let st = self.core.state.load_full();
+        let builder = &*self.core.opts.index_builder;
+        let mut rebuilt = Vec::new();
+        for (id, snap) in &st.snapshots.by_keyspace {
+            let started = Instant::now();
+            let fresh = Arc::new(snap.rebuild_index(builder)?);
+            let build_ms = started.elapsed().as_secs_f64() * 1e3;
+            metrics::counter!("kyrodb_rmi_rebuilds_total").increment(1);
+            rebuilt.push((*id, fresh, build_ms));
+        }
+        let _g = self.core.state_mu.lock();
+        let cur = self.core.state.load_full();
+        let mut set = crate::core::SnapshotSet {
+            by_keyspace: cur.snapshots.by_keyspace.clone(),
+        };
+        for (id, fresh, _) in &rebuilt {
+            set.by_keyspace.insert(*id, fresh.clone());
+        }
+        self.core.state.store(Arc::new(ReadState {
+            active: cur.active.clone(),
+            frozen: cur.frozen.clone(),
+            snapshots: Arc::new(set),
+        }));
+        let names = self.core.registry.read();
+        Ok(rebuilt
+            .into_iter()
+            .map(|(id, s, build_ms)| IndexReport {
+                keyspace: names.by_id.get(&id).cloned().unwrap_or_default(),
+                keys: s.meta.key_count,
+                index: s.index().info(),
+                build_ms,
+            })
+            .collect())
+    }
+
     fn stats(&self) -> Stats {
         let st = self.core.state.load_full();
         let m = self.manifest.lock().clone();
@@ -574,7 +628,8 @@ impl Inner {
                     name: name.clone(),
                     snapshot_keys: s.map_or(0, |s| s.meta.key_count),
                     snapshot_data_bytes: s.map_or(0, |s| s.meta.data_bytes),
-                    index_model_bytes: s.map_or(0, |s| s.index().model_bytes()),
+                    index_model_bytes: s.map_or(0, |s| s.index().info().model_bytes),
+                    index: s.map(|s| s.index().info()).unwrap_or_default(),
                 }
             })
             .collect();

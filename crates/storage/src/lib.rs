@@ -25,9 +25,9 @@ mod snapshot;
 mod wal;
 
 pub use db::{
-    validate_keyspace_name, Db, Keyspace, KeyspaceStats, SnapshotInfo, Stats, Value, WriteBatch,
-    DEFAULT_KEYSPACE,
+    validate_keyspace_name, Db, IndexReport, Keyspace, KeyspaceStats, SnapshotInfo, Stats, Value,
+    WriteBatch, DEFAULT_KEYSPACE,
 };
 pub use error::{Error, Result};
-pub use index::{IndexBuilder, SortedIndex};
+pub use index::{BinarySearchBuilder, IndexBuilder, IndexInfo, LearnedIndexBuilder, SortedIndex};
 pub use options::{FsyncPolicy, Options};

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use crate::{index::BinarySearchBuilder, index::IndexBuilder, Error, Result};
+use crate::{
+    index::{IndexBuilder, LearnedIndexBuilder},
+    Error, Result,
+};
 
 /// When a WAL append becomes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +75,8 @@ pub struct Options {
     pub wal_queue_bytes_max: usize,
     /// Most keyspaces. Default 4096.
     pub keyspaces_max: usize,
-    /// Builds the index over each snapshot's sorted keys (the learned-index seam).
+    /// Builds the index over each snapshot's sorted keys (the learned-index seam). Default: the
+    /// learned index; `BinarySearchBuilder` is the plain alternative.
     pub index_builder: Arc<dyn IndexBuilder>,
     /// Start the background compaction thread. Tests switch it off to compact by hand. Default true.
     pub background_compaction: bool,
@@ -93,7 +97,7 @@ impl Default for Options {
             write_stall_ms_max: 10_000,
             wal_queue_bytes_max: 64 << 20,
             keyspaces_max: 4096,
-            index_builder: Arc::new(BinarySearchBuilder),
+            index_builder: Arc::new(LearnedIndexBuilder::default()),
             background_compaction: true,
         }
     }

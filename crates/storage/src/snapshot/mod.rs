@@ -36,11 +36,17 @@ pub(crate) fn data_path(dir: &Path, keyspace: u32, generation: u64) -> PathBuf {
     dir.join(format!("{keyspace:08x}-{generation:016x}.data"))
 }
 
-/// Parses a snapshot file name back to `(keyspace, generation)`.
+/// The persisted index beside a snapshot (derived state: rebuilt when missing or invalid).
+pub(crate) fn index_path(dir: &Path, keyspace: u32, generation: u64) -> PathBuf {
+    dir.join(format!("{keyspace:08x}-{generation:016x}.rmi"))
+}
+
+/// Parses a snapshot file name (`.bin`, `.data` or `.rmi`) back to `(keyspace, generation)`.
 pub(crate) fn parse_name(name: &str) -> Option<(u32, u64)> {
     let stem = name
         .strip_suffix(".bin")
-        .or_else(|| name.strip_suffix(".data"))?;
+        .or_else(|| name.strip_suffix(".data"))
+        .or_else(|| name.strip_suffix(".rmi"))?;
     let (ks, generation) = stem.split_once('-')?;
     Some((
         u32::from_str_radix(ks, 16).ok()?,

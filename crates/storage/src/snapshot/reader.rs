@@ -17,13 +17,20 @@ use crate::{
     Error, Result,
 };
 
-/// An open, verified snapshot of one keyspace.
-pub(crate) struct Snapshot {
-    pub meta: SnapshotMeta,
+/// The two mapped files of a snapshot, shared by every `Snapshot` value that serves them (an index
+/// rebuild makes a new `Snapshot` over the same files).
+struct Files {
     bin: MappedFile,
     data: MappedFile,
     bin_path: PathBuf,
     data_path: PathBuf,
+    index_path: PathBuf,
+}
+
+/// An open, verified snapshot of one keyspace and the index that searches it.
+pub(crate) struct Snapshot {
+    pub meta: SnapshotMeta,
+    files: Arc<Files>,
     n: usize,
     index: Arc<dyn SortedIndex>,
 }
@@ -38,6 +45,7 @@ impl Snapshot {
     ) -> Result<Self> {
         let bin_path = bin_path(dir, keyspace, meta.generation);
         let data_path = data_path(dir, keyspace, meta.generation);
+        let index_path = super::index_path(dir, keyspace, meta.generation);
         let bin = MappedFile::open(&bin_path)?;
         let data = MappedFile::open(&data_path)?;
         let n = verify_bin(&bin_path, bin.bytes(), keyspace, &meta)?;
@@ -52,33 +60,58 @@ impl Snapshot {
                 ),
             ));
         }
-        let mut snap = Self {
-            meta,
+        let files = Arc::new(Files {
             bin,
             data,
             bin_path,
             data_path,
+            index_path,
+        });
+        let mut snap = Self {
+            meta,
+            files,
             n,
             index: Arc::new(crate::index::BinarySearch),
         };
         snap.verify_structure()?;
-        snap.index = builder.build(snap.keys());
+        match builder.load_or_build(snap.keys(), &snap.files.index_path) {
+            Ok((index, _rebuilt)) => snap.index = index,
+            // The index is derived state: binary search serves (correctly, more slowly) until a rebuild.
+            Err(e) => {
+                tracing::error!(error = %e, "index build failed; serving this snapshot with binary search")
+            }
+        }
         Ok(snap)
+    }
+
+    /// The same files with a freshly built index, persisted for the next open.
+    pub(crate) fn rebuild_index(&self, builder: &dyn IndexBuilder) -> Result<Self> {
+        let index = builder
+            .rebuild(self.keys(), &self.files.index_path)
+            .map_err(|e| Error::io(&self.files.index_path, std::io::Error::other(e)))?;
+        Ok(Self {
+            meta: self.meta,
+            files: self.files.clone(),
+            n: self.n,
+            index,
+        })
     }
 
     /// The sorted keys, straight from the mapping.
     pub(crate) fn keys(&self) -> &[u64] {
-        self.bin.u64s(BIN_HEADER_BYTES, self.n).unwrap_or(&[])
+        self.files.bin.u64s(BIN_HEADER_BYTES, self.n).unwrap_or(&[])
     }
 
     fn offsets(&self) -> &[u64] {
-        self.bin
+        self.files
+            .bin
             .u64s(BIN_HEADER_BYTES + 8 * self.n, self.n + 1)
             .unwrap_or(&[])
     }
 
     fn hashes(&self) -> &[u32] {
-        self.bin
+        self.files
+            .bin
             .u32s(BIN_HEADER_BYTES + 16 * self.n + 8, self.n)
             .unwrap_or(&[])
     }
@@ -94,14 +127,14 @@ impl Snapshot {
         let offsets = self.offsets();
         if keys.len() != self.n || offsets.len() != self.n + 1 || self.hashes().len() != self.n {
             return Err(Error::corrupt(
-                &self.bin_path,
+                &self.files.bin_path,
                 BIN_HEADER_BYTES as u64,
                 "arrays misaligned or out of bounds",
             ));
         }
         if let Some(i) = keys.windows(2).position(|w| w[0] >= w[1]) {
             return Err(Error::corrupt(
-                &self.bin_path,
+                &self.files.bin_path,
                 (BIN_HEADER_BYTES + 8 * (i + 1)) as u64,
                 "keys not strictly increasing",
             ));
@@ -109,21 +142,21 @@ impl Snapshot {
         let off_base = BIN_HEADER_BYTES + 8 * self.n;
         if offsets[0] != 0 {
             return Err(Error::corrupt(
-                &self.bin_path,
+                &self.files.bin_path,
                 off_base as u64,
                 "first value offset is not 0",
             ));
         }
         if let Some(i) = offsets.windows(2).position(|w| w[0] > w[1]) {
             return Err(Error::corrupt(
-                &self.bin_path,
+                &self.files.bin_path,
                 (off_base + 8 * (i + 1)) as u64,
                 "value offsets decrease",
             ));
         }
         if offsets[self.n] != self.meta.data_bytes {
             return Err(Error::corrupt(
-                &self.bin_path,
+                &self.files.bin_path,
                 (off_base + 8 * self.n) as u64,
                 "last offset is not the data length",
             ));
@@ -135,10 +168,10 @@ impl Snapshot {
     pub(crate) fn value_at(&self, i: usize) -> Result<(usize, usize)> {
         let offsets = self.offsets();
         let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-        let value = &self.data.bytes()[start..end];
+        let value = &self.files.data.bytes()[start..end];
         if value_hash(value) != self.hashes()[i] {
             return Err(Error::corrupt(
-                &self.data_path,
+                &self.files.data_path,
                 start as u64,
                 format!("value checksum mismatch for key {}", self.keys()[i]),
             ));
@@ -155,7 +188,7 @@ impl Snapshot {
     }
 
     pub(crate) fn data(&self) -> &[u8] {
-        self.data.bytes()
+        self.files.data.bytes()
     }
 
     /// Verifies every value's checksum (a scrub). Returns the first failure.
@@ -165,9 +198,9 @@ impl Snapshot {
 
     /// Asks the kernel to read both files ahead; returns the bytes advised.
     pub(crate) fn warm(&self) -> usize {
-        self.bin.advise_willneed();
-        self.data.advise_willneed();
-        self.bin.bytes().len() + self.data.bytes().len()
+        self.files.bin.advise_willneed();
+        self.files.data.advise_willneed();
+        self.files.bin.bytes().len() + self.files.data.bytes().len()
     }
 }
 
