@@ -16,6 +16,8 @@ struct Args {
     queries: usize,
     eps: u32,
     only: Option<String>,
+    diag: bool,
+    buckets: u32,
 }
 
 fn parse_args() -> Args {
@@ -24,6 +26,8 @@ fn parse_args() -> Args {
         queries: 2_000_000,
         eps: RmiConfig::default().epsilon_max_slots,
         only: None,
+        diag: false,
+        buckets: RmiConfig::default().router_buckets_per_leaf,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -35,6 +39,10 @@ fn parse_args() -> Args {
             }
             "--eps" => args.eps = it.next().and_then(|v| v.parse().ok()).expect("--eps E"),
             "--only" => args.only = it.next(),
+            "--diag" => args.diag = true,
+            "--buckets" => {
+                args.buckets = it.next().and_then(|v| v.parse().ok()).expect("--buckets B")
+            }
             _ => {} // `cargo bench` appends `--bench`
         }
     }
@@ -214,7 +222,7 @@ fn run(name: &str, keys: &[u64], args: &Args, rng: &mut SmallRng) -> String {
     let qs = queries(keys, args.queries, rng);
     let config = RmiConfig {
         epsilon_max_slots: args.eps,
-        ..RmiConfig::default()
+        router_buckets_per_leaf: args.buckets,
     };
     let started = Instant::now();
     let rmi = Rmi::build(keys, &config).expect("build");
@@ -230,6 +238,9 @@ fn run(name: &str, keys: &[u64], args: &Args, rng: &mut SmallRng) -> String {
     let (rmi_ns, rmi_sum) = time_ns(&qs, |q| pos(rmi.find(keys, q)));
     let (lb_ns, _) = time_ns(&qs, |q| rmi.lower_bound(keys, q) as u64);
     let (predict_ns, _) = time_ns(&qs, |q| rmi.predict(q).unwrap_or(0) as u64);
+    if args.diag {
+        diagnose(&rmi, keys, &qs);
+    }
     let mut out = vec![None; qs.len()];
     let mut batch_ns = f64::INFINITY;
     for _ in 0..PASSES {
@@ -265,6 +276,24 @@ fn run(name: &str, keys: &[u64], args: &Args, rng: &mut SmallRng) -> String {
         round2(rmi_ns), round2(btree_ns), round2(binary_ns), round2(hash_ns), window_max, round2(build_ms),
         (model_bytes as f64 / n as f64 * 1e4).round() / 1e4, round2(lb_ns), round2(batch_ns), stats.leaf_count
     )
+}
+
+/// Where single-lookup time goes: each kernel, and probes that isolate the model from the window.
+fn diagnose(rmi: &Rmi, keys: &[u64], qs: &[u64]) {
+    for kernel in kyrodb_rmi::Kernel::ALL
+        .into_iter()
+        .filter(|k| k.is_supported())
+    {
+        let mut r = rmi.clone();
+        r.set_kernel(kernel).expect("supported");
+        let (find_ns, _) = time_ns(qs, |q| pos(r.find(keys, q)));
+        let (lb_ns, _) = time_ns(qs, |q| r.lower_bound(keys, q) as u64);
+        eprintln!("    diag {kernel:?}: find {find_ns:.1} ns, lower_bound {lb_ns:.1} ns");
+    }
+    let n = keys.len();
+    let (probe_ns, _) = time_ns(qs, |q| keys[rmi.predict(q).unwrap_or(0)]);
+    let (interp_ns, _) = time_ns(qs, |q| keys[((q as u128 * n as u128) >> 64) as usize]);
+    eprintln!("    diag one key read at the prediction {probe_ns:.1} ns; at a one-multiply guess {interp_ns:.1} ns");
 }
 
 type Generator = fn(usize, &mut SmallRng) -> Vec<u64>;

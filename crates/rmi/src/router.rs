@@ -139,8 +139,9 @@ impl Router {
                 entries_offset: 0,
             });
             self.entries[offset + bucket] = child as u32 | ENTRY_CHILD;
-            let key_lo = p.key_lo + ((bucket as u64) << shift);
-            let key_hi = key_lo.saturating_add((1u64 << shift) - 1).min(p.key_hi);
+            // The child spans the keys actually in the bucket, not the bucket's full width, so a tight
+            // cluster gets a fine table at once instead of a chain of mostly empty levels.
+            let (key_lo, key_hi) = (first_keys[start], first_keys[end - 1]);
             queue.push(Pending {
                 table: child,
                 carry_leaf: start - 1,
