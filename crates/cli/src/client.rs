@@ -242,23 +242,40 @@ pub fn build_request(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Vec<u8> {
-    let mut req = format!(
+    let mut bytes = Vec::with_capacity(128 + body.len());
+    build_request_into(&mut bytes, target, method, path, token, content_type, body);
+    bytes
+}
+
+/// [`build_request`] into a reused buffer (the load generator's hot path allocates nothing).
+pub fn build_request_into(
+    out: &mut Vec<u8>,
+    target: &Target,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) {
+    use std::io::Write as _;
+    out.clear();
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
         "{method} {}{path} HTTP/1.1\r\nHost: {}\r\n",
         target.prefix, target.host
     );
     if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        let _ = write!(out, "Authorization: Bearer {t}\r\n");
     }
     if let Some(ct) = content_type {
-        req.push_str(&format!("Content-Type: {ct}\r\n"));
+        let _ = write!(out, "Content-Type: {ct}\r\n");
     }
     if !body.is_empty() || matches!(method, "POST" | "PUT") {
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        let _ = write!(out, "Content-Length: {}\r\n", body.len());
     }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -16,7 +16,7 @@ use std::{
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use crate::client::{build_request, Conn, Target};
+use crate::client::{build_request_into, Conn, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -193,6 +193,7 @@ pub async fn run(target: Target, token: Option<String>, args: &LoadArgs) -> Resu
                 .map_err(|e| format!("connect {}: {e}", target.addr))?;
             let mut path_buf = String::new();
             let mut body = String::new();
+            let mut req = Vec::with_capacity(4096);
             loop {
                 let now = Instant::now();
                 if now >= end {
@@ -220,7 +221,8 @@ pub async fn run(target: Target, token: Option<String>, args: &LoadArgs) -> Resu
                         ("GET", None)
                     }
                 };
-                let req = build_request(
+                build_request_into(
+                    &mut req,
                     &target,
                     method,
                     &path_buf,

@@ -89,6 +89,9 @@ pub struct ServeArgs {
     /// Largest scan limit [default: 10000]
     #[arg(long, env = "KYRODB_SCAN_LIMIT_MAX")]
     pub scan_limit_max: Option<usize>,
+    /// Async runtime threads serving HTTP; 0 means one per CPU core [default: 0]
+    #[arg(long, env = "KYRODB_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 }
 
 impl ServeArgs {
@@ -124,6 +127,7 @@ impl ServeArgs {
             value_bytes_max: self.value_bytes_max,
             batch_keys_max: self.batch_keys_max,
             scan_limit_max: self.scan_limit_max,
+            worker_threads: self.worker_threads,
         };
         Config::resolve(top.over(file.unwrap_or_default())).map_err(|e| e.to_string())
     }
@@ -144,7 +148,11 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.worker_threads > 0 {
+        rt.worker_threads(cfg.worker_threads);
+    }
+    let rt = rt
         .enable_all()
         // Writers park on the blocking pool until their group commit; bound how many.
         .max_blocking_threads(256)

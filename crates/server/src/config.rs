@@ -39,6 +39,8 @@ pub struct Settings {
     pub value_bytes_max: Option<usize>,
     pub batch_keys_max: Option<usize>,
     pub scan_limit_max: Option<usize>,
+    /// Async runtime threads serving HTTP; 0 or unset: one per CPU core.
+    pub worker_threads: Option<usize>,
 }
 
 macro_rules! merge_fields {
@@ -74,7 +76,8 @@ impl Settings {
             fsync,
             value_bytes_max,
             batch_keys_max,
-            scan_limit_max
+            scan_limit_max,
+            worker_threads
         )
     }
 }
@@ -111,6 +114,8 @@ pub struct Config {
     pub value_bytes_max: usize,
     pub batch_keys_max: usize,
     pub scan_limit_max: usize,
+    /// 0: one per CPU core.
+    pub worker_threads: usize,
 }
 
 /// Defaults: everything works with no configuration at all.
@@ -202,6 +207,7 @@ impl Config {
             value_bytes_max: s.value_bytes_max.unwrap_or(defaults::VALUE_BYTES_MAX),
             batch_keys_max,
             scan_limit_max,
+            worker_threads: s.worker_threads.unwrap_or(0),
         })
     }
 
