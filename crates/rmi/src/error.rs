@@ -41,6 +41,9 @@ pub enum RmiError {
     /// The requested search kernel is not available on this CPU.
     #[error("search kernel {0:?} is not supported on this CPU")]
     KernelUnsupported(crate::Kernel),
+    /// The background rebuild thread could not be started.
+    #[error("cannot start the rebuild thread: {0}")]
+    Spawn(std::io::Error),
     /// An I/O error on `path`.
     #[error("{path}: {source}")]
     Io {

@@ -108,15 +108,13 @@ impl<K: AsRef<[u64]> + Send + Sync + 'static> RmiHandle<K> {
     }
 
     /// [`RmiHandle::rebuild`] on a new thread. Lookups keep using the current index until the swap.
-    pub fn rebuild_in_background(&self, keys: K) -> JoinHandle<Result<()>> {
+    /// Errors only if the thread cannot be started; the thread's result says whether the swap happened.
+    pub fn rebuild_in_background(&self, keys: K) -> Result<JoinHandle<Result<()>>> {
         let handle = self.clone();
         std::thread::Builder::new()
             .name("kyrodb-rmi-rebuild".into())
             .spawn(move || handle.rebuild(keys))
-            .unwrap_or_else(|e| {
-                let error = RmiError::InvalidConfig(format!("cannot spawn rebuild thread: {e}"));
-                std::thread::spawn(move || Err(error))
-            })
+            .map_err(RmiError::Spawn)
     }
 }
 
