@@ -47,6 +47,7 @@ fn lookups_during_rebuild_and_swap_are_always_correct() {
         let expected_len = next.len();
         handle
             .rebuild_in_background(next)
+            .expect("spawn")
             .join()
             .expect("thread")
             .expect("rebuild");
@@ -57,6 +58,7 @@ fn lookups_during_rebuild_and_swap_are_always_correct() {
     let bad: Arc<[u64]> = vec![3u64, 2, 1].into();
     assert!(handle
         .rebuild_in_background(bad)
+        .expect("spawn")
         .join()
         .expect("thread")
         .is_err());
