@@ -29,7 +29,7 @@ pub(crate) fn compact_frozen(inner: &Inner) -> Result<()> {
         &inner.snap_dir,
         &old,
         &st,
-        &frozen.delta,
+        &*frozen.delta,
         frozen.covered_seq,
     );
     let (manifest, set) = match result {
@@ -86,7 +86,7 @@ pub(crate) fn compact_frozen_during_recovery(
         snap_dir,
         manifest,
         &st,
-        &frozen.delta,
+        &*frozen.delta,
         frozen.covered_seq,
     )?;
     install(core, set);
@@ -101,7 +101,7 @@ fn merge_and_commit(
     snap_dir: &Path,
     old: &Manifest,
     st: &ReadState,
-    frozen: &crate::delta::Delta,
+    frozen: &dyn crate::delta::DeltaRead,
     covered_seq: u64,
 ) -> Result<(Manifest, Arc<SnapshotSet>)> {
     let generation = old.generation + 1;
@@ -158,7 +158,7 @@ fn write_merged(
     keyspace: u32,
     generation: u64,
     covered_seq: u64,
-    frozen: &crate::delta::Delta,
+    frozen: &dyn crate::delta::DeltaRead,
     old: Option<&Snapshot>,
 ) -> Result<crate::snapshot::SnapshotMeta> {
     let mut w = SnapshotWriter::create(snap_dir, keyspace, generation, covered_seq)?;

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::{
-    delta::Delta,
+    delta::{Delta, DeltaRead, Version},
     options::Options,
     snapshot::Snapshot,
     wal::{
@@ -25,7 +25,7 @@ use crate::{
 
 /// A delta that no longer takes writes, waiting to be merged into new snapshots.
 pub(crate) struct Frozen {
-    pub delta: Arc<Delta>,
+    pub delta: Arc<dyn DeltaRead>,
     /// Every record up to here is in `delta` (or in the snapshots already).
     pub covered_seq: u64,
 }
@@ -96,13 +96,14 @@ pub(crate) struct BadRecord {
 }
 
 impl Core {
-    /// Applies one durable record to the active delta (or the registry). Decodes fully before
-    /// touching anything, so a malformed record changes nothing.
+    /// Applies one durable record: its operations go to `apply` (the live delta, or recovery's sorted
+    /// run), a keyspace creation to the registry. Decodes fully before touching anything, so a malformed
+    /// record changes nothing.
     pub(crate) fn apply_record(
         &self,
-        seq: u64,
         kind: u8,
         payload: &Bytes,
+        mut apply: impl FnMut(u32, u64, Version),
     ) -> Result<(), BadRecord> {
         let bad = |(offset_in_payload, reason)| BadRecord {
             offset_in_payload,
@@ -110,16 +111,14 @@ impl Core {
         };
         match kind {
             KIND_BATCH => {
-                let ops = decode_batch(payload).map_err(bad)?;
-                let active = self.state.load().active.clone();
-                for op in ops {
+                for op in decode_batch(payload).map_err(bad)? {
                     match op {
                         Op::Put {
                             keyspace,
                             key,
                             value,
-                        } => active.insert(keyspace, key, seq, Some(value)),
-                        Op::Delete { keyspace, key } => active.insert(keyspace, key, seq, None),
+                        } => apply(keyspace, key, Some(value)),
+                        Op::Delete { keyspace, key } => apply(keyspace, key, None),
                     }
                 }
                 Ok(())
@@ -157,6 +156,26 @@ impl Core {
         true
     }
 
+    /// Installs recovery's sorted run as the frozen delta covering up to `covered_seq`, for compaction.
+    pub(crate) fn install_frozen(&self, run: Arc<dyn DeltaRead>, covered_seq: u64) {
+        let _g = self.state_mu.lock();
+        let cur = self.state.load_full();
+        debug_assert!(
+            cur.frozen.is_none(),
+            "recovery compacts a frozen run before it freezes another"
+        );
+        self.state.store(Arc::new(ReadState {
+            active: cur.active.clone(),
+            frozen: Some(Arc::new(Frozen {
+                delta: run,
+                covered_seq,
+            })),
+            snapshots: cur.snapshots.clone(),
+        }));
+        self.bg.lock().frozen_ready = true;
+        self.bg_cv.notify_all();
+    }
+
     pub(crate) fn over_compact_threshold(&self) -> bool {
         self.state.load().active.bytes() >= self.opts.delta_bytes_compact
     }
@@ -164,7 +183,10 @@ impl Core {
 
 impl CommitSink for Core {
     fn apply(&self, seq: u64, kind: u8, payload: &Bytes) {
-        if let Err(e) = self.apply_record(seq, kind, payload) {
+        let active = self.state.load().active.clone();
+        if let Err(e) =
+            self.apply_record(kind, payload, |ks, key, v| active.insert(ks, key, seq, v))
+        {
             // The writer encoded this payload itself; failing to decode it is a bug, not bad input.
             debug_assert!(false, "live record {seq} does not decode: {e:?}");
             tracing::error!(seq, ?e, "live WAL record does not decode");

@@ -26,6 +26,43 @@ struct DeltaKey {
 /// A version found in the delta: `None` is a tombstone.
 pub(crate) type Version = Option<Bytes>;
 
+/// Read access to a frozen generation of writes: the skiplist delta, or the sorted run recovery builds.
+pub(crate) trait DeltaRead: Send + Sync {
+    /// The newest version of `key` with sequence `<= visible`, if there is one.
+    fn get(&self, keyspace: u32, key: u64, visible: u64) -> Option<Version>;
+    /// Newest visible versions in `[start, end]`, in key order, tombstones included.
+    fn range(
+        &self,
+        keyspace: u32,
+        start: u64,
+        end: u64,
+        visible: u64,
+    ) -> Box<dyn Iterator<Item = (u64, Version)> + '_>;
+    fn has_keyspace(&self, keyspace: u32) -> bool;
+    fn bytes(&self) -> usize;
+}
+
+impl DeltaRead for Delta {
+    fn get(&self, keyspace: u32, key: u64, visible: u64) -> Option<Version> {
+        Delta::get(self, keyspace, key, visible)
+    }
+    fn range(
+        &self,
+        keyspace: u32,
+        start: u64,
+        end: u64,
+        visible: u64,
+    ) -> Box<dyn Iterator<Item = (u64, Version)> + '_> {
+        Box::new(Delta::range(self, keyspace, start, end, visible))
+    }
+    fn has_keyspace(&self, keyspace: u32) -> bool {
+        Delta::has_keyspace(self, keyspace)
+    }
+    fn bytes(&self) -> usize {
+        Delta::bytes(self)
+    }
+}
+
 /// One generation of recent writes.
 pub(crate) struct Delta {
     map: SkipMap<DeltaKey, Version>,

@@ -21,6 +21,7 @@ mod merge;
 mod mmap;
 mod options;
 mod recovery;
+mod run;
 mod snapshot;
 mod wal;
 

@@ -22,9 +22,11 @@ impl MappedFile {
         if len == 0 {
             return Ok(Self { map: None });
         }
-        // SAFETY: the engine never modifies a file after it is renamed into place (snapshots are
-        // immutable, replaced by new files), so the mapping's bytes cannot change under a reader. Another
-        // process editing our data directory is outside the contract (the LOCK file guards it).
+        // SAFETY: bytes the engine maps never change while mapped: snapshot files are immutable once
+        // renamed into place; WAL segments are only appended to, and recovery truncates a segment only
+        // past its verified prefix, which is all that anything keeps a reference into. Another process
+        // editing our data directory is outside the contract (the LOCK file guards against a second
+        // KyroDB).
         let map = unsafe { Mmap::map(&file) }.at(path)?;
         Ok(Self { map: Some(map) })
     }
@@ -48,6 +50,12 @@ impl MappedFile {
     /// `count` little-endian u32s starting at `offset_bytes`.
     pub(crate) fn u32s(&self, offset_bytes: usize, count: usize) -> Option<&[u32]> {
         cast_slice::<u32>(self.bytes(), offset_bytes, count)
+    }
+}
+
+impl AsRef<[u8]> for MappedFile {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
     }
 }
 

@@ -20,6 +20,7 @@ use crate::{
     fsutil,
     manifest::{KeyspaceEntry, Manifest},
     options::Options,
+    run::RunBuilder,
     snapshot::Snapshot,
     wal::{
         segment::{list_segments, scan_segment, truncate_tail, SegmentMeta},
@@ -191,6 +192,7 @@ fn replay_wal(
         next = first.first_seq;
     }
     let mut append_to = None;
+    let mut run = RunBuilder::default();
     for (i, seg) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
         // After a power loss under a relaxed fsync policy the WAL may end before what the manifest
@@ -212,7 +214,7 @@ fn replay_wal(
             if r.header.seq <= covered {
                 return Ok(());
             }
-            core.apply_record(r.header.seq, r.header.kind, &r.payload)
+            core.apply_record(r.header.kind, &r.payload, |ks, key, v| run.push(ks, key, v))
                 .map_err(|e| {
                     Error::corrupt(
                         &seg.path,
@@ -223,8 +225,8 @@ fn replay_wal(
             records += 1;
             bytes += r.payload.len() as u64 + 17;
             // Bounded memory: a log larger than the delta budget is compacted while it replays.
-            if core.state.load().active.bytes() > core.opts.delta_bytes_budget {
-                core.freeze(r.header.seq);
+            if run.bytes() > core.opts.delta_bytes_budget {
+                core.install_frozen(Arc::new(std::mem::take(&mut run).finish()), r.header.seq);
                 compact_frozen_during_recovery(core, dir, snap_dir, manifest)?;
             }
             Ok(())
@@ -244,6 +246,10 @@ fn replay_wal(
         }
     }
     let last_seq = (next - 1).max(covered);
+    if !run.is_empty() {
+        // The replayed records become the frozen delta; the background thread compacts them.
+        core.install_frozen(Arc::new(run.finish()), last_seq);
+    }
     Ok(Replay {
         last_seq,
         records,

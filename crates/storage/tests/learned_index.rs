@@ -11,7 +11,11 @@ use std::{
 use kyrodb_storage::{Db, FsyncPolicy, Options, WriteBatch};
 
 fn opts() -> Options {
-    Options { fsync: FsyncPolicy::Never, background_compaction: false, ..Options::default() }
+    Options {
+        fsync: FsyncPolicy::Never,
+        background_compaction: false,
+        ..Options::default()
+    }
 }
 
 /// Keys spread unevenly over the u64 space: dense runs plus far outliers.
@@ -46,14 +50,24 @@ fn rmi_file(dir: &Path) -> PathBuf {
 fn check_all(db: &Db, n: u64) {
     let present: std::collections::HashSet<u64> = (0..n).map(key).collect();
     for i in 0..n {
-        assert_eq!(db.get(key(i)).unwrap().unwrap().to_vec(), i.to_le_bytes(), "key #{i}");
+        assert_eq!(
+            db.get(key(i)).unwrap().unwrap().to_vec(),
+            i.to_le_bytes(),
+            "key #{i}"
+        );
         let absent = key(i).wrapping_add(1);
         if !present.contains(&absent) {
-            assert!(db.get(absent).unwrap().is_none(), "absent key {absent} found");
+            assert!(
+                db.get(absent).unwrap().is_none(),
+                "absent key {absent} found"
+            );
         }
     }
     let scanned = db.scan(key(10)..=key(60), usize::MAX).unwrap();
-    let mut want: Vec<u64> = (0..n).map(key).filter(|k| (key(10)..=key(60)).contains(k)).collect();
+    let mut want: Vec<u64> = (0..n)
+        .map(key)
+        .filter(|k| (key(10)..=key(60)).contains(k))
+        .collect();
     want.sort_unstable();
     assert_eq!(scanned.iter().map(|(k, _)| *k).collect::<Vec<_>>(), want);
 }
@@ -82,7 +96,11 @@ fn corrupt_or_missing_index_file_is_rebuilt_not_served() {
     fs::write(&path, &bad).unwrap();
     let db = Db::open(dir.path(), opts()).unwrap();
     check_all(&db, 20_000);
-    assert_eq!(fs::read(&path).unwrap(), good, "the corrupt file was replaced by a rebuilt one");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        good,
+        "the corrupt file was replaced by a rebuilt one"
+    );
     drop(db);
     fs::remove_file(&path).unwrap();
     let db = Db::open(dir.path(), opts()).unwrap();
@@ -113,7 +131,10 @@ fn reads_stay_correct_while_the_index_is_rebuilt_and_compactions_swap_snapshots(
                         break;
                     }
                     let k = i % n;
-                    let got = db.get(key(k)).unwrap().expect("present key missing during rebuild");
+                    let got = db
+                        .get(key(k))
+                        .unwrap()
+                        .expect("present key missing during rebuild");
                     assert_eq!(got.to_vec(), k.to_le_bytes());
                     i = i.wrapping_add(7919);
                 }

@@ -102,7 +102,10 @@ pub(crate) fn scan_segment(
     is_last: bool,
     mut f: impl FnMut(ScannedRecord) -> Result<()>,
 ) -> Result<SegmentScan> {
-    let bytes = Bytes::from(fs::read(&meta.path).at(&meta.path)?);
+    // Mapped, not copied: replayed values are slices of the mapping (which outlives an unlink).
+    let map = crate::mmap::MappedFile::open(&meta.path)?;
+    map.advise_willneed();
+    let bytes = Bytes::from_owner(map);
     let path = &meta.path;
     if bytes.len() < SEGMENT_HEADER_BYTES {
         if is_last {
