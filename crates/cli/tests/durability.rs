@@ -116,3 +116,26 @@ fn sigterm_drains_in_flight_writes_and_loses_nothing_acknowledged() {
         );
     }
 }
+
+#[test]
+fn sigterm_is_not_held_up_by_idle_keep_alive_connections() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&dir.path().join("data"), &[]);
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    assert!(
+        idle.read(&mut buf).unwrap() > 0,
+        "got the first response; the connection stays open"
+    );
+    let started = Instant::now();
+    let status = s.term();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown waited {:?} on an idle connection",
+        started.elapsed()
+    );
+}

@@ -31,6 +31,56 @@ fn rate_limit_answers_429_with_retry_after_once_the_burst_is_spent() {
 }
 
 #[test]
+fn forwarded_for_picks_the_bucket_only_behind_a_trusted_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let burst_spent = |s: &Server, xff: &str| {
+        (0..10).any(|_| {
+            s.req("GET", "/v1/get_fast/1", &[("X-Forwarded-For", xff)], b"")
+                .status
+                == 429
+        })
+    };
+    let trusted = Server::start(
+        &dir.path().join("a"),
+        &[
+            ("KYRODB_RATE_LIMIT_PER_SEC", "1"),
+            ("KYRODB_RATE_LIMIT_BURST", "3"),
+            ("KYRODB_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    );
+    assert!(burst_spent(&trusted, "203.0.113.1"));
+    let r = trusted.req(
+        "GET",
+        "/v1/get_fast/1",
+        &[("X-Forwarded-For", "203.0.113.2")],
+        b"",
+    );
+    assert_eq!(
+        r.status, 404,
+        "another client behind the proxy has its own bucket"
+    );
+
+    let untrusted = Server::start(
+        &dir.path().join("b"),
+        &[
+            ("KYRODB_RATE_LIMIT_PER_SEC", "1"),
+            ("KYRODB_RATE_LIMIT_BURST", "3"),
+        ],
+    );
+    assert!(burst_spent(&untrusted, "203.0.113.1"));
+    let r = untrusted.req(
+        "GET",
+        "/v1/get_fast/1",
+        &[("X-Forwarded-For", "203.0.113.2")],
+        b"",
+    );
+    assert_eq!(
+        r.status, 429,
+        "without a trusted proxy the header is ignored: same socket, same bucket"
+    );
+}
+
+#[test]
 fn rate_limit_is_off_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("data"), &[]);

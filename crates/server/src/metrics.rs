@@ -52,7 +52,7 @@ pub fn spawn_upkeep(handle: PrometheusHandle) {
 }
 
 /// Records `kyrodb_http_requests_total{route,method,status}` and
-/// `kyrodb_http_request_duration_seconds{route,method}` around every request.
+/// `kyrodb_http_request_duration_seconds{route,method,status}` around every request.
 pub async fn track(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route: &'static str = req
@@ -64,7 +64,7 @@ pub async fn track(req: Request, next: Next) -> Response {
     let status = status_label(resp.status().as_u16());
     metrics::counter!("kyrodb_http_requests_total", "route" => route, "method" => method, "status" => status)
         .increment(1);
-    metrics::histogram!("kyrodb_http_request_duration_seconds", "route" => route, "method" => method)
+    metrics::histogram!("kyrodb_http_request_duration_seconds", "route" => route, "method" => method, "status" => status)
         .record(started.elapsed().as_secs_f64());
     resp
 }
