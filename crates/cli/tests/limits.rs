@@ -206,3 +206,33 @@ fn serve_help_documents_every_setting() {
         );
     }
 }
+
+#[test]
+fn zero_config_serve_uses_kyrodb_data_in_the_working_directory() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut child = common::command()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("KYRODB_PORT", port.to_string())
+        .env("KYRODB_DISABLE_HTTP_LOG", "1")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::try_request(port, "GET", "/health", &[], b"").is_err() {
+        assert!(Instant::now() < deadline, "kyrodb serve did not come up");
+        assert!(child.try_wait().unwrap().is_none(), "kyrodb serve exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r =
+        common::try_request(port, "POST", "/v1/put", &[], br#"{"key": 1, "value": "x"}"#).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        dir.path().join("kyrodb-data").is_dir(),
+        "default data dir ./kyrodb-data"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
