@@ -144,9 +144,11 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     let cfg = args.config()?;
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
         .map_err(|e| format!("log filter {:?}: {e}", cfg.log))?;
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if cfg.worker_threads > 0 {
