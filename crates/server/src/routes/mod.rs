@@ -10,7 +10,6 @@ pub mod rmi;
 use std::sync::{atomic::AtomicBool, Arc};
 
 use axum::{
-    http::Method,
     middleware::from_fn_with_state,
     routing::{on, MethodFilter, MethodRouter},
     Router,
@@ -137,9 +136,4 @@ pub fn intern_route(path: &str) -> &'static str {
         .iter()
         .find(|r| r.path == path)
         .map_or("unmatched", |r| r.path)
-}
-
-/// `Method` of a table row.
-pub fn method_of(spec: &RouteSpec) -> Method {
-    spec.method.parse().expect("route table methods are valid")
 }
