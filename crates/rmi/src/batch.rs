@@ -4,7 +4,7 @@
 //! at a time the CPU waits on each; in a batch we walk a group of queries through each stage and
 //! prefetch what the next stage needs, so the misses of a whole group overlap.
 
-use crate::model::Rmi;
+use crate::model::{Probe, Rmi};
 use crate::search::simd::prefetch;
 use crate::search::{self, Kernel};
 
@@ -68,9 +68,9 @@ impl Rmi {
         keys: &[u64],
         queries: &[u64],
         out: &mut [T],
-        finish: impl Fn(&Rmi, u64, Option<usize>) -> T,
+        finish: impl Fn(&Rmi, u64, Option<Probe>) -> T,
     ) {
-        let mut predicted = [None; BATCH_GROUP_QUERIES];
+        let mut probes = [None; BATCH_GROUP_QUERIES];
         let mut leaf = [0usize; BATCH_GROUP_QUERIES];
         let groups = queries
             .chunks(BATCH_GROUP_QUERIES)
@@ -87,8 +87,12 @@ impl Rmi {
                 prefetch(&self.leaves[leaf[j]]);
             }
             for (j, &key) in group.iter().enumerate() {
-                let p = self.leaves[leaf[j]].predict(key) as usize;
-                predicted[j] = Some(p);
+                let l = &self.leaves[leaf[j]];
+                let p = Probe {
+                    predicted: l.predict(key) as usize,
+                    epsilon: l.epsilon() as usize,
+                };
+                probes[j] = Some(p);
                 let (lo, hi) = self.window(p, keys.len());
                 // Every cache line of the window (8 keys per 64-byte line), so the search hits L1.
                 for i in (lo..hi).step_by(8) {
@@ -99,7 +103,7 @@ impl Rmi {
                 }
             }
             for (j, (slot, &key)) in results.iter_mut().zip(group).enumerate() {
-                *slot = finish(self, key, predicted[j]);
+                *slot = finish(self, key, probes[j]);
             }
         }
     }

@@ -174,7 +174,7 @@ impl Rmi {
             out.put(&entries)?;
             let leaves: Vec<u64> = self.leaves[..self.leaf_count]
                 .iter()
-                .flat_map(|l| [l.first_key, l.slope.to_bits(), l.base, l.last])
+                .flat_map(|l| [l.first_key, l.slope.to_bits(), l.base, l.span])
                 .collect();
             out.u64s(&leaves)?;
             if let Some(keys) = keys {
@@ -451,7 +451,7 @@ fn decode(b: &[u8], h: &Header, l: &Layout) -> Rmi {
             first_key: c[0],
             slope: f64::from_bits(c[1]),
             base: c[2],
-            last: c[3],
+            span: c[3],
         })
         .collect();
     Rmi {

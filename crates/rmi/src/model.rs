@@ -8,6 +8,13 @@ use crate::router::{Router, BUCKET_LEAVES_MAX, ENTRY_VALUE};
 use crate::search::{self, Kernel};
 use crate::segment::{self, Leaf};
 
+/// Where a lookup looks: the prediction and the error bound of the leaf that made it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Probe {
+    pub(crate) predicted: usize,
+    pub(crate) epsilon: usize,
+}
+
 /// Numbers describing one build, for metrics, logs and the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct BuildStats {
@@ -159,15 +166,26 @@ impl Rmi {
         Some(self.leaf_of(key).predict(key) as usize)
     }
 
-    /// The search window `[lo, hi)` for a prediction, clipped to `len` keys.
+    /// Prediction and the error bound of the leaf that made it (`leaf_count > 0`).
     #[inline(always)]
-    pub(crate) fn window(&self, predicted: usize, len: usize) -> (usize, usize) {
-        let eps = self.epsilon as usize;
-        let hi = predicted
-            .saturating_add(eps + 1)
+    pub(crate) fn probe(&self, key: u64) -> Probe {
+        let leaf = self.leaf_of(key);
+        Probe {
+            predicted: leaf.predict(key) as usize,
+            epsilon: leaf.epsilon() as usize,
+        }
+    }
+
+    /// The search window `[lo, hi)` of a probe — `[pred − ε, pred + ε]` with the leaf's ε — clipped
+    /// to `len` keys.
+    #[inline(always)]
+    pub(crate) fn window(&self, probe: Probe, len: usize) -> (usize, usize) {
+        let hi = probe
+            .predicted
+            .saturating_add(probe.epsilon + 1)
             .min(self.key_count)
             .min(len);
-        let lo = predicted.saturating_sub(eps).min(hi);
+        let lo = probe.predicted.saturating_sub(probe.epsilon).min(hi);
         (lo, hi)
     }
 
@@ -177,10 +195,10 @@ impl Rmi {
         &self,
         keys: &[u64],
         key: u64,
-        predicted: usize,
+        probe: Probe,
         count_less: impl Fn(&[u64], u64) -> usize,
     ) -> usize {
-        let (lo, hi) = self.window(predicted, keys.len());
+        let (lo, hi) = self.window(probe, keys.len());
         lo + count_less(&keys[lo..hi], key)
     }
 
@@ -190,10 +208,10 @@ impl Rmi {
         &self,
         keys: &[u64],
         key: u64,
-        predicted: usize,
+        probe: Probe,
         count_less: impl Fn(&[u64], u64) -> usize,
     ) -> Option<usize> {
-        let (lo, hi) = self.window(predicted, keys.len());
+        let (lo, hi) = self.window(probe, keys.len());
         let at = lo + count_less(&keys[lo..hi], key);
         let found = if at < hi && keys[at] == key {
             Some(at)
@@ -229,8 +247,7 @@ impl Rmi {
         key: u64,
         count_less: impl Fn(&[u64], u64) -> usize,
     ) -> Option<usize> {
-        let predicted = self.leaf_of(key).predict(key) as usize;
-        self.find_with(keys, key, predicted, count_less)
+        self.find_with(keys, key, self.probe(key), count_less)
     }
 
     /// The first position in `keys` whose key is `>= key` (`keys.len()` when none is); equal to
@@ -255,8 +272,7 @@ impl Rmi {
         key: u64,
         count_less: impl Fn(&[u64], u64) -> usize,
     ) -> usize {
-        let predicted = self.leaf_of(key).predict(key) as usize;
-        self.lower_bound_with(keys, key, predicted, count_less)
+        self.lower_bound_with(keys, key, self.probe(key), count_less)
     }
 
     fn error_mean(&self, keys: &[u64]) -> f64 {
@@ -265,7 +281,7 @@ impl Rmi {
         }
         let mut sum = 0u64;
         for leaf in &self.leaves[..self.leaf_count] {
-            for i in leaf.base..=leaf.last {
+            for i in leaf.base..=leaf.last() {
                 sum += leaf.predict(keys[i as usize]).abs_diff(i);
             }
         }
@@ -283,8 +299,7 @@ impl Rmi {
         }
         check_sorted_unique(keys)?;
         for (position, &key) in keys.iter().enumerate() {
-            let predicted = self.predict(key).unwrap_or(0);
-            let (lo, hi) = self.window(predicted, keys.len());
+            let (lo, hi) = self.window(self.probe(key), keys.len());
             if !(lo..hi).contains(&position) {
                 return Err(RmiError::WindowViolation {
                     key,
@@ -328,8 +343,11 @@ impl Rmi {
         let mut next = 0u64;
         let mut previous_key = None;
         for (i, leaf) in self.leaves[..self.leaf_count].iter().enumerate() {
-            if leaf.base != next || leaf.last < leaf.base {
+            if leaf.base != next {
                 return Err(format!("leaf {i} range does not follow the previous one"));
+            }
+            if leaf.epsilon() > u64::from(self.epsilon) {
+                return Err(format!("leaf {i} error bound exceeds the index's"));
             }
             if previous_key.is_some_and(|k| k >= leaf.first_key) {
                 return Err(format!("leaf {i} first key not increasing"));
@@ -340,7 +358,7 @@ impl Rmi {
                 ));
             }
             previous_key = Some(leaf.first_key);
-            next = leaf.last + 1;
+            next = leaf.last() + 1;
         }
         if next != self.key_count as u64 {
             return Err("leaf ranges do not cover the keys".into());

@@ -311,7 +311,7 @@ mod tests {
                 first_key: k,
                 slope: 0.0,
                 base: i as u64,
-                last: i as u64,
+                span: 0,
             })
             .collect();
         leaves.extend([Leaf::SENTINEL; BUCKET_LEAVES_MAX]);

@@ -6,8 +6,13 @@
 //! error exceeds ε. The first key of a segment is predicted exactly, so every cut makes progress, and
 //! the ε bound holds by construction rather than by floating-point hope.
 
-/// One leaf: a linear model over the keys at positions `base..=last`. Lookups read one record (two
-/// adjacent ones at most), so the fields sit together: 32 bytes, two leaves per cache line.
+/// Keys one leaf may hold: its last offset shares a word with its ε.
+pub const LEAF_KEYS_MAX: u64 = 1 << LEAF_OFFSET_BITS;
+/// Bits of [`Leaf::span`] holding the leaf's last offset; the bits above hold its ε.
+pub const LEAF_OFFSET_BITS: u32 = 40;
+
+/// One leaf: a linear model over the keys at positions `base..=base + last_offset`. Lookups read one
+/// record (two adjacent ones at most), so the fields sit together: 32 bytes, two leaves per cache line.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[repr(C, align(32))]
 pub struct Leaf {
@@ -17,8 +22,9 @@ pub struct Leaf {
     pub slope: f64,
     /// Position of `first_key`.
     pub base: u64,
-    /// Position of the leaf's last key (`>= base`).
-    pub last: u64,
+    /// `epsilon << 40 | last_offset`: the leaf's measured error bound (slots) and the offset of its
+    /// last key from `base`.
+    pub span: u64,
 }
 
 impl Leaf {
@@ -27,14 +33,46 @@ impl Leaf {
         first_key: u64::MAX,
         slope: 0.0,
         base: 0,
-        last: 0,
+        span: 0,
     };
 
-    /// Predicted position of `key`: `base + min(round(slope · (key − first_key)), last − base)`.
+    /// A leaf over positions `base..=last` with measured error bound `epsilon`.
+    pub fn new(first_key: u64, slope: f64, base: u64, last: u64, epsilon: u32) -> Leaf {
+        debug_assert!(last >= base && last - base < LEAF_KEYS_MAX && epsilon < 1 << 24);
+        Leaf {
+            first_key,
+            slope,
+            base,
+            span: u64::from(epsilon) << LEAF_OFFSET_BITS | (last - base),
+        }
+    }
+
+    /// Offset of the last key from `base`.
+    #[inline(always)]
+    pub fn last_offset(&self) -> u64 {
+        self.span & (LEAF_KEYS_MAX - 1)
+    }
+
+    /// Position of the last key.
+    #[inline(always)]
+    pub fn last(&self) -> u64 {
+        self.base + self.last_offset()
+    }
+
+    /// The leaf's error bound: every key in it lies within this many slots of its prediction.
+    #[inline(always)]
+    pub fn epsilon(&self) -> u64 {
+        self.span >> LEAF_OFFSET_BITS
+    }
+
+    /// Predicted position of `key`: `base + min(round(slope · (key − first_key)), last_offset)`.
     /// Monotone non-decreasing in `key`, and always inside `[base, last]`.
     #[inline(always)]
     pub fn predict(&self, key: u64) -> u64 {
-        predict(self.first_key, self.slope, self.base, self.last, key)
+        // Same arithmetic as [`predict`] (which the build verifies with), without re-deriving the span.
+        let dx = key.saturating_sub(self.first_key);
+        let offset = (self.slope * dx as f64 + 0.5) as u64;
+        self.base + offset.min(self.last_offset())
     }
 }
 
@@ -63,12 +101,14 @@ pub fn segment(keys: &[u64], epsilon: u32) -> Segmentation {
     while start < keys.len() {
         let (end, slope) = grow_cone(keys, start, epsilon);
         let (end, leaf_epsilon) = verify_prefix(keys, start, end, slope, epsilon);
-        out.leaves.push(Leaf {
-            first_key: keys[start],
+        let leaf = Leaf::new(
+            keys[start],
             slope,
-            base: start as u64,
-            last: end as u64 - 1,
-        });
+            start as u64,
+            end as u64 - 1,
+            leaf_epsilon,
+        );
+        out.leaves.push(leaf);
         out.leaf_epsilons.push(leaf_epsilon);
         start = end;
     }
@@ -82,7 +122,7 @@ fn grow_cone(keys: &[u64], start: usize, epsilon: u32) -> (usize, f64) {
     let eps = f64::from(epsilon);
     let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
     let mut end = start + 1;
-    while end < keys.len() {
+    while end < keys.len() && ((end - start) as u64) < LEAF_KEYS_MAX {
         let dx = (keys[end] - first_key) as f64;
         let dy = (end - start) as f64;
         // round(slope·dx) must land in [dy − ε, dy + ε]: slope·dx ∈ [dy − ε − ½, dy + ε + ½), kept a
@@ -147,15 +187,15 @@ mod tests {
         let mut next = 0u64;
         for (j, leaf) in seg.leaves.iter().enumerate() {
             assert_eq!(leaf.base, next, "leaf {j} not contiguous");
-            assert!(leaf.base <= leaf.last);
+            assert_eq!(leaf.epsilon(), u64::from(seg.leaf_epsilons[j]));
             assert_eq!(leaf.first_key, keys[leaf.base as usize]);
             assert!(seg.leaf_epsilons[j] <= epsilon);
-            for i in leaf.base..=leaf.last {
+            for i in leaf.base..=leaf.last() {
                 assert!(
                     leaf.predict(keys[i as usize]).abs_diff(i) <= u64::from(seg.leaf_epsilons[j])
                 );
             }
-            next = leaf.last + 1;
+            next = leaf.last() + 1;
         }
         assert_eq!(next, keys.len() as u64);
         seg
