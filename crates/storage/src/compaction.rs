@@ -120,7 +120,7 @@ fn merge_and_commit(
     let mut set = SnapshotSet::default();
     let mut keyspaces = Vec::with_capacity(registry.len());
     for (id, name) in registry {
-        let old_snap = st.snapshots.by_keyspace.get(&id).cloned();
+        let old_snap = st.snapshots.get(id).cloned();
         let snapshot = if frozen.has_keyspace(id) {
             let meta = write_merged(
                 snap_dir,
@@ -131,11 +131,11 @@ fn merge_and_commit(
                 old_snap.as_deref(),
             )?;
             let snap = Snapshot::open(snap_dir, id, meta, &*core.opts.index_builder)?;
-            set.by_keyspace.insert(id, Arc::new(snap));
+            set.insert(id, Arc::new(snap));
             Some(meta)
         } else {
             if let Some(s) = old_snap {
-                set.by_keyspace.insert(id, s);
+                set.insert(id, s);
             }
             old_meta.get(&id).copied()
         };

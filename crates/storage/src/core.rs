@@ -30,10 +30,32 @@ pub(crate) struct Frozen {
     pub covered_seq: u64,
 }
 
-/// The snapshots of every keyspace at one manifest generation.
-#[derive(Default)]
+/// The snapshots of every keyspace at one manifest generation, indexed by keyspace id (ids are dense:
+/// assigned in order and bounded by `keyspaces_max`), so a read finds its snapshot without hashing.
+#[derive(Default, Clone)]
 pub(crate) struct SnapshotSet {
-    pub by_keyspace: HashMap<u32, Arc<Snapshot>>,
+    by_keyspace: Vec<Option<Arc<Snapshot>>>,
+}
+
+impl SnapshotSet {
+    pub(crate) fn get(&self, keyspace: u32) -> Option<&Arc<Snapshot>> {
+        self.by_keyspace.get(keyspace as usize)?.as_ref()
+    }
+
+    pub(crate) fn insert(&mut self, keyspace: u32, snap: Arc<Snapshot>) {
+        let i = keyspace as usize;
+        if self.by_keyspace.len() <= i {
+            self.by_keyspace.resize(i + 1, None);
+        }
+        self.by_keyspace[i] = Some(snap);
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Arc<Snapshot>)> {
+        self.by_keyspace
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i as u32, s.as_ref()?)))
+    }
 }
 
 /// One consistent view for readers: newest data first.

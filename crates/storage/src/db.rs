@@ -302,19 +302,16 @@ impl Db {
             .state
             .load()
             .snapshots
-            .by_keyspace
-            .values()
-            .map(|s| s.warm())
+            .iter()
+            .map(|(_, s)| s.warm())
             .sum()
     }
 
     /// Verifies every snapshot value's checksum (a full scrub); the first failure names file and offset.
     pub fn verify(&self) -> Result<()> {
         let st = self.inner.core.state.load_full();
-        st.snapshots
-            .by_keyspace
-            .values()
-            .try_for_each(|s| s.verify_values())
+        let result = st.snapshots.iter().try_for_each(|(_, s)| s.verify_values());
+        result
     }
 
     /// The data directory.
@@ -379,7 +376,7 @@ impl Keyspace {
         };
         let st = self.inner.core.state.load_full();
         let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
-        let snap = st.snapshots.by_keyspace.get(&self.id).cloned();
+        let snap = st.snapshots.get(self.id).cloned();
         let id = self.id;
         let mut sources: Vec<Box<dyn Iterator<Item = (u64, Source)> + '_>> = vec![Box::new(
             st.active
@@ -440,7 +437,7 @@ fn get_in(st: &ReadState, keyspace: u32, key: u64, visible: u64) -> Result<Optio
             return Ok(v.map(|b| Value(Repr::Delta(b))));
         }
     }
-    let Some(snap) = st.snapshots.by_keyspace.get(&keyspace) else {
+    let Some(snap) = st.snapshots.get(keyspace) else {
         return Ok(None);
     };
     Ok(snap.get(key)?.map(|(start, end)| {
@@ -556,7 +553,7 @@ impl Inner {
             let m = self.manifest.lock().clone();
             if m.covered_seq >= target {
                 let st = self.core.state.load();
-                let snaps = st.snapshots.by_keyspace.values();
+                let snaps = st.snapshots.iter().map(|(_, s)| s);
                 let (keys, data_bytes) = snaps.fold((0, 0), |(k, d), s| {
                     (k + s.meta.key_count, d + s.meta.data_bytes)
                 });
@@ -582,20 +579,18 @@ impl Inner {
         let st = self.core.state.load_full();
         let builder = &*self.core.opts.index_builder;
         let mut rebuilt = Vec::new();
-        for (id, snap) in &st.snapshots.by_keyspace {
+        for (id, snap) in st.snapshots.iter() {
             let started = Instant::now();
             let fresh = Arc::new(snap.rebuild_index(builder)?);
             let build_ms = started.elapsed().as_secs_f64() * 1e3;
             metrics::counter!("kyrodb_rmi_rebuilds_total").increment(1);
-            rebuilt.push((*id, fresh, build_ms));
+            rebuilt.push((id, fresh, build_ms));
         }
         let _g = self.core.state_mu.lock();
         let cur = self.core.state.load_full();
-        let mut set = crate::core::SnapshotSet {
-            by_keyspace: cur.snapshots.by_keyspace.clone(),
-        };
+        let mut set = crate::core::SnapshotSet::clone(&cur.snapshots);
         for (id, fresh, _) in &rebuilt {
-            set.by_keyspace.insert(*id, fresh.clone());
+            set.insert(*id, fresh.clone());
         }
         self.core.state.store(Arc::new(ReadState {
             active: cur.active.clone(),
@@ -622,7 +617,7 @@ impl Inner {
             .by_id
             .iter()
             .map(|(id, name)| {
-                let s = st.snapshots.by_keyspace.get(id);
+                let s = st.snapshots.get(*id);
                 KeyspaceStats {
                     id: *id,
                     name: name.clone(),

@@ -46,11 +46,6 @@ impl MappedFile {
     pub(crate) fn u64s(&self, offset_bytes: usize, count: usize) -> Option<&[u64]> {
         cast_slice::<u64>(self.bytes(), offset_bytes, count)
     }
-
-    /// `count` little-endian u32s starting at `offset_bytes`.
-    pub(crate) fn u32s(&self, offset_bytes: usize, count: usize) -> Option<&[u32]> {
-        cast_slice::<u32>(self.bytes(), offset_bytes, count)
-    }
 }
 
 impl AsRef<[u8]> for MappedFile {
@@ -61,7 +56,6 @@ impl AsRef<[u8]> for MappedFile {
 
 trait Plain: Copy {}
 impl Plain for u64 {}
-impl Plain for u32 {}
 
 fn cast_slice<T: Plain>(bytes: &[u8], offset_bytes: usize, count: usize) -> Option<&[T]> {
     let size = std::mem::size_of::<T>();

@@ -49,7 +49,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         registry.insert(ks.id, &ks.name);
         if let Some(meta) = ks.snapshot {
             let snap = Snapshot::open(&snap_dir, ks.id, meta, &*opts.index_builder)?;
-            snapshots.by_keyspace.insert(ks.id, Arc::new(snap));
+            snapshots.insert(ks.id, Arc::new(snap));
         }
     }
     registry.next_id = registry.next_id.max(manifest.next_keyspace_id);

@@ -56,14 +56,15 @@ pub(crate) fn parse_name(name: &str) -> Option<(u32, u64)> {
 
 /// Bytes from the start of the bin file to the block table, for `n` keys.
 pub(crate) fn bin_body_bytes(n: u64) -> Option<u64> {
-    let hashes = n.checked_mul(4)?.div_ceil(8) * 8;
     (BIN_HEADER_BYTES as u64)
         .checked_add(n.checked_mul(8)?)?
-        .checked_add((n + 1).checked_mul(8)?)?
-        .checked_add(hashes)
+        .checked_add((n + 1).checked_mul(8)?)
 }
 
-/// The checksum of one value, as stored in the bin file.
+/// Bytes before each value in `.data`: its checksum, so the check reads the cache line the value is in.
+pub(crate) const VALUE_HEADER_BYTES: usize = 4;
+
+/// The checksum of one value, as stored in front of it in the data file.
 pub(crate) fn value_hash(value: &[u8]) -> u32 {
     xxhash_rust::xxh3::xxh3_64(value) as u32
 }

@@ -109,13 +109,6 @@ impl Snapshot {
             .unwrap_or(&[])
     }
 
-    fn hashes(&self) -> &[u32] {
-        self.files
-            .bin
-            .u32s(BIN_HEADER_BYTES + 16 * self.n + 8, self.n)
-            .unwrap_or(&[])
-    }
-
     pub(crate) fn index(&self) -> &dyn SortedIndex {
         &*self.index
     }
@@ -125,7 +118,7 @@ impl Snapshot {
     fn verify_structure(&self) -> Result<()> {
         let keys = self.keys();
         let offsets = self.offsets();
-        if keys.len() != self.n || offsets.len() != self.n + 1 || self.hashes().len() != self.n {
+        if keys.len() != self.n || offsets.len() != self.n + 1 {
             return Err(Error::corrupt(
                 &self.files.bin_path,
                 BIN_HEADER_BYTES as u64,
@@ -147,11 +140,15 @@ impl Snapshot {
                 "first value offset is not 0",
             ));
         }
-        if let Some(i) = offsets.windows(2).position(|w| w[0] > w[1]) {
+        let header = super::VALUE_HEADER_BYTES as u64;
+        if let Some(i) = offsets
+            .windows(2)
+            .position(|w| w[1] < w[0].saturating_add(header))
+        {
             return Err(Error::corrupt(
                 &self.files.bin_path,
                 (off_base + 8 * (i + 1)) as u64,
-                "value offsets decrease",
+                "value offsets leave no room for the value checksum",
             ));
         }
         if offsets[self.n] != self.meta.data_bytes {
@@ -168,15 +165,16 @@ impl Snapshot {
     pub(crate) fn value_at(&self, i: usize) -> Result<(usize, usize)> {
         let offsets = self.offsets();
         let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-        let value = &self.files.data.bytes()[start..end];
-        if value_hash(value) != self.hashes()[i] {
+        let entry = &self.files.data.bytes()[start..end];
+        let (stored, value) = entry.split_at(super::VALUE_HEADER_BYTES);
+        if value_hash(value).to_le_bytes() != stored {
             return Err(Error::corrupt(
                 &self.files.data_path,
                 start as u64,
                 format!("value checksum mismatch for key {}", self.keys()[i]),
             ));
         }
-        Ok((start, end))
+        Ok((start + super::VALUE_HEADER_BYTES, end))
     }
 
     /// Byte range in `.data` of `key`'s value, if the snapshot holds the key.

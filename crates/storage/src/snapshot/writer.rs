@@ -27,7 +27,6 @@ pub(crate) struct SnapshotWriter {
     data_tmp: PathBuf,
     keys: Vec<u64>,
     offsets: Vec<u64>,
-    hashes: Vec<u32>,
     data_bytes: u64,
 }
 
@@ -48,7 +47,6 @@ impl SnapshotWriter {
             data_tmp,
             keys: Vec::new(),
             offsets: vec![0],
-            hashes: Vec::new(),
             data_bytes: 0,
         })
     }
@@ -58,11 +56,13 @@ impl SnapshotWriter {
             self.keys.last().is_none_or(|last| *last < key),
             "snapshot keys must strictly increase"
         );
+        self.data
+            .write_all(&value_hash(value).to_le_bytes())
+            .at(&self.data_tmp)?;
         self.data.write_all(value).at(&self.data_tmp)?;
-        self.data_bytes += value.len() as u64;
+        self.data_bytes += (super::VALUE_HEADER_BYTES + value.len()) as u64;
         self.keys.push(key);
         self.offsets.push(self.data_bytes);
-        self.hashes.push(value_hash(value));
         Ok(())
     }
 
@@ -82,7 +82,6 @@ impl SnapshotWriter {
             self.data_bytes,
             &self.keys,
             &self.offsets,
-            &self.hashes,
         );
         let bin_final = bin_path(&self.dir, self.keyspace, self.generation);
         let (mut bin_file, bin_tmp) = fsutil::create_tmp(&bin_final)?;
@@ -108,7 +107,6 @@ fn encode_bin(
     data_bytes: u64,
     keys: &[u64],
     offsets: &[u64],
-    hashes: &[u32],
 ) -> Vec<u8> {
     let n = keys.len() as u64;
     let body = bin_body_bytes(n).unwrap_or(u64::MAX) as usize;
@@ -123,10 +121,6 @@ fn encode_bin(
     b.put_u64_le(0);
     keys.iter().for_each(|k| b.put_u64_le(*k));
     offsets.iter().for_each(|o| b.put_u64_le(*o));
-    hashes.iter().for_each(|h| b.put_u32_le(*h));
-    while !b.len().is_multiple_of(8) {
-        b.put_u8(0);
-    }
     debug_assert_eq!(b.len(), body);
     let table_offset = b.len() as u64;
     let table: Vec<u8> = b
