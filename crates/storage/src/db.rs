@@ -428,15 +428,39 @@ impl Keyspace {
     }
 }
 
+/// Where point reads were answered, counted per thread and flushed to the `metrics` facade every
+/// `READ_COUNT_FLUSH` reads, so the hot path pays a thread-local add, not a registry lookup.
+const READ_COUNT_FLUSH: u64 = 1024;
+
+thread_local! {
+    static READS_BY_SOURCE: std::cell::Cell<[u64; 2]> = const { std::cell::Cell::new([0, 0]) };
+}
+
+fn count_read(from_index: bool) {
+    READS_BY_SOURCE.with(|c| {
+        let mut v = c.get();
+        v[from_index as usize] += 1;
+        if v[0] + v[1] >= READ_COUNT_FLUSH {
+            metrics::counter!("kyrodb_storage_reads_total", "source" => "delta").increment(v[0]);
+            metrics::counter!("kyrodb_storage_reads_total", "source" => "index").increment(v[1]);
+            v = [0, 0];
+        }
+        c.set(v);
+    });
+}
+
 fn get_in(st: &ReadState, keyspace: u32, key: u64, visible: u64) -> Result<Option<Value>> {
     if let Some(v) = st.active.get(keyspace, key, visible) {
+        count_read(false);
         return Ok(v.map(|b| Value(Repr::Delta(b))));
     }
     if let Some(f) = &st.frozen {
         if let Some(v) = f.delta.get(keyspace, key, u64::MAX) {
+            count_read(false);
             return Ok(v.map(|b| Value(Repr::Delta(b))));
         }
     }
+    count_read(true);
     let Some(snap) = st.snapshots.get(keyspace) else {
         return Ok(None);
     };

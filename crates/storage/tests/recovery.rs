@@ -88,3 +88,47 @@ fn replayed_writes_are_served_then_compacted_in_the_background() {
     db.put(7, &1u64.to_le_bytes().repeat(8)).unwrap();
     check(&db, 5_000);
 }
+
+#[test]
+fn every_fsync_policy_keeps_acknowledged_writes_across_close_and_reopen() {
+    for policy in [
+        FsyncPolicy::Always,
+        FsyncPolicy::IntervalMs(5),
+        FsyncPolicy::Never,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Options {
+            fsync: policy,
+            ..big()
+        };
+        let db = Db::open(dir.path(), o.clone()).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let db = &db;
+                s.spawn(move || {
+                    for i in 0..200u64 {
+                        db.put(t * 1000 + i, &i.to_le_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            db.stats().visible_seq,
+            800,
+            "{policy:?}: every write got its own sequence number"
+        );
+        drop(db);
+        let db = Db::open(dir.path(), o).unwrap();
+        for t in 0..4u64 {
+            for i in 0..200u64 {
+                let got = db.get(t * 1000 + i).unwrap().map(|v| v.to_vec());
+                assert_eq!(
+                    got,
+                    Some(i.to_le_bytes().to_vec()),
+                    "{policy:?}: key {}",
+                    t * 1000 + i
+                );
+            }
+        }
+    }
+}
