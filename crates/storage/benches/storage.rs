@@ -126,17 +126,22 @@ fn durable_puts(base: &Path, writers: usize, secs: u64) -> (f64, f64, f64) {
     )
 }
 
-/// Writes about `mb` MiB of WAL (100-byte puts in batches of 1000, no fsync, no compaction), then times
-/// reopening. Returns (wal bytes, seconds, records).
-fn replay(base: &Path, mb: u64) -> (u64, f64, u64) {
-    let dir = fresh(base, "replay");
-    let opts = Options {
+/// No fsync and no compaction: the whole log stays in the WAL to be replayed.
+fn replay_opts() -> Options {
+    Options {
         fsync: FsyncPolicy::Never,
         delta_bytes_compact: 64 << 30,
         delta_bytes_budget: 64 << 30,
         background_compaction: false,
         ..Options::default()
-    };
+    }
+}
+
+/// Writes about `mb` MiB of WAL (100-byte puts in batches of 1000, no fsync, no compaction), then times
+/// reopening. Returns (wal bytes, seconds, records).
+fn replay(base: &Path, mb: u64) -> (u64, f64, u64) {
+    let dir = fresh(base, "replay");
+    let opts = replay_opts();
     let db = Db::open(&dir, opts.clone()).unwrap();
     let ks = db.default_keyspace().clone();
     let mut rng = SmallRng::seed_from_u64(7);
@@ -177,13 +182,7 @@ fn replay(base: &Path, mb: u64) -> (u64, f64, u64) {
 
 /// Child mode: open `dir` (replaying its WAL), print the seconds it took.
 fn replay_open(dir: &Path) {
-    let opts = Options {
-        fsync: FsyncPolicy::Never,
-        delta_bytes_compact: 64 << 30,
-        delta_bytes_budget: 64 << 30,
-        background_compaction: false,
-        ..Options::default()
-    };
+    let opts = replay_opts();
     let t = Instant::now();
     let db = Db::open(dir, opts).unwrap();
     let secs = t.elapsed().as_secs_f64();

@@ -178,25 +178,13 @@ fn replay_wal(
     let mut next = covered + 1;
     let mut records = 0u64;
     let mut bytes = 0u64;
-    if let Some(first) = segments.first() {
-        if first.first_seq > next {
-            return Err(Error::corrupt(
-                &first.path,
-                0,
-                format!(
-                    "WAL starts at sequence {} but the manifest covers only up to {covered}",
-                    first.first_seq
-                ),
-            ));
-        }
-        next = first.first_seq;
-    }
     let mut append_to = None;
     let mut run = RunBuilder::default();
     for (i, seg) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
-        // After a power loss under a relaxed fsync policy the WAL may end before what the manifest
-        // covers; a later segment may then start anywhere up to the covered point.
+        // The first segment may start anywhere up to the covered point (covered records are skipped); so
+        // may a later one when, after a power loss under a relaxed fsync policy, the WAL ended before
+        // what the manifest covers. Anything else is a gap: records are missing.
         let jump_ok = next <= covered + 1 && seg.first_seq <= covered + 1;
         if seg.first_seq != next && !jump_ok {
             return Err(Error::corrupt(
