@@ -186,7 +186,7 @@ fn queries(keys: &[u64], count: usize, rng: &mut SmallRng) -> Vec<u64> {
 }
 
 /// Timed passes per measurement; the fastest is reported (the machine is shared with builds).
-const PASSES: usize = 3;
+const PASSES: usize = 5;
 
 /// Mean ns per query of `f` over all queries (best of [`PASSES`], after a warm-up); also returns the
 /// checksum of the results.

@@ -5,6 +5,7 @@
 //! prefetch what the next stage needs, so the misses of a whole group overlap.
 
 use crate::model::{Probe, Rmi};
+use crate::router::{Step, DEPTH_MAX};
 use crate::search::simd::prefetch;
 use crate::search::{self, Kernel};
 
@@ -72,6 +73,7 @@ impl Rmi {
     ) {
         let mut probes = [None; BATCH_GROUP_QUERIES];
         let mut leaf = [0usize; BATCH_GROUP_QUERIES];
+        let mut step = [Step::Leaves(0); BATCH_GROUP_QUERIES];
         let groups = queries
             .chunks(BATCH_GROUP_QUERIES)
             .zip(out.chunks_mut(BATCH_GROUP_QUERIES));
@@ -82,8 +84,41 @@ impl Rmi {
                 }
                 continue;
             }
+            // Walk the router one level at a time for the whole group, prefetching each next entry.
+            let root = self.router.tables[0];
             for (j, &key) in group.iter().enumerate() {
-                leaf[j] = self.router.route(&self.leaves, self.leaf_count, key);
+                let bucket = self.router.bucket(&root, key);
+                prefetch(&self.router.entries[bucket]);
+                step[j] = Step::Child(bucket);
+            }
+            for _ in 0..DEPTH_MAX {
+                let mut deeper = false;
+                for (j, &key) in group.iter().enumerate() {
+                    if let Step::Child(bucket) = step[j] {
+                        step[j] = self.router.step(bucket, key);
+                        match step[j] {
+                            Step::Child(next) => {
+                                prefetch(&self.router.entries[next]);
+                                deeper = true;
+                            }
+                            Step::Leaves(at) => {
+                                prefetch(&self.leaves[self.router.bucket_start(at)])
+                            }
+                        }
+                    }
+                }
+                if !deeper {
+                    break;
+                }
+            }
+            for (j, &key) in group.iter().enumerate() {
+                leaf[j] = match step[j] {
+                    Step::Leaves(at) => {
+                        self.router
+                            .leaf_in_bucket(at, &self.leaves, self.leaf_count, key)
+                    }
+                    Step::Child(_) => self.router.route(&self.leaves, self.leaf_count, key),
+                };
                 prefetch(&self.leaves[leaf[j]]);
             }
             for (j, &key) in group.iter().enumerate() {

@@ -41,6 +41,15 @@ pub struct Table {
     pub entries_offset: u64,
 }
 
+/// Outcome of one routing level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Index into `entries` of the key's bucket in a child table.
+    Child(usize),
+    /// Index into `entries` of the key's bucket, which lists leaves.
+    Leaves(usize),
+}
+
 /// All radix tables and their entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Router {
@@ -157,28 +166,58 @@ impl Router {
     /// holds `leaf_count` leaves followed by `BUCKET_LEAVES_MAX` sentinels.
     #[inline(always)]
     pub fn route(&self, leaves: &[Leaf], leaf_count: usize, key: u64) -> usize {
-        let mut table = self.tables[0];
-        for _ in 0..DEPTH_MAX {
-            let bucket = self.bucket(&table, key);
-            let entry = self.entries[bucket];
-            if entry & ENTRY_CHILD != 0 {
-                table = self.tables[(entry & ENTRY_VALUE) as usize];
-                continue;
+        let mut bucket = self.bucket(&self.tables[0], key);
+        for _ in 1..DEPTH_MAX {
+            match self.step(bucket, key) {
+                Step::Child(next) => bucket = next,
+                Step::Leaves(at) => return self.leaf_in_bucket(at, leaves, leaf_count, key),
             }
-            let start = (entry & ENTRY_VALUE) as usize;
-            if entry & ENTRY_CROWDED != 0 {
-                let end = (self.entries[bucket + 1] & ENTRY_VALUE) as usize;
-                return start - 1 + count_le_binary(&leaves[start..end], key);
-            }
-            // Leaves after the bucket have larger first keys than any key routed here, and sentinels
-            // only count for key == u64::MAX (clamped below), so no end bound is needed.
-            let mut leaf = start - 1 + usize::from(leaves[start].first_key <= key);
-            if leaves[start + 1].first_key <= key {
-                leaf = start - 1 + count_le(&leaves[start..start + BUCKET_LEAVES_MAX], key);
-            }
-            return leaf.min(leaf_count - 1);
         }
-        unreachable_route()
+        match self.step(bucket, key) {
+            Step::Leaves(at) => self.leaf_in_bucket(at, leaves, leaf_count, key),
+            Step::Child(_) => unreachable_route(),
+        }
+    }
+
+    /// One level of routing: the bucket `key` falls in at the next level, or the entry of a leaf bucket.
+    #[inline(always)]
+    pub fn step(&self, bucket: usize, key: u64) -> Step {
+        let entry = self.entries[bucket];
+        if entry & ENTRY_CHILD != 0 {
+            Step::Child(self.bucket(&self.tables[(entry & ENTRY_VALUE) as usize], key))
+        } else {
+            Step::Leaves(bucket)
+        }
+    }
+
+    /// First leaf a leaf bucket's search reads (for prefetching).
+    #[inline(always)]
+    pub fn bucket_start(&self, bucket: usize) -> usize {
+        (self.entries[bucket] & ENTRY_VALUE) as usize
+    }
+
+    /// The leaf holding `key`, given the index of its (non-child) bucket entry.
+    #[inline(always)]
+    pub fn leaf_in_bucket(
+        &self,
+        bucket: usize,
+        leaves: &[Leaf],
+        leaf_count: usize,
+        key: u64,
+    ) -> usize {
+        let entry = self.entries[bucket];
+        let start = (entry & ENTRY_VALUE) as usize;
+        if entry & ENTRY_CROWDED != 0 {
+            let end = (self.entries[bucket + 1] & ENTRY_VALUE) as usize;
+            return start - 1 + count_le_binary(&leaves[start..end], key);
+        }
+        // Leaves after the bucket have larger first keys than any key routed here, and sentinels
+        // only count for key == u64::MAX (clamped below), so no end bound is needed.
+        let mut leaf = start - 1 + usize::from(leaves[start].first_key <= key);
+        if leaves[start + 1].first_key <= key {
+            leaf = start - 1 + count_le(&leaves[start..start + BUCKET_LEAVES_MAX], key);
+        }
+        leaf.min(leaf_count - 1)
     }
 
     /// Index into `entries` of the bucket of `key` in `table`.
