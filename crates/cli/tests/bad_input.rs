@@ -185,3 +185,23 @@ fn a_malformed_request_line_is_refused_without_harm() {
     assert!(text.is_empty() || text.starts_with("HTTP/1.1 4"), "{text}");
     assert_eq!(s.get("/health").status, 200);
 }
+
+#[test]
+fn a_body_that_never_finishes_times_out_with_408_and_writes_nothing() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[("KYRODB_REQUEST_TIMEOUT_MS", "300")],
+    );
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    c.write_all(b"PUT /v1/kv/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\nonly ten b").unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"request_timeout\""), "{text}");
+    assert_eq!(s.get("/v1/kv/1").status, 404);
+}
