@@ -190,7 +190,8 @@ pub struct Db {
     default: Keyspace,
 }
 
-/// A handle to one keyspace: an independent u64 key space sharing the database's WAL.
+/// A handle to one keyspace: an independent u64 key space sharing the database's WAL. A handle keeps
+/// the engine's files open (and the directory locked) until it is dropped, even after `Db::close`.
 #[derive(Clone)]
 pub struct Keyspace {
     inner: Arc<Inner>,
