@@ -15,12 +15,18 @@ use crate::search::{count_less_scalar, lower_bound_branchless, LINEAR_WINDOW_SLO
 /// feature (a cached flag) before entering; without it the portable body runs.
 macro_rules! specialised {
     ($name:ident, $inner:ident, $features:literal, $supported:ident, $count:ident, $generic:ident, $ret:ty) => {
+        /// Callers reach this only when `rmi.kernel()` is the kernel it is compiled for.
+        #[inline(always)]
         pub(crate) fn $name(rmi: &Rmi, keys: &[u64], key: u64) -> $ret {
             #[cfg(target_arch = "x86_64")]
-            if $supported() {
-                // SAFETY: the CPU features `$inner` is compiled for were detected just above.
+            {
+                debug_assert!($supported());
+                // SAFETY: `Rmi::kernel` only ever holds a kernel `Kernel::is_supported` accepted on
+                // this CPU (set by `Kernel::detect` at build and load, or by the checked
+                // `Rmi::set_kernel`), and `Rmi` dispatches here only for this kernel.
                 return unsafe { $inner(rmi, keys, key) };
             }
+            #[cfg(not(target_arch = "x86_64"))]
             rmi.$generic(keys, key, count_less_scalar)
         }
 
