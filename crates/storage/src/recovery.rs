@@ -219,6 +219,9 @@ fn replay_wal(
             }
             Ok(())
         })?;
+        if segments.len() > 4 && (i + 1) % 8 == 0 {
+            tracing::info!(segment = i + 1, of = segments.len(), records, "replaying the WAL");
+        }
         if scan.torn {
             truncate_tail(seg, scan.valid_bytes)?;
         }
