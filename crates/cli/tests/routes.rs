@@ -92,11 +92,19 @@ fn admin_routes_report_what_they_did() {
     assert_eq!(j["keys"], 50);
     assert!(j["covered_seq"].as_u64().unwrap() >= 50, "{j}");
 
+    assert_eq!(
+        s.post("/v1/put", r#"{"key": 50, "value": "v50"}"#).status,
+        200
+    );
     let j = s.post("/v1/rmi/build", "").json();
     assert!(j["index"].is_string(), "{j}");
-    assert_eq!(j["keys"], 50);
+    assert_eq!(j["keys"], 51, "the delta is compacted first: {j}");
+    assert!(j["covered_seq"].as_u64().unwrap() >= 51, "{j}");
     assert_eq!(j["keyspaces"][0]["name"], "default");
-    assert!(j.get("leaves").is_some() && j.get("epsilon").is_some());
+    assert!(
+        j["leaves"].as_u64().is_some() && j["epsilon"].as_u64().is_some(),
+        "{j}"
+    );
 
     let r = s.post("/v1/warmup", "");
     assert_eq!(r.status, 200);
@@ -133,6 +141,8 @@ fn ops_routes_answer() {
         "kyrodb_http_request_duration_seconds_bucket",
         "kyrodb_storage_delta_bytes",
         "kyrodb_index_model_bytes",
+        "kyrodb_index_epsilon_max",
+        "kyrodb_index_leaves",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }

@@ -1,9 +1,9 @@
-//! `POST /v1/rmi/build`: (re)build the learned index over the snapshots.
+//! `POST /v1/rmi/build`: compact what is in the delta, then rebuild every snapshot's learned index and
+//! report its shape (leaves, ε) per keyspace.
 //!
-//! Until the engine exposes a learned-index build of its own, building the index means compacting:
-//! `Db::snapshot` rebuilds every snapshot's index through the engine's configured `IndexBuilder`, and
-//! the answer reports what `Stats` says about it. Leaves and ε are reported as null until the engine
-//! exposes them; only [`rebuild`] changes when it does.
+//! Compacting first means the index covers every write acknowledged before the request; the rebuild
+//! then runs even when compaction had nothing to do, so the route always (re)builds. Readers are not
+//! blocked: the engine swaps the new index in atomically.
 
 use axum::{extract::State, Json};
 use kyrodb_storage::Db;
@@ -15,49 +15,62 @@ use crate::error::{ApiError, ErrorBody};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RmiBuildResponse {
-    /// The index kind the engine uses (`Stats::index`).
+    /// The engine's index builder (`learned`, `binary_search`, ...).
     pub index: String,
-    /// Writes up to here are indexed.
+    /// Every write up to this sequence number is in the indexed snapshots.
     pub covered_seq: u64,
+    /// Keys indexed, all keyspaces.
     pub keys: u64,
+    /// Leaves of all keyspaces' models.
+    pub leaves: u64,
+    /// Largest prediction error over all keyspaces, in slots: a lookup reads at most 2ε+1 keys.
+    pub epsilon: u32,
+    pub build_ms: f64,
     pub keyspaces: Vec<KeyspaceIndex>,
-    /// Learned-index leaves; null until the engine reports them.
-    pub leaves: Option<u64>,
-    /// Learned-index error bound ε, in positions; null until the engine reports it.
-    pub epsilon: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyspaceIndex {
     pub name: String,
+    /// The index kind of this keyspace's snapshot.
+    pub kind: String,
     pub keys: u64,
+    pub leaves: u64,
+    pub epsilon_max: u32,
+    pub epsilon_mean: f64,
     pub model_bytes: u64,
+    pub build_ms: f64,
 }
 
-/// The engine call behind the route; the one place to change when the engine grows an index build.
+/// The engine calls behind the route.
 fn rebuild(db: &Db) -> kyrodb_storage::Result<RmiBuildResponse> {
     let info = db.snapshot()?;
-    let st = db.stats();
-    let keyspaces = st
-        .keyspaces
+    let reports = db.rebuild_index()?;
+    let keyspaces: Vec<KeyspaceIndex> = reports
         .iter()
-        .map(|k| KeyspaceIndex {
-            name: k.name.clone(),
-            keys: k.snapshot_keys,
-            model_bytes: k.index_model_bytes as u64,
+        .map(|r| KeyspaceIndex {
+            name: r.keyspace.clone(),
+            kind: r.index.kind.to_owned(),
+            keys: r.keys,
+            leaves: r.index.leaves as u64,
+            epsilon_max: r.index.epsilon_max,
+            epsilon_mean: r.index.epsilon_mean,
+            model_bytes: r.index.model_bytes as u64,
+            build_ms: r.build_ms,
         })
         .collect();
     Ok(RmiBuildResponse {
-        index: st.index.to_owned(),
+        index: db.stats().index.to_owned(),
         covered_seq: info.covered_seq,
-        keys: info.keys,
+        keys: keyspaces.iter().map(|k| k.keys).sum(),
+        leaves: keyspaces.iter().map(|k| k.leaves).sum(),
+        epsilon: keyspaces.iter().map(|k| k.epsilon_max).max().unwrap_or(0),
+        build_ms: keyspaces.iter().map(|k| k.build_ms).sum(),
         keyspaces,
-        leaves: None,
-        epsilon: None,
     })
 }
 
-/// Rebuilds the index over everything written so far and reports it.
+/// Compacts, rebuilds the learned index over everything written so far, and reports it.
 #[utoipa::path(post, path = "/v1/rmi/build", tag = "admin",
     responses((status = 200, body = RmiBuildResponse), (status = 503, body = ErrorBody)))]
 pub async fn build(State(s): State<AppState>) -> Result<Json<RmiBuildResponse>, ApiError> {
