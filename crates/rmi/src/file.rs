@@ -432,12 +432,12 @@ fn decode(b: &[u8], h: &Header, l: &Layout) -> Rmi {
     let tables = (0..h.table_count as usize)
         .map(|i| {
             let at = l.tables + i * TABLE_BYTES;
-            Table {
-                key_lo: u64_at(b, at),
-                shift: u32_at(b, at + 8),
-                bits: u32_at(b, at + 12),
-                entries_offset: u64_at(b, at + 16),
-            }
+            Table::new(
+                u64_at(b, at),
+                u32_at(b, at + 8),
+                u32_at(b, at + 12),
+                u64_at(b, at + 16),
+            )
         })
         .collect();
     let entries = b[l.entries..l.entries + h.entry_count as usize * 4]

@@ -39,6 +39,22 @@ pub struct Table {
     pub bits: u32,
     /// Index of bucket 0 in the shared entry array; the table owns `(1 << bits) + 1` entries.
     pub entries_offset: u64,
+    /// `(1 << bits) − 1`, kept so routing does not recompute it (not stored in files).
+    pub bucket_max: u64,
+}
+
+impl Table {
+    /// A table with the derived `bucket_max`.
+    pub fn new(key_lo: u64, shift: u32, bits: u32, entries_offset: u64) -> Table {
+        let bucket_max = 1u64.checked_shl(bits).map_or(u64::MAX, |b| b - 1);
+        Table {
+            key_lo,
+            shift,
+            bits,
+            entries_offset,
+            bucket_max,
+        }
+    }
 }
 
 /// Outcome of one routing level.
@@ -88,12 +104,7 @@ impl Router {
             key_hi,
             depth: 1,
         }];
-        router.tables.push(Table {
-            key_lo: 0,
-            shift: 0,
-            bits: 0,
-            entries_offset: 0,
-        });
+        router.tables.push(Table::new(0, 0, 0, 0));
         while let Some(p) = queue.pop() {
             router.fill_table(first_keys, &p, buckets_per_leaf, &mut queue);
         }
@@ -114,12 +125,7 @@ impl Router {
         let shift = range_bits - bits;
         let offset = self.entries.len();
         let buckets = 1usize << bits;
-        self.tables[p.table] = Table {
-            key_lo: p.key_lo,
-            shift,
-            bits,
-            entries_offset: offset as u64,
-        };
+        self.tables[p.table] = Table::new(p.key_lo, shift, bits, offset as u64);
         // Leaf `carry_leaf` covers keys below the first bucketed leaf, so bucketing starts after it.
         let mut leaf = p.carry_leaf + 1;
         for bucket in 0..=buckets {
@@ -141,12 +147,7 @@ impl Router {
                 continue;
             }
             let child = self.tables.len();
-            self.tables.push(Table {
-                key_lo: 0,
-                shift: 0,
-                bits: 0,
-                entries_offset: 0,
-            });
+            self.tables.push(Table::new(0, 0, 0, 0));
             self.entries[offset + bucket] = child as u32 | ENTRY_CHILD;
             // The child spans the keys actually in the bucket, not the bucket's full width, so a tight
             // cluster gets a fine table at once instead of a chain of mostly empty levels.
@@ -224,7 +225,7 @@ impl Router {
     #[inline(always)]
     pub fn bucket(&self, table: &Table, key: u64) -> usize {
         let raw = key.saturating_sub(table.key_lo) >> table.shift;
-        table.entries_offset as usize + raw.min((1u64 << table.bits) - 1) as usize
+        table.entries_offset as usize + raw.min(table.bucket_max) as usize
     }
 
     /// Bytes of model state the router holds.
