@@ -23,6 +23,7 @@ use crate::{
     run::RunBuilder,
     snapshot::Snapshot,
     wal::{
+        record::HEADER_BYTES,
         segment::{list_segments, scan_segment, truncate_tail, SegmentMeta},
         Wal, WalStart,
     },
@@ -206,12 +207,12 @@ fn replay_wal(
                 .map_err(|e| {
                     Error::corrupt(
                         &seg.path,
-                        r.offset + (17 + e.offset_in_payload) as u64,
+                        r.offset + (HEADER_BYTES + e.offset_in_payload) as u64,
                         e.reason,
                     )
                 })?;
             records += 1;
-            bytes += r.payload.len() as u64 + 17;
+            bytes += (HEADER_BYTES + r.payload.len()) as u64;
             // Bounded memory: a log larger than the delta budget is compacted while it replays.
             if run.bytes() > core.opts.delta_bytes_budget {
                 core.install_frozen(Arc::new(std::mem::take(&mut run).finish()), r.header.seq);
@@ -220,7 +221,12 @@ fn replay_wal(
             Ok(())
         })?;
         if segments.len() > 4 && (i + 1) % 8 == 0 {
-            tracing::info!(segment = i + 1, of = segments.len(), records, "replaying the WAL");
+            tracing::info!(
+                segment = i + 1,
+                of = segments.len(),
+                records,
+                "replaying the WAL"
+            );
         }
         if scan.torn {
             truncate_tail(seg, scan.valid_bytes)?;

@@ -1,16 +1,19 @@
 //! WAL record framing and the batch payload codec. Byte layout: docs/design/storage.md.
 //!
 //! ```text
-//! record  = payload_len u32 | crc32c u32 | seq u64 | kind u8 | payload[payload_len]
-//! crc32c  = crc32c_append(crc32c(payload), payload_len ++ seq ++ kind)   (all little-endian)
+//! record = payload_len u32 | seq u64 | kind u8 | header_crc u32 | payload_crc u32 | payload
+//! header_crc  = crc32c(payload_len ++ seq ++ kind)        (all little-endian)
+//! payload_crc = crc32c(payload)
 //! ```
-//! The payload's CRC is computed by the writer's own thread, so the group-commit leader only extends it
-//! over the 13 header bytes once the sequence number is known.
+//! The header has its own checksum so that a damaged length is recognised as damage: without it, a flipped
+//! bit in a length mid-log would look like a record running past the end of the file, a torn tail, and
+//! recovery would cut every record after it. Each writer checksums its own payload before it queues it;
+//! the group-commit leader only checksums the 13 header bytes once the sequence number is known.
 
 use bytes::{BufMut, Bytes};
 
 /// Bytes before the payload.
-pub(crate) const HEADER_BYTES: usize = 17;
+pub(crate) const HEADER_BYTES: usize = 21;
 /// A write batch: puts and deletes applied all-or-nothing.
 pub(crate) const KIND_BATCH: u8 = 1;
 /// The creation of a keyspace.
@@ -19,40 +22,54 @@ pub(crate) const KIND_CREATE_KEYSPACE: u8 = 2;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 
-/// The record checksum: the payload's CRC extended over the header fields.
-pub(crate) fn record_crc(payload_crc: u32, payload_len: u32, seq: u64, kind: u8) -> u32 {
+fn header_fields(payload_len: u32, seq: u64, kind: u8) -> [u8; 13] {
     let mut h = [0u8; 13];
     h[0..4].copy_from_slice(&payload_len.to_le_bytes());
     h[4..12].copy_from_slice(&seq.to_le_bytes());
     h[12] = kind;
-    crc32c::crc32c_append(payload_crc, &h)
+    h
 }
 
-/// Appends a full header for a payload.
-pub(crate) fn put_header(out: &mut Vec<u8>, payload_len: u32, crc: u32, seq: u64, kind: u8) {
-    out.put_u32_le(payload_len);
-    out.put_u32_le(crc);
-    out.put_u64_le(seq);
-    out.put_u8(kind);
+/// Appends a full header for a payload whose CRC32C the caller computed.
+pub(crate) fn put_header(
+    out: &mut Vec<u8>,
+    payload_len: u32,
+    seq: u64,
+    kind: u8,
+    payload_crc: u32,
+) {
+    let fields = header_fields(payload_len, seq, kind);
+    out.put_slice(&fields);
+    out.put_u32_le(crc32c::crc32c(&fields));
+    out.put_u32_le(payload_crc);
 }
 
 /// A parsed header.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Header {
     pub payload_len: u32,
-    pub crc: u32,
     pub seq: u64,
     pub kind: u8,
+    header_crc: u32,
+    pub payload_crc: u32,
 }
 
-/// Parses a header from at least `HEADER_BYTES` bytes.
+impl Header {
+    /// Whether the header's own checksum matches: only then is `payload_len` trusted.
+    pub(crate) fn verified(&self) -> bool {
+        crc32c::crc32c(&header_fields(self.payload_len, self.seq, self.kind)) == self.header_crc
+    }
+}
+
+/// Parses a header from at least `HEADER_BYTES` bytes (unverified: see [`Header::verified`]).
 pub(crate) fn parse_header(b: &[u8]) -> Option<Header> {
     let b = b.get(..HEADER_BYTES)?;
     Some(Header {
-        payload_len: u32::from_le_bytes(b[0..4].try_into().ok()?),
-        crc: u32::from_le_bytes(b[4..8].try_into().ok()?),
-        seq: u64::from_le_bytes(b[8..16].try_into().ok()?),
-        kind: b[16],
+        payload_len: read_u32(b, 0)?,
+        seq: read_u64(b, 4)?,
+        kind: b[12],
+        header_crc: read_u32(b, 13)?,
+        payload_crc: read_u32(b, 17)?,
     })
 }
 
@@ -251,20 +268,19 @@ mod tests {
     }
 
     #[test]
-    fn crc_covers_header_fields() {
-        let c = crc32c::crc32c(b"abc");
-        assert_ne!(
-            record_crc(c, 3, 1, KIND_BATCH),
-            record_crc(c, 3, 2, KIND_BATCH)
-        );
-        assert_ne!(
-            record_crc(c, 3, 1, KIND_BATCH),
-            record_crc(c, 3, 1, KIND_CREATE_KEYSPACE)
-        );
-        assert_ne!(
-            record_crc(c, 3, 1, KIND_BATCH),
-            record_crc(c, 4, 1, KIND_BATCH)
-        );
+    fn header_checksum_covers_every_header_field() {
+        let mut b = Vec::new();
+        put_header(&mut b, 3, 7, KIND_BATCH, crc32c::crc32c(b"abc"));
+        assert_eq!(b.len(), HEADER_BYTES);
+        assert!(parse_header(&b).unwrap().verified());
+        for i in 0..17 {
+            let mut c = b.clone();
+            c[i] ^= 0x08;
+            assert!(
+                !parse_header(&c).unwrap().verified(),
+                "flip at {i} not caught"
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::{
 
 use bytes::Bytes;
 
-use super::record::{parse_header, record_crc, Header, HEADER_BYTES};
+use super::record::{parse_header, Header, HEADER_BYTES};
 use crate::{
     error::{IoContext, Result},
     fsutil, Error,
@@ -144,20 +144,33 @@ pub(crate) fn scan_segment(
         let Some(h) = parse_header(&bytes[at..]) else {
             return torn("record header runs past end of file");
         };
-        let end = at + HEADER_BYTES + h.payload_len as usize;
-        if end > bytes.len() {
+        // Appends only ever add bytes to a zero-length region, so a torn write leaves zeros or a short
+        // file, never a damaged but complete header: a header that fails its checksum is corruption.
+        if !h.verified() {
             if bytes[at..].iter().all(|b| *b == 0) {
                 return torn("zero-filled tail");
             }
+            return Err(Error::corrupt(
+                path,
+                at as u64,
+                "record header checksum mismatch",
+            ));
+        }
+        let end = at + HEADER_BYTES + h.payload_len as usize;
+        if end > bytes.len() {
             return torn("record runs past end of file");
         }
         let payload = bytes.slice(at + HEADER_BYTES..end);
-        let crc = record_crc(crc32c::crc32c(&payload), h.payload_len, h.seq, h.kind);
-        if crc != h.crc {
-            if end == bytes.len() || bytes[at..].iter().all(|b| *b == 0) {
-                return torn("checksum mismatch in the final record");
+        if crc32c::crc32c(&payload) != h.payload_crc {
+            // A payload cut short by a crash can read back zero-filled only as the file's final record.
+            if end == bytes.len() {
+                return torn("payload checksum mismatch in the final record");
             }
-            return Err(Error::corrupt(path, at as u64, "record checksum mismatch"));
+            return Err(Error::corrupt(
+                path,
+                at as u64,
+                "record payload checksum mismatch",
+            ));
         }
         if h.seq != expect {
             return Err(Error::corrupt(

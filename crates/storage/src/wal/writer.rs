@@ -14,7 +14,7 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
 use super::{
-    record::{put_header, record_crc, HEADER_BYTES},
+    record::{put_header, HEADER_BYTES},
     segment::{create_segment, SegmentMeta},
 };
 use crate::{fsutil, options::FsyncPolicy, Error, Result};
@@ -355,13 +355,7 @@ impl Leader {
         for (i, (crc, kind, payload, _)) in group.iter().enumerate() {
             let seq = first_seq + i as u64;
             let len = payload.len() as u32;
-            put_header(
-                &mut self.buf,
-                len,
-                record_crc(*crc as u32, len, seq, *kind),
-                seq,
-                *kind,
-            );
+            put_header(&mut self.buf, len, seq, *kind, *crc as u32);
             self.buf.extend_from_slice(payload);
         }
         let last_seq = first_seq + group.len() as u64 - 1;
