@@ -180,11 +180,9 @@ impl Rmi {
     /// to `len` keys.
     #[inline(always)]
     pub(crate) fn window(&self, probe: Probe, len: usize) -> (usize, usize) {
-        let hi = probe
-            .predicted
-            .saturating_add(probe.epsilon + 1)
-            .min(self.key_count)
-            .min(len);
+        // `predicted < key_count`, so only a crafted model over a slice it was not built for could
+        // wrap here; the clip to `len` keeps even that in bounds.
+        let hi = probe.predicted.wrapping_add(probe.epsilon + 1).min(len);
         let lo = probe.predicted.saturating_sub(probe.epsilon).min(hi);
         (lo, hi)
     }
