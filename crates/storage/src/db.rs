@@ -365,9 +365,36 @@ impl Keyspace {
     pub fn multi_get(&self, keys: &[u64]) -> Result<Vec<Option<Value>>> {
         let st = self.inner.core.state.load();
         let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
-        keys.iter()
-            .map(|k| get_in(&st, self.id, *k, visible))
-            .collect()
+        let mut out = Vec::with_capacity(keys.len());
+        // Keys the deltas do not answer go to the snapshot's index in one batch.
+        let (mut rest_at, mut rest_keys) = (Vec::new(), Vec::new());
+        for (i, k) in keys.iter().enumerate() {
+            match delta_get(&st, self.id, *k, visible) {
+                Some(v) => out.push(v),
+                None => {
+                    out.push(None);
+                    rest_at.push(i);
+                    rest_keys.push(*k);
+                }
+            }
+        }
+        let Some(snap) = st.snapshots.get(self.id) else {
+            return Ok(out);
+        };
+        let mut found = vec![None; rest_keys.len()];
+        snap.index().find_batch(snap.keys(), &rest_keys, &mut found);
+        for (at, pos) in rest_at.into_iter().zip(found) {
+            count_read(true);
+            if let Some(pos) = pos {
+                let (start, end) = snap.value_at(pos)?;
+                out[at] = Some(Value(Repr::Snapshot {
+                    snap: snap.clone(),
+                    start,
+                    end,
+                }));
+            }
+        }
+        Ok(out)
     }
 
     /// Live keys in `range`, ascending, at most `limit`.
@@ -450,16 +477,20 @@ fn count_read(from_index: bool) {
     });
 }
 
+/// The newest version in the active or frozen delta: `Some(None)` is a tombstone, `None` means the
+/// deltas do not know the key and the snapshot decides.
+fn delta_get(st: &ReadState, keyspace: u32, key: u64, visible: u64) -> Option<Option<Value>> {
+    let found = st
+        .active
+        .get(keyspace, key, visible)
+        .or_else(|| st.frozen.as_ref()?.delta.get(keyspace, key, u64::MAX))?;
+    count_read(false);
+    Some(found.map(|b| Value(Repr::Delta(b))))
+}
+
 fn get_in(st: &ReadState, keyspace: u32, key: u64, visible: u64) -> Result<Option<Value>> {
-    if let Some(v) = st.active.get(keyspace, key, visible) {
-        count_read(false);
-        return Ok(v.map(|b| Value(Repr::Delta(b))));
-    }
-    if let Some(f) = &st.frozen {
-        if let Some(v) = f.delta.get(keyspace, key, u64::MAX) {
-            count_read(false);
-            return Ok(v.map(|b| Value(Repr::Delta(b))));
-        }
+    if let Some(v) = delta_get(st, keyspace, key, visible) {
+        return Ok(v);
     }
     count_read(true);
     let Some(snap) = st.snapshots.get(keyspace) else {

@@ -13,6 +13,13 @@ pub trait SortedIndex: Send + Sync {
     fn find(&self, keys: &[u64], key: u64) -> Option<usize>;
     /// The first position whose key is `>= key` (`keys.len()` when none is).
     fn lower_bound(&self, keys: &[u64], key: u64) -> usize;
+    /// `out[i] = self.find(keys, queries[i])` for many queries at once; an index may overlap their
+    /// memory accesses (the learned index prefetches).
+    fn find_batch(&self, keys: &[u64], queries: &[u64], out: &mut [Option<usize>]) {
+        for (q, o) in queries.iter().zip(out.iter_mut()) {
+            *o = self.find(keys, *q);
+        }
+    }
     /// What the index is, for stats and `/v1/rmi/build`.
     fn info(&self) -> IndexInfo {
         IndexInfo {
@@ -88,6 +95,9 @@ impl SortedIndex for Rmi {
     }
     fn lower_bound(&self, keys: &[u64], key: u64) -> usize {
         Rmi::lower_bound(self, keys, key)
+    }
+    fn find_batch(&self, keys: &[u64], queries: &[u64], out: &mut [Option<usize>]) {
+        Rmi::find_batch(self, keys, queries, out)
     }
     fn info(&self) -> IndexInfo {
         IndexInfo {

@@ -8,6 +8,10 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
+    MultiGet {
+        ks: usize,
+        keys: Vec<u64>,
+    },
     Put {
         ks: usize,
         key: u64,
@@ -45,6 +49,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..2usize, key()).prop_map(|(ks, key)| Op::Delete { ks, key }),
         2 => (0..2usize, prop::collection::vec((key(), any::<bool>()), 0..8)).prop_map(|(ks, keys)| Op::Batch { ks, keys }),
         4 => (0..2usize, key()).prop_map(|(ks, key)| Op::Get { ks, key }),
+        2 => (0..2usize, prop::collection::vec(key(), 0..12)).prop_map(|(ks, keys)| Op::MultiGet { ks, keys }),
         2 => (0..2usize, key(), prop_oneof![0u64..80, Just(u64::MAX)], 0..20usize)
             .prop_map(|(ks, start, len, limit)| Op::Scan { ks, start, len, limit }),
         1 => Just(Op::Snapshot),
@@ -111,6 +116,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     key,
                     names[i]
                 );
+            }
+            Op::MultiGet { ks: i, keys } => {
+                let got: Vec<Option<Vec<u8>>> = ks(i, &db)
+                    .multi_get(&keys)
+                    .unwrap()
+                    .into_iter()
+                    .map(|v| v.map(|v| v.to_vec()))
+                    .collect();
+                let want: Vec<Option<Vec<u8>>> =
+                    keys.iter().map(|k| model[i].get(k).cloned()).collect();
+                prop_assert_eq!(got, want, "multi_get {:?} in {}", keys, names[i]);
             }
             Op::Scan {
                 ks: i,
