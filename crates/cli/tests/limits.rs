@@ -236,3 +236,61 @@ fn zero_config_serve_uses_kyrodb_data_in_the_working_directory() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Runs `kyrodb serve` with `env`, makes one request, stops it with SIGTERM, returns its stderr.
+fn stderr_of_one_request(env: &[(&str, &str)]) -> String {
+    use std::{
+        io::Read,
+        process::Stdio,
+        time::{Duration, Instant},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut child = common::command()
+        .args(["serve", "--port", &port.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::try_request(port, "GET", "/health", &[], b"").is_err() {
+        assert!(Instant::now() < deadline, "kyrodb serve did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        common::try_request(port, "GET", "/v1/get_fast/7", &[], b"")
+            .unwrap()
+            .status,
+        404
+    );
+    let term = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+#[test]
+fn http_log_is_on_by_default_and_off_with_kyrodb_disable_http_log() {
+    let on = stderr_of_one_request(&[("RUST_LOG", "info"), ("KYRODB_WARM_ON_START", "1")]);
+    assert!(on.contains("/v1/get_fast/7"), "{on}");
+    assert!(
+        on.contains("warmed snapshot files"),
+        "KYRODB_WARM_ON_START is honoured: {on}"
+    );
+    let off = stderr_of_one_request(&[("RUST_LOG", "info"), ("KYRODB_DISABLE_HTTP_LOG", "1")]);
+    assert!(!off.contains("/v1/get_fast/7"), "{off}");
+    assert!(off.contains("shutdown complete"), "{off}");
+}
