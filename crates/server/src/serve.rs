@@ -50,8 +50,12 @@ pub async fn run(
         })?;
     let db = Arc::new(db);
     if cfg.warm_on_start {
-        let bytes = db.warm();
-        tracing::info!(bytes, "warmed snapshot files (KYRODB_WARM_ON_START)");
+        let w = db.warm();
+        tracing::info!(
+            bytes = w.bytes,
+            pages = w.pages_touched,
+            "warmed snapshot files (KYRODB_WARM_ON_START)"
+        );
     }
     let addr = SocketAddr::new(cfg.host, cfg.port);
     let listener = TcpListener::bind(addr)

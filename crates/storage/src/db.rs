@@ -143,6 +143,15 @@ pub struct KeyspaceStats {
     pub index: crate::index::IndexInfo,
 }
 
+/// What [`Db::warm`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmReport {
+    /// Bytes of snapshot files (index and values) now resident.
+    pub bytes: u64,
+    /// 4 KiB pages read to make them so.
+    pub pages_touched: u64,
+}
+
 /// What [`Db::rebuild_index`] did for one keyspace.
 #[derive(Debug, Clone)]
 pub struct IndexReport {
@@ -296,16 +305,19 @@ impl Db {
         self.inner.stats()
     }
 
-    /// Asks the kernel to read every snapshot file ahead; returns the bytes advised.
-    pub fn warm(&self) -> usize {
-        self.inner
-            .core
-            .state
-            .load()
+    /// Reads every snapshot file into memory (readahead advice, then one byte of every page), so the
+    /// first lookups do not fault.
+    pub fn warm(&self) -> WarmReport {
+        let st = self.inner.core.state.load_full();
+        let (bytes, pages_touched) = st
             .snapshots
             .iter()
             .map(|(_, s)| s.warm())
-            .sum()
+            .fold((0, 0), |(b, p), (sb, sp)| (b + sb, p + sp));
+        WarmReport {
+            bytes,
+            pages_touched,
+        }
     }
 
     /// Verifies every snapshot value's checksum (a full scrub); the first failure names file and offset.
