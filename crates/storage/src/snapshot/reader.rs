@@ -194,7 +194,6 @@ impl Snapshot {
         (0..self.n).try_for_each(|i| self.value_at(i).map(|_| ()))
     }
 
-    /// Asks the kernel to read both files ahead; returns the bytes advised.
     /// Asks the kernel to read both files ahead, then reads one byte of every 4 KiB page so each is
     /// resident and mapped. Returns (bytes, pages touched).
     pub(crate) fn warm(&self) -> (u64, u64) {
