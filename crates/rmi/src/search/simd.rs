@@ -8,7 +8,9 @@
 use std::arch::x86_64 as arch;
 
 use crate::model::Rmi;
-use crate::search::{count_less_scalar, lower_bound_branchless, LINEAR_WINDOW_SLOTS_MAX};
+use crate::search::count_less_scalar;
+#[cfg(target_arch = "x86_64")]
+use crate::search::{lower_bound_branchless, LINEAR_WINDOW_SLOTS_MAX};
 
 /// Whole lookups compiled for AVX-512 (F, DQ: one-instruction u64↔f64 conversions) and AVX2, so the
 /// window count inlines instead of being a call across a target-feature boundary. Each checks the CPU
