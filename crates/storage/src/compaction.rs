@@ -36,7 +36,7 @@ pub(crate) fn compact_frozen(inner: &Inner) -> Result<()> {
         Ok(v) => v,
         Err(e) => {
             inner.wal.stop(&format!("compaction failed: {e}"));
-            inner.core.room_cv.notify_all();
+            inner.core.wake_waiting_writers();
             return Err(e);
         }
     };
@@ -46,7 +46,7 @@ pub(crate) fn compact_frozen(inner: &Inner) -> Result<()> {
     inner
         .compactions
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    inner.core.room_cv.notify_all();
+    inner.core.wake_waiting_writers();
     metrics::histogram!("kyrodb_storage_compaction_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("kyrodb_storage_compactions_total").increment(1);

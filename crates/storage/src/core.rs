@@ -198,6 +198,13 @@ impl Core {
         self.bg_cv.notify_all();
     }
 
+    /// Wakes writers waiting for room under the delta budget. Takes the `room` lock so that a waiter
+    /// between its check and its wait cannot miss the wake-up.
+    pub(crate) fn wake_waiting_writers(&self) {
+        let _g = self.room.lock();
+        self.room_cv.notify_all();
+    }
+
     pub(crate) fn over_compact_threshold(&self) -> bool {
         self.state.load().active.bytes() >= self.opts.delta_bytes_compact
     }

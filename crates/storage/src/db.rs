@@ -721,7 +721,7 @@ impl Inner {
             bg.closing = true;
         }
         self.core.bg_cv.notify_all();
-        self.core.room_cv.notify_all();
+        self.core.wake_waiting_writers();
         if let Some(t) = self.bg_thread.lock().take() {
             let _ = t.join();
         }
