@@ -103,7 +103,7 @@ impl From<kyrodb_storage::Error> for ApiError {
             E::NoSuchKeyspace(_) => Self::new(StatusCode::NOT_FOUND, "no_such_keyspace", msg),
             E::TooManyKeyspaces(_) => Self::new(StatusCode::CONFLICT, "too_many_keyspaces", msg),
             E::InvalidOption(_) => Self::bad_request("invalid_option", msg),
-            E::Busy { .. } => {
+            E::Busy { .. } | E::WalQueueFull { .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg).retry_after(1)
             }
             E::Closed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "closed", msg).retry_after(5),

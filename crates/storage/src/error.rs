@@ -40,6 +40,10 @@ pub enum Error {
         budget: usize,
         waited_ms: u64,
     },
+    /// More bytes are queued for the WAL writer than `wal_queue_bytes_max` and the queue did not drain
+    /// within `write_stall_ms_max` (the disk is slower than the writers).
+    #[error("busy: {queued_bytes} bytes are queued for the WAL, over wal_queue_bytes_max ({max} bytes), and the queue did not drain within write_stall_ms_max; retry later")]
+    WalQueueFull { queued_bytes: usize, max: usize },
     /// An I/O error on a named file.
     #[error("I/O error on {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },

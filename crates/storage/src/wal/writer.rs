@@ -172,10 +172,9 @@ impl Wal {
                     break;
                 }
                 if self.shared.room.wait_until(&mut q, deadline).timed_out() {
-                    return Err(Error::Busy {
-                        delta_bytes: q.bytes,
-                        budget: self.shared.queue_bytes_max,
-                        waited_ms: 0,
+                    return Err(Error::WalQueueFull {
+                        queued_bytes: q.bytes,
+                        max: self.shared.queue_bytes_max,
                     });
                 }
             }
