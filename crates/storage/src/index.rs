@@ -20,6 +20,11 @@ pub trait SortedIndex: Send + Sync {
             *o = self.find(keys, *q);
         }
     }
+    /// A cheap guess at `key`'s position (for prefetching the arrays parallel to the keys), if the
+    /// index has one.
+    fn predict(&self, _key: u64) -> Option<usize> {
+        None
+    }
     /// What the index is, for stats and `/v1/rmi/build`.
     fn info(&self) -> IndexInfo {
         IndexInfo {
@@ -98,6 +103,9 @@ impl SortedIndex for Rmi {
     }
     fn find_batch(&self, keys: &[u64], queries: &[u64], out: &mut [Option<usize>]) {
         Rmi::find_batch(self, keys, queries, out)
+    }
+    fn predict(&self, key: u64) -> Option<usize> {
+        Rmi::predict(self, key)
     }
     fn info(&self) -> IndexInfo {
         IndexInfo {

@@ -179,6 +179,14 @@ impl Snapshot {
 
     /// Byte range in `.data` of `key`'s value, if the snapshot holds the key.
     pub(crate) fn get(&self, key: u64) -> Result<Option<(usize, usize)>> {
+        // Touch the offset the prediction points at while the key window is searched: the cache misses
+        // overlap instead of following each other (the results are not needed, only the loads).
+        if let Some(p) = self.index.predict(key) {
+            // Then the predicted entry's value: the target's value is at most ε entries away, usually
+            // on the same page, whose TLB entry this load fetches too.
+            let near = self.offsets().get(p).copied().unwrap_or(0) as usize;
+            std::hint::black_box(self.files.data.bytes().get(near).copied());
+        }
         match self.index.find(self.keys(), key) {
             Some(i) => self.value_at(i).map(Some),
             None => Ok(None),
