@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Largest scan limit [default: 10000]
     #[arg(long, env = "KYRODB_SCAN_LIMIT_MAX")]
     pub scan_limit_max: Option<usize>,
+    /// Value bytes one batch_get or scan answer may carry (a scan pages early; a batch_get over it is
+    /// refused) [default: 67108864]
+    #[arg(long, env = "KYRODB_RESPONSE_BYTES_MAX")]
+    pub response_bytes_max: Option<usize>,
     /// Async runtime threads serving HTTP; 0 means one per CPU core [default: 0]
     #[arg(long, env = "KYRODB_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -127,6 +131,7 @@ impl ServeArgs {
             value_bytes_max: self.value_bytes_max,
             batch_keys_max: self.batch_keys_max,
             scan_limit_max: self.scan_limit_max,
+            response_bytes_max: self.response_bytes_max,
             worker_threads: self.worker_threads,
         };
         Config::resolve(top.over(file.unwrap_or_default())).map_err(|e| e.to_string())

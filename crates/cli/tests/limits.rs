@@ -195,6 +195,7 @@ fn serve_help_documents_every_setting() {
         "KYRODB_CORS_ORIGINS",
         "KYRODB_WARM_ON_START",
         "KYRODB_DISABLE_HTTP_LOG",
+        "KYRODB_RESPONSE_BYTES_MAX",
         "RUST_LOG",
         "KYRODB_CONFIG",
         "kyrodb.toml",
@@ -293,4 +294,36 @@ fn http_log_is_on_by_default_and_off_with_kyrodb_disable_http_log() {
     let off = stderr_of_one_request(&[("RUST_LOG", "info"), ("KYRODB_DISABLE_HTTP_LOG", "1")]);
     assert!(!off.contains("/v1/get_fast/7"), "{off}");
     assert!(off.contains("shutdown complete"), "{off}");
+}
+
+#[test]
+fn answers_are_bounded_by_response_bytes_max_scan_pages_and_batch_get_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[("KYRODB_RESPONSE_BYTES_MAX", "2048")],
+    );
+    let value = "v".repeat(1000);
+    for k in 1..=5u64 {
+        let r = s.req("PUT", &format!("/v1/kv/{k}"), &[], value.as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // Two 1000-byte values fit in 2048 bytes, a third would not: the page ends and says where to go on.
+    let r = s.get("/v1/scan?start=0&limit=10");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["items"].as_array().unwrap().len(), 2);
+    assert_eq!(j["next_start"], 3);
+    let r = s.get("/v1/scan?start=3&limit=10");
+    assert_eq!(
+        r.json()["items"][0]["key"],
+        3,
+        "paging continues where the cap stopped"
+    );
+    let r = s.post("/v1/kv/batch_get", r#"{"keys": [1, 2, 3, 4, 5]}"#);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error_code(), "response_too_large");
+    let r = s.post("/v1/kv/batch_get", r#"{"keys": [1, 2]}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["found"], 2);
 }

@@ -122,6 +122,7 @@ pub fn state(db: Arc<kyrodb_storage::Db>, cfg: &Config) -> AppState {
             value_bytes_max: cfg.value_bytes_max,
             batch_keys_max: cfg.batch_keys_max,
             scan_limit_max: cfg.scan_limit_max,
+            response_bytes_max: cfg.response_bytes_max,
         },
         metrics: crate::metrics::handle(),
         shutting_down: Default::default(),

@@ -39,6 +39,9 @@ pub struct Settings {
     pub value_bytes_max: Option<usize>,
     pub batch_keys_max: Option<usize>,
     pub scan_limit_max: Option<usize>,
+    /// Value bytes one batch_get or scan answer may carry; a scan stops early (and pages), a batch_get
+    /// over it is refused.
+    pub response_bytes_max: Option<usize>,
     /// Async runtime threads serving HTTP; 0 or unset: one per CPU core.
     pub worker_threads: Option<usize>,
 }
@@ -77,6 +80,7 @@ impl Settings {
             value_bytes_max,
             batch_keys_max,
             scan_limit_max,
+            response_bytes_max,
             worker_threads
         )
     }
@@ -114,6 +118,7 @@ pub struct Config {
     pub value_bytes_max: usize,
     pub batch_keys_max: usize,
     pub scan_limit_max: usize,
+    pub response_bytes_max: usize,
     /// 0: one per CPU core.
     pub worker_threads: usize,
 }
@@ -131,6 +136,8 @@ pub mod defaults {
     pub const VALUE_BYTES_MAX: usize = 1 << 20;
     pub const BATCH_KEYS_MAX: usize = 10_000;
     pub const SCAN_LIMIT_MAX: usize = 10_000;
+    /// Bounds what one answer holds in memory: 10,000 keys of 1 MiB would otherwise be 10 GB.
+    pub const RESPONSE_BYTES_MAX: usize = 64 << 20;
 }
 
 impl Default for Config {
@@ -176,6 +183,12 @@ impl Config {
         if batch_keys_max == 0 || scan_limit_max == 0 {
             return bad("batch_keys_max and scan_limit_max must be positive".into());
         }
+        let response_bytes_max = s.response_bytes_max.unwrap_or(defaults::RESPONSE_BYTES_MAX);
+        if response_bytes_max < 1024 {
+            return bad(format!(
+                "response_bytes_max {response_bytes_max} is below 1024"
+            ));
+        }
         let cors_origins = s.cors_origins.unwrap_or_default();
         for o in &cors_origins {
             if o != "*" && axum::http::HeaderValue::from_str(o).is_err() {
@@ -207,6 +220,7 @@ impl Config {
             value_bytes_max: s.value_bytes_max.unwrap_or(defaults::VALUE_BYTES_MAX),
             batch_keys_max,
             scan_limit_max,
+            response_bytes_max,
             worker_threads: s.worker_threads.unwrap_or(0),
         })
     }

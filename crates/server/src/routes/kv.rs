@@ -219,6 +219,15 @@ pub async fn batch_get(
         ));
     }
     let values = s.db.multi_get(&req.keys)?;
+    // Values are zero-copy views until they are written out: check the answer's size first.
+    let value_bytes: usize = values.iter().flatten().map(|v| v.len()).sum();
+    let cap = s.limits.response_bytes_max;
+    if value_bytes > cap {
+        return Err(ApiError::bad_request(
+            "response_too_large",
+            format!("the values of these keys total {value_bytes} bytes, more than response_bytes_max ({cap}); ask for fewer keys"),
+        ));
+    }
     let mut resp = batch_get_json(&req.keys, &values).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -317,10 +326,21 @@ pub async fn scan(
         Some(end) => s.db.scan(start..end, limit + 1)?,
         None => s.db.scan(start.., limit + 1)?,
     };
-    let next_start = rows.get(limit).map(|(k, _)| *k);
-    let items = rows
+    // A page ends at `limit` rows or once its values reach response_bytes_max (always at least one
+    // row, so paging makes progress); `next_start` continues from the first row left out.
+    let cap = s.limits.response_bytes_max;
+    let mut bytes = 0usize;
+    let shown = rows
         .iter()
         .take(limit)
+        .position(|(_, v)| {
+            bytes += v.len();
+            bytes > cap
+        })
+        .map_or(rows.len().min(limit), |at| at.max(1));
+    let next_start = rows.get(shown).map(|(k, _)| *k);
+    let items = rows[..shown]
+        .iter()
         .map(|(k, v)| item(*k, Some(v)))
         .collect();
     Ok(Json(ScanResponse { items, next_start }))

@@ -25,6 +25,7 @@ pub struct Limits {
     pub value_bytes_max: usize,
     pub batch_keys_max: usize,
     pub scan_limit_max: usize,
+    pub response_bytes_max: usize,
 }
 
 /// What every handler shares.
