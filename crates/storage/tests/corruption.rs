@@ -342,7 +342,9 @@ mod random_damage {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig {
+        // PROPTEST_CASES raises it for a longer soak.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(96), ..ProptestConfig::default() })]
         #[test]
         fn one_flipped_byte_in_the_wal_never_serves_a_wrong_value(f in any::<usize>(), pos in 0.0..1.0f64, bit in any::<u8>()) {
             check(false, f, pos, bit)?;
