@@ -185,22 +185,8 @@ fn serve_help_documents_every_setting() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for needle in [
-        "KYRODB_DATA_DIR",
-        "KYRODB_PORT",
-        "KYRODB_API_KEYS",
-        "KYRODB_RATE_LIMIT_PER_SEC",
-        "KYRODB_RATE_LIMIT_BURST",
-        "KYRODB_TRUSTED_PROXIES",
-        "KYRODB_CORS_ORIGINS",
-        "KYRODB_WARM_ON_START",
-        "KYRODB_DISABLE_HTTP_LOG",
-        "KYRODB_RESPONSE_BYTES_MAX",
-        "RUST_LOG",
-        "KYRODB_CONFIG",
-        "kyrodb.toml",
-        "Precedence",
-    ] {
+    let extra = ["kyrodb.toml", "Precedence"];
+    for needle in common::SERVE_ENV.iter().chain(&extra) {
         assert!(
             help.contains(needle),
             "{needle} missing from serve --help:\n{help}"

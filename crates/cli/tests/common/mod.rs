@@ -21,8 +21,9 @@ pub struct Server {
     pub args: Vec<String>,
 }
 
-/// Environment variables the binary reads; cleared so the caller's environment cannot leak in.
-const KNOWN_ENV: &[&str] = &[
+/// Environment variables `kyrodb serve` reads: cleared so the caller's environment cannot leak in, and
+/// each must be documented by `serve --help`.
+pub const SERVE_ENV: &[&str] = &[
     "KYRODB_CONFIG",
     "KYRODB_DATA_DIR",
     "KYRODB_HOST",
@@ -43,9 +44,11 @@ const KNOWN_ENV: &[&str] = &[
     "KYRODB_BATCH_KEYS_MAX",
     "KYRODB_SCAN_LIMIT_MAX",
     "KYRODB_RESPONSE_BYTES_MAX",
-    "KYRODB_URL",
-    "KYRODB_TOKEN",
+    "KYRODB_WORKER_THREADS",
 ];
+
+/// Environment variables the client commands read.
+const CLIENT_ENV: &[&str] = &["KYRODB_URL", "KYRODB_TOKEN"];
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -62,7 +65,7 @@ pub fn bin() -> &'static str {
 /// A `kyrodb` command with a clean environment.
 pub fn command() -> Command {
     let mut c = Command::new(bin());
-    for k in KNOWN_ENV {
+    for k in SERVE_ENV.iter().chain(CLIENT_ENV) {
         c.env_remove(k);
     }
     c

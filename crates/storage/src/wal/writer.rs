@@ -218,6 +218,11 @@ impl Wal {
         self.shared.stopped.lock().clone()
     }
 
+    #[cfg(test)]
+    fn queued_bytes(&self) -> usize {
+        self.shared.queue.lock().bytes
+    }
+
     pub(crate) fn last_seq(&self) -> u64 {
         *self.shared.last_seq.lock()
     }
@@ -455,5 +460,88 @@ impl Leader {
         for (.., done) in group {
             done.complete(Err(why.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::wal::record::KIND_BATCH;
+
+    /// A sink that blocks in `apply` until released, standing in for a leader stuck on a slow disk.
+    struct Gate {
+        entered: Mutex<Option<mpsc::Sender<()>>>,
+        release: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl CommitSink for Gate {
+        fn apply(&self, _: u64, _: u8, _: &Bytes) {
+            if let Some(tx) = self.entered.lock().take() {
+                let _ = tx.send(());
+                let _ = self.release.lock().recv();
+            }
+        }
+        fn publish(&self, _: u64) {}
+        fn freeze(&self, _: u64) {}
+    }
+
+    #[test]
+    fn a_full_queue_turns_writers_away_with_wal_queue_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        let gate = Arc::new(Gate {
+            entered: Mutex::new(Some(entered_tx)),
+            release: Mutex::new(release_rx),
+        });
+        let start = WalStart {
+            dir: dir.path().to_owned(),
+            segments: Vec::new(),
+            file: None,
+            next_seq: 1,
+            fsync: FsyncPolicy::Never,
+            segment_bytes: 1 << 20,
+            queue_bytes_max: 4096,
+        };
+        let wal = Wal::start(start, gate).unwrap();
+        let later = || Instant::now() + Duration::from_secs(30);
+        std::thread::scope(|s| {
+            let first = s.spawn(|| wal.append(KIND_BATCH, Bytes::from_static(b"first"), later()));
+            entered_rx.recv().unwrap(); // the leader is now stuck applying the first group
+                                        // Larger than the whole queue budget: admitted because the queue is empty.
+            let big = s.spawn(|| wal.append(KIND_BATCH, Bytes::from(vec![7u8; 5000]), later()));
+            // Bounded wait for the big append to be queued (observable state, no sleep).
+            let mut spins = 0u32;
+            while wal.queued_bytes() == 0 {
+                spins += 1;
+                assert!(spins < 10_000_000, "the big append never reached the queue");
+                std::thread::yield_now();
+            }
+            let r = wal.append(
+                KIND_BATCH,
+                Bytes::from_static(b"turned away"),
+                Instant::now() + Duration::from_millis(20),
+            );
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::WalQueueFull {
+                        queued_bytes: 5000,
+                        max: 4096
+                    })
+                ),
+                "{r:?}"
+            );
+            release_tx.send(()).unwrap();
+            assert_eq!(first.join().unwrap().unwrap(), 1);
+            assert_eq!(
+                big.join().unwrap().unwrap(),
+                2,
+                "the refused append took no sequence number"
+            );
+        });
+        wal.close();
     }
 }
