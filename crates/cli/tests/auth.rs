@@ -14,7 +14,6 @@ fn auth_matrix() {
         ("GET", "/v1/get_fast/1"),
         ("GET", "/v1/kv/1"),
         ("GET", "/v1/scan"),
-        ("GET", "/ready"),
         ("GET", "/metrics"),
         ("GET", "/build_info"),
         ("GET", "/openapi.json"),
@@ -42,8 +41,9 @@ fn auth_matrix() {
         };
         s.req(m, p, &h, body)
     };
-    // /health is always open.
+    // Probes are always open.
     assert_eq!(s.get("/health").status, 200);
+    assert_eq!(s.get("/ready").status, 200);
     for (m, p) in read.iter().chain(&write).chain(&admin) {
         for token in [None, Some("wrong-secret-1"), Some("admin-secret-")] {
             let r = call(m, p, token);
@@ -93,4 +93,86 @@ fn a_bad_key_list_stops_the_server_from_starting() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_set_but_empty_key_list_stops_the_server_from_starting() {
+    for text in [" , ", "", ","] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let out = common::command()
+            .args(["serve", "--port", "1", "--data-dir"])
+            .arg(&data)
+            .env("KYRODB_API_KEYS", text)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text:?} started the server: {err}");
+        assert!(err.contains("KYRODB_API_KEYS"), "{text:?}: {err}");
+        assert!(!data.exists(), "{text:?}: the data dir was created");
+    }
+}
+
+#[test]
+fn public_metrics_opens_metrics_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[("KYRODB_API_KEYS", KEYS), ("KYRODB_PUBLIC_METRICS", "true")],
+    );
+    let m = s.get("/metrics");
+    assert_eq!(m.status, 200);
+    assert!(m.text().contains("# HELP"));
+    assert_eq!(s.get("/v1/scan").status, 401);
+    assert_eq!(s.get("/build_info").status, 401);
+}
+
+/// The first log line that says the server listens, within a bounded wait.
+fn banner(env: &[(&str, &str)]) -> String {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = common::command()
+        .args([
+            "serve",
+            "--port",
+            &common::free_port().to_string(),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("kyrodb listening") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let line = rx.recv_timeout(std::time::Duration::from_secs(20));
+    let _ = child.kill();
+    let _ = child.wait();
+    line.expect("no listening line within 20 s")
+}
+
+#[test]
+fn the_startup_banner_says_whether_auth_and_rate_limit_are_on() {
+    let open = banner(&[]);
+    assert!(open.contains("auth=\"off"), "{open}");
+    assert!(open.contains("rate_limit=off"), "{open}");
+    let closed = banner(&[
+        ("KYRODB_API_KEYS", KEYS),
+        ("KYRODB_RATE_LIMIT_PER_SEC", "50"),
+    ]);
+    assert!(closed.contains("auth=\"on\""), "{closed}");
+    assert!(closed.contains("rate_limit=50/s"), "{closed}");
 }

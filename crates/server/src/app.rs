@@ -1,5 +1,5 @@
 //! The router with its layers, outermost first: metrics → CORS → HTTP log → JSON errors → timeout →
-//! body limit → per-IP rate limit → (per route) role check → handler.
+//! body limit → (per route) per-IP rate limit → (per route) role check → handler.
 
 use std::sync::Arc;
 
@@ -23,8 +23,8 @@ use crate::{
     auth::Auth,
     config::Config,
     error::{code_for_status, error_json},
-    ratelimit::{rate_limit, Limiter},
-    routes::{router, AppState},
+    ratelimit::Limiter,
+    routes::{router, AppState, RouterOptions},
 };
 
 /// Preflight answers are cached by browsers this long.
@@ -35,10 +35,14 @@ const ERROR_TEXT_BYTES_MAX: usize = 1024;
 /// Builds the whole application. `limiter` is `Some` when rate limiting is configured.
 pub fn app(state: AppState, cfg: &Config, limiter: Option<Limiter>) -> Router {
     let auth = Auth::new(cfg.api_keys.clone());
-    let mut app = router(state, &auth);
-    if let Some(l) = limiter {
-        app = app.layer(middleware::from_fn_with_state(l, rate_limit));
-    }
+    let mut app = router(
+        state,
+        RouterOptions {
+            auth: &auth,
+            public_metrics: cfg.public_metrics,
+            limiter,
+        },
+    );
     app = app
         .layer(DefaultBodyLimit::max(cfg.body_bytes_max))
         .layer(RequestBodyLimitLayer::new(cfg.body_bytes_max))

@@ -4,50 +4,110 @@
 
 use std::{net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
 
+use clap::builder::BoolishValueParser;
 use kyrodb_storage::FsyncPolicy;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::auth::{parse_api_keys, ApiKey};
+use crate::auth::{parse_api_keys, ApiKey, TOKEN_LEN_MIN};
 
 /// One layer of settings; `None` means "not set here, ask the layer below".
-/// The TOML file uses the same names (`port = 8080`, `api_keys = "admin:..."`, `cors_origins = ["*"]`).
-#[derive(Debug, Clone, Default, Deserialize)]
+///
+/// This struct is the one list of settings: the same fields are the `kyrodb serve` flags and their
+/// `KYRODB_*` environment variables (clap reads the attributes and the doc comments below), and the
+/// keys of the TOML file (`port = 8080`, `api_keys = "admin:..."`, `cors_origins = ["*"]`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// Data directory [default: ./kyrodb-data]
+    #[arg(long, env = "KYRODB_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    pub host: Option<IpAddr>,
+    /// Address or host name to listen on; 0.0.0.0 for every interface [default: 127.0.0.1]
+    #[arg(long, env = "KYRODB_HOST")]
+    pub host: Option<String>,
+    /// Port to listen on [default: 8080]
+    #[arg(long, short, env = "KYRODB_PORT")]
     pub port: Option<u16>,
-    /// `"admin:<token>,write:<token>,read:<token>"`.
+    /// Bearer tokens with roles: "admin:<token>,write:<token>,read:<token>"; each token at least 8
+    /// visible ASCII characters. Set but empty or unparsable: the server refuses to start
+    /// [default: none, every route open]
+    #[arg(
+        long,
+        env = "KYRODB_API_KEYS",
+        hide_env_values = true,
+        value_name = "ROLE:TOKEN,..."
+    )]
     pub api_keys: Option<String>,
-    /// Requests per second per client IP; 0 or unset turns rate limiting off.
+    /// /metrics needs no token even when tokens are set (like /health and /ready) [default: false]
+    #[arg(long, env = "KYRODB_PUBLIC_METRICS", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub public_metrics: Option<bool>,
+    /// Per-client-IP requests per second; 0 turns rate limiting off; /health, /ready and /metrics are
+    /// never limited [default: off]
+    #[arg(long, env = "KYRODB_RATE_LIMIT_PER_SEC")]
     pub rate_limit_per_sec: Option<u32>,
-    /// Requests a client may burst above the rate; defaults to the rate.
+    /// Requests a client may burst above the rate (429 + Retry-After beyond) [default: the rate]
+    #[arg(long, env = "KYRODB_RATE_LIMIT_BURST")]
     pub rate_limit_burst: Option<u32>,
-    /// Peers whose `X-Forwarded-For` is believed. Empty: the socket address is the client.
+    /// Proxy addresses whose X-Forwarded-For names the client (comma-separated) [default: none]
+    #[arg(
+        long,
+        env = "KYRODB_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "IP,..."
+    )]
     pub trusted_proxies: Option<Vec<IpAddr>>,
-    /// Origins allowed by CORS; `["*"]` for any. Empty: no CORS headers.
+    /// CORS allowed origins (comma-separated, or *) [default: none, no CORS headers]
+    #[arg(
+        long,
+        env = "KYRODB_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN,..."
+    )]
     pub cors_origins: Option<Vec<String>>,
+    /// Largest request body in bytes (413 beyond) [default: 8388608]
+    #[arg(long, env = "KYRODB_BODY_BYTES_MAX")]
     pub body_bytes_max: Option<usize>,
+    /// Requests taking longer get 408 [default: 30000]
+    #[arg(long, env = "KYRODB_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// A request's head (request line and headers) must arrive within this many ms of the connection
+    /// opening or of the previous response, else the connection is closed; this is also how long an
+    /// idle keep-alive connection stays open [default: 10000]
+    #[arg(long, env = "KYRODB_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Most connections open at once; beyond, new ones get a JSON 503 and are closed [default: 4096]
+    #[arg(long, env = "KYRODB_CONNECTIONS_MAX")]
+    pub connections_max: Option<usize>,
+    /// Longest wait for in-flight requests at shutdown [default: 30000]
+    #[arg(long, env = "KYRODB_SHUTDOWN_DRAIN_MS_MAX")]
     pub shutdown_drain_ms_max: Option<u64>,
+    /// Read snapshot files ahead at start so first reads do not fault [default: false]
+    #[arg(long, env = "KYRODB_WARM_ON_START", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub warm_on_start: Option<bool>,
+    /// No per-request log lines [default: false]
+    #[arg(long, env = "KYRODB_DISABLE_HTTP_LOG", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub disable_http_log: Option<bool>,
-    /// A tracing filter like `RUST_LOG` (`info`, `kyrodb_server=debug`).
+    /// Log filter, RUST_LOG syntax (e.g. info, kyrodb_server=debug) [default: info]
+    #[arg(long, env = "RUST_LOG", value_name = "FILTER")]
     pub log: Option<String>,
-    /// `always`, `never` or `interval_ms:<N>`.
+    /// WAL durability: always | never | interval_ms:<N> [default: always]
+    #[arg(long, env = "KYRODB_FSYNC")]
     pub fsync: Option<String>,
+    /// Largest value in bytes (413 beyond) [default: 1048576]
+    #[arg(long, env = "KYRODB_VALUE_BYTES_MAX")]
     pub value_bytes_max: Option<usize>,
+    /// Most keys in one batch_get / batch_put / batch_delete [default: 10000]
+    #[arg(long, env = "KYRODB_BATCH_KEYS_MAX")]
     pub batch_keys_max: Option<usize>,
+    /// Largest scan limit [default: 10000]
+    #[arg(long, env = "KYRODB_SCAN_LIMIT_MAX")]
     pub scan_limit_max: Option<usize>,
-    /// Value bytes one batch_get or scan answer may carry; a scan stops early (and pages), a batch_get
-    /// over it is refused.
+    /// Value bytes one batch_get or scan answer may carry (a scan pages early; a batch_get over it is
+    /// refused) [default: 67108864]
+    #[arg(long, env = "KYRODB_RESPONSE_BYTES_MAX")]
     pub response_bytes_max: Option<usize>,
-    /// Async runtime threads serving HTTP; 0 or unset: one per CPU core.
+    /// Async runtime threads serving HTTP; 0 means one per CPU core [default: 0]
+    #[arg(long, env = "KYRODB_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
-}
-
-macro_rules! merge_fields {
-    ($hi:ident, $lo:ident, $($f:ident),*) => { Settings { $($f: $hi.$f.or($lo.$f)),* } };
 }
 
 impl Settings {
@@ -56,33 +116,21 @@ impl Settings {
         toml::from_str(text).map_err(|e| ConfigError(format!("config file: {e}")))
     }
 
-    /// This layer over `lower`: a field set here wins.
+    /// This layer over `lower`: a field set here wins. Field by field through serde, so a new
+    /// setting needs no change here.
     pub fn over(self, lower: Settings) -> Settings {
-        let (hi, lo) = (self, lower);
-        merge_fields!(
-            hi,
-            lo,
-            data_dir,
-            host,
-            port,
-            api_keys,
-            rate_limit_per_sec,
-            rate_limit_burst,
-            trusted_proxies,
-            cors_origins,
-            body_bytes_max,
-            request_timeout_ms,
-            shutdown_drain_ms_max,
-            warm_on_start,
-            disable_http_log,
-            log,
-            fsync,
-            value_bytes_max,
-            batch_keys_max,
-            scan_limit_max,
-            response_bytes_max,
-            worker_threads
-        )
+        let as_map = |s: &Settings| match serde_json::to_value(s) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => unreachable!("Settings serializes to a JSON object"),
+        };
+        let mut merged = as_map(&lower);
+        for (k, v) in as_map(&self) {
+            if !v.is_null() {
+                merged.insert(k, v);
+            }
+        }
+        serde_json::from_value(serde_json::Value::Object(merged))
+            .expect("a merge of two valid Settings is valid")
     }
 }
 
@@ -105,11 +153,15 @@ pub struct Config {
     pub host: IpAddr,
     pub port: u16,
     pub api_keys: Vec<ApiKey>,
+    /// `/metrics` needs no token.
+    pub public_metrics: bool,
     pub rate_limit: Option<RateLimit>,
     pub trusted_proxies: Vec<IpAddr>,
     pub cors_origins: Vec<String>,
     pub body_bytes_max: usize,
     pub request_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub connections_max: usize,
     pub shutdown_drain_max: Duration,
     pub warm_on_start: bool,
     pub disable_http_log: bool,
@@ -131,6 +183,8 @@ pub mod defaults {
     /// Room for a 1 MiB value even when every byte is JSON-escaped, plus batches.
     pub const BODY_BYTES_MAX: usize = 8 << 20;
     pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+    pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+    pub const CONNECTIONS_MAX: usize = 4096;
     pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 30_000;
     pub const LOG: &str = "info";
     pub const VALUE_BYTES_MAX: usize = 1 << 20;
@@ -151,7 +205,19 @@ impl Config {
     pub fn resolve(s: Settings) -> Result<Self, ConfigError> {
         let bad = |m: String| Err(ConfigError(m));
         let api_keys = match &s.api_keys {
-            Some(text) => parse_api_keys(text).map_err(ConfigError)?,
+            Some(text) => {
+                let keys = parse_api_keys(text)
+                    .map_err(|e| ConfigError(format!("api_keys (KYRODB_API_KEYS): {e}")))?;
+                if keys.is_empty() {
+                    // Set but empty would silently leave every route open: refuse instead.
+                    return bad(format!(
+                        "api_keys (KYRODB_API_KEYS) is set to {text:?}, which holds no key; \
+                         unset it to run without auth, or give \"role:token,...\" \
+                         (roles admin, write, read; tokens of at least {TOKEN_LEN_MIN} visible ASCII characters)"
+                    ));
+                }
+                keys
+            }
             None => Vec::new(),
         };
         let rate_limit = match s.rate_limit_per_sec.unwrap_or(0) {
@@ -178,6 +244,18 @@ impl Config {
         if request_timeout_ms == 0 {
             return bad("request_timeout_ms must be positive".into());
         }
+        let header_read_timeout_ms = s
+            .header_read_timeout_ms
+            .unwrap_or(defaults::HEADER_READ_TIMEOUT_MS);
+        if header_read_timeout_ms == 0 {
+            return bad("header_read_timeout_ms must be positive".into());
+        }
+        let connections_max = s.connections_max.unwrap_or(defaults::CONNECTIONS_MAX);
+        if connections_max == 0 {
+            return bad("connections_max must be positive".into());
+        }
+        let port = s.port.unwrap_or(defaults::PORT);
+        let host = resolve_host(s.host.as_deref().unwrap_or(defaults::HOST), port)?;
         let batch_keys_max = s.batch_keys_max.unwrap_or(defaults::BATCH_KEYS_MAX);
         let scan_limit_max = s.scan_limit_max.unwrap_or(defaults::SCAN_LIMIT_MAX);
         if batch_keys_max == 0 || scan_limit_max == 0 {
@@ -199,16 +277,17 @@ impl Config {
             data_dir: s
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR)),
-            host: s
-                .host
-                .unwrap_or_else(|| defaults::HOST.parse().expect("valid default host")),
-            port: s.port.unwrap_or(defaults::PORT),
+            host,
+            port,
             api_keys,
+            public_metrics: s.public_metrics.unwrap_or(false),
             rate_limit,
             trusted_proxies: s.trusted_proxies.unwrap_or_default(),
             cors_origins,
             body_bytes_max,
             request_timeout: Duration::from_millis(request_timeout_ms),
+            header_read_timeout: Duration::from_millis(header_read_timeout_ms),
+            connections_max,
             shutdown_drain_max: Duration::from_millis(
                 s.shutdown_drain_ms_max
                     .unwrap_or(defaults::SHUTDOWN_DRAIN_MS_MAX),
@@ -236,6 +315,30 @@ impl Config {
             ..Default::default()
         }
     }
+}
+
+/// An IP address as is, or a host name resolved (`localhost` → 127.0.0.1); the error names the setting.
+fn resolve_host(host: &str, port: u16) -> Result<IpAddr, ConfigError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    use std::net::ToSocketAddrs as _;
+    let mut addrs = (host, port).to_socket_addrs().map_err(|e| {
+        ConfigError(format!(
+            "host (--host / KYRODB_HOST) {host:?} is neither an IP address nor a name that resolves: {e}"
+        ))
+    })?;
+    let all: Vec<_> = addrs.by_ref().collect();
+    // Prefer IPv4 (what `localhost` means to most clients), else the first address.
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or(all.first())
+        .map(|a| a.ip())
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "host (--host / KYRODB_HOST) {host:?} resolves to no address"
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -286,6 +389,40 @@ mod tests {
             ..Default::default()
         })
         .is_err());
+    }
+
+    #[test]
+    fn api_keys_set_but_empty_refuse_to_start() {
+        for text in ["", " , ", ",", "  "] {
+            let e = Config::resolve(Settings {
+                api_keys: Some(text.into()),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(e.0.contains("KYRODB_API_KEYS"), "{text:?}: {e}");
+        }
+        let e = Config::resolve(Settings {
+            api_keys: Some("admin:short".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.0.contains("at least 8"), "{e}");
+    }
+
+    #[test]
+    fn host_names_resolve_and_bad_ones_name_the_setting() {
+        let c = Config::resolve(Settings {
+            host: Some("localhost".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(c.host.is_loopback(), "{}", c.host);
+        let e = Config::resolve(Settings {
+            host: Some("no such host.invalid".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.0.contains("KYRODB_HOST"), "{e}");
     }
 
     #[test]

@@ -2,13 +2,13 @@
 
 use std::{future::Future, net::SocketAddr, sync::atomic::Ordering, sync::Arc};
 
-use axum::serve::ListenerExt;
 use kyrodb_storage::Db;
 use tokio::net::TcpListener;
 
 use crate::{
     app::{app, state},
     config::Config,
+    conn::{self, ConnLimits},
     ratelimit::{spawn_sweeper, Limiter},
 };
 
@@ -39,6 +39,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
+    // Bind first: a port already taken must fail before the data directory is created or opened.
+    let addr = SocketAddr::new(cfg.host, cfg.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener.local_addr()?;
+
     let opts = cfg.storage_options();
     let dir = cfg.data_dir.clone();
     let db = tokio::task::spawn_blocking(move || Db::open(&dir, opts))
@@ -57,15 +64,6 @@ pub async fn run(
             "warmed snapshot files (KYRODB_WARM_ON_START)"
         );
     }
-    let addr = SocketAddr::new(cfg.host, cfg.port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    let local = listener.local_addr()?;
-    let listener = listener.tap_io(|tcp| {
-        // Responses are small and the clients keep connections alive: do not let Nagle hold them.
-        let _ = tcp.set_nodelay(true);
-    });
 
     let shared = state(db.clone(), &cfg);
     crate::metrics::spawn_upkeep(shared.metrics.clone());
@@ -77,33 +75,43 @@ pub async fn run(
     }
     let router = app(shared.clone(), &cfg, limiter);
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    });
-    let mut server = tokio::spawn(async move { server.await });
-    tracing::info!(%local, data_dir = %cfg.data_dir.display(), "kyrodb listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let limits = ConnLimits {
+        header_read_timeout: cfg.header_read_timeout,
+        connections_max: cfg.connections_max,
+    };
+    let mut server = tokio::spawn(conn::serve(listener, router, limits, stop_rx));
+    tracing::info!(
+        %local,
+        data_dir = %cfg.data_dir.display(),
+        auth = if cfg.api_keys.is_empty() { "off (no KYRODB_API_KEYS): every route is open" } else { "on" },
+        rate_limit = %cfg.rate_limit.map_or("off".to_owned(), |r| format!("{}/s per client IP, burst {}", r.per_sec, r.burst)),
+        public_metrics = cfg.public_metrics,
+        "kyrodb listening"
+    );
     on_listening(local);
 
     tokio::select! {
         r = &mut server => {
-            // The server ended on its own: an accept-loop error. Close the engine all the same.
+            // The accept loop ended on its own (it only does when told to stop). Close all the same.
             close(db).await;
-            return r.map_err(|e| ServeError::Task(e.to_string()))?.map_err(ServeError::Io);
+            return r.map(drop).map_err(|e| ServeError::Task(e.to_string()));
         }
         () = shutdown => {}
     }
-    tracing::info!("shutdown: no new connections; draining in-flight requests");
+    tracing::info!("shutdown: no new connections; closing idle ones; draining in-flight requests");
     shared.shutting_down.store(true, Ordering::Release);
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(cfg.shutdown_drain_max, &mut server).await {
-        Ok(r) => r
-            .map_err(|e| ServeError::Task(e.to_string()))?
-            .map_err(ServeError::Io)?,
+    let drained = tokio::time::timeout(cfg.shutdown_drain_max, async {
+        let mut conns = (&mut server)
+            .await
+            .map_err(|e| ServeError::Task(e.to_string()))?;
+        conn::drain(&mut conns).await;
+        Ok::<_, ServeError>(())
+    })
+    .await;
+    match drained {
+        Ok(r) => r?,
         Err(_) => {
             tracing::warn!(
                 drain_ms_max = cfg.shutdown_drain_max.as_millis() as u64,

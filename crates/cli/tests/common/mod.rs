@@ -45,6 +45,9 @@ pub const SERVE_ENV: &[&str] = &[
     "KYRODB_SCAN_LIMIT_MAX",
     "KYRODB_RESPONSE_BYTES_MAX",
     "KYRODB_WORKER_THREADS",
+    "KYRODB_PUBLIC_METRICS",
+    "KYRODB_HEADER_READ_TIMEOUT_MS",
+    "KYRODB_CONNECTIONS_MAX",
 ];
 
 /// Environment variables the client commands read.

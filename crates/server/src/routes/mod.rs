@@ -1,5 +1,6 @@
-//! Every route the server answers, in one table: method, path, the role it needs and its handler.
-//! The router and the OpenAPI test both read [`ROUTES`], so a route cannot exist in one and not the other.
+//! Every route the server answers, in one table ([`table`]): who may call it and its handler, whose
+//! `#[utoipa::path]` annotation holds the method and path. The router and the OpenAPI document are
+//! both built from the table, so a route cannot exist in one and not the other.
 
 pub mod admin;
 pub mod extract;
@@ -7,17 +8,17 @@ pub mod kv;
 pub mod ops;
 pub mod rmi;
 
-use std::sync::{atomic::AtomicBool, Arc};
+use std::sync::{atomic::AtomicBool, Arc, OnceLock};
 
-use axum::{
-    middleware::from_fn_with_state,
-    routing::{on, MethodFilter, MethodRouter},
-    Router,
-};
+use axum::{middleware::from_fn_with_state, Router};
 use kyrodb_storage::Db;
 use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa_axum::{router::OpenApiRouter, router::UtoipaMethodRouter, routes};
 
-use crate::auth::{require_role, Auth, RequireRole, Role};
+use crate::{
+    auth::{require_role, Auth, RequireRole, Role},
+    ratelimit::{rate_limit, Limiter},
+};
 
 /// Limits the handlers enforce before touching the engine.
 #[derive(Debug, Clone, Copy)]
@@ -43,98 +44,110 @@ pub type AppState = Arc<Shared>;
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// No token ever (only `/health`).
-    Public,
+    /// No token ever, and never rate limited: probes (`/health`, `/ready`).
+    Probe,
+    /// Like [`Access::Probe`] when `public_metrics` is set, else needs the read role (`/metrics`).
+    Metrics,
     Needs(Role),
 }
 
-/// One row of the route table.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteSpec {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub access: Access,
-}
+impl Access {
+    /// The role a request needs under this configuration, if any.
+    pub fn role(self, public_metrics: bool) -> Option<Role> {
+        match self {
+            Access::Probe => None,
+            Access::Metrics if public_metrics => None,
+            Access::Metrics => Some(Role::Read),
+            Access::Needs(r) => Some(r),
+        }
+    }
 
-const fn r(method: &'static str, path: &'static str, access: Access) -> RouteSpec {
-    RouteSpec {
-        method,
-        path,
-        access,
+    /// Probes and scrapes share IPs (load balancers, Prometheus) and cost nothing: never limited.
+    pub fn rate_limited(self) -> bool {
+        matches!(self, Access::Needs(_))
     }
 }
 
-use Access::{Needs, Public};
+use Access::{Metrics, Needs, Probe};
 use Role::{Admin, Read, Write};
 
-/// The route table. Paths use axum's `{param}` syntax, which is also OpenAPI's.
-pub const ROUTES: &[RouteSpec] = &[
-    r("GET", "/health", Public),
-    r("GET", "/ready", Needs(Read)),
-    r("GET", "/build_info", Needs(Read)),
-    r("GET", "/metrics", Needs(Read)),
-    r("GET", "/openapi.json", Needs(Read)),
-    r("POST", "/v1/put", Needs(Write)),
-    r("PUT", "/v1/kv/{key}", Needs(Write)),
-    r("GET", "/v1/kv/{key}", Needs(Read)),
-    r("DELETE", "/v1/kv/{key}", Needs(Write)),
-    r("GET", "/v1/get_fast/{key}", Needs(Read)),
-    r("POST", "/v1/kv/batch_get", Needs(Read)),
-    r("POST", "/v1/kv/batch_put", Needs(Write)),
-    r("GET", "/v1/scan", Needs(Read)),
-    r("POST", "/v1/snapshot", Needs(Admin)),
-    r("POST", "/v1/rmi/build", Needs(Admin)),
-    r("POST", "/v1/warmup", Needs(Admin)),
-];
-
-fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
-    use MethodFilter as M;
-    match (method, path) {
-        ("GET", "/health") => on(M::GET, ops::health),
-        ("GET", "/ready") => on(M::GET, ops::ready),
-        ("GET", "/build_info") => on(M::GET, ops::build_info),
-        ("GET", "/metrics") => on(M::GET, ops::metrics),
-        ("GET", "/openapi.json") => on(M::GET, ops::openapi),
-        ("POST", "/v1/put") => on(M::POST, kv::put_json),
-        ("PUT", "/v1/kv/{key}") => on(M::PUT, kv::put_raw),
-        ("GET", "/v1/kv/{key}") => on(M::GET, kv::get),
-        ("DELETE", "/v1/kv/{key}") => on(M::DELETE, kv::delete),
-        ("GET", "/v1/get_fast/{key}") => on(M::GET, kv::get_fast),
-        ("POST", "/v1/kv/batch_get") => on(M::POST, kv::batch_get),
-        ("POST", "/v1/kv/batch_put") => on(M::POST, kv::batch_put),
-        ("GET", "/v1/scan") => on(M::GET, kv::scan),
-        ("POST", "/v1/snapshot") => on(M::POST, admin::snapshot),
-        ("POST", "/v1/rmi/build") => on(M::POST, rmi::build),
-        ("POST", "/v1/warmup") => on(M::POST, admin::warmup),
-        _ => unreachable!("route table row {method} {path} has no handler"),
-    }
+/// The route table: who may call each route, and its handler. The method and path are written once,
+/// in the handler's `#[utoipa::path]` annotation, which both the router and the OpenAPI document
+/// read through [`routes!`].
+pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
+    vec![
+        (Probe, routes!(ops::health)),
+        (Probe, routes!(ops::ready)),
+        (Needs(Read), routes!(ops::build_info)),
+        (Metrics, routes!(ops::metrics)),
+        (Needs(Read), routes!(ops::openapi)),
+        (Needs(Write), routes!(kv::put_json)),
+        (Needs(Write), routes!(kv::put_raw)),
+        (Needs(Read), routes!(kv::get)),
+        (Needs(Write), routes!(kv::delete)),
+        (Needs(Read), routes!(kv::get_fast)),
+        (Needs(Read), routes!(kv::batch_get)),
+        (Needs(Write), routes!(kv::batch_put)),
+        (Needs(Read), routes!(kv::scan)),
+        (Needs(Admin), routes!(admin::snapshot)),
+        (Needs(Admin), routes!(rmi::build)),
+        (Needs(Admin), routes!(admin::warmup)),
+    ]
 }
 
-/// The router for every row of [`ROUTES`], each behind the role it needs, plus the JSON 404 fallback.
-pub fn router(state: AppState, auth: &Auth) -> Router {
-    let mut router = Router::new();
-    for spec in ROUTES {
-        let mut mr = handler(spec.method, spec.path);
-        if let Access::Needs(role) = spec.access {
-            if auth.enabled() {
+/// What the router needs beyond the table.
+pub struct RouterOptions<'a> {
+    pub auth: &'a Auth,
+    pub public_metrics: bool,
+    pub limiter: Option<Limiter>,
+}
+
+/// The router for every row of [`table`], each behind the role it needs (when tokens are set) and
+/// the rate limit (when configured and the route is not a probe), plus the JSON 404 fallback.
+pub fn router(state: AppState, o: RouterOptions<'_>) -> Router {
+    let mut api = OpenApiRouter::new();
+    for (access, (schemas, paths, mut mr)) in table() {
+        if let Some(role) = access.role(o.public_metrics) {
+            if o.auth.enabled() {
                 mr = mr.route_layer(from_fn_with_state(
                     RequireRole {
-                        auth: auth.clone(),
+                        auth: o.auth.clone(),
                         role,
                     },
                     require_role,
                 ));
             }
         }
-        router = router.route(spec.path, mr);
+        if let (Some(l), true) = (&o.limiter, access.rate_limited()) {
+            mr = mr.route_layer(from_fn_with_state(l.clone(), rate_limit));
+        }
+        api = api.routes((schemas, paths, mr));
     }
+    let (router, _) = api.split_for_parts();
     router.fallback(ops::no_route).with_state(state)
+}
+
+/// Every templated path of the table, leaked once for `&'static` metric labels.
+fn route_paths() -> &'static [&'static str] {
+    static PATHS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    PATHS.get_or_init(|| {
+        let mut out: Vec<&'static str> = Vec::new();
+        for (_, (_, paths, _)) in table() {
+            for p in paths.paths.keys() {
+                if !out.contains(&p.as_str()) {
+                    out.push(Box::leak(p.clone().into_boxed_str()));
+                }
+            }
+        }
+        out
+    })
 }
 
 /// The `&'static` form of a matched path, for metric labels without an allocation per request.
 pub fn intern_route(path: &str) -> &'static str {
-    ROUTES
+    route_paths()
         .iter()
-        .find(|r| r.path == path)
-        .map_or("unmatched", |r| r.path)
+        .find(|p| **p == path)
+        .copied()
+        .unwrap_or("unmatched")
 }

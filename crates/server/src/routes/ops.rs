@@ -9,7 +9,7 @@ use axum::{
     Json,
 };
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::error::ApiError;
@@ -122,10 +122,7 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, body = Object)))]
 pub async fn openapi() -> Response {
-    let mut resp = crate::openapi::ApiDoc::openapi()
-        .to_json()
-        .unwrap_or_default()
-        .into_response();
+    let mut resp = crate::openapi::document_json().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -1,0 +1,382 @@
+//! Accepting and serving connections (hyper's HTTP/1.1 server under our own accept loop).
+//!
+//! Why not `axum::serve`: it has no header read timeout, no cap on connections, and at shutdown it waits
+//! for connections that never finish sending a request. Here:
+//! - a request head must arrive within `header_read_timeout` (this also bounds how long an idle
+//!   keep-alive connection stays open), else the connection is closed;
+//! - at most `connections_max` connections are open; beyond, a connection gets a JSON 503 and is
+//!   closed, and a warning is logged (at most once per second);
+//! - at shutdown a connection with no request in progress (idle, or a request head still incomplete)
+//!   is closed at once; one with a request in progress finishes that request and then closes;
+//! - hyper's own answers to unparsable requests (400 garbage request line, 414 URI too long, 431 headers
+//!   too large), which carry no body, are rewritten to the `{"error": {...}}` JSON shape.
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, Request},
+    Router,
+};
+use http_body_util::BodyExt;
+use hyper::{body::Incoming, rt};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    io::AsyncWriteExt,
+    net::{TcpListener, TcpStream},
+    sync::{watch, Semaphore},
+    task::JoinSet,
+};
+use tower_service::Service;
+
+use crate::error::error_json;
+
+/// How the connections are served.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub header_read_timeout: Duration,
+    pub connections_max: usize,
+}
+
+/// Serves `listener` until `stop` turns true; then stops accepting, closes connections without a
+/// request in progress, and returns once every connection has ended. Returns the connection tasks
+/// still running so the caller can abort them after its drain deadline.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let permits = Arc::new(Semaphore::new(limits.connections_max));
+    let mut conns = JoinSet::new();
+    let refused = RefusalLog::default();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            r = listener.accept() => r,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                if !is_per_connection_error(&e) {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::error!(error = %e, "accept failed; retrying in 1 s");
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+                continue;
+            }
+        };
+        // Responses are small and the clients keep connections alive: do not let Nagle hold them.
+        let _ = tcp.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refused.note(limits.connections_max);
+            conns.spawn(refuse(tcp));
+            continue;
+        };
+        let router = router.clone();
+        let stop = stop.clone();
+        conns.spawn(async move {
+            serve_one(tcp, peer, router, limits, stop).await;
+            drop(permit);
+        });
+    }
+    conns
+}
+
+/// Waits for every connection task to end.
+pub async fn drain(conns: &mut JoinSet<()>) {
+    while conns.join_next().await.is_some() {}
+}
+
+fn is_per_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Logs "connection limit reached" at most once per second, with how many were refused meanwhile.
+#[derive(Default)]
+struct RefusalLog {
+    refused: AtomicU64,
+    /// When the last warning was logged.
+    last_log: std::sync::Mutex<Option<Instant>>,
+}
+
+impl RefusalLog {
+    fn note(&self, max: usize) {
+        let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::counter!("kyrodb_http_connections_refused_total").increment(1);
+        let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                connections_max = max,
+                refused_total = n,
+                "connection limit reached (KYRODB_CONNECTIONS_MAX): answering 503 and closing new connections"
+            );
+        }
+    }
+}
+
+/// Answers a connection over the limit with a JSON 503 and closes it, without reading its request.
+async fn refuse(mut tcp: TcpStream) {
+    let body = error_json(
+        "too_many_connections",
+        "the server's connection limit (connections_max) is reached; retry later",
+    );
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        tcp.write_all(head.as_bytes()).await?;
+        tcp.write_all(&body).await?;
+        tcp.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// Counts requests whose response has not been written completely yet.
+#[derive(Default)]
+struct InFlight(AtomicUsize);
+
+struct InFlightGuard(Arc<InFlight>);
+
+impl InFlightGuard {
+    fn new(c: &Arc<InFlight>) -> Self {
+        c.0.fetch_add(1, Ordering::AcqRel);
+        Self(c.clone())
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn serve_one(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    limits: ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let in_flight = Arc::new(InFlight::default());
+    let io = JsonParseErrors::new(TokioIo::new(tcp), in_flight.clone());
+    let svc_in_flight = in_flight.clone();
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        // From here until the response body is written (or dropped), the request is in progress.
+        let guard = InFlightGuard::new(&svc_in_flight);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = router.clone();
+        async move {
+            let resp = router.call(req.map(Body::new)).await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|b| {
+                Body::new(b.map_frame(move |f| {
+                    let _keep = &guard;
+                    f
+                }))
+            }))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    // Shutdown. While we run here the connection is not being polled, so no request can start.
+    if in_flight.0.load(Ordering::Acquire) == 0 {
+        return; // idle or an incomplete request head: close now
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+/// The IO of one connection. Reads pass through; a write that is hyper's automatic answer to an
+/// unparsable request (a 4xx head with `content-length: 0` and no content type, written while no
+/// request of ours is in progress) is replaced by the same status with a JSON error body.
+struct JsonParseErrors<T> {
+    inner: T,
+    in_flight: Arc<InFlight>,
+    /// Replacement bytes still to write, and how many are written.
+    pending: Option<(Vec<u8>, usize)>,
+}
+
+impl<T> JsonParseErrors<T> {
+    fn new(inner: T, in_flight: Arc<InFlight>) -> Self {
+        Self {
+            inner,
+            in_flight,
+            pending: None,
+        }
+    }
+}
+
+/// If `buf` is hyper's bodiless automatic error head, the JSON answer that replaces it.
+fn rewrite_parse_error(buf: &[u8]) -> Option<Vec<u8>> {
+    let status_line_end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&buf[..status_line_end]).ok()?;
+    let rest = line
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| line.strip_prefix("HTTP/1.0 "))?;
+    let code: u16 = rest.get(..3)?.parse().ok()?;
+    if !(400..500).contains(&code) || !buf.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let head = String::from_utf8_lossy(buf).to_ascii_lowercase();
+    if !head.contains("\r\ncontent-length: 0\r\n") || head.contains("\r\ncontent-type:") {
+        return None;
+    }
+    let status = axum::http::StatusCode::from_u16(code).ok()?;
+    let (err_code, message) = match code {
+        400 => (
+            "bad_request",
+            "the request could not be parsed as HTTP/1.1 (request line or headers malformed)",
+        ),
+        414 => (
+            "uri_too_long",
+            "the request URI is longer than the server accepts (64 KiB)",
+        ),
+        431 => (
+            "headers_too_large",
+            "the request headers are larger than the server accepts",
+        ),
+        _ => (
+            crate::error::code_for_status(status),
+            status.canonical_reason().unwrap_or("bad request"),
+        ),
+    };
+    let body = error_json(err_code, message);
+    let mut out = format!(
+        "{line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    Some(out)
+}
+
+impl<T: rt::Write + Unpin> JsonParseErrors<T> {
+    /// Writes what is pending; Ready(Ok) once nothing is.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, done)) = &mut self.pending {
+            if *done == bytes.len() {
+                self.pending = None;
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*done..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *done += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: rt::Read + Unpin> rt::Read for JsonParseErrors<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: rt::Write + Unpin> rt::Write for JsonParseErrors<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.poll_pending(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        if this.in_flight.0.load(Ordering::Acquire) == 0 {
+            if let Some(json) = rewrite_parse_error(buf) {
+                this.pending = Some((json, 0));
+                // hyper's bytes count as written; ours go out now or at the next flush.
+                let _ = this.poll_pending(cx)?;
+                return Poll::Ready(Ok(buf.len()));
+            }
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.poll_pending(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.poll_pending(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    // Not vectored: hyper then hands each head to `poll_write` in one piece, which the rewrite needs.
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewrite_parse_error;
+
+    #[test]
+    fn hypers_bodiless_parse_errors_become_json_and_our_answers_pass() {
+        let h = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: Wed, 25 Nov 2026 13:00:00 GMT\r\n\r\n";
+        let out = String::from_utf8(rewrite_parse_error(h).unwrap()).unwrap();
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(out.contains("content-type: application/json\r\n"));
+        assert!(out.ends_with("\"code\":\"bad_request\",\"message\":\"the request could not be parsed as HTTP/1.1 (request line or headers malformed)\"}}"));
+        let u = b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n\r\n";
+        assert!(String::from_utf8(rewrite_parse_error(u).unwrap())
+            .unwrap()
+            .contains("uri_too_long"));
+        // Our own answers carry a content type or a body: left alone.
+        let ours = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n";
+        assert!(rewrite_parse_error(ours).is_none());
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        assert!(rewrite_parse_error(ok).is_none());
+        let partial = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n";
+        assert!(rewrite_parse_error(partial).is_none());
+    }
+}
