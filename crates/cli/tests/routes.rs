@@ -141,11 +141,29 @@ fn ops_routes_answer() {
         "kyrodb_http_request_duration_seconds_bucket",
         "kyrodb_storage_delta_bytes",
         "kyrodb_index_model_bytes",
-        "kyrodb_index_epsilon_max",
+        "kyrodb_index_error_max_slots",
         "kyrodb_index_leaves",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
+    // One family per fact, each with its HELP; no gauge beside a counter of the same fact.
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let family = rest.split(' ').next().unwrap();
+            assert!(
+                text.contains(&format!("# HELP {family} ")),
+                "{family} has no # HELP"
+            );
+        }
+    }
+    assert!(
+        !text.contains("kyrodb_storage_compactions "),
+        "a compaction gauge beside the counter"
+    );
+    assert!(
+        !text.contains("kyrodb_rmi_epsilon"),
+        "rmi gauges repeat kyrodb_index_*"
+    );
     assert!(text.contains(r#"route="/v1/get_fast/{key}""#));
 
     let j = s.get("/openapi.json").json();

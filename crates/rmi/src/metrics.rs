@@ -1,9 +1,9 @@
 //! Metrics through the `metrics` facade. Names: `kyrodb_rmi_<what>_<unit>`.
 //!
 //! - `kyrodb_rmi_build_duration_seconds` (histogram): wall time of each build.
-//! - `kyrodb_rmi_leaves_count` (gauge): leaves of the last build.
-//! - `kyrodb_rmi_epsilon_max_slots` / `kyrodb_rmi_epsilon_mean_slots` (gauges): measured error bounds.
-//! - `kyrodb_rmi_model_bytes` (gauge): model size beyond the key array.
+//! - The shape of the index serving reads (leaves, model bytes, ε bound, measured error) is not
+//!   recorded here: the embedder exports it per keyspace from the loaded index (`kyrodb_index_*`), so
+//!   it is present after a restart too, and one fact has one metric family.
 //! - `kyrodb_rmi_probe_length_slots` (histogram): |prediction − position| + 1 of up to
 //!   [`PROBE_SAMPLES_MAX`] keys per build, evenly spaced — the distance a last-mile search walks from the
 //!   prediction to a present key. Sampled at build so the lookup path carries no instrumentation.
@@ -18,10 +18,6 @@ pub(crate) fn record_build(rmi: &Rmi, keys: &[u64]) {
     let stats = rmi.stats();
     metrics::histogram!("kyrodb_rmi_build_duration_seconds")
         .record(stats.build_duration.as_secs_f64());
-    metrics::gauge!("kyrodb_rmi_leaves_count").set(stats.leaf_count as f64);
-    metrics::gauge!("kyrodb_rmi_epsilon_max_slots").set(f64::from(rmi.epsilon()));
-    metrics::gauge!("kyrodb_rmi_epsilon_mean_slots").set(stats.epsilon_mean_slots);
-    metrics::gauge!("kyrodb_rmi_model_bytes").set(rmi.model_bytes() as f64);
     let step = (keys.len() / PROBE_SAMPLES_MAX).max(1);
     let probes = metrics::histogram!("kyrodb_rmi_probe_length_slots");
     for position in (0..keys.len()).step_by(step) {

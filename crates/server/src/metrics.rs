@@ -30,6 +30,7 @@ pub fn handle() -> PrometheusHandle {
                 .expect("non-empty buckets")
                 .build_recorder();
             let handle = recorder.handle();
+            describe_all(&recorder);
             // Another recorder may already be installed by an embedding program; then ours only
             // renders what we record through the handle, which is nothing. Say so rather than panic.
             if metrics::set_global_recorder(recorder).is_err() {
@@ -38,6 +39,234 @@ pub fn handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// What kind of metric a family is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric family the process exports, engine and index included: name, kind, `# HELP` text.
+/// One family per fact; names are `kyrodb_<area>_<what>_<unit>` with the unit last. A test checks
+/// that every metric the sources record is listed here and every scraped family has its HELP.
+pub const FAMILIES: &[(&str, Kind, &str)] = &[
+    // HTTP
+    (
+        "kyrodb_http_requests_total",
+        Kind::Counter,
+        "HTTP requests answered, by route template, method and status",
+    ),
+    (
+        "kyrodb_http_request_duration_seconds",
+        Kind::Histogram,
+        "HTTP request latency from first byte routed to response head, by route, method and status",
+    ),
+    (
+        "kyrodb_http_rate_limited_total",
+        Kind::Counter,
+        "Requests refused with 429 by the per-IP rate limit",
+    ),
+    (
+        "kyrodb_http_rate_limit_clients",
+        Kind::Gauge,
+        "Client IPs with rate-limit state held in memory",
+    ),
+    (
+        "kyrodb_http_connections_refused_total",
+        Kind::Counter,
+        "Connections answered 503 and closed because connections_max was reached",
+    ),
+    // WAL
+    (
+        "kyrodb_wal_bytes_total",
+        Kind::Counter,
+        "Bytes appended to the write-ahead log",
+    ),
+    (
+        "kyrodb_wal_records_total",
+        Kind::Counter,
+        "Records appended to the write-ahead log",
+    ),
+    (
+        "kyrodb_wal_fsync_total",
+        Kind::Counter,
+        "fdatasync calls on WAL segments (one per group commit with fsync always)",
+    ),
+    (
+        "kyrodb_wal_fsync_latency_seconds",
+        Kind::Histogram,
+        "Time of one WAL fdatasync",
+    ),
+    (
+        "kyrodb_wal_group_commit_batch_records",
+        Kind::Histogram,
+        "Records written by one group commit",
+    ),
+    (
+        "kyrodb_wal_group_commit_latency_seconds",
+        Kind::Histogram,
+        "Time of one group commit: write, fsync, apply, publish",
+    ),
+    (
+        "kyrodb_wal_segments_created_total",
+        Kind::Counter,
+        "WAL segments created",
+    ),
+    // storage engine
+    (
+        "kyrodb_storage_reads_total",
+        Kind::Counter,
+        "Point reads by where the answer came from (delta or index)",
+    ),
+    (
+        "kyrodb_storage_write_stalls_total",
+        Kind::Counter,
+        "Writes that waited because the delta was over delta_bytes_budget",
+    ),
+    (
+        "kyrodb_storage_compactions_total",
+        Kind::Counter,
+        "Compactions finished (delta merged into a new snapshot)",
+    ),
+    (
+        "kyrodb_storage_compaction_duration_seconds",
+        Kind::Histogram,
+        "Time of one compaction",
+    ),
+    (
+        "kyrodb_storage_recovery_duration_seconds",
+        Kind::Gauge,
+        "Time the last open took (snapshot load and WAL replay)",
+    ),
+    (
+        "kyrodb_storage_recovery_replayed_bytes_total",
+        Kind::Counter,
+        "WAL bytes replayed at open",
+    ),
+    (
+        "kyrodb_storage_last_seq",
+        Kind::Gauge,
+        "Sequence number of the newest record appended to the WAL",
+    ),
+    (
+        "kyrodb_storage_visible_seq",
+        Kind::Gauge,
+        "Sequence number up to which writes are visible (and acknowledged)",
+    ),
+    (
+        "kyrodb_storage_covered_seq",
+        Kind::Gauge,
+        "Sequence number up to which the snapshots cover the WAL",
+    ),
+    (
+        "kyrodb_storage_manifest_generation",
+        Kind::Gauge,
+        "Generation of the current manifest",
+    ),
+    (
+        "kyrodb_storage_delta_bytes",
+        Kind::Gauge,
+        "Bytes held by the in-memory delta (active and frozen)",
+    ),
+    (
+        "kyrodb_storage_delta_entries",
+        Kind::Gauge,
+        "Entries in the active in-memory delta",
+    ),
+    (
+        "kyrodb_storage_frozen_bytes",
+        Kind::Gauge,
+        "Bytes of the frozen delta being compacted",
+    ),
+    (
+        "kyrodb_storage_wal_segments",
+        Kind::Gauge,
+        "WAL segment files on disk",
+    ),
+    (
+        "kyrodb_storage_writes_stopped",
+        Kind::Gauge,
+        "1 when writes are stopped after an I/O failure (fail-stop), else 0",
+    ),
+    (
+        "kyrodb_storage_snapshot_keys",
+        Kind::Gauge,
+        "Keys in a keyspace's current snapshot",
+    ),
+    (
+        "kyrodb_storage_snapshot_data_bytes",
+        Kind::Gauge,
+        "Bytes of a keyspace's current snapshot data file",
+    ),
+    // learned index (per keyspace, from the index serving reads; present right after a restart)
+    (
+        "kyrodb_index_leaves",
+        Kind::Gauge,
+        "Linear models (leaves) of a keyspace's learned index",
+    ),
+    (
+        "kyrodb_index_model_bytes",
+        Kind::Gauge,
+        "Bytes of a keyspace's index model beyond the key array",
+    ),
+    (
+        "kyrodb_index_epsilon_bound_slots",
+        Kind::Gauge,
+        "Configured error bound ε of a keyspace's learned index, in key slots",
+    ),
+    (
+        "kyrodb_index_error_max_slots",
+        Kind::Gauge,
+        "Largest prediction error the learned index measured over its keys, in key slots",
+    ),
+    (
+        "kyrodb_index_error_mean_slots",
+        Kind::Gauge,
+        "Mean prediction error the learned index measured over its keys, in key slots",
+    ),
+    (
+        "kyrodb_rmi_build_duration_seconds",
+        Kind::Histogram,
+        "Time of one learned-index build",
+    ),
+    (
+        "kyrodb_rmi_probe_length_slots",
+        Kind::Histogram,
+        "Distance from prediction to position plus one, sampled over keys at each build",
+    ),
+    (
+        "kyrodb_rmi_rebuilds_total",
+        Kind::Counter,
+        "Learned-index rebuilds finished",
+    ),
+    (
+        "kyrodb_rmi_rebuild_failures_total",
+        Kind::Counter,
+        "Learned-index background rebuilds that failed",
+    ),
+];
+
+fn describe_all(recorder: &metrics_exporter_prometheus::PrometheusRecorder) {
+    use metrics::{Recorder, SharedString, Unit};
+    for &(name, kind, help) in FAMILIES {
+        let key = metrics::KeyName::from_const_str(name);
+        let unit = if name.ends_with("_seconds") {
+            Some(Unit::Seconds)
+        } else if name.ends_with("_bytes") {
+            Some(Unit::Bytes)
+        } else {
+            None
+        };
+        let help = SharedString::const_str(help);
+        match kind {
+            Kind::Counter => recorder.describe_counter(key, unit, help),
+            Kind::Gauge => recorder.describe_gauge(key, unit, help),
+            Kind::Histogram => recorder.describe_histogram(key, unit, help),
+        }
+    }
 }
 
 /// Keeps histograms bounded in memory; runs until the runtime stops.
@@ -114,7 +343,6 @@ pub fn record_engine_stats(st: &kyrodb_storage::Stats) {
     gauge!("kyrodb_storage_delta_entries").set(st.delta_entries as f64);
     gauge!("kyrodb_storage_frozen_bytes").set(st.frozen_bytes as f64);
     gauge!("kyrodb_storage_wal_segments").set(st.wal_segments as f64);
-    gauge!("kyrodb_storage_compactions").set(st.compactions as f64);
     gauge!("kyrodb_storage_writes_stopped").set(if st.writes_stopped.is_some() {
         1.0
     } else {
@@ -127,10 +355,92 @@ pub fn record_engine_stats(st: &kyrodb_storage::Stats) {
         gauge!("kyrodb_storage_snapshot_data_bytes", "keyspace" => name.clone())
             .set(ks.snapshot_data_bytes as f64);
         gauge!("kyrodb_index_leaves", "keyspace" => name.clone()).set(ks.index.leaves as f64);
-        gauge!("kyrodb_index_epsilon_max", "keyspace" => name.clone())
+        gauge!("kyrodb_index_error_max_slots", "keyspace" => name.clone())
             .set(f64::from(ks.index.epsilon_max));
-        gauge!("kyrodb_index_epsilon_mean", "keyspace" => name.clone()).set(ks.index.epsilon_mean);
+        gauge!("kyrodb_index_error_mean_slots", "keyspace" => name.clone())
+            .set(ks.index.epsilon_mean);
         gauge!("kyrodb_index_model_bytes", "keyspace" => name, "index" => st.index)
             .set(ks.index_model_bytes as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UNITS: &[&str] = &[
+        "_total",
+        "_seconds",
+        "_bytes",
+        "_slots",
+        "_keys",
+        "_records",
+        "_entries",
+        "_leaves",
+        "_clients",
+        "_seq",
+        "_generation",
+        "_segments",
+        "_stopped",
+    ];
+
+    #[test]
+    fn family_names_end_with_their_unit_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for (name, kind, help) in FAMILIES {
+            assert!(seen.insert(*name), "{name} listed twice");
+            assert!(name.starts_with("kyrodb_"), "{name}");
+            assert!(UNITS.iter().any(|u| name.ends_with(u)), "{name}: unit last");
+            assert_eq!(
+                name.ends_with("_total"),
+                *kind == Kind::Counter,
+                "{name}: counters and only counters end in _total"
+            );
+            assert!(!help.is_empty());
+        }
+    }
+
+    /// Every metric name recorded anywhere in the workspace's sources is listed in [`FAMILIES`].
+    #[test]
+    fn every_recorded_metric_is_listed() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut recorded = Vec::new();
+        let mut stack = vec![
+            root.join("storage/src"),
+            root.join("rmi/src"),
+            root.join("server/src"),
+        ];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    for macro_name in ["counter!(", "gauge!(", "histogram!("] {
+                        for (i, _) in text.match_indices(macro_name) {
+                            let rest = text[i + macro_name.len()..].trim_start();
+                            if let Some(lit) = rest.strip_prefix('"') {
+                                let name = &lit[..lit.find('"').unwrap()];
+                                // (This test's own list of macro names is not a metric.)
+                                if name.is_empty()
+                                    || !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                                {
+                                    continue;
+                                }
+                                recorded.push((name.to_owned(), p.display().to_string()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(recorded.len() > 20, "found only {recorded:?}");
+        for (name, file) in recorded {
+            assert!(
+                FAMILIES.iter().any(|(n, _, _)| *n == name),
+                "{name} (recorded in {file}) is not in FAMILIES"
+            );
+        }
     }
 }
