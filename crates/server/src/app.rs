@@ -130,5 +130,11 @@ pub fn state(db: Arc<kyrodb_storage::Db>, cfg: &Config) -> AppState {
         },
         metrics: crate::metrics::handle(),
         shutting_down: Default::default(),
+        openapi_json: crate::openapi::document_json(crate::openapi::DocOptions {
+            auth: !cfg.api_keys.is_empty(),
+            public_metrics: cfg.public_metrics,
+            rate_limit: cfg.rate_limit.is_some(),
+            scan_limit_max: cfg.scan_limit_max,
+        }),
     })
 }

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use utoipa::{
     openapi::{
         path::Operation,
+        schema::Schema,
         security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
         RefOr, Response, ResponseBuilder,
     },
@@ -41,23 +42,63 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The document, built once.
+/// What of the server's configuration the document states, so that it is exact for this server.
+#[derive(Debug, Clone, Copy)]
+pub struct DocOptions {
+    /// Tokens are configured: routes with a role declare bearer security and 401/403.
+    pub auth: bool,
+    pub public_metrics: bool,
+    /// Rate limiting is on: limited routes declare 429.
+    pub rate_limit: bool,
+    pub scan_limit_max: usize,
+}
+
+impl Default for DocOptions {
+    /// The document of a server with auth and rate limits on (everything that can be declared).
+    fn default() -> Self {
+        Self {
+            auth: true,
+            public_metrics: false,
+            rate_limit: true,
+            scan_limit_max: crate::config::defaults::SCAN_LIMIT_MAX,
+        }
+    }
+}
+
+/// The document with every security and error answer declared (auth and rate limit on).
 pub fn document() -> &'static utoipa::openapi::OpenApi {
     static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    DOC.get_or_init(build)
+    DOC.get_or_init(|| build(DocOptions::default()))
 }
 
-/// The document as JSON, built once.
-pub fn document_json() -> &'static str {
-    static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| {
-        document()
-            .to_json()
-            .expect("the OpenAPI document serializes")
-    })
+/// The document of a server configured as `o`, as JSON.
+pub fn document_json(o: DocOptions) -> String {
+    let mut v = serde_json::to_value(build(o)).expect("the OpenAPI document serializes");
+    unsigned_formats(&mut v);
+    v.to_string()
 }
 
-fn build() -> utoipa::openapi::OpenApi {
+/// utoipa writes a Rust `u64`/`usize` as `{"type": "integer", "format": "int64", "minimum": 0}`, and
+/// `int64` tells clients the largest value is 2^63 − 1, while keys go up to 2^64 − 1. Say `uint64` with
+/// its true maximum (unless a smaller one is declared).
+fn unsigned_formats(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let unsigned = m.get("type").and_then(|t| t.as_str()) == Some("integer")
+                && m.get("format").and_then(|f| f.as_str()) == Some("int64")
+                && m.get("minimum").and_then(|x| x.as_u64()) == Some(0);
+            if unsigned {
+                m.insert("format".into(), "uint64".into());
+                m.entry("maximum").or_insert(u64::MAX.into());
+            }
+            m.values_mut().for_each(unsigned_formats);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(unsigned_formats),
+        _ => {}
+    }
+}
+
+fn build(o: DocOptions) -> utoipa::openapi::OpenApi {
     let mut api = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi());
     let mut rules: Vec<(String, Access)> = Vec::new();
     for (access, r) in table() {
@@ -72,7 +113,13 @@ fn build() -> utoipa::openapi::OpenApi {
             .map(|(_, a)| *a)
             .expect("every documented path comes from the table");
         for op in operations_mut(item) {
-            complete(op, access);
+            complete(op, access, o);
+        }
+    }
+    if !o.auth {
+        doc.security = None;
+        if let Some(c) = doc.components.as_mut() {
+            c.security_schemes.clear();
         }
     }
     doc
@@ -109,16 +156,16 @@ fn error_response(description: &str) -> RefOr<Response> {
 }
 
 /// Security and the error answers that come from the layers rather than the handler.
-fn complete(op: &mut Operation, access: Access) {
+fn complete(op: &mut Operation, access: Access, o: DocOptions) {
     let mut add = |status: &str, description: &str| {
         op.responses
             .responses
             .entry(status.to_owned())
             .or_insert_with(|| error_response(description));
     };
-    match access {
-        Access::Probe => {}
-        Access::Metrics | Access::Needs(_) => {
+    let role = access.role(o.public_metrics);
+    if o.auth && role.is_some() {
+        {
             add(
                 "401",
                 "a token is configured on the server and this request has none, or an unknown one",
@@ -126,11 +173,13 @@ fn complete(op: &mut Operation, access: Access) {
             add("403", "the token's role is too weak for this route");
         }
     }
-    if access.rate_limited() {
+    if o.rate_limit && access.rate_limited() {
         add(
             "429",
             "the client's rate limit is exceeded; see Retry-After",
         );
+    }
+    if access.rate_limited() {
         add("408", "the request took longer than request_timeout_ms");
         add(
             "503",
@@ -152,15 +201,17 @@ fn complete(op: &mut Operation, access: Access) {
     if op.request_body.is_some() {
         add("413", "the body is over body_bytes_max");
     }
-    op.security = Some(match access {
-        // `[]`: no security needed.
-        Access::Probe => Vec::new(),
-        // `[{}, {"bearer": []}]`: none, or a token (when tokens are set and public_metrics is not).
-        Access::Metrics => vec![
-            SecurityRequirement::default(),
-            SecurityRequirement::new("bearer", Vec::<String>::new()),
-        ],
-        Access::Needs(_) => vec![SecurityRequirement::new("bearer", Vec::<String>::new())],
+    if let Some(params) = op.parameters.as_mut() {
+        for p in params.iter_mut().filter(|p| p.name == "limit") {
+            if let Some(RefOr::T(Schema::Object(obj))) = p.schema.as_mut() {
+                obj.maximum = Some(o.scan_limit_max.into());
+            }
+        }
+    }
+    // `[]`: no security needed (a probe, or a server without tokens).
+    op.security = Some(match (o.auth, role) {
+        (true, Some(_)) => vec![SecurityRequirement::new("bearer", Vec::<String>::new())],
+        _ => Vec::new(),
     });
 }
 

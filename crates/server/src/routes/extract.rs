@@ -73,9 +73,19 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
     }
 }
 
-/// Keys are unsigned 64-bit integers in decimal, nothing else (no sign, no spaces, no hex).
+/// Keys are unsigned 64-bit integers in canonical decimal, nothing else (no sign, no spaces, no hex,
+/// no leading zeros: `/v1/kv/00042` is refused rather than silently taken as key 42).
 pub fn parse_key(raw: &str) -> Result<u64, ApiError> {
     let digits_only = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
+    if digits_only && raw.len() > 1 && raw.starts_with('0') {
+        return Err(ApiError::bad_request(
+            "invalid_key",
+            format!(
+                "key {:?} has leading zeros; write keys in canonical decimal",
+                truncate(raw, 64)
+            ),
+        ));
+    }
     match raw.parse::<u64>() {
         Ok(k) if digits_only => Ok(k),
         _ => Err(ApiError::bad_request(
@@ -85,6 +95,58 @@ pub fn parse_key(raw: &str) -> Result<u64, ApiError> {
                 truncate(raw, 64)
             ),
         )),
+    }
+}
+
+/// A key in a JSON body: an unsigned 64-bit integer. As JSON Schema counts `217.0` an integer, a
+/// number with a zero fraction is accepted too when it is exact (at most 2^53); anything else is refused.
+pub fn de_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    d.deserialize_any(KeyVisitor)
+}
+
+/// A list of keys in a JSON body, each as [`de_key`].
+pub fn de_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Vec<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of unsigned 64-bit integer keys")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u64>, A::Error> {
+            #[derive(serde::Deserialize)]
+            struct K(#[serde(deserialize_with = "de_key")] u64);
+            let mut out = Vec::with_capacity(a.size_hint().unwrap_or(0).min(4096));
+            while let Some(K(k)) = a.next_element()? {
+                out.push(k);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Keys)
+}
+
+struct KeyVisitor;
+
+impl serde::de::Visitor<'_> for KeyVisitor {
+    type Value = u64;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an unsigned 64-bit integer key")
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v).map_err(|_| E::custom(format!("key {v} is negative")))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u64, E> {
+        const EXACT_MAX: f64 = 9_007_199_254_740_992.0; // 2^53
+        if v.fract() == 0.0 && (0.0..=EXACT_MAX).contains(&v) {
+            Ok(v as u64)
+        } else {
+            Err(E::custom(format!(
+                "key {v} is not an unsigned 64-bit integer (numbers with a fraction are integers only when it is zero and they are at most 2^53)"
+            )))
+        }
     }
 }
 
@@ -127,8 +189,37 @@ mod tests {
             " 1",
             "1.0",
             "abc",
+            "00042",
+            "01",
         ] {
             assert_eq!(parse_key(bad).unwrap_err().code, "invalid_key", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn json_keys_are_u64_or_exact_integral_numbers() {
+        #[derive(serde::Deserialize, Debug)]
+        struct K {
+            #[serde(deserialize_with = "de_key")]
+            key: u64,
+            #[serde(deserialize_with = "de_keys")]
+            keys: Vec<u64>,
+        }
+        let k: K =
+            serde_json::from_str(r#"{"key":217.0,"keys":[1,2.0,18446744073709551615]}"#).unwrap();
+        assert_eq!((k.key, k.keys), (217, vec![1, 2, u64::MAX]));
+        for bad in [
+            r#"{"key":1.5,"keys":[]}"#,
+            r#"{"key":-1,"keys":[]}"#,
+            r#"{"key":1e300,"keys":[]}"#,
+            r#"{"key":"1","keys":[]}"#,
+            r#"{"key":1,"keys":[0.5]}"#,
+        ] {
+            assert_eq!(
+                parse_json::<K>(bad.as_bytes()).unwrap_err().code,
+                "invalid_request",
+                "{bad}"
+            );
         }
     }
 

@@ -22,6 +22,7 @@ use crate::error::{ApiError, ErrorBody};
 #[serde(deny_unknown_fields)]
 pub struct PutRequest {
     /// Unsigned 64-bit key.
+    #[serde(deserialize_with = "super::extract::de_key")]
     pub key: u64,
     /// The value as a UTF-8 string; for arbitrary bytes use `PUT /v1/kv/{key}`.
     pub value: String,
@@ -36,6 +37,7 @@ pub struct OffsetResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchGetRequest {
+    #[serde(deserialize_with = "super::extract::de_keys")]
     pub keys: Vec<u64>,
 }
 
@@ -70,9 +72,11 @@ pub struct BatchGetResponse {
 pub struct ScanQuery {
     /// First key, inclusive. Default 0.
     pub start: Option<u64>,
-    /// Last key, exclusive. Default: the end of the key space.
+    /// Last key, exclusive (an `end` at or below `start` is an empty range). Default: the end of
+    /// the key space.
     pub end: Option<u64>,
     /// At most this many items (default 100, at most `scan_limit_max`).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
 }
 
@@ -157,9 +161,9 @@ pub async fn put_json(
     Ok(Json(OffsetResponse { offset }))
 }
 
-/// Writes the raw request body as the value.
+/// Writes the raw request body as the value (an empty or missing body is the empty value).
 #[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv", params(("key" = u64, Path)),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream"),
     responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn put_raw(
     State(s): State<AppState>,
@@ -313,13 +317,12 @@ pub async fn scan(
             format!("limit {limit} is outside 1..={max}"),
         ));
     }
-    if let Some(end) = q.end {
-        if end < start {
-            return Err(ApiError::bad_request(
-                "invalid_range",
-                format!("end {end} is below start {start}"),
-            ));
-        }
+    if q.end.is_some_and(|end| end <= start) {
+        // [start, end) is empty: an empty page, as for any range that holds no key.
+        return Ok(Json(ScanResponse {
+            items: Vec::new(),
+            next_start: None,
+        }));
     }
     // One extra row tells whether there is a next page without a second lookup.
     let rows = match q.end {

@@ -37,6 +37,8 @@ pub struct Shared {
     pub metrics: PrometheusHandle,
     /// Set when shutdown starts: `/ready` turns 503 so load balancers stop sending.
     pub shutting_down: AtomicBool,
+    /// `/openapi.json`, exact for this server's configuration (auth, rate limit, limits).
+    pub openapi_json: String,
 }
 
 pub type AppState = Arc<Shared>;

@@ -121,8 +121,8 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, body = Object)))]
-pub async fn openapi() -> Response {
-    let mut resp = crate::openapi::document_json().into_response();
+pub async fn openapi(State(s): State<AppState>) -> Response {
+    let mut resp = s.openapi_json.clone().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
