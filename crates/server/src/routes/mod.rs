@@ -19,9 +19,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::{require_role, Auth, RequireRole, Role};
 
-/// Limits the handlers enforce before touching the engine.
-#[derive(Debug, Clone, Copy)]
+/// Limits the handlers enforce before touching the engine; `/build_info` reports them so clients
+/// (`kyrodb import`) can size their requests.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
 pub struct Limits {
+    /// Largest request body (the body-limit layer; 413 `body_too_large` above it).
+    pub body_bytes_max: usize,
     pub value_bytes_max: usize,
     pub batch_keys_max: usize,
     pub scan_limit_max: usize,
