@@ -342,7 +342,7 @@ impl Importer<'_> {
                         .collect();
                     self.failed += lost.len() as u64;
                     self.report(format!(
-                        "{}: failed, may or may not have been written: {e}",
+                        "{} failed, may or may not have been written: {e}",
                         lines_of(&lost)
                     ));
                     if self.conn.is_none() {
@@ -389,7 +389,10 @@ impl Importer<'_> {
                     } else {
                         "not written"
                     };
-                    let text = format!("{}: HTTP {status}, {verdict}: {msg}", lines_of(&lost));
+                    let text = format!(
+                        "{} failed with HTTP {status}, {verdict}: {msg}",
+                        lines_of(&lost)
+                    );
                     if fatal {
                         return Err(text);
                     }
@@ -532,6 +535,8 @@ pub async fn run(target: &Target, token: Option<&str>, args: &ImportArgs) -> Res
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
     fn text(s: &str) -> RecordValue {
@@ -614,6 +619,106 @@ mod tests {
         let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(j["items"][1]["value_b64"], "AP8=");
         assert_eq!(lines_of(&items), "lines 1..=2");
+    }
+
+    /// A stand-in server whose batch_put refuses what a real server cannot be made to refuse on
+    /// purpose: key 13 by index (400 `items[i]`), key 7 with no index (413), key 99 with a 500.
+    async fn fake_server(written: Arc<Mutex<Vec<u64>>>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let written = written.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            if sock.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                        let len: usize = head
+                            .split("content-length: ")
+                            .nth(1)
+                            .and_then(|r| r.split("\r\n").next()?.parse().ok())
+                            .unwrap_or(0);
+                        while buf.len() < head_end + len {
+                            if sock.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                        }
+                        let body: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
+                        let (status, answer) = if head.starts_with("get /build_info") {
+                            (200, r#"{"version":"0"}"#.to_owned())
+                        } else {
+                            batch_put(&body, &written)
+                        };
+                        let resp = format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        );
+                        if sock.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn batch_put(body: &[u8], written: &Mutex<Vec<u64>>) -> (u16, String) {
+        let j: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let keys: Vec<u64> = j["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["key"].as_u64().unwrap())
+            .collect();
+        let error = |m: &str| format!(r#"{{"error":{{"code":"x","message":"{m}"}}}}"#);
+        if keys.contains(&99) {
+            return (500, error("engine failed"));
+        }
+        if keys.contains(&7) {
+            return (413, error("length limit exceeded"));
+        }
+        if let Some(i) = keys.iter().position(|&k| k == 13) {
+            return (400, error(&format!("items[{i}]: not this one")));
+        }
+        written.lock().unwrap().extend(keys);
+        (200, r#"{"offset":1}"#.to_owned())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn refused_items_are_dropped_and_the_rest_resent_and_5xx_fails_the_batch() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let url = fake_server(written.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("in.jsonl");
+        let mut text = String::new();
+        for k in (0..20).chain([99, 100]) {
+            text.push_str(&format!("{{\"key\":{k},\"value\":\"v\"}}\n"));
+        }
+        std::fs::write(&file, text).unwrap();
+        let args = ImportArgs {
+            file,
+            format: None,
+            batch: 10,
+            batch_bytes: None,
+        };
+        let err = run(&Target::parse(&url).unwrap(), None, &args)
+            .await
+            .unwrap_err();
+        assert!(err.contains("2 lines skipped, 2 failed"), "{err}");
+        let mut keys = written.lock().unwrap().clone();
+        keys.sort_unstable();
+        let want: Vec<u64> = (0..20).filter(|k| ![7, 13].contains(k)).collect();
+        assert_eq!(keys, want);
     }
 
     #[test]
