@@ -86,7 +86,8 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Import a JSONL or CSV file of key,value records.
+    /// Import a JSONL (`value` or `value_b64`) or CSV file of key,value records; exits non-zero if any
+    /// line was skipped or failed.
     Import {
         #[command(flatten)]
         args: import::ImportArgs,
