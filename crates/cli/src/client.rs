@@ -226,10 +226,14 @@ impl Conn {
         body: &[u8],
     ) -> io::Result<Response> {
         let req = build_request(target, method, path, token, content_type, body);
-        self.send(&req).await?;
+        let sent = self.send(&req).await;
         let mut resp = Response::default();
-        self.read_response(Some(&mut resp)).await?;
-        Ok(resp)
+        match (self.read_response(Some(&mut resp)).await, sent) {
+            (Ok(_), _) => Ok(resp),
+            // A server may answer early (413 for a body over its limit) and close before reading the
+            // rest; its answer says more than the broken pipe does.
+            (Err(_), Err(e)) | (Err(e), Ok(())) => Err(e),
+        }
     }
 }
 

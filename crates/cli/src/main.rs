@@ -50,10 +50,16 @@ enum Command {
     /// Run the server (zero configuration needed).
     #[command(after_long_help = serve::SERVE_AFTER_HELP)]
     Serve(Box<serve::ServeArgs>),
-    /// Write a UTF-8 value under a key; prints {"offset": N}.
+    /// Write a value under a key: VALUE as text, `-` for the bytes of stdin, or --file; prints
+    /// {"offset": N}.
     Put {
         key: u64,
-        value: String,
+        /// The value as text; `-` reads the value's bytes from stdin.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        value: Option<String>,
+        /// Read the value's bytes from this file.
+        #[arg(long, short = 'f')]
+        file: Option<std::path::PathBuf>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -80,7 +86,8 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Import a JSONL or CSV file of key,value records.
+    /// Import a JSONL (`value` or `value_b64`) or CSV file of key,value records; exits non-zero if any
+    /// line was skipped or failed.
     Import {
         #[command(flatten)]
         args: import::ImportArgs,
@@ -121,13 +128,19 @@ fn client_command(cmd: Command) -> Result<(), String> {
     rt.block_on(async move {
         match cmd {
             Command::Serve(_) => unreachable!("handled in main"),
-            Command::Put { key, value, client } => {
+            Command::Put {
+                key,
+                value,
+                file,
+                client,
+            } => {
+                let bytes = value_bytes(value, file)?;
                 simple(
                     &client,
                     "PUT",
                     &format!("/v1/kv/{key}"),
                     Some("application/octet-stream"),
-                    value.as_bytes(),
+                    &bytes,
                     false,
                 )
                 .await
@@ -181,6 +194,24 @@ fn client_command(cmd: Command) -> Result<(), String> {
             }
         }
     })
+}
+
+/// `put`'s value: the text, all of stdin for `-`, or the file's bytes.
+fn value_bytes(value: Option<String>, file: Option<std::path::PathBuf>) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    match (value, file) {
+        (_, Some(path)) => std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display())),
+        (Some(v), None) if v == "-" => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("stdin: {e}"))?;
+            Ok(bytes)
+        }
+        (Some(v), None) => Ok(v.into_bytes()),
+        (None, None) => Err("put needs a VALUE, `-` (stdin) or --file".into()),
+    }
 }
 
 /// One request; the body goes to stdout on success, the server's error to stderr otherwise.

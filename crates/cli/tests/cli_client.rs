@@ -2,16 +2,7 @@
 
 mod common;
 
-use common::{command, Server};
-
-fn run(s: &Server, args: &[&str]) -> std::process::Output {
-    command()
-        .args(args)
-        .arg("--url")
-        .arg(s.url())
-        .output()
-        .unwrap()
-}
+use common::{run, Server};
 
 #[test]
 fn put_get_delete_scan_from_the_command_line() {

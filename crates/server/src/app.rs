@@ -123,6 +123,7 @@ pub fn state(db: Arc<kyrodb_storage::Db>, cfg: &Config) -> AppState {
     Arc::new(crate::routes::Shared {
         db,
         limits: crate::routes::Limits {
+            body_bytes_max: cfg.body_bytes_max,
             value_bytes_max: cfg.value_bytes_max,
             batch_keys_max: cfg.batch_keys_max,
             scan_limit_max: cfg.scan_limit_max,

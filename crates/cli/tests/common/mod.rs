@@ -74,6 +74,16 @@ pub fn command() -> Command {
     c
 }
 
+/// A client command (`put`, `import`, ...) against `s`; waits for it to exit.
+pub fn run(s: &Server, args: &[&str]) -> std::process::Output {
+    command()
+        .args(args)
+        .arg("--url")
+        .arg(s.url())
+        .output()
+        .unwrap()
+}
+
 impl Server {
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
         Self::start_with_args(dir, env, &[])

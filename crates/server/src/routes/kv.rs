@@ -1,6 +1,8 @@
 //! Key-value routes of the default keyspace. Reads run inline (memory or mmap); writes run on the
 //! blocking pool because an acknowledgement waits for the WAL's group commit.
 
+use std::borrow::Cow;
+
 use axum::{
     body::Bytes,
     extract::State,
@@ -8,6 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use kyrodb_storage::{Value, WriteBatch};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -18,14 +21,44 @@ use super::{
 };
 use crate::error::{ApiError, ErrorBody};
 
+/// One key and its value, given as exactly one of `value` (UTF-8 text) or `value_b64` (any bytes).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutRequest {
     /// Unsigned 64-bit key.
     #[serde(deserialize_with = "super::extract::de_key")]
     pub key: u64,
-    /// The value as a UTF-8 string; for arbitrary bytes use `PUT /v1/kv/{key}`.
-    pub value: String,
+    /// The value as a UTF-8 string. Exactly one of `value` and `value_b64`.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// The value's bytes in standard base64 (RFC 4648 alphabet, `=` padding): for values that are not
+    /// UTF-8. Exactly one of `value` and `value_b64`.
+    #[serde(default)]
+    pub value_b64: Option<String>,
+}
+
+impl PutRequest {
+    /// The value's bytes, checked against `value_bytes_max`: borrowed for `value`, decoded for
+    /// `value_b64`.
+    fn value_bytes(&self, state: &AppState) -> Result<Cow<'_, [u8]>, ApiError> {
+        let bytes = match (&self.value, &self.value_b64) {
+            (Some(v), None) => Cow::Borrowed(v.as_bytes()),
+            (None, Some(b64)) => Cow::Owned(BASE64.decode(b64).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_base64",
+                    format!("value_b64 is not standard base64: {e}"),
+                )
+            })?),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "exactly one of value and value_b64 is required",
+                ))
+            }
+        };
+        check_value(state, bytes.len())?;
+        Ok(bytes)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -148,16 +181,16 @@ pub(crate) async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Writes a UTF-8 value.
+/// Writes a value given as UTF-8 text (`value`) or base64 (`value_b64`).
 #[utoipa::path(post, path = "/v1/put", tag = "kv", request_body = PutRequest,
     responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn put_json(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<PutRequest>,
 ) -> Result<Json<OffsetResponse>, ApiError> {
-    check_value(&s, req.value.len())?;
+    let value = req.value_bytes(&s)?.into_owned();
     let db = s.db.clone();
-    let offset = blocking(move || db.put(req.key, req.value.as_bytes())).await?;
+    let offset = blocking(move || db.put(req.key, &value)).await?;
     Ok(Json(OffsetResponse { offset }))
 }
 
@@ -274,7 +307,8 @@ fn batch_get_json(keys: &[u64], values: &[Option<Value>]) -> Vec<u8> {
     out
 }
 
-/// Writes many UTF-8 values atomically (used by `kyrodb import`).
+/// Writes many values atomically (used by `kyrodb import`); each item's value is UTF-8 text (`value`)
+/// or base64 (`value_b64`). A bad item refuses the whole batch with a message that starts `items[i]: `.
 #[utoipa::path(post, path = "/v1/kv/batch_put", tag = "kv", request_body = BatchPutRequest,
     responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn batch_put(
@@ -292,9 +326,12 @@ pub async fn batch_put(
         ));
     }
     let mut batch = WriteBatch::new();
-    for it in &req.items {
-        check_value(&s, it.value.len())?;
-        batch.put(s.db.default_keyspace(), it.key, it.value.as_bytes());
+    for (i, it) in req.items.iter().enumerate() {
+        let value = it.value_bytes(&s).map_err(|mut e| {
+            e.message = format!("items[{i}]: {}", e.message);
+            e
+        })?;
+        batch.put(s.db.default_keyspace(), it.key, &value);
     }
     let db = s.db.clone();
     let offset = blocking(move || db.write(batch)).await?;

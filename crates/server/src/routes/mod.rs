@@ -20,12 +20,19 @@ use crate::{
     ratelimit::{rate_limit, Limiter},
 };
 
-/// Limits the handlers enforce before touching the engine.
-#[derive(Debug, Clone, Copy)]
+/// Limits the handlers enforce before touching the engine; `/build_info` reports them so clients
+/// (`kyrodb import`) can size their requests.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
 pub struct Limits {
+    /// Largest request body (the body-limit layer; 413 `body_too_large` above it).
+    pub body_bytes_max: usize,
+    /// Largest value (413 `value_too_large`).
     pub value_bytes_max: usize,
+    /// Most keys in one batch_get or items in one batch_put.
     pub batch_keys_max: usize,
+    /// Largest `limit` of a scan.
     pub scan_limit_max: usize,
+    /// Most value bytes in one batch_get answer or scan page.
     pub response_bytes_max: usize,
 }
 

@@ -38,6 +38,8 @@ pub struct BuildInfo {
     pub cpu_features: Vec<&'static str>,
     /// The engine's index kind.
     pub index: &'static str,
+    /// The request limits this server enforces.
+    pub limits: super::Limits,
 }
 
 /// Liveness: the process answers. Never needs a token.
@@ -72,7 +74,7 @@ pub async fn ready(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Version, git commit, compiler, target and detected CPU features.
+/// Version, git commit, compiler, target, detected CPU features and the request limits.
 #[utoipa::path(get, path = "/build_info", tag = "ops", responses((status = 200, body = BuildInfo)))]
 pub async fn build_info(State(s): State<AppState>) -> Json<BuildInfo> {
     Json(BuildInfo {
@@ -83,6 +85,7 @@ pub async fn build_info(State(s): State<AppState>) -> Json<BuildInfo> {
         profile: env!("KYRODB_PROFILE"),
         cpu_features: cpu_features(),
         index: s.db.stats().index,
+        limits: s.limits,
     })
 }
 
