@@ -75,7 +75,25 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
 pub fn document_json(o: DocOptions) -> String {
     let mut v = serde_json::to_value(build(o)).expect("the OpenAPI document serializes");
     unsigned_formats(&mut v);
+    exclusive_fields(&mut v);
     v.to_string()
+}
+
+/// Request schemas that take exactly one of some fields (utoipa's derive cannot say so): `oneOf` of
+/// one `required` per field, which JSON Schema reads as "exactly one present".
+const EXCLUSIVE_FIELDS: &[(&str, &[&str])] = &[("PutRequest", &["value", "value_b64"])];
+
+fn exclusive_fields(doc: &mut serde_json::Value) {
+    for (schema, fields) in EXCLUSIVE_FIELDS {
+        let Some(s) = doc.pointer_mut(&format!("/components/schemas/{schema}")) else {
+            continue;
+        };
+        let one_of: Vec<serde_json::Value> = fields
+            .iter()
+            .map(|f| serde_json::json!({ "required": [f] }))
+            .collect();
+        s["oneOf"] = one_of.into();
+    }
 }
 
 /// utoipa writes a Rust `u64`/`usize` as `{"type": "integer", "format": "int64", "minimum": 0}`, and

@@ -53,6 +53,26 @@ pub const SERVE_ENV: &[&str] = &[
 /// Environment variables the client commands read.
 const CLIENT_ENV: &[&str] = &["KYRODB_URL", "KYRODB_TOKEN"];
 
+/// Reads the server's stderr until "kyrodb listening on http://ADDR" (the port it bound), passing
+/// every line through to this process's stderr, in a thread that lives as long as the pipe.
+fn listening_port(stderr: std::process::ChildStderr) -> Option<u16> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(addr) = line.strip_prefix("kyrodb listening on http://") {
+                let port = addr.rsplit(':').next().and_then(|p| p.trim().parse().ok());
+                let _ = tx.send(port);
+            }
+            eprintln!("{line}");
+        }
+    });
+    rx.recv_timeout(START_TIMEOUT).ok().flatten()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -106,36 +126,38 @@ impl Server {
         s
     }
 
+    /// Starts the server on port 0 and learns the port it bound from its "listening on" line, so no
+    /// other process can take the port between choosing and binding it (and no test can talk to
+    /// another test's server).
     fn spawn(&mut self) {
-        for _attempt in 0..3 {
-            self.port = free_port();
-            let mut c = command();
-            c.arg("serve")
-                .arg("--data-dir")
-                .arg(&self.dir)
-                .arg("--port")
-                .arg(self.port.to_string());
-            c.args(&self.args);
-            c.env("KYRODB_DISABLE_HTTP_LOG", "1")
-                .env("RUST_LOG", "warn");
-            for (k, v) in &self.env {
-                c.env(k, v);
-            }
-            let child = c
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap();
-            self.child = Some(child);
-            if self.wait_healthy() {
-                return;
-            }
-            // The port may have been taken between choosing and binding: try another.
-            let _ = self.child.as_mut().unwrap().kill();
-            let _ = self.child.as_mut().unwrap().wait();
+        let mut c = command();
+        c.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--port")
+            .arg("0");
+        c.args(&self.args);
+        c.env("KYRODB_DISABLE_HTTP_LOG", "1")
+            .env("RUST_LOG", "warn");
+        for (k, v) in &self.env {
+            c.env(k, v);
         }
-        panic!("kyrodb did not become healthy");
+        let mut child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let port = listening_port(child.stderr.take().unwrap());
+        self.child = Some(child);
+        match port {
+            Some(p) => self.port = p,
+            None => {
+                let status = self.child.as_mut().unwrap().try_wait();
+                panic!("kyrodb did not say where it listens within {START_TIMEOUT:?} ({status:?})");
+            }
+        }
+        assert!(self.wait_healthy(), "kyrodb did not become healthy");
     }
 
     fn wait_healthy(&mut self) -> bool {

@@ -125,6 +125,16 @@ pub fn de_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Er
     d.deserialize_seq(Keys)
 }
 
+/// An optional field that, when present, must not be `null` (absent and `null` are not the same
+/// request; the schema declares the field as a plain value). Use with `#[serde(default)]`.
+pub fn de_present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 struct KeyVisitor;
 
 impl serde::de::Visitor<'_> for KeyVisitor {

@@ -29,11 +29,13 @@ pub struct PutRequest {
     #[serde(deserialize_with = "super::extract::de_key")]
     pub key: u64,
     /// The value as a UTF-8 string. Exactly one of `value` and `value_b64`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::de_present")]
+    #[schema(value_type = String)]
     pub value: Option<String>,
     /// The value's bytes in standard base64 (RFC 4648 alphabet, `=` padding): for values that are not
     /// UTF-8. Exactly one of `value` and `value_b64`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::de_present")]
+    #[schema(value_type = String, format = Byte)]
     pub value_b64: Option<String>,
 }
 
