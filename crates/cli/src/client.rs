@@ -15,7 +15,7 @@ const BODY_BYTES_MAX: usize = 256 << 20;
 
 /// `http://host:port[/prefix]` split into what a connection needs.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// `host:port` for `connect`.
     pub addr: String,
     /// The `Host` header value.
@@ -25,7 +25,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub(crate) fn parse(url: &str) -> Result<Self, String> {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| format!("url {url:?}: only http:// URLs are supported"))?;
@@ -54,7 +54,7 @@ impl Target {
 
 /// A parsed response.
 #[derive(Debug, Default)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     /// Lower-cased names.
     pub headers: Vec<(String, String)>,
@@ -63,7 +63,7 @@ pub struct Response {
 
 /// One connection with a read buffer that survives between responses.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
     /// Bytes of `buf` already consumed.
@@ -72,12 +72,12 @@ pub struct Conn {
 
 /// What the fast path of [`Conn::read_response`] reports.
 #[derive(Debug, Clone, Copy)]
-pub struct Head {
+pub(crate) struct Head {
     pub status: u16,
 }
 
 impl Conn {
-    pub async fn connect(addr: &str) -> io::Result<Self> {
+    pub(crate) async fn connect(addr: &str) -> io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Self {
@@ -87,12 +87,15 @@ impl Conn {
         })
     }
 
-    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes).await
     }
 
     /// Reads one response. With `out` it also keeps headers and body; without, it only skips them.
-    pub async fn read_response(&mut self, mut out: Option<&mut Response>) -> io::Result<Head> {
+    pub(crate) async fn read_response(
+        &mut self,
+        mut out: Option<&mut Response>,
+    ) -> io::Result<Head> {
         let head_end = loop {
             if let Some(i) = find(&self.buf[self.start..], b"\r\n\r\n") {
                 break self.start + i + 4;
@@ -216,7 +219,7 @@ impl Conn {
     }
 
     /// Sends a request and reads the whole response.
-    pub async fn request(
+    pub(crate) async fn request(
         &mut self,
         target: &Target,
         method: &str,
@@ -238,7 +241,7 @@ impl Conn {
 }
 
 /// The bytes of one request.
-pub fn build_request(
+pub(crate) fn build_request(
     target: &Target,
     method: &str,
     path: &str,
@@ -252,7 +255,7 @@ pub fn build_request(
 }
 
 /// [`build_request`] into a reused buffer (the load generator's hot path allocates nothing).
-pub fn build_request_into(
+pub(crate) fn build_request_into(
     out: &mut Vec<u8>,
     target: &Target,
     method: &str,

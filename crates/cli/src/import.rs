@@ -24,13 +24,13 @@ use serde::{Deserialize, Serialize};
 use crate::client::{Conn, Response, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Jsonl,
     Csv,
 }
 
 #[derive(Debug, Args)]
-pub struct ImportArgs {
+pub(crate) struct ImportArgs {
     /// The file to import.
     pub file: PathBuf,
     /// File format [default: from the extension: .csv is CSV, anything else JSONL]
@@ -57,7 +57,7 @@ const RETRY_AFTER_MAX: Duration = Duration::from_secs(10);
 /// The server's limits that shape batches: `/build_info`'s `limits`, or the defaults of a server that
 /// does not report them.
 #[derive(Debug, Clone, Copy, Deserialize)]
-pub struct ServerLimits {
+pub(crate) struct ServerLimits {
     pub body_bytes_max: usize,
     pub value_bytes_max: usize,
     pub batch_keys_max: usize,
@@ -75,7 +75,7 @@ impl Default for ServerLimits {
 
 /// A record's value as the file gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecordValue {
+pub(crate) enum RecordValue {
     Text(String),
     /// Standard base64, already checked; `len` is the decoded length.
     Base64 {
@@ -113,7 +113,7 @@ struct JsonRecord {
 }
 
 /// One line into (key, value), `None` for a blank line or a CSV header, or why the line is bad.
-pub fn parse_line(
+pub(crate) fn parse_line(
     format: Format,
     line: &str,
     line_no: u64,
@@ -225,7 +225,7 @@ fn batch_body_bytes(items: &[Item]) -> usize {
 }
 
 /// The index `i` of an error message that starts `items[i]: ` (batch_put's form for a bad item).
-pub fn failed_item(message: &str) -> Option<usize> {
+pub(crate) fn failed_item(message: &str) -> Option<usize> {
     let rest = message.strip_prefix("items[")?;
     let (index, _) = rest.split_once("]:")?;
     index.parse().ok()
@@ -426,7 +426,11 @@ async fn server_limits(target: &Target, token: Option<&str>) -> Result<ServerLim
 }
 
 /// Imports the file; returns an error when any line was skipped or failed.
-pub async fn run(target: &Target, token: Option<&str>, args: &ImportArgs) -> Result<(), String> {
+pub(crate) async fn run(
+    target: &Target,
+    token: Option<&str>,
+    args: &ImportArgs,
+) -> Result<(), String> {
     let format = format_of(&args.file, args.format);
     let file = File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
     let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::client::{build_request_into, Conn, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
+pub(crate) enum Mode {
     GetFast,
     BatchGet,
     Path,
@@ -27,7 +27,7 @@ pub enum Mode {
 }
 
 #[derive(Debug, Args)]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     #[arg(long, value_enum, default_value = "get-fast")]
     pub mode: Mode,
     /// Concurrent keep-alive connections.
@@ -57,7 +57,7 @@ pub struct LoadArgs {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub mode: String,
     pub connections: usize,
     pub duration_s: f64,
@@ -75,7 +75,7 @@ pub struct Report {
 /// A log-linear latency histogram in microseconds: exact below 1024 µs, then 1024 sub-buckets per
 /// power of two (≤0.1% error), up to 2^31 µs.
 #[derive(Debug, Clone)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     counts: Vec<u32>,
     max_us: u64,
 }
@@ -113,25 +113,25 @@ impl Histogram {
         m << (e - 10)
     }
 
-    pub fn record(&mut self, us: u64) {
+    pub(crate) fn record(&mut self, us: u64) {
         let i = Self::index(us);
         self.counts[i] = self.counts[i].saturating_add(1);
         self.max_us = self.max_us.max(us);
     }
 
-    pub fn merge(&mut self, other: &Histogram) {
+    pub(crate) fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a = a.saturating_add(*b);
         }
         self.max_us = self.max_us.max(other.max_us);
     }
 
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.counts.iter().map(|c| u64::from(*c)).sum()
     }
 
     /// The latency at quantile `q` in microseconds.
-    pub fn quantile_us(&self, q: f64) -> u64 {
+    pub(crate) fn quantile_us(&self, q: f64) -> u64 {
         let total = self.total();
         if total == 0 {
             return 0;
@@ -167,7 +167,11 @@ struct Counters {
 }
 
 /// Runs the load and returns its report.
-pub async fn run(target: Target, token: Option<String>, args: &LoadArgs) -> Result<Report, String> {
+pub(crate) async fn run(
+    target: Target,
+    token: Option<String>,
+    args: &LoadArgs,
+) -> Result<Report, String> {
     if args.mode == Mode::Fill {
         return fill(target, token, args).await;
     }
@@ -368,7 +372,7 @@ async fn fill(target: Target, token: Option<String>, args: &LoadArgs) -> Result<
 }
 
 /// A printable value of exactly `len` bytes that names its key.
-pub fn fill_value(key: u64, len: usize) -> String {
+pub(crate) fn fill_value(key: u64, len: usize) -> String {
     let mut s = format!("v{key}-");
     while s.len() < len {
         s.push(char::from(b'a' + (s.len() % 26) as u8));

@@ -1,6 +1,6 @@
 //! `kyrodb`: the server (`serve`), client commands against a running server, `import`, and the
 //! HTTP load generator the benchmark uses (`loadgen`).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod client;
 mod import;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use kyrodb_server::{Config, Settings};
 
-pub const SERVE_AFTER_HELP: &str = "\
+pub(crate) const SERVE_AFTER_HELP: &str = "\
 Every setting can come from a flag, an environment variable, or the TOML config file (same names as the
 flags with underscores, e.g. `port = 8080`, `api_keys = \"admin:...\"`, `cors_origins = [\"*\"]`).
 Precedence: flags > environment > config file > defaults.
@@ -19,7 +19,7 @@ The startup log line says whether auth and the rate limit are on.
 Shutdown: SIGINT/SIGTERM stop accepting, drain in-flight requests, flush the WAL, close files.";
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// TOML config file [default: ./kyrodb.toml when it exists]
     #[arg(long, env = "KYRODB_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -30,7 +30,7 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// Flags and env as one layer, over the config file, resolved.
-    pub fn config(&self) -> Result<Config, String> {
+    pub(crate) fn config(&self) -> Result<Config, String> {
         let file = match &self.config {
             Some(p) => Some(read_file(p)?),
             None => {
@@ -54,7 +54,7 @@ fn read_file(p: &std::path::Path) -> Result<Settings, String> {
 }
 
 /// Runs the server on a multi-threaded runtime until SIGINT/SIGTERM.
-pub fn serve(args: &ServeArgs) -> Result<(), String> {
+pub(crate) fn serve(args: &ServeArgs) -> Result<(), String> {
     let cfg = args.config()?;
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
         .map_err(|e| format!("log filter {:?}: {e}", cfg.log))?;

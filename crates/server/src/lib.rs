@@ -1,7 +1,7 @@
 //! KyroDB's HTTP server: the v1 routes over the storage engine, bearer auth with roles, per-IP rate
 //! limits, CORS, Prometheus metrics and an OpenAPI document. No storage logic lives here: handlers
 //! validate input, call [`kyrodb_storage::Db`], and map its errors to HTTP (only in [`error`]).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod auth;

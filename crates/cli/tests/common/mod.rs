@@ -1,6 +1,6 @@
 //! Starts the real `kyrodb` binary on a free loopback port with a temp data dir, and talks raw
 //! HTTP/1.1 to it. Readiness is awaited by polling `/health` in a bounded loop.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::{
     io::{Read, Write},
