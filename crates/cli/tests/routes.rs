@@ -102,7 +102,9 @@ fn admin_routes_report_what_they_did() {
     assert!(j["covered_seq"].as_u64().unwrap() >= 51, "{j}");
     assert_eq!(j["keyspaces"][0]["name"], "default");
     assert!(
-        j["leaves"].as_u64().is_some() && j["epsilon"].as_u64().is_some(),
+        j["leaves"].as_u64().is_some()
+            && j["epsilon_max_measured"].as_u64().is_some()
+            && j["epsilon_max_measured"].as_u64() <= j["epsilon_bound"].as_u64(),
         "{j}"
     );
 
@@ -141,7 +143,9 @@ fn ops_routes_answer() {
         "kyrodb_http_request_duration_seconds_bucket",
         "kyrodb_storage_delta_bytes",
         "kyrodb_index_model_bytes",
-        "kyrodb_index_epsilon_max",
+        "kyrodb_index_epsilon_bound",
+        "kyrodb_index_epsilon_max_measured",
+        "kyrodb_index_error_mean_measured",
         "kyrodb_index_leaves",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");

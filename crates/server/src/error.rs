@@ -113,6 +113,15 @@ impl From<kyrodb_storage::Error> for ApiError {
             E::Locked(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "locked", msg),
             E::Corrupt { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", msg),
             E::Io { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "io", msg),
+            E::Index(kyrodb_storage::IndexError::InvalidConfig(_)) => {
+                Self::bad_request("invalid_option", msg)
+            }
+            E::Index(kyrodb_storage::IndexError::Io { .. }) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "io", msg)
+            }
+            E::Index(kyrodb_storage::IndexError::Build(_)) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "index_build_failed", msg)
+            }
             // The enum may grow; anything new is an engine failure until mapped on purpose.
             #[allow(unreachable_patterns)]
             _ => Self::internal(msg),

@@ -127,9 +127,12 @@ pub fn record_engine_stats(st: &kyrodb_storage::Stats) {
         gauge!("kyrodb_storage_snapshot_data_bytes", "keyspace" => name.clone())
             .set(ks.snapshot_data_bytes as f64);
         gauge!("kyrodb_index_leaves", "keyspace" => name.clone()).set(ks.index.leaves as f64);
-        gauge!("kyrodb_index_epsilon_max", "keyspace" => name.clone())
-            .set(f64::from(ks.index.epsilon_max));
-        gauge!("kyrodb_index_epsilon_mean", "keyspace" => name.clone()).set(ks.index.epsilon_mean);
+        gauge!("kyrodb_index_epsilon_bound", "keyspace" => name.clone())
+            .set(f64::from(ks.index.epsilon_bound));
+        gauge!("kyrodb_index_epsilon_max_measured", "keyspace" => name.clone())
+            .set(f64::from(ks.index.epsilon_max_measured));
+        gauge!("kyrodb_index_error_mean_measured", "keyspace" => name.clone())
+            .set(ks.index.error_mean_measured);
         gauge!("kyrodb_index_model_bytes", "keyspace" => name, "index" => st.index)
             .set(ks.index_model_bytes as f64);
     }

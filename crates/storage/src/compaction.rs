@@ -247,7 +247,7 @@ pub(crate) fn background_loop(inner: Arc<Inner>) {
         let aged =
             age_ms > 0 && !st.active.is_empty() && st.active.age().as_millis() as u64 >= age_ms;
         if st.frozen.is_none() && (aged || inner.core.over_compact_threshold()) {
-            let _ = inner.wal.freeze();
+            let _ = inner.wal.freeze(false);
         }
     }
 }

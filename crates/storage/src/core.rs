@@ -102,6 +102,9 @@ pub(crate) struct Core {
     /// Serialises the writers of `state` (freeze and compaction install); readers never take it.
     pub state_mu: Mutex<()>,
     pub visible_seq: AtomicU64,
+    /// The last sequence number applied to the delta (written by the WAL thread only; recovery sets it
+    /// to the last replayed record). Used to assert that records arrive contiguous and in order.
+    pub applied_seq: AtomicU64,
     pub registry: RwLock<Registry>,
     pub bg: Mutex<BgSignal>,
     pub bg_cv: Condvar,
@@ -212,6 +215,14 @@ impl Core {
 
 impl CommitSink for Core {
     fn apply(&self, seq: u64, kind: u8, payload: &Bytes) {
+        // Contiguous and in order: the delta's versions, the watermark and replay all assume it.
+        let applied = self.applied_seq.load(Ordering::Relaxed);
+        assert_eq!(
+            seq,
+            applied + 1,
+            "record {seq} applied after {applied}: sequence numbers must be contiguous"
+        );
+        self.applied_seq.store(seq, Ordering::Relaxed);
         let active = self.state.load().active.clone();
         if let Err(e) =
             self.apply_record(kind, payload, |ks, key, v| active.insert(ks, key, seq, v))
@@ -223,6 +234,11 @@ impl CommitSink for Core {
     }
 
     fn publish(&self, last_seq: u64) {
+        assert_eq!(
+            last_seq,
+            self.applied_seq.load(Ordering::Relaxed),
+            "publishing a group that is not fully applied"
+        );
         self.visible_seq.store(last_seq, Ordering::Release);
         let st = self.state.load();
         metrics::gauge!("kyrodb_storage_delta_bytes").set(st.delta_bytes() as f64);
@@ -234,5 +250,68 @@ impl CommitSink for Core {
 
     fn freeze(&self, last_seq: u64) {
         Core::freeze(self, last_seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::record::BatchEncoder;
+
+    fn core() -> Core {
+        Core {
+            opts: Options::default(),
+            state: ArcSwap::from_pointee(ReadState {
+                active: Arc::new(Delta::new()),
+                frozen: None,
+                snapshots: Arc::new(SnapshotSet::default()),
+            }),
+            state_mu: Mutex::new(()),
+            visible_seq: AtomicU64::new(5),
+            applied_seq: AtomicU64::new(5),
+            registry: RwLock::new(Registry::default()),
+            bg: Mutex::new(BgSignal::default()),
+            bg_cv: Condvar::new(),
+            room: Mutex::new(()),
+            room_cv: Condvar::new(),
+        }
+    }
+
+    fn put(key: u64) -> Bytes {
+        let mut e = BatchEncoder::default();
+        e.put(0, key, b"v");
+        e.finish()
+    }
+
+    #[test]
+    fn contiguous_records_apply_and_publish() {
+        let c = core();
+        c.apply(6, KIND_BATCH, &put(1));
+        c.apply(7, KIND_BATCH, &put(2));
+        c.publish(7);
+        assert_eq!(c.visible_seq.load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
+    #[should_panic(expected = "must be contiguous")]
+    fn a_gap_in_sequence_numbers_panics() {
+        let c = core();
+        c.apply(7, KIND_BATCH, &put(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "must be contiguous")]
+    fn a_reused_sequence_number_panics() {
+        let c = core();
+        c.apply(6, KIND_BATCH, &put(1));
+        c.apply(6, KIND_BATCH, &put(2));
+    }
+
+    #[test]
+    #[should_panic(expected = "not fully applied")]
+    fn publishing_past_what_was_applied_panics() {
+        let c = core();
+        c.apply(6, KIND_BATCH, &put(1));
+        c.publish(7);
     }
 }

@@ -614,7 +614,9 @@ impl Inner {
     }
 
     fn snapshot(&self) -> Result<SnapshotInfo> {
-        let target = self.wal.freeze()?;
+        // Rotating makes every record up to `target` sit in closed segments, which the compaction that
+        // commits the covering manifest then deletes (see the retention rule in docs/design/storage.md).
+        let target = self.wal.freeze(true)?;
         // A compaction already running may cover less than `target`; then freeze again after it.
         for _ in 0..3 {
             crate::compaction::compact_frozen(self)?;
@@ -632,7 +634,7 @@ impl Inner {
                     data_bytes,
                 });
             }
-            self.wal.freeze()?;
+            self.wal.freeze(false)?;
         }
         Err(Error::Busy {
             delta_bytes: self.core.state.load().delta_bytes(),

@@ -53,6 +53,10 @@ pub enum Error {
     /// An option outside its documented range.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// The index seam failed: an invalid index configuration (a caller's mistake), or an I/O or build
+    /// failure of the index (see [`crate::IndexError`]). The snapshot keeps its previous index.
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
     /// The engine was closed.
     #[error("the database is closed")]
     Closed,

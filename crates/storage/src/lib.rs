@@ -30,5 +30,7 @@ pub use db::{
     WriteBatch, DEFAULT_KEYSPACE,
 };
 pub use error::{Error, Result};
-pub use index::{BinarySearchBuilder, IndexBuilder, IndexInfo, LearnedIndexBuilder, SortedIndex};
+pub use index::{
+    BinarySearchBuilder, IndexBuilder, IndexError, IndexInfo, LearnedIndexBuilder, SortedIndex,
+};
 pub use options::{FsyncPolicy, Options};

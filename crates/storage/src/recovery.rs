@@ -63,6 +63,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         }),
         state_mu: Mutex::new(()),
         visible_seq: AtomicU64::new(manifest.covered_seq),
+        applied_seq: AtomicU64::new(manifest.covered_seq),
         registry: RwLock::new(registry),
         bg: Mutex::new(BgSignal::default()),
         bg_cv: Condvar::new(),
@@ -73,6 +74,8 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     let replay = replay_wal(&core, &wal_dir, &snap_dir, dir, &mut manifest)?;
     core.visible_seq
         .store(replay.last_seq, std::sync::atomic::Ordering::Release);
+    core.applied_seq
+        .store(replay.last_seq, std::sync::atomic::Ordering::Relaxed);
     let wal = Wal::start(
         WalStart {
             dir: wal_dir,

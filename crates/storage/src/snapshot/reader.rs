@@ -86,9 +86,7 @@ impl Snapshot {
 
     /// The same files with a freshly built index, persisted for the next open.
     pub(crate) fn rebuild_index(&self, builder: &dyn IndexBuilder) -> Result<Self> {
-        let index = builder
-            .rebuild(self.keys(), &self.files.index_path)
-            .map_err(|e| Error::io(&self.files.index_path, std::io::Error::other(e)))?;
+        let index = builder.rebuild(self.keys(), &self.files.index_path)?;
         Ok(Self {
             meta: self.meta,
             files: self.files.clone(),

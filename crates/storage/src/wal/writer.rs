@@ -62,6 +62,9 @@ enum Item {
     },
     Freeze {
         done: Arc<Completion>,
+        /// Also close the segment being written and start a new one, so that every record the freeze
+        /// covers sits in segments a snapshot can release.
+        rotate: bool,
     },
 }
 
@@ -191,15 +194,20 @@ impl Wal {
     }
 
     /// Asks the writer to call `CommitSink::freeze` after everything queued so far. Returns the last
-    /// sequence number the freeze covers.
-    pub(crate) fn freeze(&self) -> Result<u64> {
+    /// sequence number the freeze covers. With `rotate`, the writer first starts a new segment (when the
+    /// current one holds any record), so that the segments before it hold only records the freeze
+    /// covers: once a manifest covering them is durable, they can all be deleted.
+    pub(crate) fn freeze(&self, rotate: bool) -> Result<u64> {
         let done = Arc::new(Completion::default());
         {
             let mut q = self.shared.queue.lock();
             if q.closing {
                 return Err(Error::Closed);
             }
-            q.items.push(Item::Freeze { done: done.clone() });
+            q.items.push(Item::Freeze {
+                done: done.clone(),
+                rotate,
+            });
         }
         self.shared.work.notify_one();
         done.wait()
@@ -329,8 +337,15 @@ impl Leader {
                     }
                     group.push((payload_crc as u64, kind, payload, done));
                 }
-                Item::Freeze { done } => {
-                    self.commit_group(std::mem::take(&mut group));
+                Item::Freeze { done, rotate } => {
+                    if !group.is_empty() {
+                        self.commit_group(std::mem::take(&mut group));
+                    }
+                    if rotate {
+                        if let Err(e) = self.rotate() {
+                            self.stop(&e);
+                        }
+                    }
                     match self.shared.stopped.lock().clone() {
                         Some(why) => done.complete(Err(why)),
                         None => {
@@ -341,14 +356,28 @@ impl Leader {
                 }
             }
         }
-        self.commit_group(group);
+        if !group.is_empty() {
+            self.commit_group(group);
+        }
     }
 
     /// Writes, syncs and applies one group; the first field of each entry is the payload CRC.
+    ///
+    /// The safety argument rests on three facts, asserted here in release builds too (once per group,
+    /// so they cost nothing measurable): the group is not empty (so `last_seq` below is a real record),
+    /// its first sequence number follows the last one handed out (no gap and no reuse across groups:
+    /// recovery refuses a gap as corruption, and a reused number would let replay apply a record twice
+    /// or not at all), and the numbers inside the group are consecutive (each record's header carries
+    /// `first_seq + i`, and the sink checks it receives them in that order).
     fn commit_group(&mut self, group: Vec<(u64, u8, Bytes, Arc<Completion>)>) {
-        if group.is_empty() {
-            return;
-        }
+        assert!(!group.is_empty(), "group commit of an empty group");
+        let handed_out = *self.shared.last_seq.lock();
+        assert_eq!(
+            self.next_seq,
+            handed_out + 1,
+            "group would start at {} after {handed_out} was handed out",
+            self.next_seq
+        );
         let group_bytes: usize = group.iter().map(|g| HEADER_BYTES + g.2.len()).sum();
         if let Err(e) = self.rotate_if_full(group_bytes as u64) {
             self.fail(group, &e);
@@ -363,6 +392,11 @@ impl Leader {
             self.buf.extend_from_slice(payload);
         }
         let last_seq = first_seq + group.len() as u64 - 1;
+        assert!(
+            last_seq >= first_seq && last_seq - first_seq + 1 == group.len() as u64,
+            "sequence numbers {first_seq}..={last_seq} do not match a group of {}",
+            group.len()
+        );
         *self.shared.last_seq.lock() = last_seq;
         let started = Instant::now();
         if let Err(e) = self.write_and_sync() {
@@ -423,8 +457,17 @@ impl Leader {
     }
 
     fn rotate_if_full(&mut self, incoming: u64) -> Result<()> {
+        if self.len + incoming <= self.segment_bytes {
+            return Ok(());
+        }
+        self.rotate()
+    }
+
+    /// Closes the current segment and starts a new one at `next_seq`, unless the current one holds no
+    /// record yet.
+    fn rotate(&mut self) -> Result<()> {
         let header = super::segment::SEGMENT_HEADER_BYTES as u64;
-        if self.len <= header || self.len + incoming <= self.segment_bytes {
+        if self.len <= header {
             return Ok(());
         }
         // The old segment must be durable before records continue in the new one: recovery treats only
