@@ -104,20 +104,25 @@ impl std::fmt::Debug for Keyspace {
 }
 
 impl WriteBatch {
+    /// An empty batch.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Adds a put of `value` under `key` in `keyspace`. Later operations on the same key win.
     pub fn put(&mut self, keyspace: &Keyspace, key: u64, value: &[u8]) -> &mut Self {
         self.enc.put(keyspace.id, key, value);
         self
     }
+    /// Adds a delete of `key` in `keyspace` (a tombstone; deleting an absent key is not an error).
     pub fn delete(&mut self, keyspace: &Keyspace, key: u64) -> &mut Self {
         self.enc.delete(keyspace.id, key);
         self
     }
+    /// Operations in the batch.
     pub fn len(&self) -> usize {
         self.enc.count()
     }
+    /// Whether the batch holds no operation.
     pub fn is_empty(&self) -> bool {
         self.enc.count() == 0
     }
@@ -126,20 +131,30 @@ impl WriteBatch {
 /// What [`Db::snapshot`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {
+    /// Generation of the manifest that commits the snapshot.
     pub manifest_generation: u64,
+    /// Every write with a sequence number at or below this is in the snapshots.
     pub covered_seq: u64,
+    /// Keys in all keyspaces' snapshots.
     pub keys: u64,
+    /// Bytes of all keyspaces' snapshot data files.
     pub data_bytes: u64,
 }
 
 /// One keyspace's numbers.
 #[derive(Debug, Clone)]
 pub struct KeyspaceStats {
+    /// The keyspace's id (dense, assigned at creation).
     pub id: u32,
+    /// The keyspace's name.
     pub name: String,
+    /// Keys in its current snapshot (not counting the delta).
     pub snapshot_keys: u64,
+    /// Bytes of its current snapshot's data file.
     pub snapshot_data_bytes: u64,
+    /// Bytes of its snapshot's index beyond the key array (`index.model_bytes`).
     pub index_model_bytes: usize,
+    /// Its snapshot's index.
     pub index: crate::index::IndexInfo,
 }
 
@@ -155,26 +170,42 @@ pub struct WarmReport {
 /// What [`Db::rebuild_index`] did for one keyspace.
 #[derive(Debug, Clone)]
 pub struct IndexReport {
+    /// The keyspace's name.
     pub keyspace: String,
+    /// Keys the index was built over.
     pub keys: u64,
+    /// The new index.
     pub index: crate::index::IndexInfo,
+    /// Wall time of the build, persisting included, in milliseconds.
     pub build_ms: f64,
 }
 
 /// Engine numbers for `/metrics`, `/ready` and tests.
 #[derive(Debug, Clone)]
 pub struct Stats {
+    /// The last sequence number handed out (durable or not yet).
     pub last_seq: u64,
+    /// The visibility watermark: every write at or below it is durable and visible.
     pub visible_seq: u64,
+    /// Generation of the current manifest.
     pub manifest_generation: u64,
+    /// Every write at or below this is in the snapshots.
     pub covered_seq: u64,
+    /// Bytes charged to the active delta.
     pub delta_bytes: usize,
+    /// Versions in the active delta.
     pub delta_entries: usize,
+    /// Bytes charged to the frozen delta being compacted.
     pub frozen_bytes: usize,
+    /// WAL segment files on disk.
     pub wal_segments: usize,
+    /// Compactions since open.
     pub compactions: u64,
+    /// The index builder's name.
     pub index: &'static str,
+    /// Per keyspace, by id.
     pub keyspaces: Vec<KeyspaceStats>,
+    /// Why writes stopped (fail-stop), if they did.
     pub writes_stopped: Option<String>,
 }
 
@@ -273,18 +304,23 @@ impl Db {
         self.inner.write(batch)
     }
 
+    /// [`Keyspace::put`] in the default keyspace.
     pub fn put(&self, key: u64, value: &[u8]) -> Result<u64> {
         self.default.put(key, value)
     }
+    /// [`Keyspace::delete`] in the default keyspace.
     pub fn delete(&self, key: u64) -> Result<u64> {
         self.default.delete(key)
     }
+    /// [`Keyspace::get`] in the default keyspace.
     pub fn get(&self, key: u64) -> Result<Option<Value>> {
         self.default.get(key)
     }
+    /// [`Keyspace::multi_get`] in the default keyspace.
     pub fn multi_get(&self, keys: &[u64]) -> Result<Vec<Option<Value>>> {
         self.default.multi_get(keys)
     }
+    /// [`Keyspace::scan`] in the default keyspace.
     pub fn scan(&self, range: impl RangeBounds<u64>, limit: usize) -> Result<Vec<(u64, Value)>> {
         self.default.scan(range, limit)
     }
@@ -345,9 +381,11 @@ impl Drop for Db {
 }
 
 impl Keyspace {
+    /// The keyspace's name.
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// The keyspace's id (what WAL records and snapshot files name it by).
     pub fn id(&self) -> u32 {
         self.id
     }

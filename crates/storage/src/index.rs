@@ -203,6 +203,7 @@ impl SortedIndex for LearnedIndex {
 /// The learned index (`kyrodb-rmi`), persisted beside each snapshot as `<ks>-<gen>.rmi`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LearnedIndexBuilder {
+    /// How each index is built (ε bound, router size); checked at open.
     pub config: RmiConfig,
 }
 

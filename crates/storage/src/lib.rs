@@ -8,6 +8,7 @@
 //! crash arguments are in docs/design/storage.md.
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
+#![warn(missing_docs)]
 
 mod compaction;
 mod core;
@@ -27,10 +28,13 @@ mod wal;
 
 pub use db::{
     validate_keyspace_name, Db, IndexReport, Keyspace, KeyspaceStats, SnapshotInfo, Stats, Value,
-    WriteBatch, DEFAULT_KEYSPACE,
+    WarmReport, WriteBatch, DEFAULT_KEYSPACE,
 };
 pub use error::{Error, Result};
 pub use index::{
-    BinarySearchBuilder, IndexBuilder, IndexError, IndexInfo, LearnedIndexBuilder, SortedIndex,
+    BinarySearch, BinarySearchBuilder, IndexBuilder, IndexError, IndexInfo, LearnedIndexBuilder,
+    SortedIndex,
 };
+/// The learned index's build configuration, the type of [`LearnedIndexBuilder::config`].
+pub use kyrodb_rmi::RmiConfig;
 pub use options::{FsyncPolicy, Options};
