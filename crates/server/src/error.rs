@@ -113,6 +113,7 @@ impl From<kyrodb_storage::Error> for ApiError {
             E::Locked(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "locked", msg),
             E::Corrupt { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", msg),
             E::Io { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "io", msg),
+            E::ConditionFailed { .. } => Self::new(StatusCode::CONFLICT, "condition_failed", msg),
             E::Index(kyrodb_storage::IndexError::InvalidConfig(_)) => {
                 Self::bad_request("invalid_option", msg)
             }

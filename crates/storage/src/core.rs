@@ -14,13 +14,18 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::{
-    delta::{Delta, DeltaRead, Version},
+    counts::Counts,
+    delta::{now_ms, Delta, DeltaRead, Version},
     options::Options,
     snapshot::Snapshot,
     wal::{
-        record::{decode_batch, decode_create_keyspace, Op, KIND_BATCH, KIND_CREATE_KEYSPACE},
+        record::{
+            decode_batch, decode_create_keyspace, BatchEncoder, Cond, Op, KIND_BATCH,
+            KIND_CREATE_KEYSPACE,
+        },
         CommitSink,
     },
+    Error, Result,
 };
 
 /// A delta that no longer takes writes, waiting to be merged into new snapshots.
@@ -69,6 +74,43 @@ impl ReadState {
     pub(crate) fn delta_bytes(&self) -> usize {
         self.active.bytes() + self.frozen.as_ref().map_or(0, |f| f.delta.bytes())
     }
+
+    /// Whether `key`'s newest stored version, whatever its sequence number, is a value (expired or
+    /// not). Reads only the deltas and the snapshot's key array.
+    pub(crate) fn present(&self, keyspace: u32, key: u64) -> bool {
+        if let Some(v) = self.active.get(keyspace, key, u64::MAX) {
+            return v.value.is_some();
+        }
+        if let Some(v) = self
+            .frozen
+            .as_ref()
+            .and_then(|f| f.delta.get(keyspace, key, u64::MAX))
+        {
+            return v.value.is_some();
+        }
+        self.snapshots
+            .get(keyspace)
+            .is_some_and(|s| s.contains(key))
+    }
+
+    /// The sequence number of `key`'s value if it is live at `now_ms` (every applied version counts:
+    /// only the WAL thread calls this, between groups).
+    pub(crate) fn live_seq(&self, keyspace: u32, key: u64, now_ms: u64) -> Result<Option<u64>> {
+        let newest = self
+            .active
+            .get(keyspace, key, u64::MAX)
+            .or_else(|| self.frozen.as_ref()?.delta.get(keyspace, key, u64::MAX));
+        if let Some(v) = newest {
+            return Ok(v.live(now_ms).map(|_| v.seq));
+        }
+        let Some(snap) = self.snapshots.get(keyspace) else {
+            return Ok(None);
+        };
+        Ok(snap
+            .get(key)?
+            .filter(|e| !crate::delta::expired(e.expires_ms, now_ms))
+            .map(|e| e.seq))
+    }
 }
 
 /// Keyspace names and ids.
@@ -106,6 +148,9 @@ pub(crate) struct Core {
     /// to the last replayed record). Used to assert that records arrive contiguous and in order.
     pub applied_seq: AtomicU64,
     pub registry: RwLock<Registry>,
+    /// Live keys per keyspace. The WAL thread updates it as it applies; compaction when it drops
+    /// expired keys (both under this lock, compaction also across its state swap).
+    pub counts: Mutex<Counts>,
     pub bg: Mutex<BgSignal>,
     pub bg_cv: Condvar,
     /// Writers waiting for the delta to drop under its budget.
@@ -128,6 +173,7 @@ impl Core {
         &self,
         kind: u8,
         payload: &Bytes,
+        seq: u64,
         mut apply: impl FnMut(u32, u64, Version),
     ) -> Result<(), BadRecord> {
         let bad = |(offset_in_payload, reason)| BadRecord {
@@ -136,14 +182,42 @@ impl Core {
         };
         match kind {
             KIND_BATCH => {
-                for op in decode_batch(payload).map_err(bad)? {
+                let ops = decode_batch(payload).map_err(bad)?;
+                if ops
+                    .iter()
+                    .any(|op| matches!(op, Op::DeleteRange { .. } | Op::Check { .. }))
+                {
+                    return Err(BadRecord {
+                        offset_in_payload: 0,
+                        reason: "unresolved delete-range or condition in a durable record",
+                    });
+                }
+                for op in ops {
                     match op {
                         Op::Put {
                             keyspace,
                             key,
                             value,
-                        } => apply(keyspace, key, Some(value)),
-                        Op::Delete { keyspace, key } => apply(keyspace, key, None),
+                            expires_ms,
+                        } => apply(
+                            keyspace,
+                            key,
+                            Version {
+                                value: Some(value),
+                                seq,
+                                expires_ms,
+                            },
+                        ),
+                        Op::Delete { keyspace, key } => apply(
+                            keyspace,
+                            key,
+                            Version {
+                                value: None,
+                                seq,
+                                expires_ms: 0,
+                            },
+                        ),
+                        Op::DeleteRange { .. } | Op::Check { .. } => {}
                     }
                 }
                 Ok(())
@@ -223,10 +297,14 @@ impl CommitSink for Core {
             "record {seq} applied after {applied}: sequence numbers must be contiguous"
         );
         self.applied_seq.store(seq, Ordering::Relaxed);
-        let active = self.state.load().active.clone();
-        if let Err(e) =
-            self.apply_record(kind, payload, |ks, key, v| active.insert(ks, key, seq, v))
-        {
+        // The counts lock also keeps compaction from swapping snapshots while keys are looked up.
+        let mut counts = self.counts.lock();
+        let st = self.state.load_full();
+        if let Err(e) = self.apply_record(kind, payload, seq, |ks, key, v| {
+            let prev = st.present(ks, key);
+            counts.write(ks, key, prev, v.value.as_ref().map(|_| v.expires_ms));
+            st.active.insert(ks, key, seq, v.value, v.expires_ms);
+        }) {
             // The writer encoded this payload itself; failing to decode it is a bug, not bad input.
             debug_assert!(false, "live record {seq} does not decode: {e:?}");
             tracing::error!(seq, ?e, "live WAL record does not decode");
@@ -251,6 +329,79 @@ impl CommitSink for Core {
     fn freeze(&self, last_seq: u64) {
         Core::freeze(self, last_seq);
     }
+
+    fn resolve(&self, payload: &Bytes) -> Result<Bytes> {
+        let ops = decode_batch(payload).map_err(|(at, why)| {
+            Error::InvalidOption(format!("malformed batch at byte {at}: {why}"))
+        })?;
+        let st = self.state.load_full();
+        let now = now_ms();
+        // Every condition holds against the state before the batch, or nothing is written.
+        for op in &ops {
+            if let Op::Check {
+                keyspace,
+                key,
+                cond,
+            } = op
+            {
+                let current = st.live_seq(*keyspace, *key, now)?;
+                let ok = match cond {
+                    Cond::Absent => current.is_none(),
+                    Cond::Seq(s) => current == Some(*s),
+                };
+                if !ok {
+                    let name = self.registry.read().by_id.get(keyspace).cloned();
+                    return Err(Error::ConditionFailed {
+                        keyspace: name.unwrap_or_default(),
+                        key: *key,
+                        expected: crate::db::Condition::from(*cond),
+                        current_seq: current,
+                    });
+                }
+            }
+        }
+        let max = self.opts.batch_ops_max;
+        let mut enc = BatchEncoder::default();
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                Op::Check { .. } => {}
+                Op::DeleteRange {
+                    keyspace,
+                    start,
+                    end,
+                } => {
+                    // The live keys in the range, plus those this batch put there before the range.
+                    let mut keys: std::collections::BTreeSet<u64> =
+                        crate::db::live_keys(&st, *keyspace, *start, *end, now, max + 1)?
+                            .into_iter()
+                            .collect();
+                    keys.extend(ops[..i].iter().filter_map(|o| match o {
+                        Op::Put {
+                            keyspace: ks, key, ..
+                        } if ks == keyspace && (start..=end).contains(&key) => Some(*key),
+                        _ => None,
+                    }));
+                    for k in keys {
+                        enc.delete(*keyspace, k);
+                        if enc.count() > max {
+                            return Err(Error::BatchTooManyOps {
+                                count: enc.count(),
+                                max,
+                            });
+                        }
+                    }
+                }
+                other => enc.push(other),
+            }
+        }
+        if enc.count() > max {
+            return Err(Error::BatchTooManyOps {
+                count: enc.count(),
+                max,
+            });
+        }
+        Ok(enc.finish())
+    }
 }
 
 #[cfg(test)]
@@ -270,6 +421,7 @@ mod tests {
             visible_seq: AtomicU64::new(5),
             applied_seq: AtomicU64::new(5),
             registry: RwLock::new(Registry::default()),
+            counts: Mutex::new(Counts::default()),
             bg: Mutex::new(BgSignal::default()),
             bg_cv: Condvar::new(),
             room: Mutex::new(()),

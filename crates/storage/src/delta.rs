@@ -23,8 +23,39 @@ struct DeltaKey {
     inv_seq: u64,
 }
 
-/// A version found in the delta: `None` is a tombstone.
-pub(crate) type Version = Option<Bytes>;
+/// One version of a key: a value (or a tombstone), the sequence number of the write that made it and
+/// its expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Version {
+    /// `None` is a tombstone.
+    pub value: Option<Bytes>,
+    /// The sequence number of the write (0: unknown, from a snapshot written before versions were
+    /// recorded).
+    pub seq: u64,
+    /// Unix milliseconds at which the value stops being visible; 0 = never.
+    pub expires_ms: u64,
+}
+
+impl Version {
+    /// The value if it is live at `now_ms`: neither a tombstone nor expired.
+    pub(crate) fn live(&self, now_ms: u64) -> Option<&Bytes> {
+        self.value
+            .as_ref()
+            .filter(|_| !expired(self.expires_ms, now_ms))
+    }
+}
+
+/// Whether a value with expiry `expires_ms` (0 = never) is expired at `now_ms`.
+pub(crate) fn expired(expires_ms: u64, now_ms: u64) -> bool {
+    expires_ms != 0 && expires_ms <= now_ms
+}
+
+/// The wall clock in Unix milliseconds (expiry is wall-clock time, so that it survives a restart).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Read access to a frozen generation of writes: the skiplist delta, or the sorted run recovery builds.
 pub(crate) trait DeltaRead: Send + Sync {
@@ -65,7 +96,8 @@ impl DeltaRead for Delta {
 
 /// One generation of recent writes.
 pub(crate) struct Delta {
-    map: SkipMap<DeltaKey, Version>,
+    /// Value (`None`: tombstone) and expiry; the sequence number is in the key.
+    map: SkipMap<DeltaKey, (Option<Bytes>, u64)>,
     bytes: AtomicUsize,
     max_seq: AtomicU64,
     created: Instant,
@@ -82,7 +114,14 @@ impl Delta {
     }
 
     /// Records a version. Only the WAL writer thread (or recovery) calls this.
-    pub(crate) fn insert(&self, keyspace: u32, key: u64, seq: u64, value: Version) {
+    pub(crate) fn insert(
+        &self,
+        keyspace: u32,
+        key: u64,
+        seq: u64,
+        value: Option<Bytes>,
+        expires_ms: u64,
+    ) {
         let size = ENTRY_OVERHEAD_BYTES + value.as_ref().map_or(0, Bytes::len);
         self.map.insert(
             DeltaKey {
@@ -90,7 +129,7 @@ impl Delta {
                 key,
                 inv_seq: u64::MAX - seq,
             },
-            value,
+            (value, expires_ms),
         );
         self.bytes.fetch_add(size, Ordering::Relaxed);
         self.max_seq.fetch_max(seq, Ordering::Relaxed);
@@ -105,7 +144,7 @@ impl Delta {
         };
         let e = self.map.lower_bound(std::ops::Bound::Included(&from))?;
         let k = e.key();
-        (k.keyspace == keyspace && k.key == key).then(|| e.value().clone())
+        (k.keyspace == keyspace && k.key == key).then(|| version(k, e.value()))
     }
 
     /// The newest visible version of each key in `[start, end]` of a keyspace, lazily, in key order.
@@ -134,7 +173,7 @@ impl Delta {
                 return None;
             }
             last = Some(k.key);
-            Some((k.key, e.value().clone()))
+            Some((k.key, version(k, e.value())))
         })
     }
 
@@ -154,6 +193,11 @@ impl Delta {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Whether the delta holds any version of `key`, whatever its sequence number.
+    pub(crate) fn contains(&self, keyspace: u32, key: u64) -> bool {
+        self.get(keyspace, key, u64::MAX).is_some()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
@@ -167,29 +211,48 @@ impl Delta {
     }
 }
 
+fn version(k: &DeltaKey, v: &(Option<Bytes>, u64)) -> Version {
+    Version {
+        value: v.0.clone(),
+        seq: u64::MAX - k.inv_seq,
+        expires_ms: v.1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn newest_visible_version_wins_and_tombstones_hide() {
+        let v = |b: &'static [u8], seq| Version {
+            value: Some(Bytes::from_static(b)),
+            seq,
+            expires_ms: 0,
+        };
         let d = Delta::new();
-        d.insert(0, 5, 1, Some(Bytes::from_static(b"a")));
-        d.insert(0, 5, 3, Some(Bytes::from_static(b"b")));
-        d.insert(0, 5, 4, None);
-        d.insert(1, 5, 2, Some(Bytes::from_static(b"other keyspace")));
-        assert_eq!(d.get(0, 5, 2), Some(Some(Bytes::from_static(b"a"))));
-        assert_eq!(d.get(0, 5, 3), Some(Some(Bytes::from_static(b"b"))));
-        assert_eq!(d.get(0, 5, 4), Some(None));
+        d.insert(0, 5, 1, Some(Bytes::from_static(b"a")), 0);
+        d.insert(0, 5, 3, Some(Bytes::from_static(b"b")), 0);
+        d.insert(0, 5, 4, None, 0);
+        d.insert(1, 5, 2, Some(Bytes::from_static(b"other keyspace")), 0);
+        assert_eq!(d.get(0, 5, 2), Some(v(b"a", 1)));
+        assert_eq!(d.get(0, 5, 3), Some(v(b"b", 3)));
+        assert_eq!(d.get(0, 5, 4).unwrap().value, None);
         assert_eq!(d.get(0, 6, 9), None);
         assert_eq!(d.get(0, 5, 0), None);
         let r: Vec<_> = d.range(0, 0, u64::MAX, 3).collect();
-        assert_eq!(r, vec![(5, Some(Bytes::from_static(b"b")))]);
+        assert_eq!(r, vec![(5, v(b"b", 3))]);
         let other: Vec<_> = d.range(1, 0, u64::MAX, u64::MAX).collect();
-        assert_eq!(
-            other,
-            vec![(5, Some(Bytes::from_static(b"other keyspace")))]
-        );
+        assert_eq!(other, vec![(5, v(b"other keyspace", 2))]);
         assert!(d.has_keyspace(1) && !d.has_keyspace(2));
+    }
+
+    #[test]
+    fn an_expired_version_is_not_live() {
+        let d = Delta::new();
+        d.insert(0, 1, 1, Some(Bytes::from_static(b"x")), 1_000);
+        let v = d.get(0, 1, 1).unwrap();
+        assert_eq!(v.live(999).map(|b| &b[..]), Some(&b"x"[..]));
+        assert_eq!(v.live(1_000), None);
     }
 }

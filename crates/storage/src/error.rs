@@ -84,6 +84,19 @@ pub enum Error {
     /// An option outside its documented range.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// A conditional write's condition did not hold when the write was sequenced; nothing of its batch
+    /// was written.
+    #[error("condition failed on key {key} in keyspace {keyspace:?}: expected {expected}, found {}", match current_seq { Some(s) => format!("a live value written at sequence {s}"), None => "no live value".to_owned() })]
+    ConditionFailed {
+        /// The keyspace's name.
+        keyspace: String,
+        /// The key whose condition failed (the first one checked that failed).
+        key: u64,
+        /// What the batch required.
+        expected: crate::db::Condition,
+        /// The sequence number of the key's live value when the batch was checked (`None`: absent).
+        current_seq: Option<u64>,
+    },
     /// The index seam failed: an invalid index configuration (a caller's mistake), or an I/O or build
     /// failure of the index (see [`crate::IndexError`]). The snapshot keeps its previous index.
     #[error(transparent)]

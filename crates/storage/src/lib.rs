@@ -12,6 +12,7 @@
 
 mod compaction;
 mod core;
+mod counts;
 mod db;
 mod delta;
 mod error;
@@ -27,8 +28,8 @@ mod snapshot;
 mod wal;
 
 pub use db::{
-    validate_keyspace_name, Db, IndexReport, Keyspace, KeyspaceStats, SnapshotInfo, Stats, Value,
-    WarmReport, WriteBatch, DEFAULT_KEYSPACE,
+    validate_keyspace_name, Condition, Db, Entry, IndexReport, Keyspace, KeyspaceStats,
+    SnapshotInfo, Stats, Value, WarmReport, WriteBatch, DEFAULT_KEYSPACE,
 };
 pub use error::{Error, Result};
 pub use index::{
