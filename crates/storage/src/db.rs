@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use crate::{
     core::{Core, ReadState},
-    delta::{expired, now_ms},
+    delta::{now_ms, Now},
     manifest::Manifest,
     merge::{Merge, Source},
     options::Options,
@@ -581,19 +581,19 @@ impl Keyspace {
     pub fn get_entry(&self, key: u64) -> Result<Option<Entry>> {
         let st = self.inner.core.state.load();
         let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
-        get_in(&st, self.id, key, visible, now_ms())
+        get_in(&st, self.id, key, visible, &Now::default())
     }
 
     /// `get` for many keys against one consistent view.
     pub fn multi_get(&self, keys: &[u64]) -> Result<Vec<Option<Value>>> {
         let st = self.inner.core.state.load();
         let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
-        let now = now_ms();
+        let now = Now::default();
         let mut out = Vec::with_capacity(keys.len());
         // Keys the deltas do not answer go to the snapshot's index in one batch.
         let (mut rest_at, mut rest_keys) = (Vec::new(), Vec::new());
         for (i, k) in keys.iter().enumerate() {
-            match delta_get(&st, self.id, *k, visible, now) {
+            match delta_get(&st, self.id, *k, visible, &now) {
                 Some(v) => out.push(v.map(|e| e.value)),
                 None => {
                     out.push(None);
@@ -611,7 +611,7 @@ impl Keyspace {
             count_read(true);
             if let Some(pos) = pos {
                 let e = snap.entry_at(pos)?;
-                if !expired(e.expires_ms, now) {
+                if !now.expired(e.expires_ms) {
                     out[at] = Some(Value(Repr::Snapshot {
                         snap: snap.clone(),
                         start: e.start,
@@ -637,7 +637,7 @@ impl Keyspace {
             start,
             end,
             visible,
-            now_ms(),
+            &Now::default(),
             limit,
             |k, e| out.push((k, e.value)),
         )?;
@@ -653,7 +653,7 @@ fn scan_in(
     start: u64,
     end: u64,
     visible: u64,
-    now: u64,
+    now: &Now,
     limit: usize,
     mut f: impl FnMut(u64, Entry),
 ) -> Result<()> {
@@ -688,7 +688,7 @@ fn scan_in(
             break;
         }
         let entry = match src {
-            Source::Delta(v) => v.live(now).map(|b| Entry {
+            Source::Delta(v) => now.live(&v).map(|b| Entry {
                 value: Value(Repr::Delta(b.clone())),
                 seq: v.seq,
                 expires_at_ms: (v.expires_ms != 0).then_some(v.expires_ms),
@@ -696,7 +696,7 @@ fn scan_in(
             Source::Snapshot(i) => {
                 let s = snap.as_ref().expect("snapshot source implies a snapshot");
                 let e = s.entry_at(i)?;
-                (!expired(e.expires_ms, now)).then(|| snapshot_entry(s, e))
+                (!now.expired(e.expires_ms)).then(|| snapshot_entry(s, e))
             }
         };
         if let Some(e) = entry {
@@ -718,9 +718,16 @@ pub(crate) fn live_keys(
     limit: usize,
 ) -> Result<Vec<u64>> {
     let mut keys = Vec::new();
-    scan_in(st, keyspace, start, end, u64::MAX, now, limit, |k, _| {
-        keys.push(k)
-    })?;
+    scan_in(
+        st,
+        keyspace,
+        start,
+        end,
+        u64::MAX,
+        &Now::at(now),
+        limit,
+        |k, _| keys.push(k),
+    )?;
     Ok(keys)
 }
 
@@ -764,14 +771,14 @@ fn delta_get(
     keyspace: u32,
     key: u64,
     visible: u64,
-    now: u64,
+    now: &Now,
 ) -> Option<Option<Entry>> {
     let found = st
         .active
         .get(keyspace, key, visible)
         .or_else(|| st.frozen.as_ref()?.delta.get(keyspace, key, u64::MAX))?;
     count_read(false);
-    Some(found.live(now).map(|b| Entry {
+    Some(now.live(&found).map(|b| Entry {
         value: Value(Repr::Delta(b.clone())),
         seq: found.seq,
         expires_at_ms: (found.expires_ms != 0).then_some(found.expires_ms),
@@ -783,7 +790,7 @@ fn get_in(
     keyspace: u32,
     key: u64,
     visible: u64,
-    now: u64,
+    now: &Now,
 ) -> Result<Option<Entry>> {
     if let Some(v) = delta_get(st, keyspace, key, visible, now) {
         return Ok(v);
@@ -794,7 +801,7 @@ fn get_in(
     };
     Ok(snap
         .get(key)?
-        .filter(|e| !expired(e.expires_ms, now))
+        .filter(|e| !now.expired(e.expires_ms))
         .map(|e| snapshot_entry(snap, e)))
 }
 

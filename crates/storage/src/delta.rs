@@ -50,6 +50,34 @@ pub(crate) fn expired(expires_ms: u64, now_ms: u64) -> bool {
     expires_ms != 0 && expires_ms <= now_ms
 }
 
+/// The wall clock for one read, taken only when a value with an expiry is met (most values have none,
+/// and a clock read is a measurable share of a point read), and then at most once.
+#[derive(Debug, Default)]
+pub(crate) struct Now(std::cell::Cell<u64>);
+
+impl Now {
+    /// A clock that reads `ms`.
+    pub(crate) fn at(ms: u64) -> Self {
+        Self(std::cell::Cell::new(ms.max(1)))
+    }
+
+    /// Whether a value with expiry `expires_ms` (0 = never) is expired now.
+    pub(crate) fn expired(&self, expires_ms: u64) -> bool {
+        if expires_ms == 0 {
+            return false;
+        }
+        if self.0.get() == 0 {
+            self.0.set(now_ms().max(1));
+        }
+        expires_ms <= self.0.get()
+    }
+
+    /// The value of `v` if it is live now.
+    pub(crate) fn live<'a>(&self, v: &'a Version) -> Option<&'a Bytes> {
+        v.value.as_ref().filter(|_| !self.expired(v.expires_ms))
+    }
+}
+
 /// The wall clock in Unix milliseconds (expiry is wall-clock time, so that it survives a restart).
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()

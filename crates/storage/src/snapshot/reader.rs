@@ -231,15 +231,9 @@ impl Snapshot {
         let (ok, seq, expires_ms) = if self.version == BIN_VERSION_1 {
             (value_hash_v1(value).to_le_bytes() == head[..4], 0, 0)
         } else {
-            let mut meta = [0u8; 16];
-            meta.copy_from_slice(&head[4..20]);
-            let seq = u64::from_le_bytes(meta[..8].try_into().unwrap_or_default());
-            let exp = u64::from_le_bytes(meta[8..].try_into().unwrap_or_default());
-            (
-                entry_hash(&meta, value).to_le_bytes() == head[..4],
-                seq,
-                exp,
-            )
+            let seq = read_u64(head, 4).unwrap_or(0);
+            let exp = read_u64(head, 12).unwrap_or(0);
+            (entry_hash(&entry[4..]).to_le_bytes() == head[..4], seq, exp)
         };
         if !ok {
             return Err(Error::corrupt(

@@ -9,7 +9,7 @@ use std::{
 use bytes::BufMut;
 
 use super::{
-    bin_body_bytes, bin_path, data_path, entry_hash, entry_meta, SnapshotMeta, BIN_END_MAGIC,
+    bin_body_bytes, bin_path, data_path, entry_hash_parts, entry_meta, SnapshotMeta, BIN_END_MAGIC,
     BIN_MAGIC, BIN_VERSION, CHECKSUM_BLOCK_BYTES,
 };
 use crate::{
@@ -30,6 +30,8 @@ pub(crate) struct SnapshotWriter {
     /// `(key, expires_ms)` of the keys with an expiry, in key order.
     expiring: Vec<(u64, u64)>,
     data_bytes: u64,
+    /// Reused to hash an entry's metadata and value in one call.
+    scratch: Vec<u8>,
 }
 
 impl SnapshotWriter {
@@ -51,6 +53,7 @@ impl SnapshotWriter {
             offsets: vec![0],
             expiring: Vec::new(),
             data_bytes: 0,
+            scratch: Vec::new(),
         })
     }
 
@@ -62,7 +65,7 @@ impl SnapshotWriter {
         );
         let meta = entry_meta(seq, expires_ms);
         self.data
-            .write_all(&entry_hash(&meta, value).to_le_bytes())
+            .write_all(&entry_hash_parts(&mut self.scratch, &meta, value).to_le_bytes())
             .at(&self.data_tmp)?;
         self.data.write_all(&meta).at(&self.data_tmp)?;
         self.data.write_all(value).at(&self.data_tmp)?;
