@@ -141,7 +141,9 @@ impl Delta {
         }
     }
 
-    /// Records a version. Only the WAL writer thread (or recovery) calls this.
+    /// Records a version. Only the WAL writer thread (or recovery) calls this. Returns whether the key's
+    /// previous version in this delta (older sequence number) is a value, if there is one. (A version
+    /// with the same sequence number is replaced, and is not the previous one.)
     pub(crate) fn insert(
         &self,
         keyspace: u32,
@@ -149,9 +151,9 @@ impl Delta {
         seq: u64,
         value: Option<Bytes>,
         expires_ms: u64,
-    ) {
+    ) -> Option<bool> {
         let size = ENTRY_OVERHEAD_BYTES + value.as_ref().map_or(0, Bytes::len);
-        self.map.insert(
+        let e = self.map.insert(
             DeltaKey {
                 keyspace,
                 key,
@@ -161,6 +163,11 @@ impl Delta {
         );
         self.bytes.fetch_add(size, Ordering::Relaxed);
         self.max_seq.fetch_max(seq, Ordering::Relaxed);
+        // Versions of a key sort newest first, so the entry after the new one is the key's previous
+        // version in this delta, if it has one: one step, not a second search.
+        let next = e.next()?;
+        let k = next.key();
+        (k.keyspace == keyspace && k.key == key).then(|| next.value().0.is_some())
     }
 
     /// The newest version of `key` with sequence `<= visible`, if the delta has one.

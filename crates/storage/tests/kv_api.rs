@@ -323,3 +323,35 @@ fn a_key_expires_while_stored_in_delta_and_snapshot() {
     assert_eq!(db.stats().keyspaces[0].snapshot_keys, 0);
     assert_eq!(db.count(), 0);
 }
+
+#[test]
+fn count_is_exact_when_a_batch_writes_a_key_more_than_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let ks = db.default_keyspace().clone();
+    db.put(1, b"old").unwrap();
+    let mut b = WriteBatch::new();
+    b.put(&ks, 2, b"a")
+        .delete(&ks, 2)
+        .put(&ks, 3, b"b")
+        .put(&ks, 2, b"c")
+        .delete(&ks, 1)
+        .put(&ks, 1, b"d")
+        .delete(&ks, 3);
+    db.write(b).unwrap();
+    assert_eq!(keys(&db), vec![1, 2]);
+    assert_eq!(db.count(), 2);
+    db.snapshot().unwrap();
+    let mut b = WriteBatch::new();
+    b.delete(&ks, 1)
+        .put(&ks, 1, b"e")
+        .delete(&ks, 2)
+        .delete(&ks, 2);
+    db.write(b).unwrap();
+    assert_eq!(db.count(), 1);
+    drop(ks);
+    drop(db);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(db.count(), 1);
+    assert_eq!(keys(&db), vec![1]);
+}

@@ -68,8 +68,11 @@ pub(crate) fn bin_body_bytes(n: u64, expiring: u64) -> Option<u64> {
 /// Bytes before each value in `.data`, version 1: its checksum, so the check reads the cache line the
 /// value is in.
 pub(crate) const VALUE_HEADER_BYTES_V1: usize = 4;
-/// Version 2: `checksum u32 | seq u64 | expires_ms u64`.
-pub(crate) const VALUE_HEADER_BYTES: usize = 20;
+/// Version 2, at least: `checksum u32 | seq u64`, then `expires_ms u64` when the top bit of `seq` is set
+/// (so a value without an expiry pays 8 bytes, not 16).
+pub(crate) const VALUE_HEADER_BYTES: usize = 12;
+/// The bit of the stored `seq` that says an `expires_ms` follows (sequence numbers stay below it).
+pub(crate) const EXPIRES_FLAG: u64 = 1 << 63;
 
 /// The checksum of one value, version 1.
 pub(crate) fn value_hash_v1(value: &[u8]) -> u32 {
@@ -77,26 +80,36 @@ pub(crate) fn value_hash_v1(value: &[u8]) -> u32 {
 }
 
 /// The checksum of one entry, version 2: the low 32 bits of xxh3-64 over the bytes after the checksum,
-/// `seq ‖ expires_ms ‖ value`, which are contiguous in the file (one hash on the read path).
+/// `seq ‖ [expires_ms] ‖ value`, which are contiguous in the file (one hash on the read path).
 pub(crate) fn entry_hash(rest: &[u8]) -> u32 {
     xxhash_rust::xxh3::xxh3_64(rest) as u32
 }
 
 /// [`entry_hash`] of `meta ‖ value`, concatenated in `scratch` (one-shot xxh3 is faster than the
 /// streaming hasher for the small values most entries hold).
-pub(crate) fn entry_hash_parts(scratch: &mut Vec<u8>, meta: &[u8; 16], value: &[u8]) -> u32 {
+pub(crate) fn entry_hash_parts(scratch: &mut Vec<u8>, meta: &[u8], value: &[u8]) -> u32 {
     scratch.clear();
     scratch.extend_from_slice(meta);
     scratch.extend_from_slice(value);
     entry_hash(scratch)
 }
 
-/// The 16 bytes after an entry's checksum: `seq u64 | expires_ms u64`.
-pub(crate) fn entry_meta(seq: u64, expires_ms: u64) -> [u8; 16] {
+/// The bytes after an entry's checksum and before its value: `seq u64`, with [`EXPIRES_FLAG`] and
+/// `expires_ms u64` after it when the value expires. Returns the buffer and how much of it is used.
+pub(crate) fn entry_meta(seq: u64, expires_ms: u64) -> ([u8; 16], usize) {
+    assert!(
+        seq < EXPIRES_FLAG,
+        "sequence number {seq} overflows the entry format"
+    );
     let mut m = [0u8; 16];
-    m[..8].copy_from_slice(&seq.to_le_bytes());
-    m[8..].copy_from_slice(&expires_ms.to_le_bytes());
-    m
+    if expires_ms == 0 {
+        m[..8].copy_from_slice(&seq.to_le_bytes());
+        (m, 8)
+    } else {
+        m[..8].copy_from_slice(&(seq | EXPIRES_FLAG).to_le_bytes());
+        m[8..].copy_from_slice(&expires_ms.to_le_bytes());
+        (m, 16)
+    }
 }
 
 #[cfg(test)]
@@ -141,11 +154,12 @@ mod tests {
 
     #[test]
     fn the_writer_and_reader_checksums_agree() {
-        let meta = entry_meta(7, 9);
+        let (meta, len) = entry_meta(7, 9);
+        let meta = &meta[..len];
         let mut whole = meta.to_vec();
         whole.extend_from_slice(b"value");
         assert_eq!(
-            entry_hash_parts(&mut Vec::new(), &meta, b"value"),
+            entry_hash_parts(&mut Vec::new(), meta, b"value"),
             entry_hash(&whole)
         );
     }
@@ -182,7 +196,7 @@ mod tests {
         // The checksum covers the sequence number and the expiry.
         let data = data_path(dir.path(), 0, 2);
         let mut bytes = std::fs::read(&data).unwrap();
-        let second = VALUE_HEADER_BYTES + 1;
+        let second = VALUE_HEADER_BYTES + 1; // after key 1's entry (no expiry, 1-byte value)
         bytes[second + 4] ^= 1; // seq of key 2
         std::fs::write(&data, &bytes).unwrap();
         let snap = Snapshot::open(dir.path(), 0, meta, &BinarySearchBuilder).unwrap();

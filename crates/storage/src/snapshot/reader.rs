@@ -226,22 +226,42 @@ impl Snapshot {
         let offsets = self.offsets();
         let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
         let entry = &self.files.data.bytes()[start..end];
-        let header = self.value_header_bytes();
-        let (head, value) = entry.split_at(header);
-        let (ok, seq, expires_ms) = if self.version == BIN_VERSION_1 {
-            (value_hash_v1(value).to_le_bytes() == head[..4], 0, 0)
-        } else {
-            let seq = read_u64(head, 4).unwrap_or(0);
-            let exp = read_u64(head, 12).unwrap_or(0);
-            (entry_hash(&entry[4..]).to_le_bytes() == head[..4], seq, exp)
-        };
-        if !ok {
-            return Err(Error::corrupt(
+        let corrupt = |why: &str| {
+            Error::corrupt(
                 &self.files.data_path,
                 start as u64,
-                format!("value checksum mismatch for key {}", self.keys()[i]),
-            ));
+                format!("{why} for key {}", self.keys()[i]),
+            )
+        };
+        // Open checked that every entry holds at least its fixed header.
+        if self.version == BIN_VERSION_1 {
+            let (head, value) = entry.split_at(super::VALUE_HEADER_BYTES_V1);
+            if value_hash_v1(value).to_le_bytes() != head {
+                return Err(corrupt("value checksum mismatch"));
+            }
+            return Ok(SnapEntry {
+                start: start + super::VALUE_HEADER_BYTES_V1,
+                end,
+                seq: 0,
+                expires_ms: 0,
+            });
         }
+        if entry_hash(&entry[4..]).to_le_bytes() != entry[..4] {
+            return Err(corrupt("value checksum mismatch"));
+        }
+        let seq = read_u64(entry, 4).unwrap_or(0);
+        let (seq, expires_ms, header) = if seq & super::EXPIRES_FLAG == 0 {
+            (seq, 0, super::VALUE_HEADER_BYTES)
+        } else {
+            let exp = read_u64(entry, super::VALUE_HEADER_BYTES)
+                .filter(|e| *e != 0)
+                .ok_or_else(|| corrupt("entry too short for its expiry"))?;
+            (
+                seq & !super::EXPIRES_FLAG,
+                exp,
+                super::VALUE_HEADER_BYTES + 8,
+            )
+        };
         Ok(SnapEntry {
             start: start + header,
             end,

@@ -63,16 +63,17 @@ impl SnapshotWriter {
             self.keys.last().is_none_or(|last| *last < key),
             "snapshot keys must strictly increase"
         );
-        let meta = entry_meta(seq, expires_ms);
+        let (meta, meta_len) = entry_meta(seq, expires_ms);
+        let meta = &meta[..meta_len];
         self.data
-            .write_all(&entry_hash_parts(&mut self.scratch, &meta, value).to_le_bytes())
+            .write_all(&entry_hash_parts(&mut self.scratch, meta, value).to_le_bytes())
             .at(&self.data_tmp)?;
-        self.data.write_all(&meta).at(&self.data_tmp)?;
+        self.data.write_all(meta).at(&self.data_tmp)?;
         self.data.write_all(value).at(&self.data_tmp)?;
         if expires_ms != 0 {
             self.expiring.push((key, expires_ms));
         }
-        self.data_bytes += (super::VALUE_HEADER_BYTES + value.len()) as u64;
+        self.data_bytes += (4 + meta_len + value.len()) as u64;
         self.keys.push(key);
         self.offsets.push(self.data_bytes);
         Ok(())
