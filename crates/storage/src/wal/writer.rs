@@ -532,6 +532,7 @@ impl Leader {
         self.len = header;
         self.shared.segments.lock().push(meta);
         metrics::counter!("kyrodb_wal_segments_created_total").increment(1);
+        fail::fail_point!("wal::after_rotate");
         Ok(())
     }
 
