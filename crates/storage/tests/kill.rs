@@ -91,7 +91,7 @@ fn kill_child() {
                     };
                     // Writer 0 also takes a snapshot now and then: it rotates the WAL and deletes the
                     // segments the new manifest covers, which a kill may interrupt anywhere.
-                    if w == 0 && version % 50 == 0 {
+                    if w == 0 && version.is_multiple_of(50) {
                         if let Err(e) = db.snapshot() {
                             println!("E {e}");
                             return;
