@@ -126,6 +126,7 @@ pub fn record_engine_stats(st: &kyrodb_storage::Stats) {
             .set(ks.snapshot_keys as f64);
         gauge!("kyrodb_storage_snapshot_data_bytes", "keyspace" => name.clone())
             .set(ks.snapshot_data_bytes as f64);
+        gauge!("kyrodb_storage_keys", "keyspace" => name.clone()).set(ks.keys as f64);
         gauge!("kyrodb_index_leaves", "keyspace" => name.clone()).set(ks.index.leaves as f64);
         gauge!("kyrodb_index_epsilon_bound", "keyspace" => name.clone())
             .set(f64::from(ks.index.epsilon_bound));
