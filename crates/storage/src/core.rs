@@ -146,7 +146,9 @@ pub(crate) struct Core {
     pub applied_seq: AtomicU64,
     pub registry: RwLock<Registry>,
     /// Live keys per keyspace. The WAL thread updates it as it applies; compaction when it drops
-    /// expired keys (both under this lock, compaction also across its state swap).
+    /// expired keys (both under this lock, compaction also across its state swap). Lock order: `counts`
+    /// before `registry` (applying a keyspace creation) and before `state_mu` (compaction's swap); never
+    /// take `counts` while holding either.
     pub counts: Mutex<Counts>,
     pub bg: Mutex<BgSignal>,
     pub bg_cv: Condvar,

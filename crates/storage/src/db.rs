@@ -974,11 +974,19 @@ impl Inner {
     fn stats(&self) -> Stats {
         let st = self.core.state.load_full();
         let m = self.manifest.lock().clone();
-        let registry = self.core.registry.read();
+        // Not under the registry lock: the WAL thread takes `counts`, then the registry (a keyspace
+        // creation), so the other order could deadlock.
+        let names: Vec<(u32, String)> = self
+            .core
+            .registry
+            .read()
+            .by_id
+            .iter()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
         let now = now_ms();
         let counts = self.core.counts.lock();
-        let keyspaces = registry
-            .by_id
+        let keyspaces = names
             .iter()
             .map(|(id, name)| {
                 let s = st.snapshots.get(*id);
