@@ -102,7 +102,9 @@ fn admin_routes_report_what_they_did() {
     assert!(j["covered_seq"].as_u64().unwrap() >= 51, "{j}");
     assert_eq!(j["keyspaces"][0]["name"], "default");
     assert!(
-        j["leaves"].as_u64().is_some() && j["epsilon"].as_u64().is_some(),
+        j["leaves"].as_u64().is_some()
+            && j["epsilon_max_measured"].as_u64().is_some()
+            && j["epsilon_max_measured"].as_u64() <= j["epsilon_bound"].as_u64(),
         "{j}"
     );
 
@@ -141,7 +143,10 @@ fn ops_routes_answer() {
         "kyrodb_http_request_duration_seconds_bucket",
         "kyrodb_storage_delta_bytes",
         "kyrodb_index_model_bytes",
+        "kyrodb_index_epsilon_bound_slots",
         "kyrodb_index_error_max_slots",
+        "kyrodb_index_error_mean_slots",
+        "kyrodb_storage_keys",
         "kyrodb_index_leaves",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
@@ -202,4 +207,55 @@ fn every_documented_operation_is_served_by_the_binary() {
             );
         }
     }
+}
+
+/// The value of a gauge line `name{keyspace="default"...} v` in a scrape.
+fn gauge(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains("keyspace=\"default\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+}
+
+#[test]
+fn index_metrics_are_the_measured_ones_and_survive_a_restart() {
+    let (_d, mut s) = server();
+    // Keys with uneven gaps so the learned index has a non-zero measured error.
+    let items: Vec<String> = (0u64..5000)
+        .map(|i| format!(r#"{{"key":{},"value":"v"}}"#, i * 1000 + (i * i) % 997))
+        .collect();
+    let r = s.post(
+        "/v1/kv/batch_put",
+        &format!(r#"{{"items":[{}]}}"#, items.join(",")),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let built = s.post("/v1/rmi/build", "").json();
+    let ks = &built["keyspaces"][0];
+    let bound = ks["epsilon_bound"].as_u64().unwrap();
+    let measured = ks["epsilon_max_measured"].as_u64().unwrap();
+    assert!(
+        measured <= bound,
+        "measured {measured} over the bound {bound}"
+    );
+    let before = s.get("/metrics").text();
+    assert_eq!(
+        gauge(&before, "kyrodb_index_error_max_slots"),
+        measured as f64
+    );
+    assert_eq!(
+        gauge(&before, "kyrodb_index_epsilon_bound_slots"),
+        bound as f64
+    );
+    assert_eq!(gauge(&before, "kyrodb_storage_keys"), 5000.0);
+    let mean = gauge(&before, "kyrodb_index_error_mean_slots");
+    s.kill9();
+    s.restart();
+    let after = s.get("/metrics").text();
+    assert_eq!(
+        gauge(&after, "kyrodb_index_error_max_slots"),
+        measured as f64
+    );
+    assert_eq!(gauge(&after, "kyrodb_index_error_mean_slots"), mean);
+    assert_eq!(gauge(&after, "kyrodb_storage_keys"), 5000.0);
 }

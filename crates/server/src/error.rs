@@ -113,7 +113,16 @@ impl From<kyrodb_storage::Error> for ApiError {
             E::Locked(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "locked", msg),
             E::Corrupt { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", msg),
             E::Io { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "io", msg),
-            // No catch-all: a new engine error must be mapped here on purpose (the match is exhaustive).
+            E::ConditionFailed { .. } => Self::new(StatusCode::CONFLICT, "condition_failed", msg),
+            E::Index(kyrodb_storage::IndexError::InvalidConfig(_)) => {
+                Self::bad_request("invalid_option", msg)
+            }
+            E::Index(kyrodb_storage::IndexError::Io { .. }) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "io", msg)
+            }
+            E::Index(kyrodb_storage::IndexError::Build(_)) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "index_build_failed", msg)
+            } // No catch-all: a new engine error must be mapped here on purpose (the match is exhaustive).
         }
     }
 }

@@ -201,6 +201,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Bytes of a keyspace's current snapshot data file",
     ),
+    (
+        "kyrodb_storage_keys",
+        Kind::Gauge,
+        "Live keys in a keyspace (exact; expired keys excluded)",
+    ),
     // learned index (per keyspace, from the index serving reads; present right after a restart)
     (
         "kyrodb_index_leaves",
@@ -354,11 +359,14 @@ pub fn record_engine_stats(st: &kyrodb_storage::Stats) {
             .set(ks.snapshot_keys as f64);
         gauge!("kyrodb_storage_snapshot_data_bytes", "keyspace" => name.clone())
             .set(ks.snapshot_data_bytes as f64);
+        gauge!("kyrodb_storage_keys", "keyspace" => name.clone()).set(ks.keys as f64);
         gauge!("kyrodb_index_leaves", "keyspace" => name.clone()).set(ks.index.leaves as f64);
+        gauge!("kyrodb_index_epsilon_bound_slots", "keyspace" => name.clone())
+            .set(f64::from(ks.index.epsilon_bound));
         gauge!("kyrodb_index_error_max_slots", "keyspace" => name.clone())
-            .set(f64::from(ks.index.epsilon_max));
+            .set(f64::from(ks.index.epsilon_max_measured));
         gauge!("kyrodb_index_error_mean_slots", "keyspace" => name.clone())
-            .set(ks.index.epsilon_mean);
+            .set(ks.index.error_mean_measured);
         gauge!("kyrodb_index_model_bytes", "keyspace" => name, "index" => st.index)
             .set(ks.index_model_bytes as f64);
     }

@@ -13,6 +13,9 @@ use crate::{
     Result,
 };
 
+/// A value compaction dropped because it had expired: `(keyspace, key, expires_ms)`.
+type Expired = (u32, u64, u64);
+
 /// Compacts the frozen delta if there is one. Any error stops writes (fail-stop): the WAL still holds
 /// everything, and a restart retries from the last good manifest.
 pub(crate) fn compact_frozen(inner: &Inner) -> Result<()> {
@@ -32,7 +35,7 @@ pub(crate) fn compact_frozen(inner: &Inner) -> Result<()> {
         &*frozen.delta,
         frozen.covered_seq,
     );
-    let (manifest, set) = match result {
+    let (manifest, set, expired) = match result {
         Ok(v) => v,
         Err(e) => {
             inner.wal.stop(&format!("compaction failed: {e}"));
@@ -40,7 +43,7 @@ pub(crate) fn compact_frozen(inner: &Inner) -> Result<()> {
             return Err(e);
         }
     };
-    install(&inner.core, set);
+    install(&inner.core, set, &expired);
     let covered = manifest.covered_seq;
     *inner.manifest.lock() = manifest.clone();
     inner
@@ -58,10 +61,19 @@ pub(crate) fn compact_frozen(inner: &Inner) -> Result<()> {
     Ok(())
 }
 
-/// Swaps in the new snapshots and drops the frozen delta, keeping the current active delta.
-fn install(core: &Core, set: Arc<SnapshotSet>) {
+/// Swaps in the new snapshots and drops the frozen delta, keeping the current active delta. Keys the
+/// compaction dropped because they expired leave the key counts in the same step, under the counts
+/// lock the WAL thread applies under, so a count never sees them twice or not at all.
+fn install(core: &Core, set: Arc<SnapshotSet>, expired: &[Expired]) {
+    let mut counts = core.counts.lock();
     let _g = core.state_mu.lock();
     let cur = core.state.load_full();
+    for (ks, key, expires_ms) in expired {
+        // A newer version in the active delta was counted against the expired one when it was applied.
+        if !cur.active.contains(*ks, *key) {
+            counts.dropped(*ks, *key, *expires_ms);
+        }
+    }
     core.state.store(Arc::new(ReadState {
         active: cur.active.clone(),
         frozen: None,
@@ -80,7 +92,7 @@ pub(crate) fn compact_frozen_during_recovery(
     let Some(frozen) = st.frozen.clone() else {
         return Ok(());
     };
-    let (m, set) = merge_and_commit(
+    let (m, set, _expired) = merge_and_commit(
         core,
         dir,
         snap_dir,
@@ -89,7 +101,8 @@ pub(crate) fn compact_frozen_during_recovery(
         &*frozen.delta,
         frozen.covered_seq,
     )?;
-    install(core, set);
+    // Recovery counts keys from the final state once replay ends.
+    install(core, set, &[]);
     *manifest = m;
     remove_unreferenced_snapshots(snap_dir, manifest)
 }
@@ -103,8 +116,11 @@ fn merge_and_commit(
     st: &ReadState,
     frozen: &dyn crate::delta::DeltaRead,
     covered_seq: u64,
-) -> Result<(Manifest, Arc<SnapshotSet>)> {
+) -> Result<(Manifest, Arc<SnapshotSet>, Vec<Expired>)> {
     let generation = old.generation + 1;
+    // Values expired at this instant are dropped; later expiries stay in the new snapshot.
+    let now_ms = crate::delta::now_ms();
+    let mut expired = Vec::new();
     let (registry, next_keyspace_id): (Vec<(u32, String)>, u32) = {
         let r = core.registry.read();
         (
@@ -129,6 +145,8 @@ fn merge_and_commit(
                 covered_seq,
                 frozen,
                 old_snap.as_deref(),
+                now_ms,
+                &mut expired,
             )?;
             let snap = Snapshot::open(snap_dir, id, meta, &*core.opts.index_builder)?;
             set.insert(id, Arc::new(snap));
@@ -150,9 +168,12 @@ fn merge_and_commit(
     fail::fail_point!("compaction::before_manifest");
     manifest.store(dir)?;
     fail::fail_point!("compaction::after_manifest");
-    Ok((manifest, Arc::new(set)))
+    Ok((manifest, Arc::new(set), expired))
 }
 
+/// Merges one keyspace into a new snapshot. Tombstones and values expired at `now_ms` are not carried
+/// forward; the expired ones are added to `expired` as `(keyspace, key, expires_ms)`.
+#[allow(clippy::too_many_arguments)]
 fn write_merged(
     snap_dir: &Path,
     keyspace: u32,
@@ -160,6 +181,8 @@ fn write_merged(
     covered_seq: u64,
     frozen: &dyn crate::delta::DeltaRead,
     old: Option<&Snapshot>,
+    now_ms: u64,
+    expired: &mut Vec<Expired>,
 ) -> Result<crate::snapshot::SnapshotMeta> {
     let mut w = SnapshotWriter::create(snap_dir, keyspace, generation, covered_seq)?;
     type Src<'a> = Box<dyn Iterator<Item = (u64, Source)> + 'a>;
@@ -178,13 +201,22 @@ fn write_merged(
     }
     for (key, src) in Merge::new(sources) {
         match src {
-            Source::Delta(Some(v)) => w.push(key, &v)?,
-            Source::Delta(None) => {}
+            Source::Delta(v) => match &v.value {
+                None => {}
+                Some(_) if crate::delta::expired(v.expires_ms, now_ms) => {
+                    expired.push((keyspace, key, v.expires_ms));
+                }
+                Some(b) => w.push(key, b, v.seq, v.expires_ms)?,
+            },
             Source::Snapshot(i) => {
                 let s = old.expect("snapshot source implies a snapshot");
                 // Verified before it is copied: corruption is never carried into a new snapshot.
-                let (start, end) = s.value_at(i)?;
-                w.push(key, &s.data()[start..end])?;
+                let e = s.entry_at(i)?;
+                if crate::delta::expired(e.expires_ms, now_ms) {
+                    expired.push((keyspace, key, e.expires_ms));
+                } else {
+                    w.push(key, &s.data()[e.start..e.end], e.seq, e.expires_ms)?;
+                }
             }
         }
     }
@@ -247,7 +279,7 @@ pub(crate) fn background_loop(inner: Arc<Inner>) {
         let aged =
             age_ms > 0 && !st.active.is_empty() && st.active.age().as_millis() as u64 >= age_ms;
         if st.frozen.is_none() && (aged || inner.core.over_compact_threshold()) {
-            let _ = inner.wal.freeze();
+            let _ = inner.wal.freeze(false);
         }
     }
 }

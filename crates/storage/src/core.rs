@@ -14,13 +14,18 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::{
-    delta::{Delta, DeltaRead, Version},
+    counts::Counts,
+    delta::{now_ms, Delta, DeltaRead, Version},
     options::Options,
     snapshot::Snapshot,
     wal::{
-        record::{decode_batch, decode_create_keyspace, Op, KIND_BATCH, KIND_CREATE_KEYSPACE},
+        record::{
+            decode_batch, decode_create_keyspace, BatchEncoder, Cond, Op, KIND_BATCH,
+            KIND_CREATE_KEYSPACE,
+        },
         CommitSink,
     },
+    Error, Result,
 };
 
 /// A delta that no longer takes writes, waiting to be merged into new snapshots.
@@ -69,6 +74,40 @@ impl ReadState {
     pub(crate) fn delta_bytes(&self) -> usize {
         self.active.bytes() + self.frozen.as_ref().map_or(0, |f| f.delta.bytes())
     }
+
+    /// Whether `key`'s newest version below the active delta (frozen delta, then snapshot) is a value,
+    /// expired or not. Reads only the frozen delta and the snapshot's key array.
+    pub(crate) fn present_below_active(&self, keyspace: u32, key: u64) -> bool {
+        if let Some(v) = self
+            .frozen
+            .as_ref()
+            .and_then(|f| f.delta.get(keyspace, key, u64::MAX))
+        {
+            return v.value.is_some();
+        }
+        self.snapshots
+            .get(keyspace)
+            .is_some_and(|s| s.contains(key))
+    }
+
+    /// The sequence number of `key`'s value if it is live at `now_ms` (every applied version counts:
+    /// only the WAL thread calls this, between groups).
+    pub(crate) fn live_seq(&self, keyspace: u32, key: u64, now_ms: u64) -> Result<Option<u64>> {
+        let newest = self
+            .active
+            .get(keyspace, key, u64::MAX)
+            .or_else(|| self.frozen.as_ref()?.delta.get(keyspace, key, u64::MAX));
+        if let Some(v) = newest {
+            return Ok(v.live(now_ms).map(|_| v.seq));
+        }
+        let Some(snap) = self.snapshots.get(keyspace) else {
+            return Ok(None);
+        };
+        Ok(snap
+            .get(key)?
+            .filter(|e| !crate::delta::expired(e.expires_ms, now_ms))
+            .map(|e| e.seq))
+    }
 }
 
 /// Keyspace names and ids.
@@ -102,7 +141,15 @@ pub(crate) struct Core {
     /// Serialises the writers of `state` (freeze and compaction install); readers never take it.
     pub state_mu: Mutex<()>,
     pub visible_seq: AtomicU64,
+    /// The last sequence number applied to the delta (written by the WAL thread only; recovery sets it
+    /// to the last replayed record). Used to assert that records arrive contiguous and in order.
+    pub applied_seq: AtomicU64,
     pub registry: RwLock<Registry>,
+    /// Live keys per keyspace. The WAL thread updates it as it applies; compaction when it drops
+    /// expired keys (both under this lock, compaction also across its state swap). Lock order: `counts`
+    /// before `registry` (applying a keyspace creation) and before `state_mu` (compaction's swap); never
+    /// take `counts` while holding either.
+    pub counts: Mutex<Counts>,
     pub bg: Mutex<BgSignal>,
     pub bg_cv: Condvar,
     /// Writers waiting for the delta to drop under its budget.
@@ -125,6 +172,7 @@ impl Core {
         &self,
         kind: u8,
         payload: &Bytes,
+        seq: u64,
         mut apply: impl FnMut(u32, u64, Version),
     ) -> Result<(), BadRecord> {
         let bad = |(offset_in_payload, reason)| BadRecord {
@@ -133,14 +181,42 @@ impl Core {
         };
         match kind {
             KIND_BATCH => {
-                for op in decode_batch(payload).map_err(bad)? {
+                let ops = decode_batch(payload).map_err(bad)?;
+                if ops
+                    .iter()
+                    .any(|op| matches!(op, Op::DeleteRange { .. } | Op::Check { .. }))
+                {
+                    return Err(BadRecord {
+                        offset_in_payload: 0,
+                        reason: "unresolved delete-range or condition in a durable record",
+                    });
+                }
+                for op in ops {
                     match op {
                         Op::Put {
                             keyspace,
                             key,
                             value,
-                        } => apply(keyspace, key, Some(value)),
-                        Op::Delete { keyspace, key } => apply(keyspace, key, None),
+                            expires_ms,
+                        } => apply(
+                            keyspace,
+                            key,
+                            Version {
+                                value: Some(value),
+                                seq,
+                                expires_ms,
+                            },
+                        ),
+                        Op::Delete { keyspace, key } => apply(
+                            keyspace,
+                            key,
+                            Version {
+                                value: None,
+                                seq,
+                                expires_ms: 0,
+                            },
+                        ),
+                        Op::DeleteRange { .. } | Op::Check { .. } => {}
                     }
                 }
                 Ok(())
@@ -212,10 +288,44 @@ impl Core {
 
 impl CommitSink for Core {
     fn apply(&self, seq: u64, kind: u8, payload: &Bytes) {
-        let active = self.state.load().active.clone();
-        if let Err(e) =
-            self.apply_record(kind, payload, |ks, key, v| active.insert(ks, key, seq, v))
-        {
+        // Contiguous and in order: the delta's versions, the watermark and replay all assume it.
+        let applied = self.applied_seq.load(Ordering::Relaxed);
+        assert_eq!(
+            seq,
+            applied + 1,
+            "record {seq} applied after {applied}: sequence numbers must be contiguous"
+        );
+        self.applied_seq.store(seq, Ordering::Relaxed);
+        // The counts lock also keeps compaction from swapping snapshots while keys are looked up.
+        let mut counts = self.counts.lock();
+        let st = self.state.load_full();
+        // Keys this record already wrote (a batch may write a key twice; the second write replaces the
+        // first version, same sequence number, so the delta cannot tell what it replaced).
+        // The first op's key is kept apart so that a record of one op allocates nothing.
+        let mut first: Option<((u32, u64), bool)> = None;
+        let mut more: Option<HashMap<(u32, u64), bool>> = None;
+        if let Err(e) = self.apply_record(kind, payload, seq, |ks, key, v| {
+            let is_put = v.value.is_some();
+            let new = v.value.as_ref().map(|_| v.expires_ms);
+            let earlier = more
+                .as_ref()
+                .and_then(|m| m.get(&(ks, key)).copied())
+                .or_else(|| first.filter(|(k, _)| *k == (ks, key)).map(|(_, p)| p));
+            let in_active = st.active.insert(ks, key, seq, v.value, v.expires_ms);
+            let prev = match (earlier, in_active) {
+                (Some(p), _) | (None, Some(p)) => p,
+                (None, None) => st.present_below_active(ks, key),
+            };
+            counts.write(ks, key, prev, new);
+            match &mut first {
+                None => first = Some(((ks, key), is_put)),
+                Some((k, p)) if *k == (ks, key) => *p = is_put,
+                Some(_) => {
+                    more.get_or_insert_with(HashMap::new)
+                        .insert((ks, key), is_put);
+                }
+            }
+        }) {
             // The writer encoded this payload itself; failing to decode it is a bug, not bad input.
             debug_assert!(false, "live record {seq} does not decode: {e:?}");
             tracing::error!(seq, ?e, "live WAL record does not decode");
@@ -223,6 +333,11 @@ impl CommitSink for Core {
     }
 
     fn publish(&self, last_seq: u64) {
+        assert_eq!(
+            last_seq,
+            self.applied_seq.load(Ordering::Relaxed),
+            "publishing a group that is not fully applied"
+        );
         self.visible_seq.store(last_seq, Ordering::Release);
         let st = self.state.load();
         metrics::gauge!("kyrodb_storage_delta_bytes").set(st.delta_bytes() as f64);
@@ -234,5 +349,142 @@ impl CommitSink for Core {
 
     fn freeze(&self, last_seq: u64) {
         Core::freeze(self, last_seq);
+    }
+
+    fn resolve(&self, payload: &Bytes) -> Result<Bytes> {
+        let ops = decode_batch(payload).map_err(|(at, why)| {
+            Error::InvalidOption(format!("malformed batch at byte {at}: {why}"))
+        })?;
+        let st = self.state.load_full();
+        let now = now_ms();
+        // Every condition holds against the state before the batch, or nothing is written.
+        for op in &ops {
+            if let Op::Check {
+                keyspace,
+                key,
+                cond,
+            } = op
+            {
+                let current = st.live_seq(*keyspace, *key, now)?;
+                let ok = match cond {
+                    Cond::Absent => current.is_none(),
+                    Cond::Seq(s) => current == Some(*s),
+                };
+                if !ok {
+                    let name = self.registry.read().by_id.get(keyspace).cloned();
+                    return Err(Error::ConditionFailed {
+                        keyspace: name.unwrap_or_default(),
+                        key: *key,
+                        expected: crate::db::Condition::from(*cond),
+                        current_seq: current,
+                    });
+                }
+            }
+        }
+        let max = self.opts.batch_ops_max;
+        let mut enc = BatchEncoder::default();
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                Op::Check { .. } => {}
+                Op::DeleteRange {
+                    keyspace,
+                    start,
+                    end,
+                } => {
+                    // The live keys in the range, plus those this batch put there before the range.
+                    let mut keys: std::collections::BTreeSet<u64> =
+                        crate::db::live_keys(&st, *keyspace, *start, *end, now, max + 1)?
+                            .into_iter()
+                            .collect();
+                    keys.extend(ops[..i].iter().filter_map(|o| match o {
+                        Op::Put {
+                            keyspace: ks, key, ..
+                        } if ks == keyspace && (start..=end).contains(&key) => Some(*key),
+                        _ => None,
+                    }));
+                    for k in keys {
+                        enc.delete(*keyspace, k);
+                        if enc.count() > max {
+                            return Err(Error::BatchTooManyOps {
+                                count: enc.count(),
+                                max,
+                            });
+                        }
+                    }
+                }
+                other => enc.push(other),
+            }
+        }
+        if enc.count() > max {
+            return Err(Error::BatchTooManyOps {
+                count: enc.count(),
+                max,
+            });
+        }
+        Ok(enc.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::record::BatchEncoder;
+
+    fn core() -> Core {
+        Core {
+            opts: Options::default(),
+            state: ArcSwap::from_pointee(ReadState {
+                active: Arc::new(Delta::new()),
+                frozen: None,
+                snapshots: Arc::new(SnapshotSet::default()),
+            }),
+            state_mu: Mutex::new(()),
+            visible_seq: AtomicU64::new(5),
+            applied_seq: AtomicU64::new(5),
+            registry: RwLock::new(Registry::default()),
+            counts: Mutex::new(Counts::default()),
+            bg: Mutex::new(BgSignal::default()),
+            bg_cv: Condvar::new(),
+            room: Mutex::new(()),
+            room_cv: Condvar::new(),
+        }
+    }
+
+    fn put(key: u64) -> Bytes {
+        let mut e = BatchEncoder::default();
+        e.put(0, key, b"v");
+        e.finish()
+    }
+
+    #[test]
+    fn contiguous_records_apply_and_publish() {
+        let c = core();
+        c.apply(6, KIND_BATCH, &put(1));
+        c.apply(7, KIND_BATCH, &put(2));
+        c.publish(7);
+        assert_eq!(c.visible_seq.load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
+    #[should_panic(expected = "must be contiguous")]
+    fn a_gap_in_sequence_numbers_panics() {
+        let c = core();
+        c.apply(7, KIND_BATCH, &put(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "must be contiguous")]
+    fn a_reused_sequence_number_panics() {
+        let c = core();
+        c.apply(6, KIND_BATCH, &put(1));
+        c.apply(6, KIND_BATCH, &put(2));
+    }
+
+    #[test]
+    #[should_panic(expected = "not fully applied")]
+    fn publishing_past_what_was_applied_panics() {
+        let c = core();
+        c.apply(6, KIND_BATCH, &put(1));
+        c.publish(7);
     }
 }

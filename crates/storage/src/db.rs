@@ -14,16 +14,60 @@ use parking_lot::Mutex;
 
 use crate::{
     core::{Core, ReadState},
+    delta::{now_ms, Now},
     manifest::Manifest,
     merge::{Merge, Source},
     options::Options,
     snapshot::Snapshot,
     wal::{
-        record::{encode_create_keyspace, BatchEncoder, KIND_BATCH, KIND_CREATE_KEYSPACE},
+        record::{encode_create_keyspace, BatchEncoder, Cond, KIND_BATCH, KIND_CREATE_KEYSPACE},
         Wal,
     },
     Error, Result,
 };
+
+/// What a conditional write requires of a key (compare-and-set). Checked in the WAL thread when the
+/// batch is sequenced, against every write sequenced before it: no other write can come between the
+/// check and the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// The key has no live value: never written, deleted, or expired (`if_absent`).
+    Absent,
+    /// The key's live value was written by the write with this sequence number (`if_seq`), as
+    /// returned by that write and by [`Keyspace::get_entry`]. Values written before sequence numbers
+    /// were recorded (a version-1 snapshot) report, and match, 0.
+    Seq(u64),
+}
+
+impl From<Cond> for Condition {
+    fn from(c: Cond) -> Self {
+        match c {
+            Cond::Absent => Condition::Absent,
+            Cond::Seq(s) => Condition::Seq(s),
+        }
+    }
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Condition::Absent => f.write_str("no live value"),
+            Condition::Seq(s) => write!(f, "a live value written at sequence {s}"),
+        }
+    }
+}
+
+/// A live value with its metadata, from [`Keyspace::get_entry`].
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The value.
+    pub value: Value,
+    /// The sequence number of the write that stored it (0 if it predates recorded sequence numbers).
+    /// Pass it to [`Condition::Seq`] for a compare-and-set.
+    pub seq: u64,
+    /// When it expires, in Unix milliseconds; `None` if it never does.
+    pub expires_at_ms: Option<u64>,
+}
 
 /// The name of the keyspace every database has.
 pub const DEFAULT_KEYSPACE: &str = "default";
@@ -104,20 +148,73 @@ impl std::fmt::Debug for Keyspace {
 }
 
 impl WriteBatch {
+    /// An empty batch.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Adds a put of `value` under `key` in `keyspace`. Later operations on the same key win.
     pub fn put(&mut self, keyspace: &Keyspace, key: u64, value: &[u8]) -> &mut Self {
         self.enc.put(keyspace.id, key, value);
         self
     }
+    /// Adds a delete of `key` in `keyspace` (a tombstone; deleting an absent key is not an error).
     pub fn delete(&mut self, keyspace: &Keyspace, key: u64) -> &mut Self {
         self.enc.delete(keyspace.id, key);
         self
     }
+    /// Adds a put whose value stops being visible `ttl` from now (wall clock; survives restarts).
+    /// Expired keys are invisible to every read and count at once, and compaction drops them. A zero
+    /// `ttl` stores a value that is already expired.
+    pub fn put_with_ttl(
+        &mut self,
+        keyspace: &Keyspace,
+        key: u64,
+        value: &[u8],
+        ttl: Duration,
+    ) -> &mut Self {
+        let at = now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        self.enc.put_expiring(keyspace.id, key, value, at.max(1));
+        self
+    }
+    /// Adds a put that expires at `expires_at_ms` (Unix milliseconds; 0 = never).
+    pub fn put_expiring_at(
+        &mut self,
+        keyspace: &Keyspace,
+        key: u64,
+        value: &[u8],
+        expires_at_ms: u64,
+    ) -> &mut Self {
+        self.enc
+            .put_expiring(keyspace.id, key, value, expires_at_ms);
+        self
+    }
+    /// Adds a delete of every key in `range` of `keyspace` that is live when the batch is sequenced
+    /// (and of keys this batch put there before it). Resolved to point deletes in the WAL thread, so
+    /// it is atomic with the rest of the batch; a range holding more than `batch_ops_max` keys (with
+    /// the batch's other operations) is refused whole with [`Error::BatchTooManyOps`]: delete it in
+    /// smaller ranges.
+    pub fn delete_range(&mut self, keyspace: &Keyspace, range: impl RangeBounds<u64>) -> &mut Self {
+        if let Some((start, end)) = inclusive(range) {
+            self.enc.delete_range(keyspace.id, start, end);
+        }
+        self
+    }
+    /// Makes the whole batch conditional on `key` in `keyspace`: if the condition does not hold when
+    /// the batch is sequenced, nothing is written and the write fails with
+    /// [`Error::ConditionFailed`]. Conditions are checked against the state before the batch.
+    pub fn require(&mut self, keyspace: &Keyspace, key: u64, condition: Condition) -> &mut Self {
+        let cond = match condition {
+            Condition::Absent => Cond::Absent,
+            Condition::Seq(s) => Cond::Seq(s),
+        };
+        self.enc.check(keyspace.id, key, cond);
+        self
+    }
+    /// Operations in the batch.
     pub fn len(&self) -> usize {
         self.enc.count()
     }
+    /// Whether the batch holds no operation.
     pub fn is_empty(&self) -> bool {
         self.enc.count() == 0
     }
@@ -126,21 +223,33 @@ impl WriteBatch {
 /// What [`Db::snapshot`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {
+    /// Generation of the manifest that commits the snapshot.
     pub manifest_generation: u64,
+    /// Every write with a sequence number at or below this is in the snapshots.
     pub covered_seq: u64,
+    /// Keys in all keyspaces' snapshots.
     pub keys: u64,
+    /// Bytes of all keyspaces' snapshot data files.
     pub data_bytes: u64,
 }
 
 /// One keyspace's numbers.
 #[derive(Debug, Clone)]
 pub struct KeyspaceStats {
+    /// The keyspace's id (dense, assigned at creation).
     pub id: u32,
+    /// The keyspace's name.
     pub name: String,
+    /// Keys in its current snapshot (not counting the delta).
     pub snapshot_keys: u64,
+    /// Bytes of its current snapshot's data file.
     pub snapshot_data_bytes: u64,
+    /// Bytes of its snapshot's index beyond the key array (`index.model_bytes`).
     pub index_model_bytes: usize,
+    /// Its snapshot's index.
     pub index: crate::index::IndexInfo,
+    /// Live keys (see [`Keyspace::count`]).
+    pub keys: u64,
 }
 
 /// What [`Db::warm`] did.
@@ -155,26 +264,42 @@ pub struct WarmReport {
 /// What [`Db::rebuild_index`] did for one keyspace.
 #[derive(Debug, Clone)]
 pub struct IndexReport {
+    /// The keyspace's name.
     pub keyspace: String,
+    /// Keys the index was built over.
     pub keys: u64,
+    /// The new index.
     pub index: crate::index::IndexInfo,
+    /// Wall time of the build, persisting included, in milliseconds.
     pub build_ms: f64,
 }
 
 /// Engine numbers for `/metrics`, `/ready` and tests.
 #[derive(Debug, Clone)]
 pub struct Stats {
+    /// The last sequence number handed out (durable or not yet).
     pub last_seq: u64,
+    /// The visibility watermark: every write at or below it is durable and visible.
     pub visible_seq: u64,
+    /// Generation of the current manifest.
     pub manifest_generation: u64,
+    /// Every write at or below this is in the snapshots.
     pub covered_seq: u64,
+    /// Bytes charged to the active delta.
     pub delta_bytes: usize,
+    /// Versions in the active delta.
     pub delta_entries: usize,
+    /// Bytes charged to the frozen delta being compacted.
     pub frozen_bytes: usize,
+    /// WAL segment files on disk.
     pub wal_segments: usize,
+    /// Compactions since open.
     pub compactions: u64,
+    /// The index builder's name.
     pub index: &'static str,
+    /// Per keyspace, by id.
     pub keyspaces: Vec<KeyspaceStats>,
+    /// Why writes stopped (fail-stop), if they did.
     pub writes_stopped: Option<String>,
 }
 
@@ -273,20 +398,37 @@ impl Db {
         self.inner.write(batch)
     }
 
+    /// [`Keyspace::put`] in the default keyspace.
     pub fn put(&self, key: u64, value: &[u8]) -> Result<u64> {
         self.default.put(key, value)
     }
+    /// [`Keyspace::delete`] in the default keyspace.
     pub fn delete(&self, key: u64) -> Result<u64> {
         self.default.delete(key)
     }
+    /// [`Keyspace::get`] in the default keyspace.
     pub fn get(&self, key: u64) -> Result<Option<Value>> {
         self.default.get(key)
     }
+    /// [`Keyspace::multi_get`] in the default keyspace.
     pub fn multi_get(&self, keys: &[u64]) -> Result<Vec<Option<Value>>> {
         self.default.multi_get(keys)
     }
+    /// [`Keyspace::scan`] in the default keyspace.
     pub fn scan(&self, range: impl RangeBounds<u64>, limit: usize) -> Result<Vec<(u64, Value)>> {
         self.default.scan(range, limit)
+    }
+    /// [`Keyspace::get_entry`] in the default keyspace.
+    pub fn get_entry(&self, key: u64) -> Result<Option<Entry>> {
+        self.default.get_entry(key)
+    }
+    /// [`Keyspace::delete_range`] in the default keyspace.
+    pub fn delete_range(&self, range: impl RangeBounds<u64>) -> Result<u64> {
+        self.default.delete_range(range)
+    }
+    /// [`Keyspace::count`] of the default keyspace.
+    pub fn count(&self) -> u64 {
+        self.default.count()
     }
 
     /// Compacts everything written so far into snapshots and waits until the manifest covers it.
@@ -345,9 +487,11 @@ impl Drop for Db {
 }
 
 impl Keyspace {
+    /// The keyspace's name.
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// The keyspace's id (what WAL records and snapshot files name it by).
     pub fn id(&self) -> u32 {
         self.id
     }
@@ -366,23 +510,91 @@ impl Keyspace {
         self.inner.write(b)
     }
 
-    /// The newest value of `key`.
+    /// Writes `value` under `key`, expiring `ttl` from now (see [`WriteBatch::put_with_ttl`]).
+    pub fn put_with_ttl(&self, key: u64, value: &[u8], ttl: Duration) -> Result<u64> {
+        let mut b = WriteBatch::new();
+        b.put_with_ttl(self, key, value, ttl);
+        self.inner.write(b)
+    }
+
+    /// Writes `value` under `key` only if the key has no live value (`SET NX`); otherwise
+    /// [`Error::ConditionFailed`] and nothing is written.
+    pub fn put_if_absent(&self, key: u64, value: &[u8]) -> Result<u64> {
+        let mut b = WriteBatch::new();
+        b.require(self, key, Condition::Absent)
+            .put(self, key, value);
+        self.inner.write(b)
+    }
+
+    /// Writes `value` under `key` only if its live value was written at sequence `if_seq`
+    /// (compare-and-set); otherwise [`Error::ConditionFailed`] and nothing is written.
+    pub fn put_if_seq(&self, key: u64, value: &[u8], if_seq: u64) -> Result<u64> {
+        let mut b = WriteBatch::new();
+        b.require(self, key, Condition::Seq(if_seq))
+            .put(self, key, value);
+        self.inner.write(b)
+    }
+
+    /// Deletes `key` only if its live value was written at sequence `if_seq`; otherwise
+    /// [`Error::ConditionFailed`] and nothing is written.
+    pub fn delete_if_seq(&self, key: u64, if_seq: u64) -> Result<u64> {
+        let mut b = WriteBatch::new();
+        b.require(self, key, Condition::Seq(if_seq))
+            .delete(self, key);
+        self.inner.write(b)
+    }
+
+    /// Deletes every key in `keys` in one atomic batch (at most `batch_ops_max` keys).
+    pub fn delete_many(&self, keys: &[u64]) -> Result<u64> {
+        let mut b = WriteBatch::new();
+        for k in keys {
+            b.delete(self, *k);
+        }
+        self.inner.write(b)
+    }
+
+    /// Deletes every live key in `range` atomically (see [`WriteBatch::delete_range`]: at most
+    /// `batch_ops_max` keys, otherwise refused whole).
+    pub fn delete_range(&self, range: impl RangeBounds<u64>) -> Result<u64> {
+        let mut b = WriteBatch::new();
+        b.delete_range(self, range);
+        self.inner.write(b)
+    }
+
+    /// Live keys in the keyspace: exact, and cheap to read. The WAL thread maintains the number of keys
+    /// whose newest version is a value as it applies each write (a lookup of the key's previous version
+    /// in the deltas and the snapshot's key array), and indexes the ones with an expiry by expiry time;
+    /// the count is that number minus the keys already expired (O(expired keys compaction has not yet
+    /// dropped)). Includes the writes of the group being applied, a few microseconds before they are
+    /// acknowledged.
+    pub fn count(&self) -> u64 {
+        self.inner.core.counts.lock().live(self.id, now_ms())
+    }
+
+    /// The newest live value of `key`.
     pub fn get(&self, key: u64) -> Result<Option<Value>> {
+        Ok(self.get_entry(key)?.map(|e| e.value))
+    }
+
+    /// The newest live value of `key` with the sequence number of the write that stored it and its
+    /// expiry.
+    pub fn get_entry(&self, key: u64) -> Result<Option<Entry>> {
         let st = self.inner.core.state.load();
         let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
-        get_in(&st, self.id, key, visible)
+        get_in(&st, self.id, key, visible, &Now::default())
     }
 
     /// `get` for many keys against one consistent view.
     pub fn multi_get(&self, keys: &[u64]) -> Result<Vec<Option<Value>>> {
         let st = self.inner.core.state.load();
         let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
+        let now = Now::default();
         let mut out = Vec::with_capacity(keys.len());
         // Keys the deltas do not answer go to the snapshot's index in one batch.
         let (mut rest_at, mut rest_keys) = (Vec::new(), Vec::new());
         for (i, k) in keys.iter().enumerate() {
-            match delta_get(&st, self.id, *k, visible) {
-                Some(v) => out.push(v),
+            match delta_get(&st, self.id, *k, visible, &now) {
+                Some(v) => out.push(v.map(|e| e.value)),
                 None => {
                     out.push(None);
                     rest_at.push(i);
@@ -398,12 +610,14 @@ impl Keyspace {
         for (at, pos) in rest_at.into_iter().zip(found) {
             count_read(true);
             if let Some(pos) = pos {
-                let (start, end) = snap.value_at(pos)?;
-                out[at] = Some(Value(Repr::Snapshot {
-                    snap: snap.clone(),
-                    start,
-                    end,
-                }));
+                let e = snap.entry_at(pos)?;
+                if !now.expired(e.expires_ms) {
+                    out[at] = Some(Value(Repr::Snapshot {
+                        snap: snap.clone(),
+                        start: e.start,
+                        end: e.end,
+                    }));
+                }
             }
         }
         Ok(out)
@@ -416,55 +630,116 @@ impl Keyspace {
         };
         let st = self.inner.core.state.load_full();
         let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
-        let snap = st.snapshots.get(self.id).cloned();
-        let id = self.id;
-        let mut sources: Vec<Box<dyn Iterator<Item = (u64, Source)> + '_>> = vec![Box::new(
-            st.active
-                .range(id, start, end, visible)
-                .map(|(k, v)| (k, Source::Delta(v))),
-        )];
-        if let Some(f) = &st.frozen {
-            sources.push(Box::new(
-                f.delta
-                    .range(id, start, end, u64::MAX)
-                    .map(|(k, v)| (k, Source::Delta(v))),
-            ));
-        }
-        if let Some(s) = &snap {
-            let keys = s.keys();
-            let lo = s.index().lower_bound(keys, start);
-            let hi = if end == u64::MAX {
-                keys.len()
-            } else {
-                s.index().lower_bound(keys, end + 1)
-            };
-            sources.push(Box::new(
-                (lo..hi.max(lo)).map(|i| (keys[i], Source::Snapshot(i))),
-            ));
-        }
         let mut out = Vec::with_capacity(limit.min(1024));
-        for (key, src) in Merge::new(sources) {
-            if out.len() == limit {
-                break;
-            }
-            match src {
-                Source::Delta(Some(v)) => out.push((key, Value(Repr::Delta(v)))),
-                Source::Delta(None) => {}
-                Source::Snapshot(i) => {
-                    let s = snap.as_ref().expect("snapshot source implies a snapshot");
-                    let (start, end) = s.value_at(i)?;
-                    out.push((
-                        key,
-                        Value(Repr::Snapshot {
-                            snap: s.clone(),
-                            start,
-                            end,
-                        }),
-                    ));
-                }
-            }
-        }
+        scan_in(
+            &st,
+            self.id,
+            start,
+            end,
+            visible,
+            &Now::default(),
+            limit,
+            |k, e| out.push((k, e.value)),
+        )?;
         Ok(out)
+    }
+}
+
+/// Calls `f` with the live entries of `keyspace` in `[start, end]`, ascending, at most `limit`.
+#[allow(clippy::too_many_arguments)]
+fn scan_in(
+    st: &Arc<ReadState>,
+    id: u32,
+    start: u64,
+    end: u64,
+    visible: u64,
+    now: &Now,
+    limit: usize,
+    mut f: impl FnMut(u64, Entry),
+) -> Result<()> {
+    let snap = st.snapshots.get(id).cloned();
+    let mut sources: Vec<Box<dyn Iterator<Item = (u64, Source)> + '_>> = vec![Box::new(
+        st.active
+            .range(id, start, end, visible)
+            .map(|(k, v)| (k, Source::Delta(v))),
+    )];
+    if let Some(fz) = &st.frozen {
+        sources.push(Box::new(
+            fz.delta
+                .range(id, start, end, u64::MAX)
+                .map(|(k, v)| (k, Source::Delta(v))),
+        ));
+    }
+    if let Some(s) = &snap {
+        let keys = s.keys();
+        let lo = s.index().lower_bound(keys, start);
+        let hi = if end == u64::MAX {
+            keys.len()
+        } else {
+            s.index().lower_bound(keys, end + 1)
+        };
+        sources.push(Box::new(
+            (lo..hi.max(lo)).map(|i| (keys[i], Source::Snapshot(i))),
+        ));
+    }
+    let mut n = 0;
+    for (key, src) in Merge::new(sources) {
+        if n == limit {
+            break;
+        }
+        let entry = match src {
+            Source::Delta(v) => now.live(&v).map(|b| Entry {
+                value: Value(Repr::Delta(b.clone())),
+                seq: v.seq,
+                expires_at_ms: (v.expires_ms != 0).then_some(v.expires_ms),
+            }),
+            Source::Snapshot(i) => {
+                let s = snap.as_ref().expect("snapshot source implies a snapshot");
+                let e = s.entry_at(i)?;
+                (!now.expired(e.expires_ms)).then(|| snapshot_entry(s, e))
+            }
+        };
+        if let Some(e) = entry {
+            f(key, e);
+            n += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The live keys of `keyspace` in `[start, end]` at `now`, at most `limit`, against everything
+/// applied (the WAL thread resolving a delete-range).
+pub(crate) fn live_keys(
+    st: &Arc<ReadState>,
+    keyspace: u32,
+    start: u64,
+    end: u64,
+    now: u64,
+    limit: usize,
+) -> Result<Vec<u64>> {
+    let mut keys = Vec::new();
+    scan_in(
+        st,
+        keyspace,
+        start,
+        end,
+        u64::MAX,
+        &Now::at(now),
+        limit,
+        |k, _| keys.push(k),
+    )?;
+    Ok(keys)
+}
+
+fn snapshot_entry(snap: &Arc<Snapshot>, e: crate::snapshot::SnapEntry) -> Entry {
+    Entry {
+        value: Value(Repr::Snapshot {
+            snap: snap.clone(),
+            start: e.start,
+            end: e.end,
+        }),
+        seq: e.seq,
+        expires_at_ms: (e.expires_ms != 0).then_some(e.expires_ms),
     }
 }
 
@@ -489,32 +764,45 @@ fn count_read(from_index: bool) {
     });
 }
 
-/// The newest version in the active or frozen delta: `Some(None)` is a tombstone, `None` means the
-/// deltas do not know the key and the snapshot decides.
-fn delta_get(st: &ReadState, keyspace: u32, key: u64, visible: u64) -> Option<Option<Value>> {
+/// The newest version in the active or frozen delta: `Some(None)` is a tombstone or an expired value,
+/// `None` means the deltas do not know the key and the snapshot decides.
+fn delta_get(
+    st: &ReadState,
+    keyspace: u32,
+    key: u64,
+    visible: u64,
+    now: &Now,
+) -> Option<Option<Entry>> {
     let found = st
         .active
         .get(keyspace, key, visible)
         .or_else(|| st.frozen.as_ref()?.delta.get(keyspace, key, u64::MAX))?;
     count_read(false);
-    Some(found.map(|b| Value(Repr::Delta(b))))
+    Some(now.live(&found).map(|b| Entry {
+        value: Value(Repr::Delta(b.clone())),
+        seq: found.seq,
+        expires_at_ms: (found.expires_ms != 0).then_some(found.expires_ms),
+    }))
 }
 
-fn get_in(st: &ReadState, keyspace: u32, key: u64, visible: u64) -> Result<Option<Value>> {
-    if let Some(v) = delta_get(st, keyspace, key, visible) {
+fn get_in(
+    st: &ReadState,
+    keyspace: u32,
+    key: u64,
+    visible: u64,
+    now: &Now,
+) -> Result<Option<Entry>> {
+    if let Some(v) = delta_get(st, keyspace, key, visible, now) {
         return Ok(v);
     }
     count_read(true);
     let Some(snap) = st.snapshots.get(keyspace) else {
         return Ok(None);
     };
-    Ok(snap.get(key)?.map(|(start, end)| {
-        Value(Repr::Snapshot {
-            snap: snap.clone(),
-            start,
-            end,
-        })
-    }))
+    Ok(snap
+        .get(key)?
+        .filter(|e| !now.expired(e.expires_ms))
+        .map(|e| snapshot_entry(snap, e)))
 }
 
 fn inclusive(range: impl RangeBounds<u64>) -> Option<(u64, u64)> {
@@ -553,7 +841,7 @@ impl Inner {
     pub(crate) fn append(&self, kind: u8, payload: Bytes) -> Result<u64> {
         let deadline = self.deadline();
         self.wait_for_room(deadline)?;
-        self.wal.append(kind, payload, deadline)
+        self.wal.append(kind, payload, deadline, false)
     }
 
     fn write(&self, batch: WriteBatch) -> Result<u64> {
@@ -579,7 +867,11 @@ impl Inner {
                 max: o.batch_bytes_max,
             });
         }
-        self.append(KIND_BATCH, batch.enc.finish())
+        let resolve = batch.enc.needs_resolve();
+        let deadline = self.deadline();
+        self.wait_for_room(deadline)?;
+        self.wal
+            .append(KIND_BATCH, batch.enc.finish(), deadline, resolve)
     }
 
     /// Back-pressure: waits while active + frozen delta exceed the budget, then `Busy`.
@@ -614,7 +906,9 @@ impl Inner {
     }
 
     fn snapshot(&self) -> Result<SnapshotInfo> {
-        let target = self.wal.freeze()?;
+        // Rotating makes every record up to `target` sit in closed segments, which the compaction that
+        // commits the covering manifest then deletes (see the retention rule in docs/design/storage.md).
+        let target = self.wal.freeze(true)?;
         // A compaction already running may cover less than `target`; then freeze again after it.
         for _ in 0..3 {
             crate::compaction::compact_frozen(self)?;
@@ -632,7 +926,7 @@ impl Inner {
                     data_bytes,
                 });
             }
-            self.wal.freeze()?;
+            self.wal.freeze(false)?;
         }
         Err(Error::Busy {
             delta_bytes: self.core.state.load().delta_bytes(),
@@ -680,9 +974,19 @@ impl Inner {
     fn stats(&self) -> Stats {
         let st = self.core.state.load_full();
         let m = self.manifest.lock().clone();
-        let registry = self.core.registry.read();
-        let keyspaces = registry
+        // Not under the registry lock: the WAL thread takes `counts`, then the registry (a keyspace
+        // creation), so the other order could deadlock.
+        let names: Vec<(u32, String)> = self
+            .core
+            .registry
+            .read()
             .by_id
+            .iter()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        let now = now_ms();
+        let counts = self.core.counts.lock();
+        let keyspaces = names
             .iter()
             .map(|(id, name)| {
                 let s = st.snapshots.get(*id);
@@ -693,6 +997,7 @@ impl Inner {
                     snapshot_data_bytes: s.map_or(0, |s| s.meta.data_bytes),
                     index_model_bytes: s.map_or(0, |s| s.index().info().model_bytes),
                     index: s.map(|s| s.index().info()).unwrap_or_default(),
+                    keys: counts.live(*id, now),
                 }
             })
             .collect();

@@ -7,13 +7,28 @@ use std::{io, path::PathBuf, sync::Arc};
 pub enum Error {
     /// A value over `value_bytes_max`; nothing was written.
     #[error("value is {len} bytes, larger than value_bytes_max ({max} bytes)")]
-    ValueTooLarge { len: usize, max: usize },
+    ValueTooLarge {
+        /// Bytes of the largest value in the write.
+        len: usize,
+        /// `value_bytes_max`.
+        max: usize,
+    },
     /// A batch whose encoded size is over `batch_bytes_max`; nothing was written.
     #[error("batch is {len} bytes, larger than batch_bytes_max ({max} bytes)")]
-    BatchTooLarge { len: usize, max: usize },
+    BatchTooLarge {
+        /// Encoded bytes of the batch.
+        len: usize,
+        /// `batch_bytes_max`.
+        max: usize,
+    },
     /// A batch with more operations than `batch_ops_max`; nothing was written.
     #[error("batch has {count} operations, more than batch_ops_max ({max})")]
-    BatchTooManyOps { count: usize, max: usize },
+    BatchTooManyOps {
+        /// Operations in the batch.
+        count: usize,
+        /// `batch_ops_max`.
+        max: usize,
+    },
     /// A keyspace name outside `[A-Za-z0-9_.-]{1,64}`.
     #[error("keyspace name {0:?} is invalid: use 1 to 64 characters from A-Z a-z 0-9 _ . -")]
     InvalidKeyspaceName(String),
@@ -26,8 +41,11 @@ pub enum Error {
     /// Bytes on disk that failed a checksum or a structural check. Never served.
     #[error("{}: corrupt at byte offset {offset}: {reason}", file.display())]
     Corrupt {
+        /// The damaged file.
         file: PathBuf,
+        /// Byte offset of the damage in it.
         offset: u64,
+        /// What check failed.
         reason: String,
     },
     /// The engine stopped accepting writes after an I/O failure (fail-stop): restart to recover.
@@ -36,23 +54,53 @@ pub enum Error {
     /// The delta is over its memory budget and compaction did not catch up in time.
     #[error("busy: in-memory delta holds {delta_bytes} bytes, over delta_bytes_budget ({budget} bytes), and compaction did not catch up within write_stall_ms_max ({waited_ms} ms); retry later")]
     Busy {
+        /// Bytes held by the active and frozen delta.
         delta_bytes: usize,
+        /// `delta_bytes_budget`.
         budget: usize,
+        /// How long the writer waited before giving up.
         waited_ms: u64,
     },
     /// More bytes are queued for the WAL writer than `wal_queue_bytes_max` and the queue did not drain
     /// within `write_stall_ms_max` (the disk is slower than the writers).
     #[error("busy: {queued_bytes} bytes are queued for the WAL, over wal_queue_bytes_max ({max} bytes), and the queue did not drain within write_stall_ms_max; retry later")]
-    WalQueueFull { queued_bytes: usize, max: usize },
+    WalQueueFull {
+        /// Bytes queued for the WAL writer.
+        queued_bytes: usize,
+        /// `wal_queue_bytes_max`.
+        max: usize,
+    },
     /// An I/O error on a named file.
     #[error("I/O error on {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
     /// The data directory is held by another process.
     #[error("data directory {} is in use by another process (lock file held)", .0.display())]
     Locked(PathBuf),
     /// An option outside its documented range.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// A conditional write's condition did not hold when the write was sequenced; nothing of its batch
+    /// was written.
+    #[error("condition failed on key {key} in keyspace {keyspace:?}: expected {expected}, found {}", match current_seq { Some(s) => format!("a live value written at sequence {s}"), None => "no live value".to_owned() })]
+    ConditionFailed {
+        /// The keyspace's name.
+        keyspace: String,
+        /// The key whose condition failed (the first one checked that failed).
+        key: u64,
+        /// What the batch required.
+        expected: crate::db::Condition,
+        /// The sequence number of the key's live value when the batch was checked (`None`: absent).
+        current_seq: Option<u64>,
+    },
+    /// The index seam failed: an invalid index configuration (a caller's mistake), or an I/O or build
+    /// failure of the index (see [`crate::IndexError`]). The snapshot keeps its previous index.
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
     /// The engine was closed.
     #[error("the database is closed")]
     Closed,

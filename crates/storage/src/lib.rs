@@ -8,9 +8,11 @@
 //! crash arguments are in docs/design/storage.md.
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
+#![warn(missing_docs)]
 
 mod compaction;
 mod core;
+mod counts;
 mod db;
 mod delta;
 mod error;
@@ -26,9 +28,14 @@ mod snapshot;
 mod wal;
 
 pub use db::{
-    validate_keyspace_name, Db, IndexReport, Keyspace, KeyspaceStats, SnapshotInfo, Stats, Value,
-    WriteBatch, DEFAULT_KEYSPACE,
+    validate_keyspace_name, Condition, Db, Entry, IndexReport, Keyspace, KeyspaceStats,
+    SnapshotInfo, Stats, Value, WarmReport, WriteBatch, DEFAULT_KEYSPACE,
 };
 pub use error::{Error, Result};
-pub use index::{BinarySearchBuilder, IndexBuilder, IndexInfo, LearnedIndexBuilder, SortedIndex};
+pub use index::{
+    BinarySearch, BinarySearchBuilder, IndexBuilder, IndexError, IndexInfo, LearnedIndexBuilder,
+    SortedIndex,
+};
+/// The learned index's build configuration, the type of [`LearnedIndexBuilder::config`].
+pub use kyrodb_rmi::RmiConfig;
 pub use options::{FsyncPolicy, Options};

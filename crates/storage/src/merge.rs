@@ -54,9 +54,14 @@ mod tests {
 
     #[test]
     fn earlier_source_shadows_later() {
+        let v = |value| Version {
+            value,
+            seq: 1,
+            expires_ms: 0,
+        };
         let newer: Vec<(u64, Source)> = vec![
-            (2, Source::Delta(None)),
-            (5, Source::Delta(Some(Bytes::from_static(b"n")))),
+            (2, Source::Delta(v(None))),
+            (5, Source::Delta(v(Some(Bytes::from_static(b"n"))))),
         ];
         let older: Vec<(u64, Source)> = vec![
             (1, Source::Snapshot(0)),
@@ -66,7 +71,7 @@ mod tests {
         let out: Vec<_> = Merge::new([newer.into_iter(), older.into_iter()]).collect();
         assert_eq!(out.len(), 3);
         assert!(matches!(out[0], (1, Source::Snapshot(0))));
-        assert!(matches!(out[1], (2, Source::Delta(None))));
-        assert!(matches!(out[2], (5, Source::Delta(Some(_)))));
+        assert!(matches!(&out[1], (2, Source::Delta(v)) if v.value.is_none()));
+        assert!(matches!(&out[2], (5, Source::Delta(v)) if v.value.is_some()));
     }
 }

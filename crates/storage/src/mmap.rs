@@ -77,7 +77,7 @@ mod tests {
     #[test]
     fn cast_refuses_out_of_bounds_and_misaligned() {
         let words = [1u64, 2, 3];
-        // SAFETY (test): viewing an aligned u64 array as bytes.
+        // SAFETY: (test) viewing an aligned u64 array as bytes.
         let bytes: &[u8] = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), 24) };
         assert_eq!(cast_slice::<u64>(bytes, 8, 2), Some(&words[1..]));
         assert_eq!(cast_slice::<u64>(bytes, 8, 3), None);

@@ -148,6 +148,12 @@ impl Options {
         if self.batch_ops_max == 0 || self.keyspaces_max == 0 {
             return bad("batch_ops_max and keyspaces_max must be positive".into());
         }
+        if let Err(e) = self.index_builder.validate() {
+            return bad(format!(
+                "index_builder ({}): {e}",
+                self.index_builder.name()
+            ));
+        }
         Ok(())
     }
 }

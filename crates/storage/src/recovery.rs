@@ -63,7 +63,9 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         }),
         state_mu: Mutex::new(()),
         visible_seq: AtomicU64::new(manifest.covered_seq),
+        applied_seq: AtomicU64::new(manifest.covered_seq),
         registry: RwLock::new(registry),
+        counts: Mutex::new(crate::counts::Counts::default()),
         bg: Mutex::new(BgSignal::default()),
         bg_cv: Condvar::new(),
         room: Mutex::new(()),
@@ -73,6 +75,9 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     let replay = replay_wal(&core, &wal_dir, &snap_dir, dir, &mut manifest)?;
     core.visible_seq
         .store(replay.last_seq, std::sync::atomic::Ordering::Release);
+    core.applied_seq
+        .store(replay.last_seq, std::sync::atomic::Ordering::Relaxed);
+    count_keys(&core);
     let wal = Wal::start(
         WalStart {
             dir: wal_dir,
@@ -116,6 +121,26 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     metrics::counter!("kyrodb_storage_recovery_replayed_bytes_total").increment(replay.bytes);
     tracing::info!(dir = %dir.display(), seconds = secs, replayed_records = replay.records, "storage opened");
     Ok(inner)
+}
+
+/// Counts live keys from what recovery produced: the snapshots, and the replayed run over them.
+fn count_keys(core: &Core) {
+    let st = core.state.load_full();
+    let mut counts = crate::counts::Counts::default();
+    for (id, snap) in st.snapshots.iter() {
+        counts.add_snapshot(id, snap.meta.key_count, snap.expiring());
+    }
+    if let Some(f) = &st.frozen {
+        let ids: Vec<u32> = core.registry.read().by_id.keys().copied().collect();
+        for id in ids {
+            let snap = st.snapshots.get(id);
+            for (key, v) in f.delta.range(id, 0, u64::MAX, u64::MAX) {
+                let prev = snap.is_some_and(|s| s.contains(key));
+                counts.write(id, key, prev, v.value.as_ref().map(|_| v.expires_ms));
+            }
+        }
+    }
+    *core.counts.lock() = counts;
 }
 
 fn lock_dir(dir: &Path) -> Result<File> {
@@ -203,14 +228,16 @@ fn replay_wal(
             if r.header.seq <= covered {
                 return Ok(());
             }
-            core.apply_record(r.header.kind, &r.payload, |ks, key, v| run.push(ks, key, v))
-                .map_err(|e| {
-                    Error::corrupt(
-                        &seg.path,
-                        r.offset + (HEADER_BYTES + e.offset_in_payload) as u64,
-                        e.reason,
-                    )
-                })?;
+            core.apply_record(r.header.kind, &r.payload, r.header.seq, |ks, key, v| {
+                run.push(ks, key, v)
+            })
+            .map_err(|e| {
+                Error::corrupt(
+                    &seg.path,
+                    r.offset + (HEADER_BYTES + e.offset_in_payload) as u64,
+                    e.reason,
+                )
+            })?;
             records += 1;
             bytes += (HEADER_BYTES + r.payload.len()) as u64;
             // Bounded memory: a log larger than the delta budget is compacted while it replays.

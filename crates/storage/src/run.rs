@@ -14,9 +14,9 @@ pub(crate) struct RunBuilder {
 }
 
 impl RunBuilder {
-    pub(crate) fn push(&mut self, keyspace: u32, key: u64, value: Version) {
-        self.bytes += ENTRY_OVERHEAD_BYTES + value.as_ref().map_or(0, Bytes::len);
-        self.ops.push((keyspace, key, value));
+    pub(crate) fn push(&mut self, keyspace: u32, key: u64, version: Version) {
+        self.bytes += ENTRY_OVERHEAD_BYTES + version.value.as_ref().map_or(0, Bytes::len);
+        self.ops.push((keyspace, key, version));
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -105,18 +105,28 @@ mod tests {
 
     #[test]
     fn newest_op_per_key_wins_in_key_order() {
+        let put = |b: &'static [u8], seq| Version {
+            value: Some(Bytes::from_static(b)),
+            seq,
+            expires_ms: 0,
+        };
+        let del = |seq| Version {
+            value: None,
+            seq,
+            expires_ms: 0,
+        };
         let mut b = RunBuilder::default();
-        b.push(0, 9, Some(Bytes::from_static(b"old")));
-        b.push(1, 1, Some(Bytes::from_static(b"ks1")));
-        b.push(0, 3, Some(Bytes::from_static(b"three")));
-        b.push(0, 9, Some(Bytes::from_static(b"new")));
-        b.push(0, 3, None);
+        b.push(0, 9, put(b"old", 1));
+        b.push(1, 1, put(b"ks1", 2));
+        b.push(0, 3, put(b"three", 3));
+        b.push(0, 9, put(b"new", 4));
+        b.push(0, 3, del(5));
         let r = b.finish();
-        assert_eq!(r.get(0, 9, 0), Some(Some(Bytes::from_static(b"new"))));
-        assert_eq!(r.get(0, 3, 0), Some(None));
+        assert_eq!(r.get(0, 9, 0), Some(put(b"new", 4)));
+        assert_eq!(r.get(0, 3, 0), Some(del(5)));
         assert_eq!(r.get(0, 4, 0), None);
         let all: Vec<_> = r.range(0, 0, u64::MAX, 0).collect();
-        assert_eq!(all, vec![(3, None), (9, Some(Bytes::from_static(b"new")))]);
+        assert_eq!(all, vec![(3, del(5)), (9, put(b"new", 4))]);
         assert!(r.has_keyspace(1) && !r.has_keyspace(2));
     }
 }

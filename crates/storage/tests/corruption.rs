@@ -162,9 +162,9 @@ fn flipped_byte_in_snapshot_bin_is_refused_at_open() {
 fn flipped_byte_in_snapshot_data_is_refused_on_read_and_by_verify() {
     let dir = compacted();
     let data = files(&dir.path().join("snap"), "data").pop().unwrap();
-    // Each value is stored behind its 4-byte checksum.
-    let v3_start: u64 = (0..3).map(|k| 4 + value(k).len() as u64).sum();
-    flip(&data, v3_start + 4 + 1);
+    // Each value is stored behind its 12-byte header (checksum, sequence number; no expiry here).
+    let v3_start: u64 = (0..3).map(|k| 12 + value(k).len() as u64).sum();
+    flip(&data, v3_start + 12 + 1);
     let db = Db::open(dir.path(), opts()).unwrap();
     match db.get(3) {
         Err(Error::Corrupt { file, offset, .. }) => {

@@ -1,5 +1,6 @@
-//! kill -9 at random moments — and at named points inside compaction, snapshot writing and manifest
-//! replacement — never loses an acknowledged write.
+//! kill -9 at random moments — and at named points inside compaction, snapshot writing, manifest
+//! replacement and WAL rotation — never loses an acknowledged write. One writer also calls
+//! `Db::snapshot` now and then, which rotates the WAL and deletes the segments it covers.
 //!
 //! The test binary re-runs itself as the writer child (`KYRODB_KILL_CHILD_DIR` set). The child prints
 //! an intent line before each write and an ack line after it returns; the parent SIGKILLs it, reopens
@@ -29,6 +30,7 @@ const KILL_POINTS: &[&str] = &[
     "fs::after_rename",
     "compaction::after_manifest",
     "wal::after_write",
+    "wal::after_rotate",
 ];
 
 fn opts() -> Options {
@@ -87,6 +89,14 @@ fn kill_child() {
                     } else {
                         db.put(key, &value(key, version * WRITERS + w))
                     };
+                    // Writer 0 also takes a snapshot now and then: it rotates the WAL and deletes the
+                    // segments the new manifest covers, which a kill may interrupt anywhere.
+                    if w == 0 && version.is_multiple_of(50) {
+                        if let Err(e) = db.snapshot() {
+                            println!("E {e}");
+                            return;
+                        }
+                    }
                     match r {
                         Ok(seq) => println!("A {key} {} {seq}", version * WRITERS + w),
                         Err(e) => {

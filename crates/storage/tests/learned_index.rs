@@ -8,7 +8,13 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
 };
 
-use kyrodb_storage::{Db, FsyncPolicy, Options, WriteBatch};
+use std::sync::Arc;
+
+use kyrodb_rmi::{Rmi, RmiConfig};
+use kyrodb_storage::{
+    Db, Error, FsyncPolicy, IndexBuilder, IndexError, LearnedIndexBuilder, Options, SortedIndex,
+    WriteBatch,
+};
 
 fn opts() -> Options {
     Options {
@@ -78,7 +84,7 @@ fn every_snapshot_is_served_through_a_persisted_learned_index() {
     let db = load(dir.path(), 20_000);
     let ks = &db.stats().keyspaces[0];
     assert_eq!(ks.index.kind, "rmi");
-    assert!(ks.index.leaves > 0 && ks.index.epsilon_max > 0);
+    assert!(ks.index.leaves > 0 && ks.index.epsilon_bound > 0);
     check_all(&db, 20_000);
     assert!(rmi_file(dir.path()).exists());
 }
@@ -156,4 +162,129 @@ fn reads_stay_correct_while_the_index_is_rebuilt_and_compactions_swap_snapshots(
         stop.store(true, Ordering::Relaxed);
     });
     check_all(&db, n);
+}
+
+#[test]
+fn reported_epsilon_is_the_measured_error_before_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 20_000;
+    drop(load(dir.path(), n));
+    let mut keys: Vec<u64> = (0..n).map(key).collect();
+    keys.sort_unstable();
+    // The same build the engine ran, measured by the index itself.
+    let rmi = Rmi::build(&keys, &RmiConfig::default()).unwrap();
+    let check = |db: &Db, when: &str| {
+        let info = db.stats().keyspaces[0].index;
+        assert_eq!(
+            info.epsilon_bound,
+            RmiConfig::default().epsilon_max_slots,
+            "{when}"
+        );
+        assert_eq!(info.epsilon_max_measured, rmi.epsilon(), "{when}");
+        assert_eq!(
+            info.error_mean_measured,
+            rmi.stats().error_mean_slots,
+            "{when}"
+        );
+        assert!(info.epsilon_max_measured <= info.epsilon_bound, "{when}");
+        assert!(info.error_mean_measured > 0.0, "{when}");
+    };
+    // Loaded from the persisted `.rmi` file: the numbers are the measured ones, not 0 or the bound.
+    let db = Db::open(dir.path(), opts()).unwrap();
+    check(&db, "after a restart");
+    let reports = db.rebuild_index().unwrap();
+    assert_eq!(reports[0].index, db.stats().keyspaces[0].index);
+    check(&db, "after a rebuild");
+}
+
+#[test]
+fn eleven_keys_report_the_bound_and_the_measured_error_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let keys = [
+        1u64,
+        2,
+        3,
+        10,
+        11,
+        400,
+        401,
+        9_000,
+        9_001,
+        1 << 40,
+        u64::MAX,
+    ];
+    for k in keys {
+        db.put(k, b"v").unwrap();
+    }
+    db.snapshot().unwrap();
+    let info = db.stats().keyspaces[0].index;
+    let rmi = Rmi::build(&keys, &RmiConfig::default()).unwrap();
+    assert_eq!(info.epsilon_bound, 16);
+    assert_eq!(info.epsilon_max_measured, rmi.epsilon());
+    assert_eq!(info.error_mean_measured, rmi.stats().error_mean_slots);
+}
+
+#[test]
+fn an_invalid_index_configuration_is_refused_at_open_as_an_invalid_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = LearnedIndexBuilder {
+        config: RmiConfig {
+            router_buckets_per_leaf: 0,
+            ..RmiConfig::default()
+        },
+    };
+    let r = Db::open(
+        dir.path(),
+        Options {
+            index_builder: Arc::new(bad),
+            ..opts()
+        },
+    );
+    assert!(
+        matches!(r, Err(Error::InvalidOption(ref m)) if m.contains("router_buckets_per_leaf")),
+        "{r:?}"
+    );
+}
+
+/// Builds fine at open, then refuses its configuration when asked to rebuild.
+struct RefusesRebuild;
+
+impl IndexBuilder for RefusesRebuild {
+    fn build(&self, _keys: &[u64]) -> Result<Arc<dyn SortedIndex>, IndexError> {
+        Ok(Arc::new(kyrodb_storage::index::BinarySearch))
+    }
+    fn rebuild(&self, _keys: &[u64], _path: &Path) -> Result<Arc<dyn SortedIndex>, IndexError> {
+        Err(IndexError::InvalidConfig(
+            "epsilon too small for these keys".into(),
+        ))
+    }
+    fn name(&self) -> &'static str {
+        "refuses_rebuild"
+    }
+}
+
+#[test]
+fn an_index_configuration_error_stays_typed_through_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(
+        dir.path(),
+        Options {
+            index_builder: Arc::new(RefusesRebuild),
+            ..opts()
+        },
+    )
+    .unwrap();
+    db.put(1, b"one").unwrap();
+    db.snapshot().unwrap();
+    let r = db.rebuild_index();
+    assert!(
+        matches!(r, Err(Error::Index(IndexError::InvalidConfig(_)))),
+        "an invalid configuration is not an I/O error: {r:?}"
+    );
+    assert_eq!(
+        db.get(1).unwrap().unwrap().to_vec(),
+        b"one",
+        "the old index still serves"
+    );
 }

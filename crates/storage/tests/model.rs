@@ -1,9 +1,14 @@
 //! Model-based property test: random operation sequences against a `BTreeMap` per keyspace, including
-//! compactions (explicit and size-triggered in the background) and close/reopen.
+//! compactions (explicit and size-triggered in the background) and close/reopen. The model tracks each
+//! key's sequence number too, so compare-and-set, delete-range, TTL puts and key counts are checked
+//! against it.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
-use kyrodb_storage::{Db, FsyncPolicy, Options, WriteBatch};
+use kyrodb_storage::{Db, Error, FsyncPolicy, Options, WriteBatch};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -35,6 +40,30 @@ enum Op {
         len: u64,
         limit: usize,
     },
+    /// A put that expires an hour from now, or one already expired (a delete, for the model).
+    PutTtl {
+        ks: usize,
+        key: u64,
+        expired: bool,
+    },
+    DeleteRange {
+        ks: usize,
+        start: u64,
+        len: u64,
+    },
+    PutIfAbsent {
+        ks: usize,
+        key: u64,
+    },
+    /// Compare-and-set with the key's current sequence number, or a stale one.
+    PutIfSeq {
+        ks: usize,
+        key: u64,
+        stale: bool,
+    },
+    Count {
+        ks: usize,
+    },
     Snapshot,
     Reopen,
 }
@@ -52,6 +81,11 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..2usize, prop::collection::vec(key(), 0..12)).prop_map(|(ks, keys)| Op::MultiGet { ks, keys }),
         2 => (0..2usize, key(), prop_oneof![0u64..80, Just(u64::MAX)], 0..20usize)
             .prop_map(|(ks, start, len, limit)| Op::Scan { ks, start, len, limit }),
+        2 => (0..2usize, key(), any::<bool>()).prop_map(|(ks, key, expired)| Op::PutTtl { ks, key, expired }),
+        1 => (0..2usize, key(), prop_oneof![0u64..20, Just(u64::MAX)]).prop_map(|(ks, start, len)| Op::DeleteRange { ks, start, len }),
+        2 => (0..2usize, key()).prop_map(|(ks, key)| Op::PutIfAbsent { ks, key }),
+        2 => (0..2usize, key(), any::<bool>()).prop_map(|(ks, key, stale)| Op::PutIfSeq { ks, key, stale }),
+        1 => (0..2usize).prop_map(|ks| Op::Count { ks }),
         1 => Just(Op::Snapshot),
         1 => Just(Op::Reopen),
     ]
@@ -71,22 +105,112 @@ fn value(key: u64, step: usize, len: usize) -> Vec<u8> {
     (0..len).map(|i| (key as usize ^ step ^ i) as u8).collect()
 }
 
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let mut db = Db::open(dir.path(), opts()).unwrap();
     let names = ["default", "docs"];
     let mut model: [BTreeMap<u64, Vec<u8>>; 2] = Default::default();
+    // The sequence number of each live key's write.
+    let mut seqs: [BTreeMap<u64, u64>; 2] = Default::default();
     for (step, op) in ops.into_iter().enumerate() {
         let ks = |i: usize, db: &Db| db.create_keyspace(names[i]).unwrap();
         match op {
             Op::Put { ks: i, key, len } => {
                 let v = value(key, step, len);
-                ks(i, &db).put(key, &v).unwrap();
+                let seq = ks(i, &db).put(key, &v).unwrap();
                 model[i].insert(key, v);
+                seqs[i].insert(key, seq);
             }
             Op::Delete { ks: i, key } => {
                 ks(i, &db).delete(key).unwrap();
                 model[i].remove(&key);
+                seqs[i].remove(&key);
+            }
+            Op::PutTtl {
+                ks: i,
+                key,
+                expired,
+            } => {
+                let k = ks(i, &db);
+                let v = value(key, step, 9);
+                let at = if expired {
+                    now_ms() - 1
+                } else {
+                    now_ms() + 3_600_000
+                };
+                let mut b = WriteBatch::new();
+                b.put_expiring_at(&k, key, &v, at);
+                let seq = db.write(b).unwrap();
+                if expired {
+                    model[i].remove(&key);
+                    seqs[i].remove(&key);
+                } else {
+                    model[i].insert(key, v);
+                    seqs[i].insert(key, seq);
+                }
+            }
+            Op::DeleteRange { ks: i, start, len } => {
+                let end = start.saturating_add(len);
+                ks(i, &db).delete_range(start..=end).unwrap();
+                let doomed: Vec<u64> = model[i].range(start..=end).map(|(k, _)| *k).collect();
+                for k in doomed {
+                    model[i].remove(&k);
+                    seqs[i].remove(&k);
+                }
+            }
+            Op::PutIfAbsent { ks: i, key } => {
+                let v = value(key, step, 5);
+                match (
+                    ks(i, &db).put_if_absent(key, &v),
+                    model[i].contains_key(&key),
+                ) {
+                    (Ok(seq), false) => {
+                        model[i].insert(key, v);
+                        seqs[i].insert(key, seq);
+                    }
+                    (Err(Error::ConditionFailed { current_seq, .. }), true) => {
+                        prop_assert_eq!(current_seq, seqs[i].get(&key).copied());
+                    }
+                    (r, present) => {
+                        prop_assert!(false, "put_if_absent {}: {:?}, present {}", key, r, present)
+                    }
+                }
+            }
+            Op::PutIfSeq { ks: i, key, stale } => {
+                let v = value(key, step, 6);
+                let current = seqs[i].get(&key).copied();
+                let ask = match current {
+                    Some(s) if !stale => s,
+                    Some(s) => s - 1,
+                    None => 1,
+                };
+                match ks(i, &db).put_if_seq(key, &v, ask) {
+                    Ok(seq) => {
+                        prop_assert_eq!(Some(ask), current, "put_if_seq {} succeeded", key);
+                        model[i].insert(key, v);
+                        seqs[i].insert(key, seq);
+                    }
+                    Err(Error::ConditionFailed { current_seq, .. }) => {
+                        prop_assert_eq!(current_seq, current);
+                        prop_assert!(Some(ask) != current, "put_if_seq {} refused", key);
+                    }
+                    Err(e) => prop_assert!(false, "{}", e),
+                }
+            }
+            Op::Count { ks: i } => {
+                prop_assert_eq!(
+                    ks(i, &db).count(),
+                    model[i].len() as u64,
+                    "count of {}",
+                    names[i]
+                );
             }
             Op::Batch { ks: i, keys } => {
                 let k = ks(i, &db);
@@ -98,23 +222,31 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         b.delete(&k, *key);
                     }
                 }
-                db.write(b).unwrap();
+                let seq = db.write(b).unwrap();
                 for (key, put) in keys {
                     if put {
                         model[i].insert(key, value(key, step, 17));
+                        seqs[i].insert(key, seq);
                     } else {
                         model[i].remove(&key);
+                        seqs[i].remove(&key);
                     }
                 }
             }
             Op::Get { ks: i, key } => {
-                let got = ks(i, &db).get(key).unwrap().map(|v| v.to_vec());
+                let got = ks(i, &db).get_entry(key).unwrap();
                 prop_assert_eq!(
-                    got,
+                    got.as_ref().map(|e| e.value.to_vec()),
                     model[i].get(&key).cloned(),
                     "get {} in {}",
                     key,
                     names[i]
+                );
+                prop_assert_eq!(
+                    got.map(|e| e.seq),
+                    seqs[i].get(&key).copied(),
+                    "seq of {}",
+                    key
                 );
             }
             Op::MultiGet { ks: i, keys } => {
@@ -181,6 +313,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             .collect();
         let want: Vec<(u64, Vec<u8>)> = model[i].iter().map(|(k, v)| (*k, v.clone())).collect();
         prop_assert_eq!(got, want);
+        prop_assert_eq!(k.count(), model[i].len() as u64);
     }
     Ok(())
 }

@@ -132,3 +132,34 @@ fn every_fsync_policy_keeps_acknowledged_writes_across_close_and_reopen() {
         }
     }
 }
+
+#[test]
+fn a_version_1_wal_segment_still_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), big()).unwrap();
+    for k in 0..100u64 {
+        db.put(k, &k.to_le_bytes()).unwrap();
+    }
+    db.delete(5).unwrap();
+    drop(db);
+    // Rewrite every segment's header as the engine wrote it before version 2 (puts and deletes only).
+    let mut h = Vec::from(*b"KYROWAL1");
+    h.extend_from_slice(&1u32.to_le_bytes());
+    let crc = crc32c::crc32c(&h);
+    h.extend_from_slice(&crc.to_le_bytes());
+    for e in std::fs::read_dir(dir.path().join("wal")).unwrap() {
+        let p = e.unwrap().path();
+        let mut b = std::fs::read(&p).unwrap();
+        b[..16].copy_from_slice(&h);
+        std::fs::write(&p, b).unwrap();
+    }
+    let db = Db::open(dir.path(), big()).unwrap();
+    assert_eq!(db.count(), 99);
+    assert_eq!(db.get(7).unwrap().unwrap().to_vec(), 7u64.to_le_bytes());
+    assert!(db.get(5).unwrap().is_none());
+    // Appends continue in the old segment, and reopen again.
+    db.put(500, b"new").unwrap();
+    drop(db);
+    let db = Db::open(dir.path(), big()).unwrap();
+    assert_eq!(db.count(), 100);
+}

@@ -1,5 +1,6 @@
 //! `POST /v1/rmi/build`: compact what is in the delta, then rebuild every snapshot's learned index and
-//! report its shape (leaves, ε) per keyspace.
+//! report its shape per keyspace: leaves, the configured error bound (`epsilon_bound`) and the error the
+//! index measured over its keys (`epsilon_max_measured`, `error_mean_measured`).
 //!
 //! Compacting first means the index covers every write acknowledged before the request; the rebuild
 //! then runs even when compaction had nothing to do, so the route always (re)builds. Readers are not
@@ -23,8 +24,11 @@ pub struct RmiBuildResponse {
     pub keys: u64,
     /// Leaves of all keyspaces' models.
     pub leaves: u64,
-    /// Largest prediction error over all keyspaces, in slots: a lookup reads at most 2ε+1 keys.
-    pub epsilon: u32,
+    /// The configured error bound, in slots (the largest over all keyspaces).
+    pub epsilon_bound: u32,
+    /// Largest prediction error measured over all keyspaces' keys, in slots: a lookup reads at most
+    /// `2·epsilon_max_measured + 1` keys.
+    pub epsilon_max_measured: u32,
     pub build_ms: f64,
     pub keyspaces: Vec<KeyspaceIndex>,
 }
@@ -36,8 +40,12 @@ pub struct KeyspaceIndex {
     pub kind: String,
     pub keys: u64,
     pub leaves: u64,
-    pub epsilon_max: u32,
-    pub epsilon_mean: f64,
+    /// The configured error bound, in slots.
+    pub epsilon_bound: u32,
+    /// Largest prediction error measured over this keyspace's keys, in slots.
+    pub epsilon_max_measured: u32,
+    /// Mean absolute prediction error measured over this keyspace's keys, in slots.
+    pub error_mean_measured: f64,
     pub model_bytes: u64,
     pub build_ms: f64,
 }
@@ -53,8 +61,9 @@ fn rebuild(db: &Db) -> kyrodb_storage::Result<RmiBuildResponse> {
             kind: r.index.kind.to_owned(),
             keys: r.keys,
             leaves: r.index.leaves as u64,
-            epsilon_max: r.index.epsilon_max,
-            epsilon_mean: r.index.epsilon_mean,
+            epsilon_bound: r.index.epsilon_bound,
+            epsilon_max_measured: r.index.epsilon_max_measured,
+            error_mean_measured: r.index.error_mean_measured,
             model_bytes: r.index.model_bytes as u64,
             build_ms: r.build_ms,
         })
@@ -64,7 +73,12 @@ fn rebuild(db: &Db) -> kyrodb_storage::Result<RmiBuildResponse> {
         covered_seq: info.covered_seq,
         keys: keyspaces.iter().map(|k| k.keys).sum(),
         leaves: keyspaces.iter().map(|k| k.leaves).sum(),
-        epsilon: keyspaces.iter().map(|k| k.epsilon_max).max().unwrap_or(0),
+        epsilon_bound: keyspaces.iter().map(|k| k.epsilon_bound).max().unwrap_or(0),
+        epsilon_max_measured: keyspaces
+            .iter()
+            .map(|k| k.epsilon_max_measured)
+            .max()
+            .unwrap_or(0),
         build_ms: keyspaces.iter().map(|k| k.build_ms).sum(),
         keyspaces,
     })

@@ -7,8 +7,9 @@ use std::{
 };
 
 use super::{
-    bin_body_bytes, bin_path, data_path, value_hash, SnapshotMeta, BIN_END_MAGIC, BIN_FOOTER_BYTES,
-    BIN_HEADER_BYTES, BIN_MAGIC, BIN_VERSION, CHECKSUM_BLOCK_BYTES,
+    bin_body_bytes, bin_path, data_path, entry_hash, value_hash_v1, SnapshotMeta, BIN_END_MAGIC,
+    BIN_FOOTER_BYTES, BIN_HEADER_BYTES, BIN_MAGIC, BIN_VERSION, BIN_VERSION_1,
+    CHECKSUM_BLOCK_BYTES,
 };
 use crate::{
     index::{IndexBuilder, SortedIndex},
@@ -32,7 +33,21 @@ pub(crate) struct Snapshot {
     pub meta: SnapshotMeta,
     files: Arc<Files>,
     n: usize,
+    /// Format version of the files (1 or 2).
+    version: u32,
+    /// Entries in the expiry table (version 2).
+    expiring: usize,
     index: Arc<dyn SortedIndex>,
+}
+
+/// One verified entry of a snapshot: where its value is in `.data`, the sequence number of the write
+/// that made it (0 for a version-1 snapshot, which did not record it) and its expiry (0 = never).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SnapEntry {
+    pub start: usize,
+    pub end: usize,
+    pub seq: u64,
+    pub expires_ms: u64,
 }
 
 impl Snapshot {
@@ -48,7 +63,7 @@ impl Snapshot {
         let index_path = super::index_path(dir, keyspace, meta.generation);
         let bin = MappedFile::open(&bin_path)?;
         let data = MappedFile::open(&data_path)?;
-        let n = verify_bin(&bin_path, bin.bytes(), keyspace, &meta)?;
+        let (n, version, expiring) = verify_bin(&bin_path, bin.bytes(), keyspace, &meta)?;
         if data.bytes().len() as u64 != meta.data_bytes {
             return Err(Error::corrupt(
                 &data_path,
@@ -71,6 +86,8 @@ impl Snapshot {
             meta,
             files,
             n,
+            version,
+            expiring,
             index: Arc::new(crate::index::BinarySearch),
         };
         snap.verify_structure()?;
@@ -86,13 +103,13 @@ impl Snapshot {
 
     /// The same files with a freshly built index, persisted for the next open.
     pub(crate) fn rebuild_index(&self, builder: &dyn IndexBuilder) -> Result<Self> {
-        let index = builder
-            .rebuild(self.keys(), &self.files.index_path)
-            .map_err(|e| Error::io(&self.files.index_path, std::io::Error::other(e)))?;
+        let index = builder.rebuild(self.keys(), &self.files.index_path)?;
         Ok(Self {
             meta: self.meta,
             files: self.files.clone(),
             n: self.n,
+            version: self.version,
+            expiring: self.expiring,
             index,
         })
     }
@@ -111,6 +128,26 @@ impl Snapshot {
 
     pub(crate) fn index(&self) -> &dyn SortedIndex {
         &*self.index
+    }
+
+    /// `(key, expires_ms)` of every key with an expiry, in key order (verified at open).
+    pub(crate) fn expiring(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let at = BIN_HEADER_BYTES + 16 * self.n + 8;
+        let raw = self.files.bin.u64s(at, 2 * self.expiring).unwrap_or(&[]);
+        raw.chunks_exact(2).map(|c| (c[0], c[1]))
+    }
+
+    /// Whether the snapshot holds `key` (expired or not).
+    pub(crate) fn contains(&self, key: u64) -> bool {
+        self.index.find(self.keys(), key).is_some()
+    }
+
+    fn value_header_bytes(&self) -> usize {
+        if self.version == BIN_VERSION_1 {
+            super::VALUE_HEADER_BYTES_V1
+        } else {
+            super::VALUE_HEADER_BYTES
+        }
     }
 
     /// Keys strictly increase; offsets start at 0, never decrease and end at the data length. Checked
@@ -140,7 +177,7 @@ impl Snapshot {
                 "first value offset is not 0",
             ));
         }
-        let header = super::VALUE_HEADER_BYTES as u64;
+        let header = self.value_header_bytes() as u64;
         if let Some(i) = offsets
             .windows(2)
             .position(|w| w[1] < w[0].saturating_add(header))
@@ -158,27 +195,83 @@ impl Snapshot {
                 "last offset is not the data length",
             ));
         }
+        let exp_base = off_base + 8 * (self.n + 1);
+        let table: Vec<(u64, u64)> = self.expiring().collect();
+        if table.len() != self.expiring {
+            return Err(Error::corrupt(
+                &self.files.bin_path,
+                exp_base as u64,
+                "expiry table misaligned or out of bounds",
+            ));
+        }
+        if let Some(i) = table.iter().position(|(_, e)| *e == 0) {
+            return Err(Error::corrupt(
+                &self.files.bin_path,
+                (exp_base + 16 * i) as u64,
+                "expiry table entry without an expiry",
+            ));
+        }
+        if let Some(i) = table.windows(2).position(|w| w[0].0 >= w[1].0) {
+            return Err(Error::corrupt(
+                &self.files.bin_path,
+                (exp_base + 16 * (i + 1)) as u64,
+                "expiry table keys not strictly increasing",
+            ));
+        }
         Ok(())
     }
 
-    /// The value at position `i`, verified against its checksum before it is returned.
-    pub(crate) fn value_at(&self, i: usize) -> Result<(usize, usize)> {
+    /// The entry at position `i`, verified against its checksum before it is returned.
+    pub(crate) fn entry_at(&self, i: usize) -> Result<SnapEntry> {
         let offsets = self.offsets();
         let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
         let entry = &self.files.data.bytes()[start..end];
-        let (stored, value) = entry.split_at(super::VALUE_HEADER_BYTES);
-        if value_hash(value).to_le_bytes() != stored {
-            return Err(Error::corrupt(
+        let corrupt = |why: &str| {
+            Error::corrupt(
                 &self.files.data_path,
                 start as u64,
-                format!("value checksum mismatch for key {}", self.keys()[i]),
-            ));
+                format!("{why} for key {}", self.keys()[i]),
+            )
+        };
+        // Open checked that every entry holds at least its fixed header.
+        if self.version == BIN_VERSION_1 {
+            let (head, value) = entry.split_at(super::VALUE_HEADER_BYTES_V1);
+            if value_hash_v1(value).to_le_bytes() != head {
+                return Err(corrupt("value checksum mismatch"));
+            }
+            return Ok(SnapEntry {
+                start: start + super::VALUE_HEADER_BYTES_V1,
+                end,
+                seq: 0,
+                expires_ms: 0,
+            });
         }
-        Ok((start + super::VALUE_HEADER_BYTES, end))
+        if entry_hash(&entry[4..]).to_le_bytes() != entry[..4] {
+            return Err(corrupt("value checksum mismatch"));
+        }
+        let seq = read_u64(entry, 4).unwrap_or(0);
+        let (seq, expires_ms, header) = if seq & super::EXPIRES_FLAG == 0 {
+            (seq, 0, super::VALUE_HEADER_BYTES)
+        } else {
+            let exp = read_u64(entry, super::VALUE_HEADER_BYTES)
+                .filter(|e| *e != 0)
+                .ok_or_else(|| corrupt("entry too short for its expiry"))?;
+            (
+                seq & !super::EXPIRES_FLAG,
+                exp,
+                super::VALUE_HEADER_BYTES + 8,
+            )
+        };
+        Ok(SnapEntry {
+            start: start + header,
+            end,
+            seq,
+            expires_ms,
+        })
     }
 
-    /// Byte range in `.data` of `key`'s value, if the snapshot holds the key.
-    pub(crate) fn get(&self, key: u64) -> Result<Option<(usize, usize)>> {
+    /// `key`'s entry, if the snapshot holds the key (expired or not: the caller decides).
+    pub(crate) fn get(&self, key: u64) -> Result<Option<SnapEntry>> {
         // Touch the offset the prediction points at while the key window is searched: the cache misses
         // overlap instead of following each other (the results are not needed, only the loads).
         if let Some(p) = self.index.predict(key) {
@@ -188,7 +281,7 @@ impl Snapshot {
             std::hint::black_box(self.files.data.bytes().get(near).copied());
         }
         match self.index.find(self.keys(), key) {
-            Some(i) => self.value_at(i).map(Some),
+            Some(i) => self.entry_at(i).map(Some),
             None => Ok(None),
         }
     }
@@ -199,7 +292,7 @@ impl Snapshot {
 
     /// Verifies every value's checksum (a scrub). Returns the first failure.
     pub(crate) fn verify_values(&self) -> Result<()> {
-        (0..self.n).try_for_each(|i| self.value_at(i).map(|_| ()))
+        (0..self.n).try_for_each(|i| self.entry_at(i).map(|_| ()))
     }
 
     /// Asks the kernel to read both files ahead, then reads one byte of every 4 KiB page so each is
@@ -218,8 +311,14 @@ impl Snapshot {
     }
 }
 
-/// Checks footer, block table and header of a bin file; returns the key count.
-fn verify_bin(path: &Path, b: &[u8], keyspace: u32, meta: &SnapshotMeta) -> Result<usize> {
+/// Checks footer, block table and header of a bin file; returns the key count, the format version and
+/// the number of expiry table entries.
+fn verify_bin(
+    path: &Path,
+    b: &[u8],
+    keyspace: u32,
+    meta: &SnapshotMeta,
+) -> Result<(usize, u32, usize)> {
     let corrupt = |off: usize, why: &str| Error::corrupt(path, off as u64, why.to_owned());
     if b.len() as u64 != meta.bin_bytes {
         return Err(corrupt(
@@ -256,14 +355,23 @@ fn verify_bin(path: &Path, b: &[u8], keyspace: u32, meta: &SnapshotMeta) -> Resu
             return Err(corrupt(i * CHECKSUM_BLOCK_BYTES, "block checksum mismatch"));
         }
     }
-    if &b[0..8] != BIN_MAGIC || read_u32(b, 8) != Some(BIN_VERSION) {
+    let version = read_u32(b, 8).unwrap_or(0);
+    if &b[0..8] != BIN_MAGIC || !(BIN_VERSION_1..=BIN_VERSION).contains(&version) {
         return Err(corrupt(0, "bad magic or unsupported version"));
     }
     if read_u32(b, 12) != Some(keyspace) {
         return Err(corrupt(12, "snapshot belongs to another keyspace"));
     }
     let n = read_u64(b, 16).unwrap_or(u64::MAX);
-    if n != meta.key_count || bin_body_bytes(n) != Some(table_offset as u64) {
+    // Version 1 reserved these 8 bytes (0); version 2 keeps the expiry table's length there.
+    let expiring = read_u64(b, 40).unwrap_or(u64::MAX);
+    if version == BIN_VERSION_1 && expiring != 0 {
+        return Err(corrupt(40, "reserved field is not 0"));
+    }
+    if n != meta.key_count
+        || expiring > n
+        || bin_body_bytes(n, expiring) != Some(table_offset as u64)
+    {
         return Err(corrupt(
             16,
             "key count inconsistent with the manifest or the file length",
@@ -272,5 +380,5 @@ fn verify_bin(path: &Path, b: &[u8], keyspace: u32, meta: &SnapshotMeta) -> Resu
     if read_u64(b, 32) != Some(meta.data_bytes) {
         return Err(corrupt(32, "data length differs from the manifest"));
     }
-    Ok(n as usize)
+    Ok((n as usize, version, expiring as usize))
 }

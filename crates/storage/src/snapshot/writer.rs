@@ -9,8 +9,8 @@ use std::{
 use bytes::BufMut;
 
 use super::{
-    bin_body_bytes, bin_path, data_path, value_hash, SnapshotMeta, BIN_END_MAGIC, BIN_MAGIC,
-    BIN_VERSION, CHECKSUM_BLOCK_BYTES,
+    bin_body_bytes, bin_path, data_path, entry_hash_parts, entry_meta, SnapshotMeta, BIN_END_MAGIC,
+    BIN_MAGIC, BIN_VERSION, CHECKSUM_BLOCK_BYTES,
 };
 use crate::{
     error::{IoContext, Result},
@@ -27,7 +27,11 @@ pub(crate) struct SnapshotWriter {
     data_tmp: PathBuf,
     keys: Vec<u64>,
     offsets: Vec<u64>,
+    /// `(key, expires_ms)` of the keys with an expiry, in key order.
+    expiring: Vec<(u64, u64)>,
     data_bytes: u64,
+    /// Reused to hash an entry's metadata and value in one call.
+    scratch: Vec<u8>,
 }
 
 impl SnapshotWriter {
@@ -47,20 +51,29 @@ impl SnapshotWriter {
             data_tmp,
             keys: Vec::new(),
             offsets: vec![0],
+            expiring: Vec::new(),
             data_bytes: 0,
+            scratch: Vec::new(),
         })
     }
 
-    pub(crate) fn push(&mut self, key: u64, value: &[u8]) -> Result<()> {
+    /// Appends `key`'s value, written by sequence number `seq`, expiring at `expires_ms` (0 = never).
+    pub(crate) fn push(&mut self, key: u64, value: &[u8], seq: u64, expires_ms: u64) -> Result<()> {
         debug_assert!(
             self.keys.last().is_none_or(|last| *last < key),
             "snapshot keys must strictly increase"
         );
+        let (meta, meta_len) = entry_meta(seq, expires_ms);
+        let meta = &meta[..meta_len];
         self.data
-            .write_all(&value_hash(value).to_le_bytes())
+            .write_all(&entry_hash_parts(&mut self.scratch, meta, value).to_le_bytes())
             .at(&self.data_tmp)?;
+        self.data.write_all(meta).at(&self.data_tmp)?;
         self.data.write_all(value).at(&self.data_tmp)?;
-        self.data_bytes += (super::VALUE_HEADER_BYTES + value.len()) as u64;
+        if expires_ms != 0 {
+            self.expiring.push((key, expires_ms));
+        }
+        self.data_bytes += (4 + meta_len + value.len()) as u64;
         self.keys.push(key);
         self.offsets.push(self.data_bytes);
         Ok(())
@@ -82,6 +95,7 @@ impl SnapshotWriter {
             self.data_bytes,
             &self.keys,
             &self.offsets,
+            &self.expiring,
         );
         let bin_final = bin_path(&self.dir, self.keyspace, self.generation);
         let (mut bin_file, bin_tmp) = fsutil::create_tmp(&bin_final)?;
@@ -107,9 +121,10 @@ fn encode_bin(
     data_bytes: u64,
     keys: &[u64],
     offsets: &[u64],
+    expiring: &[(u64, u64)],
 ) -> Vec<u8> {
     let n = keys.len() as u64;
-    let body = bin_body_bytes(n).unwrap_or(u64::MAX) as usize;
+    let body = bin_body_bytes(n, expiring.len() as u64).unwrap_or(u64::MAX) as usize;
     let blocks = body.div_ceil(CHECKSUM_BLOCK_BYTES);
     let mut b = Vec::with_capacity(body + blocks * 8 + super::BIN_FOOTER_BYTES);
     b.put_slice(BIN_MAGIC);
@@ -118,10 +133,20 @@ fn encode_bin(
     b.put_u64_le(n);
     b.put_u64_le(covered_seq);
     b.put_u64_le(data_bytes);
-    b.put_u64_le(0);
+    b.put_u64_le(expiring.len() as u64);
     keys.iter().for_each(|k| b.put_u64_le(*k));
     offsets.iter().for_each(|o| b.put_u64_le(*o));
+    for (k, e) in expiring {
+        b.put_u64_le(*k);
+        b.put_u64_le(*e);
+    }
     debug_assert_eq!(b.len(), body);
+    append_block_table(&mut b);
+    b
+}
+
+/// Appends the block checksum table over everything in `b` and the footer.
+pub(crate) fn append_block_table(b: &mut Vec<u8>) {
     let table_offset = b.len() as u64;
     let table: Vec<u8> = b
         .chunks(CHECKSUM_BLOCK_BYTES)
@@ -131,5 +156,4 @@ fn encode_bin(
     b.put_u64_le(table_offset);
     b.put_u64_le(xxhash_rust::xxh3::xxh3_64(&table));
     b.put_slice(BIN_END_MAGIC);
-    b
 }

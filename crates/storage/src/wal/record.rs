@@ -21,6 +21,16 @@ pub(crate) const KIND_CREATE_KEYSPACE: u8 = 2;
 
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
+/// A put with an expiry time (`expires_at_ms`, Unix milliseconds) before the value length.
+const OP_PUT_EXPIRING: u8 = 3;
+/// `start u64 | end u64` (inclusive). Resolved by the WAL writer into point deletes before the record is
+/// written: never found in the log.
+const OP_DELETE_RANGE: u8 = 4;
+/// `cond u8 | seq u64`: a condition the whole batch depends on. Checked by the WAL writer, then
+/// stripped: never found in the log.
+const OP_CHECK: u8 = 5;
+const COND_ABSENT: u8 = 1;
+const COND_SEQ: u8 = 2;
 
 fn header_fields(payload_len: u32, seq: u64, kind: u8) -> [u8; 13] {
     let mut h = [0u8; 13];
@@ -73,28 +83,52 @@ pub(crate) fn parse_header(b: &[u8]) -> Option<Header> {
     })
 }
 
+/// What a conditional batch requires of one key, checked when the batch is sequenced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cond {
+    /// The key has no live value (never written, deleted, or expired).
+    Absent,
+    /// The key's live value was written by the write with this sequence number.
+    Seq(u64),
+}
+
 /// One operation of a batch, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Op {
-    /// `value` is a slice of the record payload (no copy).
+    /// `value` is a slice of the record payload (no copy). `expires_ms` is 0 for no expiry.
     Put {
         keyspace: u32,
         key: u64,
         value: Bytes,
+        expires_ms: u64,
     },
     Delete {
         keyspace: u32,
         key: u64,
     },
+    /// Only before sequencing: every live key in `start..=end`.
+    DeleteRange {
+        keyspace: u32,
+        start: u64,
+        end: u64,
+    },
+    /// Only before sequencing: a condition on `key`.
+    Check {
+        keyspace: u32,
+        key: u64,
+        cond: Cond,
+    },
 }
 
-/// Builds a batch payload: `count u32 | op*` where
-/// `op = tag u8 | keyspace u32 | key u64 | (tag == put: value_len u32 | value)`.
+/// Builds a batch payload: `count u32 | op*`; each op starts `tag u8 | keyspace u32 | key u64` and
+/// continues by tag (docs/design/storage.md has the table).
 #[derive(Debug, Clone)]
 pub(crate) struct BatchEncoder {
     buf: Vec<u8>,
     count: u32,
     value_len_max: usize,
+    /// Holds a delete-range or a condition: the WAL writer must resolve it before writing.
+    needs_resolve: bool,
 }
 
 impl Default for BatchEncoder {
@@ -105,16 +139,29 @@ impl Default for BatchEncoder {
             buf,
             count: 0,
             value_len_max: 0,
+            needs_resolve: false,
         }
     }
 }
 
 impl BatchEncoder {
     pub(crate) fn put(&mut self, keyspace: u32, key: u64, value: &[u8]) {
-        self.buf.reserve(17 + value.len());
-        self.buf.put_u8(OP_PUT);
+        self.put_expiring(keyspace, key, value, 0);
+    }
+
+    /// A put that expires at `expires_ms` (Unix milliseconds; 0 = never).
+    pub(crate) fn put_expiring(&mut self, keyspace: u32, key: u64, value: &[u8], expires_ms: u64) {
+        self.buf.reserve(25 + value.len());
+        self.buf.put_u8(if expires_ms == 0 {
+            OP_PUT
+        } else {
+            OP_PUT_EXPIRING
+        });
         self.buf.put_u32_le(keyspace);
         self.buf.put_u64_le(key);
+        if expires_ms != 0 {
+            self.buf.put_u64_le(expires_ms);
+        }
         // Values longer than u32::MAX are refused by `value_bytes_max` before they are written.
         self.buf
             .put_u32_le(u32::try_from(value.len()).unwrap_or(u32::MAX));
@@ -130,6 +177,52 @@ impl BatchEncoder {
         self.count += 1;
     }
 
+    pub(crate) fn delete_range(&mut self, keyspace: u32, start: u64, end: u64) {
+        self.buf.put_u8(OP_DELETE_RANGE);
+        self.buf.put_u32_le(keyspace);
+        self.buf.put_u64_le(start);
+        self.buf.put_u64_le(end);
+        self.count += 1;
+        self.needs_resolve = true;
+    }
+
+    pub(crate) fn check(&mut self, keyspace: u32, key: u64, cond: Cond) {
+        self.buf.put_u8(OP_CHECK);
+        self.buf.put_u32_le(keyspace);
+        self.buf.put_u64_le(key);
+        let (c, seq) = match cond {
+            Cond::Absent => (COND_ABSENT, 0),
+            Cond::Seq(s) => (COND_SEQ, s),
+        };
+        self.buf.put_u8(c);
+        self.buf.put_u64_le(seq);
+        self.count += 1;
+        self.needs_resolve = true;
+    }
+
+    /// Appends a decoded put or delete (the WAL writer re-encodes resolved batches with it).
+    pub(crate) fn push(&mut self, op: &Op) {
+        match op {
+            Op::Put {
+                keyspace,
+                key,
+                value,
+                expires_ms,
+            } => self.put_expiring(*keyspace, *key, value, *expires_ms),
+            Op::Delete { keyspace, key } => self.delete(*keyspace, *key),
+            Op::DeleteRange {
+                keyspace,
+                start,
+                end,
+            } => self.delete_range(*keyspace, *start, *end),
+            Op::Check {
+                keyspace,
+                key,
+                cond,
+            } => self.check(*keyspace, *key, *cond),
+        }
+    }
+
     pub(crate) fn count(&self) -> usize {
         self.count as usize
     }
@@ -142,6 +235,11 @@ impl BatchEncoder {
         self.buf.len()
     }
 
+    /// Whether the batch holds a delete-range or a condition, which the WAL writer resolves.
+    pub(crate) fn needs_resolve(&self) -> bool {
+        self.needs_resolve
+    }
+
     /// The finished payload.
     pub(crate) fn finish(mut self) -> Bytes {
         self.buf[0..4].copy_from_slice(&self.count.to_le_bytes());
@@ -149,7 +247,7 @@ impl BatchEncoder {
     }
 }
 
-/// Calls `f` for every operation of a batch payload, in order. Fails (naming the byte offset inside the
+/// Decodes every operation of a batch payload, in order. Fails (naming the byte offset inside the
 /// payload) on any structural problem, so a checksummed-but-malformed record is refused, never half-applied:
 /// callers decode fully before applying.
 pub(crate) fn decode_batch(payload: &Bytes) -> Result<Vec<Op>, (usize, &'static str)> {
@@ -166,9 +264,18 @@ pub(crate) fn decode_batch(payload: &Bytes) -> Result<Vec<Op>, (usize, &'static 
         let keyspace = read_u32(p, at + 1).ok_or((at, "truncated op"))?;
         let key = read_u64(p, at + 5).ok_or((at, "truncated op"))?;
         match tag {
-            OP_PUT => {
-                let len = read_u32(p, at + 13).ok_or((at, "truncated put"))? as usize;
-                let start = at + 17;
+            OP_PUT | OP_PUT_EXPIRING => {
+                let (expires_ms, len_at) = if tag == OP_PUT_EXPIRING {
+                    let e = read_u64(p, at + 13).ok_or((at, "truncated put"))?;
+                    if e == 0 {
+                        return Err((at, "expiring put with expiry 0"));
+                    }
+                    (e, at + 21)
+                } else {
+                    (0, at + 13)
+                };
+                let len = read_u32(p, len_at).ok_or((at, "truncated put"))? as usize;
+                let start = len_at + 4;
                 let end = start
                     .checked_add(len)
                     .filter(|e| *e <= p.len())
@@ -177,12 +284,37 @@ pub(crate) fn decode_batch(payload: &Bytes) -> Result<Vec<Op>, (usize, &'static 
                     keyspace,
                     key,
                     value: payload.slice(start..end),
+                    expires_ms,
                 });
                 at = end;
             }
             OP_DELETE => {
                 ops.push(Op::Delete { keyspace, key });
                 at += 13;
+            }
+            OP_DELETE_RANGE => {
+                let end = read_u64(p, at + 13).ok_or((at, "truncated delete-range"))?;
+                ops.push(Op::DeleteRange {
+                    keyspace,
+                    start: key,
+                    end,
+                });
+                at += 21;
+            }
+            OP_CHECK => {
+                let c = *p.get(at + 13).ok_or((at, "truncated condition"))?;
+                let seq = read_u64(p, at + 14).ok_or((at, "truncated condition"))?;
+                let cond = match c {
+                    COND_ABSENT => Cond::Absent,
+                    COND_SEQ => Cond::Seq(seq),
+                    _ => return Err((at, "unknown condition")),
+                };
+                ops.push(Op::Check {
+                    keyspace,
+                    key,
+                    cond,
+                });
+                at += 22;
             }
             _ => return Err((at, "unknown op tag")),
         }
@@ -238,6 +370,11 @@ mod tests {
         enc.put(0, 7, b"seven");
         enc.delete(3, u64::MAX);
         enc.put(1, 0, b"");
+        enc.put_expiring(2, 9, b"ttl", 1_700_000_000_123);
+        enc.delete_range(0, 5, 10);
+        enc.check(0, 4, Cond::Absent);
+        enc.check(1, 8, Cond::Seq(77));
+        assert!(enc.needs_resolve());
         let payload = enc.finish();
         let ops = decode_batch(&payload).unwrap();
         assert_eq!(
@@ -246,7 +383,8 @@ mod tests {
                 Op::Put {
                     keyspace: 0,
                     key: 7,
-                    value: Bytes::from_static(b"seven")
+                    value: Bytes::from_static(b"seven"),
+                    expires_ms: 0,
                 },
                 Op::Delete {
                     keyspace: 3,
@@ -255,7 +393,29 @@ mod tests {
                 Op::Put {
                     keyspace: 1,
                     key: 0,
-                    value: Bytes::new()
+                    value: Bytes::new(),
+                    expires_ms: 0,
+                },
+                Op::Put {
+                    keyspace: 2,
+                    key: 9,
+                    value: Bytes::from_static(b"ttl"),
+                    expires_ms: 1_700_000_000_123,
+                },
+                Op::DeleteRange {
+                    keyspace: 0,
+                    start: 5,
+                    end: 10,
+                },
+                Op::Check {
+                    keyspace: 0,
+                    key: 4,
+                    cond: Cond::Absent,
+                },
+                Op::Check {
+                    keyspace: 1,
+                    key: 8,
+                    cond: Cond::Seq(77),
                 },
             ]
         );

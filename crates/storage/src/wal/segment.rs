@@ -14,15 +14,23 @@ use crate::{
     fsutil, Error,
 };
 
-/// `magic[8] = "KYROWAL1" | version u32 = 1 | crc32c(first 12 bytes) u32`.
+/// `magic[8] = "KYROWAL1" | version u32 | crc32c(first 12 bytes) u32`.
 pub(crate) const SEGMENT_HEADER_BYTES: usize = 16;
 const MAGIC: &[u8; 8] = b"KYROWAL1";
-const VERSION: u32 = 1;
+/// The version new segments get: 2 may hold puts with an expiry (op tag 3). Version 1 segments (tags 1
+/// and 2 only) are still read; a binary that knows only version 1 refuses a version-2 segment by its
+/// header instead of failing on an op tag it does not know.
+const VERSION: u32 = 2;
+const VERSION_1: u32 = 1;
 
 pub(crate) fn segment_header() -> [u8; SEGMENT_HEADER_BYTES] {
+    segment_header_version(VERSION)
+}
+
+fn segment_header_version(version: u32) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
     h[0..8].copy_from_slice(MAGIC);
-    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..12]);
     h[12..16].copy_from_slice(&crc.to_le_bytes());
     h
@@ -120,7 +128,8 @@ pub(crate) fn scan_segment(
             "segment shorter than its header",
         ));
     }
-    if bytes[..SEGMENT_HEADER_BYTES] != segment_header() {
+    let header = &bytes[..SEGMENT_HEADER_BYTES];
+    if header != segment_header() && header != segment_header_version(VERSION_1) {
         return Err(Error::corrupt(
             path,
             0,

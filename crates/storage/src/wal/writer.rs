@@ -14,7 +14,7 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
 use super::{
-    record::{put_header, HEADER_BYTES},
+    record::{decode_batch, put_header, Op, HEADER_BYTES, KIND_BATCH},
     segment::{create_segment, SegmentMeta},
 };
 use crate::{fsutil, options::FsyncPolicy, Error, Result};
@@ -27,26 +27,35 @@ pub(crate) trait CommitSink: Send + Sync + 'static {
     fn publish(&self, last_seq: u64);
     /// A freeze barrier: every record up to `last_seq` is applied and durable.
     fn freeze(&self, last_seq: u64);
+    /// Resolves a batch that holds conditions or delete-ranges against everything applied so far
+    /// (nothing queued in the current group touches its keys): checks the conditions and returns the
+    /// payload to write, with conditions removed and ranges expanded into point deletes; or refuses
+    /// the batch (`ConditionFailed`, `BatchTooManyOps`), which then takes no sequence number.
+    fn resolve(&self, payload: &Bytes) -> Result<Bytes>;
 }
 
 /// One waiter's outcome slot.
 #[derive(Default)]
 pub(crate) struct Completion {
-    slot: Mutex<Option<Result<u64, Arc<str>>>>,
+    slot: Mutex<Option<Result<u64>>>,
     cv: Condvar,
 }
 
 impl Completion {
-    fn complete(&self, r: Result<u64, Arc<str>>) {
+    fn complete(&self, r: Result<u64>) {
         *self.slot.lock() = Some(r);
         self.cv.notify_one();
+    }
+
+    fn stopped(&self, why: Arc<str>) {
+        self.complete(Err(Error::WritesStopped(why)));
     }
 
     pub(crate) fn wait(&self) -> Result<u64> {
         let mut slot = self.slot.lock();
         loop {
             if let Some(r) = slot.take() {
-                return r.map_err(Error::WritesStopped);
+                return r;
             }
             self.cv.wait(&mut slot);
         }
@@ -59,9 +68,14 @@ enum Item {
         payload: Bytes,
         payload_crc: u32,
         done: Arc<Completion>,
+        /// A batch with conditions or delete-ranges: resolved by the sink before it is sequenced.
+        resolve: bool,
     },
     Freeze {
         done: Arc<Completion>,
+        /// Also close the segment being written and start a new one, so that every record the freeze
+        /// covers sits in segments a snapshot can release.
+        rotate: bool,
     },
 }
 
@@ -154,8 +168,15 @@ impl Wal {
     }
 
     /// Queues a record and waits until it is durable (per the fsync policy) and applied. Returns its
-    /// sequence number.
-    pub(crate) fn append(&self, kind: u8, payload: Bytes, deadline: Instant) -> Result<u64> {
+    /// sequence number. With `resolve`, the writer thread first has the sink resolve the batch (see
+    /// [`CommitSink::resolve`]), which may refuse it.
+    pub(crate) fn append(
+        &self,
+        kind: u8,
+        payload: Bytes,
+        deadline: Instant,
+        resolve: bool,
+    ) -> Result<u64> {
         let payload_crc = crc32c::crc32c(&payload);
         let done = Arc::new(Completion::default());
         {
@@ -184,6 +205,7 @@ impl Wal {
                 payload,
                 payload_crc,
                 done: done.clone(),
+                resolve,
             });
         }
         self.shared.work.notify_one();
@@ -191,15 +213,20 @@ impl Wal {
     }
 
     /// Asks the writer to call `CommitSink::freeze` after everything queued so far. Returns the last
-    /// sequence number the freeze covers.
-    pub(crate) fn freeze(&self) -> Result<u64> {
+    /// sequence number the freeze covers. With `rotate`, the writer first starts a new segment (when the
+    /// current one holds any record), so that the segments before it hold only records the freeze
+    /// covers: once a manifest covering them is durable, they can all be deleted.
+    pub(crate) fn freeze(&self, rotate: bool) -> Result<u64> {
         let done = Arc::new(Completion::default());
         {
             let mut q = self.shared.queue.lock();
             if q.closing {
                 return Err(Error::Closed);
             }
-            q.items.push(Item::Freeze { done: done.clone() });
+            q.items.push(Item::Freeze {
+                done: done.clone(),
+                rotate,
+            });
         }
         self.shared.work.notify_one();
         done.wait()
@@ -314,25 +341,64 @@ impl Leader {
 
     fn process(&mut self, items: Vec<Item>) {
         let mut group: Vec<(u64, u8, Bytes, Arc<Completion>)> = Vec::with_capacity(items.len());
+        // Keys the records of `group` write; built only once a batch to resolve arrives.
+        let mut touched: Option<Touched> = None;
         for item in items {
             match item {
                 Item::Append {
                     kind,
-                    payload,
-                    payload_crc,
+                    mut payload,
+                    mut payload_crc,
                     done,
+                    resolve,
                 } => {
                     let stopped = self.shared.stopped.lock().clone();
                     if let Some(why) = stopped {
-                        done.complete(Err(why));
+                        done.stopped(why);
                         continue;
+                    }
+                    if resolve && kind == KIND_BATCH {
+                        // The sink resolves against what is applied. If a record still waiting in this
+                        // group writes a key the batch depends on, commit the group first, so that the
+                        // check sees it: the check and the sequencing are then atomic with respect to
+                        // every other writer (they all go through this thread).
+                        let t = touched.get_or_insert_with(|| Touched::of(&group));
+                        if t.conflicts(&payload) {
+                            self.commit_group(std::mem::take(&mut group));
+                            touched = Some(Touched::default());
+                            if let Some(why) = self.shared.stopped.lock().clone() {
+                                done.stopped(why);
+                                continue;
+                            }
+                        }
+                        match self.sink.resolve(&payload) {
+                            Ok(p) => {
+                                payload_crc = crc32c::crc32c(&p);
+                                payload = p;
+                            }
+                            Err(e) => {
+                                done.complete(Err(e));
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(t) = &mut touched {
+                        t.add(kind, &payload);
                     }
                     group.push((payload_crc as u64, kind, payload, done));
                 }
-                Item::Freeze { done } => {
-                    self.commit_group(std::mem::take(&mut group));
+                Item::Freeze { done, rotate } => {
+                    if !group.is_empty() {
+                        self.commit_group(std::mem::take(&mut group));
+                    }
+                    touched = None;
+                    if rotate {
+                        if let Err(e) = self.rotate() {
+                            self.stop(&e);
+                        }
+                    }
                     match self.shared.stopped.lock().clone() {
-                        Some(why) => done.complete(Err(why)),
+                        Some(why) => done.stopped(why),
                         None => {
                             self.sink.freeze(self.next_seq - 1);
                             done.complete(Ok(self.next_seq - 1));
@@ -341,14 +407,28 @@ impl Leader {
                 }
             }
         }
-        self.commit_group(group);
+        if !group.is_empty() {
+            self.commit_group(group);
+        }
     }
 
     /// Writes, syncs and applies one group; the first field of each entry is the payload CRC.
+    ///
+    /// The safety argument rests on three facts, asserted here in release builds too (once per group,
+    /// so they cost nothing measurable): the group is not empty (so `last_seq` below is a real record),
+    /// its first sequence number follows the last one handed out (no gap and no reuse across groups:
+    /// recovery refuses a gap as corruption, and a reused number would let replay apply a record twice
+    /// or not at all), and the numbers inside the group are consecutive (each record's header carries
+    /// `first_seq + i`, and the sink checks it receives them in that order).
     fn commit_group(&mut self, group: Vec<(u64, u8, Bytes, Arc<Completion>)>) {
-        if group.is_empty() {
-            return;
-        }
+        assert!(!group.is_empty(), "group commit of an empty group");
+        let handed_out = *self.shared.last_seq.lock();
+        assert_eq!(
+            self.next_seq,
+            handed_out + 1,
+            "group would start at {} after {handed_out} was handed out",
+            self.next_seq
+        );
         let group_bytes: usize = group.iter().map(|g| HEADER_BYTES + g.2.len()).sum();
         if let Err(e) = self.rotate_if_full(group_bytes as u64) {
             self.fail(group, &e);
@@ -363,6 +443,11 @@ impl Leader {
             self.buf.extend_from_slice(payload);
         }
         let last_seq = first_seq + group.len() as u64 - 1;
+        assert!(
+            last_seq >= first_seq && last_seq - first_seq + 1 == group.len() as u64,
+            "sequence numbers {first_seq}..={last_seq} do not match a group of {}",
+            group.len()
+        );
         *self.shared.last_seq.lock() = last_seq;
         let started = Instant::now();
         if let Err(e) = self.write_and_sync() {
@@ -423,8 +508,17 @@ impl Leader {
     }
 
     fn rotate_if_full(&mut self, incoming: u64) -> Result<()> {
+        if self.len + incoming <= self.segment_bytes {
+            return Ok(());
+        }
+        self.rotate()
+    }
+
+    /// Closes the current segment and starts a new one at `next_seq`, unless the current one holds no
+    /// record yet.
+    fn rotate(&mut self) -> Result<()> {
         let header = super::segment::SEGMENT_HEADER_BYTES as u64;
-        if self.len <= header || self.len + incoming <= self.segment_bytes {
+        if self.len <= header {
             return Ok(());
         }
         // The old segment must be durable before records continue in the new one: recovery treats only
@@ -438,6 +532,7 @@ impl Leader {
         self.len = header;
         self.shared.segments.lock().push(meta);
         metrics::counter!("kyrodb_wal_segments_created_total").increment(1);
+        fail::fail_point!("wal::after_rotate");
         Ok(())
     }
 
@@ -458,8 +553,61 @@ impl Leader {
             .clone()
             .unwrap_or_else(|| Arc::from(e.to_string()));
         for (.., done) in group {
-            done.complete(Err(why.clone()));
+            done.stopped(why.clone());
         }
+    }
+}
+
+/// The keys a group's records write, to tell whether a batch to resolve depends on one of them.
+#[derive(Default)]
+struct Touched {
+    keys: std::collections::HashSet<(u32, u64)>,
+}
+
+impl Touched {
+    fn of(group: &[(u64, u8, Bytes, Arc<Completion>)]) -> Self {
+        let mut t = Self::default();
+        for (_, kind, payload, _) in group {
+            t.add(*kind, payload);
+        }
+        t
+    }
+
+    /// Adds the keys of a resolved record (puts and deletes only).
+    fn add(&mut self, kind: u8, payload: &Bytes) {
+        if kind != KIND_BATCH {
+            return;
+        }
+        for op in decode_batch(payload).unwrap_or_default() {
+            match op {
+                Op::Put { keyspace, key, .. } | Op::Delete { keyspace, key } => {
+                    self.keys.insert((keyspace, key));
+                }
+                Op::DeleteRange { .. } | Op::Check { .. } => {}
+            }
+        }
+    }
+
+    /// Whether an unresolved batch checks a key written here or deletes a range holding one.
+    fn conflicts(&self, payload: &Bytes) -> bool {
+        if self.keys.is_empty() {
+            return false;
+        }
+        decode_batch(payload)
+            .unwrap_or_default()
+            .iter()
+            .any(|op| match op {
+                Op::Check { keyspace, key, .. } => self.keys.contains(&(*keyspace, *key)),
+                Op::DeleteRange {
+                    keyspace,
+                    start,
+                    end,
+                } => self
+                    .keys
+                    .iter()
+                    .any(|(ks, k)| ks == keyspace && (start..=end).contains(&k)),
+                _ => false,
+            })
     }
 }
 
@@ -468,7 +616,6 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
-    use crate::wal::record::KIND_BATCH;
 
     /// A sink that blocks in `apply` until released, standing in for a leader stuck on a slow disk.
     struct Gate {
@@ -485,6 +632,9 @@ mod tests {
         }
         fn publish(&self, _: u64) {}
         fn freeze(&self, _: u64) {}
+        fn resolve(&self, payload: &Bytes) -> Result<Bytes> {
+            Ok(payload.clone())
+        }
     }
 
     #[test]
@@ -508,10 +658,12 @@ mod tests {
         let wal = Wal::start(start, gate).unwrap();
         let later = || Instant::now() + Duration::from_secs(30);
         std::thread::scope(|s| {
-            let first = s.spawn(|| wal.append(KIND_BATCH, Bytes::from_static(b"first"), later()));
+            let first =
+                s.spawn(|| wal.append(KIND_BATCH, Bytes::from_static(b"first"), later(), false));
             entered_rx.recv().unwrap(); // the leader is now stuck applying the first group
                                         // Larger than the whole queue budget: admitted because the queue is empty.
-            let big = s.spawn(|| wal.append(KIND_BATCH, Bytes::from(vec![7u8; 5000]), later()));
+            let big =
+                s.spawn(|| wal.append(KIND_BATCH, Bytes::from(vec![7u8; 5000]), later(), false));
             // Bounded wait for the big append to be queued (observable state, no sleep).
             let mut spins = 0u32;
             while wal.queued_bytes() == 0 {
@@ -523,6 +675,7 @@ mod tests {
                 KIND_BATCH,
                 Bytes::from_static(b"turned away"),
                 Instant::now() + Duration::from_millis(20),
+                false,
             );
             assert!(
                 matches!(
