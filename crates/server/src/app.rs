@@ -136,6 +136,7 @@ pub fn state(db: Arc<kyrodb_storage::Db>, cfg: &Config) -> AppState {
             public_metrics: cfg.public_metrics,
             rate_limit: cfg.rate_limit.is_some(),
             scan_limit_max: cfg.scan_limit_max,
+            batch_keys_max: cfg.batch_keys_max,
         }),
     })
 }

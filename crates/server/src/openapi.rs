@@ -51,6 +51,8 @@ pub struct DocOptions {
     /// Rate limiting is on: limited routes declare 429.
     pub rate_limit: bool,
     pub scan_limit_max: usize,
+    /// `maxItems` of the batch routes' `keys` / `items` arrays.
+    pub batch_keys_max: usize,
 }
 
 impl Default for DocOptions {
@@ -61,6 +63,7 @@ impl Default for DocOptions {
             public_metrics: false,
             rate_limit: true,
             scan_limit_max: crate::config::defaults::SCAN_LIMIT_MAX,
+            batch_keys_max: crate::config::defaults::BATCH_KEYS_MAX,
         }
     }
 }
@@ -76,6 +79,18 @@ pub fn document_json(o: DocOptions) -> String {
     let mut v = serde_json::to_value(build(o)).expect("the OpenAPI document serializes");
     unsigned_formats(&mut v);
     exclusive_fields(&mut v);
+    if let Some(schemas) = v
+        .pointer_mut("/components/schemas")
+        .and_then(|x| x.as_object_mut())
+    {
+        for schema in schemas.values_mut() {
+            for field in ["keys", "items"] {
+                if let Some(arr) = schema.pointer_mut(&format!("/properties/{field}/maxItems")) {
+                    *arr = o.batch_keys_max.into();
+                }
+            }
+        }
+    }
     v.to_string()
 }
 

@@ -23,14 +23,40 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// Parses JSON, telling syntax errors (`invalid_json`) from shape errors (`invalid_request`).
+/// Parses a JSON object, telling syntax errors (`invalid_json`) from shape errors (`invalid_request`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => {
-            ApiError::bad_request("invalid_request", e.to_string())
+    serde_json::from_slice::<Object<T>>(bytes)
+        .map(|o| o.0)
+        .map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::bad_request("invalid_request", e.to_string())
+            }
+            _ => ApiError::bad_request("invalid_json", e.to_string()),
+        })
+}
+
+/// A struct that must come as a JSON object. serde's derive also accepts a struct written as an array
+/// of its fields in order (`[1, "v"]`), which the API does not document and must refuse.
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Object<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
         }
-        _ => ApiError::bad_request("invalid_json", e.to_string()),
-    })
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 /// The whole request body, within the body limit.
@@ -135,6 +161,12 @@ where
     T::deserialize(d).map(Some)
 }
 
+/// An optional unsigned integer in a JSON body, present means not `null`; accepts what [`de_key`]
+/// accepts. Use with `#[serde(default)]`.
+pub fn de_opt_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de_key(d).map(Some)
+}
+
 struct KeyVisitor;
 
 impl serde::de::Visitor<'_> for KeyVisitor {
@@ -230,6 +262,20 @@ mod tests {
                 "invalid_request",
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn structs_must_come_as_objects() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct K {
+            #[serde(default)]
+            key: Option<u64>,
+        }
+        assert!(parse_json::<K>(b"{}").is_ok());
+        for bad in [&b"[]"[..], b"[1]", b"1", b"null"] {
+            assert_eq!(parse_json::<K>(bad).unwrap_err().code, "invalid_request");
         }
     }
 

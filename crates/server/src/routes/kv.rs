@@ -1,5 +1,6 @@
-//! Key-value routes of the default keyspace. Reads run inline (memory or mmap); writes run on the
-//! blocking pool because an acknowledgement waits for the WAL's group commit.
+//! Key-value routes. Every route but `/v1/get_fast/{key}` takes a keyspace (`keyspace` in the query or
+//! the body; default `default`). Reads run inline (memory or mmap); writes run on the blocking pool
+//! because an acknowledgement waits for the WAL's group commit.
 
 use std::borrow::Cow;
 
@@ -11,12 +12,12 @@ use axum::{
     Json,
 };
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-use kyrodb_storage::{Value, WriteBatch};
+use kyrodb_storage::{Condition, Keyspace, Value, WriteBatch};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    extract::{JsonBody, KeyPath, QueryOf, RawBody},
+    extract::{JsonBody, KeyPath, Object, QueryOf, RawBody},
     AppState,
 };
 use crate::error::{ApiError, ErrorBody};
@@ -37,9 +38,89 @@ pub struct PutRequest {
     #[serde(default, deserialize_with = "super::extract::de_present")]
     #[schema(value_type = String, format = Byte)]
     pub value_b64: Option<String>,
+    /// The keyspace (default `default`); it must exist (`POST /v1/keyspaces`).
+    #[serde(default, deserialize_with = "super::extract::de_present")]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    pub keyspace: Option<String>,
+    /// The value expires this many milliseconds from now (wall clock; survives restarts). Expired
+    /// keys are invisible at once and dropped by compaction.
+    #[serde(default, deserialize_with = "super::extract::de_opt_u64")]
+    #[schema(value_type = u64, minimum = 1, maximum = 3153600000000u64)]
+    pub ttl_ms: Option<u64>,
+    /// Write only if the key has no live value (else 409 `condition_failed`, nothing written).
+    #[serde(default, deserialize_with = "super::extract::de_present")]
+    #[schema(value_type = bool)]
+    pub if_absent: Option<bool>,
+    /// Write only if the key's live value was written at this sequence number (the `offset` its write
+    /// returned, or `x-kyrodb-seq` of `GET /v1/kv/{key}`); else 409 `condition_failed`.
+    #[serde(default, deserialize_with = "super::extract::de_opt_u64")]
+    #[schema(value_type = u64)]
+    pub if_seq: Option<u64>,
+}
+
+/// Longest TTL accepted: 100 years in milliseconds (keeps expiry arithmetic far from overflow).
+pub const TTL_MS_MAX: u64 = 3_153_600_000_000;
+
+/// The conditions a write asks for, from `if_absent` / `if_seq`; when both are given, both must hold
+/// (which no live key satisfies: the write then fails with 409).
+fn conditions(if_absent: Option<bool>, if_seq: Option<u64>) -> Vec<Condition> {
+    let mut c = Vec::new();
+    if if_absent == Some(true) {
+        c.push(Condition::Absent);
+    }
+    c.extend(if_seq.map(Condition::Seq));
+    c
+}
+
+fn check_ttl(ttl_ms: Option<u64>) -> Result<(), ApiError> {
+    match ttl_ms {
+        Some(t) if t == 0 || t > TTL_MS_MAX => Err(ApiError::bad_request(
+            "invalid_ttl",
+            format!("ttl_ms {t} is outside 1..={TTL_MS_MAX}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The keyspace a request names (the default one when it names none); 404 `no_such_keyspace`.
+pub(crate) fn keyspace(s: &AppState, name: Option<&str>) -> Result<Keyspace, ApiError> {
+    match name {
+        None => Ok(s.db.default_keyspace().clone()),
+        Some(n) => Ok(s.db.keyspace(n)?),
+    }
+}
+
+/// One put with its options into `batch`: the condition first (it is checked against the state
+/// before the batch), then the value, with its TTL if any.
+fn add_put(
+    batch: &mut WriteBatch,
+    ks: &Keyspace,
+    key: u64,
+    value: &[u8],
+    ttl_ms: Option<u64>,
+    conds: &[Condition],
+) {
+    for c in conds {
+        batch.require(ks, key, *c);
+    }
+    match ttl_ms {
+        Some(t) => batch.put_with_ttl(ks, key, value, std::time::Duration::from_millis(t)),
+        None => batch.put(ks, key, value),
+    };
 }
 
 impl PutRequest {
+    /// This put, with its keyspace, TTL and condition, into `batch` (checked first: nothing is added
+    /// when it is refused).
+    fn add_to(&self, s: &AppState, batch: &mut WriteBatch) -> Result<(), ApiError> {
+        let value = self.value_bytes(s)?;
+        check_ttl(self.ttl_ms)?;
+        let conds = conditions(self.if_absent, self.if_seq);
+        let ks = keyspace(s, self.keyspace.as_deref())?;
+        add_put(batch, &ks, self.key, &value, self.ttl_ms, &conds);
+        Ok(())
+    }
+
     /// The value's bytes, checked against `value_bytes_max`: borrowed for `value`, decoded for
     /// `value_b64`.
     fn value_bytes(&self, state: &AppState) -> Result<Cow<'_, [u8]>, ApiError> {
@@ -73,14 +154,91 @@ pub struct OffsetResponse {
 #[serde(deny_unknown_fields)]
 pub struct BatchGetRequest {
     #[serde(deserialize_with = "super::extract::de_keys")]
+    #[schema(max_items = 10000)]
     pub keys: Vec<u64>,
+    /// The keyspace (default `default`).
+    #[serde(default, deserialize_with = "super::extract::de_present")]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    pub keyspace: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchDeleteRequest {
+    /// Keys to delete, all in one atomic write (absent keys are not an error).
+    #[serde(deserialize_with = "super::extract::de_keys")]
+    #[schema(max_items = 10000)]
+    pub keys: Vec<u64>,
+    /// The keyspace (default `default`).
+    #[serde(default, deserialize_with = "super::extract::de_present")]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    pub keyspace: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRangeRequest {
+    /// First key, inclusive (default 0).
+    #[serde(default, deserialize_with = "super::extract::de_opt_u64")]
+    #[schema(value_type = u64)]
+    pub start: Option<u64>,
+    /// Last key, exclusive (default: the end of the key space; at or below `start`: nothing).
+    #[serde(default, deserialize_with = "super::extract::de_opt_u64")]
+    #[schema(value_type = u64)]
+    pub end: Option<u64>,
+    /// The keyspace (default `default`).
+    #[serde(default, deserialize_with = "super::extract::de_present")]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    pub keyspace: Option<String>,
+}
+
+/// Query of `PUT /v1/kv/{key}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PutQuery {
+    /// The keyspace (default `default`).
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    pub keyspace: Option<String>,
+    /// Expire the value this many milliseconds from now.
+    #[param(minimum = 1, maximum = 3153600000000u64)]
+    pub ttl_ms: Option<u64>,
+    /// Write only if the key has no live value (else 409).
+    pub if_absent: Option<bool>,
+    /// Write only if the key's live value was written at this sequence number (else 409). With
+    /// `if_absent` too, both must hold.
+    pub if_seq: Option<u64>,
+}
+
+/// Query of `GET /v1/kv/{key}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GetQuery {
+    /// The keyspace (default `default`).
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    pub keyspace: Option<String>,
+}
+
+/// Query of `DELETE /v1/kv/{key}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// The keyspace (default `default`).
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    pub keyspace: Option<String>,
+    /// Delete only if the key's live value was written at this sequence number (else 409).
+    pub if_seq: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchPutRequest {
-    /// Written all-or-nothing under one sequence number.
-    pub items: Vec<PutRequest>,
+    /// Written all-or-nothing under one sequence number; each item may name its own keyspace (a batch
+    /// is atomic across keyspaces) and carry its own TTL and condition.
+    #[schema(value_type = Vec<PutRequest>, max_items = 10000)]
+    pub items: Vec<Object<PutRequest>>,
 }
 
 /// One key's value in a JSON answer. `value` is the UTF-8 string, or null when the key is absent; a
@@ -113,6 +271,9 @@ pub struct ScanQuery {
     /// At most this many items (default 100, at most `scan_limit_max`).
     #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
+    /// The keyspace (default `default`).
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    pub keyspace: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -185,37 +346,71 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 /// Writes a value given as UTF-8 text (`value`) or base64 (`value_b64`).
 #[utoipa::path(post, path = "/v1/put", tag = "kv", request_body = PutRequest,
-    responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+    responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody),
+        (status = 404, description = "no such keyspace", body = ErrorBody),
+        (status = 409, description = "condition_failed", body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn put_json(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<PutRequest>,
 ) -> Result<Json<OffsetResponse>, ApiError> {
-    let value = req.value_bytes(&s)?.into_owned();
+    let mut batch = WriteBatch::new();
+    req.add_to(&s, &mut batch)?;
     let db = s.db.clone();
-    let offset = blocking(move || db.put(req.key, &value)).await?;
+    let offset = blocking(move || db.write(batch)).await?;
     Ok(Json(OffsetResponse { offset }))
 }
 
-/// Writes the raw request body as the value (an empty or missing body is the empty value).
-#[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv", params(("key" = u64, Path)),
+/// Writes the raw request body as the value (an empty or missing body is the empty value); with
+/// `ttl_ms` it expires, with `if_absent` / `if_seq` it is a compare-and-set (409 when the condition
+/// does not hold, nothing written).
+#[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv", params(("key" = u64, Path), PutQuery),
     request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream"),
-    responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+    responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody),
+        (status = 404, description = "no such keyspace", body = ErrorBody),
+        (status = 409, description = "condition_failed", body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn put_raw(
     State(s): State<AppState>,
     KeyPath(key): KeyPath,
+    QueryOf(q): QueryOf<PutQuery>,
     RawBody(body): RawBody,
 ) -> Result<Json<OffsetResponse>, ApiError> {
     check_value(&s, body.len())?;
+    check_ttl(q.ttl_ms)?;
+    let conds = conditions(q.if_absent, q.if_seq);
+    let ks = keyspace(&s, q.keyspace.as_deref())?;
+    let mut batch = WriteBatch::new();
+    add_put(&mut batch, &ks, key, &body, q.ttl_ms, &conds);
     let db = s.db.clone();
-    let offset = blocking(move || db.put(key, &body)).await?;
+    let offset = blocking(move || db.write(batch)).await?;
     Ok(Json(OffsetResponse { offset }))
 }
 
-/// The raw value bytes; 404 when absent.
-#[utoipa::path(get, path = "/v1/kv/{key}", tag = "kv", params(("key" = u64, Path)),
-    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)))]
-pub async fn get(state: State<AppState>, key: KeyPath) -> Result<Response, ApiError> {
-    get_fast(state, key).await
+/// The raw value bytes, with the sequence number of the write that stored them (`x-kyrodb-seq`, for
+/// `if_seq`) and, when the value expires, `x-kyrodb-expires-at-ms` (Unix ms); 404 when absent or expired.
+#[utoipa::path(get, path = "/v1/kv/{key}", tag = "kv", params(("key" = u64, Path), GetQuery),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>,
+        headers(("x-kyrodb-seq" = u64, description = "sequence number of the write that stored the value"),
+                ("x-kyrodb-expires-at-ms" = u64, description = "when the value expires (Unix ms); absent if never"))),
+        (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(s): State<AppState>,
+    KeyPath(key): KeyPath,
+    QueryOf(q): QueryOf<GetQuery>,
+) -> Result<Response, ApiError> {
+    let ks = keyspace(&s, q.keyspace.as_deref())?;
+    let Some(e) = ks.get_entry(key)? else {
+        return Err(ApiError::not_found(format!(
+            "key {key} not found in keyspace {:?}",
+            ks.name()
+        )));
+    };
+    let mut resp = octets(e.value);
+    let h = resp.headers_mut();
+    h.insert("x-kyrodb-seq", HeaderValue::from(e.seq));
+    if let Some(at) = e.expires_at_ms {
+        h.insert("x-kyrodb-expires-at-ms", HeaderValue::from(at));
+    }
+    Ok(resp)
 }
 
 /// The raw value bytes with nothing else on the path: the point-read benchmark's route.
@@ -231,33 +426,94 @@ pub async fn get_fast(
     }
 }
 
-/// Deletes a key (absent keys too: deletes are idempotent).
-#[utoipa::path(delete, path = "/v1/kv/{key}", tag = "kv", params(("key" = u64, Path)),
-    responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody)))]
+/// Deletes a key (absent keys too: deletes are idempotent); with `if_seq`, only if the live value
+/// was written at that sequence number (409 otherwise).
+#[utoipa::path(delete, path = "/v1/kv/{key}", tag = "kv", params(("key" = u64, Path), DeleteQuery),
+    responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody),
+        (status = 404, description = "no such keyspace", body = ErrorBody),
+        (status = 409, description = "condition_failed", body = ErrorBody)))]
 pub async fn delete(
     State(s): State<AppState>,
     KeyPath(key): KeyPath,
+    QueryOf(q): QueryOf<DeleteQuery>,
 ) -> Result<Json<OffsetResponse>, ApiError> {
+    let ks = keyspace(&s, q.keyspace.as_deref())?;
+    let mut batch = WriteBatch::new();
+    if let Some(seq) = q.if_seq {
+        batch.require(&ks, key, Condition::Seq(seq));
+    }
+    batch.delete(&ks, key);
     let db = s.db.clone();
-    let offset = blocking(move || db.delete(key)).await?;
+    let offset = blocking(move || db.write(batch)).await?;
     Ok(Json(OffsetResponse { offset }))
+}
+
+/// Deletes many keys in one atomic write.
+#[utoipa::path(post, path = "/v1/kv/batch_delete", tag = "kv", request_body = BatchDeleteRequest,
+    responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody),
+        (status = 404, description = "no such keyspace", body = ErrorBody)))]
+pub async fn batch_delete(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<BatchDeleteRequest>,
+) -> Result<Json<OffsetResponse>, ApiError> {
+    check_batch_len(&s, req.keys.len())?;
+    let ks = keyspace(&s, req.keyspace.as_deref())?;
+    let mut batch = WriteBatch::new();
+    for k in &req.keys {
+        batch.delete(&ks, *k);
+    }
+    let db = s.db.clone();
+    let offset = blocking(move || db.write(batch)).await?;
+    Ok(Json(OffsetResponse { offset }))
+}
+
+/// Deletes every live key in `[start, end)` in one atomic write (at most `batch_keys_max` keys; a
+/// range holding more is refused whole with 400 `batch_too_many_ops`: delete it in smaller ranges).
+#[utoipa::path(post, path = "/v1/kv/delete_range", tag = "kv", request_body = DeleteRangeRequest,
+    responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody),
+        (status = 404, description = "no such keyspace", body = ErrorBody)))]
+pub async fn delete_range(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<DeleteRangeRequest>,
+) -> Result<Json<OffsetResponse>, ApiError> {
+    let ks = keyspace(&s, req.keyspace.as_deref())?;
+    let start = req.start.unwrap_or(0);
+    let mut batch = WriteBatch::new();
+    match req.end {
+        Some(end) if end <= start => {}
+        Some(end) => {
+            batch.delete_range(&ks, start..end);
+        }
+        None => {
+            batch.delete_range(&ks, start..);
+        }
+    }
+    let db = s.db.clone();
+    let offset = blocking(move || db.write(batch)).await?;
+    Ok(Json(OffsetResponse { offset }))
+}
+
+fn check_batch_len(s: &AppState, n: usize) -> Result<(), ApiError> {
+    let max = s.limits.batch_keys_max;
+    if n > max {
+        return Err(ApiError::bad_request(
+            "too_many_keys",
+            format!("{n} keys, more than batch_keys_max ({max})"),
+        ));
+    }
+    Ok(())
 }
 
 /// Many keys against one consistent view.
 #[utoipa::path(post, path = "/v1/kv/batch_get", tag = "kv", request_body = BatchGetRequest,
-    responses((status = 200, body = BatchGetResponse), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = BatchGetResponse), (status = 400, body = ErrorBody),
+        (status = 404, description = "no such keyspace", body = ErrorBody)))]
 pub async fn batch_get(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<BatchGetRequest>,
 ) -> Result<Response, ApiError> {
-    let max = s.limits.batch_keys_max;
-    if req.keys.len() > max {
-        return Err(ApiError::bad_request(
-            "too_many_keys",
-            format!("{} keys, more than batch_keys_max ({max})", req.keys.len()),
-        ));
-    }
-    let values = s.db.multi_get(&req.keys)?;
+    check_batch_len(&s, req.keys.len())?;
+    let values = keyspace(&s, req.keyspace.as_deref())?.multi_get(&req.keys)?;
     // Values are zero-copy views until they are written out: check the answer's size first.
     let value_bytes: usize = values.iter().flatten().map(|v| v.len()).sum();
     let cap = s.limits.response_bytes_max;
@@ -312,7 +568,9 @@ fn batch_get_json(keys: &[u64], values: &[Option<Value>]) -> Vec<u8> {
 /// Writes many values atomically (used by `kyrodb import`); each item's value is UTF-8 text (`value`)
 /// or base64 (`value_b64`). A bad item refuses the whole batch with a message that starts `items[i]: `.
 #[utoipa::path(post, path = "/v1/kv/batch_put", tag = "kv", request_body = BatchPutRequest,
-    responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+    responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody),
+        (status = 404, description = "no such keyspace", body = ErrorBody),
+        (status = 409, description = "condition_failed", body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn batch_put(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<BatchPutRequest>,
@@ -328,12 +586,11 @@ pub async fn batch_put(
         ));
     }
     let mut batch = WriteBatch::new();
-    for (i, it) in req.items.iter().enumerate() {
-        let value = it.value_bytes(&s).map_err(|mut e| {
+    for (i, Object(it)) in req.items.iter().enumerate() {
+        it.add_to(&s, &mut batch).map_err(|mut e| {
             e.message = format!("items[{i}]: {}", e.message);
             e
         })?;
-        batch.put(s.db.default_keyspace(), it.key, &value);
     }
     let db = s.db.clone();
     let offset = blocking(move || db.write(batch)).await?;
@@ -342,7 +599,8 @@ pub async fn batch_put(
 
 /// Live keys in `[start, end)`, ascending.
 #[utoipa::path(get, path = "/v1/scan", tag = "kv", params(ScanQuery),
-    responses((status = 200, body = ScanResponse), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = ScanResponse), (status = 400, body = ErrorBody),
+        (status = 404, description = "no such keyspace", body = ErrorBody)))]
 pub async fn scan(
     State(s): State<AppState>,
     QueryOf(q): QueryOf<ScanQuery>,
@@ -356,6 +614,7 @@ pub async fn scan(
             format!("limit {limit} is outside 1..={max}"),
         ));
     }
+    let ks = keyspace(&s, q.keyspace.as_deref())?;
     if q.end.is_some_and(|end| end <= start) {
         // [start, end) is empty: an empty page, as for any range that holds no key.
         return Ok(Json(ScanResponse {
@@ -365,8 +624,8 @@ pub async fn scan(
     }
     // One extra row tells whether there is a next page without a second lookup.
     let rows = match q.end {
-        Some(end) => s.db.scan(start..end, limit + 1)?,
-        None => s.db.scan(start.., limit + 1)?,
+        Some(end) => ks.scan(start..end, limit + 1)?,
+        None => ks.scan(start.., limit + 1)?,
     };
     // A page ends at `limit` rows or once its values reach response_bytes_max (always at least one
     // row, so paging makes progress); `next_start` continues from the first row left out.

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod extract;
+pub mod keyspaces;
 pub mod kv;
 pub mod ops;
 pub mod rmi;
@@ -98,6 +99,11 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Read), routes!(kv::batch_get)),
         (Needs(Write), routes!(kv::batch_put)),
         (Needs(Read), routes!(kv::scan)),
+        (Needs(Write), routes!(kv::batch_delete)),
+        (Needs(Write), routes!(kv::delete_range)),
+        (Needs(Read), routes!(keyspaces::list)),
+        (Needs(Admin), routes!(keyspaces::create)),
+        (Needs(Read), routes!(keyspaces::get)),
         (Needs(Admin), routes!(admin::snapshot)),
         (Needs(Admin), routes!(rmi::build)),
         (Needs(Admin), routes!(admin::warmup)),

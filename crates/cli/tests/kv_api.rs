@@ -1,0 +1,270 @@
+//! What a Redis user expects of the key-value API, end to end: keyspaces over HTTP with exact counts,
+//! compare-and-set, per-key TTL, batch delete and delete-range — each durable across kill -9.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+
+fn start() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &[]);
+    (dir, s)
+}
+
+fn put(s: &Server, path: &str, body: &[u8]) -> common::Resp {
+    s.req("PUT", path, &[], body)
+}
+
+fn keys_of(s: &Server, ks: &str) -> u64 {
+    let r = s.get(&format!("/v1/keyspaces/{ks}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["keys"].as_u64().unwrap()
+}
+
+#[test]
+fn keyspaces_are_created_listed_counted_and_durable() {
+    let (_d, mut s) = start();
+    let listed = s.get("/v1/keyspaces").json();
+    assert_eq!(listed["keyspaces"][0]["name"], "default");
+    assert_eq!(s.post("/v1/keyspaces", r#"{"name":"logs"}"#).status, 201);
+    assert_eq!(s.post("/v1/keyspaces", r#"{"name":"logs"}"#).status, 200);
+    let bad = s.post("/v1/keyspaces", r#"{"name":"no spaces"}"#);
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (400, "invalid_keyspace_name")
+    );
+    let missing = s.get("/v1/keyspaces/nope");
+    assert_eq!(
+        (missing.status, missing.error_code().as_str()),
+        (404, "no_such_keyspace")
+    );
+    assert_eq!(put(&s, "/v1/kv/1?keyspace=nope", b"x").status, 404);
+
+    assert_eq!(put(&s, "/v1/kv/1?keyspace=logs", b"in logs").status, 200);
+    assert_eq!(put(&s, "/v1/kv/2?keyspace=logs", b"in logs").status, 200);
+    assert_eq!(
+        put(&s, "/v1/kv/2?keyspace=logs", b"overwritten").status,
+        200
+    );
+    let r = s.post(
+        "/v1/kv/batch_put",
+        r#"{"items":[{"key":3,"value":"a","keyspace":"logs"},{"key":3,"value":"b"}]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.get("/v1/kv/1").status, 404, "keyspaces are separate");
+    assert_eq!(s.get("/v1/kv/1?keyspace=logs").text(), "in logs");
+    assert_eq!(s.get("/v1/kv/3").text(), "b");
+    assert_eq!(keys_of(&s, "logs"), 3);
+    assert_eq!(keys_of(&s, "default"), 1);
+    let scan = s.get("/v1/scan?keyspace=logs").json();
+    assert_eq!(scan["items"].as_array().unwrap().len(), 3);
+    let got = s
+        .post("/v1/kv/batch_get", r#"{"keys":[1,2,9],"keyspace":"logs"}"#)
+        .json();
+    assert_eq!(got["found"], 2);
+
+    s.kill9();
+    s.restart();
+    assert_eq!(keys_of(&s, "logs"), 3);
+    assert_eq!(s.get("/v1/kv/2?keyspace=logs").text(), "overwritten");
+}
+
+#[test]
+fn compare_and_set_by_absence_and_by_sequence() {
+    let (_d, s) = start();
+    let first = put(&s, "/v1/kv/7?if_absent=true", b"one");
+    assert_eq!(first.status, 200, "{}", first.text());
+    let seq = first.json()["offset"].as_u64().unwrap();
+    let again = put(&s, "/v1/kv/7?if_absent=true", b"two");
+    assert_eq!(
+        (again.status, again.error_code().as_str()),
+        (409, "condition_failed")
+    );
+    let g = s.get("/v1/kv/7");
+    assert_eq!(g.text(), "one", "a failed condition writes nothing");
+    assert_eq!(g.header("x-kyrodb-seq"), Some(seq.to_string().as_str()));
+
+    assert_eq!(
+        put(&s, &format!("/v1/kv/7?if_seq={}", seq + 1000), b"x").status,
+        409
+    );
+    let cas = put(&s, &format!("/v1/kv/7?if_seq={seq}"), b"three");
+    assert_eq!(cas.status, 200);
+    let seq2 = cas.json()["offset"].as_u64().unwrap();
+    // The old sequence number no longer matches: a lost update is refused.
+    assert_eq!(
+        put(&s, &format!("/v1/kv/7?if_seq={seq}"), b"lost").status,
+        409
+    );
+    assert_eq!(
+        s.req("DELETE", &format!("/v1/kv/7?if_seq={seq}"), &[], b"")
+            .status,
+        409
+    );
+    assert_eq!(
+        s.req("DELETE", &format!("/v1/kv/7?if_seq={seq2}"), &[], b"")
+            .status,
+        200
+    );
+    assert_eq!(s.get("/v1/kv/7").status, 404);
+
+    // JSON forms, and a batch whose condition fails writes none of its items.
+    assert_eq!(
+        s.post("/v1/put", r#"{"key":8,"value":"a","if_absent":true}"#)
+            .status,
+        200
+    );
+    let b = s.post(
+        "/v1/kv/batch_put",
+        r#"{"items":[{"key":9,"value":"x"},{"key":8,"value":"b","if_absent":true}]}"#,
+    );
+    assert_eq!(b.status, 409, "{}", b.text());
+    assert_eq!(
+        s.get("/v1/kv/9").status,
+        404,
+        "the batch was all or nothing"
+    );
+    // Both conditions must hold, which no key can: refused, nothing written.
+    let both = put(&s, "/v1/kv/8?if_absent=true&if_seq=1", b"x");
+    assert_eq!(
+        (both.status, both.error_code().as_str()),
+        (409, "condition_failed")
+    );
+    assert_eq!(s.get("/v1/kv/8").text(), "a");
+}
+
+#[test]
+fn concurrent_if_absent_writers_have_exactly_one_winner() {
+    let (_d, s) = start();
+    let port = s.port;
+    let winners: usize = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8)
+            .map(|i| {
+                sc.spawn(move || {
+                    let r = common::try_request(
+                        port,
+                        "PUT",
+                        "/v1/kv/42?if_absent=true",
+                        &[],
+                        format!("writer {i}").as_bytes(),
+                    )
+                    .unwrap();
+                    assert!(r.status == 200 || r.status == 409, "{}", r.status);
+                    usize::from(r.status == 200)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(winners, 1);
+}
+
+#[test]
+fn ttl_expires_keys_and_survives_restart() {
+    let (_d, mut s) = start();
+    assert_eq!(put(&s, "/v1/kv/1?ttl_ms=150", b"short").status, 200);
+    assert_eq!(put(&s, "/v1/kv/2?ttl_ms=3600000", b"long").status, 200);
+    assert_eq!(
+        s.post(
+            "/v1/put",
+            r#"{"key":3,"value":"json ttl","ttl_ms":3600000}"#
+        )
+        .status,
+        200
+    );
+    assert_eq!(put(&s, "/v1/kv/4", b"forever").status, 200);
+    let long = s.get("/v1/kv/2");
+    let expires: u64 = long
+        .header("x-kyrodb-expires-at-ms")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(s.get("/v1/kv/4").header("x-kyrodb-expires-at-ms").is_none());
+    for bad in ["/v1/kv/5?ttl_ms=0", "/v1/kv/5?ttl_ms=99999999999999999"] {
+        let r = put(&s, bad, b"x");
+        assert_eq!(r.status, 400, "{bad}");
+    }
+    // Expiry is wall-clock time: poll (bounded) until the short one is gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.get("/v1/kv/1").status != 404 {
+        assert!(Instant::now() < deadline, "key 1 never expired");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(keys_of(&s, "default"), 3, "expired keys are not counted");
+    let scan = s.get("/v1/scan").json();
+    let keys: Vec<u64> = scan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_u64().unwrap())
+        .collect();
+    assert_eq!(keys, vec![2, 3, 4]);
+
+    assert_eq!(s.post("/v1/snapshot", "").status, 200);
+    s.kill9();
+    s.restart();
+    assert_eq!(
+        s.get("/v1/kv/1").status,
+        404,
+        "expired stays expired after compaction and restart"
+    );
+    let after = s.get("/v1/kv/2");
+    assert_eq!(after.text(), "long");
+    assert_eq!(
+        after.header("x-kyrodb-expires-at-ms"),
+        Some(expires.to_string().as_str())
+    );
+    assert_eq!(keys_of(&s, "default"), 3);
+}
+
+#[test]
+fn batch_delete_and_delete_range() {
+    let (_d, mut s) = start();
+    let items: Vec<String> = (0..100)
+        .map(|k| format!(r#"{{"key":{k},"value":"v{k}"}}"#))
+        .collect();
+    assert_eq!(
+        s.post(
+            "/v1/kv/batch_put",
+            &format!(r#"{{"items":[{}]}}"#, items.join(","))
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        s.post("/v1/kv/batch_delete", r#"{"keys":[1,2,3,1000]}"#)
+            .status,
+        200
+    );
+    let r = s.post("/v1/kv/delete_range", r#"{"start":10,"end":20}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        s.post("/v1/kv/delete_range", r#"{"start":50,"end":40}"#)
+            .status,
+        200
+    );
+    for (k, present) in [
+        (0, true),
+        (1, false),
+        (3, false),
+        (4, true),
+        (10, false),
+        (19, false),
+        (20, true),
+    ] {
+        assert_eq!(
+            s.get(&format!("/v1/kv/{k}")).status == 200,
+            present,
+            "key {k}"
+        );
+    }
+    assert_eq!(keys_of(&s, "default"), 87);
+    s.kill9();
+    s.restart();
+    assert_eq!(keys_of(&s, "default"), 87);
+    assert_eq!(s.get("/v1/kv/15").status, 404);
+    assert_eq!(s.post("/v1/kv/delete_range", r#"{"start":90}"#).status, 200);
+    assert_eq!(keys_of(&s, "default"), 77);
+}

@@ -1,0 +1,96 @@
+//! Keyspaces: list them with their exact key counts, create one, read one's count.
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    extract::JsonBody,
+    kv::{blocking, keyspace},
+    AppState,
+};
+use crate::error::{ApiError, ErrorBody};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyspaceInfo {
+    pub name: String,
+    /// Live keys (exact; expired keys are not counted).
+    pub keys: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyspaceList {
+    pub keyspaces: Vec<KeyspaceInfo>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyspace {
+    /// 1 to 64 characters from A-Z a-z 0-9 _ . -
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    pub name: String,
+}
+
+/// Every keyspace with its live-key count.
+#[utoipa::path(get, path = "/v1/keyspaces", tag = "kv",
+    responses((status = 200, body = KeyspaceList)))]
+pub async fn list(State(s): State<AppState>) -> Result<Json<KeyspaceList>, ApiError> {
+    let mut keyspaces = Vec::new();
+    for name in s.db.keyspace_names() {
+        let ks = s.db.keyspace(&name)?;
+        keyspaces.push(KeyspaceInfo {
+            keys: ks.count(),
+            name,
+        });
+    }
+    Ok(Json(KeyspaceList { keyspaces }))
+}
+
+/// Creates a keyspace (durably, through the WAL): 201 when created, 200 when it already existed.
+#[utoipa::path(post, path = "/v1/keyspaces", tag = "kv", request_body = CreateKeyspace,
+    responses((status = 201, body = KeyspaceInfo), (status = 200, body = KeyspaceInfo),
+        (status = 400, body = ErrorBody),
+        (status = 409, description = "keyspaces_max reached", body = ErrorBody)))]
+pub async fn create(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<CreateKeyspace>,
+) -> Result<Response, ApiError> {
+    kyrodb_storage::validate_keyspace_name(&req.name)?;
+    let existed = s.db.keyspace(&req.name).is_ok();
+    let db = s.db.clone();
+    let name = req.name.clone();
+    let ks = blocking(move || db.create_keyspace(&name)).await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(KeyspaceInfo {
+            keys: ks.count(),
+            name: req.name,
+        }),
+    )
+        .into_response())
+}
+
+/// One keyspace's live-key count; 404 when it does not exist.
+#[utoipa::path(get, path = "/v1/keyspaces/{name}", tag = "kv",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$")),
+    responses((status = 200, body = KeyspaceInfo), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<KeyspaceInfo>, ApiError> {
+    let ks = keyspace(&s, Some(&name))?;
+    Ok(Json(KeyspaceInfo {
+        keys: ks.count(),
+        name,
+    }))
+}
