@@ -165,6 +165,17 @@ fn tiny_and_cache_resident_sets_get_no_model() {
 }
 
 #[test]
+fn sets_beyond_l2_get_a_structure() {
+    // 1M keys (8 MB) outgrow L2: the last binary-search steps miss, so a tree or a model must win.
+    for shape in [KeyShape::Uniform, KeyShape::Clustered] {
+        let keys = keys(shape, 1_000_000, 12);
+        let rmi = Rmi::build(&keys, &RmiConfig::default()).expect("build");
+        assert_ne!(rmi.shape(), Shape::BinarySearch, "{shape:?}");
+        assert!(rmi.model_bytes() as f64 <= MODEL_BYTES_PER_KEY_MAX * keys.len() as f64);
+    }
+}
+
+#[test]
 fn choice_is_deterministic() {
     for shape in SHAPES {
         let keys = keys(shape, 50_000, 5);
