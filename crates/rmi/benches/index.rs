@@ -228,6 +228,17 @@ fn time_ns(queries: &[u64], mut f: impl FnMut(u64) -> u64) -> (f64, u64) {
     (best, sum)
 }
 
+/// One timed pass of `f` over the first `count` queries: ns per query and the checksum.
+fn one_pass(queries: &[u64], count: usize, mut f: impl FnMut(u64) -> u64) -> (f64, u64) {
+    let started = Instant::now();
+    let mut sum = 0u64;
+    for &q in &queries[..count] {
+        sum = sum.wrapping_add(f(black_box(q)));
+    }
+    black_box(sum);
+    (started.elapsed().as_nanos() as f64 / count as f64, sum)
+}
+
 /// Like [`time_ns`] for two functions whose ratio is reported, passes interleaved (f, g, f, g, …) so a
 /// noisy stretch of the shared machine hits both rather than one.
 fn time_pair(
@@ -235,21 +246,12 @@ fn time_pair(
     mut f: impl FnMut(u64) -> u64,
     mut g: impl FnMut(u64) -> u64,
 ) -> ((f64, u64), (f64, u64)) {
-    let pass = |h: &mut dyn FnMut(u64) -> u64, count: usize| {
-        let started = Instant::now();
-        let mut sum = 0u64;
-        for &q in &queries[..count] {
-            sum = sum.wrapping_add(h(black_box(q)));
-        }
-        black_box(sum);
-        (started.elapsed().as_nanos() as f64 / count as f64, sum)
-    };
-    pass(&mut f, queries.len() / 4);
-    pass(&mut g, queries.len() / 4);
+    one_pass(queries, queries.len() / 4, &mut f);
+    one_pass(queries, queries.len() / 4, &mut g);
     let (mut best_f, mut best_g) = ((f64::INFINITY, 0), (f64::INFINITY, 0));
     for _ in 0..PASSES {
-        let a = pass(&mut f, queries.len());
-        let b = pass(&mut g, queries.len());
+        let a = one_pass(queries, queries.len(), &mut f);
+        let b = one_pass(queries, queries.len(), &mut g);
         best_f = (best_f.0.min(a.0), a.1);
         best_g = (best_g.0.min(b.0), b.1);
     }

@@ -397,11 +397,18 @@ impl Rmi {
     }
 
     /// Position of `key` in `keys` (the slice this index was built over), if present.
-    #[inline]
+    #[inline(always)]
     pub fn find(&self, keys: &[u64], key: u64) -> Option<usize> {
+        // The no-model shape inlines into the caller: nothing but std's binary search and this test.
         if self.shape == Shape::BinarySearch {
             return keys.binary_search(&key).ok();
         }
+        self.find_structured(keys, key)
+    }
+
+    /// `find` through the model or the search tree, with the kernel's whole-lookup copy.
+    #[inline]
+    fn find_structured(&self, keys: &[u64], key: u64) -> Option<usize> {
         match self.kernel.dispatch() {
             Dispatch::Avx512(proof) => search::simd::find_avx512(proof, self, keys, key),
             Dispatch::Avx2(proof) => search::simd::find_avx2(proof, self, keys, key),
@@ -430,11 +437,17 @@ impl Rmi {
 
     /// The first position in `keys` whose key is `>= key` (`keys.len()` when none is); equal to
     /// `keys.partition_point(|k| *k < key)`.
-    #[inline]
+    #[inline(always)]
     pub fn lower_bound(&self, keys: &[u64], key: u64) -> usize {
         if self.shape == Shape::BinarySearch {
             return keys.partition_point(|k| *k < key);
         }
+        self.lower_bound_structured(keys, key)
+    }
+
+    /// `lower_bound` through the model or the search tree, with the kernel's whole-lookup copy.
+    #[inline]
+    fn lower_bound_structured(&self, keys: &[u64], key: u64) -> usize {
         match self.kernel.dispatch() {
             Dispatch::Avx512(proof) => search::simd::lower_bound_avx512(proof, self, keys, key),
             Dispatch::Avx2(proof) => search::simd::lower_bound_avx2(proof, self, keys, key),
