@@ -114,7 +114,7 @@ impl Rmi {
                 continue;
             }
             let rmi = Rmi::build_tree(keys, config, block);
-            let cost = shape::tree_cost(&rmi.tree, keys.len(), &queries);
+            let cost = shape::tree_cost(&rmi.tree, keys.len());
             consider(rmi, cost);
         }
         let eps = config.epsilon_max_slots;
