@@ -7,7 +7,9 @@
 use crate::model::{Probe, Rmi};
 use crate::router::{Step, DEPTH_MAX};
 use crate::search::simd::prefetch;
-use crate::search::{self, Kernel};
+use crate::search::{self, Dispatch};
+use crate::shape::Shape;
+use crate::tree::NODE_KEYS;
 
 /// Queries walked through the pipeline together. Enough to cover memory latency, few enough that the
 /// prefetched lines (up to 6 per query at ε = 16; 32 measured best on bench/index) are still in L1 when used.
@@ -17,22 +19,42 @@ impl Rmi {
     /// Lower bounds of many keys: `out[i] = self.lower_bound(keys, queries[i])`. Processes
     /// `min(queries.len(), out.len())` queries.
     pub fn lower_bound_batch(&self, keys: &[u64], queries: &[u64], out: &mut [usize]) {
-        match self.kernel {
-            Kernel::Avx512 => search::simd::lower_bound_batch_avx512(self, keys, queries, out),
-            _ => self.lower_bound_batch_with(keys, queries, out, |w, k| {
-                search::count_less(self.kernel, w, k)
-            }),
+        if self.shape == Shape::BinarySearch {
+            for (slot, &key) in out.iter_mut().zip(queries) {
+                *slot = keys.partition_point(|k| *k < key);
+            }
+            return;
+        }
+        match self.kernel.dispatch() {
+            Dispatch::Avx512(proof) => {
+                search::simd::lower_bound_batch_avx512(proof, self, keys, queries, out)
+            }
+            _ => {
+                let kernel = self.kernel.get();
+                self.lower_bound_batch_with(keys, queries, out, |w, k| {
+                    search::count_less(kernel, w, k)
+                })
+            }
         }
     }
 
     /// Exact positions of many keys: `out[i] = self.find(keys, queries[i])`. Processes
     /// `min(queries.len(), out.len())` queries.
     pub fn find_batch(&self, keys: &[u64], queries: &[u64], out: &mut [Option<usize>]) {
-        match self.kernel {
-            Kernel::Avx512 => search::simd::find_batch_avx512(self, keys, queries, out),
-            _ => self.find_batch_with(keys, queries, out, |w, k| {
-                search::count_less(self.kernel, w, k)
-            }),
+        if self.shape == Shape::BinarySearch {
+            for (slot, &key) in out.iter_mut().zip(queries) {
+                *slot = keys.binary_search(&key).ok();
+            }
+            return;
+        }
+        match self.kernel.dispatch() {
+            Dispatch::Avx512(proof) => {
+                search::simd::find_batch_avx512(proof, self, keys, queries, out)
+            }
+            _ => {
+                let kernel = self.kernel.get();
+                self.find_batch_with(keys, queries, out, |w, k| search::count_less(kernel, w, k))
+            }
         }
     }
 
@@ -44,6 +66,11 @@ impl Rmi {
         out: &mut [usize],
         count_less: impl Fn(&[u64], u64) -> usize + Copy,
     ) {
+        if self.leaf_count == 0 {
+            return self.tree_pipeline(keys, queries, out, count_less, |lo, hi, key| {
+                lo + count_less(&keys[lo..hi], key)
+            });
+        }
         self.pipeline(keys, queries, out, |rmi, key, predicted| match predicted {
             None => 0,
             Some(p) => rmi.lower_bound_with(keys, key, p, count_less),
@@ -58,9 +85,58 @@ impl Rmi {
         out: &mut [Option<usize>],
         count_less: impl Fn(&[u64], u64) -> usize + Copy,
     ) {
+        if self.leaf_count == 0 {
+            return self.tree_pipeline(keys, queries, out, count_less, |lo, hi, key| {
+                let at = lo + count_less(&keys[lo..hi], key);
+                (at < hi && keys[at] == key).then_some(at)
+            });
+        }
         self.pipeline(keys, queries, out, |rmi, key, predicted| {
             predicted.and_then(|p| rmi.find_with(keys, key, p, count_less))
         });
+    }
+
+    /// The search tree's pipeline: each level for the whole group, every node prefetched before any is
+    /// counted, then every block prefetched before any is searched. Same answers as `Rmi::find`.
+    #[inline(always)]
+    fn tree_pipeline<T>(
+        &self,
+        keys: &[u64],
+        queries: &[u64],
+        out: &mut [T],
+        count_less: impl Fn(&[u64], u64) -> usize + Copy,
+        finish: impl Fn(usize, usize, u64) -> T,
+    ) {
+        let tree = &self.tree;
+        let mut at = [0usize; BATCH_GROUP_QUERIES];
+        let groups = queries
+            .chunks(BATCH_GROUP_QUERIES)
+            .zip(out.chunks_mut(BATCH_GROUP_QUERIES));
+        for (group, results) in groups {
+            at[..group.len()].fill(0);
+            for level in &tree.levels {
+                for c in &mut at[..group.len()] {
+                    // The same clamp as `SearchTree::block`.
+                    *c = level.first + (*c).min(level.count - 1);
+                    let node = &tree.nodes[*c].0;
+                    prefetch(&node[0]);
+                    prefetch(&node[NODE_KEYS - 1]);
+                }
+                for (c, &key) in at.iter_mut().zip(group) {
+                    *c = (*c - level.first) * NODE_KEYS + count_less(&tree.nodes[*c].0, key);
+                }
+            }
+            for c in &mut at[..group.len()] {
+                *c = c.saturating_mul(tree.block_keys).min(keys.len());
+                if *c < keys.len() {
+                    prefetch(&keys[*c]);
+                    prefetch(&keys[(*c + tree.block_keys).min(keys.len()) - 1]);
+                }
+            }
+            for ((slot, &key), &lo) in results.iter_mut().zip(group).zip(&at) {
+                *slot = finish(lo, lo.saturating_add(tree.block_keys).min(keys.len()), key);
+            }
+        }
     }
 
     #[inline(always)]

@@ -9,9 +9,11 @@ pub const EPSILON_SLOTS_LIMIT: u32 = 1 << 20;
 /// How a learned index is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RmiConfig {
-    /// Largest prediction error of any key, in slots. Every leaf is fitted so that each of its keys lies
-    /// within `epsilon_max_slots` of its predicted position, so a lookup reads at most
-    /// `2·epsilon_max_slots + 1` keys (`2·ε + 2` candidate answers). Range `0..=EPSILON_SLOTS_LIMIT`.
+    /// Largest prediction error of any key, in slots, and so the bound on keys a lookup reads:
+    /// `2·epsilon_max_slots + 1`, whatever shape the build chooses. A learned shape is fitted at this ε
+    /// or a half or a quarter of it, so each key lies within `epsilon_max_slots` of its prediction
+    /// (`2·ε + 2` candidate answers); the model-free shapes are candidates only when their reads (a
+    /// block, or the probes of a binary search) fit the same bound. Range `0..=EPSILON_SLOTS_LIMIT`.
     pub epsilon_max_slots: u32,
     /// Router buckets per leaf when sizing a radix table (rounded up to a power of two). Range `1..=16`.
     pub router_buckets_per_leaf: u32,
@@ -19,9 +21,10 @@ pub struct RmiConfig {
 
 impl Default for RmiConfig {
     fn default() -> Self {
-        // Picked by bench/index: see docs/design/rmi.md, "Choosing ε".
+        // The build tries 32, 16 and 8 (and the model-free shapes): see docs/design/rmi.md,
+        // "Choosing the shape".
         Self {
-            epsilon_max_slots: 16,
+            epsilon_max_slots: 32,
             router_buckets_per_leaf: 2,
         }
     }

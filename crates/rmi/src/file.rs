@@ -14,8 +14,10 @@ use crate::config::RmiConfig;
 use crate::error::{Result, RmiError};
 use crate::model::{with_sentinels, BuildStats, Rmi};
 use crate::router::{Router, Table};
-use crate::search::Kernel;
+use crate::search::CheckedKernel;
 use crate::segment::Leaf;
+use crate::shape::Shape;
+use crate::tree::{SearchTree, NODE_KEYS};
 
 /// The file checksum: xxHash3-64 of every byte before the trailer.
 pub fn checksum(bytes: &[u8]) -> u64 {
@@ -28,6 +30,13 @@ pub const MAGIC: [u8; 8] = *b"KYRORMI\0";
 pub const VERSION: u32 = 1;
 /// Flag: the file carries the key array after the leaves.
 pub const FLAG_KEYS: u32 = 1;
+/// Flag: the index has the search-tree shape: a tree descriptor (`block_keys u32 | node_keys u32`)
+/// where the tables would be, then the separators (`u64`, `entry_count` of them), and no leaves.
+/// Readers that predate the flag refuse such a file (unknown flag) and rebuild it.
+pub const FLAG_TREE: u32 = 2;
+/// Flag: the index has no model at all (binary search): nothing between the header and the keys, and
+/// leaf, table and entry counts all 0. Readers that predate the flag refuse it and rebuild.
+pub const FLAG_BINARY: u32 = 4;
 /// Header bytes.
 pub const HEADER_BYTES: usize = 64;
 /// Trailing checksum bytes.
@@ -59,9 +68,18 @@ impl Layout {
     fn new(h: &Header) -> Option<Layout> {
         let count = |n: u64| usize::try_from(n).ok();
         let tables = HEADER_BYTES;
-        let entries = tables.checked_add(count(h.table_count)?.checked_mul(TABLE_BYTES)?)?;
-        // u32 entries, padded to a multiple of 8 bytes so every later section stays 8-aligned.
-        let entry_bytes = (count(h.entry_count)?.checked_add(1)? / 2).checked_mul(8)?;
+        let (entries, entry_bytes) = if h.flags & FLAG_BINARY != 0 {
+            (tables, 0)
+        } else if h.flags & FLAG_TREE != 0 {
+            // The tree descriptor, then u64 separators.
+            (tables + 8, count(h.entry_count)?.checked_mul(8)?)
+        } else {
+            (
+                tables.checked_add(count(h.table_count)?.checked_mul(TABLE_BYTES)?)?,
+                // u32 entries, padded to a multiple of 8 bytes so every later section stays 8-aligned.
+                (count(h.entry_count)?.checked_add(1)? / 2).checked_mul(8)?,
+            )
+        };
         let leaves = entries.checked_add(entry_bytes)?;
         let keys = leaves.checked_add(count(h.leaf_count)?.checked_mul(LEAF_BYTES)?)?;
         let key_bytes = if h.flags & FLAG_KEYS != 0 {
@@ -140,12 +158,26 @@ impl Rmi {
             inner: BufWriter::with_capacity(1 << 20, file),
             hash: Xxh3::new(),
         };
+        let tree = matches!(self.shape, Shape::SearchTree { .. });
+        let shape_flag = match self.shape {
+            Shape::Learned { .. } => 0,
+            Shape::SearchTree { .. } => FLAG_TREE,
+            Shape::BinarySearch => FLAG_BINARY,
+        };
         let header = Header {
-            flags: if keys.is_some() { FLAG_KEYS } else { 0 },
+            flags: if keys.is_some() { FLAG_KEYS } else { 0 } | shape_flag,
             key_count: self.key_count as u64,
             leaf_count: self.leaf_count as u64,
-            table_count: self.router.tables.len() as u64,
-            entry_count: self.router.entries.len() as u64,
+            table_count: if tree {
+                self.tree.levels.len()
+            } else {
+                self.router.tables.len()
+            } as u64,
+            entry_count: if tree {
+                self.tree.nodes.len() * NODE_KEYS
+            } else {
+                self.router.entries.len()
+            } as u64,
             epsilon_max: self.epsilon_max,
             epsilon: self.epsilon,
             file_bytes: 0,
@@ -158,6 +190,12 @@ impl Rmi {
         };
         let write = |out: &mut Hashing<BufWriter<File>>| -> std::io::Result<()> {
             out.put(&encode_header(&header))?;
+            if tree {
+                out.put(&(self.tree.block_keys as u32).to_le_bytes())?;
+                out.put(&(NODE_KEYS as u32).to_le_bytes())?;
+                let separators: Vec<u64> = self.tree.nodes.iter().flat_map(|n| n.0).collect();
+                out.u64s(&separators)?;
+            }
             for t in &self.router.tables {
                 out.put(&t.key_lo.to_le_bytes())?;
                 out.put(&t.shift.to_le_bytes())?;
@@ -320,11 +358,19 @@ impl RmiFile {
             epsilon: u32_at(b, 52),
             file_bytes: u64_at(b, 56),
         };
-        if header.flags & !FLAG_KEYS != 0 {
+        if header.flags & !(FLAG_KEYS | FLAG_TREE | FLAG_BINARY) != 0
+            || header.flags & FLAG_TREE != 0 && header.flags & FLAG_BINARY != 0
+        {
             return Err(corrupt(12, format!("unknown flags {:#x}", header.flags)));
         }
         if header.leaf_count > header.key_count {
             return Err(corrupt(24, "more leaves than keys".into()));
+        }
+        if header.flags & (FLAG_TREE | FLAG_BINARY) != 0 && header.leaf_count != 0 {
+            return Err(corrupt(24, "model-free shape with leaves".into()));
+        }
+        if header.flags & FLAG_BINARY != 0 && (header.table_count, header.entry_count) != (0, 0) {
+            return Err(corrupt(32, "binary search shape with tables".into()));
         }
         let layout =
             Layout::new(&header).ok_or_else(|| corrupt(16, "section sizes overflow".into()))?;
@@ -360,11 +406,12 @@ impl RmiFile {
                 computed,
             });
         }
-        let rmi = decode(b, &header, &layout);
+        let rmi = decode(b, &header, &layout).map_err(|r| corrupt(layout.tables, r))?;
         rmi.check_leaves().map_err(|r| corrupt(layout.leaves, r))?;
         rmi.router
             .check(rmi.leaf_count)
             .map_err(|r| corrupt(layout.tables, r))?;
+        rmi.check_tree().map_err(|r| corrupt(layout.tables, r))?;
         let keys = (header.flags & FLAG_KEYS != 0).then_some(layout.keys..layout.checksum);
         let loaded = RmiFile {
             rmi,
@@ -427,8 +474,55 @@ impl RmiFile {
     }
 }
 
-fn decode(b: &[u8], h: &Header, l: &Layout) -> Rmi {
+/// The model the sections describe; only the tree descriptor is checked here (the rest by the caller).
+fn decode(b: &[u8], h: &Header, l: &Layout) -> std::result::Result<Rmi, String> {
     let leaf_count = h.leaf_count as usize;
+    if h.flags & FLAG_BINARY != 0 {
+        return Ok(Rmi::model_free(
+            Shape::BinarySearch,
+            h.key_count as usize,
+            h.epsilon_max,
+            h.epsilon,
+            SearchTree::default(),
+        ));
+    }
+    if h.flags & FLAG_TREE != 0 {
+        let block_keys = u32_at(b, l.tables);
+        let node_keys = u32_at(b, l.tables + 4);
+        if node_keys as usize != NODE_KEYS || block_keys == 0 {
+            return Err(format!(
+                "search tree of {block_keys}-key blocks and {node_keys}-key nodes"
+            ));
+        }
+        // The levels follow from the key count and the block; `check_tree` then requires the stored
+        // separators to fill exactly those levels.
+        let level_nodes = SearchTree::level_nodes(h.key_count as usize, block_keys as usize);
+        let nodes: usize = level_nodes.iter().sum();
+        if level_nodes.len() as u64 != h.table_count
+            || (nodes as u64).checked_mul(NODE_KEYS as u64) != Some(h.entry_count)
+        {
+            return Err(format!(
+                "{} levels and {} separators do not fit {} keys",
+                h.table_count, h.entry_count, h.key_count
+            ));
+        }
+        let mut tree = SearchTree::skeleton(&level_nodes, block_keys as usize);
+        let separators = u64s_at(b, l.entries, h.entry_count as usize);
+        for (node, chunk) in tree
+            .nodes
+            .iter_mut()
+            .zip(separators.chunks_exact(NODE_KEYS))
+        {
+            node.0.copy_from_slice(chunk);
+        }
+        return Ok(Rmi::model_free(
+            Shape::SearchTree { block_keys },
+            h.key_count as usize,
+            h.epsilon_max,
+            h.epsilon,
+            tree,
+        ));
+    }
     let tables = (0..h.table_count as usize)
         .map(|i| {
             let at = l.tables + i * TABLE_BYTES;
@@ -454,18 +548,22 @@ fn decode(b: &[u8], h: &Header, l: &Layout) -> Rmi {
             span: c[3],
         })
         .collect();
-    Rmi {
+    Ok(Rmi {
+        shape: Shape::Learned {
+            epsilon_max: h.epsilon_max,
+        },
+        tree: SearchTree::default(),
         key_count: h.key_count as usize,
         epsilon_max: h.epsilon_max,
         epsilon: h.epsilon,
         leaf_count,
         leaves: with_sentinels(leaves),
         router,
-        kernel: Kernel::detect(),
+        kernel: CheckedKernel::detect(),
         stats: BuildStats {
             leaf_count,
             table_count: h.table_count as usize,
             ..BuildStats::default()
         },
-    }
+    })
 }

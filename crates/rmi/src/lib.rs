@@ -24,13 +24,20 @@ mod model;
 mod router;
 pub mod search;
 mod segment;
+mod shape;
+mod tree;
 
 pub use batch::BATCH_GROUP_QUERIES;
 pub use config::{RmiConfig, EPSILON_SLOTS_LIMIT};
 pub use error::{Result, RmiError};
-pub use file::{checksum, RmiFile, FLAG_KEYS, HEADER_BYTES, MAGIC, TRAILER_BYTES, VERSION};
+pub use file::{
+    checksum, RmiFile, FLAG_BINARY, FLAG_KEYS, FLAG_TREE, HEADER_BYTES, MAGIC, TRAILER_BYTES,
+    VERSION,
+};
 pub use handle::{KeyedRmi, RmiHandle};
 pub use metrics::PROBE_SAMPLES_MAX;
 pub use model::{check_sorted_unique, BuildStats, Rmi};
 pub use router::{BUCKET_LEAVES_MAX, DEPTH_MAX, TABLE_BITS_MAX};
 pub use search::Kernel;
+pub use shape::{Shape, MODEL_BYTES_PER_KEY_MAX, SAMPLE_QUERIES, TREE_BLOCK_CANDIDATES};
+pub use tree::NODE_KEYS;

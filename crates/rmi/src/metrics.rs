@@ -21,7 +21,10 @@ pub(crate) fn record_build(rmi: &Rmi, keys: &[u64]) {
     let step = (keys.len() / PROBE_SAMPLES_MAX).max(1);
     let probes = metrics::histogram!("kyrodb_rmi_probe_length_slots");
     for position in (0..keys.len()).step_by(step) {
-        let predicted = rmi.predict(keys[position]).unwrap_or(0);
+        // The search tree has no prediction: nothing to record.
+        let Some(predicted) = rmi.predict(keys[position]) else {
+            break;
+        };
         probes.record((predicted.abs_diff(position) + 1) as f64);
     }
 }

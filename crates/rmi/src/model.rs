@@ -5,8 +5,10 @@ use std::time::{Duration, Instant};
 use crate::config::{RmiConfig, EPSILON_SLOTS_LIMIT};
 use crate::error::{Result, RmiError};
 use crate::router::{Router, BUCKET_LEAVES_MAX, ENTRY_VALUE};
-use crate::search::{self, Kernel};
+use crate::search::{self, CheckedKernel, Dispatch, Kernel};
 use crate::segment::{self, Leaf};
+use crate::shape::{self, Shape, MODEL_BYTES_PER_KEY_MAX, TREE_BLOCK_CANDIDATES};
+use crate::tree::SearchTree;
 
 /// Where a lookup looks: the prediction and the error bound of the leaf that made it.
 #[derive(Debug, Clone, Copy)]
@@ -30,14 +32,20 @@ pub struct BuildStats {
     pub error_mean_slots: f64,
 }
 
-/// An error-bounded learned index over a sorted, deduplicated `u64` key array it does not own.
+/// An index over a sorted, deduplicated `u64` key array it does not own, in the shape
+/// ([`Rmi::shape`]) chosen from the keys at build time: a learned model, or a model-free search tree
+/// where that is faster.
 ///
 /// Lookups take the key slice the index was built from (for example a snapshot's mmap'd key array).
-/// Every key lies within [`Rmi::epsilon`] slots of its prediction, so a lookup reads at most
-/// `2·ε + 1` keys. Prediction: route the key to its leaf, then
+/// A lookup reads at most [`Rmi::window_max_slots`] `<= 2·ε_max + 1` keys of it. Learned shape: every
+/// key lies within [`Rmi::epsilon`] slots of its prediction: route the key to its leaf, then
 /// `base + min(round(slope · (key − first_key) as f64), leaf_len − 1)` — f64 slope, exact u64 offsets.
+/// Search-tree shape: a descent through 16-key nodes to one block of keys (`tree.rs`).
 #[derive(Debug, Clone)]
 pub struct Rmi {
+    pub(crate) shape: Shape,
+    /// The search tree (shape `SearchTree`); empty for a learned index.
+    pub(crate) tree: SearchTree,
     pub(crate) key_count: usize,
     pub(crate) epsilon_max: u32,
     pub(crate) epsilon: u32,
@@ -45,7 +53,7 @@ pub struct Rmi {
     /// `leaf_count` leaves, then `BUCKET_LEAVES_MAX` sentinels.
     pub(crate) leaves: Vec<Leaf>,
     pub(crate) router: Router,
-    pub(crate) kernel: Kernel,
+    pub(crate) kernel: CheckedKernel,
     pub(crate) stats: BuildStats,
 }
 
@@ -62,13 +70,167 @@ pub fn check_sorted_unique(keys: &[u64]) -> Result<()> {
 }
 
 impl Rmi {
-    /// Builds an index over sorted, deduplicated `keys`. Errors (never panics) on unsorted or duplicate
-    /// input and on an invalid configuration.
+    /// Builds an index over sorted, deduplicated `keys`, choosing its shape from the keys (see
+    /// `shape.rs` and docs/design/rmi.md): learned at `epsilon_max_slots` or a half or quarter of it,
+    /// the model-free search tree (blocks of 16, 32 or 64 keys), or plain binary search — each only
+    /// where it keeps a lookup within `2·epsilon_max_slots + 1` key reads — whichever the cost model
+    /// measures cheapest on a sample of lookups within the model budget. Errors (never panics) on
+    /// unsorted or duplicate input and on an invalid configuration.
     pub fn build(keys: &[u64], config: &RmiConfig) -> Result<Rmi> {
         config.validate()?;
         check_sorted_unique(keys)?;
         let started = Instant::now();
-        let seg = segment::segment(keys, config.epsilon_max_slots);
+        let queries = shape::sample_queries(keys);
+        let budget = MODEL_BYTES_PER_KEY_MAX * keys.len() as f64;
+        // (over budget, cost, index): the smallest tuple wins.
+        let mut best: Option<(bool, f64, Rmi)> = None;
+        let mut consider = |rmi: Rmi, cost: f64| {
+            let over = rmi.model_bytes() as f64 > budget;
+            let better = match &best {
+                None => true,
+                Some((b_over, b_cost, b)) => {
+                    if over != *b_over {
+                        !over
+                    } else if over {
+                        rmi.model_bytes() < b.model_bytes()
+                    } else {
+                        cost < *b_cost
+                    }
+                }
+            };
+            if better {
+                best = Some((over, cost, rmi));
+            }
+        };
+        if binary_search_reads(keys.len()) <= 2 * config.epsilon_max_slots as usize + 1
+            && !keys.is_empty()
+        {
+            let rmi = Rmi::build_binary(keys.len(), config);
+            consider(rmi, shape::binary_cost(keys.len()));
+        }
+        // An empty index stays the (empty) learned shape: nothing to search, no bytes to spend.
+        for block in TREE_BLOCK_CANDIDATES {
+            if !tree_allowed(block, config.epsilon_max_slots) || keys.is_empty() {
+                continue;
+            }
+            let rmi = Rmi::build_tree(keys, config, block);
+            let cost = shape::tree_cost(&rmi.tree, keys.len());
+            consider(rmi, cost);
+        }
+        let eps = config.epsilon_max_slots;
+        let mut tried = Vec::new();
+        for epsilon in [eps, eps / 2, eps / 4] {
+            if tried.contains(&epsilon) {
+                continue;
+            }
+            tried.push(epsilon);
+            let rmi = Rmi::build_learned(keys, config, epsilon)?;
+            let cost = shape::learned_cost(&rmi, &queries);
+            consider(rmi, cost);
+        }
+        let (_, _, mut rmi) = best.expect("at least one learned candidate");
+        rmi.stats.build_duration = started.elapsed();
+        crate::metrics::record_build(&rmi, keys);
+        Ok(rmi)
+    }
+
+    /// Builds exactly `shape` (no choice): for tests, benchmarks and callers that know better.
+    /// `Learned { epsilon_max }` overrides the configuration's ε; `SearchTree { block_keys }` needs
+    /// `1 <= block_keys <= 2·epsilon_max_slots + 1` so the window bound still holds.
+    pub fn build_shape(keys: &[u64], config: &RmiConfig, shape: Shape) -> Result<Rmi> {
+        config.validate()?;
+        check_sorted_unique(keys)?;
+        let started = Instant::now();
+        let mut rmi = match shape {
+            Shape::Learned { epsilon_max } => {
+                RmiConfig {
+                    epsilon_max_slots: epsilon_max,
+                    ..*config
+                }
+                .validate()?;
+                Rmi::build_learned(keys, config, epsilon_max)?
+            }
+            Shape::SearchTree { block_keys } => {
+                let block = block_keys as usize;
+                if block == 0 || block > 2 * config.epsilon_max_slots as usize + 1 {
+                    return Err(RmiError::InvalidConfig(format!(
+                        "search-tree block of {block_keys} keys outside 1..=2·{}+1",
+                        config.epsilon_max_slots
+                    )));
+                }
+                Rmi::build_tree(keys, config, block)
+            }
+            Shape::BinarySearch => {
+                if binary_search_reads(keys.len()) > 2 * config.epsilon_max_slots as usize + 1 {
+                    return Err(RmiError::InvalidConfig(format!(
+                        "binary search over {} keys reads more than 2·{}+1",
+                        keys.len(),
+                        config.epsilon_max_slots
+                    )));
+                }
+                Rmi::build_binary(keys.len(), config)
+            }
+        };
+        rmi.stats.build_duration = started.elapsed();
+        crate::metrics::record_build(&rmi, keys);
+        Ok(rmi)
+    }
+
+    /// No model: binary search over `key_count` keys.
+    fn build_binary(key_count: usize, config: &RmiConfig) -> Rmi {
+        Rmi::model_free(
+            Shape::BinarySearch,
+            key_count,
+            config.epsilon_max_slots,
+            0,
+            SearchTree::default(),
+        )
+    }
+
+    /// The search-tree shape over (validated) `keys`.
+    fn build_tree(keys: &[u64], config: &RmiConfig, block_keys: usize) -> Rmi {
+        let rmi = Rmi::model_free(
+            Shape::SearchTree {
+                block_keys: block_keys as u32,
+            },
+            keys.len(),
+            config.epsilon_max_slots,
+            // The window a lookup reads is one block: as wide as a learned window of ε = block / 2.
+            (block_keys / 2) as u32,
+            SearchTree::build(keys, block_keys),
+        );
+        debug_assert_eq!(rmi.check_structure(), Ok(()));
+        rmi
+    }
+
+    /// An index of a model-free shape: no leaves (not even sentinels), no router.
+    pub(crate) fn model_free(
+        shape: Shape,
+        key_count: usize,
+        epsilon_max: u32,
+        epsilon: u32,
+        tree: SearchTree,
+    ) -> Rmi {
+        Rmi {
+            shape,
+            key_count,
+            epsilon_max,
+            epsilon,
+            leaf_count: 0,
+            leaves: Vec::new(),
+            router: Router::default(),
+            kernel: CheckedKernel::detect(),
+            stats: BuildStats {
+                table_count: tree.depth(),
+                ..BuildStats::default()
+            },
+            tree,
+        }
+    }
+
+    /// The learned shape at error bound `epsilon` over (validated) `keys`.
+    fn build_learned(keys: &[u64], config: &RmiConfig, epsilon: u32) -> Result<Rmi> {
+        let seg = segment::segment(keys, epsilon);
         let leaf_count = seg.leaves.len();
         if leaf_count >= ENTRY_VALUE as usize {
             return Err(RmiError::InvalidConfig(format!(
@@ -77,12 +239,16 @@ impl Rmi {
         }
         let first_keys: Vec<u64> = seg.leaves.iter().map(|l| l.first_key).collect();
         let router = Router::build(&first_keys, config.router_buckets_per_leaf);
-        let epsilon = seg.leaf_epsilons.iter().copied().max().unwrap_or(0);
+        let measured = seg.leaf_epsilons.iter().copied().max().unwrap_or(0);
         let eps_sum: u64 = seg.leaf_epsilons.iter().map(|&e| u64::from(e)).sum();
         let mut rmi = Rmi {
+            shape: Shape::Learned {
+                epsilon_max: epsilon,
+            },
+            tree: SearchTree::default(),
             key_count: keys.len(),
-            epsilon_max: config.epsilon_max_slots,
-            epsilon,
+            epsilon_max: epsilon,
+            epsilon: measured,
             stats: BuildStats {
                 leaf_count,
                 table_count: router.tables.len(),
@@ -92,13 +258,16 @@ impl Rmi {
             leaf_count,
             leaves: with_sentinels(seg.leaves),
             router,
-            kernel: Kernel::detect(),
+            kernel: CheckedKernel::detect(),
         };
         rmi.stats.error_mean_slots = rmi.error_mean(keys);
-        rmi.stats.build_duration = started.elapsed();
         debug_assert_eq!(rmi.check_structure(), Ok(()));
-        crate::metrics::record_build(&rmi, keys);
         Ok(rmi)
+    }
+
+    /// The shape this index was built with.
+    pub fn shape(&self) -> Shape {
+        self.shape
     }
 
     /// Keys the index was built over.
@@ -116,10 +285,15 @@ impl Rmi {
         self.epsilon_max
     }
 
-    /// Largest number of keys any lookup reads: `2·ε + 1` (the `2·ε + 2` candidate answers include
-    /// "past the window", which needs no read).
+    /// Largest number of keys of the key array any lookup reads: `2·ε + 1` for the learned shape (the
+    /// `2·ε + 2` candidate answers include "past the window", which needs no read), one block for the
+    /// search tree.
     pub fn window_max_slots(&self) -> usize {
-        (2 * self.epsilon as usize + 1).min(self.key_count)
+        match self.shape {
+            Shape::Learned { .. } => (2 * self.epsilon as usize + 1).min(self.key_count),
+            Shape::SearchTree { block_keys } => (block_keys as usize).min(self.key_count),
+            Shape::BinarySearch => binary_search_reads(self.key_count),
+        }
     }
 
     /// Leaves (linear models).
@@ -127,9 +301,9 @@ impl Rmi {
         self.leaf_count
     }
 
-    /// Bytes of model state beyond the key array.
+    /// Bytes of model state beyond the key array (for the search tree: its nodes).
     pub fn model_bytes(&self) -> usize {
-        self.leaves.len() * std::mem::size_of::<Leaf>() + self.router.bytes()
+        self.leaves.len() * std::mem::size_of::<Leaf>() + self.router.bytes() + self.tree.bytes()
     }
 
     /// Build statistics.
@@ -139,15 +313,12 @@ impl Rmi {
 
     /// The last-mile kernel in use.
     pub fn kernel(&self) -> Kernel {
-        self.kernel
+        self.kernel.get()
     }
 
     /// Selects the last-mile kernel (tests and benchmarks compare them). Refuses one the CPU lacks.
     pub fn set_kernel(&mut self, kernel: Kernel) -> Result<()> {
-        if !kernel.is_supported() {
-            return Err(RmiError::KernelUnsupported(kernel));
-        }
-        self.kernel = kernel;
+        self.kernel = CheckedKernel::new(kernel).ok_or(RmiError::KernelUnsupported(kernel))?;
         Ok(())
     }
 
@@ -157,7 +328,8 @@ impl Rmi {
         &self.leaves[self.router.route(&self.leaves, self.leaf_count, key)]
     }
 
-    /// The predicted position of `key`, or `None` for an empty index.
+    /// The predicted position of `key`, or `None` when there is no model (an empty index, or the
+    /// search-tree shape, whose only guess is the full lookup).
     #[inline(always)]
     pub fn predict(&self, key: u64) -> Option<usize> {
         if self.leaf_count == 0 {
@@ -225,15 +397,24 @@ impl Rmi {
     }
 
     /// Position of `key` in `keys` (the slice this index was built over), if present.
-    #[inline]
+    #[inline(always)]
     pub fn find(&self, keys: &[u64], key: u64) -> Option<usize> {
-        if self.leaf_count == 0 {
-            return None;
+        // The no-model shape inlines into the caller: nothing but std's binary search and this test.
+        if self.shape == Shape::BinarySearch {
+            return keys.binary_search(&key).ok();
         }
-        match self.kernel {
-            Kernel::Avx512 => search::simd::find_avx512(self, keys, key),
-            Kernel::Avx2 => search::simd::find_avx2(self, keys, key),
-            _ => self.find_generic(keys, key, |w, k| search::count_less(self.kernel, w, k)),
+        self.find_structured(keys, key)
+    }
+
+    /// `find` through the model or the search tree, with the kernel's whole-lookup copy.
+    #[inline]
+    fn find_structured(&self, keys: &[u64], key: u64) -> Option<usize> {
+        match self.kernel.dispatch() {
+            Dispatch::Avx512(proof) => search::simd::find_avx512(proof, self, keys, key),
+            Dispatch::Avx2(proof) => search::simd::find_avx2(proof, self, keys, key),
+            Dispatch::Portable(kernel) => {
+                self.find_generic(keys, key, |w, k| search::count_less(kernel, w, k))
+            }
         }
     }
 
@@ -245,20 +426,34 @@ impl Rmi {
         key: u64,
         count_less: impl Fn(&[u64], u64) -> usize,
     ) -> Option<usize> {
+        if self.leaf_count == 0 {
+            // The search tree (and the empty index, whose tree is empty).
+            let (lo, hi) = self.tree.block(key, keys.len(), &count_less);
+            let at = lo + count_less(&keys[lo..hi], key);
+            return (at < hi && keys[at] == key).then_some(at);
+        }
         self.find_with(keys, key, self.probe(key), count_less)
     }
 
     /// The first position in `keys` whose key is `>= key` (`keys.len()` when none is); equal to
     /// `keys.partition_point(|k| *k < key)`.
-    #[inline]
+    #[inline(always)]
     pub fn lower_bound(&self, keys: &[u64], key: u64) -> usize {
-        if self.leaf_count == 0 {
-            return 0;
+        if self.shape == Shape::BinarySearch {
+            return keys.partition_point(|k| *k < key);
         }
-        match self.kernel {
-            Kernel::Avx512 => search::simd::lower_bound_avx512(self, keys, key),
-            Kernel::Avx2 => search::simd::lower_bound_avx2(self, keys, key),
-            _ => self.lower_bound_generic(keys, key, |w, k| search::count_less(self.kernel, w, k)),
+        self.lower_bound_structured(keys, key)
+    }
+
+    /// `lower_bound` through the model or the search tree, with the kernel's whole-lookup copy.
+    #[inline]
+    fn lower_bound_structured(&self, keys: &[u64], key: u64) -> usize {
+        match self.kernel.dispatch() {
+            Dispatch::Avx512(proof) => search::simd::lower_bound_avx512(proof, self, keys, key),
+            Dispatch::Avx2(proof) => search::simd::lower_bound_avx2(proof, self, keys, key),
+            Dispatch::Portable(kernel) => {
+                self.lower_bound_generic(keys, key, |w, k| search::count_less(kernel, w, k))
+            }
         }
     }
 
@@ -270,6 +465,10 @@ impl Rmi {
         key: u64,
         count_less: impl Fn(&[u64], u64) -> usize,
     ) -> usize {
+        if self.leaf_count == 0 {
+            let (lo, hi) = self.tree.block(key, keys.len(), &count_less);
+            return lo + count_less(&keys[lo..hi], key);
+        }
         self.lower_bound_with(keys, key, self.probe(key), count_less)
     }
 
@@ -296,18 +495,21 @@ impl Rmi {
             });
         }
         check_sorted_unique(keys)?;
-        for (position, &key) in keys.iter().enumerate() {
-            let (lo, hi) = self.window(self.probe(key), keys.len());
-            if !(lo..hi).contains(&position) {
-                return Err(RmiError::WindowViolation {
-                    key,
-                    position,
-                    window_lo: lo,
-                    window_hi: hi,
-                });
-            }
+        if self.shape == Shape::BinarySearch {
+            // Nothing to trust: binary search over sorted keys is exact by itself.
+            return Ok(());
         }
-        Ok(())
+        if self.leaf_count == 0 {
+            // The search tree: exactly the one the keys give (O(n / block)), or failing that every key
+            // in its block — which, as for learned windows, makes every lookup exact (docs/design/rmi.md).
+            if self.tree.matches(keys) {
+                return Ok(());
+            }
+            return every_key_in_window(keys, |key| {
+                self.tree.block(key, keys.len(), search::count_less_scalar)
+            });
+        }
+        every_key_in_window(keys, |key| self.window(self.probe(key), keys.len()))
     }
 
     /// Structural invariants that make every lookup in-bounds and bounded, whatever the keys: counts
@@ -315,7 +517,42 @@ impl Rmi {
     /// existing leaves and children only go deeper. Returns a description of the first violation.
     pub(crate) fn check_structure(&self) -> std::result::Result<(), String> {
         self.check_leaves()?;
-        self.router.check(self.leaf_count)
+        self.router.check(self.leaf_count)?;
+        self.check_tree()
+    }
+
+    /// The search-tree half of [`Rmi::check_structure`]: a tree only in the tree shape, with a block
+    /// inside the window bound, and levels that fit the key count.
+    pub(crate) fn check_tree(&self) -> std::result::Result<(), String> {
+        match self.shape {
+            Shape::Learned { .. } => {
+                if self.tree != SearchTree::default() {
+                    return Err("learned index carries a search tree".into());
+                }
+                Ok(())
+            }
+            Shape::SearchTree { block_keys } => {
+                if block_keys as usize != self.tree.block_keys
+                    || self.leaf_count != 0
+                    || block_keys > 2 * self.epsilon_max.min(EPSILON_SLOTS_LIMIT) + 1
+                    || self.epsilon != block_keys / 2
+                {
+                    return Err("search tree shape fields disagree".into());
+                }
+                self.tree.check(self.key_count)
+            }
+            Shape::BinarySearch => {
+                if self.tree != SearchTree::default()
+                    || self.leaf_count != 0
+                    || self.epsilon != 0
+                    || binary_search_reads(self.key_count)
+                        > 2 * self.epsilon_max.min(EPSILON_SLOTS_LIMIT) as usize + 1
+                {
+                    return Err("binary search shape carries a model or breaks the bound".into());
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The leaf half of [`Rmi::check_structure`].
@@ -326,8 +563,10 @@ impl Rmi {
                 self.epsilon, self.epsilon_max
             ));
         }
-        if self.leaves.len() != self.leaf_count + BUCKET_LEAVES_MAX
-            || (self.leaf_count == 0) != (self.key_count == 0)
+        let learned = matches!(self.shape, Shape::Learned { .. });
+        let padding = if learned { BUCKET_LEAVES_MAX } else { 0 };
+        if self.leaves.len() != self.leaf_count + padding
+            || (learned && (self.leaf_count == 0) != (self.key_count == 0))
             || self.leaf_count >= ENTRY_VALUE as usize
         {
             return Err("leaf and key counts disagree".into());
@@ -358,11 +597,37 @@ impl Rmi {
             previous_key = Some(leaf.first_key);
             next = leaf.last() + 1;
         }
-        if next != self.key_count as u64 {
+        if learned && next != self.key_count as u64 {
             return Err("leaf ranges do not cover the keys".into());
         }
         Ok(())
     }
+}
+
+/// `Ok` if every key's position lies inside the window `window_of(key)` gives it.
+fn every_key_in_window(keys: &[u64], window_of: impl Fn(u64) -> (usize, usize)) -> Result<()> {
+    for (position, &key) in keys.iter().enumerate() {
+        let (lo, hi) = window_of(key);
+        if !(lo..hi).contains(&position) {
+            return Err(RmiError::WindowViolation {
+                key,
+                position,
+                window_lo: lo,
+                window_hi: hi,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Keys binary search reads in a lookup over `n` keys: `⌈log2(n + 1)⌉`.
+pub(crate) fn binary_search_reads(n: usize) -> usize {
+    (usize::BITS - n.leading_zeros()) as usize
+}
+
+/// Whether a search-tree block of `block` keys fits the window bound `2·ε_max + 1`.
+pub(crate) fn tree_allowed(block: usize, epsilon_max: u32) -> bool {
+    block <= 2 * epsilon_max as usize + 1
 }
 
 /// Appends the sentinel records the router's in-bucket scan reads past the last leaf.

@@ -38,7 +38,9 @@ impl Leaf {
 
     /// A leaf over positions `base..=last` with measured error bound `epsilon`.
     pub fn new(first_key: u64, slope: f64, base: u64, last: u64, epsilon: u32) -> Leaf {
-        debug_assert!(last >= base && last - base < LEAF_KEYS_MAX && epsilon < 1 << 24);
+        // Checked in release too (once per leaf, at build): a wider span or ε would corrupt the packed
+        // `span` word that bounds every window.
+        assert!(last >= base && last - base < LEAF_KEYS_MAX && epsilon < 1 << 24);
         Leaf {
             first_key,
             slope,

@@ -47,6 +47,57 @@ impl Kernel {
     }
 }
 
+/// A kernel this CPU supports. The only constructors ([`CheckedKernel::new`], [`CheckedKernel::detect`])
+/// check [`Kernel::is_supported`] in every build profile — once, when an index is built, loaded or
+/// given a kernel, never per lookup. The `unsafe` calls into `#[target_feature]` code rest on this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CheckedKernel(Kernel);
+
+/// Proof that AVX-512F, AVX-512DQ and POPCNT were detected: only [`CheckedKernel::dispatch`] makes one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx512Detected(());
+
+/// Proof that AVX2 and POPCNT were detected: only [`CheckedKernel::dispatch`] makes one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx2Detected(());
+
+/// Where a lookup goes: a whole-lookup copy compiled for the detected features, or the portable body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dispatch {
+    Avx512(Avx512Detected),
+    Avx2(Avx2Detected),
+    Portable(Kernel),
+}
+
+impl CheckedKernel {
+    /// `kernel` if this CPU runs it.
+    pub(crate) fn new(kernel: Kernel) -> Option<CheckedKernel> {
+        kernel.is_supported().then_some(CheckedKernel(kernel))
+    }
+
+    /// The fastest kernel this CPU runs (checked like [`CheckedKernel::new`]; scalar always runs).
+    pub(crate) fn detect() -> CheckedKernel {
+        CheckedKernel::new(Kernel::detect()).unwrap_or(CheckedKernel(Kernel::Scalar))
+    }
+
+    /// The kernel.
+    #[inline(always)]
+    pub(crate) fn get(self) -> Kernel {
+        self.0
+    }
+
+    /// The lookup path for this kernel, with the proof the specialised paths require.
+    #[inline(always)]
+    pub(crate) fn dispatch(self) -> Dispatch {
+        match self.0 {
+            // The proofs are sound because `self` was checked at construction.
+            Kernel::Avx512 => Dispatch::Avx512(Avx512Detected(())),
+            Kernel::Avx2 => Dispatch::Avx2(Avx2Detected(())),
+            other => Dispatch::Portable(other),
+        }
+    }
+}
+
 /// Number of keys in `window` that are `< key`. `kernel` must be supported (checked by the caller once,
 /// when it was chosen); an unsupported kernel falls back to scalar rather than faulting.
 #[inline(always)]
@@ -117,5 +168,19 @@ mod tests {
     #[test]
     fn detected_kernel_is_supported() {
         assert!(Kernel::detect().is_supported());
+        assert!(CheckedKernel::detect().get().is_supported());
+    }
+
+    #[test]
+    fn unsupported_kernels_cannot_be_checked_in() {
+        for kernel in Kernel::ALL {
+            assert_eq!(
+                CheckedKernel::new(kernel).is_some(),
+                kernel.is_supported(),
+                "{kernel:?}"
+            );
+        }
+        // Every target lacks one of NEON and AVX2.
+        assert!(Kernel::ALL.iter().any(|k| CheckedKernel::new(*k).is_none()));
     }
 }

@@ -8,24 +8,26 @@
 use std::arch::x86_64 as arch;
 
 use crate::model::Rmi;
+#[cfg(not(target_arch = "x86_64"))]
 use crate::search::count_less_scalar;
 #[cfg(target_arch = "x86_64")]
 use crate::search::{lower_bound_branchless, LINEAR_WINDOW_SLOTS_MAX};
+use crate::search::{Avx2Detected, Avx512Detected};
 
 /// Whole lookups compiled for AVX-512 (F, DQ: one-instruction u64↔f64 conversions) and AVX2, so the
-/// window count inlines instead of being a call across a target-feature boundary. Each checks the CPU
-/// feature (a cached flag) before entering; without it the portable body runs.
+/// window count inlines instead of being a call across a target-feature boundary. Each takes the proof
+/// that its CPU features were detected (`$proof`, made only by `CheckedKernel::dispatch` from a kernel
+/// checked in every build profile when the index was built, loaded or given a kernel): no per-lookup
+/// check, and no way to reach the `unsafe` call without the check having run.
 macro_rules! specialised {
-    ($name:ident, $inner:ident, $features:literal, $supported:ident, $count:ident, $generic:ident, $ret:ty) => {
-        /// Callers reach this only when `rmi.kernel()` is the kernel it is compiled for.
+    ($name:ident, $inner:ident, $features:literal, $proof:ident, $count:ident, $generic:ident, $ret:ty) => {
+        /// Reached only with the proof that this CPU has the features `$inner` is compiled for.
         #[inline(always)]
-        pub(crate) fn $name(rmi: &Rmi, keys: &[u64], key: u64) -> $ret {
+        pub(crate) fn $name(_detected: $proof, rmi: &Rmi, keys: &[u64], key: u64) -> $ret {
             #[cfg(target_arch = "x86_64")]
             {
-                debug_assert!($supported());
-                // SAFETY: `Rmi::kernel` only ever holds a kernel `Kernel::is_supported` accepted on
-                // this CPU (set by `Kernel::detect` at build and load, or by the checked
-                // `Rmi::set_kernel`), and `Rmi` dispatches here only for this kernel.
+                // SAFETY: `_detected` exists only if `CheckedKernel::new` found the features `$inner`
+                // is compiled for on this CPU (`is_x86_feature_detected!`, checked in release too).
                 return unsafe { $inner(rmi, keys, key) };
             }
             #[cfg(not(target_arch = "x86_64"))]
@@ -50,7 +52,7 @@ specialised!(
     find_avx512,
     find_avx512_inner,
     "avx512f,avx512dq,popcnt",
-    avx512_supported,
+    Avx512Detected,
     avx512,
     find_generic,
     Option<usize>
@@ -59,7 +61,7 @@ specialised!(
     find_avx2,
     find_avx2_inner,
     "avx2,popcnt",
-    avx2_supported,
+    Avx2Detected,
     avx2,
     find_generic,
     Option<usize>
@@ -68,7 +70,7 @@ specialised!(
     lower_bound_avx512,
     lower_bound_avx512_inner,
     "avx512f,avx512dq,popcnt",
-    avx512_supported,
+    Avx512Detected,
     avx512,
     lower_bound_generic,
     usize
@@ -77,7 +79,7 @@ specialised!(
     lower_bound_avx2,
     lower_bound_avx2_inner,
     "avx2,popcnt",
-    avx2_supported,
+    Avx2Detected,
     avx2,
     lower_bound_generic,
     usize
@@ -85,16 +87,19 @@ specialised!(
 
 /// Batch lookups compiled for AVX-512, like [`find_avx512`].
 pub(crate) fn find_batch_avx512(
+    _detected: Avx512Detected,
     rmi: &Rmi,
     keys: &[u64],
     queries: &[u64],
     out: &mut [Option<usize>],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if avx512_supported() {
-        // SAFETY: the CPU features `find_batch_avx512_inner` is compiled for were detected just above.
-        return unsafe { find_batch_avx512_inner(rmi, keys, queries, out) };
+    // SAFETY: `_detected` exists only if `CheckedKernel::new` found the features
+    // `find_batch_avx512_inner` is compiled for on this CPU.
+    unsafe {
+        find_batch_avx512_inner(rmi, keys, queries, out)
     }
+    #[cfg(not(target_arch = "x86_64"))]
     rmi.find_batch_with(keys, queries, out, count_less_scalar)
 }
 
@@ -112,17 +117,19 @@ fn find_batch_avx512_inner(rmi: &Rmi, keys: &[u64], queries: &[u64], out: &mut [
 
 /// Batch lower bounds compiled for AVX-512, like [`lower_bound_avx512`].
 pub(crate) fn lower_bound_batch_avx512(
+    _detected: Avx512Detected,
     rmi: &Rmi,
     keys: &[u64],
     queries: &[u64],
     out: &mut [usize],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if avx512_supported() {
-        // SAFETY: the CPU features `lower_bound_batch_avx512_inner` is compiled for were detected just
-        // above.
-        return unsafe { lower_bound_batch_avx512_inner(rmi, keys, queries, out) };
+    // SAFETY: `_detected` exists only if `CheckedKernel::new` found the features
+    // `lower_bound_batch_avx512_inner` is compiled for on this CPU.
+    unsafe {
+        lower_bound_batch_avx512_inner(rmi, keys, queries, out)
     }
+    #[cfg(not(target_arch = "x86_64"))]
     rmi.lower_bound_batch_with(keys, queries, out, count_less_scalar)
 }
 
