@@ -299,32 +299,13 @@ impl CommitSink for Core {
         // The counts lock also keeps compaction from swapping snapshots while keys are looked up.
         let mut counts = self.counts.lock();
         let st = self.state.load_full();
-        // Keys this record already wrote (a batch may write a key twice; the second write replaces the
-        // first version, same sequence number, so the delta cannot tell what it replaced).
-        // The first op's key is kept apart so that a record of one op allocates nothing.
-        let mut first: Option<((u32, u64), bool)> = None;
-        let mut more: Option<HashMap<(u32, u64), bool>> = None;
         if let Err(e) = self.apply_record(kind, payload, seq, |ks, key, v| {
-            let is_put = v.value.is_some();
             let new = v.value.as_ref().map(|_| v.expires_ms);
-            let earlier = more
-                .as_ref()
-                .and_then(|m| m.get(&(ks, key)).copied())
-                .or_else(|| first.filter(|(k, _)| *k == (ks, key)).map(|(_, p)| p));
-            let in_active = st.active.insert(ks, key, seq, v.value, v.expires_ms);
-            let prev = match (earlier, in_active) {
-                (Some(p), _) | (None, Some(p)) => p,
-                (None, None) => st.present_below_active(ks, key),
+            let prev = match st.active.insert(ks, key, seq, v.value, v.expires_ms) {
+                Some(p) => p,
+                None => st.present_below_active(ks, key),
             };
             counts.write(ks, key, prev, new);
-            match &mut first {
-                None => first = Some(((ks, key), is_put)),
-                Some((k, p)) if *k == (ks, key) => *p = is_put,
-                Some(_) => {
-                    more.get_or_insert_with(HashMap::new)
-                        .insert((ks, key), is_put);
-                }
-            }
         }) {
             // The writer encoded this payload itself; failing to decode it is a bug, not bad input.
             debug_assert!(false, "live record {seq} does not decode: {e:?}");

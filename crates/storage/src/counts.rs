@@ -16,6 +16,25 @@ struct KeyspaceCount {
     by_expiry: BTreeSet<(u64, u64)>,
 }
 
+impl KeyspaceCount {
+    /// See [`Counts::write`].
+    fn write(&mut self, key: u64, prev_present: bool, new: Option<u64>) {
+        if prev_present {
+            self.present = self.present.saturating_sub(1);
+            if let Some(e) = self.expiry_of.remove(&key) {
+                self.by_expiry.remove(&(e, key));
+            }
+        }
+        if let Some(expires_ms) = new {
+            self.present += 1;
+            if expires_ms != 0 {
+                self.expiry_of.insert(key, expires_ms);
+                self.by_expiry.insert((expires_ms, key));
+            }
+        }
+    }
+}
+
 /// Live-key counts of every keyspace.
 #[derive(Debug, Default)]
 pub(crate) struct Counts {
@@ -26,18 +45,25 @@ impl Counts {
     /// A write of `key` whose previous newest version was a value (`prev_present`), now a value
     /// expiring at `new` (`Some(0)`: never) or a tombstone (`None`).
     pub(crate) fn write(&mut self, keyspace: u32, key: u64, prev_present: bool, new: Option<u64>) {
-        let c = self.by_keyspace.entry(keyspace).or_default();
-        if prev_present {
-            c.present = c.present.saturating_sub(1);
-            if let Some(e) = c.expiry_of.remove(&key) {
-                c.by_expiry.remove(&(e, key));
-            }
-        }
-        if let Some(expires_ms) = new {
-            c.present += 1;
-            if expires_ms != 0 {
-                c.expiry_of.insert(key, expires_ms);
-                c.by_expiry.insert((expires_ms, key));
+        self.by_keyspace
+            .entry(keyspace)
+            .or_default()
+            .write(key, prev_present, new);
+    }
+
+    /// Adds the newest operations of a replayed run, in (keyspace, key) order: `present(keyspace, key)`
+    /// says whether the key's version below the run (in the snapshot) is a value; `new` is `None` for a
+    /// delete, else the put's expiry (0 = never). One map lookup per keyspace, not per key.
+    pub(crate) fn add_run(
+        &mut self,
+        run: impl Iterator<Item = (u32, u64, Option<u64>)>,
+        mut present: impl FnMut(u32, u64) -> bool,
+    ) {
+        let mut run = run.peekable();
+        while let Some(&(ks, _, _)) = run.peek() {
+            let c = self.by_keyspace.entry(ks).or_default();
+            while let Some((_, key, new)) = run.next_if(|(id, _, _)| *id == ks) {
+                c.write(key, present(ks, key), new);
             }
         }
     }

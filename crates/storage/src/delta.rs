@@ -142,8 +142,8 @@ impl Delta {
     }
 
     /// Records a version. Only the WAL writer thread (or recovery) calls this. Returns whether the key's
-    /// previous version in this delta (older sequence number) is a value, if there is one. (A version
-    /// with the same sequence number is replaced, and is not the previous one.)
+    /// previous version in this delta is a value, if there is one: a version of the same record (same
+    /// sequence number, which this one replaces), else the next older one.
     pub(crate) fn insert(
         &self,
         keyspace: u32,
@@ -153,16 +153,24 @@ impl Delta {
         expires_ms: u64,
     ) -> Option<bool> {
         let size = ENTRY_OVERHEAD_BYTES + value.as_ref().map_or(0, Bytes::len);
-        let e = self.map.insert(
-            DeltaKey {
-                keyspace,
-                key,
-                inv_seq: u64::MAX - seq,
-            },
-            (value, expires_ms),
-        );
         self.bytes.fetch_add(size, Ordering::Relaxed);
         self.max_seq.fetch_max(seq, Ordering::Relaxed);
+        let dk = DeltaKey {
+            keyspace,
+            key,
+            inv_seq: u64::MAX - seq,
+        };
+        let mut version = Some((value, expires_ms));
+        let e = self
+            .map
+            .get_or_insert_with(dk, || version.take().expect("called at most once"));
+        if let Some(v) = version {
+            // The same record wrote this key before (same sequence number): that version is the previous
+            // one, and this one replaces it.
+            let prev = e.value().0.is_some();
+            self.map.insert(dk, v);
+            return Some(prev);
+        }
         // Versions of a key sort newest first, so the entry after the new one is the key's previous
         // version in this delta, if it has one: one step, not a second search.
         let next = e.next()?;
@@ -280,6 +288,24 @@ mod tests {
         let other: Vec<_> = d.range(1, 0, u64::MAX, u64::MAX).collect();
         assert_eq!(other, vec![(5, v(b"other keyspace", 2))]);
         assert!(d.has_keyspace(1) && !d.has_keyspace(2));
+    }
+
+    #[test]
+    fn insert_reports_the_previous_version_in_the_delta() {
+        let d = Delta::new();
+        let v = || Some(Bytes::from_static(b"v"));
+        assert_eq!(d.insert(0, 1, 1, v(), 0), None, "nothing before");
+        assert_eq!(
+            d.insert(0, 2, 2, v(), 0),
+            None,
+            "another key is not a previous version"
+        );
+        assert_eq!(d.insert(0, 1, 3, None, 0), Some(true), "the put at 1");
+        assert_eq!(d.insert(0, 1, 4, v(), 0), Some(false), "the delete at 3");
+        // The same record writing the key again: its own earlier version is the previous one.
+        assert_eq!(d.insert(0, 1, 4, None, 0), Some(true));
+        assert_eq!(d.get(0, 1, 4).unwrap().value, None, "and it is replaced");
+        assert_eq!(d.insert(1, 1, 5, v(), 0), None, "keyspaces are apart");
     }
 
     #[test]

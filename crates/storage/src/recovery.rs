@@ -77,7 +77,6 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         .store(replay.last_seq, std::sync::atomic::Ordering::Release);
     core.applied_seq
         .store(replay.last_seq, std::sync::atomic::Ordering::Relaxed);
-    count_keys(&core);
     let wal = Wal::start(
         WalStart {
             dir: wal_dir,
@@ -123,22 +122,18 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     Ok(inner)
 }
 
-/// Counts live keys from what recovery produced: the snapshots, and the replayed run over them.
-fn count_keys(core: &Core) {
+/// Counts live keys from what recovery produced: the snapshots, and the replayed run over them (read
+/// in key order, values untouched).
+fn count_keys(core: &Core, run: Option<&crate::run::SortedRun>) {
     let st = core.state.load_full();
     let mut counts = crate::counts::Counts::default();
     for (id, snap) in st.snapshots.iter() {
         counts.add_snapshot(id, snap.meta.key_count, snap.expiring());
     }
-    if let Some(f) = &st.frozen {
-        let ids: Vec<u32> = core.registry.read().by_id.keys().copied().collect();
-        for id in ids {
-            let snap = st.snapshots.get(id);
-            for (key, v) in f.delta.range(id, 0, u64::MAX, u64::MAX) {
-                let prev = snap.is_some_and(|s| s.contains(key));
-                counts.write(id, key, prev, v.value.as_ref().map(|_| v.expires_ms));
-            }
-        }
+    if let Some(run) = run {
+        counts.add_run(run.newest(), |id, key| {
+            st.snapshots.get(id).is_some_and(|s| s.contains(key))
+        });
     }
     *core.counts.lock() = counts;
 }
@@ -270,9 +265,13 @@ fn replay_wal(
         }
     }
     let last_seq = (next - 1).max(covered);
-    if !run.is_empty() {
+    if run.is_empty() {
+        count_keys(core, None);
+    } else {
         // The replayed records become the frozen delta; the background thread compacts them.
-        core.install_frozen(Arc::new(run.finish()), last_seq);
+        let run = run.finish();
+        count_keys(core, Some(&run));
+        core.install_frozen(Arc::new(run), last_seq);
     }
     Ok(Replay {
         last_seq,

@@ -28,7 +28,10 @@ impl RunBuilder {
     }
 
     /// Sorts by (keyspace, key), keeping only the newest operation of each key. Only 16-byte positions
-    /// are sorted; the values stay where replay put them (no gather pass on the recovery path).
+    /// are sorted; the values stay where replay put them (no gather pass on the recovery path). What the
+    /// key counts need of each op is kept apart and small — a bit per op for "is a delete" (L2-sized
+    /// for millions of ops) and a map of the rare puts with an expiry — so counting the run never
+    /// reads the values.
     pub(crate) fn finish(self) -> SortedRun {
         // Ties on (keyspace, key) put the later (newer) op first.
         let mut order: Vec<(u32, u64, u32)> = self
@@ -39,10 +42,21 @@ impl RunBuilder {
             .collect();
         order.sort_unstable();
         order.dedup_by_key(|(ks, k, _)| (*ks, *k));
+        let mut deletes = vec![0u64; self.ops.len().div_ceil(64)];
+        let mut expiring = std::collections::HashMap::new();
+        for (i, (_, _, v)) in self.ops.iter().enumerate() {
+            if v.value.is_none() {
+                deletes[i / 64] |= 1 << (i % 64);
+            } else if v.expires_ms != 0 {
+                expiring.insert(i as u32, v.expires_ms);
+            }
+        }
         let values = self.ops.into_iter().map(|(_, _, v)| v).collect();
         SortedRun {
             order,
             values,
+            deletes,
+            expiring,
             bytes: self.bytes,
         }
     }
@@ -50,8 +64,13 @@ impl RunBuilder {
 
 /// Newest version per (keyspace, key): sorted positions into the values in replay order.
 pub(crate) struct SortedRun {
+    /// `(keyspace, key, u32::MAX - replay position)`.
     order: Vec<(u32, u64, u32)>,
     values: Vec<Version>,
+    /// Bit `i`: the op at replay position `i` is a delete.
+    deletes: Vec<u64>,
+    /// Replay position → expiry, for the puts that have one.
+    expiring: std::collections::HashMap<u32, u64>,
     bytes: usize,
 }
 
@@ -59,6 +78,23 @@ impl SortedRun {
     fn lower_bound(&self, keyspace: u32, key: u64) -> usize {
         self.order
             .partition_point(|(ks, k, _)| (*ks, *k) < (keyspace, key))
+    }
+
+    /// Every key's newest operation in (keyspace, key) order: `None` for a delete, else the put's
+    /// expiry (0 = never). Reads no value.
+    pub(crate) fn newest(&self) -> impl Iterator<Item = (u32, u64, Option<u64>)> + '_ {
+        self.order.iter().map(|(ks, k, inv)| {
+            let i = u32::MAX - inv;
+            let deleted = self.deletes[i as usize / 64] & (1 << (i % 64)) != 0;
+            let expiry = || {
+                if self.expiring.is_empty() {
+                    0
+                } else {
+                    self.expiring.get(&i).copied().unwrap_or(0)
+                }
+            };
+            (*ks, *k, (!deleted).then(expiry))
+        })
     }
 
     fn value(&self, inv: u32) -> Version {
@@ -128,5 +164,30 @@ mod tests {
         let all: Vec<_> = r.range(0, 0, u64::MAX, 0).collect();
         assert_eq!(all, vec![(3, del(5)), (9, put(b"new", 4))]);
         assert!(r.has_keyspace(1) && !r.has_keyspace(2));
+        assert_eq!(
+            r.newest().collect::<Vec<_>>(),
+            vec![(0, 3, None), (0, 9, Some(0)), (1, 1, Some(0))]
+        );
+    }
+
+    #[test]
+    fn newest_reports_the_expiry_of_the_newest_put() {
+        let v = |value: Option<&'static [u8]>, seq, expires_ms| Version {
+            value: value.map(Bytes::from_static),
+            seq,
+            expires_ms,
+        };
+        let mut b = RunBuilder::default();
+        b.push(0, 1, v(Some(b"a"), 1, 500));
+        b.push(0, 1, v(Some(b"b"), 2, 900));
+        b.push(0, 2, v(Some(b"c"), 3, 700));
+        b.push(0, 2, v(None, 4, 0));
+        b.push(0, 3, v(None, 5, 0));
+        b.push(0, 3, v(Some(b"d"), 6, 0));
+        let r = b.finish();
+        assert_eq!(
+            r.newest().collect::<Vec<_>>(),
+            vec![(0, 1, Some(900)), (0, 2, None), (0, 3, Some(0))]
+        );
     }
 }

@@ -617,14 +617,27 @@ mod tests {
 
     use super::*;
 
-    /// A sink that blocks in `apply` until released, standing in for a leader stuck on a slow disk.
+    /// A sink that blocks in `apply` until released, standing in for a leader stuck on a slow disk, and
+    /// records what the leader asked of it.
     struct Gate {
         entered: Mutex<Option<mpsc::Sender<()>>>,
         release: Mutex<mpsc::Receiver<()>>,
+        events: Mutex<Vec<String>>,
+    }
+
+    impl Gate {
+        fn new(entered: mpsc::Sender<()>, release: mpsc::Receiver<()>) -> Self {
+            Self {
+                entered: Mutex::new(Some(entered)),
+                release: Mutex::new(release),
+                events: Mutex::new(Vec::new()),
+            }
+        }
     }
 
     impl CommitSink for Gate {
-        fn apply(&self, _: u64, _: u8, _: &Bytes) {
+        fn apply(&self, seq: u64, _: u8, _: &Bytes) {
+            self.events.lock().push(format!("apply {seq}"));
             if let Some(tx) = self.entered.lock().take() {
                 let _ = tx.send(());
                 let _ = self.release.lock().recv();
@@ -633,8 +646,87 @@ mod tests {
         fn publish(&self, _: u64) {}
         fn freeze(&self, _: u64) {}
         fn resolve(&self, payload: &Bytes) -> Result<Bytes> {
+            self.events.lock().push("resolve".into());
             Ok(payload.clone())
         }
+    }
+
+    fn start(dir: &std::path::Path, sink: Arc<Gate>) -> Wal {
+        let start = WalStart {
+            dir: dir.to_owned(),
+            segments: Vec::new(),
+            file: None,
+            next_seq: 1,
+            fsync: FsyncPolicy::Never,
+            segment_bytes: 1 << 20,
+            queue_bytes_max: 1 << 20,
+        };
+        Wal::start(start, sink).unwrap()
+    }
+
+    fn batch(f: impl FnOnce(&mut crate::wal::record::BatchEncoder)) -> Bytes {
+        let mut e = crate::wal::record::BatchEncoder::default();
+        f(&mut e);
+        e.finish()
+    }
+
+    /// With the leader held in `apply`, queues a put of key 7 and then a conditional batch on
+    /// `checked`, so that both are taken in one drain; returns the sink's events.
+    fn conditional_after_put(checked: u64) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        let gate = Arc::new(Gate::new(entered_tx, release_rx));
+        let wal = start(dir.path(), gate.clone());
+        let later = || Instant::now() + Duration::from_secs(30);
+        let put7 = batch(|e| e.put(0, 7, b"seven"));
+        let cond = batch(|e| {
+            e.check(0, checked, crate::wal::record::Cond::Absent);
+            e.put(0, 8, b"eight");
+        });
+        let (n7, ncond) = (put7.len(), cond.len());
+        std::thread::scope(|s| {
+            let first =
+                s.spawn(|| wal.append(KIND_BATCH, batch(|e| e.put(0, 1, b"x")), later(), false));
+            entered_rx.recv().unwrap();
+            let a = s.spawn(|| wal.append(KIND_BATCH, put7, later(), false));
+            let wait_for = |bytes: usize| {
+                let mut spins = 0u32;
+                while wal.queued_bytes() != bytes {
+                    spins += 1;
+                    assert!(spins < 10_000_000, "append never queued");
+                    std::thread::yield_now();
+                }
+            };
+            wait_for(n7);
+            let b = s.spawn(|| wal.append(KIND_BATCH, cond, later(), true));
+            wait_for(n7 + ncond);
+            release_tx.send(()).unwrap();
+            assert_eq!(first.join().unwrap().unwrap(), 1);
+            assert_eq!(a.join().unwrap().unwrap(), 2);
+            assert_eq!(b.join().unwrap().unwrap(), 3);
+        });
+        wal.close();
+        let events = gate.events.lock().clone();
+        events
+    }
+
+    #[test]
+    fn a_conditional_batch_on_a_key_queued_in_its_group_is_checked_after_that_key_is_applied() {
+        assert_eq!(
+            conditional_after_put(7),
+            ["apply 1", "apply 2", "resolve", "apply 3"],
+            "the group was committed before the check"
+        );
+    }
+
+    #[test]
+    fn a_conditional_batch_on_another_key_joins_the_group() {
+        assert_eq!(
+            conditional_after_put(9),
+            ["apply 1", "resolve", "apply 2", "apply 3"],
+            "no extra group commit"
+        );
     }
 
     #[test]
@@ -642,10 +734,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (entered_tx, entered_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel();
-        let gate = Arc::new(Gate {
-            entered: Mutex::new(Some(entered_tx)),
-            release: Mutex::new(release_rx),
-        });
+        let gate = Arc::new(Gate::new(entered_tx, release_rx));
         let start = WalStart {
             dir: dir.path().to_owned(),
             segments: Vec::new(),
