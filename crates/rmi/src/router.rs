@@ -21,16 +21,16 @@ pub const BUCKET_LEAVES_MAX: usize = 8;
 /// Largest radix table, in index bits.
 pub const TABLE_BITS_MAX: u32 = 24;
 /// Entry flag: the low 30 bits are a child table id.
-pub const ENTRY_CHILD: u32 = 1 << 31;
+pub(crate) const ENTRY_CHILD: u32 = 1 << 31;
 /// Entry flag: the bucket holds more than `BUCKET_LEAVES_MAX` leaves and has no child (depth cap);
 /// the low 30 bits are its first leaf and the next entry's low 30 bits (never a child) its end.
-pub const ENTRY_CROWDED: u32 = 1 << 30;
+pub(crate) const ENTRY_CROWDED: u32 = 1 << 30;
 /// Mask of an entry's value bits; leaf ids and table ids are below this.
-pub const ENTRY_VALUE: u32 = ENTRY_CROWDED - 1;
+pub(crate) const ENTRY_VALUE: u32 = ENTRY_CROWDED - 1;
 
 /// One radix table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Table {
+pub(crate) struct Table {
     /// Smallest key of the table's range.
     pub key_lo: u64,
     /// Right shift applied to `key − key_lo`; `< 64`.
@@ -45,7 +45,7 @@ pub struct Table {
 
 impl Table {
     /// A table with the derived `bucket_max`.
-    pub fn new(key_lo: u64, shift: u32, bits: u32, entries_offset: u64) -> Table {
+    pub(crate) fn new(key_lo: u64, shift: u32, bits: u32, entries_offset: u64) -> Table {
         let bucket_max = 1u64.checked_shl(bits).map_or(u64::MAX, |b| b - 1);
         Table {
             key_lo,
@@ -59,7 +59,7 @@ impl Table {
 
 /// Outcome of one routing level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Index into `entries` of the key's bucket in a child table.
     Child(usize),
     /// Index into `entries` of the key's bucket, which lists leaves.
@@ -68,7 +68,7 @@ pub enum Step {
 
 /// All radix tables and their entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Router {
+pub(crate) struct Router {
     /// Table 0 is the root. Children always have larger ids than their parent.
     pub tables: Vec<Table>,
     /// Entries of all tables: a leaf id (first leaf whose bucket is `>=` this one), possibly flagged.
@@ -91,7 +91,7 @@ fn bit_len(x: u64) -> u32 {
 impl Router {
     /// Builds the router over leaves with strictly increasing `first_keys`. Leaf count must be below
     /// `ENTRY_VALUE` (checked by the caller).
-    pub fn build(first_keys: &[u64], buckets_per_leaf: u32) -> Router {
+    pub(crate) fn build(first_keys: &[u64], buckets_per_leaf: u32) -> Router {
         let mut router = Router::default();
         let Some(&key_hi) = first_keys.last() else {
             return router;
@@ -166,7 +166,7 @@ impl Router {
     /// The leaf whose range holds `key`: the last leaf with `first_key <= key`, or leaf 0. `leaves`
     /// holds `leaf_count` leaves followed by `BUCKET_LEAVES_MAX` sentinels.
     #[inline(always)]
-    pub fn route(&self, leaves: &[Leaf], leaf_count: usize, key: u64) -> usize {
+    pub(crate) fn route(&self, leaves: &[Leaf], leaf_count: usize, key: u64) -> usize {
         let mut bucket = self.bucket(&self.tables[0], key);
         for _ in 1..DEPTH_MAX {
             match self.step(bucket, key) {
@@ -182,7 +182,7 @@ impl Router {
 
     /// One level of routing: the bucket `key` falls in at the next level, or the entry of a leaf bucket.
     #[inline(always)]
-    pub fn step(&self, bucket: usize, key: u64) -> Step {
+    pub(crate) fn step(&self, bucket: usize, key: u64) -> Step {
         let entry = self.entries[bucket];
         if entry & ENTRY_CHILD != 0 {
             Step::Child(self.bucket(&self.tables[(entry & ENTRY_VALUE) as usize], key))
@@ -193,13 +193,13 @@ impl Router {
 
     /// First leaf a leaf bucket's search reads (for prefetching).
     #[inline(always)]
-    pub fn bucket_start(&self, bucket: usize) -> usize {
+    pub(crate) fn bucket_start(&self, bucket: usize) -> usize {
         (self.entries[bucket] & ENTRY_VALUE) as usize
     }
 
     /// The leaf holding `key`, given the index of its (non-child) bucket entry.
     #[inline(always)]
-    pub fn leaf_in_bucket(
+    pub(crate) fn leaf_in_bucket(
         &self,
         bucket: usize,
         leaves: &[Leaf],
@@ -223,20 +223,20 @@ impl Router {
 
     /// Index into `entries` of the bucket of `key` in `table`.
     #[inline(always)]
-    pub fn bucket(&self, table: &Table, key: u64) -> usize {
+    pub(crate) fn bucket(&self, table: &Table, key: u64) -> usize {
         let raw = key.saturating_sub(table.key_lo) >> table.shift;
         table.entries_offset as usize + raw.min(table.bucket_max) as usize
     }
 
     /// Bytes of model state the router holds.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.tables.len() * std::mem::size_of::<Table>() + self.entries.len() * 4
     }
 
     /// Structural invariants that keep `route` in bounds: tables and entries in range, leaf ids in
     /// `1..=leaf_count` and non-decreasing, crowded buckets followed by a plain entry, children deeper
     /// than their parent, depth capped.
-    pub fn check(&self, leaf_count: usize) -> Result<(), String> {
+    pub(crate) fn check(&self, leaf_count: usize) -> Result<(), String> {
         if leaf_count == 0 {
             return if self.tables.is_empty() && self.entries.is_empty() {
                 Ok(())

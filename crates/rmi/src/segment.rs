@@ -7,15 +7,15 @@
 //! the ε bound holds by construction rather than by floating-point hope.
 
 /// Keys one leaf may hold: its last offset shares a word with its ε.
-pub const LEAF_KEYS_MAX: u64 = 1 << LEAF_OFFSET_BITS;
+pub(crate) const LEAF_KEYS_MAX: u64 = 1 << LEAF_OFFSET_BITS;
 /// Bits of [`Leaf::span`] holding the leaf's last offset; the bits above hold its ε.
-pub const LEAF_OFFSET_BITS: u32 = 40;
+pub(crate) const LEAF_OFFSET_BITS: u32 = 40;
 
 /// One leaf: a linear model over the keys at positions `base..=base + last_offset`. Lookups read one
 /// record (two adjacent ones at most), so the fields sit together: 32 bytes, two leaves per cache line.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[repr(C, align(32))]
-pub struct Leaf {
+pub(crate) struct Leaf {
     /// Smallest key of the leaf.
     pub first_key: u64,
     /// Positions per key unit; finite and `>= 0`.
@@ -29,7 +29,7 @@ pub struct Leaf {
 
 impl Leaf {
     /// Padding record after the last leaf: never routed to (routing clamps to the last real leaf).
-    pub const SENTINEL: Leaf = Leaf {
+    pub(crate) const SENTINEL: Leaf = Leaf {
         first_key: u64::MAX,
         slope: 0.0,
         base: 0,
@@ -37,7 +37,7 @@ impl Leaf {
     };
 
     /// A leaf over positions `base..=last` with measured error bound `epsilon`.
-    pub fn new(first_key: u64, slope: f64, base: u64, last: u64, epsilon: u32) -> Leaf {
+    pub(crate) fn new(first_key: u64, slope: f64, base: u64, last: u64, epsilon: u32) -> Leaf {
         // Checked in release too (once per leaf, at build): a wider span or ε would corrupt the packed
         // `span` word that bounds every window.
         assert!(last >= base && last - base < LEAF_KEYS_MAX && epsilon < 1 << 24);
@@ -51,26 +51,26 @@ impl Leaf {
 
     /// Offset of the last key from `base`.
     #[inline(always)]
-    pub fn last_offset(&self) -> u64 {
+    pub(crate) fn last_offset(&self) -> u64 {
         self.span & (LEAF_KEYS_MAX - 1)
     }
 
     /// Position of the last key.
     #[inline(always)]
-    pub fn last(&self) -> u64 {
+    pub(crate) fn last(&self) -> u64 {
         self.base + self.last_offset()
     }
 
     /// The leaf's error bound: every key in it lies within this many slots of its prediction.
     #[inline(always)]
-    pub fn epsilon(&self) -> u64 {
+    pub(crate) fn epsilon(&self) -> u64 {
         self.span >> LEAF_OFFSET_BITS
     }
 
     /// Predicted position of `key`: `base + min(round(slope · (key − first_key)), last_offset)`.
     /// Monotone non-decreasing in `key`, and always inside `[base, last]`.
     #[inline(always)]
-    pub fn predict(&self, key: u64) -> u64 {
+    pub(crate) fn predict(&self, key: u64) -> u64 {
         // Same arithmetic as [`predict`] (which the build verifies with), without re-deriving the span.
         let dx = key.saturating_sub(self.first_key);
         let offset = (self.slope * dx as f64 + 0.5) as u64;
@@ -80,7 +80,7 @@ impl Leaf {
 
 /// See [`Leaf::predict`].
 #[inline(always)]
-pub fn predict(first_key: u64, slope: f64, base: u64, last: u64, key: u64) -> u64 {
+pub(crate) fn predict(first_key: u64, slope: f64, base: u64, last: u64, key: u64) -> u64 {
     let dx = key.saturating_sub(first_key);
     // Round half up; float-to-int `as` saturates (and maps NaN to 0), so this never wraps.
     let offset = (slope * dx as f64 + 0.5) as u64;
@@ -89,7 +89,7 @@ pub fn predict(first_key: u64, slope: f64, base: u64, last: u64, key: u64) -> u6
 
 /// Leaves of a segmentation, in key order.
 #[derive(Debug, Default)]
-pub struct Segmentation {
+pub(crate) struct Segmentation {
     /// The leaves; first keys strictly increasing, ranges contiguous from 0 to the key count.
     pub leaves: Vec<Leaf>,
     /// Measured error bound of each leaf, in slots (≤ ε).
@@ -97,7 +97,7 @@ pub struct Segmentation {
 }
 
 /// Segments sorted, deduplicated `keys` so that every key lies within `epsilon` slots of its prediction.
-pub fn segment(keys: &[u64], epsilon: u32) -> Segmentation {
+pub(crate) fn segment(keys: &[u64], epsilon: u32) -> Segmentation {
     let mut out = Segmentation::default();
     let mut start = 0usize;
     while start < keys.len() {

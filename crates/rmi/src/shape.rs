@@ -61,7 +61,7 @@ const L3_BYTES: usize = 16 << 20;
 /// Cost of one dependent read from a randomly accessed structure of `bytes` bytes, in nanoseconds, as
 /// it shows in a stream of independent lookups (out-of-order execution overlaps part of each miss).
 /// Fitted to bench/index on the 2-core AVX-512 VM (docs/design/rmi.md, "Choosing the shape").
-pub fn access_ns(bytes: usize) -> f64 {
+pub(crate) fn access_ns(bytes: usize) -> f64 {
     if bytes <= L1_BYTES {
         0.6
     } else if bytes <= L2_BYTES {
@@ -98,7 +98,7 @@ fn window_ns(keys: usize, array_bytes: usize) -> f64 {
 /// Estimated nanoseconds per lookup of plain binary search over `n` keys: step `i` picks among `2^i`
 /// midpoints, each on its own cache line, so the first steps hit a small hot set and the last ones
 /// the whole array.
-pub fn binary_cost(n: usize) -> f64 {
+pub(crate) fn binary_cost(n: usize) -> f64 {
     let steps = crate::model::binary_search_reads(n);
     (1..=steps)
         .map(|i| {
@@ -109,7 +109,7 @@ pub fn binary_cost(n: usize) -> f64 {
 }
 
 /// Sample queries: evenly spaced keys and the gap after each.
-pub fn sample_queries(keys: &[u64]) -> Vec<u64> {
+pub(crate) fn sample_queries(keys: &[u64]) -> Vec<u64> {
     if keys.is_empty() {
         return Vec::new();
     }
@@ -123,7 +123,7 @@ pub fn sample_queries(keys: &[u64]) -> Vec<u64> {
 
 /// Estimated nanoseconds per lookup of the search tree over `key_count` keys. Every lookup reads one
 /// node per level and one block, whatever the key, so no sample is needed.
-pub fn tree_cost(tree: &SearchTree, key_count: usize) -> f64 {
+pub(crate) fn tree_cost(tree: &SearchTree, key_count: usize) -> f64 {
     let array_bytes = key_count * 8;
     let levels: f64 = tree
         .levels
@@ -134,7 +134,7 @@ pub fn tree_cost(tree: &SearchTree, key_count: usize) -> f64 {
 }
 
 /// Mean estimated nanoseconds per lookup of a learned model, measured over `queries`.
-pub fn learned_cost(rmi: &crate::Rmi, queries: &[u64]) -> f64 {
+pub(crate) fn learned_cost(rmi: &crate::Rmi, queries: &[u64]) -> f64 {
     if rmi.leaf_count == 0 || queries.is_empty() {
         return 0.0;
     }

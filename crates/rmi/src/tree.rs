@@ -26,11 +26,11 @@ pub const NODE_KEYS: usize = 16;
 /// One node: `NODE_KEYS` separators, aligned so a node is exactly two cache lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C, align(128))]
-pub struct Node(pub [u64; NODE_KEYS]);
+pub(crate) struct Node(pub [u64; NODE_KEYS]);
 
 /// One level of the tree: its nodes are `nodes[first..first + count]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Level {
+pub(crate) struct Level {
     /// Index of the level's first node.
     pub first: usize,
     /// Nodes in the level (`>= 1`).
@@ -39,7 +39,7 @@ pub struct Level {
 
 /// A static search tree over a sorted key array it does not own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SearchTree {
+pub(crate) struct SearchTree {
     /// Keys per leaf block (a lookup reads at most this many keys of the array).
     pub block_keys: usize,
     /// Root first; the last level indexes the key array's blocks. Empty when the keys fit one block.
@@ -58,7 +58,7 @@ fn separators(entries: &[u64], group: usize) -> Vec<u64> {
 
 impl SearchTree {
     /// Builds the tree over sorted `keys` with leaf blocks of `block_keys` (`>= 1`) keys. O(n / block).
-    pub fn build(keys: &[u64], block_keys: usize) -> SearchTree {
+    pub(crate) fn build(keys: &[u64], block_keys: usize) -> SearchTree {
         let block_keys = block_keys.max(1);
         let mut tree = SearchTree {
             block_keys,
@@ -91,7 +91,7 @@ impl SearchTree {
     /// Nodes per level, root first, of the tree over `key_count` keys in blocks of `block_keys` (`>= 1`).
     /// Computed without allocating per key, so a file's header can be checked before anything is sized
     /// by it.
-    pub fn level_nodes(key_count: usize, block_keys: usize) -> Vec<usize> {
+    pub(crate) fn level_nodes(key_count: usize, block_keys: usize) -> Vec<usize> {
         let mut counts = Vec::new();
         let mut entries = key_count.div_ceil(block_keys.max(1));
         if entries > 1 {
@@ -109,7 +109,7 @@ impl SearchTree {
     }
 
     /// A tree with the given levels (root first), every separator `u64::MAX`, to be filled in.
-    pub fn skeleton(level_nodes: &[usize], block_keys: usize) -> SearchTree {
+    pub(crate) fn skeleton(level_nodes: &[usize], block_keys: usize) -> SearchTree {
         let mut tree = SearchTree {
             block_keys,
             ..SearchTree::default()
@@ -126,19 +126,19 @@ impl SearchTree {
     }
 
     /// Levels of internal nodes a lookup reads.
-    pub fn depth(&self) -> usize {
+    pub(crate) fn depth(&self) -> usize {
         self.levels.len()
     }
 
     /// Bytes of the tree beyond the key array.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.nodes.len() * std::mem::size_of::<Node>() + self.levels.len() * 16
     }
 
     /// The block `[lo, hi)` of `keys` (clipped to `len`) that holds the lower bound of `key`, counting
     /// separators with `count_less`. In bounds for any tree and any `len`.
     #[inline(always)]
-    pub fn block(
+    pub(crate) fn block(
         &self,
         key: u64,
         len: usize,
@@ -156,14 +156,14 @@ impl SearchTree {
     }
 
     /// Exact checks against `keys`: the tree must be the one `build(keys, block_keys)` makes. O(n / block).
-    pub fn matches(&self, keys: &[u64]) -> bool {
+    pub(crate) fn matches(&self, keys: &[u64]) -> bool {
         *self == SearchTree::build(keys, self.block_keys)
     }
 
     /// Structural invariants that keep `block` in bounds whatever the separators say: levels contiguous,
     /// non-empty, covering the nodes, the root a single node, each level exactly as many nodes as the
     /// separators the level above holds.
-    pub fn check(&self, key_count: usize) -> Result<(), String> {
+    pub(crate) fn check(&self, key_count: usize) -> Result<(), String> {
         if self.block_keys == 0 {
             return Err("search tree with empty blocks".into());
         }

@@ -320,12 +320,12 @@ fn main() {
 /// A tiny JSON object writer (numbers and strings only), so the bench needs no serde.
 mod serde_like {
     #[derive(Default)]
-    pub struct Obj(Vec<String>);
+    pub(crate) struct Obj(Vec<String>);
     impl Obj {
-        pub fn str(&mut self, k: &str, v: &str) {
+        pub(crate) fn str(&mut self, k: &str, v: &str) {
             self.0.push(format!("\"{k}\":\"{v}\""));
         }
-        pub fn num(&mut self, k: &str, v: f64) {
+        pub(crate) fn num(&mut self, k: &str, v: f64) {
             let v = if v.is_finite() {
                 format!("{}", (v * 1000.0).round() / 1000.0)
             } else {
@@ -333,7 +333,7 @@ mod serde_like {
             };
             self.0.push(format!("\"{k}\":{v}"));
         }
-        pub fn finish(self) -> String {
+        pub(crate) fn finish(self) -> String {
             format!("{{{}}}", self.0.join(","))
         }
     }

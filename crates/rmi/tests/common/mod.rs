@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 
 /// Shapes that break naive learned indexes.
 #[derive(Debug, Clone, Copy)]
-pub enum Shape {
+pub(crate) enum Shape {
     Uniform,
     EqualGaps,
     Clustered,
@@ -17,7 +17,7 @@ pub enum Shape {
     Dense,
 }
 
-pub const SHAPES: [Shape; 8] = [
+pub(crate) const SHAPES: [Shape; 8] = [
     Shape::Uniform,
     Shape::EqualGaps,
     Shape::Clustered,
@@ -29,7 +29,7 @@ pub const SHAPES: [Shape; 8] = [
 ];
 
 /// Sorted, deduplicated keys of the given shape (at most `n`).
-pub fn keys(shape: Shape, n: usize, seed: u64) -> Vec<u64> {
+pub(crate) fn keys(shape: Shape, n: usize, seed: u64) -> Vec<u64> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut keys: Vec<u64> = match shape {
         Shape::Uniform => (0..n).map(|_| rng.gen()).collect(),
@@ -76,7 +76,7 @@ pub fn keys(shape: Shape, n: usize, seed: u64) -> Vec<u64> {
 }
 
 /// Present keys, their neighbours, extremes and random probes.
-pub fn probes(keys: &[u64], seed: u64) -> Vec<u64> {
+pub(crate) fn probes(keys: &[u64], seed: u64) -> Vec<u64> {
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x9e37_79b9);
     let mut out = vec![0, 1, u64::MAX, u64::MAX - 1, 1 << 63];
     for &k in keys {
