@@ -170,18 +170,33 @@ fn reads_stay_correct_while_the_index_is_rebuilt_and_compactions_swap_snapshots(
 fn reported_epsilon_is_the_measured_error_before_and_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let n = 20_000;
-    drop(load(dir.path(), n));
+    // A tight bound (ε = 4) keeps the model-free shapes out, so the index is a learned one with a
+    // non-zero measured error (at the default bound 20K keys get plain binary search).
+    let config = RmiConfig {
+        epsilon_max_slots: 4,
+        ..RmiConfig::default()
+    };
+    let tight = || Options {
+        index_builder: Arc::new(LearnedIndexBuilder { config }),
+        ..opts()
+    };
+    {
+        let db = Db::open(dir.path(), tight()).unwrap();
+        let ks = db.default_keyspace().clone();
+        let mut b = WriteBatch::new();
+        for i in 0..n {
+            b.put(&ks, key(i), &i.to_le_bytes());
+        }
+        db.write(b).unwrap();
+        db.snapshot().unwrap();
+    }
     let mut keys: Vec<u64> = (0..n).map(key).collect();
     keys.sort_unstable();
     // The same build the engine ran, measured by the index itself.
-    let rmi = Rmi::build(&keys, &RmiConfig::default()).unwrap();
+    let rmi = Rmi::build(&keys, &config).unwrap();
     let check = |db: &Db, when: &str| {
         let info = db.stats().keyspaces[0].index;
-        assert_eq!(
-            info.epsilon_bound,
-            RmiConfig::default().epsilon_max_slots,
-            "{when}"
-        );
+        assert_eq!(info.epsilon_bound, config.epsilon_max_slots, "{when}");
         assert_eq!(info.epsilon_max_measured, rmi.epsilon(), "{when}");
         assert_eq!(
             info.error_mean_measured,
@@ -192,7 +207,7 @@ fn reported_epsilon_is_the_measured_error_before_and_after_a_restart() {
         assert!(info.error_mean_measured > 0.0, "{when}");
     };
     // Loaded from the persisted `.rmi` file: the numbers are the measured ones, not 0 or the bound.
-    let db = Db::open(dir.path(), opts()).unwrap();
+    let db = Db::open(dir.path(), tight()).unwrap();
     check(&db, "after a restart");
     let reports = db.rebuild_index().unwrap();
     assert_eq!(reports[0].index, db.stats().keyspaces[0].index);
@@ -222,7 +237,7 @@ fn eleven_keys_report_the_bound_and_the_measured_error_apart() {
     db.snapshot().unwrap();
     let info = db.stats().keyspaces[0].index;
     let rmi = Rmi::build(&keys, &RmiConfig::default()).unwrap();
-    assert_eq!(info.epsilon_bound, 16);
+    assert_eq!(info.epsilon_bound, RmiConfig::default().epsilon_max_slots);
     assert_eq!(info.epsilon_max_measured, rmi.epsilon());
     assert_eq!(info.error_mean_measured, rmi.stats().error_mean_slots);
 }
