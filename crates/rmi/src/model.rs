@@ -73,8 +73,9 @@ impl Rmi {
     /// Builds an index over sorted, deduplicated `keys`, choosing its shape from the keys (see
     /// `shape.rs` and docs/design/rmi.md): learned at `epsilon_max_slots` or a half or quarter of it,
     /// the model-free search tree (blocks of 16, 32 or 64 keys), or plain binary search — each only
-    /// where it keeps a lookup within `2·epsilon_max_slots + 1` key reads — whichever the cost model
-    /// measures cheapest on a sample of lookups within the model budget. Errors (never panics) on
+    /// where it keeps a lookup within `2·epsilon_max_slots + 1` key reads — within the model budget:
+    /// for key arrays that fit in the last-level cache the one the cost model prices cheapest on a
+    /// sample, for larger ones the one whose lookups time fastest on sampled queries. Errors (never panics) on
     /// unsorted or duplicate input and on an invalid configuration.
     pub fn build(keys: &[u64], config: &RmiConfig) -> Result<Rmi> {
         config.validate()?;
@@ -82,31 +83,13 @@ impl Rmi {
         let started = Instant::now();
         let queries = shape::sample_queries(keys);
         let budget = MODEL_BYTES_PER_KEY_MAX * keys.len() as f64;
-        // (over budget, cost, index): the smallest tuple wins.
-        let mut best: Option<(bool, f64, Rmi)> = None;
-        let mut consider = |rmi: Rmi, cost: f64| {
-            let over = rmi.model_bytes() as f64 > budget;
-            let better = match &best {
-                None => true,
-                Some((b_over, b_cost, b)) => {
-                    if over != *b_over {
-                        !over
-                    } else if over {
-                        rmi.model_bytes() < b.model_bytes()
-                    } else {
-                        cost < *b_cost
-                    }
-                }
-            };
-            if better {
-                best = Some((over, cost, rmi));
-            }
-        };
+        // Every candidate with its estimated cost; the choice is made below.
+        let mut candidates: Vec<(f64, Rmi)> = Vec::new();
         if binary_search_reads(keys.len()) <= 2 * config.epsilon_max_slots as usize + 1
             && !keys.is_empty()
         {
             let rmi = Rmi::build_binary(keys.len(), config);
-            consider(rmi, shape::binary_cost(keys.len()));
+            candidates.push((shape::binary_cost(keys.len()), rmi));
         }
         // An empty index stays the (empty) learned shape: nothing to search, no bytes to spend.
         for block in TREE_BLOCK_CANDIDATES {
@@ -115,7 +98,7 @@ impl Rmi {
             }
             let rmi = Rmi::build_tree(keys, config, block);
             let cost = shape::tree_cost(&rmi.tree, keys.len());
-            consider(rmi, cost);
+            candidates.push((cost, rmi));
         }
         let eps = config.epsilon_max_slots;
         let mut tried = Vec::new();
@@ -126,9 +109,41 @@ impl Rmi {
             tried.push(epsilon);
             let rmi = Rmi::build_learned(keys, config, epsilon)?;
             let cost = shape::learned_cost(&rmi, &queries);
-            consider(rmi, cost);
+            candidates.push((cost, rmi));
         }
-        let (_, _, mut rmi) = best.expect("at least one learned candidate");
+        // Over the model budget only when nothing is within it: then the smallest model.
+        let within: Vec<(f64, Rmi)> = {
+            let (ok, over): (Vec<_>, Vec<_>) = candidates
+                .into_iter()
+                .partition(|(_, r)| r.model_bytes() as f64 <= budget);
+            if ok.is_empty() {
+                let smallest = over
+                    .into_iter()
+                    .min_by_key(|(_, r)| r.model_bytes())
+                    .expect("at least one learned candidate");
+                vec![smallest]
+            } else {
+                ok
+            }
+        };
+        // Keys that fit in the last-level cache: the cost model decides (deterministic; fitted where
+        // timing small differences is noisy). Larger sets: time each candidate's lookups on fresh
+        // random queries and keep the fastest (the model mispriced them by up to 1.7×: bench/index
+        // --compare, docs/design/rmi.md).
+        let chosen = if keys.len() * 8 > shape::MEASURE_ABOVE_BYTES && within.len() > 1 {
+            let times = shape::measure(keys, within.iter().map(|(_, r)| r));
+            within
+                .into_iter()
+                .zip(times)
+                .min_by(|(_, a), (_, b)| a.total_cmp(b))
+                .map(|((_, r), _)| r)
+        } else {
+            within
+                .into_iter()
+                .min_by(|(a, _), (b, _)| a.total_cmp(b))
+                .map(|(_, r)| r)
+        };
+        let mut rmi = chosen.expect("at least one learned candidate");
         rmi.stats.build_duration = started.elapsed();
         crate::metrics::record_build(&rmi, keys);
         Ok(rmi)

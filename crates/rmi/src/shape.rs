@@ -179,3 +179,52 @@ pub(crate) fn learned_cost(rmi: &crate::Rmi, queries: &[u64]) -> f64 {
     }
     total / queries.len() as f64
 }
+
+/// Key arrays larger than this (the last-level cache the model assumes) have their shape chosen by
+/// timing the candidates rather than by the cost model.
+pub(crate) const MEASURE_ABOVE_BYTES: usize = L3_BYTES;
+/// Timed lookups per candidate and round, and rounds (each candidate's best round counts).
+const MEASURE_QUERIES: usize = 4096;
+const MEASURE_ROUNDS: usize = 3;
+
+/// Mean nanoseconds per `lower_bound` of each index over `keys`, in the order given. Each round draws
+/// fresh pseudo-random queries (present keys and the gaps after them, spread over the whole array, so
+/// the array reads miss as they do in service while the small upper levels stay warm), and times every
+/// candidate on the same queries, interleaved so that machine noise falls on all of them alike.
+pub(crate) fn measure<'a>(keys: &[u64], indexes: impl Iterator<Item = &'a crate::Rmi>) -> Vec<f64> {
+    let indexes: Vec<&crate::Rmi> = indexes.collect();
+    let mut best = vec![f64::INFINITY; indexes.len()];
+    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ keys.len() as u64;
+    let mut next = move || {
+        // splitmix64: a fixed sequence, so the same keys get the same queries.
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for _ in 0..MEASURE_ROUNDS {
+        let queries: Vec<u64> = (0..MEASURE_QUERIES)
+            .map(|_| {
+                let r = next();
+                let k = keys[(r % keys.len() as u64) as usize];
+                if r & (1 << 63) != 0 {
+                    k.wrapping_add(1)
+                } else {
+                    k
+                }
+            })
+            .collect();
+        for (i, rmi) in indexes.iter().enumerate() {
+            let started = std::time::Instant::now();
+            let mut sum = 0usize;
+            for &q in &queries {
+                sum = sum.wrapping_add(rmi.lower_bound(keys, std::hint::black_box(q)));
+            }
+            std::hint::black_box(sum);
+            let ns = started.elapsed().as_nanos() as f64 / queries.len() as f64;
+            best[i] = best[i].min(ns);
+        }
+    }
+    best
+}

@@ -370,3 +370,29 @@ fn model_free_files_round_trip_and_crafted_ones_are_refused() {
         Err(RmiError::Corrupt { .. })
     ));
 }
+
+/// Above the last-level cache the shape is chosen by timing the candidates: whatever wins, it stays
+/// within the model budget and exact.
+#[test]
+fn large_sets_chosen_by_timing_stay_within_budget_and_exact() {
+    let n = 2_200_000u64; // 17.6 MB of keys: over the 16 MB the cost model assumes cached
+    let keys: Vec<u64> = (0..n).map(|i| i * 7919 + (i * i) % 7907).collect();
+    let rmi = Rmi::build(&keys, &RmiConfig::default()).expect("build");
+    assert!(
+        rmi.model_bytes() <= keys.len(),
+        "{} model bytes for {} keys ({:?})",
+        rmi.model_bytes(),
+        keys.len(),
+        rmi.shape()
+    );
+    for i in (0..keys.len()).step_by(997) {
+        assert_eq!(rmi.find(&keys, keys[i]), Some(i), "{:?}", rmi.shape());
+        let gap = keys[i] + 1;
+        assert_eq!(
+            rmi.lower_bound(&keys, gap),
+            keys.partition_point(|&k| k < gap),
+            "{:?}",
+            rmi.shape()
+        );
+    }
+}
