@@ -10,12 +10,26 @@ use crate::delta::{DeltaRead, Version, ENTRY_OVERHEAD_BYTES};
 #[derive(Default)]
 pub(crate) struct RunBuilder {
     ops: Vec<(u32, u64, Version)>,
+    /// Bit `i`: the op at replay position `i` is a delete (kept as ops arrive: no second pass over
+    /// the ops, which are the largest thing recovery holds).
+    deletes: Vec<u64>,
+    /// Replay position → expiry, for the puts that have one.
+    expiring: std::collections::HashMap<u32, u64>,
     bytes: usize,
 }
 
 impl RunBuilder {
     pub(crate) fn push(&mut self, keyspace: u32, key: u64, version: Version) {
         self.bytes += ENTRY_OVERHEAD_BYTES + version.value.as_ref().map_or(0, Bytes::len);
+        let i = self.ops.len();
+        if i.is_multiple_of(64) {
+            self.deletes.push(0);
+        }
+        if version.value.is_none() {
+            self.deletes[i / 64] |= 1 << (i % 64);
+        } else if version.expires_ms != 0 {
+            self.expiring.insert(i as u32, version.expires_ms);
+        }
         self.ops.push((keyspace, key, version));
     }
 
@@ -42,21 +56,12 @@ impl RunBuilder {
             .collect();
         order.sort_unstable();
         order.dedup_by_key(|(ks, k, _)| (*ks, *k));
-        let mut deletes = vec![0u64; self.ops.len().div_ceil(64)];
-        let mut expiring = std::collections::HashMap::new();
-        for (i, (_, _, v)) in self.ops.iter().enumerate() {
-            if v.value.is_none() {
-                deletes[i / 64] |= 1 << (i % 64);
-            } else if v.expires_ms != 0 {
-                expiring.insert(i as u32, v.expires_ms);
-            }
-        }
         let values = self.ops.into_iter().map(|(_, _, v)| v).collect();
         SortedRun {
             order,
             values,
-            deletes,
-            expiring,
+            deletes: self.deletes,
+            expiring: self.expiring,
             bytes: self.bytes,
         }
     }
