@@ -514,10 +514,11 @@ pub(crate) async fn run(
     im.bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "imported {} records from {} lines in {} requests in {secs:.2}s ({:.0} records/s); {} lines skipped, {} failed",
+        "imported {} records from {} lines in {} request{} in {secs:.2}s ({:.0} records/s); {} lines skipped, {} failed",
         im.imported,
         im.lines,
         im.requests,
+        if im.requests == 1 { "" } else { "s" },
         im.imported as f64 / secs.max(1e-9),
         im.skipped,
         im.failed,
