@@ -286,8 +286,39 @@ impl Core {
     }
 }
 
+/// What a writer looked up for the key counts before queueing its batch: for each put or delete of
+/// the batch, in order, whether the key's newest version below the active delta is a value. Those
+/// layers (frozen delta, snapshots) are immutable and replaced only by a state swap (freeze,
+/// compaction), so the answers hold exactly while the state is the one they were read from; the WAL
+/// thread uses them only then, and only for keys the active delta has no version of.
+pub(crate) struct CountHint {
+    pub state: Arc<ReadState>,
+    pub present_below_active: Vec<bool>,
+}
+
+impl CountHint {
+    /// Looks up every put and delete of `payload` (a batch record) against the current state.
+    pub(crate) fn compute(core: &Core, payload: &Bytes) -> Option<CountHint> {
+        let state = core.state.load_full();
+        let ops = decode_batch(payload).ok()?;
+        let present_below_active = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Put { keyspace, key, .. } | Op::Delete { keyspace, key } => {
+                    Some(state.present_below_active(*keyspace, *key))
+                }
+                Op::DeleteRange { .. } | Op::Check { .. } => None,
+            })
+            .collect();
+        Some(CountHint {
+            state,
+            present_below_active,
+        })
+    }
+}
+
 impl CommitSink for Core {
-    fn apply(&self, seq: u64, kind: u8, payload: &Bytes) {
+    fn apply(&self, seq: u64, kind: u8, payload: &Bytes, hint: Option<&crate::wal::Hint>) {
         // Contiguous and in order: the delta's versions, the watermark and replay all assume it.
         let applied = self.applied_seq.load(Ordering::Relaxed);
         assert_eq!(
@@ -299,12 +330,22 @@ impl CommitSink for Core {
         // The counts lock also keeps compaction from swapping snapshots while keys are looked up.
         let mut counts = self.counts.lock();
         let st = self.state.load_full();
+        // The writer's lookups, if they were made against this very state.
+        let ahead = hint
+            .and_then(|h| h.downcast_ref::<CountHint>())
+            .filter(|h| Arc::ptr_eq(&h.state, &st))
+            .map(|h| h.present_below_active.as_slice());
+        let mut op = 0;
         if let Err(e) = self.apply_record(kind, payload, seq, |ks, key, v| {
             let new = v.value.as_ref().map(|_| v.expires_ms);
             let prev = match st.active.insert(ks, key, seq, v.value, v.expires_ms) {
                 Some(p) => p,
-                None => st.present_below_active(ks, key),
+                None => match ahead.and_then(|a| a.get(op)) {
+                    Some(&p) => p,
+                    None => st.present_below_active(ks, key),
+                },
             };
+            op += 1;
             counts.write(ks, key, prev, new);
         }) {
             // The writer encoded this payload itself; failing to decode it is a bug, not bad input.
@@ -440,8 +481,8 @@ mod tests {
     #[test]
     fn contiguous_records_apply_and_publish() {
         let c = core();
-        c.apply(6, KIND_BATCH, &put(1));
-        c.apply(7, KIND_BATCH, &put(2));
+        c.apply(6, KIND_BATCH, &put(1), None);
+        c.apply(7, KIND_BATCH, &put(2), None);
         c.publish(7);
         assert_eq!(c.visible_seq.load(Ordering::Relaxed), 7);
     }
@@ -450,22 +491,66 @@ mod tests {
     #[should_panic(expected = "must be contiguous")]
     fn a_gap_in_sequence_numbers_panics() {
         let c = core();
-        c.apply(7, KIND_BATCH, &put(1));
+        c.apply(7, KIND_BATCH, &put(1), None);
     }
 
     #[test]
     #[should_panic(expected = "must be contiguous")]
     fn a_reused_sequence_number_panics() {
         let c = core();
-        c.apply(6, KIND_BATCH, &put(1));
-        c.apply(6, KIND_BATCH, &put(2));
+        c.apply(6, KIND_BATCH, &put(1), None);
+        c.apply(6, KIND_BATCH, &put(2), None);
     }
 
     #[test]
     #[should_panic(expected = "not fully applied")]
     fn publishing_past_what_was_applied_panics() {
         let c = core();
-        c.apply(6, KIND_BATCH, &put(1));
+        c.apply(6, KIND_BATCH, &put(1), None);
         c.publish(7);
+    }
+
+    fn live(c: &Core) -> u64 {
+        c.counts.lock().live(0, 0)
+    }
+
+    /// A hint deliberately wrong ("the key is present below the active delta" when it is not), to see
+    /// whether apply used it.
+    fn wrong_hint(c: &Core) -> Box<crate::wal::Hint> {
+        Box::new(CountHint {
+            state: c.state.load_full(),
+            present_below_active: vec![true],
+        })
+    }
+
+    #[test]
+    fn a_hint_from_the_current_state_is_used() {
+        let c = core();
+        c.apply(6, KIND_BATCH, &put(1), None);
+        assert_eq!(live(&c), 1);
+        let h = wrong_hint(&c);
+        c.apply(7, KIND_BATCH, &put(2), Some(&*h));
+        // Believed present before: counted as an overwrite, so the count did not grow.
+        assert_eq!(live(&c), 1, "the hint was not used");
+        let right = CountHint::compute(&c, &put(3)).unwrap();
+        assert_eq!(right.present_below_active, vec![false]);
+        c.apply(8, KIND_BATCH, &put(3), Some(&right));
+        assert_eq!(live(&c), 2);
+    }
+
+    #[test]
+    fn a_hint_from_a_replaced_state_is_ignored() {
+        let c = core();
+        c.apply(6, KIND_BATCH, &put(1), None);
+        let h = wrong_hint(&c);
+        // A freeze (or compaction) swaps the state between the writer's lookup and the apply.
+        let cur = c.state.load_full();
+        c.state.store(Arc::new(ReadState {
+            active: cur.active.clone(),
+            frozen: None,
+            snapshots: cur.snapshots.clone(),
+        }));
+        c.apply(7, KIND_BATCH, &put(2), Some(&*h));
+        assert_eq!(live(&c), 2, "the stale hint was used");
     }
 }

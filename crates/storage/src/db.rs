@@ -870,8 +870,18 @@ impl Inner {
         let resolve = batch.enc.needs_resolve();
         let deadline = self.deadline();
         self.wait_for_room(deadline)?;
-        self.wal
-            .append(KIND_BATCH, batch.enc.finish(), deadline, resolve)
+        let payload = batch.enc.finish();
+        if resolve {
+            return self.wal.append(KIND_BATCH, payload, deadline, true);
+        }
+        // The key-count lookups are made here, on the writer's thread, so the WAL thread (which every
+        // writer waits on) does not make them one record at a time.
+        match crate::core::CountHint::compute(&self.core, &payload) {
+            Some(h) => self
+                .wal
+                .append_with_hint(KIND_BATCH, payload, deadline, Box::new(h)),
+            None => self.wal.append(KIND_BATCH, payload, deadline, false),
+        }
     }
 
     /// Back-pressure: waits while active + frozen delta exceed the budget, then `Busy`.

@@ -4,4 +4,4 @@ pub(crate) mod record;
 pub(crate) mod segment;
 mod writer;
 
-pub(crate) use writer::{CommitSink, Wal, WalStart};
+pub(crate) use writer::{CommitSink, Hint, Wal, WalStart};

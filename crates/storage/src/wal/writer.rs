@@ -21,8 +21,10 @@ use crate::{fsutil, options::FsyncPolicy, Error, Result};
 
 /// Receives durable records from the writer thread, in sequence order.
 pub(crate) trait CommitSink: Send + Sync + 'static {
-    /// Applies one durable record. Called before any writer of its group is acknowledged.
-    fn apply(&self, seq: u64, kind: u8, payload: &Bytes);
+    /// Applies one durable record. Called before any writer of its group is acknowledged. `hint` is
+    /// what the record's writer computed ahead for the sink (see [`Wal::append_with_hint`]); the sink
+    /// must check it is still valid before using it.
+    fn apply(&self, seq: u64, kind: u8, payload: &Bytes, hint: Option<&Hint>);
     /// The whole group up to `last_seq` is applied; publish it to readers.
     fn publish(&self, last_seq: u64);
     /// A freeze barrier: every record up to `last_seq` is applied and durable.
@@ -35,10 +37,15 @@ pub(crate) trait CommitSink: Send + Sync + 'static {
 }
 
 /// One waiter's outcome slot.
+/// Work a writer did ahead for the sink, on its own thread, so the writer thread does less per record.
+pub(crate) type Hint = dyn std::any::Any + Send + Sync;
+
 #[derive(Default)]
 pub(crate) struct Completion {
     slot: Mutex<Option<Result<u64>>>,
     cv: Condvar,
+    /// Carried from the writer to [`CommitSink::apply`].
+    hint: Option<Box<Hint>>,
 }
 
 impl Completion {
@@ -177,8 +184,35 @@ impl Wal {
         deadline: Instant,
         resolve: bool,
     ) -> Result<u64> {
+        self.enqueue(kind, payload, deadline, resolve, None)
+    }
+
+    /// [`Wal::append`] of a record that needs no resolving, with a hint for [`CommitSink::apply`].
+    pub(crate) fn append_with_hint(
+        &self,
+        kind: u8,
+        payload: Bytes,
+        deadline: Instant,
+        hint: Box<Hint>,
+    ) -> Result<u64> {
+        self.enqueue(kind, payload, deadline, false, Some(hint))
+    }
+
+    fn enqueue(
+        &self,
+        kind: u8,
+        payload: Bytes,
+        deadline: Instant,
+        resolve: bool,
+        hint: Option<Box<Hint>>,
+    ) -> Result<u64> {
         let payload_crc = crc32c::crc32c(&payload);
-        let done = Arc::new(Completion::default());
+        // A resolved payload is rewritten by the writer thread: a hint about it would not match.
+        let hint = if resolve { None } else { hint };
+        let done = Arc::new(Completion {
+            hint,
+            ..Completion::default()
+        });
         {
             let mut q = self.shared.queue.lock();
             loop {
@@ -460,8 +494,9 @@ impl Leader {
         metrics::counter!("kyrodb_wal_records_total").increment(group.len() as u64);
         metrics::histogram!("kyrodb_wal_group_commit_batch_records").record(group.len() as f64);
         self.next_seq = last_seq + 1;
-        for (i, (_, kind, payload, _)) in group.iter().enumerate() {
-            self.sink.apply(first_seq + i as u64, *kind, payload);
+        for (i, (_, kind, payload, done)) in group.iter().enumerate() {
+            self.sink
+                .apply(first_seq + i as u64, *kind, payload, done.hint.as_deref());
         }
         self.sink.publish(last_seq);
         for (i, (_, _, _, done)) in group.into_iter().enumerate() {
@@ -636,7 +671,7 @@ mod tests {
     }
 
     impl CommitSink for Gate {
-        fn apply(&self, seq: u64, _: u8, _: &Bytes) {
+        fn apply(&self, seq: u64, _: u8, _: &Bytes, _: Option<&Hint>) {
             self.events.lock().push(format!("apply {seq}"));
             if let Some(tx) = self.entered.lock().take() {
                 let _ = tx.send(());
