@@ -9,7 +9,13 @@ use crate::delta::{DeltaRead, Version, ENTRY_OVERHEAD_BYTES};
 /// Collects replayed operations in sequence order.
 #[derive(Default)]
 pub(crate) struct RunBuilder {
-    ops: Vec<(u32, u64, Version)>,
+    /// `(keyspace, seq − seq_base, key, value)`: 48 bytes an op. The sequence number is kept as an
+    /// offset (a run's records are contiguous, so offsets fit in 32 bits; any that does not goes to
+    /// `seq_far`) and the rare expiry in `expiring`, so that replay moves no more bytes per op than it
+    /// did before versions carried them.
+    ops: Vec<(u32, u32, u64, Option<Bytes>)>,
+    seq_base: u64,
+    seq_far: std::collections::HashMap<u32, u64>,
     /// Bit `i`: the op at replay position `i` is a delete (kept as ops arrive: no second pass over
     /// the ops, which are the largest thing recovery holds).
     deletes: Vec<u64>,
@@ -22,6 +28,9 @@ impl RunBuilder {
     pub(crate) fn push(&mut self, keyspace: u32, key: u64, version: Version) {
         self.bytes += ENTRY_OVERHEAD_BYTES + version.value.as_ref().map_or(0, Bytes::len);
         let i = self.ops.len();
+        if i == 0 {
+            self.seq_base = version.seq;
+        }
         if i.is_multiple_of(64) {
             self.deletes.push(0);
         }
@@ -30,7 +39,15 @@ impl RunBuilder {
         } else if version.expires_ms != 0 {
             self.expiring.insert(i as u32, version.expires_ms);
         }
-        self.ops.push((keyspace, key, version));
+        let off = version
+            .seq
+            .checked_sub(self.seq_base)
+            .and_then(|d| u32::try_from(d).ok())
+            .unwrap_or_else(|| {
+                self.seq_far.insert(i as u32, version.seq);
+                u32::MAX
+            });
+        self.ops.push((keyspace, off, key, version.value));
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -52,14 +69,20 @@ impl RunBuilder {
             .ops
             .iter()
             .enumerate()
-            .map(|(i, (ks, k, _))| (*ks, *k, u32::MAX - i as u32))
+            .map(|(i, (ks, _, k, _))| (*ks, *k, u32::MAX - i as u32))
             .collect();
         order.sort_unstable();
         order.dedup_by_key(|(ks, k, _)| (*ks, *k));
-        let values = self.ops.into_iter().map(|(_, _, v)| v).collect();
+        let values = self
+            .ops
+            .into_iter()
+            .map(|(_, off, _, v)| (off, v))
+            .collect();
         SortedRun {
             order,
             values,
+            seq_base: self.seq_base,
+            seq_far: self.seq_far,
             deletes: self.deletes,
             expiring: self.expiring,
             bytes: self.bytes,
@@ -71,7 +94,10 @@ impl RunBuilder {
 pub(crate) struct SortedRun {
     /// `(keyspace, key, u32::MAX - replay position)`.
     order: Vec<(u32, u64, u32)>,
-    values: Vec<Version>,
+    /// `(seq − seq_base, value)` in replay order (`u32::MAX`: look in `seq_far`).
+    values: Vec<(u32, Option<Bytes>)>,
+    seq_base: u64,
+    seq_far: std::collections::HashMap<u32, u64>,
     /// Bit `i`: the op at replay position `i` is a delete.
     deletes: Vec<u64>,
     /// Replay position → expiry, for the puts that have one.
@@ -103,7 +129,26 @@ impl SortedRun {
     }
 
     fn value(&self, inv: u32) -> Version {
-        self.values[(u32::MAX - inv) as usize].clone()
+        let i = u32::MAX - inv;
+        let (off, value) = &self.values[i as usize];
+        let seq = match *off {
+            u32::MAX => self
+                .seq_far
+                .get(&i)
+                .copied()
+                .unwrap_or(self.seq_base + u64::from(u32::MAX)),
+            o => self.seq_base + u64::from(o),
+        };
+        let expires_ms = if self.expiring.is_empty() {
+            0
+        } else {
+            self.expiring.get(&i).copied().unwrap_or(0)
+        };
+        Version {
+            value: value.clone(),
+            seq,
+            expires_ms,
+        }
     }
 }
 
@@ -194,5 +239,28 @@ mod tests {
             r.newest().collect::<Vec<_>>(),
             vec![(0, 1, Some(900)), (0, 2, None), (0, 3, Some(0))]
         );
+    }
+
+    #[test]
+    fn sequence_numbers_and_expiries_come_back_exactly_even_far_from_the_first() {
+        let v = |seq, expires_ms| Version {
+            value: Some(Bytes::from_static(b"x")),
+            seq,
+            expires_ms,
+        };
+        let mut b = RunBuilder::default();
+        b.push(0, 1, v(100, 0));
+        b.push(0, 2, v(100 + u64::from(u32::MAX), 7)); // offset exactly u32::MAX
+        b.push(0, 3, v(100 + (1 << 40), 0)); // beyond 32 bits
+        b.push(0, 4, v(50, 0)); // below the first
+        let r = b.finish();
+        for (key, want) in [
+            (1, v(100, 0)),
+            (2, v(100 + u64::from(u32::MAX), 7)),
+            (3, v(100 + (1 << 40), 0)),
+            (4, v(50, 0)),
+        ] {
+            assert_eq!(r.get(0, key, 0), Some(want), "key {key}");
+        }
     }
 }
