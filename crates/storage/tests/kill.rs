@@ -4,7 +4,9 @@
 //!
 //! The test binary re-runs itself as the writer child (`KYRODB_KILL_CHILD_DIR` set). The child prints
 //! an intent line before each write and an ack line after it returns; the parent SIGKILLs it, reopens
-//! the database and checks every key against what was acknowledged. Cycles: 200, or
+//! the database and checks every key against what was acknowledged, and that the exact key count
+//! equals the keys a scan finds. Writes mix plain puts, puts with a (long) TTL, compare-and-set puts
+//! on the sequence number of the writer's own last acknowledged write, and deletes. Cycles: 200, or
 //! `KYRODB_KILL_CYCLES`.
 
 use std::{
@@ -78,16 +80,38 @@ fn kill_child() {
             s.spawn(move || {
                 let mut rng = SmallRng::seed_from_u64(start_version ^ (w << 40));
                 let mut version = start_version;
+                // Sequence number of this run's last acknowledged put of each key (this writer owns
+                // its keys, so a compare-and-set on it must hold).
+                let mut last_put: HashMap<u64, u64> = HashMap::new();
                 loop {
                     version += 1;
                     let key = w * KEYS_PER_WRITER + rng.gen_range(0..KEYS_PER_WRITER);
                     let delete = rng.gen_ratio(1, 8);
                     // Intent first: once the write is durable the parent may see it, acked or not.
                     println!("I {key} {} {}", version * WRITERS + w, delete as u8);
+                    let v = value(key, version * WRITERS + w);
                     let r = if delete {
+                        last_put.remove(&key);
                         db.delete(key)
                     } else {
-                        db.put(key, &value(key, version * WRITERS + w))
+                        let r = match (rng.gen_range(0..3), last_put.get(&key)) {
+                            (0, _) => db.default_keyspace().put_with_ttl(
+                                key,
+                                &v,
+                                Duration::from_secs(24 * 3600),
+                            ),
+                            (1, Some(&seq)) => db.default_keyspace().put_if_seq(key, &v, seq),
+                            _ => db.put(key, &v),
+                        };
+                        match r {
+                            Ok(seq) => {
+                                last_put.insert(key, seq);
+                            }
+                            Err(_) => {
+                                last_put.remove(&key);
+                            }
+                        }
+                        r
                     };
                     // Writer 0 also takes a snapshot now and then: it rotates the WAL and deletes the
                     // segments the new manifest covers, which a kill may interrupt anywhere.
@@ -218,6 +242,15 @@ fn verify(dir: &std::path::Path, model: &mut HashMap<u64, KeyModel>, cycle: usiz
         m.acked = Some(*found);
         m.in_flight.clear();
     }
+    let live = db
+        .scan(.., usize::MAX)
+        .unwrap_or_else(|e| panic!("cycle {cycle}: scan: {e}"))
+        .len() as u64;
+    assert_eq!(
+        db.count(),
+        live,
+        "cycle {cycle}: the key count is not the keys a scan finds"
+    );
     db.verify()
         .unwrap_or_else(|e| panic!("cycle {cycle}: scrub: {e}"));
 }
