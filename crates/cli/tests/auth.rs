@@ -129,15 +129,9 @@ fn public_metrics_opens_metrics_only() {
 
 /// The first log line that says the server listens, within a bounded wait.
 fn banner(env: &[(&str, &str)]) -> String {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let mut child = common::command()
-        .args([
-            "serve",
-            "--port",
-            &common::free_port().to_string(),
-            "--data-dir",
-        ])
+        .args(["serve", "--port", "0", "--data-dir"])
         .arg(dir.path())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -145,23 +139,12 @@ fn banner(env: &[(&str, &str)]) -> String {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("kyrodb listening") {
-                let _ = tx.send(line);
-                return;
-            }
-        }
+    let line = common::first_stderr_line(child.stderr.take().unwrap(), |l| {
+        l.contains("kyrodb listening").then(|| l.to_owned())
     });
-    let line = rx.recv_timeout(std::time::Duration::from_secs(20));
     let _ = child.kill();
     let _ = child.wait();
-    line.expect("no listening line within 20 s")
+    line.expect("no listening line in time")
 }
 
 #[test]

@@ -397,7 +397,7 @@ impl CommitSink for Core {
                     return Err(Error::ConditionFailed {
                         keyspace: name.unwrap_or_default(),
                         key: *key,
-                        expected: crate::db::Condition::from(*cond),
+                        expected: *cond,
                         current_seq: current,
                     });
                 }

@@ -20,7 +20,7 @@ use crate::{
     options::Options,
     snapshot::Snapshot,
     wal::{
-        record::{encode_create_keyspace, BatchEncoder, Cond, KIND_BATCH, KIND_CREATE_KEYSPACE},
+        record::{encode_create_keyspace, BatchEncoder, KIND_BATCH, KIND_CREATE_KEYSPACE},
         Wal,
     },
     Error, Result,
@@ -37,15 +37,6 @@ pub enum Condition {
     /// returned by that write and by [`Keyspace::get_entry`]. Values written before sequence numbers
     /// were recorded (a version-1 snapshot) report, and match, 0.
     Seq(u64),
-}
-
-impl From<Cond> for Condition {
-    fn from(c: Cond) -> Self {
-        match c {
-            Cond::Absent => Condition::Absent,
-            Cond::Seq(s) => Condition::Seq(s),
-        }
-    }
 }
 
 impl std::fmt::Display for Condition {
@@ -203,11 +194,7 @@ impl WriteBatch {
     /// the batch is sequenced, nothing is written and the write fails with
     /// [`Error::ConditionFailed`]. Conditions are checked against the state before the batch.
     pub fn require(&mut self, keyspace: &Keyspace, key: u64, condition: Condition) -> &mut Self {
-        let cond = match condition {
-            Condition::Absent => Cond::Absent,
-            Condition::Seq(s) => Cond::Seq(s),
-        };
-        self.enc.check(keyspace.id, key, cond);
+        self.enc.check(keyspace.id, key, condition);
         self
     }
     /// Operations in the batch.

@@ -34,7 +34,12 @@ fn key(i: u64) -> u64 {
 }
 
 fn load(dir: &Path, n: u64) -> Db {
-    let db = Db::open(dir, opts()).unwrap();
+    load_with(dir, n, opts())
+}
+
+/// [`load`] with other options.
+fn load_with(dir: &Path, n: u64, opts: Options) -> Db {
+    let db = Db::open(dir, opts).unwrap();
     let ks = db.default_keyspace().clone();
     let mut b = WriteBatch::new();
     for i in 0..n {
@@ -180,16 +185,7 @@ fn reported_epsilon_is_the_measured_error_before_and_after_a_restart() {
         index_builder: Arc::new(LearnedIndexBuilder { config }),
         ..opts()
     };
-    {
-        let db = Db::open(dir.path(), tight()).unwrap();
-        let ks = db.default_keyspace().clone();
-        let mut b = WriteBatch::new();
-        for i in 0..n {
-            b.put(&ks, key(i), &i.to_le_bytes());
-        }
-        db.write(b).unwrap();
-        db.snapshot().unwrap();
-    }
+    drop(load_with(dir.path(), n, tight()));
     let mut keys: Vec<u64> = (0..n).map(key).collect();
     keys.sort_unstable();
     // The same build the engine ran, measured by the index itself.

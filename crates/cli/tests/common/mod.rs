@@ -53,9 +53,12 @@ pub const SERVE_ENV: &[&str] = &[
 /// Environment variables the client commands read.
 const CLIENT_ENV: &[&str] = &["KYRODB_URL", "KYRODB_TOKEN"];
 
-/// Reads the server's stderr until "kyrodb listening on http://ADDR" (the port it bound), passing
-/// every line through to this process's stderr, in a thread that lives as long as the pipe.
-fn listening_port(stderr: std::process::ChildStderr) -> Option<u16> {
+/// Reads `stderr` in a thread that passes every line through to this process's stderr, and returns
+/// the first line for which `pick` gives `Some`, within [`START_TIMEOUT`].
+pub fn first_stderr_line<T: Send + 'static>(
+    stderr: std::process::ChildStderr,
+    pick: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> Option<T> {
     use std::io::BufRead;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -63,14 +66,21 @@ fn listening_port(stderr: std::process::ChildStderr) -> Option<u16> {
             .lines()
             .map_while(Result::ok)
         {
-            if let Some(addr) = line.strip_prefix("kyrodb listening on http://") {
-                let port = addr.rsplit(':').next().and_then(|p| p.trim().parse().ok());
-                let _ = tx.send(port);
+            if let Some(v) = pick(&line) {
+                let _ = tx.send(v);
             }
             eprintln!("{line}");
         }
     });
-    rx.recv_timeout(START_TIMEOUT).ok().flatten()
+    rx.recv_timeout(START_TIMEOUT).ok()
+}
+
+/// The port in the server's "kyrodb listening on http://ADDR" line.
+fn listening_port(stderr: std::process::ChildStderr) -> Option<u16> {
+    first_stderr_line(stderr, |line| {
+        let addr = line.strip_prefix("kyrodb listening on http://")?;
+        addr.rsplit(':').next()?.trim().parse().ok()
+    })
 }
 
 pub fn free_port() -> u16 {

@@ -62,14 +62,12 @@ pub struct PutRequest {
 pub const TTL_MS_MAX: u64 = 3_153_600_000_000;
 
 /// The conditions a write asks for, from `if_absent` / `if_seq`; when both are given, both must hold
-/// (which no live key satisfies: the write then fails with 409).
-fn conditions(if_absent: Option<bool>, if_seq: Option<u64>) -> Vec<Condition> {
-    let mut c = Vec::new();
-    if if_absent == Some(true) {
-        c.push(Condition::Absent);
-    }
-    c.extend(if_seq.map(Condition::Seq));
-    c
+/// (which no live key satisfies: the write then fails with 409). No allocation: this is on every put.
+fn conditions(if_absent: Option<bool>, if_seq: Option<u64>) -> [Option<Condition>; 2] {
+    [
+        (if_absent == Some(true)).then_some(Condition::Absent),
+        if_seq.map(Condition::Seq),
+    ]
 }
 
 fn check_ttl(ttl_ms: Option<u64>) -> Result<(), ApiError> {
@@ -98,10 +96,10 @@ fn add_put(
     key: u64,
     value: &[u8],
     ttl_ms: Option<u64>,
-    conds: &[Condition],
+    conds: [Option<Condition>; 2],
 ) {
-    for c in conds {
-        batch.require(ks, key, *c);
+    for c in conds.into_iter().flatten() {
+        batch.require(ks, key, c);
     }
     match ttl_ms {
         Some(t) => batch.put_with_ttl(ks, key, value, std::time::Duration::from_millis(t)),
@@ -117,7 +115,7 @@ impl PutRequest {
         check_ttl(self.ttl_ms)?;
         let conds = conditions(self.if_absent, self.if_seq);
         let ks = keyspace(s, self.keyspace.as_deref())?;
-        add_put(batch, &ks, self.key, &value, self.ttl_ms, &conds);
+        add_put(batch, &ks, self.key, &value, self.ttl_ms, conds);
         Ok(())
     }
 
@@ -355,9 +353,7 @@ pub async fn put_json(
 ) -> Result<Json<OffsetResponse>, ApiError> {
     let mut batch = WriteBatch::new();
     req.add_to(&s, &mut batch)?;
-    let db = s.db.clone();
-    let offset = blocking(move || db.write(batch)).await?;
-    Ok(Json(OffsetResponse { offset }))
+    commit(&s, batch).await
 }
 
 /// Writes the raw request body as the value (an empty or missing body is the empty value); with
@@ -379,10 +375,8 @@ pub async fn put_raw(
     let conds = conditions(q.if_absent, q.if_seq);
     let ks = keyspace(&s, q.keyspace.as_deref())?;
     let mut batch = WriteBatch::new();
-    add_put(&mut batch, &ks, key, &body, q.ttl_ms, &conds);
-    let db = s.db.clone();
-    let offset = blocking(move || db.write(batch)).await?;
-    Ok(Json(OffsetResponse { offset }))
+    add_put(&mut batch, &ks, key, &body, q.ttl_ms, conds);
+    commit(&s, batch).await
 }
 
 /// The raw value bytes, with the sequence number of the write that stored them (`x-kyrodb-seq`, for
@@ -443,9 +437,7 @@ pub async fn delete(
         batch.require(&ks, key, Condition::Seq(seq));
     }
     batch.delete(&ks, key);
-    let db = s.db.clone();
-    let offset = blocking(move || db.write(batch)).await?;
-    Ok(Json(OffsetResponse { offset }))
+    commit(&s, batch).await
 }
 
 /// Deletes many keys in one atomic write.
@@ -456,15 +448,13 @@ pub async fn batch_delete(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<BatchDeleteRequest>,
 ) -> Result<Json<OffsetResponse>, ApiError> {
-    check_batch_len(&s, req.keys.len())?;
+    check_batch_len(&s, req.keys.len(), "keys")?;
     let ks = keyspace(&s, req.keyspace.as_deref())?;
     let mut batch = WriteBatch::new();
     for k in &req.keys {
         batch.delete(&ks, *k);
     }
-    let db = s.db.clone();
-    let offset = blocking(move || db.write(batch)).await?;
-    Ok(Json(OffsetResponse { offset }))
+    commit(&s, batch).await
 }
 
 /// Deletes every live key in `[start, end)` in one atomic write (at most `batch_keys_max` keys; a
@@ -488,17 +478,23 @@ pub async fn delete_range(
             batch.delete_range(&ks, start..);
         }
     }
+    commit(&s, batch).await
+}
+
+/// Writes `batch` (waiting for its group commit on the blocking pool) and answers its sequence number.
+async fn commit(s: &AppState, batch: WriteBatch) -> Result<Json<OffsetResponse>, ApiError> {
     let db = s.db.clone();
     let offset = blocking(move || db.write(batch)).await?;
     Ok(Json(OffsetResponse { offset }))
 }
 
-fn check_batch_len(s: &AppState, n: usize) -> Result<(), ApiError> {
+/// Refuses a batch of more than `batch_keys_max` `what` (keys, items).
+fn check_batch_len(s: &AppState, n: usize, what: &str) -> Result<(), ApiError> {
     let max = s.limits.batch_keys_max;
     if n > max {
         return Err(ApiError::bad_request(
             "too_many_keys",
-            format!("{n} keys, more than batch_keys_max ({max})"),
+            format!("{n} {what}, more than batch_keys_max ({max})"),
         ));
     }
     Ok(())
@@ -512,7 +508,7 @@ pub async fn batch_get(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<BatchGetRequest>,
 ) -> Result<Response, ApiError> {
-    check_batch_len(&s, req.keys.len())?;
+    check_batch_len(&s, req.keys.len(), "keys")?;
     let values = keyspace(&s, req.keyspace.as_deref())?.multi_get(&req.keys)?;
     // Values are zero-copy views until they are written out: check the answer's size first.
     let value_bytes: usize = values.iter().flatten().map(|v| v.len()).sum();
@@ -575,16 +571,7 @@ pub async fn batch_put(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<BatchPutRequest>,
 ) -> Result<Json<OffsetResponse>, ApiError> {
-    let max = s.limits.batch_keys_max;
-    if req.items.len() > max {
-        return Err(ApiError::bad_request(
-            "too_many_keys",
-            format!(
-                "{} items, more than batch_keys_max ({max})",
-                req.items.len()
-            ),
-        ));
-    }
+    check_batch_len(&s, req.items.len(), "items")?;
     let mut batch = WriteBatch::new();
     for (i, Object(it)) in req.items.iter().enumerate() {
         it.add_to(&s, &mut batch).map_err(|mut e| {
@@ -592,9 +579,7 @@ pub async fn batch_put(
             e
         })?;
     }
-    let db = s.db.clone();
-    let offset = blocking(move || db.write(batch)).await?;
-    Ok(Json(OffsetResponse { offset }))
+    commit(&s, batch).await
 }
 
 /// Live keys in `[start, end)`, ascending.

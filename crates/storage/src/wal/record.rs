@@ -83,14 +83,9 @@ pub(crate) fn parse_header(b: &[u8]) -> Option<Header> {
     })
 }
 
-/// What a conditional batch requires of one key, checked when the batch is sequenced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cond {
-    /// The key has no live value (never written, deleted, or expired).
-    Absent,
-    /// The key's live value was written by the write with this sequence number.
-    Seq(u64),
-}
+/// What a conditional batch requires of one key, checked when the batch is sequenced: the public
+/// [`crate::Condition`] itself (one type, encoded here as a tag and a sequence number).
+pub(crate) use crate::db::Condition as Cond;
 
 /// One operation of a batch, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
