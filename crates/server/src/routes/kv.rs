@@ -148,22 +148,11 @@ pub struct OffsetResponse {
     pub offset: u64,
 }
 
+/// The body of `batch_get` and `batch_delete`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BatchGetRequest {
-    #[serde(deserialize_with = "super::extract::de_keys")]
-    #[schema(max_items = 10000)]
-    pub keys: Vec<u64>,
-    /// The keyspace (default `default`).
-    #[serde(default, deserialize_with = "super::extract::de_present")]
-    #[schema(value_type = String, pattern = "^[A-Za-z0-9_.-]{1,64}$")]
-    pub keyspace: Option<String>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchDeleteRequest {
-    /// Keys to delete, all in one atomic write (absent keys are not an error).
+pub struct KeysRequest {
+    /// Keys to read, or to delete in one atomic write (absent keys are not an error).
     #[serde(deserialize_with = "super::extract::de_keys")]
     #[schema(max_items = 10000)]
     pub keys: Vec<u64>,
@@ -441,12 +430,12 @@ pub async fn delete(
 }
 
 /// Deletes many keys in one atomic write.
-#[utoipa::path(post, path = "/v1/kv/batch_delete", tag = "kv", request_body = BatchDeleteRequest,
+#[utoipa::path(post, path = "/v1/kv/batch_delete", tag = "kv", request_body = KeysRequest,
     responses((status = 200, body = OffsetResponse), (status = 400, body = ErrorBody),
         (status = 404, description = "no such keyspace", body = ErrorBody)))]
 pub async fn batch_delete(
     State(s): State<AppState>,
-    JsonBody(req): JsonBody<BatchDeleteRequest>,
+    JsonBody(req): JsonBody<KeysRequest>,
 ) -> Result<Json<OffsetResponse>, ApiError> {
     check_batch_len(&s, req.keys.len(), "keys")?;
     let ks = keyspace(&s, req.keyspace.as_deref())?;
@@ -501,12 +490,12 @@ fn check_batch_len(s: &AppState, n: usize, what: &str) -> Result<(), ApiError> {
 }
 
 /// Many keys against one consistent view.
-#[utoipa::path(post, path = "/v1/kv/batch_get", tag = "kv", request_body = BatchGetRequest,
+#[utoipa::path(post, path = "/v1/kv/batch_get", tag = "kv", request_body = KeysRequest,
     responses((status = 200, body = BatchGetResponse), (status = 400, body = ErrorBody),
         (status = 404, description = "no such keyspace", body = ErrorBody)))]
 pub async fn batch_get(
     State(s): State<AppState>,
-    JsonBody(req): JsonBody<BatchGetRequest>,
+    JsonBody(req): JsonBody<KeysRequest>,
 ) -> Result<Response, ApiError> {
     check_batch_len(&s, req.keys.len(), "keys")?;
     let values = keyspace(&s, req.keyspace.as_deref())?.multi_get(&req.keys)?;
