@@ -1,0 +1,1 @@
+//! Vector distances with runtime-detected SIMD kernels.
