@@ -14,6 +14,7 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::{
+    applier::{Appliers, Change},
     counts::Counts,
     delta::{now_ms, Delta, DeltaRead, Version},
     options::Options,
@@ -152,6 +153,10 @@ pub(crate) struct Core {
     pub counts: Mutex<Counts>,
     pub bg: Mutex<BgSignal>,
     pub bg_cv: Condvar,
+    /// Derived state per keyspace. The WAL thread holds the read lock while it applies a record (delta
+    /// and appliers together); attaching holds the write lock while it loads, so an applier sees every
+    /// change exactly once. Lock order: `appliers` before `counts`.
+    pub appliers: RwLock<Appliers>,
     /// Writers waiting for the delta to drop under its budget.
     pub room: Mutex<()>,
     pub room_cv: Condvar,
@@ -286,6 +291,33 @@ impl Core {
     }
 }
 
+/// Hands each applier the changes of one record to its keyspace, in order (a record usually touches
+/// one keyspace; runs of the same keyspace are passed together).
+pub(crate) fn call_appliers(
+    appliers: &Appliers,
+    seq: u64,
+    derived: &[(u32, u64, Option<Bytes>, u64)],
+) {
+    let mut changes = Vec::new();
+    let mut rest = derived;
+    while let Some(&(ks, ..)) = rest.first() {
+        let run = rest.iter().take_while(|c| c.0 == ks).count();
+        changes.clear();
+        changes.extend(rest[..run].iter().map(|(_, key, value, exp)| match value {
+            Some(v) => Change::Put {
+                key: *key,
+                value: v,
+                expires_at_ms: (*exp != 0).then_some(*exp),
+            },
+            None => Change::Delete { key: *key },
+        }));
+        if let Some(a) = appliers.get(ks) {
+            a.apply(seq, &changes);
+        }
+        rest = &rest[run..];
+    }
+}
+
 /// What a writer looked up for the key counts before queueing its batch: for each put or delete of
 /// the batch, in order, whether the key's newest version below the active delta is a value. Those
 /// layers (frozen delta, snapshots) are immutable and replaced only by a state swap (freeze,
@@ -327,6 +359,10 @@ impl CommitSink for Core {
             "record {seq} applied after {applied}: sequence numbers must be contiguous"
         );
         self.applied_seq.store(seq, Ordering::Relaxed);
+        let appliers = self.appliers.read();
+        // (keyspace, key, value or tombstone, expiry) of the changes an applier wants, in order.
+        let mut derived: Vec<(u32, u64, Option<Bytes>, u64)> = Vec::new();
+        let want_changes = !appliers.is_empty();
         // The counts lock also keeps compaction from swapping snapshots while keys are looked up.
         let mut counts = self.counts.lock();
         let st = self.state.load_full();
@@ -338,6 +374,9 @@ impl CommitSink for Core {
         let mut op = 0;
         if let Err(e) = self.apply_record(kind, payload, seq, |ks, key, v| {
             let new = v.value.as_ref().map(|_| v.expires_ms);
+            if want_changes && appliers.get(ks).is_some() {
+                derived.push((ks, key, v.value.clone(), v.expires_ms));
+            }
             let prev = match st.active.insert(ks, key, seq, v.value, v.expires_ms) {
                 Some(p) => p,
                 None => match ahead.and_then(|a| a.get(op)) {
@@ -352,6 +391,8 @@ impl CommitSink for Core {
             debug_assert!(false, "live record {seq} does not decode: {e:?}");
             tracing::error!(seq, ?e, "live WAL record does not decode");
         }
+        drop(counts);
+        call_appliers(&appliers, seq, &derived);
     }
 
     fn publish(&self, last_seq: u64) {
@@ -465,6 +506,7 @@ mod tests {
             applied_seq: AtomicU64::new(5),
             registry: RwLock::new(Registry::default()),
             counts: Mutex::new(Counts::default()),
+            appliers: RwLock::new(Appliers::default()),
             bg: Mutex::new(BgSignal::default()),
             bg_cv: Condvar::new(),
             room: Mutex::new(()),

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::{
+    applier::{Applier, Change},
     core::{Core, ReadState},
     delta::{now_ms, Now},
     manifest::Manifest,
@@ -608,6 +609,47 @@ impl Keyspace {
             }
         }
         Ok(out)
+    }
+
+    /// Attaches derived state to this keyspace (see [`Applier`]): hands `applier` every live entry
+    /// (`apply` with one [`Change::Put`] per key, carrying that entry's sequence number, in key order),
+    /// then every later change as the WAL thread applies it. No write to any keyspace is applied while
+    /// the entries are loaded, so nothing is missed or seen twice; keep the load cheap (writes wait).
+    /// Returns the sequence number the load reflects. A keyspace has at most one applier: attaching
+    /// replaces the previous one.
+    pub fn attach(&self, applier: Arc<dyn Applier>) -> Result<u64> {
+        let core = &self.inner.core;
+        let mut appliers = core.appliers.write();
+        // Holding the lock the WAL thread applies under: every applied record is in the state and no
+        // record is half applied. Entries applied but not yet published are durable, so they count.
+        let st = core.state.load_full();
+        let seq = core.applied_seq.load(Ordering::Acquire);
+        scan_in(
+            &st,
+            self.id,
+            0,
+            u64::MAX,
+            u64::MAX,
+            &Now::default(),
+            usize::MAX,
+            |key, e| {
+                applier.apply(
+                    e.seq,
+                    &[Change::Put {
+                        key,
+                        value: &e.value,
+                        expires_at_ms: e.expires_at_ms,
+                    }],
+                )
+            },
+        )?;
+        appliers.set(self.id, Some(applier));
+        Ok(seq)
+    }
+
+    /// Detaches this keyspace's applier, if any; it gets no further changes.
+    pub fn detach(&self) {
+        self.inner.core.appliers.write().set(self.id, None);
     }
 
     /// Live keys in `range`, ascending, at most `limit`.

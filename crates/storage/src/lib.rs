@@ -10,6 +10,7 @@
 #![warn(missing_debug_implementations)]
 #![warn(missing_docs)]
 
+mod applier;
 mod compaction;
 mod core;
 mod counts;
@@ -27,6 +28,7 @@ mod run;
 mod snapshot;
 mod wal;
 
+pub use applier::{Applier, Change};
 pub use db::{
     validate_keyspace_name, Condition, Db, Entry, IndexReport, Keyspace, KeyspaceStats,
     SnapshotInfo, Stats, Value, WarmReport, WriteBatch, DEFAULT_KEYSPACE,

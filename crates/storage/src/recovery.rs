@@ -66,6 +66,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         applied_seq: AtomicU64::new(manifest.covered_seq),
         registry: RwLock::new(registry),
         counts: Mutex::new(crate::counts::Counts::default()),
+        appliers: RwLock::new(crate::applier::Appliers::default()),
         bg: Mutex::new(BgSignal::default()),
         bg_cv: Condvar::new(),
         room: Mutex::new(()),
