@@ -3,5 +3,21 @@
 //! the engine's applier seam. See docs/design/search.md.
 #![warn(missing_debug_implementations)]
 
+mod collection;
 pub mod distance;
+pub mod doc;
+mod error;
+pub mod filter;
 pub mod hnsw;
+mod manager;
+pub mod payload;
+pub mod query;
+pub mod schema;
+
+pub use collection::Collection;
+pub use doc::Document;
+pub use error::{Error, Result};
+pub use filter::Filter;
+pub use manager::{Collections, SearchOptions, CATALOG_KEYSPACE, COLLECTION_KEYSPACE_PREFIX};
+pub use query::{Hit, SearchRequest, SearchResponse};
+pub use schema::Schema;

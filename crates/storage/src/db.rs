@@ -457,6 +457,11 @@ impl Db {
         result
     }
 
+    /// The options the database was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.core.opts
+    }
+
     /// The data directory.
     pub fn path(&self) -> &Path {
         &self.inner.dir

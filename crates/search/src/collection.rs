@@ -1,0 +1,549 @@
+//! One collection: its documents live in one engine keyspace (key = a collision-free u64 per id,
+//! value = the encoded document); its rows, payload indexes and one HNSW per vector field are
+//! derived state, kept in step by the engine's applier seam and rebuilt from the keyspace on open.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Weak,
+    },
+    time::Instant,
+};
+
+use kyrodb_storage::{Applier, Change, Condition, Keyspace, WriteBatch};
+use parking_lot::RwLock;
+use roaring::RoaringBitmap;
+use serde_json::{json, Value};
+
+use crate::{
+    doc::{fields_json, Document, Fields},
+    error::invalid,
+    filter::Filter,
+    hnsw::{Hnsw, HnswStats},
+    manager::Shared,
+    payload::Payload,
+    query::{Hit, SearchRequest, SearchResponse},
+    schema::{Schema, VectorSpec},
+    Error, Result,
+};
+
+/// Attempts at a write whose conditions a concurrent writer keeps breaking.
+const WRITE_ATTEMPTS: usize = 16;
+
+/// A live document's row.
+#[derive(Debug)]
+struct Row {
+    key: u64,
+    seq: u64,
+    id: Arc<str>,
+    fields: Fields,
+}
+
+/// Derived state, changed only by the applier.
+#[derive(Debug, Default)]
+struct State {
+    rows: Vec<Option<Row>>,
+    free: Vec<u32>,
+    by_key: HashMap<u64, u32>,
+    by_id: HashMap<Arc<str>, u32>,
+    payload: Payload,
+    /// Rows that have each vector field.
+    has_vector: Vec<RoaringBitmap>,
+}
+
+/// One vector field's index.
+#[derive(Debug)]
+pub(crate) struct VectorIndex {
+    pub name: String,
+    pub spec: VectorSpec,
+    pub hnsw: Hnsw,
+}
+
+/// A collection.
+#[derive(Debug)]
+pub struct Collection {
+    name: String,
+    schema: Schema,
+    created_ms: i64,
+    keyspace: Keyspace,
+    state: RwLock<State>,
+    pub(crate) vectors: Vec<VectorIndex>,
+    shared: Weak<Shared>,
+    pub(crate) dropped: AtomicBool,
+}
+
+impl Collection {
+    pub(crate) fn new(
+        name: &str,
+        schema: Schema,
+        created_ms: i64,
+        keyspace: Keyspace,
+        shared: Weak<Shared>,
+        params: crate::hnsw::HnswParams,
+    ) -> Collection {
+        let vectors: Vec<VectorIndex> = schema
+            .vectors
+            .iter()
+            .map(|(n, spec)| VectorIndex {
+                name: n.clone(),
+                spec: *spec,
+                hnsw: Hnsw::new(spec.dim as usize, spec.metric, params),
+            })
+            .collect();
+        let state = State {
+            has_vector: vec![RoaringBitmap::new(); vectors.len()],
+            ..State::default()
+        };
+        Collection {
+            name: name.to_owned(),
+            schema,
+            created_ms,
+            keyspace,
+            state: RwLock::new(state),
+            vectors,
+            shared,
+            dropped: AtomicBool::new(false),
+        }
+    }
+
+    /// The collection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub(crate) fn keyspace(&self) -> &Keyspace {
+        &self.keyspace
+    }
+
+    /// Live documents.
+    pub fn count(&self) -> u64 {
+        self.state.read().by_key.len() as u64
+    }
+
+    fn shared(&self) -> Result<Arc<Shared>> {
+        self.shared
+            .upgrade()
+            .filter(|_| !self.dropped.load(Ordering::Acquire))
+            .ok_or_else(|| Error::NoSuchCollection(self.name.clone()))
+    }
+
+    /// Parses the documents of a batch upsert (`documents[i]` paths).
+    pub fn parse_documents(&self, docs: &[Value]) -> Result<Vec<Document>> {
+        docs.iter()
+            .enumerate()
+            .map(|(i, d)| Document::parse(d, &self.schema, &format!("documents[{i}]"), &[]))
+            .collect()
+    }
+
+    /// Upserts `docs` atomically (all or nothing); returns the write's sequence number once it is
+    /// durable and searchable. A later document with the same id as an earlier one in the batch wins.
+    pub fn upsert(&self, docs: &[Document]) -> Result<u64> {
+        let shared = self.shared()?;
+        let opts = &shared.opts;
+        if docs.len() > opts.documents_per_batch_max {
+            return Err(Error::TooMany {
+                what: "documents_per_batch_max",
+                count: docs.len() as u64,
+                max: opts.documents_per_batch_max as u64,
+            });
+        }
+        let values: Vec<Vec<u8>> = docs.iter().map(Document::encode).collect();
+        let value_max = shared.value_bytes_max;
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| v.len() > value_max) {
+            return Err(invalid(
+                "document_too_large",
+                format!("documents[{i}]"),
+                format!(
+                    "encodes to {} bytes; a document is at most {value_max} bytes (value_bytes_max)",
+                    v.len()
+                ),
+            ));
+        }
+        let needed: u64 = docs
+            .iter()
+            .flat_map(|d| d.vectors.values())
+            .map(|v| crate::manager::vector_cost(v.len(), opts.hnsw.m))
+            .sum();
+        shared.check_budget(needed)?;
+        shared.wait_for_indexer()?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let mut batch = WriteBatch::new();
+            {
+                let st = self.state.read();
+                let mut taken: HashSet<u64> = HashSet::new();
+                let mut in_batch: HashMap<&str, u64> = HashMap::new();
+                for (doc, value) in docs.iter().zip(&values) {
+                    let key = if let Some(k) = in_batch.get(doc.id.as_str()) {
+                        *k
+                    } else if let Some(row) = st.by_id.get(doc.id.as_str()).and_then(|r| st.row(*r))
+                    {
+                        batch.require(&self.keyspace, row.key, Condition::Seq(row.seq));
+                        row.key
+                    } else {
+                        let mut k = id_key(&doc.id);
+                        while st.by_key.contains_key(&k) || taken.contains(&k) {
+                            k = k.wrapping_add(1);
+                        }
+                        taken.insert(k);
+                        batch.require(&self.keyspace, k, Condition::Absent);
+                        k
+                    };
+                    in_batch.insert(&doc.id, key);
+                    batch.put(&self.keyspace, key, value);
+                }
+            }
+            match shared.db.write(batch) {
+                Ok(seq) => return Ok(seq),
+                Err(kyrodb_storage::Error::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict(self.name.clone()))
+    }
+
+    /// Deletes the documents with these ids atomically; returns (deleted, absent).
+    pub fn delete_ids(&self, ids: &[String]) -> Result<(u64, u64)> {
+        let shared = self.shared()?;
+        if ids.len() > shared.opts.documents_per_batch_max * 10 {
+            return Err(Error::TooMany {
+                what: "ids per delete (10 × documents_per_batch_max)",
+                count: ids.len() as u64,
+                max: shared.opts.documents_per_batch_max as u64 * 10,
+            });
+        }
+        for _ in 0..WRITE_ATTEMPTS {
+            let mut batch = WriteBatch::new();
+            let (mut deleted, mut absent) = (0, 0);
+            {
+                let st = self.state.read();
+                let mut seen = HashSet::new();
+                for id in ids {
+                    if !seen.insert(id.as_str()) {
+                        continue;
+                    }
+                    match st.by_id.get(id.as_str()).and_then(|r| st.row(*r)) {
+                        Some(row) => {
+                            batch
+                                .require(&self.keyspace, row.key, Condition::Seq(row.seq))
+                                .delete(&self.keyspace, row.key);
+                            deleted += 1;
+                        }
+                        None => absent += 1,
+                    }
+                }
+            }
+            if deleted == 0 {
+                return Ok((0, absent));
+            }
+            match shared.db.write(batch) {
+                Ok(_) => return Ok((deleted, absent)),
+                Err(kyrodb_storage::Error::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict(self.name.clone()))
+    }
+
+    /// Deletes every document matching `filter` atomically; returns how many.
+    pub fn delete_matching(&self, filter: &Filter) -> Result<u64> {
+        let ids: Vec<String> = {
+            let st = self.state.read();
+            let bm = st.payload.eval(filter);
+            bm.iter()
+                .filter_map(|r| st.row(r).map(|row| row.id.to_string()))
+                .collect()
+        };
+        Ok(self.delete_ids(&ids)?.0)
+    }
+
+    /// The stored document with `id`.
+    pub fn get(&self, id: &str) -> Result<Document> {
+        let key = {
+            let st = self.state.read();
+            st.by_id
+                .get(id)
+                .and_then(|r| st.row(*r))
+                .map(|row| row.key)
+                .ok_or_else(|| Error::NoSuchDocument(id.to_owned()))?
+        };
+        let v = self
+            .keyspace
+            .get(key)?
+            .ok_or_else(|| Error::NoSuchDocument(id.to_owned()))?;
+        let doc = Document::decode(&v, &self.schema).map_err(|e| Error::Corrupt {
+            collection: self.name.clone(),
+            key,
+            reason: e.to_string(),
+        })?;
+        if doc.id != id {
+            return Err(Error::NoSuchDocument(id.to_owned()));
+        }
+        Ok(doc)
+    }
+
+    /// Answers a search (see `query.rs` for the request).
+    pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse> {
+        let started = Instant::now();
+        let (fi, index) = self
+            .vectors
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.name == req.using)
+            .expect("the request was parsed against this schema");
+        let m = self.shared()?.opts.hnsw.m;
+        let want = req.limit + 8; // a few more, so ties at the boundary break by id
+        let st = self.state.read();
+        let candidates = st.has_vector[fi].len();
+        let mut plan = json!({"field": index.name, "candidates": candidates});
+        let (out, strategy) = match &req.filter {
+            None => (index.hnsw.search(&req.vector, want, req.ef, None), "hnsw"),
+            Some(f) => {
+                let mut bm = st.payload.eval(f);
+                bm &= &st.has_vector[fi];
+                let card = bm.len();
+                let sel = card as f64 / candidates.max(1) as f64;
+                // Distance computations: exact = every match; graph ≈ ef·2M per allowed result found,
+                // visiting ~1/selectivity nodes per allowed one.
+                let graph_cost = ((req.ef * 2 * m) as f64 / sel.max(1e-9)).min(candidates as f64);
+                plan["estimated_matches"] = json!(card);
+                plan["selectivity"] = json!(sel);
+                plan["cost_exact"] = json!(card);
+                plan["cost_graph"] = json!(graph_cost.round());
+                if card == 0 {
+                    (Default::default(), "empty")
+                } else if (card as f64) <= graph_cost {
+                    (
+                        index.hnsw.search_exact(&req.vector, want, &mut bm.iter()),
+                        "exact_filtered",
+                    )
+                } else {
+                    let allow = |r: u32| bm.contains(r);
+                    let mut ef = req.ef;
+                    let mut widenings = 0;
+                    let target = want.min(card as usize);
+                    loop {
+                        let out = index.hnsw.search(&req.vector, want, ef, Some(&allow));
+                        if out.hits.len() >= target {
+                            plan["widenings"] = json!(widenings);
+                            break (out, "hnsw_filtered");
+                        }
+                        if ef as u64 >= candidates {
+                            // The graph could not reach enough matches: answer exactly.
+                            plan["widenings"] = json!(widenings);
+                            break (
+                                index.hnsw.search_exact(&req.vector, want, &mut bm.iter()),
+                                "exact_fallback",
+                            );
+                        }
+                        ef = (ef * 4).min(candidates as usize);
+                        widenings += 1;
+                    }
+                }
+            }
+        };
+        plan["strategy"] = json!(strategy);
+        plan["ef"] = json!(req.ef);
+        plan["visited"] = json!(out.visited);
+        plan["exact_scanned"] = json!(out.exact_scanned);
+        plan["kernel"] = json!(crate::distance::kernel_name());
+        let mut hits: Vec<(f32, Arc<str>, u32)> = out
+            .hits
+            .iter()
+            .filter(|(_, s)| req.threshold.is_none_or(|t| *s >= t))
+            .filter_map(|(r, s)| st.row(*r).map(|row| (*s, row.id.clone(), *r)))
+            .collect();
+        hits.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        hits.truncate(req.limit);
+        let mut out_hits: Vec<Hit> = hits
+            .iter()
+            .map(|(score, id, r)| Hit {
+                id: id.to_string(),
+                score: *score,
+                fields: req
+                    .with_fields
+                    .then(|| fields_json(&st.row(*r).expect("row").fields)),
+                text: None,
+                vectors: None,
+                key: st.row(*r).expect("row").key,
+            })
+            .collect();
+        drop(st);
+        if req.with_text || req.with_vectors {
+            let keys: Vec<u64> = out_hits.iter().map(|h| h.key).collect();
+            let values = self.keyspace.multi_get(&keys)?;
+            for (h, v) in out_hits.iter_mut().zip(values) {
+                if let Some(doc) = v.and_then(|v| Document::decode(&v, &self.schema).ok()) {
+                    if req.with_text {
+                        h.text = Some(json!(doc.text));
+                    }
+                    if req.with_vectors {
+                        h.vectors = Some(json!(doc.vectors));
+                    }
+                }
+            }
+        }
+        let took = started.elapsed();
+        metrics::histogram!("kyrodb_search_latency_seconds", "plan" => strategy)
+            .record(took.as_secs_f64());
+        metrics::counter!("kyrodb_search_plans_total", "plan" => strategy).increment(1);
+        plan["took_us"] = json!(took.as_micros() as u64);
+        Ok(SearchResponse {
+            hits: out_hits,
+            plan: req.explain.then_some(plan),
+        })
+    }
+
+    /// Schema, counts and index state.
+    pub fn info(&self) -> Value {
+        let (documents, payload_bytes) = {
+            let st = self.state.read();
+            (st.by_key.len(), st.payload.bytes())
+        };
+        let indexes: serde_json::Map<String, Value> = self
+            .vectors
+            .iter()
+            .map(|v| {
+                let s: HnswStats = v.hnsw.stats();
+                (
+                    v.name.clone(),
+                    json!({"dim": v.spec.dim, "metric": v.spec.metric, "vectors": s.live,
+                           "pending": s.pending, "tombstones": s.tombstones, "bytes": s.bytes,
+                           "state": if s.pending == 0 { "ready" } else { "indexing" }}),
+                )
+            })
+            .collect();
+        json!({
+            "name": self.name,
+            "schema": self.schema,
+            "documents": documents,
+            "created_at": crate::doc::format_datetime(self.created_ms),
+            "indexes": indexes,
+            "payload_index_bytes": payload_bytes,
+        })
+    }
+
+    /// Bytes held by the vector indexes.
+    pub fn index_bytes(&self) -> u64 {
+        self.vectors
+            .iter()
+            .map(|v| v.hnsw.stats().bytes as u64)
+            .sum()
+    }
+
+    /// Vectors waiting to be linked.
+    pub fn pending(&self) -> usize {
+        self.vectors.iter().map(|v| v.hnsw.pending()).sum()
+    }
+}
+
+/// The engine key an id starts probing from.
+fn id_key(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+impl State {
+    fn row(&self, r: u32) -> Option<&Row> {
+        self.rows.get(r as usize)?.as_ref()
+    }
+
+    fn remove_row(&mut self, r: u32, vectors: &[VectorIndex]) {
+        let Some(row) = self.rows.get_mut(r as usize).and_then(Option::take) else {
+            return;
+        };
+        self.payload.remove(r, &row.fields);
+        self.by_key.remove(&row.key);
+        if self.by_id.get(&row.id) == Some(&r) {
+            self.by_id.remove(&row.id);
+        }
+        for (i, v) in vectors.iter().enumerate() {
+            if self.has_vector[i].remove(r) {
+                v.hnsw.remove(r);
+            }
+        }
+        self.free.push(r);
+    }
+
+    fn put(&mut self, key: u64, seq: u64, doc: Document, vectors: &[VectorIndex]) {
+        // The same id under another key (cannot happen through this crate's writes, which look
+        // the id up first): keep ids unique by dropping the other row.
+        if let Some(&other) = self.by_id.get(doc.id.as_str()) {
+            if self.row(other).is_some_and(|row| row.key != key) {
+                self.remove_row(other, vectors);
+            }
+        }
+        let r = match self.by_key.get(&key) {
+            Some(&r) => {
+                let old = self.rows[r as usize].take().expect("mapped row is live");
+                self.payload.remove(r, &old.fields);
+                if self.by_id.get(&old.id) == Some(&r) {
+                    self.by_id.remove(&old.id);
+                }
+                r
+            }
+            None => {
+                let r = self.free.pop().unwrap_or_else(|| {
+                    self.rows.push(None);
+                    (self.rows.len() - 1) as u32
+                });
+                self.by_key.insert(key, r);
+                r
+            }
+        };
+        let id: Arc<str> = Arc::from(doc.id.as_str());
+        self.payload.insert(r, &doc.fields);
+        for (i, v) in vectors.iter().enumerate() {
+            match doc.vectors.get(&v.name) {
+                Some(vec) if vec.len() == v.spec.dim as usize => {
+                    v.hnsw.set(r, vec);
+                    self.has_vector[i].insert(r);
+                }
+                _ => {
+                    if self.has_vector[i].remove(r) {
+                        v.hnsw.remove(r);
+                    }
+                }
+            }
+        }
+        self.by_id.insert(id.clone(), r);
+        self.rows[r as usize] = Some(Row {
+            key,
+            seq,
+            id,
+            fields: doc.fields,
+        });
+    }
+}
+
+impl Applier for Collection {
+    fn apply(&self, seq: u64, changes: &[Change<'_>]) {
+        let mut st = self.state.write();
+        for c in changes {
+            match c {
+                Change::Put { key, value, .. } => match Document::decode(value, &self.schema) {
+                    Ok(doc) => st.put(*key, seq, doc, &self.vectors),
+                    Err(e) => {
+                        tracing::error!(collection = %self.name, key, %e, "stored document does not decode; not indexed");
+                        if let Some(&r) = st.by_key.get(key) {
+                            st.remove_row(r, &self.vectors);
+                        }
+                    }
+                },
+                Change::Delete { key } => {
+                    if let Some(&r) = st.by_key.get(key) {
+                        st.remove_row(r, &self.vectors);
+                    }
+                }
+            }
+        }
+        drop(st);
+        if let Some(s) = self.shared.upgrade() {
+            s.wake_indexer();
+        }
+    }
+}

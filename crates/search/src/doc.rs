@@ -1,0 +1,631 @@
+//! Documents: parsed and checked against a schema, encoded as one storage value, decoded back.
+//!
+//! Value layout (version 1, little-endian): `u8 version, u32 id_len, id, u32 meta_len, meta (JSON:
+//! {"text": {..}, "fields": {..}} with datetimes as epoch ms), u16 vector_count, then per vector
+//! u16 name_len, name, u32 dim, dim × f32`. See docs/design/search.md.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::{
+    distance::Metric,
+    error::invalid,
+    schema::{FieldType, Schema},
+    Result,
+};
+
+/// Longest document id, in bytes.
+pub const ID_BYTES_MAX: usize = 256;
+/// Most text bytes per document (all text fields together).
+pub const TEXT_BYTES_MAX: usize = 256 << 10;
+/// Most values in one keyword field.
+pub const KEYWORD_VALUES_MAX: usize = 256;
+/// Longest keyword value, in bytes.
+pub const KEYWORD_BYTES_MAX: usize = 1024;
+/// Integers are exact within ±2^53 (they share the numeric index with floats).
+pub const INTEGER_ABS_MAX: i64 = 1 << 53;
+
+/// A metadata value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    /// One or more strings.
+    Keyword(Vec<String>),
+    /// An integer.
+    Integer(i64),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// Epoch milliseconds.
+    Datetime(i64),
+}
+
+impl FieldValue {
+    /// The value on the numeric axis, for range indexes.
+    pub fn number(&self) -> Option<f64> {
+        match self {
+            FieldValue::Integer(i) | FieldValue::Datetime(i) => Some(*i as f64),
+            FieldValue::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// As stored (datetimes as epoch ms).
+    fn to_stored(&self) -> Value {
+        match self {
+            FieldValue::Keyword(v) if v.len() == 1 => Value::String(v[0].clone()),
+            FieldValue::Keyword(v) => Value::Array(v.iter().cloned().map(Value::String).collect()),
+            FieldValue::Integer(i) | FieldValue::Datetime(i) => Value::from(*i),
+            FieldValue::Float(f) => Value::from(*f),
+            FieldValue::Bool(b) => Value::Bool(*b),
+        }
+    }
+
+    /// As returned (datetimes as RFC 3339 UTC with milliseconds).
+    pub fn to_json(&self) -> Value {
+        match self {
+            FieldValue::Datetime(ms) => Value::String(format_datetime(*ms)),
+            other => other.to_stored(),
+        }
+    }
+}
+
+/// Metadata fields by name.
+pub type Fields = BTreeMap<String, FieldValue>;
+
+/// A document checked against its collection's schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// The id.
+    pub id: String,
+    /// Text by text field.
+    pub text: BTreeMap<String, String>,
+    /// Metadata.
+    pub fields: Fields,
+    /// Vectors by vector field.
+    pub vectors: BTreeMap<String, Vec<f32>>,
+}
+
+/// Checks a document id: 1–256 bytes of UTF-8 without control characters.
+pub fn check_id(id: &str, path: &str) -> Result<()> {
+    if id.is_empty() || id.len() > ID_BYTES_MAX {
+        return Err(invalid(
+            "invalid_id",
+            path,
+            format!("ids are 1–{ID_BYTES_MAX} bytes, got {}", id.len()),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(invalid(
+            "invalid_id",
+            path,
+            "ids may not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Parses RFC 3339 or integer epoch milliseconds.
+pub fn parse_datetime(v: &Value, path: &str) -> Result<i64> {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .filter(|ms| ms.abs() <= INTEGER_ABS_MAX)
+            .ok_or_else(|| invalid("invalid_datetime", path, "epoch milliseconds must be an integer within ±2^53")),
+        Value::String(s) => parse_rfc3339(s).ok_or_else(|| {
+            invalid(
+                "invalid_datetime",
+                path,
+                format!("{s:?} is not an RFC 3339 time (e.g. 2025-03-01T12:00:00Z) or epoch milliseconds"),
+            )
+        }),
+        _ => Err(invalid(
+            "invalid_datetime",
+            path,
+            "a datetime is an RFC 3339 string or integer epoch milliseconds",
+        )),
+    }
+}
+
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// RFC 3339 UTC with milliseconds (`2025-03-01T12:00:00.000Z`).
+pub fn format_datetime(ms: i64) -> String {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Parses one metadata value of type `ty`.
+pub fn parse_field(ty: FieldType, v: &Value, path: &str) -> Result<FieldValue> {
+    let wrong = |want: &str| {
+        invalid(
+            "invalid_field_type",
+            path,
+            format!("expected {want}, got {}", kind(v)),
+        )
+    };
+    Ok(match ty {
+        FieldType::Keyword => {
+            let one = |v: &Value, p: &str| -> Result<String> {
+                let s = v.as_str().ok_or_else(|| {
+                    invalid(
+                        "invalid_field_type",
+                        p,
+                        format!("expected a string, got {}", kind(v)),
+                    )
+                })?;
+                if s.len() > KEYWORD_BYTES_MAX {
+                    return Err(invalid(
+                        "invalid_field_type",
+                        p,
+                        format!("keyword values are at most {KEYWORD_BYTES_MAX} bytes"),
+                    ));
+                }
+                Ok(s.to_owned())
+            };
+            match v {
+                Value::String(_) => FieldValue::Keyword(vec![one(v, path)?]),
+                Value::Array(a) => {
+                    if a.len() > KEYWORD_VALUES_MAX {
+                        return Err(invalid(
+                            "invalid_field_type",
+                            path,
+                            format!("at most {KEYWORD_VALUES_MAX} values"),
+                        ));
+                    }
+                    let mut out = a
+                        .iter()
+                        .enumerate()
+                        .map(|(i, x)| one(x, &format!("{path}[{i}]")))
+                        .collect::<Result<Vec<_>>>()?;
+                    out.sort();
+                    out.dedup();
+                    FieldValue::Keyword(out)
+                }
+                _ => return Err(wrong("a string or an array of strings")),
+            }
+        }
+        FieldType::Integer => FieldValue::Integer(
+            v.as_i64()
+                .filter(|i| i.abs() <= INTEGER_ABS_MAX)
+                .ok_or_else(|| wrong("an integer within ±2^53"))?,
+        ),
+        FieldType::Float => FieldValue::Float(
+            v.as_f64()
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| wrong("a finite number"))?,
+        ),
+        FieldType::Bool => FieldValue::Bool(v.as_bool().ok_or_else(|| wrong("true or false"))?),
+        FieldType::Datetime => FieldValue::Datetime(parse_datetime(v, path)?),
+    })
+}
+
+/// The JSON kind of `v`, for messages.
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Parses a vector: `dim` finite numbers (and, for cosine, not all zero).
+pub fn parse_vector(v: &Value, dim: u32, metric: Metric, path: &str) -> Result<Vec<f32>> {
+    let Value::Array(a) = v else {
+        return Err(invalid(
+            "invalid_vector",
+            path,
+            format!("a vector is an array of {dim} numbers, got {}", kind(v)),
+        ));
+    };
+    if a.len() != dim as usize {
+        return Err(invalid(
+            "dimension_mismatch",
+            path,
+            format!("expected {dim} dimensions, got {}", a.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(a.len());
+    for (i, x) in a.iter().enumerate() {
+        let f = x.as_f64().map(|f| f as f32).filter(|f| f.is_finite());
+        match f {
+            Some(f) => out.push(f),
+            None => {
+                return Err(invalid(
+                    "invalid_vector",
+                    format!("{path}[{i}]"),
+                    "vector components must be finite numbers (no NaN, Infinity, strings or null)",
+                ))
+            }
+        }
+    }
+    if metric == Metric::Cosine && out.iter().all(|x| *x == 0.0) {
+        return Err(invalid(
+            "invalid_vector",
+            path,
+            "a cosine vector must not be all zeros",
+        ));
+    }
+    Ok(out)
+}
+
+impl Document {
+    /// Parses a document (the JSON object of a request) against `schema`. `path` prefixes error
+    /// paths (`documents[3]`). `extra` lists additional top-level keys the caller handles
+    /// (`collection` on the stream route).
+    pub fn parse(v: &Value, schema: &Schema, path: &str, extra: &[&str]) -> Result<Document> {
+        let p = |s: &str| {
+            if path.is_empty() {
+                s.to_owned()
+            } else {
+                format!("{path}.{s}")
+            }
+        };
+        let Value::Object(o) = v else {
+            return Err(invalid(
+                "invalid_document",
+                path,
+                format!("a document is a JSON object, got {}", kind(v)),
+            ));
+        };
+        for k in o.keys() {
+            if !matches!(
+                k.as_str(),
+                "id" | "text" | "fields" | "timestamp" | "vectors" | "vector"
+            ) && !extra.contains(&k.as_str())
+            {
+                return Err(invalid(
+                    "unknown_field",
+                    p(k),
+                    "unknown key (a document has id, text, fields, timestamp, vectors or vector)",
+                ));
+            }
+        }
+        let id = match o.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => {
+                return Err(invalid(
+                    "invalid_id",
+                    p("id"),
+                    format!("ids are strings, got {}", kind(other)),
+                ))
+            }
+            None => return Err(invalid("invalid_id", p("id"), "missing id")),
+        };
+        check_id(&id, &p("id"))?;
+
+        let mut text = BTreeMap::new();
+        match o.get("text") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => match schema.text_fields.as_slice() {
+                [one] => {
+                    text.insert(one.clone(), s.clone());
+                }
+                [] => {
+                    return Err(invalid(
+                        "unknown_field",
+                        p("text"),
+                        "the collection has no text_fields",
+                    ))
+                }
+                _ => {
+                    return Err(invalid(
+                        "invalid_document",
+                        p("text"),
+                        "the collection has several text fields: give an object {field: text}",
+                    ))
+                }
+            },
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    if !schema.text_fields.contains(k) {
+                        return Err(invalid(
+                            "unknown_field",
+                            p(&format!("text.{k}")),
+                            "not a text field of the collection",
+                        ));
+                    }
+                    match v {
+                        Value::String(s) => {
+                            text.insert(k.clone(), s.clone());
+                        }
+                        Value::Null => {}
+                        other => {
+                            return Err(invalid(
+                                "invalid_field_type",
+                                p(&format!("text.{k}")),
+                                format!("expected a string, got {}", kind(other)),
+                            ))
+                        }
+                    }
+                }
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "invalid_document",
+                    p("text"),
+                    format!("text is a string or an object, got {}", kind(other)),
+                ))
+            }
+        }
+        let text_bytes: usize = text.values().map(String::len).sum();
+        if text_bytes > TEXT_BYTES_MAX {
+            return Err(invalid(
+                "document_too_large",
+                p("text"),
+                format!("{text_bytes} bytes of text; at most {TEXT_BYTES_MAX} (text_bytes_max)"),
+            ));
+        }
+
+        let mut fields = Fields::new();
+        match o.get("fields") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    let fp = p(&format!("fields.{k}"));
+                    let Some(ty) = schema.fields.get(k) else {
+                        return Err(invalid(
+                            "unknown_field",
+                            fp,
+                            "not a field of the collection's schema",
+                        ));
+                    };
+                    if v.is_null() {
+                        continue;
+                    }
+                    fields.insert(k.clone(), parse_field(*ty, v, &fp)?);
+                }
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "invalid_document",
+                    p("fields"),
+                    format!("fields is an object, got {}", kind(other)),
+                ))
+            }
+        }
+        if let Some(ts) = o.get("timestamp").filter(|v| !v.is_null()) {
+            let Some(tf) = &schema.timestamp_field else {
+                return Err(invalid(
+                    "unknown_field",
+                    p("timestamp"),
+                    "the collection has no timestamp_field",
+                ));
+            };
+            let ms = parse_datetime(ts, &p("timestamp"))?;
+            match fields.get(tf) {
+                Some(FieldValue::Datetime(other)) if *other != ms => {
+                    return Err(invalid(
+                        "invalid_document",
+                        p("timestamp"),
+                        format!("timestamp and fields.{tf} are both given and differ"),
+                    ))
+                }
+                _ => {
+                    fields.insert(tf.clone(), FieldValue::Datetime(ms));
+                }
+            }
+        }
+
+        let mut vectors = BTreeMap::new();
+        if o.contains_key("vector") && o.contains_key("vectors") {
+            return Err(invalid(
+                "invalid_document",
+                p("vector"),
+                "give either vector or vectors, not both",
+            ));
+        }
+        if let Some(v) = o.get("vector").filter(|v| !v.is_null()) {
+            let Some(name) = schema.sole_vector() else {
+                return Err(invalid(
+                    "invalid_document",
+                    p("vector"),
+                    "`vector` needs a collection with exactly one vector field; use vectors: {field: [..]}",
+                ));
+            };
+            let spec = schema.vectors[name];
+            vectors.insert(
+                name.to_owned(),
+                parse_vector(v, spec.dim, spec.metric, &p("vector"))?,
+            );
+        }
+        match o.get("vectors") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    let vp = p(&format!("vectors.{k}"));
+                    let Some(spec) = schema.vectors.get(k) else {
+                        return Err(invalid(
+                            "unknown_field",
+                            vp,
+                            "not a vector field of the collection",
+                        ));
+                    };
+                    if v.is_null() {
+                        continue;
+                    }
+                    vectors.insert(k.clone(), parse_vector(v, spec.dim, spec.metric, &vp)?);
+                }
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "invalid_document",
+                    p("vectors"),
+                    format!("vectors is an object, got {}", kind(other)),
+                ))
+            }
+        }
+        Ok(Document {
+            id,
+            text,
+            fields,
+            vectors,
+        })
+    }
+
+    /// The storage value.
+    pub fn encode(&self) -> Vec<u8> {
+        let meta = serde_json::json!({
+            "text": self.text,
+            "fields": self.fields.iter().map(|(k, v)| (k.clone(), v.to_stored())).collect::<Map<_, _>>(),
+        })
+        .to_string();
+        let vec_bytes: usize = self
+            .vectors
+            .iter()
+            .map(|(k, v)| 6 + k.len() + 4 * v.len())
+            .sum();
+        let mut out = Vec::with_capacity(11 + self.id.len() + meta.len() + vec_bytes);
+        out.push(1);
+        out.extend_from_slice(&(self.id.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.id.as_bytes());
+        out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        out.extend_from_slice(meta.as_bytes());
+        out.extend_from_slice(&(self.vectors.len() as u16).to_le_bytes());
+        for (name, v) in &self.vectors {
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            for x in v {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Decodes a storage value written by [`Document::encode`] for a collection with `schema`.
+    /// Fields the schema no longer has are dropped.
+    pub fn decode(bytes: &[u8], schema: &Schema) -> Result<Document, DecodeError> {
+        let mut r = Reader { b: bytes, at: 0 };
+        if r.u8()? != 1 {
+            return Err(r.err("unknown document version"));
+        }
+        let n = r.u32()? as usize;
+        let id = std::str::from_utf8(r.take(n)?)
+            .map_err(|_| r.err("id is not UTF-8"))?
+            .to_owned();
+        let n = r.u32()? as usize;
+        let meta: Value =
+            serde_json::from_slice(r.take(n)?).map_err(|_| r.err("metadata is not JSON"))?;
+        let mut text = BTreeMap::new();
+        if let Some(Value::Object(m)) = meta.get("text") {
+            for (k, v) in m {
+                if let Some(s) = v.as_str() {
+                    text.insert(k.clone(), s.to_owned());
+                }
+            }
+        }
+        let mut fields = Fields::new();
+        if let Some(Value::Object(m)) = meta.get("fields") {
+            for (k, v) in m {
+                if let Some(ty) = schema.fields.get(k) {
+                    if let Ok(f) = parse_field(*ty, v, k) {
+                        fields.insert(k.clone(), f);
+                    }
+                }
+            }
+        }
+        let count = r.u16()?;
+        let mut vectors = BTreeMap::new();
+        for _ in 0..count {
+            let n = r.u16()? as usize;
+            let name = std::str::from_utf8(r.take(n)?)
+                .map_err(|_| r.err("vector name is not UTF-8"))?
+                .to_owned();
+            let dim = r.u32()? as usize;
+            let raw = r.take(
+                dim.checked_mul(4)
+                    .ok_or_else(|| r.err("dimension overflows"))?,
+            )?;
+            let v: Vec<f32> = raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            vectors.insert(name, v);
+        }
+        if r.at != bytes.len() {
+            return Err(r.err("trailing bytes"));
+        }
+        Ok(Document {
+            id,
+            text,
+            fields,
+            vectors,
+        })
+    }
+
+    /// The JSON form returned by the API; `with` chooses `fields`, `text`, `vectors`.
+    pub fn to_json(&self, fields: bool, text: bool, vectors: bool) -> Value {
+        let mut o = Map::new();
+        o.insert("id".into(), Value::String(self.id.clone()));
+        if fields {
+            o.insert("fields".into(), fields_json(&self.fields));
+        }
+        if text {
+            o.insert("text".into(), serde_json::json!(self.text));
+        }
+        if vectors {
+            o.insert("vectors".into(), serde_json::json!(self.vectors));
+        }
+        Value::Object(o)
+    }
+}
+
+/// Fields as returned by the API.
+pub fn fields_json(f: &Fields) -> Value {
+    Value::Object(f.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+}
+
+/// A stored document that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("document value: {reason} at byte {offset}")]
+pub struct DecodeError {
+    /// Byte offset in the value.
+    pub offset: usize,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, reason: &'static str) -> DecodeError {
+        DecodeError {
+            offset: self.at,
+            reason,
+        }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.at.checked_add(n).filter(|e| *e <= self.b.len());
+        let end = end.ok_or_else(|| self.err("truncated"))?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let s = self.take(2)?;
+        Ok(u16::from_le_bytes([s[0], s[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+}

@@ -1,0 +1,290 @@
+//! The filter language: parsed against a schema (errors name the path), evaluated over the payload
+//! indexes to a bitmap of matching rows.
+//!
+//! ```json
+//! {"must": [{"key": "author", "match": "ann"}, {"key": "tags", "match": {"any": ["a", "b"]}},
+//!           {"key": "rank", "range": {"gte": 1, "lte": 5000}}],
+//!  "should": [...], "must_not": [{"key": "price", "exists": true}]}
+//! ```
+//! plus the shorthand `{"author": "ann", "rank": 3}` (equality on each key). `should`: at least one
+//! clause matches; `must_not`: none matches; a missing field matches no `match`/`range` clause and
+//! only `{"exists": false}`.
+
+use std::ops::Bound;
+
+use serde_json::Value;
+
+use crate::{
+    doc::{kind, parse_datetime, parse_field, FieldValue},
+    error::invalid,
+    schema::{FieldType, Schema},
+    Result,
+};
+
+/// Deepest nesting of must/should/must_not.
+pub const DEPTH_MAX: usize = 16;
+/// Most conditions in one filter.
+pub const CONDITIONS_MAX: usize = 1024;
+
+/// A parsed filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// Every clause matches (also the shorthand).
+    Must(Vec<Filter>),
+    /// At least one clause matches.
+    Should(Vec<Filter>),
+    /// No clause matches.
+    MustNot(Vec<Filter>),
+    /// One condition on one field.
+    Cond(Cond),
+}
+
+/// A condition on one field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    /// The keyword field holds one of these strings.
+    Keyword { field: String, any: Vec<String> },
+    /// The bool field is this.
+    Bool { field: String, value: bool },
+    /// The numeric or datetime field lies in this range (equality is a one-point range).
+    Range {
+        field: String,
+        lo: Bound<f64>,
+        hi: Bound<f64>,
+    },
+    /// The field is present (true) or absent (false).
+    Exists { field: String, exists: bool },
+}
+
+struct Parser<'a> {
+    schema: &'a Schema,
+    conditions: usize,
+}
+
+fn err(path: &str, m: impl Into<String>) -> crate::Error {
+    invalid("invalid_filter", path, m)
+}
+
+impl Filter {
+    /// Parses `v` (at `path`, e.g. `filter`) against `schema`.
+    pub fn parse(v: &Value, schema: &Schema, path: &str) -> Result<Filter> {
+        Parser {
+            schema,
+            conditions: 0,
+        }
+        .node(v, path, 0)
+    }
+}
+
+impl Parser<'_> {
+    fn node(&mut self, v: &Value, path: &str, depth: usize) -> Result<Filter> {
+        if depth > DEPTH_MAX {
+            return Err(err(path, format!("filters nest at most {DEPTH_MAX} deep")));
+        }
+        let Value::Object(o) = v else {
+            return Err(err(
+                path,
+                format!("a filter is a JSON object, got {}", kind(v)),
+            ));
+        };
+        let clause_keys = ["must", "should", "must_not"];
+        if o.keys().any(|k| clause_keys.contains(&k.as_str())) {
+            let mut parts = Vec::new();
+            for (k, val) in o {
+                let kp = format!("{path}.{k}");
+                if !clause_keys.contains(&k.as_str()) {
+                    return Err(err(&kp, "unknown key next to must/should/must_not"));
+                }
+                let items: Vec<&Value> = match val {
+                    Value::Array(a) => a.iter().collect(),
+                    Value::Object(_) => vec![val],
+                    other => {
+                        return Err(err(
+                            &kp,
+                            format!("expected an array of conditions, got {}", kind(other)),
+                        ))
+                    }
+                };
+                let mut subs = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    subs.push(self.node(item, &format!("{kp}[{i}]"), depth + 1)?);
+                }
+                parts.push(match k.as_str() {
+                    "must" => Filter::Must(subs),
+                    "should" => Filter::Should(subs),
+                    _ => Filter::MustNot(subs),
+                });
+            }
+            return Ok(if parts.len() == 1 {
+                parts.pop().expect("one part")
+            } else {
+                Filter::Must(parts)
+            });
+        }
+        if o.contains_key("key") {
+            return self.cond(o, path).map(Filter::Cond);
+        }
+        // Shorthand: equality on each key.
+        let mut subs = Vec::with_capacity(o.len());
+        for (k, val) in o {
+            let kp = format!("{path}.{k}");
+            self.count(&kp)?;
+            let ty = self.field(k, &kp)?;
+            subs.push(Filter::Cond(self.equal(k, ty, val, &kp)?));
+        }
+        Ok(Filter::Must(subs))
+    }
+
+    fn count(&mut self, path: &str) -> Result<()> {
+        self.conditions += 1;
+        if self.conditions > CONDITIONS_MAX {
+            return Err(err(
+                path,
+                format!("at most {CONDITIONS_MAX} conditions per filter"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn field(&self, name: &str, path: &str) -> Result<FieldType> {
+        self.schema.fields.get(name).copied().ok_or_else(|| {
+            invalid(
+                "unknown_field",
+                path,
+                format!("{name:?} is not a field of the collection's schema"),
+            )
+        })
+    }
+
+    fn cond(&mut self, o: &serde_json::Map<String, Value>, path: &str) -> Result<Cond> {
+        self.count(path)?;
+        let field = match o.get("key") {
+            Some(Value::String(s)) => s.clone(),
+            _ => return Err(err(&format!("{path}.key"), "key must be a field name")),
+        };
+        let ty = self.field(&field, &format!("{path}.key"))?;
+        let ops: Vec<&String> = o.keys().filter(|k| *k != "key").collect();
+        let [op] = ops.as_slice() else {
+            return Err(err(
+                path,
+                "a condition has key and exactly one of match, range, exists",
+            ));
+        };
+        let op_path = format!("{path}.{op}");
+        let val = &o[op.as_str()];
+        match op.as_str() {
+            "match" => match val {
+                Value::Object(m) if m.contains_key("any") && m.len() == 1 => {
+                    let Value::Array(a) = &m["any"] else {
+                        return Err(err(&format!("{op_path}.any"), "any takes an array"));
+                    };
+                    self.any(&field, ty, a, &format!("{op_path}.any"))
+                }
+                Value::Object(m) if m.contains_key("value") && m.len() == 1 => {
+                    self.equal(&field, ty, &m["value"], &op_path)
+                }
+                Value::Object(_) => Err(err(
+                    &op_path,
+                    "match takes a value, {\"value\": v} or {\"any\": [..]}",
+                )),
+                v => self.equal(&field, ty, v, &op_path),
+            },
+            "range" => {
+                if !matches!(
+                    ty,
+                    FieldType::Integer | FieldType::Float | FieldType::Datetime
+                ) {
+                    return Err(invalid(
+                        "invalid_filter",
+                        op_path,
+                        format!("range needs a number or datetime field; {field:?} is {ty:?}")
+                            .to_lowercase(),
+                    ));
+                }
+                let Value::Object(r) = val else {
+                    return Err(err(&op_path, "range is an object of gt, gte, lt, lte"));
+                };
+                let (mut lo, mut hi) = (Bound::Unbounded, Bound::Unbounded);
+                for (k, b) in r {
+                    let bp = format!("{op_path}.{k}");
+                    let x = if ty == FieldType::Datetime {
+                        parse_datetime(b, &bp)? as f64
+                    } else {
+                        b.as_f64().filter(|f| f.is_finite()).ok_or_else(|| {
+                            err(&bp, format!("expected a number, got {}", kind(b)))
+                        })?
+                    };
+                    match k.as_str() {
+                        "gt" => lo = Bound::Excluded(x),
+                        "gte" => lo = Bound::Included(x),
+                        "lt" => hi = Bound::Excluded(x),
+                        "lte" => hi = Bound::Included(x),
+                        _ => return Err(err(&bp, "range bounds are gt, gte, lt, lte")),
+                    }
+                }
+                Ok(Cond::Range { field, lo, hi })
+            }
+            "exists" => match val {
+                Value::Bool(b) => Ok(Cond::Exists { field, exists: *b }),
+                other => Err(err(
+                    &op_path,
+                    format!("exists takes true or false, got {}", kind(other)),
+                )),
+            },
+            _ => Err(err(&op_path, "unknown operator (match, range, exists)")),
+        }
+    }
+
+    fn any(&mut self, field: &str, ty: FieldType, vals: &[Value], path: &str) -> Result<Cond> {
+        match ty {
+            FieldType::Keyword => {
+                let mut any = Vec::with_capacity(vals.len());
+                for (i, v) in vals.iter().enumerate() {
+                    match v {
+                        Value::String(s) => any.push(s.clone()),
+                        other => {
+                            return Err(invalid(
+                                "invalid_filter",
+                                format!("{path}[{i}]"),
+                                format!("expected a string, got {}", kind(other)),
+                            ))
+                        }
+                    }
+                }
+                Ok(Cond::Keyword {
+                    field: field.to_owned(),
+                    any,
+                })
+            }
+            _ => Err(err(
+                path,
+                format!("any is for keyword fields; {field:?} is {ty:?}").to_lowercase(),
+            )),
+        }
+    }
+
+    fn equal(&mut self, field: &str, ty: FieldType, v: &Value, path: &str) -> Result<Cond> {
+        if ty == FieldType::Keyword {
+            if let Value::Array(a) = v {
+                return self.any(field, ty, a, path);
+            }
+        }
+        let f = parse_field(ty, v, path).map_err(|e| match e {
+            crate::Error::Invalid { path, message, .. } => invalid("invalid_filter", path, message),
+            e => e,
+        })?;
+        let field = field.to_owned();
+        Ok(match f {
+            FieldValue::Keyword(any) => Cond::Keyword { field, any },
+            FieldValue::Bool(value) => Cond::Bool { field, value },
+            other => {
+                let x = other.number().expect("numeric field");
+                Cond::Range {
+                    field,
+                    lo: Bound::Included(x),
+                    hi: Bound::Included(x),
+                }
+            }
+        })
+    }
+}

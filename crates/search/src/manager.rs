@@ -1,0 +1,408 @@
+//! The collections of one database: a catalog keyspace (`_collections`), one keyspace per
+//! collection (`_c.<name>.<created hex>`), the background indexer that links new vectors into the
+//! graphs, and the purge of dropped collections' documents.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use kyrodb_storage::{Db, Keyspace};
+use parking_lot::{Condvar, Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    collection::Collection,
+    hnsw::HnswParams,
+    schema::{validate_collection_name, Schema},
+    Error, Result,
+};
+
+/// The keyspace holding the catalog.
+pub const CATALOG_KEYSPACE: &str = "_collections";
+/// Prefix of collection keyspaces.
+pub const COLLECTION_KEYSPACE_PREFIX: &str = "_c.";
+
+/// Limits and tuning of the collections layer.
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    /// Bytes all vector indexes together may hold; writes beyond it are refused (507).
+    pub vector_bytes_budget: u64,
+    /// Vectors written but not yet linked into a graph (searched exactly meanwhile) before writers
+    /// wait for the indexer.
+    pub pending_max: usize,
+    /// How long a writer waits for the indexer before a 503.
+    pub pending_wait_ms: u64,
+    /// Documents per upsert request.
+    pub documents_per_batch_max: usize,
+    /// Collections per database.
+    pub collections_max: usize,
+    /// Graph parameters of new indexes.
+    pub hnsw: HnswParams,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        Self {
+            vector_bytes_budget: 8 << 30,
+            pending_max: 50_000,
+            pending_wait_ms: 30_000,
+            documents_per_batch_max: 1000,
+            collections_max: 1000,
+            hnsw: HnswParams::default(),
+        }
+    }
+}
+
+/// Estimated index bytes of one vector of `dim` dimensions (vector + level-0 links + overhead).
+pub(crate) fn vector_cost(dim: usize, m: usize) -> u64 {
+    (dim * 4 + 2 * m * 4 + 64) as u64
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CatalogEntry {
+    name: String,
+    schema: Schema,
+    keyspace: String,
+    created_ms: i64,
+}
+
+/// State shared by the collections and the indexer.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub db: Arc<Db>,
+    pub opts: SearchOptions,
+    pub value_bytes_max: usize,
+    catalog: Keyspace,
+    map: RwLock<BTreeMap<String, (u64, Arc<Collection>)>>,
+    create_mu: Mutex<()>,
+    wake: Mutex<bool>,
+    wake_cv: Condvar,
+    room: Mutex<()>,
+    room_cv: Condvar,
+    closing: AtomicBool,
+    purges: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    pub(crate) fn wake_indexer(&self) {
+        *self.wake.lock() = true;
+        self.wake_cv.notify_one();
+    }
+
+    fn collections(&self) -> Vec<Arc<Collection>> {
+        self.map.read().values().map(|(_, c)| c.clone()).collect()
+    }
+
+    pub(crate) fn check_budget(&self, needed: u64) -> Result<()> {
+        let used: u64 = self.collections().iter().map(|c| c.index_bytes()).sum();
+        if used + needed > self.opts.vector_bytes_budget {
+            return Err(Error::MemoryBudget {
+                used,
+                needed,
+                budget: self.opts.vector_bytes_budget,
+            });
+        }
+        Ok(())
+    }
+
+    fn pending(&self) -> usize {
+        self.collections().iter().map(|c| c.pending()).sum()
+    }
+
+    /// Waits (bounded) while more vectors than `pending_max` wait to be linked.
+    pub(crate) fn wait_for_indexer(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_millis(self.opts.pending_wait_ms);
+        let mut g = self.room.lock();
+        loop {
+            let pending = self.pending();
+            if pending <= self.opts.pending_max {
+                return Ok(());
+            }
+            if self.room_cv.wait_until(&mut g, deadline).timed_out() {
+                return Err(Error::Busy {
+                    pending: pending as u64,
+                });
+            }
+        }
+    }
+}
+
+/// The collections of one database.
+#[derive(Debug)]
+pub struct Collections {
+    shared: Arc<Shared>,
+    indexer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Collections {
+    /// Opens the catalog, rebuilds every collection's indexes from its stored documents (attaching
+    /// each to the engine so that later writes keep them current), purges documents of dropped
+    /// collections, and starts the indexer.
+    pub fn open(db: Arc<Db>, opts: SearchOptions) -> Result<Collections> {
+        let catalog = db.create_keyspace(CATALOG_KEYSPACE)?;
+        let value_bytes_max = db.options().value_bytes_max;
+        let shared = Arc::new(Shared {
+            db: db.clone(),
+            opts,
+            value_bytes_max,
+            catalog: catalog.clone(),
+            map: RwLock::new(BTreeMap::new()),
+            create_mu: Mutex::new(()),
+            wake: Mutex::new(false),
+            wake_cv: Condvar::new(),
+            room: Mutex::new(()),
+            room_cv: Condvar::new(),
+            closing: AtomicBool::new(false),
+            purges: Mutex::new(Vec::new()),
+        });
+        let mut live_keyspaces = Vec::new();
+        for (key, v) in catalog.scan(.., usize::MAX)? {
+            let entry: CatalogEntry = serde_json::from_slice(&v).map_err(|e| Error::Corrupt {
+                collection: CATALOG_KEYSPACE.into(),
+                key,
+                reason: e.to_string(),
+            })?;
+            let ks = db.create_keyspace(&entry.keyspace)?;
+            let started = Instant::now();
+            let c = Arc::new(Collection::new(
+                &entry.name,
+                entry.schema,
+                entry.created_ms,
+                ks.clone(),
+                Arc::downgrade(&shared),
+                shared.opts.hnsw,
+            ));
+            ks.attach(c.clone())?;
+            tracing::info!(collection = %entry.name, documents = c.count(), took_ms = started.elapsed().as_millis() as u64, "collection loaded; linking its vectors in the background");
+            live_keyspaces.push(entry.keyspace.clone());
+            shared.map.write().insert(entry.name, (key, c));
+        }
+        let orphans: Vec<String> = db
+            .keyspace_names()
+            .into_iter()
+            .filter(|n| n.starts_with(COLLECTION_KEYSPACE_PREFIX) && !live_keyspaces.contains(n))
+            .collect();
+        let me = Collections {
+            shared: shared.clone(),
+            indexer: Mutex::new(None),
+        };
+        for o in orphans {
+            if let Ok(ks) = db.keyspace(&o) {
+                if ks.count() > 0 {
+                    spawn_purge(&shared, ks);
+                }
+            }
+        }
+        let s = shared.clone();
+        *me.indexer.lock() = Some(
+            std::thread::Builder::new()
+                .name("kyrodb-indexer".into())
+                .spawn(move || indexer(&s))
+                .map_err(|source| {
+                    Error::Storage(kyrodb_storage::Error::Io {
+                        path: "kyrodb-indexer thread".into(),
+                        source,
+                    })
+                })?,
+        );
+        Ok(me)
+    }
+
+    /// Creates a collection, or returns the existing one if its schema is the same
+    /// (`created` = false). A different schema is [`Error::CollectionExists`].
+    pub fn create(&self, name: &str, schema: Schema) -> Result<(Arc<Collection>, bool)> {
+        validate_collection_name(name)?;
+        schema.validate()?;
+        let s = &self.shared;
+        let _g = s.create_mu.lock();
+        if let Some((_, c)) = s.map.read().get(name) {
+            return if *c.schema() == schema {
+                Ok((c.clone(), false))
+            } else {
+                Err(Error::CollectionExists(name.to_owned()))
+            };
+        }
+        let count = s.map.read().len();
+        if count >= s.opts.collections_max {
+            return Err(Error::TooMany {
+                what: "collections_max",
+                count: count as u64 + 1,
+                max: s.opts.collections_max as u64,
+            });
+        }
+        let created_ms = now_ms();
+        let ks_name = format!("{COLLECTION_KEYSPACE_PREFIX}{name}.{created_ms:x}");
+        let ks = s.db.create_keyspace(&ks_name)?;
+        let c = Arc::new(Collection::new(
+            name,
+            schema.clone(),
+            created_ms,
+            ks.clone(),
+            Arc::downgrade(s),
+            s.opts.hnsw,
+        ));
+        ks.attach(c.clone())?;
+        let entry = CatalogEntry {
+            name: name.to_owned(),
+            schema,
+            keyspace: ks_name,
+            created_ms,
+        };
+        // The catalog key: the name's hash, probing past other names' entries.
+        let mut key = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
+        let used: Vec<u64> = s.map.read().values().map(|(k, _)| *k).collect();
+        while used.contains(&key) {
+            key = key.wrapping_add(1);
+        }
+        let value = serde_json::to_vec(&entry).expect("catalog entries serialise");
+        if let Err(e) = s.catalog.put(key, &value) {
+            ks.detach();
+            return Err(e.into());
+        }
+        s.map.write().insert(name.to_owned(), (key, c.clone()));
+        Ok((c, true))
+    }
+
+    /// The collection called `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<Collection>> {
+        self.shared
+            .map
+            .read()
+            .get(name)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| Error::NoSuchCollection(name.to_owned()))
+    }
+
+    /// Every collection's info, by name.
+    pub fn list(&self) -> Vec<Value> {
+        self.shared.collections().iter().map(|c| c.info()).collect()
+    }
+
+    /// Drops a collection: its catalog entry goes at once (durably); its documents are deleted in
+    /// the background (again at the next start if interrupted).
+    pub fn drop_collection(&self, name: &str) -> Result<()> {
+        let s = &self.shared;
+        let _g = s.create_mu.lock();
+        let (key, c) = s
+            .map
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchCollection(name.to_owned()))?;
+        s.catalog.delete(key)?;
+        c.dropped.store(true, Ordering::Release);
+        s.map.write().remove(name);
+        c.keyspace().detach();
+        spawn_purge(s, c.keyspace().clone());
+        Ok(())
+    }
+
+    /// Bytes held by all vector indexes, and vectors waiting to be linked.
+    pub fn totals(&self) -> (u64, u64) {
+        let cs = self.shared.collections();
+        (
+            cs.iter().map(|c| c.index_bytes()).sum(),
+            cs.iter().map(|c| c.pending() as u64).sum(),
+        )
+    }
+
+    /// Stops the indexer and detaches every collection.
+    pub fn close(&self) {
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.wake_indexer();
+        if let Some(h) = self.indexer.lock().take() {
+            let _ = h.join();
+        }
+        for h in std::mem::take(&mut *self.shared.purges.lock()) {
+            let _ = h.join();
+        }
+        for c in self.shared.collections() {
+            c.keyspace().detach();
+        }
+    }
+}
+
+impl Drop for Collections {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Deletes every key of a dropped collection's keyspace, a chunk at a time, until done or closing
+/// (the next start purges the rest).
+fn spawn_purge(s: &Arc<Shared>, ks: Keyspace) {
+    let weak = Arc::downgrade(s);
+    let h = std::thread::Builder::new()
+        .name("kyrodb-purge".into())
+        .spawn(move || loop {
+            if weak
+                .upgrade()
+                .is_none_or(|s| s.closing.load(Ordering::Acquire))
+            {
+                return;
+            }
+            let keys: Vec<u64> = match ks.scan(.., 10_000) {
+                Ok(v) => v.into_iter().map(|(k, _)| k).collect(),
+                Err(e) => {
+                    tracing::warn!(keyspace = ks.name(), %e, "purge stopped");
+                    return;
+                }
+            };
+            if keys.is_empty() {
+                return;
+            }
+            if let Err(e) = ks.delete_many(&keys) {
+                tracing::warn!(keyspace = ks.name(), %e, "purge stopped");
+                return;
+            }
+        });
+    match h {
+        Ok(h) => s.purges.lock().push(h),
+        Err(e) => tracing::warn!(%e, "could not start a purge thread; the next start purges"),
+    }
+}
+
+/// Links pending vectors into the graphs, a small slice at a time so that every collection
+/// progresses; sleeps until woken when there is nothing to do.
+fn indexer(s: &Shared) {
+    let mut last_maintain = Instant::now();
+    while !s.closing.load(Ordering::Acquire) {
+        let mut linked = 0;
+        for c in s.collections() {
+            for v in &c.vectors {
+                linked += v.hnsw.link_pending(64);
+            }
+        }
+        if linked > 0 {
+            let _g = s.room.lock();
+            s.room_cv.notify_all();
+            continue;
+        }
+        if last_maintain.elapsed() > Duration::from_secs(1) {
+            for c in s.collections() {
+                for v in &c.vectors {
+                    v.hnsw.maintain();
+                }
+            }
+            last_maintain = Instant::now();
+        }
+        let mut w = s.wake.lock();
+        if !*w {
+            s.wake_cv.wait_for(&mut w, Duration::from_secs(1));
+        }
+        *w = false;
+    }
+}

@@ -1,0 +1,180 @@
+//! Collection schemas: named vector fields, text fields, typed metadata fields.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{distance::Metric, error::invalid, Result};
+
+/// Documented maxima of a schema.
+pub const VECTOR_FIELDS_MAX: usize = 16;
+/// Largest vector dimension.
+pub const DIM_MAX: u32 = 4096;
+/// Most metadata fields per collection.
+pub const FIELDS_MAX: usize = 256;
+/// Most text fields per collection.
+pub const TEXT_FIELDS_MAX: usize = 16;
+/// Longest field, vector or collection name.
+pub const NAME_BYTES_MAX: usize = 64;
+
+/// A collection's schema, as given to `PUT /v2/collections/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schema {
+    /// Named vector fields.
+    #[serde(default)]
+    pub vectors: BTreeMap<String, VectorSpec>,
+    /// Fields holding text (stored and returned; full-text indexed later).
+    #[serde(default)]
+    pub text_fields: Vec<String>,
+    /// Typed metadata fields, filterable.
+    #[serde(default)]
+    pub fields: BTreeMap<String, FieldType>,
+    /// A datetime field that holds each document's time (`timestamp` in a document fills it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_field: Option<String>,
+}
+
+/// One vector field.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorSpec {
+    /// Dimension, 1..=4096.
+    pub dim: u32,
+    /// `cosine` | `dot` | `l2`.
+    pub metric: Metric,
+}
+
+/// A metadata field's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    /// One string or an array of strings; matched exactly.
+    Keyword,
+    /// A 64-bit integer within ±2^53.
+    Integer,
+    /// A finite number.
+    Float,
+    /// `true` or `false`.
+    Bool,
+    /// RFC 3339 or integer epoch milliseconds; returned as RFC 3339 UTC with milliseconds.
+    Datetime,
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= NAME_BYTES_MAX
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Collection names: 1–48 characters from `[A-Za-z0-9_-]`.
+pub fn validate_collection_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "invalid_collection_name",
+            "name",
+            format!("collection name {name:?} must be 1–48 characters from [A-Za-z0-9_-]"),
+        ))
+    }
+}
+
+impl Schema {
+    /// Parses and checks a schema.
+    pub fn from_json(v: serde_json::Value) -> Result<Schema> {
+        if !v.is_object() {
+            return Err(invalid("invalid_schema", "", "a schema is a JSON object"));
+        }
+        let s: Schema =
+            serde_json::from_value(v).map_err(|e| invalid("invalid_schema", "", e.to_string()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks names, dimensions, counts, and that the timestamp field is a datetime field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |path: String, m: String| Err(invalid("invalid_schema", path, m));
+        if self.vectors.len() > VECTOR_FIELDS_MAX {
+            return bad(
+                "vectors".into(),
+                format!("at most {VECTOR_FIELDS_MAX} vector fields"),
+            );
+        }
+        if self.fields.len() > FIELDS_MAX {
+            return bad("fields".into(), format!("at most {FIELDS_MAX} fields"));
+        }
+        if self.text_fields.len() > TEXT_FIELDS_MAX {
+            return bad(
+                "text_fields".into(),
+                format!("at most {TEXT_FIELDS_MAX} text fields"),
+            );
+        }
+        for (name, spec) in &self.vectors {
+            if !valid_name(name) {
+                return bad(format!("vectors.{name}"), name_rule());
+            }
+            if spec.dim == 0 || spec.dim > DIM_MAX {
+                return bad(
+                    format!("vectors.{name}.dim"),
+                    format!("dim must be 1..={DIM_MAX}, got {}", spec.dim),
+                );
+            }
+        }
+        for (i, t) in self.text_fields.iter().enumerate() {
+            if !valid_name(t) {
+                return bad(format!("text_fields[{i}]"), name_rule());
+            }
+            if self.text_fields[..i].contains(t) {
+                return bad(
+                    format!("text_fields[{i}]"),
+                    format!("{t:?} is listed twice"),
+                );
+            }
+            if self.fields.contains_key(t) {
+                return bad(
+                    format!("text_fields[{i}]"),
+                    format!("{t:?} is also a metadata field"),
+                );
+            }
+        }
+        for name in self.fields.keys() {
+            if !valid_name(name) {
+                return bad(format!("fields.{name}"), name_rule());
+            }
+        }
+        if let Some(ts) = &self.timestamp_field {
+            match self.fields.get(ts) {
+                Some(FieldType::Datetime) => {}
+                Some(_) => {
+                    return bad(
+                        "timestamp_field".into(),
+                        format!("{ts:?} must be a datetime field"),
+                    )
+                }
+                None => {
+                    return bad(
+                        "timestamp_field".into(),
+                        format!("{ts:?} is not in fields (declare it as \"datetime\")"),
+                    )
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The only vector field, if there is exactly one.
+    pub fn sole_vector(&self) -> Option<&str> {
+        (self.vectors.len() == 1).then(|| self.vectors.keys().next().map(String::as_str))?
+    }
+}
+
+fn name_rule() -> String {
+    format!("names are 1–{NAME_BYTES_MAX} characters from [A-Za-z0-9_.-]")
+}
