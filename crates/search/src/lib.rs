@@ -18,6 +18,9 @@ pub use collection::Collection;
 pub use doc::Document;
 pub use error::{Error, Result};
 pub use filter::Filter;
-pub use manager::{Collections, SearchOptions, CATALOG_KEYSPACE, COLLECTION_KEYSPACE_PREFIX};
+pub use manager::{
+    CollectionStats, Collections, FieldStats, SearchOptions, CATALOG_KEYSPACE,
+    COLLECTION_KEYSPACE_PREFIX,
+};
 pub use query::{Hit, SearchRequest, SearchResponse};
 pub use schema::Schema;

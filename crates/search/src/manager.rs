@@ -73,6 +73,32 @@ struct CatalogEntry {
     created_ms: i64,
 }
 
+/// One collection's numbers.
+#[derive(Debug, Clone)]
+pub struct CollectionStats {
+    /// Its name.
+    pub collection: String,
+    /// Live documents.
+    pub documents: u64,
+    /// Per vector field.
+    pub fields: Vec<FieldStats>,
+}
+
+/// One vector field's index numbers.
+#[derive(Debug, Clone)]
+pub struct FieldStats {
+    /// The field.
+    pub field: String,
+    /// Live vectors.
+    pub vectors: u64,
+    /// Not yet linked into the graph.
+    pub pending: u64,
+    /// Removed, still holding a slot.
+    pub tombstones: u64,
+    /// Bytes held.
+    pub bytes: u64,
+}
+
 /// State shared by the collections and the indexer.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -302,6 +328,32 @@ impl Collections {
         c.keyspace().detach();
         spawn_purge(s, c.keyspace().clone());
         Ok(())
+    }
+
+    /// Numbers for monitoring, per collection.
+    pub fn stats(&self) -> Vec<CollectionStats> {
+        self.shared
+            .collections()
+            .iter()
+            .map(|c| CollectionStats {
+                collection: c.name().to_owned(),
+                documents: c.count(),
+                fields: c
+                    .vectors
+                    .iter()
+                    .map(|v| {
+                        let s = v.hnsw.stats();
+                        FieldStats {
+                            field: v.name.clone(),
+                            vectors: s.live as u64,
+                            pending: s.pending as u64,
+                            tombstones: s.tombstones as u64,
+                            bytes: s.bytes as u64,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
     /// Bytes held by all vector indexes, and vectors waiting to be linked.

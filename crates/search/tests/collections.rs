@@ -40,7 +40,7 @@ fn vec8(rng: &mut SmallRng) -> Vec<f32> {
 fn doc(i: usize, v: &[f32]) -> Value {
     let author = ["ann", "bob", "cy"][i % 3];
     json!({"id": format!("doc-{i}"), "text": format!("body {i}"), "vector": v,
-           "fields": {"author": author, "rank": i, "public": i % 2 == 0},
+           "fields": {"author": author, "rank": i, "public": i.is_multiple_of(2)},
            "timestamp": 1_700_000_000_000i64 + i as i64})
 }
 

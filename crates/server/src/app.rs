@@ -119,9 +119,14 @@ async fn json_errors(req: Request, next: Next) -> Response {
 }
 
 /// Shared state for tests and `serve`.
-pub fn state(db: Arc<kyrodb_storage::Db>, cfg: &Config) -> AppState {
+pub fn state(
+    db: Arc<kyrodb_storage::Db>,
+    collections: Arc<kyrodb_search::Collections>,
+    cfg: &Config,
+) -> AppState {
     Arc::new(crate::routes::Shared {
         db,
+        collections,
         limits: crate::routes::Limits {
             body_bytes_max: cfg.body_bytes_max,
             value_bytes_max: cfg.value_bytes_max,

@@ -108,6 +108,12 @@ pub struct Settings {
     /// Async runtime threads serving HTTP; 0 means one per CPU core [default: 0]
     #[arg(long, env = "KYRODB_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Bytes all vector indexes together may hold; document writes beyond it get 507 [default: 8589934592]
+    #[arg(long, env = "KYRODB_VECTOR_BYTES_BUDGET")]
+    pub vector_bytes_budget: Option<u64>,
+    /// Most documents in one upsert request [default: 1000]
+    #[arg(long, env = "KYRODB_DOCUMENTS_PER_BATCH_MAX")]
+    pub documents_per_batch_max: Option<usize>,
 }
 
 impl Settings {
@@ -173,6 +179,8 @@ pub struct Config {
     pub response_bytes_max: usize,
     /// 0: one per CPU core.
     pub worker_threads: usize,
+    pub vector_bytes_budget: u64,
+    pub documents_per_batch_max: usize,
 }
 
 /// Defaults: everything works with no configuration at all.
@@ -267,6 +275,18 @@ impl Config {
                 "response_bytes_max {response_bytes_max} is below 1024"
             ));
         }
+        let defaults_search = kyrodb_search::SearchOptions::default();
+        let vector_bytes_budget = s
+            .vector_bytes_budget
+            .unwrap_or(defaults_search.vector_bytes_budget);
+        let documents_per_batch_max = s
+            .documents_per_batch_max
+            .unwrap_or(defaults_search.documents_per_batch_max);
+        if documents_per_batch_max == 0 || documents_per_batch_max > 100_000 {
+            return bad(format!(
+                "documents_per_batch_max {documents_per_batch_max} is outside 1..=100000"
+            ));
+        }
         let cors_origins = s.cors_origins.unwrap_or_default();
         for o in &cors_origins {
             if o != "*" && axum::http::HeaderValue::from_str(o).is_err() {
@@ -301,6 +321,8 @@ impl Config {
             scan_limit_max,
             response_bytes_max,
             worker_threads: s.worker_threads.unwrap_or(0),
+            vector_bytes_budget,
+            documents_per_batch_max,
         })
     }
 
@@ -312,6 +334,15 @@ impl Config {
             batch_bytes_max: kyrodb_storage::Options::default()
                 .batch_bytes_max
                 .max(self.value_bytes_max + 64),
+            ..Default::default()
+        }
+    }
+
+    /// The collections layer's options this configuration implies.
+    pub fn search_options(&self) -> kyrodb_search::SearchOptions {
+        kyrodb_search::SearchOptions {
+            vector_bytes_budget: self.vector_bytes_budget,
+            documents_per_batch_max: self.documents_per_batch_max,
             ..Default::default()
         }
     }

@@ -232,6 +232,47 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Mean prediction error the learned index measured over its keys, in key slots",
     ),
+    // collections (kyrodb-search)
+    (
+        "kyrodb_search_latency_seconds",
+        Kind::Histogram,
+        "Vector search latency inside the engine, by plan (hnsw, hnsw_filtered, exact_filtered, exact_fallback, empty)",
+    ),
+    (
+        "kyrodb_search_plans_total",
+        Kind::Counter,
+        "Searches answered, by the plan the planner chose",
+    ),
+    (
+        "kyrodb_search_write_visible_seconds",
+        Kind::Histogram,
+        "Document upsert from parsed request to durable and searchable (the acknowledgement)",
+    ),
+    (
+        "kyrodb_search_documents",
+        Kind::Gauge,
+        "Live documents in a collection",
+    ),
+    (
+        "kyrodb_search_vectors",
+        Kind::Gauge,
+        "Live vectors in a collection's vector field",
+    ),
+    (
+        "kyrodb_search_pending_vectors",
+        Kind::Gauge,
+        "Vectors of a field written but not yet linked into its graph (searched exactly meanwhile)",
+    ),
+    (
+        "kyrodb_search_tombstone_vectors",
+        Kind::Gauge,
+        "Removed vectors still holding a graph slot in a field's index",
+    ),
+    (
+        "kyrodb_search_index_bytes",
+        Kind::Gauge,
+        "Bytes held by a field's vector index",
+    ),
     (
         "kyrodb_rmi_build_duration_seconds",
         Kind::Histogram,
@@ -337,6 +378,22 @@ fn status_label(s: u16) -> &'static str {
     }
 }
 
+/// Collection numbers as gauges, refreshed at every scrape.
+pub fn record_search_stats(cs: &kyrodb_search::Collections) {
+    use metrics::gauge;
+    for c in cs.stats() {
+        let name = c.collection.clone();
+        gauge!("kyrodb_search_documents", "collection" => name.clone()).set(c.documents as f64);
+        for f in c.fields {
+            let l = [("collection", name.clone()), ("field", f.field)];
+            gauge!("kyrodb_search_vectors", &l).set(f.vectors as f64);
+            gauge!("kyrodb_search_pending_vectors", &l).set(f.pending as f64);
+            gauge!("kyrodb_search_tombstone_vectors", &l).set(f.tombstones as f64);
+            gauge!("kyrodb_search_index_bytes", &l).set(f.bytes as f64);
+        }
+    }
+}
+
 /// Engine numbers as gauges, refreshed at every scrape.
 pub fn record_engine_stats(st: &kyrodb_storage::Stats) {
     use metrics::gauge;
@@ -387,6 +444,8 @@ mod tests {
         "_leaves",
         "_clients",
         "_seq",
+        "_documents",
+        "_vectors",
         "_generation",
         "_segments",
         "_stopped",

@@ -29,6 +29,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Task(String),
+    #[error("cannot load collections: {0}")]
+    Collections(String),
 }
 
 /// Opens the engine in `cfg.data_dir`, serves until `shutdown` resolves, then stops accepting, lets
@@ -65,7 +67,15 @@ pub async fn run(
         );
     }
 
-    let shared = state(db.clone(), &cfg);
+    let search_opts = cfg.search_options();
+    let db2 = db.clone();
+    let collections =
+        tokio::task::spawn_blocking(move || kyrodb_search::Collections::open(db2, search_opts))
+            .await
+            .map_err(|e| ServeError::Task(e.to_string()))?
+            .map_err(|e| ServeError::Collections(e.to_string()))?;
+    let collections = Arc::new(collections);
+    let shared = state(db.clone(), collections.clone(), &cfg);
     crate::metrics::spawn_upkeep(shared.metrics.clone());
     let limiter = cfg
         .rate_limit
@@ -94,7 +104,7 @@ pub async fn run(
     tokio::select! {
         r = &mut server => {
             // The accept loop ended on its own (it only does when told to stop). Close all the same.
-            close(db).await;
+            close(db, collections).await;
             return r.map(drop).map_err(|e| ServeError::Task(e.to_string()));
         }
         () = shutdown => {}
@@ -120,15 +130,19 @@ pub async fn run(
             server.abort();
         }
     }
-    close(db).await;
+    close(db, collections).await;
     tracing::info!("shutdown complete");
     Ok(())
 }
 
 /// Flushes the WAL and stops background work. Writes still running on the blocking pool finish first
 /// or get `Closed`; nothing acknowledged is lost.
-async fn close(db: Arc<Db>) {
-    let _ = tokio::task::spawn_blocking(move || db.close()).await;
+async fn close(db: Arc<Db>, collections: Arc<kyrodb_search::Collections>) {
+    let _ = tokio::task::spawn_blocking(move || {
+        collections.close();
+        db.close()
+    })
+    .await;
 }
 
 /// Resolves on SIGINT or SIGTERM.

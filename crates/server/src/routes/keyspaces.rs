@@ -61,6 +61,7 @@ pub async fn create(
     JsonBody(req): JsonBody<CreateKeyspace>,
 ) -> Result<Response, ApiError> {
     kyrodb_storage::validate_keyspace_name(&req.name)?;
+    super::kv::reserved(&req.name)?;
     let existed = s.db.keyspace(&req.name).is_ok();
     let db = s.db.clone();
     let name = req.name.clone();

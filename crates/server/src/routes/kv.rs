@@ -84,8 +84,25 @@ fn check_ttl(ttl_ms: Option<u64>) -> Result<(), ApiError> {
 pub(crate) fn keyspace(s: &AppState, name: Option<&str>) -> Result<Keyspace, ApiError> {
     match name {
         None => Ok(s.db.default_keyspace().clone()),
-        Some(n) => Ok(s.db.keyspace(n)?),
+        Some(n) => {
+            reserved(n)?;
+            Ok(s.db.keyspace(n)?)
+        }
     }
+}
+
+/// Keyspaces whose names start with `_` belong to the server (collections' documents and catalog):
+/// the key-value API neither reads nor writes them, so derived indexes cannot be bypassed.
+pub(crate) fn reserved(name: &str) -> Result<(), ApiError> {
+    if name.starts_with('_') {
+        return Err(ApiError::bad_request(
+            "reserved_keyspace",
+            format!(
+                "keyspace {name:?} is reserved (names starting with _ hold collections); use /v2"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One put with its options into `batch`: the condition first (it is checked against the state

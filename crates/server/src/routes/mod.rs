@@ -3,6 +3,7 @@
 //! both built from the table, so a route cannot exist in one and not the other.
 
 pub mod admin;
+pub mod collections;
 pub mod extract;
 pub mod keyspaces;
 pub mod kv;
@@ -41,6 +42,8 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Shared {
     pub db: Arc<Db>,
+    /// Collections of documents (`/v2`), over the same engine.
+    pub collections: Arc<kyrodb_search::Collections>,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
     /// Set when shutdown starts: `/ready` turns 503 so load balancers stop sending.
@@ -107,6 +110,16 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Admin), routes!(admin::snapshot)),
         (Needs(Admin), routes!(rmi::build)),
         (Needs(Admin), routes!(admin::warmup)),
+        (Needs(Read), routes!(collections::list)),
+        (Needs(Admin), routes!(collections::create)),
+        (Needs(Read), routes!(collections::info)),
+        (Needs(Admin), routes!(collections::drop)),
+        (Needs(Write), routes!(collections::upsert)),
+        (Needs(Write), routes!(collections::stream)),
+        (Needs(Read), routes!(collections::get_doc)),
+        (Needs(Write), routes!(collections::delete_doc)),
+        (Needs(Write), routes!(collections::delete_many)),
+        (Needs(Read), routes!(collections::search)),
     ]
 }
 

@@ -114,6 +114,7 @@ pub fn cpu_features() -> Vec<&'static str> {
     responses((status = 200, content_type = "text/plain; version=0.0.4", body = String)))]
 pub async fn metrics(State(s): State<AppState>) -> Response {
     crate::metrics::record_engine_stats(&s.db.stats());
+    crate::metrics::record_search_stats(&s.collections);
     let mut resp = s.metrics.render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,0 +1,312 @@
+//! `/v2`: collections of documents with filtered vector search (kyrodb-search does the work; this
+//! module parses HTTP, runs it off the async threads, and shapes the answers).
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use kyrodb_search::{Collection, Filter, Schema, SearchRequest};
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+
+use super::{extract::JsonBody, AppState};
+use crate::error::{ApiError, ErrorBody};
+
+/// A JSON object (schema, document, filter, collection info: see the README's v2 section).
+#[derive(Debug, serde::Serialize, serde::Deserialize, ToSchema)]
+#[schema(value_type = Object)]
+pub struct AnyObject(pub Map<String, Value>);
+
+/// `{"documents": [doc, …]}`.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentsRequest {
+    #[schema(value_type = Vec<Object>)]
+    pub documents: Vec<Value>,
+}
+
+/// `{"ids": […]}` or `{"filter": {…}}`.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    pub ids: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct UpsertResponse {
+    pub upserted: usize,
+    /// The write's sequence number; the documents are durable and searchable.
+    pub seq: u64,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct DeleteResponse {
+    pub deleted: u64,
+    pub absent: u64,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct CollectionList {
+    #[schema(value_type = Vec<Object>)]
+    pub collections: Vec<Value>,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SearchHit {
+    pub id: String,
+    pub score: f32,
+    #[schema(value_type = Option<Object>)]
+    pub fields: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub text: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub vectors: Option<Value>,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SearchAnswer {
+    pub hits: Vec<SearchHit>,
+    /// The plan, with `"explain": true`.
+    #[schema(value_type = Option<Object>)]
+    pub plan: Option<Value>,
+}
+
+impl From<kyrodb_search::Error> for ApiError {
+    fn from(e: kyrodb_search::Error) -> Self {
+        use kyrodb_search::Error as E;
+        let msg = e.to_string();
+        match e {
+            E::Invalid { code, .. } => ApiError::bad_request(code, msg),
+            E::NoSuchCollection(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "collection_not_found", msg)
+            }
+            E::NoSuchDocument(_) => ApiError::new(StatusCode::NOT_FOUND, "document_not_found", msg),
+            E::CollectionExists(_) => ApiError::new(StatusCode::CONFLICT, "collection_exists", msg),
+            E::TooMany { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many", msg),
+            E::MemoryBudget { .. } => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "memory_budget", msg)
+            }
+            E::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "write_conflict", msg),
+            E::Busy { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg).retry_after(1)
+            }
+            E::Corrupt { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", msg),
+            E::Storage(e) => e.into(),
+        }
+    }
+}
+
+/// Runs search-layer work on the blocking pool.
+async fn run<T: Send + 'static>(
+    f: impl FnOnce() -> kyrodb_search::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::internal(format!("search task failed: {e}"))),
+    }
+}
+
+fn collection(s: &AppState, name: &str) -> Result<Arc<Collection>, ApiError> {
+    Ok(s.collections.get(name)?)
+}
+
+/// Creates a collection with this schema: 201 when created, 200 when it exists with the same schema,
+/// 409 when it exists with another.
+#[utoipa::path(put, path = "/v2/collections/{name}", tag = "collections", request_body = AnyObject,
+    params(("name" = String, Path, description = "1–48 characters from A-Z a-z 0-9 _ -")),
+    responses((status = 201, body = AnyObject), (status = 200, body = AnyObject),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn create(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(schema): JsonBody<Map<String, Value>>,
+) -> Result<Response, ApiError> {
+    let schema = Schema::from_json(Value::Object(schema))?;
+    let cs = s.collections.clone();
+    let (c, created) = run(move || cs.create(&name, schema)).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(c.info())).into_response())
+}
+
+/// Every collection with its schema, counts and index state.
+#[utoipa::path(get, path = "/v2/collections", tag = "collections",
+    responses((status = 200, body = CollectionList)))]
+pub async fn list(State(s): State<AppState>) -> Json<CollectionList> {
+    Json(CollectionList {
+        collections: s.collections.list(),
+    })
+}
+
+/// One collection: schema, `documents` (live count), vector index state per field.
+#[utoipa::path(get, path = "/v2/collections/{name}", tag = "collections",
+    params(("name" = String, Path)),
+    responses((status = 200, body = AnyObject), (status = 404, body = ErrorBody)))]
+pub async fn info(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(collection(&s, &name)?.info()))
+}
+
+/// Drops a collection (its documents are deleted in the background).
+#[utoipa::path(delete, path = "/v2/collections/{name}", tag = "collections",
+    params(("name" = String, Path)),
+    responses((status = 200, body = AnyObject), (status = 404, body = ErrorBody)))]
+pub async fn drop(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let cs = s.collections.clone();
+    let n = name.clone();
+    run(move || cs.drop_collection(&n)).await?;
+    Ok(Json(json!({ "dropped": name })))
+}
+
+async fn upsert_values(
+    c: Arc<Collection>,
+    docs: Vec<Value>,
+    path_extra: Option<&'static str>,
+) -> Result<(usize, u64), ApiError> {
+    run(move || {
+        let started = Instant::now();
+        let parsed = match path_extra {
+            None => c.parse_documents(&docs)?,
+            Some(extra) => vec![kyrodb_search::Document::parse(
+                &docs[0],
+                c.schema(),
+                "",
+                &[extra],
+            )?],
+        };
+        let seq = c.upsert(&parsed)?;
+        metrics::histogram!("kyrodb_search_write_visible_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok((parsed.len(), seq))
+    })
+    .await
+}
+
+/// Upserts a batch of documents atomically (all or nothing); answers once they are durable and
+/// searchable. Upsert replaces a whole document.
+#[utoipa::path(post, path = "/v2/collections/{name}/documents", tag = "collections", request_body = DocumentsRequest,
+    params(("name" = String, Path)),
+    responses((status = 200, body = UpsertResponse), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody), (status = 507, body = ErrorBody)))]
+pub async fn upsert(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<DocumentsRequest>,
+) -> Result<Json<UpsertResponse>, ApiError> {
+    let c = collection(&s, &name)?;
+    let (upserted, seq) = upsert_values(c, req.documents, None).await?;
+    Ok(Json(UpsertResponse { upserted, seq }))
+}
+
+/// One document plus `"collection"`; answers when it is durable and searchable.
+#[utoipa::path(post, path = "/v2/documents/stream", tag = "collections", request_body = AnyObject,
+    responses((status = 200, body = UpsertResponse), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody), (status = 507, body = ErrorBody)))]
+pub async fn stream(
+    State(s): State<AppState>,
+    JsonBody(doc): JsonBody<Map<String, Value>>,
+) -> Result<Json<UpsertResponse>, ApiError> {
+    let name = match doc.get("collection") {
+        Some(Value::String(n)) => n.clone(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "collection: missing (the name of the collection)",
+            ))
+        }
+    };
+    let c = collection(&s, &name)?;
+    let (upserted, seq) = upsert_values(c, vec![Value::Object(doc)], Some("collection")).await?;
+    Ok(Json(UpsertResponse { upserted, seq }))
+}
+
+/// A stored document: id, text, fields, vectors.
+#[utoipa::path(get, path = "/v2/collections/{name}/documents/{id}", tag = "collections",
+    params(("name" = String, Path), ("id" = String, Path, description = "percent-encoded")),
+    responses((status = 200, body = AnyObject), (status = 404, body = ErrorBody)))]
+pub async fn get_doc(
+    State(s): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let c = collection(&s, &name)?;
+    let doc = run(move || c.get(&id)).await?;
+    Ok(Json(doc.to_json(true, true, true)))
+}
+
+/// Deletes one document; 404 when absent.
+#[utoipa::path(delete, path = "/v2/collections/{name}/documents/{id}", tag = "collections",
+    params(("name" = String, Path), ("id" = String, Path, description = "percent-encoded")),
+    responses((status = 200, body = DeleteResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_doc(
+    State(s): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    let c = collection(&s, &name)?;
+    let idc = id.clone();
+    let (deleted, absent) = run(move || c.delete_ids(&[idc])).await?;
+    if deleted == 0 {
+        return Err(kyrodb_search::Error::NoSuchDocument(id).into());
+    }
+    Ok(Json(DeleteResponse { deleted, absent }))
+}
+
+/// Deletes by ids or by filter, atomically: `{"deleted": n, "absent": m}`.
+#[utoipa::path(post, path = "/v2/collections/{name}/documents/delete", tag = "collections", request_body = DeleteRequest,
+    params(("name" = String, Path)),
+    responses((status = 200, body = DeleteResponse), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn delete_many(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<DeleteRequest>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    let c = collection(&s, &name)?;
+    let (deleted, absent) = match (req.ids, req.filter) {
+        (Some(ids), None) => run(move || c.delete_ids(&ids)).await?,
+        (None, Some(f)) => {
+            let f = Filter::parse(&f, c.schema(), "filter")?;
+            (run(move || c.delete_matching(&f)).await?, 0)
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "give exactly one of ids or filter",
+            ))
+        }
+    };
+    Ok(Json(DeleteResponse { deleted, absent }))
+}
+
+/// Vector search with an optional filter, applied during the graph traversal or answered exactly
+/// over the filtered set, whichever the planner estimates cheaper (`"explain": true` shows it).
+#[utoipa::path(post, path = "/v2/collections/{name}/search", tag = "collections", request_body = AnyObject,
+    params(("name" = String, Path)),
+    responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn search(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let c = collection(&s, &name)?;
+    let req = SearchRequest::parse(&Value::Object(body), c.schema())?;
+    let out = run(move || c.search(&req)).await?;
+    Ok(Json(
+        serde_json::to_value(out).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
+}
