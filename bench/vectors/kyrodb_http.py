@@ -257,6 +257,7 @@ def run(binary, data, efs, filter_ef, visible_count, settle_timeout_s):
     base, queries, labels = data["base_v"], data["queries_v"], data["labels_v"]
     n = base.shape[0]
     server = Server(binary)
+    c = None
     try:
         host, port = server.start()
         log(f"kyrodb_http: server on {host}:{port}")
@@ -305,7 +306,8 @@ def run(binary, data, efs, filter_ef, visible_count, settle_timeout_s):
         out["write_ack_p99_ms"] = float(np.percentile(ack, 99))
         log(f"kyrodb_http: visible p50 {out['visible_p50_ms']:.2f} ms p99 {out['visible_p99_ms']:.2f} ms; "
             f"write ack p50 {out['write_ack_p50_ms']:.2f} ms p99 {out['write_ack_p99_ms']:.2f} ms")
-        c.close()
         return out
     finally:
+        if c is not None:
+            c.close()
         server.stop()

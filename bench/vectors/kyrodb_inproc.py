@@ -98,6 +98,8 @@ def run(data, efs, m, ef_construction, cwd):
         lines.append(line)
     rc = p.wait()
     t.join()
+    p.stdout.close()
+    p.stderr.close()
     if rc != 0:
         why = next((l for l in reversed(err_tail) if "error" in l.lower()), err_tail[-1] if err_tail else "")
         raise Missing(f"vectors_bench exited with {rc}: {why.strip()}")
