@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 import dataset
 import kyrodb_http
@@ -62,7 +63,7 @@ def main():
     log(f"{data['n']} base vectors, {data['queries_n']} queries, ef {efs}, filtered at ef {a.filter_ef}, "
         f"selectivities {sels}")
 
-    results, missing = {}, {}
+    results, missing, errors = {}, {}, {}
     # One system at a time: each has the machine to itself.
     if "hnswlib" in only:
         results["hnswlib"] = peers.run_hnswlib(data, efs, a.filter_ef)
@@ -74,6 +75,9 @@ def main():
         except kyrodb_inproc.Missing as e:
             missing["kyrodb"] = str(e)
             log(f"kyrodb (in-process) MISSING: {e}")
+        except Exception as e:  # a failure, not an absence: reported, and the exit code says so
+            errors["kyrodb"] = f"{type(e).__name__}: {e}"
+            log(f"kyrodb (in-process) FAILED:\n{traceback.format_exc()}")
     if "kyrodb_http" in only:
         try:
             if not a.kyrodb:
@@ -84,6 +88,9 @@ def main():
         except kyrodb_http.Missing as e:
             missing["kyrodb_http"] = str(e)
             log(f"kyrodb_http MISSING: {e}")
+        except Exception as e:
+            errors["kyrodb_http"] = f"{type(e).__name__}: {e}"
+            log(f"kyrodb_http FAILED:\n{traceback.format_exc()}")
 
     curve = []
     for system in ("kyrodb", "kyrodb_http", "hnswlib", "faiss"):
@@ -152,10 +159,13 @@ def main():
         "peers_index_bytes_per_vector": {s: rnd(results[s]["index_bytes_per_vector"], 1)
                                          for s in ("hnswlib", "faiss") if s in results},
         "missing": missing,
+        "errors": errors,
         "versions": peers.versions(),
         "elapsed_s": round(time.perf_counter() - t_start, 1),
     }
-    print(json.dumps(out), flush=True)
+    print(json.dumps(out, separators=(",", ":")), flush=True)
+    if errors:
+        sys.exit(3)
 
 
 if __name__ == "__main__":

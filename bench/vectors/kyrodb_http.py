@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -54,6 +55,8 @@ class Conn:
         for attempt in (0, 1):
             if self.c is None:
                 self.c = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                self.c.connect()
+                self.c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 self.c.request(method, path, body=body, headers=headers)
                 r = self.c.getresponse()
@@ -180,7 +183,7 @@ def timed_searches(c, bodies):
     t = time.perf_counter()
     for b in bodies:
         r = c.json("POST", path, b)
-        out.append([int(h["id"]) for h in r["hits"]])
+        out.append([int(h["id"]) for h in r["hits"]][:K])
         if plan is None:
             plan = r.get("plan")
     return out, len(bodies) / (time.perf_counter() - t), plan
@@ -210,7 +213,7 @@ def visibility(host, port, vectors, first_id, count):
                 deadline = time.monotonic() + 30
                 while True:
                     r = reader.json("POST", search_path, body)
-                    if any(h["id"] == want for h in r["hits"]):
+                    if any(str(h["id"]) == want for h in r["hits"]):
                         state["visible"] = time.perf_counter() - t0
                         break
                     if time.monotonic() > deadline:

@@ -19,7 +19,11 @@ DEFAULT_CMD = ["cargo", "run", "--release", "-p", "kyrodb-search", "--example", 
 
 
 class Missing(Exception):
-    """KyroDB's side could not be measured; the message says why."""
+    """The example is not there (cargo knows no such target, or the command does not exist)."""
+
+
+class Failed(Exception):
+    """The example is there but failed, or printed no valid result: an error, not an absence."""
 
 
 def command(data, efs, m, ef_construction):
@@ -102,5 +106,10 @@ def run(data, efs, m, ef_construction, cwd):
     p.stderr.close()
     if rc != 0:
         why = next((l for l in reversed(err_tail) if "error" in l.lower()), err_tail[-1] if err_tail else "")
-        raise Missing(f"vectors_bench exited with {rc}: {why.strip()}")
-    return parse(lines)
+        if any("no example target named" in l for l in err_tail):
+            raise Missing(f"vectors_bench is not in this tree: {why.strip()}")
+        raise Failed(f"vectors_bench exited with {rc}: {why.strip()}")
+    try:
+        return parse(lines)
+    except Missing as e:
+        raise Failed(str(e))

@@ -116,7 +116,7 @@ class InProcess(unittest.TestCase):
         self.assertEqual([p["ef"] for p in r["curve"]], [20, 80])
         self.assertEqual(r["filtered"][1]["selectivity"], "0.001")
         with self.assertRaises(kyrodb_inproc.Missing):
-            kyrodb_inproc.parse(['{"build_s": 1}\n'])
+            kyrodb_inproc.parse(['{"build_s": 1}\n'])  # run() turns this into Failed
         with self.assertRaises(kyrodb_inproc.Missing):
             kyrodb_inproc.parse(["cargo says hi\n"])
 
@@ -150,6 +150,12 @@ class InProcess(unittest.TestCase):
             with self.assertRaises(kyrodb_inproc.Missing) as e:
                 kyrodb_inproc.run(synthetic(tempfile.mkdtemp(), n=50, nq=2), [20], 16, 200, "/")
             self.assertIn("no example target", str(e.exception))
+            os.environ["KYRODB_VECTORS_BENCH"] = "sh -c 'echo \"error[E0425]: cannot find value\" >&2; exit 101' x"
+            with self.assertRaises(kyrodb_inproc.Failed):
+                kyrodb_inproc.run(synthetic(tempfile.mkdtemp(), n=50, nq=2), [20], 16, 200, "/")
+            os.environ["KYRODB_VECTORS_BENCH"] = "echo '{\"build_s\": 1}'"
+            with self.assertRaises(kyrodb_inproc.Failed):
+                kyrodb_inproc.run(synthetic(tempfile.mkdtemp(), n=50, nq=2), [20], 16, 200, "/")
         finally:
             del os.environ["KYRODB_VECTORS_BENCH"]
 
