@@ -31,17 +31,18 @@ pub struct KeyspaceList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyspace {
-    /// 1 to 64 characters from A-Z a-z 0-9 _ . -
-    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    /// 1 to 64 characters from A-Z a-z 0-9 _ . -, not starting with _ (reserved for collections)
+    #[schema(pattern = "^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}$")]
     pub name: String,
 }
 
-/// Every keyspace with its live-key count.
+/// Every keyspace with its live-key count (those starting with `_` hold collections and are not listed).
 #[utoipa::path(get, path = "/v1/keyspaces", tag = "kv",
     responses((status = 200, body = KeyspaceList)))]
 pub async fn list(State(s): State<AppState>) -> Result<Json<KeyspaceList>, ApiError> {
     let mut keyspaces = Vec::new();
-    for name in s.db.keyspace_names() {
+    // Reserved keyspaces (collections' documents and catalog) are the server's own: /v2 shows them.
+    for name in s.db.keyspace_names().into_iter().filter(|n| !n.starts_with('_')) {
         let ks = s.db.keyspace(&name)?;
         keyspaces.push(KeyspaceInfo {
             keys: ks.count(),
@@ -83,7 +84,7 @@ pub async fn create(
 
 /// One keyspace's live-key count; 404 when it does not exist.
 #[utoipa::path(get, path = "/v1/keyspaces/{name}", tag = "kv",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$")),
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}$")),
     responses((status = 200, body = KeyspaceInfo), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(s): State<AppState>,

@@ -40,7 +40,7 @@ pub struct PutRequest {
     pub value_b64: Option<String>,
     /// The keyspace (default `default`); it must exist (`POST /v1/keyspaces`).
     #[serde(default, deserialize_with = "super::extract::de_present")]
-    #[schema(value_type = String, pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}$")]
     pub keyspace: Option<String>,
     /// The value expires this many milliseconds from now (wall clock; survives restarts). Expired
     /// keys are invisible at once and dropped by compaction.
@@ -175,7 +175,7 @@ pub struct KeysRequest {
     pub keys: Vec<u64>,
     /// The keyspace (default `default`).
     #[serde(default, deserialize_with = "super::extract::de_present")]
-    #[schema(value_type = String, pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}$")]
     pub keyspace: Option<String>,
 }
 
@@ -192,7 +192,7 @@ pub struct DeleteRangeRequest {
     pub end: Option<u64>,
     /// The keyspace (default `default`).
     #[serde(default, deserialize_with = "super::extract::de_present")]
-    #[schema(value_type = String, pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}$")]
     pub keyspace: Option<String>,
 }
 
@@ -202,7 +202,7 @@ pub struct DeleteRangeRequest {
 #[into_params(parameter_in = Query)]
 pub struct PutQuery {
     /// The keyspace (default `default`).
-    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    #[param(pattern = "^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}$")]
     pub keyspace: Option<String>,
     /// Expire the value this many milliseconds from now.
     #[param(minimum = 1, maximum = 3153600000000u64)]
@@ -220,7 +220,7 @@ pub struct PutQuery {
 #[into_params(parameter_in = Query)]
 pub struct GetQuery {
     /// The keyspace (default `default`).
-    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    #[param(pattern = "^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}$")]
     pub keyspace: Option<String>,
 }
 
@@ -230,7 +230,7 @@ pub struct GetQuery {
 #[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// The keyspace (default `default`).
-    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    #[param(pattern = "^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}$")]
     pub keyspace: Option<String>,
     /// Delete only if the key's live value was written at this sequence number (else 409).
     pub if_seq: Option<u64>,
@@ -276,7 +276,7 @@ pub struct ScanQuery {
     #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
     /// The keyspace (default `default`).
-    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    #[param(pattern = "^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}$")]
     pub keyspace: Option<String>,
 }
 
