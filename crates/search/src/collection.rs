@@ -436,6 +436,15 @@ impl Collection {
             .sum()
     }
 
+    /// Waits until every vector written so far is linked into its graph (searches never need this:
+    /// unlinked vectors are scanned exactly); false if `timeout` passed first.
+    pub fn wait_until_indexed(&self, timeout: std::time::Duration) -> bool {
+        match self.shared.upgrade() {
+            Some(s) => s.wait_indexer(timeout, || self.pending() == 0),
+            None => self.pending() == 0,
+        }
+    }
+
     /// Vectors waiting to be linked.
     pub fn pending(&self) -> usize {
         self.vectors.iter().map(|v| v.hnsw.pending()).sum()

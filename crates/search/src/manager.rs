@@ -142,6 +142,18 @@ impl Shared {
         self.collections().iter().map(|c| c.pending()).sum()
     }
 
+    /// Waits until `done()` holds, re-checking whenever the indexer links a slice; false on timeout.
+    pub(crate) fn wait_indexer(&self, timeout: Duration, done: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.room.lock();
+        while !done() {
+            if self.room_cv.wait_until(&mut g, deadline).timed_out() {
+                return done();
+            }
+        }
+        true
+    }
+
     /// Waits (bounded) while more vectors than `pending_max` wait to be linked.
     pub(crate) fn wait_for_indexer(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_millis(self.opts.pending_wait_ms);

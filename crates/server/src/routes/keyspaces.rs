@@ -42,7 +42,11 @@ pub struct CreateKeyspace {
 pub async fn list(State(s): State<AppState>) -> Result<Json<KeyspaceList>, ApiError> {
     let mut keyspaces = Vec::new();
     // Reserved keyspaces (collections' documents and catalog) are the server's own: /v2 shows them.
-    for name in s.db.keyspace_names().into_iter().filter(|n| !n.starts_with('_')) {
+    for name in
+        s.db.keyspace_names()
+            .into_iter()
+            .filter(|n| !n.starts_with('_'))
+    {
         let ks = s.db.keyspace(&name)?;
         keyspaces.push(KeyspaceInfo {
             keys: ks.count(),
