@@ -47,7 +47,7 @@ fn create(s: &Server) {
 
 fn doc(i: u64) -> Value {
     json!({"id": format!("d{i}"), "text": format!("body {i}"), "vector": vector(i),
-           "fields": {"author": if i % 2 == 0 { "ann" } else { "bob" }, "rank": i}})
+           "fields": {"author": if i.is_multiple_of(2) { "ann" } else { "bob" }, "rank": i}})
 }
 
 fn top_id(port: u16, v: &[f32]) -> Option<String> {
