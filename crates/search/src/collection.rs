@@ -40,9 +40,16 @@ struct Row {
     fields: Fields,
 }
 
+/// Rows of a verified graph file, claimed by documents as the attach load finds them.
+#[derive(Debug)]
+struct Preload {
+    rows: HashMap<u64, u32>,
+}
+
 /// Derived state, changed only by the applier.
 #[derive(Debug, Default)]
 struct State {
+    preload: Option<Preload>,
     rows: Vec<Option<Row>>,
     free: Vec<u32>,
     by_key: HashMap<u64, u32>,
@@ -81,6 +88,7 @@ impl Collection {
         keyspace: Keyspace,
         shared: Weak<Shared>,
         params: crate::hnsw::HnswParams,
+        mut loaded: Option<crate::checkpoint::Loaded>,
     ) -> Collection {
         let vectors: Vec<VectorIndex> = schema
             .vectors
@@ -88,13 +96,21 @@ impl Collection {
             .map(|(n, spec)| VectorIndex {
                 name: n.clone(),
                 spec: *spec,
-                hnsw: Hnsw::new(spec.dim as usize, spec.metric, params),
+                hnsw: loaded
+                    .as_mut()
+                    .and_then(|l| l.graphs.remove(n))
+                    .unwrap_or_else(|| Hnsw::new(spec.dim as usize, spec.metric, params)),
             })
             .collect();
-        let state = State {
+        let mut state = State {
             has_vector: vec![RoaringBitmap::new(); vectors.len()],
             ..State::default()
         };
+        if let Some(l) = loaded {
+            let max = l.rows.values().copied().max().map_or(0, |m| m as usize + 1);
+            state.rows.resize_with(max, || None);
+            state.preload = Some(Preload { rows: l.rows });
+        }
         Collection {
             name: name.to_owned(),
             schema,
@@ -496,20 +512,35 @@ impl State {
                 r
             }
             None => {
-                let r = self.free.pop().unwrap_or_else(|| {
-                    self.rows.push(None);
-                    (self.rows.len() - 1) as u32
-                });
+                let preset = self
+                    .preload
+                    .as_ref()
+                    .and_then(|p| p.rows.get(&key).copied());
+                let r = match preset {
+                    Some(r) if self.rows.get(r as usize).is_some_and(Option::is_none) => r,
+                    _ => self.free.pop().unwrap_or_else(|| {
+                        self.rows.push(None);
+                        (self.rows.len() - 1) as u32
+                    }),
+                };
                 self.by_key.insert(key, r);
                 r
             }
         };
         let id: Arc<str> = Arc::from(doc.id.as_str());
         self.payload.insert(r, &doc.fields);
+        let preloading = self.preload.is_some();
         for (i, v) in vectors.iter().enumerate() {
             match doc.vectors.get(&v.name) {
                 Some(vec) if vec.len() == v.spec.dim as usize => {
-                    v.hnsw.set(r, vec);
+                    // A node of a loaded graph is kept only if it holds exactly this vector.
+                    let same = preloading
+                        && v.hnsw.vector(r).is_some_and(|stored| {
+                            stored == crate::distance::prepared(v.spec.metric, vec)
+                        });
+                    if !same {
+                        v.hnsw.set(r, vec);
+                    }
                     self.has_vector[i].insert(r);
                 }
                 _ => {
@@ -526,6 +557,69 @@ impl State {
             id,
             fields: doc.fields,
         });
+    }
+}
+
+impl Collection {
+    /// Ends the attach load of a collection that started from a graph file: rows of the file that
+    /// no stored document claimed are removed from the graphs and freed.
+    pub(crate) fn finish_load(&self) {
+        let mut st = self.state.write();
+        let Some(p) = st.preload.take() else {
+            return;
+        };
+        let mut dropped = 0;
+        for (_, r) in p.rows {
+            if st.rows.get(r as usize).is_some_and(Option::is_none) {
+                for v in &self.vectors {
+                    v.hnsw.remove(r);
+                }
+                dropped += 1;
+            }
+        }
+        // Every row slot without a document is free (whether or not the file named it).
+        let free: Vec<u32> = (0..st.rows.len() as u32)
+            .filter(|r| st.rows[*r as usize].is_none())
+            .collect();
+        st.free = free;
+        if dropped > 0 {
+            tracing::info!(collection = %self.name, dropped, "graph file rows without a stored document removed");
+        }
+    }
+
+    /// Writes the graphs and their row table to `path` atomically (under the read lock, so rows and
+    /// graphs agree).
+    pub(crate) fn checkpoint(&self, path: &std::path::Path) -> Result<()> {
+        let bytes = {
+            let st = self.state.read();
+            let rows: Vec<(u32, u64)> = st
+                .rows
+                .iter()
+                .enumerate()
+                .filter_map(|(r, row)| Some((r as u32, row.as_ref()?.key)))
+                .collect();
+            let graphs: Vec<(&str, &Hnsw)> = self
+                .vectors
+                .iter()
+                .map(|v| (v.name.as_str(), &v.hnsw))
+                .collect();
+            crate::checkpoint::encode(&rows, &graphs).map_err(|source| {
+                Error::Storage(kyrodb_storage::Error::Io {
+                    path: path.to_owned(),
+                    source,
+                })
+            })?
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| {
+                Error::Storage(kyrodb_storage::Error::Io {
+                    path: dir.to_owned(),
+                    source,
+                })
+            })?;
+        }
+        kyrodb_storage::write_file_atomic(path, &bytes)?;
+        Ok(())
     }
 }
 

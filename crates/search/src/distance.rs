@@ -44,3 +44,12 @@ pub fn score(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
         Metric::L2 => -l2_squared(a, b).sqrt(),
     }
 }
+
+/// The vector as an index stores it: a normalised copy for cosine, else as given.
+pub fn prepared(metric: Metric, v: &[f32]) -> Vec<f32> {
+    let mut out = v.to_vec();
+    if metric == Metric::Cosine {
+        normalize(&mut out);
+    }
+    out
+}

@@ -3,6 +3,7 @@
 //! the engine's applier seam. See docs/design/search.md.
 #![warn(missing_debug_implementations)]
 
+mod checkpoint;
 mod collection;
 pub mod distance;
 pub mod doc;

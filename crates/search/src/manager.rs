@@ -209,6 +209,8 @@ impl Collections {
             })?;
             let ks = db.create_keyspace(&entry.keyspace)?;
             let started = Instant::now();
+            let loaded = load_graphs(&db, &entry.keyspace, &entry.schema);
+            let from_file = loaded.is_some();
             let c = Arc::new(Collection::new(
                 &entry.name,
                 entry.schema,
@@ -216,8 +218,11 @@ impl Collections {
                 ks.clone(),
                 Arc::downgrade(&shared),
                 shared.opts.hnsw,
+                loaded,
             ));
             ks.attach(c.clone())?;
+            c.finish_load();
+            tracing::info!(collection = %entry.name, graph_file = from_file, pending = c.pending(), "vector indexes verified against the stored documents");
             tracing::info!(collection = %entry.name, documents = c.count(), took_ms = started.elapsed().as_millis() as u64, "collection loaded; linking its vectors in the background");
             live_keyspaces.push(entry.keyspace.clone());
             shared.map.write().insert(entry.name, (key, c));
@@ -285,6 +290,7 @@ impl Collections {
             ks.clone(),
             Arc::downgrade(s),
             s.opts.hnsw,
+            None,
         ));
         ks.attach(c.clone())?;
         let entry = CatalogEntry {
@@ -338,8 +344,23 @@ impl Collections {
         c.dropped.store(true, Ordering::Release);
         s.map.write().remove(name);
         c.keyspace().detach();
+        let _ = std::fs::remove_file(crate::checkpoint::path(s.db.path(), c.keyspace().name()));
         spawn_purge(s, c.keyspace().clone());
         Ok(())
+    }
+
+    /// Persists every collection's graphs (at shutdown and with engine snapshots) so the next start
+    /// verifies them instead of rebuilding. Returns how many collections were written.
+    pub fn checkpoint(&self) -> Result<usize> {
+        let mut n = 0;
+        for c in self.shared.collections() {
+            let path = crate::checkpoint::path(self.shared.db.path(), c.keyspace().name());
+            let started = Instant::now();
+            c.checkpoint(&path)?;
+            tracing::info!(collection = c.name(), file = %path.display(), took_ms = started.elapsed().as_millis() as u64, "graphs written");
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Numbers for monitoring, per collection.
@@ -377,8 +398,15 @@ impl Collections {
         )
     }
 
-    /// Stops the indexer and detaches every collection.
+    /// Writes the graphs (best effort: a failure is logged; the next start rebuilds), stops the
+    /// indexer and detaches every collection.
     pub fn close(&self) {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(%e, "graphs not written at close; the next start rebuilds them");
+        }
         self.shared.closing.store(true, Ordering::Release);
         self.shared.wake_indexer();
         if let Some(h) = self.indexer.lock().take() {
@@ -396,6 +424,32 @@ impl Collections {
 impl Drop for Collections {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// A collection's graph file, if present and verified; otherwise `None` (logged) and the graphs are
+/// rebuilt from the documents.
+fn load_graphs(db: &Db, keyspace: &str, schema: &Schema) -> Option<crate::checkpoint::Loaded> {
+    let path = crate::checkpoint::path(db.path(), keyspace);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), %e, "graph file unreadable; rebuilding from the documents");
+            return None;
+        }
+    };
+    let fields: Vec<(String, usize, crate::distance::Metric)> = schema
+        .vectors
+        .iter()
+        .map(|(n, s)| (n.clone(), s.dim as usize, s.metric))
+        .collect();
+    match crate::checkpoint::decode(&path, &bytes, &fields) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(%e, "graph file refused; rebuilding from the documents");
+            None
+        }
     }
 }
 

@@ -61,7 +61,7 @@ pub(crate) fn commit_tmp(file: File, tmp: &Path, path: &Path) -> Result<()> {
 }
 
 /// Writes `bytes` to `path` atomically (temp + fsync + rename + dir fsync).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let (mut file, tmp) = create_tmp(path)?;
     write_all(&mut file, &tmp, bytes)?;
     commit_tmp(file, &tmp, path)

@@ -34,6 +34,9 @@ pub use db::{
     SnapshotInfo, Stats, Value, WarmReport, WriteBatch, DEFAULT_KEYSPACE,
 };
 pub use error::{Error, Result};
+/// Writes a whole file atomically: a temp file, fsync, rename over `path`, fsync of the directory —
+/// the engine's rule for every file it makes visible, offered to derived state (search graphs).
+pub use fsutil::write_atomic as write_file_atomic;
 pub use index::{
     BinarySearch, BinarySearchBuilder, IndexBuilder, IndexError, IndexInfo, LearnedIndexBuilder,
     SortedIndex,

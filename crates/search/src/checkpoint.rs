@@ -1,0 +1,148 @@
+//! Persisted graphs: a collection's vector indexes and the row → key table they are keyed by, written
+//! at shutdown and with every engine snapshot, loaded at start **only after verification** against the
+//! stored documents (a node whose stored vector differs from the document's is re-set; rows whose
+//! document is gone are removed; documents without a row get one). A missing, corrupt or mismatched
+//! file means the graph is rebuilt from the documents — it is a cache, never a source of truth.
+//!
+//! Layout (little-endian): `"KYROGRPH"`, u32 version = 1, u32 row_count, row_count × (u32 row, u64 key),
+//! u16 field_count, per field: u16 name_len, name, u32 dim, u8 metric, u64 graph_len, graph bytes
+//! (`Hnsw::write_to`, itself checksummed), then u64 xxh3-64 of everything before.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use crate::{distance::Metric, hnsw::Hnsw};
+
+const MAGIC: &[u8; 8] = b"KYROGRPH";
+const VERSION: u32 = 1;
+
+/// What a verified file gives back.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    /// key → row, as the graphs were written.
+    pub rows: HashMap<u64, u32>,
+    /// Graph per vector field name.
+    pub graphs: HashMap<String, Hnsw>,
+}
+
+/// Why a file was not used.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason} at byte {offset}")]
+pub(crate) struct Refused {
+    pub path: String,
+    pub offset: u64,
+    pub reason: String,
+}
+
+pub(crate) fn path(dir: &Path, keyspace: &str) -> PathBuf {
+    dir.join("search").join(format!("{keyspace}.graph"))
+}
+
+fn metric_byte(m: Metric) -> u8 {
+    match m {
+        Metric::Cosine => 0,
+        Metric::Dot => 1,
+        Metric::L2 => 2,
+    }
+}
+
+/// Serialises rows and graphs.
+pub(crate) fn encode(rows: &[(u32, u64)], graphs: &[(&str, &Hnsw)]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+    for (r, k) in rows {
+        out.extend_from_slice(&r.to_le_bytes());
+        out.extend_from_slice(&k.to_le_bytes());
+    }
+    out.extend_from_slice(&(graphs.len() as u16).to_le_bytes());
+    for (name, g) in graphs {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(g.dim() as u32).to_le_bytes());
+        out.push(metric_byte(g.metric()));
+        let mut gb = Vec::new();
+        g.write_to(&mut gb)?;
+        out.extend_from_slice(&(gb.len() as u64).to_le_bytes());
+        out.extend_from_slice(&gb);
+    }
+    let sum = xxhash_rust::xxh3::xxh3_64(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    Ok(out)
+}
+
+/// Parses and verifies a file; `fields` gives each expected field's dimension and metric.
+pub(crate) fn decode(
+    file: &Path,
+    bytes: &[u8],
+    fields: &[(String, usize, Metric)],
+) -> Result<Loaded, Refused> {
+    let refuse = |offset: usize, reason: String| Refused {
+        path: file.display().to_string(),
+        offset: offset as u64,
+        reason,
+    };
+    if bytes.len() < MAGIC.len() + 8 + 8 {
+        return Err(refuse(0, "truncated".into()));
+    }
+    let body = &bytes[..bytes.len() - 8];
+    let want = u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().expect("8 bytes"));
+    if xxhash_rust::xxh3::xxh3_64(body) != want {
+        return Err(refuse(body.len(), "checksum mismatch".into()));
+    }
+    let at = std::cell::Cell::new(0usize);
+    let take = |n: usize| -> Result<&[u8], Refused> {
+        let from = at.get();
+        let end = from.checked_add(n).filter(|e| *e <= body.len());
+        let end = end.ok_or_else(|| refuse(from, "truncated".into()))?;
+        at.set(end);
+        Ok(&body[from..end])
+    };
+    if take(8)? != MAGIC {
+        return Err(refuse(0, "not a KyroDB graph file".into()));
+    }
+    let u32_ = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
+    let version = u32_(take(4)?);
+    if version != VERSION {
+        return Err(refuse(8, format!("unknown version {version}")));
+    }
+    let n = u32_(take(4)?) as usize;
+    let mut rows = HashMap::with_capacity(n.min(1 << 24));
+    for _ in 0..n {
+        let r = u32_(take(4)?);
+        let k = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+        rows.insert(k, r);
+    }
+    let nf = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
+    let mut graphs = HashMap::new();
+    for _ in 0..nf {
+        let len = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
+        let name = String::from_utf8(take(len)?.to_vec())
+            .map_err(|_| refuse(0, "field name is not UTF-8".into()))?;
+        let dim = u32_(take(4)?) as usize;
+        let metric = take(1)?[0];
+        let glen = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
+        let start = at.get();
+        let gbytes = take(glen)?;
+        let Some((_, fdim, fmetric)) = fields.iter().find(|(n, ..)| *n == name) else {
+            continue; // a field the schema no longer has
+        };
+        if *fdim != dim || metric_byte(*fmetric) != metric {
+            return Err(refuse(
+                start,
+                format!("field {name:?} has another dimension or metric"),
+            ));
+        }
+        let g = Hnsw::read_from(gbytes, dim, *fmetric).map_err(|e| {
+            refuse(
+                start + e.offset as usize,
+                format!("field {name:?}: {}", e.reason),
+            )
+        })?;
+        graphs.insert(name, g);
+    }
+    Ok(Loaded { rows, graphs })
+}
