@@ -2,10 +2,12 @@
 //! HTTP load generator the benchmark uses (`loadgen`).
 #![forbid(unsafe_code)]
 
+mod bulk;
 mod client;
 mod import;
 mod loadgen;
 mod serve;
+mod v2;
 
 use std::io::Write;
 
@@ -91,6 +93,33 @@ enum Command {
     Import {
         #[command(flatten)]
         args: import::ImportArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Collections of documents (/v2): create, list, info, drop.
+    Collection {
+        #[command(subcommand)]
+        cmd: v2::CollectionCmd,
+        /// Print the server's JSON answer (pretty) instead of a short line.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Documents of a collection: import a JSONL file, get one, delete by id.
+    Docs {
+        #[command(subcommand)]
+        cmd: v2::DocsCmd,
+        /// Print the server's JSON answer (pretty) instead of a short line.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Vector search in a collection, with an optional filter; prints the hits as a table.
+    Search {
+        #[command(flatten)]
+        args: v2::SearchArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -182,6 +211,30 @@ fn client_command(cmd: Command) -> Result<(), String> {
             Command::Import { args, client } => {
                 let target = Target::parse(&client.url)?;
                 import::run(&target, client.token.as_deref(), &args).await
+            }
+            Command::Collection { cmd, json, client } => {
+                let target = Target::parse(&client.url)?;
+                let api = v2::Api {
+                    target: &target,
+                    token: client.token.as_deref(),
+                };
+                v2::collection(&api, cmd, json).await
+            }
+            Command::Docs { cmd, json, client } => {
+                let target = Target::parse(&client.url)?;
+                let api = v2::Api {
+                    target: &target,
+                    token: client.token.as_deref(),
+                };
+                v2::docs(&api, cmd, json).await
+            }
+            Command::Search { args, client } => {
+                let target = Target::parse(&client.url)?;
+                let api = v2::Api {
+                    target: &target,
+                    token: client.token.as_deref(),
+                };
+                v2::search(&api, &args).await
             }
             Command::Loadgen { args, client } => {
                 let target = Target::parse(&client.url)?;
