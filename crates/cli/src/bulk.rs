@@ -573,6 +573,62 @@ pub(crate) fn finish(ep: &Endpoint, sum: &Summary, stopped: Option<String>) -> R
     Ok(())
 }
 
+/// A stand-in HTTP/1.1 server for unit tests, for answers a real server cannot be made to give on
+/// purpose.
+#[cfg(test)]
+pub(crate) mod fake {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves `answer(lower-cased request head, body) -> (status, extra header lines, JSON body)`;
+    /// returns its URL.
+    pub(crate) async fn server(
+        answer: impl Fn(&str, &[u8]) -> (u16, String, String) + Send + Sync + 'static,
+    ) -> String {
+        let answer = std::sync::Arc::new(answer);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            if sock.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                        let len: usize = head
+                            .split("content-length: ")
+                            .nth(1)
+                            .and_then(|r| r.split("\r\n").next()?.parse().ok())
+                            .unwrap_or(0);
+                        while buf.len() < head_end + len {
+                            if sock.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                        }
+                        let body: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
+                        let (status, headers, text) = answer(&head, &body);
+                        let resp = format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{text}",
+                            text.len()
+                        );
+                        if sock.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,5 +703,83 @@ mod tests {
         )
         .unwrap();
         assert_eq!(old.documents_per_batch_max, 1000);
+    }
+
+    /// 429 with Retry-After is retried; a 400 naming `documents[i]` drops that document (reported
+    /// with its line) and resends the rest; a line the caller refuses is skipped before sending.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn busy_is_retried_and_a_named_document_is_dropped_and_the_rest_resent() {
+        use std::sync::{Arc, Mutex};
+        let written = Arc::new(Mutex::new(Vec::<String>::new()));
+        let posts = Arc::new(Mutex::new(0u32));
+        let (w, p) = (written.clone(), posts.clone());
+        let url = fake::server(move |_, body| {
+            let mut posts = p.lock().unwrap();
+            *posts += 1;
+            if *posts == 1 {
+                let busy = r#"{"error":{"code":"busy","message":"retry"}}"#;
+                return (503, "Retry-After: 1\r\n".into(), busy.into());
+            }
+            let j: serde_json::Value = serde_json::from_slice(body).unwrap();
+            let ids: Vec<String> = j["documents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["id"].as_str().unwrap().to_owned())
+                .collect();
+            if let Some(i) = ids.iter().position(|id| id == "bad") {
+                let m = format!(
+                    r#"{{"error":{{"code":"dimension_mismatch","message":"documents[{i}].vector: expected 4 dimensions, got 3"}}}}"#
+                );
+                return (400, String::new(), m);
+            }
+            w.lock().unwrap().extend(ids);
+            (200, String::new(), r#"{"upserted":1,"seq":1}"#.into())
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("d.jsonl");
+        std::fs::write(
+            &file,
+            "{\"id\":\"a\"}\n{\"id\":\"bad\"}\nnot json\n{\"id\":\"c\"}\n",
+        )
+        .unwrap();
+        let ep = Endpoint {
+            path: "/v2/collections/c/documents".into(),
+            list: "documents",
+            noun: "documents",
+            rate_noun: "docs",
+            skipped_label: "skipped",
+        };
+        let batching = Batching::new(10, 10, None, &ServerLimits::default());
+        let (sum, stopped) = import_lines(
+            &Target::parse(&url).unwrap(),
+            None,
+            &file,
+            &ep,
+            batching,
+            |line, _| {
+                serde_json::from_str::<serde_json::Value>(line).map_err(|e| e.to_string())?;
+                Ok(Some(line.as_bytes().to_vec()))
+            },
+        )
+        .await
+        .unwrap();
+        assert!(stopped.is_none());
+        assert_eq!(
+            (
+                sum.lines,
+                sum.imported,
+                sum.skipped,
+                sum.failed,
+                sum.requests
+            ),
+            (4, 2, 2, 0, 3)
+        );
+        assert!(sum.secs >= 1.0, "waited for Retry-After");
+        assert_eq!(*written.lock().unwrap(), ["a", "c"]);
+        assert!(finish(&ep, &sum, None)
+            .unwrap_err()
+            .contains("2 skipped, 0 failed"));
     }
 }

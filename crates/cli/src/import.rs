@@ -294,52 +294,15 @@ mod tests {
     /// A stand-in server whose batch_put refuses what a real server cannot be made to refuse on
     /// purpose: key 13 by index (400 `items[i]`), key 7 with no index (413), key 99 with a 500.
     async fn fake_server(written: Arc<Mutex<Vec<u64>>>) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let written = written.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    loop {
-                        let head_end = loop {
-                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                                break i + 4;
-                            }
-                            if sock.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                        };
-                        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-                        let len: usize = head
-                            .split("content-length: ")
-                            .nth(1)
-                            .and_then(|r| r.split("\r\n").next()?.parse().ok())
-                            .unwrap_or(0);
-                        while buf.len() < head_end + len {
-                            if sock.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                        }
-                        let body: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
-                        let (status, answer) = if head.starts_with("get /build_info") {
-                            (200, r#"{"version":"0"}"#.to_owned())
-                        } else {
-                            batch_put(&body, &written)
-                        };
-                        let resp = format!(
-                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
-                            answer.len()
-                        );
-                        if sock.write_all(resp.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        format!("http://{addr}")
+        bulk::fake::server(move |head, body| {
+            let (status, answer) = if head.starts_with("get /build_info") {
+                (200, r#"{"version":"0"}"#.to_owned())
+            } else {
+                batch_put(body, &written)
+            };
+            (status, String::new(), answer)
+        })
+        .await
     }
 
     fn batch_put(body: &[u8], written: &Mutex<Vec<u64>>) -> (u16, String) {

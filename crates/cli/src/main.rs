@@ -47,6 +47,12 @@ struct ClientArgs {
     token: Option<String>,
 }
 
+impl ClientArgs {
+    fn api(&self) -> Result<v2::Api, String> {
+        v2::Api::new(&self.url, self.token.as_deref())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (zero configuration needed).
@@ -213,29 +219,10 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 import::run(&target, client.token.as_deref(), &args).await
             }
             Command::Collection { cmd, json, client } => {
-                let target = Target::parse(&client.url)?;
-                let api = v2::Api {
-                    target: &target,
-                    token: client.token.as_deref(),
-                };
-                v2::collection(&api, cmd, json).await
+                v2::collection(&client.api()?, cmd, json).await
             }
-            Command::Docs { cmd, json, client } => {
-                let target = Target::parse(&client.url)?;
-                let api = v2::Api {
-                    target: &target,
-                    token: client.token.as_deref(),
-                };
-                v2::docs(&api, cmd, json).await
-            }
-            Command::Search { args, client } => {
-                let target = Target::parse(&client.url)?;
-                let api = v2::Api {
-                    target: &target,
-                    token: client.token.as_deref(),
-                };
-                v2::search(&api, &args).await
-            }
+            Command::Docs { cmd, json, client } => v2::docs(&client.api()?, cmd, json).await,
+            Command::Search { args, client } => v2::search(&client.api()?, &args).await,
             Command::Loadgen { args, client } => {
                 let target = Target::parse(&client.url)?;
                 let report = loadgen::run(target, client.token, &args).await?;

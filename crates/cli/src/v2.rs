@@ -107,13 +107,24 @@ pub(crate) struct SearchArgs {
     pub json: bool,
 }
 
-/// One JSON request against the server.
-pub(crate) struct Api<'a> {
-    pub target: &'a Target,
-    pub token: Option<&'a str>,
+/// The server the commands talk to.
+pub(crate) struct Api {
+    target: Target,
+    token: Option<String>,
 }
 
-impl Api<'_> {
+impl Api {
+    pub(crate) fn new(url: &str, token: Option<&str>) -> Result<Self, String> {
+        Ok(Self {
+            target: Target::parse(url)?,
+            token: token.map(str::to_owned),
+        })
+    }
+
+    fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// The status and JSON body of a 2xx; the server's error code and message otherwise.
     async fn call(
         &self,
@@ -130,10 +141,10 @@ impl Api<'_> {
         };
         let resp = conn
             .request(
-                self.target,
+                &self.target,
                 method,
                 path,
-                self.token,
+                self.token(),
                 body.map(|_| "application/json"),
                 &bytes,
             )
@@ -204,11 +215,7 @@ fn collection_line(c: &Value) -> String {
     )
 }
 
-pub(crate) async fn collection(
-    api: &Api<'_>,
-    cmd: CollectionCmd,
-    json: bool,
-) -> Result<(), String> {
+pub(crate) async fn collection(api: &Api, cmd: CollectionCmd, json: bool) -> Result<(), String> {
     match cmd {
         CollectionCmd::Create {
             name,
@@ -261,7 +268,7 @@ pub(crate) async fn collection(
     Ok(())
 }
 
-pub(crate) async fn docs(api: &Api<'_>, cmd: DocsCmd, json: bool) -> Result<(), String> {
+pub(crate) async fn docs(api: &Api, cmd: DocsCmd, json: bool) -> Result<(), String> {
     match cmd {
         DocsCmd::Import(args) => import(api, &args).await,
         DocsCmd::Get { collection, id } => {
@@ -332,12 +339,12 @@ fn document_line(
     Ok(Some(text.as_bytes().to_vec()))
 }
 
-async fn import(api: &Api<'_>, args: &DocsImportArgs) -> Result<(), String> {
+async fn import(api: &Api, args: &DocsImportArgs) -> Result<(), String> {
     // A missing collection (or a typo in its name) stops the import before the file is read.
     api.call("GET", &collection_path(&args.collection), None)
         .await
         .map_err(|e| format!("collection {}: {e}", args.collection))?;
-    let limits = bulk::server_limits(api.target, api.token).await?;
+    let limits = bulk::server_limits(&api.target, api.token()).await?;
     let batching = Batching::new(
         args.batch,
         limits.documents_per_batch_max,
@@ -347,8 +354,8 @@ async fn import(api: &Api<'_>, args: &DocsImportArgs) -> Result<(), String> {
     let ep = documents_endpoint(&args.collection);
     let envelope = bulk::batch_body_bytes(&ep, &[]);
     let (summary, stopped) = bulk::import_lines(
-        api.target,
-        api.token,
+        &api.target,
+        api.token(),
         &args.file,
         &ep,
         batching,
@@ -466,7 +473,7 @@ fn hits_table(answer: &Value) -> String {
     out
 }
 
-pub(crate) async fn search(api: &Api<'_>, a: &SearchArgs) -> Result<(), String> {
+pub(crate) async fn search(api: &Api, a: &SearchArgs) -> Result<(), String> {
     let body = search_body(a)?;
     let path = format!("{}/search", collection_path(&a.collection));
     let (_, answer) = api.call("POST", &path, Some(&body)).await?;
