@@ -285,6 +285,22 @@ pub(crate) fn build_request_into(
     out.extend_from_slice(body);
 }
 
+/// `segment` as one percent-encoded URL path segment: every byte but ASCII letters, digits, `-`, `_`
+/// and `~` is `%XX` (so `/`, `?`, `#`, `%`, spaces and `.`/`..` segments cannot change the route).
+pub(crate) fn path_segment(segment: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            // Writing into a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -309,5 +325,13 @@ mod tests {
             "localhost:80"
         );
         assert!(Target::parse("https://x").is_err());
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(path_segment("plain-id_1~"), "plain-id_1~");
+        assert_eq!(path_segment("a/b@c d"), "a%2Fb%40c%20d");
+        assert_eq!(path_segment(".."), "%2E%2E");
+        assert_eq!(path_segment("é?#%"), "%C3%A9%3F%23%25");
     }
 }

@@ -2,10 +2,12 @@
 //! HTTP load generator the benchmark uses (`loadgen`).
 #![forbid(unsafe_code)]
 
+mod bulk;
 mod client;
 mod import;
 mod loadgen;
 mod serve;
+mod v2;
 
 use std::io::Write;
 
@@ -43,6 +45,12 @@ struct ClientArgs {
     /// Bearer token
     #[arg(long, env = "KYRODB_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+}
+
+impl ClientArgs {
+    fn api(&self) -> Result<v2::Api, String> {
+        v2::Api::new(&self.url, self.token.as_deref())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +99,33 @@ enum Command {
     Import {
         #[command(flatten)]
         args: import::ImportArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Collections of documents (/v2): create, list, info, drop.
+    Collection {
+        #[command(subcommand)]
+        cmd: v2::CollectionCmd,
+        /// Print the server's JSON answer (pretty) instead of a short line.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Documents of a collection: import a JSONL file, get one, delete by id.
+    Docs {
+        #[command(subcommand)]
+        cmd: v2::DocsCmd,
+        /// Print the server's JSON answer (pretty) instead of a short line.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Vector search in a collection, with an optional filter; prints the hits as a table.
+    Search {
+        #[command(flatten)]
+        args: v2::SearchArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -183,6 +218,11 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 let target = Target::parse(&client.url)?;
                 import::run(&target, client.token.as_deref(), &args).await
             }
+            Command::Collection { cmd, json, client } => {
+                v2::collection(&client.api()?, cmd, json).await
+            }
+            Command::Docs { cmd, json, client } => v2::docs(&client.api()?, cmd, json).await,
+            Command::Search { args, client } => v2::search(&client.api()?, &args).await,
             Command::Loadgen { args, client } => {
                 let target = Target::parse(&client.url)?;
                 let report = loadgen::run(target, client.token, &args).await?;

@@ -133,6 +133,7 @@ pub fn state(
             batch_keys_max: cfg.batch_keys_max,
             scan_limit_max: cfg.scan_limit_max,
             response_bytes_max: cfg.response_bytes_max,
+            documents_per_batch_max: cfg.documents_per_batch_max,
         },
         metrics: crate::metrics::handle(),
         shutting_down: Default::default(),

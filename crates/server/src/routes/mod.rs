@@ -36,6 +36,8 @@ pub struct Limits {
     pub scan_limit_max: usize,
     /// Most value bytes in one batch_get answer or scan page.
     pub response_bytes_max: usize,
+    /// Most documents in one `/v2` upsert (413 `too_many` above it).
+    pub documents_per_batch_max: usize,
 }
 
 /// What every handler shares.
