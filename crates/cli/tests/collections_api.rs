@@ -394,3 +394,62 @@ fn sigkill_during_ingest_keeps_every_acknowledged_document_searchable() {
         );
     }
 }
+
+fn graph_file(data: &std::path::Path) -> std::path::PathBuf {
+    let dir = data.join("search");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files.pop().unwrap()
+}
+
+#[test]
+fn the_graph_file_is_used_only_when_it_verifies_and_rebuilt_when_corrupt_or_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = Server::start(&data, &[]);
+    create(&s);
+    let docs: Vec<Value> = (0..400).map(doc).collect();
+    assert_eq!(s.post("/v2/collections/docs/documents", &json!({"documents": docs}).to_string()).status, 200);
+    let check_all = |s: &Server| {
+        for i in (0..400).step_by(13) {
+            assert_eq!(top_id(s.port, &vector(i)).as_deref(), Some(format!("d{i}").as_str()));
+        }
+    };
+    // A graceful stop writes the graphs; the next start verifies and uses them.
+    assert!(s.term().success());
+    let file = graph_file(&data);
+    s.restart();
+    let info = s.get("/v2/collections/docs").json();
+    assert!(info["graph_source"].as_str().unwrap().starts_with("graph file"), "{info}");
+    assert_eq!(info["documents"], 400);
+    check_all(&s);
+    // Written while the server was down, the file no longer matches the documents: a stale file is
+    // verified node by node, so documents written after it are still found.
+    assert_eq!(s.post("/v2/collections/docs/documents", &json!({"documents": [doc(1000)]}).to_string()).status, 200);
+    s.kill9();
+    s.restart();
+    assert_eq!(top_id(s.port, &vector(1000)).as_deref(), Some("d1000"));
+    check_all(&s);
+    // A flipped byte: refused with the file and offset, rebuilt from the documents.
+    assert!(s.term().success());
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&file, &bytes).unwrap();
+    s.restart();
+    let info = s.get("/v2/collections/docs").json();
+    let src = info["graph_source"].as_str().unwrap();
+    assert!(src.starts_with("rebuilt: graph file refused") && src.contains("at byte"), "{info}");
+    check_all(&s);
+    // Missing: rebuilt.
+    assert!(s.term().success());
+    std::fs::remove_file(&file).unwrap();
+    s.restart();
+    let info = s.get("/v2/collections/docs").json();
+    assert_eq!(info["graph_source"], "rebuilt: no graph file", "{info}");
+    assert_eq!(info["documents"], 401);
+    check_all(&s);
+}

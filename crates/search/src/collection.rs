@@ -78,6 +78,8 @@ pub struct Collection {
     pub(crate) vectors: Vec<VectorIndex>,
     shared: Weak<Shared>,
     pub(crate) dropped: AtomicBool,
+    /// Where the graphs came from at start (`GET` info shows it).
+    graph_source: parking_lot::Mutex<String>,
 }
 
 impl Collection {
@@ -120,6 +122,7 @@ impl Collection {
             vectors,
             shared,
             dropped: AtomicBool::new(false),
+            graph_source: parking_lot::Mutex::new("new".into()),
         }
     }
 
@@ -441,6 +444,7 @@ impl Collection {
             "created_at": crate::doc::format_datetime(self.created_ms),
             "indexes": indexes,
             "payload_index_bytes": payload_bytes,
+            "graph_source": *self.graph_source.lock(),
         })
     }
 
@@ -563,7 +567,8 @@ impl State {
 impl Collection {
     /// Ends the attach load of a collection that started from a graph file: rows of the file that
     /// no stored document claimed are removed from the graphs and freed.
-    pub(crate) fn finish_load(&self) {
+    pub(crate) fn finish_load(&self, source: String) {
+        *self.graph_source.lock() = source;
         let mut st = self.state.write();
         let Some(p) = st.preload.take() else {
             return;

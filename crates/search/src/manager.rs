@@ -209,7 +209,7 @@ impl Collections {
             })?;
             let ks = db.create_keyspace(&entry.keyspace)?;
             let started = Instant::now();
-            let loaded = load_graphs(&db, &entry.keyspace, &entry.schema);
+            let (loaded, source) = load_graphs(&db, &entry.keyspace, &entry.schema);
             let from_file = loaded.is_some();
             let c = Arc::new(Collection::new(
                 &entry.name,
@@ -221,7 +221,7 @@ impl Collections {
                 loaded,
             ));
             ks.attach(c.clone())?;
-            c.finish_load();
+            c.finish_load(source);
             tracing::info!(collection = %entry.name, graph_file = from_file, pending = c.pending(), "vector indexes verified against the stored documents");
             tracing::info!(collection = %entry.name, documents = c.count(), took_ms = started.elapsed().as_millis() as u64, "collection loaded; linking its vectors in the background");
             live_keyspaces.push(entry.keyspace.clone());
@@ -429,14 +429,20 @@ impl Drop for Collections {
 
 /// A collection's graph file, if present and verified; otherwise `None` (logged) and the graphs are
 /// rebuilt from the documents.
-fn load_graphs(db: &Db, keyspace: &str, schema: &Schema) -> Option<crate::checkpoint::Loaded> {
+fn load_graphs(
+    db: &Db,
+    keyspace: &str,
+    schema: &Schema,
+) -> (Option<crate::checkpoint::Loaded>, String) {
     let path = crate::checkpoint::path(db.path(), keyspace);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return (None, "rebuilt: no graph file".into())
+        }
         Err(e) => {
             tracing::warn!(file = %path.display(), %e, "graph file unreadable; rebuilding from the documents");
-            return None;
+            return (None, format!("rebuilt: {}: {e}", path.display()));
         }
     };
     let fields: Vec<(String, usize, crate::distance::Metric)> = schema
@@ -445,10 +451,10 @@ fn load_graphs(db: &Db, keyspace: &str, schema: &Schema) -> Option<crate::checkp
         .map(|(n, s)| (n.clone(), s.dim as usize, s.metric))
         .collect();
     match crate::checkpoint::decode(&path, &bytes, &fields) {
-        Ok(l) => Some(l),
+        Ok(l) => (Some(l), "graph file, verified against the documents".into()),
         Err(e) => {
             tracing::warn!(%e, "graph file refused; rebuilding from the documents");
-            None
+            (None, format!("rebuilt: graph file refused: {e}"))
         }
     }
 }

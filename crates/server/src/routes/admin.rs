@@ -30,6 +30,15 @@ pub struct WarmupResponse {
 pub async fn snapshot(State(s): State<AppState>) -> Result<Json<SnapshotResponse>, ApiError> {
     let db = s.db.clone();
     let info = blocking(move || db.snapshot()).await?;
+    // Collections' graphs are persisted with every snapshot (a verified cache for the next start).
+    let cs = s.collections.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || cs.checkpoint())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        tracing::warn!(%e, "graphs not written with the snapshot; the next start rebuilds them");
+    }
     Ok(Json(SnapshotResponse {
         covered_seq: info.covered_seq,
         manifest_generation: info.manifest_generation,
