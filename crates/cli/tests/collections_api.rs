@@ -412,10 +412,20 @@ fn the_graph_file_is_used_only_when_it_verifies_and_rebuilt_when_corrupt_or_miss
     let mut s = Server::start(&data, &[]);
     create(&s);
     let docs: Vec<Value> = (0..400).map(doc).collect();
-    assert_eq!(s.post("/v2/collections/docs/documents", &json!({"documents": docs}).to_string()).status, 200);
+    assert_eq!(
+        s.post(
+            "/v2/collections/docs/documents",
+            &json!({"documents": docs}).to_string()
+        )
+        .status,
+        200
+    );
     let check_all = |s: &Server| {
         for i in (0..400).step_by(13) {
-            assert_eq!(top_id(s.port, &vector(i)).as_deref(), Some(format!("d{i}").as_str()));
+            assert_eq!(
+                top_id(s.port, &vector(i)).as_deref(),
+                Some(format!("d{i}").as_str())
+            );
         }
     };
     // A graceful stop writes the graphs; the next start verifies and uses them.
@@ -423,12 +433,25 @@ fn the_graph_file_is_used_only_when_it_verifies_and_rebuilt_when_corrupt_or_miss
     let file = graph_file(&data);
     s.restart();
     let info = s.get("/v2/collections/docs").json();
-    assert!(info["graph_source"].as_str().unwrap().starts_with("graph file"), "{info}");
+    assert!(
+        info["graph_source"]
+            .as_str()
+            .unwrap()
+            .starts_with("graph file"),
+        "{info}"
+    );
     assert_eq!(info["documents"], 400);
     check_all(&s);
     // Written while the server was down, the file no longer matches the documents: a stale file is
     // verified node by node, so documents written after it are still found.
-    assert_eq!(s.post("/v2/collections/docs/documents", &json!({"documents": [doc(1000)]}).to_string()).status, 200);
+    assert_eq!(
+        s.post(
+            "/v2/collections/docs/documents",
+            &json!({"documents": [doc(1000)]}).to_string()
+        )
+        .status,
+        200
+    );
     s.kill9();
     s.restart();
     assert_eq!(top_id(s.port, &vector(1000)).as_deref(), Some("d1000"));
@@ -442,7 +465,10 @@ fn the_graph_file_is_used_only_when_it_verifies_and_rebuilt_when_corrupt_or_miss
     s.restart();
     let info = s.get("/v2/collections/docs").json();
     let src = info["graph_source"].as_str().unwrap();
-    assert!(src.starts_with("rebuilt: graph file refused") && src.contains("at byte"), "{info}");
+    assert!(
+        src.starts_with("rebuilt: graph file refused") && src.contains("at byte"),
+        "{info}"
+    );
     check_all(&s);
     // Missing: rebuilt.
     assert!(s.term().success());

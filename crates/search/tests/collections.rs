@@ -1,27 +1,12 @@
 //! Collections end to end over a real engine: upsert, get, filtered search against brute force,
 //! deletes, and a reopen that rebuilds every index from the stored documents.
 
-use std::sync::Arc;
+mod common;
 
-use kyrodb_search::{Collections, Error, Schema, SearchOptions, SearchRequest};
-use kyrodb_storage::{Db, FsyncPolicy, Options};
+use common::open;
+use kyrodb_search::{Error, Schema, SearchRequest};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use serde_json::{json, Value};
-
-fn open(dir: &std::path::Path) -> (Arc<Db>, Collections) {
-    let db = Arc::new(
-        Db::open(
-            dir,
-            Options {
-                fsync: FsyncPolicy::Never,
-                ..Options::default()
-            },
-        )
-        .unwrap(),
-    );
-    let cs = Collections::open(db.clone(), SearchOptions::default()).unwrap();
-    (db, cs)
-}
 
 fn schema() -> Schema {
     Schema::from_json(json!({

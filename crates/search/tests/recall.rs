@@ -3,30 +3,17 @@
 //! many rounds of upsert/delete of the same ids keep memory bounded, never return a deleted id, and
 //! keep every live id reachable by its own vector.
 
-use std::{sync::Arc, time::Duration};
+mod common;
 
-use kyrodb_search::{Collection, Collections, Schema, SearchOptions, SearchRequest};
-use kyrodb_storage::{Db, FsyncPolicy, Options};
+use std::time::Duration;
+
+use common::open;
+use kyrodb_search::{Collection, Schema, SearchRequest};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 
 const DIM: usize = 24;
 const CLUSTERS: usize = 20;
-
-fn open(dir: &std::path::Path) -> (Arc<Db>, Collections) {
-    let db = Arc::new(
-        Db::open(
-            dir,
-            Options {
-                fsync: FsyncPolicy::Never,
-                ..Options::default()
-            },
-        )
-        .unwrap(),
-    );
-    let cs = Collections::open(db.clone(), SearchOptions::default()).unwrap();
-    (db, cs)
-}
 
 /// Clustered data: cluster centres, points around them.
 fn data(n: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<usize>, Vec<Vec<f32>>) {
