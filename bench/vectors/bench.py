@@ -155,6 +155,7 @@ def main():
         "visible_p50_ms": rnd(http_r["visible_p50_ms"]) if http_r else None,
         "visible_p99_ms": rnd(http_r["visible_p99_ms"]) if http_r else None,
         "write_ack_p99_ms": rnd(http_r["write_ack_p99_ms"]) if http_r else None,
+        "ack_to_visible_p99_ms": rnd(http_r.get("ack_to_visible_p99_ms")) if http_r else None,
         "index_bytes_per_vector": rnd(inproc["index_bytes_per_vector"], 1) if inproc else None,
         "peers_index_bytes_per_vector": {s: rnd(results[s]["index_bytes_per_vector"], 1)
                                          for s in ("hnswlib", "faiss") if s in results},
