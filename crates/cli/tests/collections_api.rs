@@ -479,3 +479,55 @@ fn the_graph_file_is_used_only_when_it_verifies_and_rebuilt_when_corrupt_or_miss
     assert_eq!(info["documents"], 401);
     check_all(&s);
 }
+
+#[test]
+fn the_vector_memory_budget_refuses_writes_with_507_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for a few hundred 16-d vectors.
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[("KYRODB_VECTOR_BYTES_BUDGET", "60000")],
+    );
+    create(&s);
+    let mut written = 0;
+    let refused = loop {
+        let docs: Vec<Value> = (written..written + 50).map(doc).collect();
+        let r = s.post(
+            "/v2/collections/docs/documents",
+            &json!({"documents": docs}).to_string(),
+        );
+        match r.status {
+            200 => written += 50,
+            _ => break r,
+        }
+        assert!(written < 10_000, "the budget never applied");
+    };
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (507, "memory_budget"),
+        "{}",
+        refused.text()
+    );
+    assert!(refused.text().contains("KYRODB_VECTOR_BYTES_BUDGET"));
+    let info = s.get("/v2/collections/docs").json();
+    assert_eq!(
+        info["documents"], written,
+        "a refused batch wrote something: {info}"
+    );
+    // Deleting makes room again.
+    let ids: Vec<String> = (0..written).map(|i| format!("d{i}")).collect();
+    assert_eq!(
+        s.post(
+            "/v2/collections/docs/documents/delete",
+            &json!({"ids": ids}).to_string()
+        )
+        .status,
+        200
+    );
+    let docs: Vec<Value> = (20_000..20_050).map(doc).collect();
+    let r = s.post(
+        "/v2/collections/docs/documents",
+        &json!({"documents": docs}).to_string(),
+    );
+    assert_eq!(r.status, 200, "freed slots are reused: {}", r.text());
+}

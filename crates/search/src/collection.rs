@@ -184,8 +184,11 @@ impl Collection {
                 ),
             ));
         }
+        // Growth: vectors beyond the free (reusable) rows; replacing or reusing a slot adds nothing.
+        let free = self.state.read().free.len();
         let needed: u64 = docs
             .iter()
+            .skip(free)
             .flat_map(|d| d.vectors.values())
             .map(|v| crate::manager::vector_cost(v.len(), opts.hnsw.m))
             .sum();
