@@ -1,1 +1,2 @@
 //! The HNSW graph.
+#![deny(unsafe_code)]
