@@ -1,2 +1,0 @@
-//! The HNSW graph.
-#![deny(unsafe_code)]
