@@ -6,7 +6,6 @@
 //!   --base B.fvecs --queries Q.fvecs --truth T.ivecs [--labels L.u32 --selectivity 0.1,0.01
 //!   --filtered-truth-prefix P] [--ef 10,20,40] [--metric cosine] [--m 16 --ef-construction 200]
 //!   [--k 10] [--filtered-queries 1000] [--save F | --load F (skips the build)]
-//!   [--exact-walk true (walk on f32 vectors instead of int8 codes)]
 //!   [--repeat R (unfiltered curve: best QPS of R runs, for a machine shared with other work)]
 //! ```
 //! Prints one JSON line per measurement, then one JSON object with everything.
@@ -33,7 +32,6 @@ struct Args {
     filtered_queries: usize,
     save: Option<String>,
     load: Option<String>,
-    exact_walk: bool,
     repeat: usize,
 }
 
@@ -53,7 +51,6 @@ fn parse_args() -> Result<Args, String> {
         filtered_queries: 1000,
         save: None,
         load: None,
-        exact_walk: false,
         repeat: 1,
     };
     let mut it = std::env::args().skip(1);
@@ -79,7 +76,6 @@ fn parse_args() -> Result<Args, String> {
             "--save" => a.save = Some(value),
             "--load" => a.load = Some(value),
             "--repeat" => a.repeat = num(&value)?.max(1),
-            "--exact-walk" => a.exact_walk = value == "1" || value == "true",
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -191,7 +187,6 @@ fn main() -> Result<(), String> {
         }
     };
     let build_s = start.elapsed().as_secs_f64();
-    index.set_quantized_search(!args.exact_walk);
     let build_cpu_s = cpu_seconds_since(cpu_start);
     let stats = index.stats();
     let bytes_per_vector = stats.bytes as f64 / base.len() as f64;

@@ -24,10 +24,6 @@ pub enum Metric {
 /// A query vector against a vector stored in the HNSW arena.
 pub(crate) type SharedKernel = fn(&[f32], &[AtomicU32]) -> f32;
 
-/// A query vector against int8 codes (four per word, little-endian) in the arena: `Σ q_i · c_i`
-/// over `min(q.len(), 4 · words)` dimensions.
-pub(crate) type CodeKernel = fn(&[f32], &[AtomicU32]) -> f32;
-
 /// The kernels of one instruction set. Built only by [`detect`] (or as the scalar set), so a table
 /// holding SIMD functions exists only on a CPU that has their features.
 #[derive(Clone, Copy)]
@@ -37,7 +33,6 @@ struct Kernels {
     l2: fn(&[f32], &[f32]) -> f32,
     dot_shared: SharedKernel,
     neg_l2_shared: SharedKernel,
-    dot_codes: CodeKernel,
 }
 
 const SCALAR: Kernels = Kernels {
@@ -46,7 +41,6 @@ const SCALAR: Kernels = Kernels {
     l2: l2_scalar,
     dot_shared: dot_shared_scalar,
     neg_l2_shared: neg_l2_shared_scalar,
-    dot_codes: dot_codes_scalar,
 };
 
 fn detect() -> Kernels {
@@ -112,31 +106,6 @@ pub(crate) fn similarity_kernel(metric: Metric) -> SharedKernel {
     }
 }
 
-/// The kernel scoring a query against int8 codes (see [`quantize`]).
-pub(crate) fn codes_kernel() -> CodeKernel {
-    kernels().dot_codes
-}
-
-/// Symmetric scalar quantisation of one vector: `codes[i] = round(v[i] / scale)` in -127..=127.
-/// Returns `scale` and the squared norm of the dequantised vector (for L2). A zero or non-finite
-/// vector gets scale 0 and zero codes.
-pub(crate) fn quantize(v: &[f32], codes: &mut Vec<i8>) -> (f32, f32) {
-    codes.clear();
-    let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    if max == 0.0 || !max.is_finite() {
-        codes.resize(v.len(), 0);
-        return (0.0, 0.0);
-    }
-    let scale = max / 127.0;
-    let inv = 1.0 / scale;
-    codes.extend(
-        v.iter()
-            .map(|x| (x * inv).round().clamp(-127.0, 127.0) as i8),
-    );
-    let sq: f32 = codes.iter().map(|&c| f32::from(c) * f32::from(c)).sum();
-    (scale, sq * scale * scale)
-}
-
 /// Turns an internal similarity (see [`similarity_kernel`]) into the public score.
 pub(crate) fn similarity_to_score(metric: Metric, similarity: f32) -> f32 {
     match metric {
@@ -180,16 +149,6 @@ fn l2_scalar(a: &[f32], b: &[f32]) -> f32 {
 
 fn load(w: &AtomicU32) -> f32 {
     f32::from_bits(w.load(Ordering::Relaxed))
-}
-
-fn code_at(words: &[AtomicU32], i: usize) -> i8 {
-    let word = words[i / 4].load(Ordering::Relaxed);
-    (word >> (8 * (i % 4))) as u8 as i8
-}
-
-fn dot_codes_scalar(q: &[f32], words: &[AtomicU32]) -> f32 {
-    let n = q.len().min(words.len() * 4);
-    (0..n).map(|i| q[i] * f32::from(code_at(words, i))).sum()
 }
 
 fn dot_shared_scalar(a: &[f32], b: &[AtomicU32]) -> f32 {
@@ -295,7 +254,6 @@ mod simd {
             l2: l2_avx512,
             dot_shared: dot_shared_avx512,
             neg_l2_shared: neg_l2_shared_avx512,
-            dot_codes: dot_codes_avx512,
         };
         pub(in super::super) const AVX2: Kernels = Kernels {
             name: "avx2",
@@ -303,7 +261,6 @@ mod simd {
             l2: l2_avx2,
             dot_shared: dot_shared_avx2,
             neg_l2_shared: neg_l2_shared_avx2,
-            dot_codes: dot_codes_avx2,
         };
 
         // The safe wrappers below are reachable only through the `AVX512` / `AVX2` tables, which
@@ -327,91 +284,6 @@ mod simd {
             // SAFETY: as in `dot_shared_avx512`.
             -unsafe { l2_512(a.as_ptr(), shared_ptr(b), a.len().min(b.len())) }
         }
-        fn dot_codes_avx512(q: &[f32], codes: &[AtomicU32]) -> f32 {
-            // SAFETY: AVX-512F detected; `q` covers `n` f32s and `codes` covers `4 · codes.len() ≥ n`
-            // bytes (read as explained at `shared_ptr`).
-            unsafe {
-                codes512(
-                    q.as_ptr(),
-                    codes.as_ptr().cast::<i8>(),
-                    q.len().min(codes.len() * 4),
-                )
-            }
-        }
-        fn dot_codes_avx2(q: &[f32], codes: &[AtomicU32]) -> f32 {
-            // SAFETY: AVX2 and FMA detected; `q` covers `n` f32s and `codes` at least `n` bytes.
-            unsafe {
-                codes256(
-                    q.as_ptr(),
-                    codes.as_ptr().cast::<i8>(),
-                    q.len().min(codes.len() * 4),
-                )
-            }
-        }
-
-        /// Callers guarantee AVX-512F, `n` readable f32s behind `q` and `n` readable bytes behind `c`.
-        #[target_feature(enable = "avx512f")]
-        unsafe fn codes512(q: *const f32, c: *const i8, n: usize) -> f32 {
-            let mut acc0 = arch::_mm512_setzero_ps();
-            let mut acc1 = arch::_mm512_setzero_ps();
-            let mut i = 0;
-            while i + 32 <= n {
-                // SAFETY: i + 32 <= n: 32 f32s and 32 bytes in bounds; loadu needs no alignment.
-                unsafe {
-                    let c0 = arch::_mm_loadu_si128(c.add(i).cast());
-                    let c1 = arch::_mm_loadu_si128(c.add(i + 16).cast());
-                    let f0 = arch::_mm512_cvtepi32_ps(arch::_mm512_cvtepi8_epi32(c0));
-                    let f1 = arch::_mm512_cvtepi32_ps(arch::_mm512_cvtepi8_epi32(c1));
-                    acc0 = arch::_mm512_fmadd_ps(arch::_mm512_loadu_ps(q.add(i)), f0, acc0);
-                    acc1 = arch::_mm512_fmadd_ps(arch::_mm512_loadu_ps(q.add(i + 16)), f1, acc1);
-                }
-                i += 32;
-            }
-            if i + 16 <= n {
-                // SAFETY: i + 16 <= n.
-                unsafe {
-                    let c0 = arch::_mm_loadu_si128(c.add(i).cast());
-                    let f0 = arch::_mm512_cvtepi32_ps(arch::_mm512_cvtepi8_epi32(c0));
-                    acc0 = arch::_mm512_fmadd_ps(arch::_mm512_loadu_ps(q.add(i)), f0, acc0);
-                }
-                i += 16;
-            }
-            let mut sum = arch::_mm512_reduce_add_ps(arch::_mm512_add_ps(acc0, acc1));
-            while i < n {
-                // SAFETY: i < n.
-                sum += unsafe { *q.add(i) * f32::from(*c.add(i)) };
-                i += 1;
-            }
-            sum
-        }
-
-        /// Callers guarantee AVX2, FMA, `n` readable f32s behind `q` and `n` readable bytes behind `c`.
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn codes256(q: *const f32, c: *const i8, n: usize) -> f32 {
-            let mut acc0 = arch::_mm256_setzero_ps();
-            let mut acc1 = arch::_mm256_setzero_ps();
-            let mut i = 0;
-            while i + 16 <= n {
-                // SAFETY: i + 16 <= n: 16 f32s and 16 bytes in bounds (two 8-byte loads).
-                unsafe {
-                    let c0 = arch::_mm_loadl_epi64(c.add(i).cast());
-                    let c1 = arch::_mm_loadl_epi64(c.add(i + 8).cast());
-                    let f0 = arch::_mm256_cvtepi32_ps(arch::_mm256_cvtepi8_epi32(c0));
-                    let f1 = arch::_mm256_cvtepi32_ps(arch::_mm256_cvtepi8_epi32(c1));
-                    acc0 = arch::_mm256_fmadd_ps(arch::_mm256_loadu_ps(q.add(i)), f0, acc0);
-                    acc1 = arch::_mm256_fmadd_ps(arch::_mm256_loadu_ps(q.add(i + 8)), f1, acc1);
-                }
-                i += 16;
-            }
-            let mut sum = hsum256(arch::_mm256_add_ps(acc0, acc1));
-            while i < n {
-                // SAFETY: i < n.
-                sum += unsafe { *q.add(i) * f32::from(*c.add(i)) };
-                i += 1;
-            }
-            sum
-        }
-
         fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
             // SAFETY: AVX2 and FMA detected; both pointers cover `n` readable f32s.
             unsafe { dot256(a.as_ptr(), b.as_ptr(), a.len().min(b.len())) }
@@ -619,8 +491,6 @@ mod simd {
             l2: l2_neon,
             dot_shared: dot_shared_neon,
             neg_l2_shared: neg_l2_shared_neon,
-            // No NEON int8 kernel yet: the scalar one.
-            dot_codes: super::super::dot_codes_scalar,
         };
 
         // Reachable only through `NEON`, handed out after `is_aarch64_feature_detected!("neon")`.
@@ -745,24 +615,6 @@ mod tests {
                     "{} dot_shared len {len}",
                     k.name
                 );
-                let codes: Vec<i8> = b.iter().map(|x| (x * 60.0) as i8).collect();
-                let words: Vec<AtomicU32> = codes
-                    .chunks(4)
-                    .map(|c| {
-                        let mut w = [0u8; 4];
-                        for (d, s) in w.iter_mut().zip(c) {
-                            *d = *s as u8;
-                        }
-                        AtomicU32::new(u32::from_le_bytes(w))
-                    })
-                    .collect();
-                let codes_want = dot_codes_scalar(&a, &words);
-                let codes_scale: f32 = a.iter().map(|x| x.abs() * 127.0).sum();
-                assert!(
-                    close((k.dot_codes)(&a, &words), codes_want, codes_scale),
-                    "{} dot_codes len {len}",
-                    k.name
-                );
                 assert!(
                     close((k.neg_l2_shared)(&a, &shared), -l2_want, scale),
                     "{} neg_l2_shared len {len}",
@@ -770,21 +622,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn quantize_round_trips_within_half_a_step() {
-        let v = [0.5f32, -1.0, 0.25, 0.0, 0.999];
-        let mut codes = Vec::new();
-        let (scale, sqnorm) = quantize(&v, &mut codes);
-        assert_eq!(codes[1], -127);
-        for (x, c) in v.iter().zip(&codes) {
-            assert!((x - f32::from(*c) * scale).abs() <= scale / 2.0 + 1e-7);
-        }
-        let deq: f32 = codes.iter().map(|&c| (f32::from(c) * scale).powi(2)).sum();
-        assert!((sqnorm - deq).abs() < 1e-5);
-        assert_eq!(quantize(&[0.0, 0.0], &mut codes), (0.0, 0.0));
-        assert_eq!(codes, vec![0, 0]);
     }
 
     #[test]

@@ -216,15 +216,12 @@ impl Hnsw {
         let vector = r.take(self.layout.dim * 4)?;
         let rec = self.nodes.ensure(node);
         self.pending_bits.ensure(node / 32);
-        let values: Vec<f32> = vector
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        for (word, x) in rec[..self.layout.dim].iter().zip(&values) {
-            word.store(x.to_bits(), Ordering::Relaxed);
+        for (word, chunk) in rec[..self.layout.dim].iter().zip(vector.chunks_exact(4)) {
+            word.store(
+                u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
+                Ordering::Relaxed,
+            );
         }
-        self.write_codes(node, &values, &mut Vec::new());
-        self.set_code_live(node, state != STATE_REMOVED);
         if level != NO_LEVEL {
             let level = level as usize;
             if level > 0 {

@@ -111,22 +111,6 @@ impl Linker {
     }
 }
 
-/// What a walk scores: records of `arena` (f32 vectors or int8 codes) through `score`.
-pub(super) struct Walk<'a, S> {
-    arena: &'a super::arena::Arena,
-    prefetch_words: usize,
-    score: S,
-}
-
-impl<S> Walk<'_, S> {
-    #[inline(always)]
-    fn prefetch(&self, node: u32) {
-        if let Some(rec) = self.arena.get(node) {
-            distance::prefetch(&rec[..self.prefetch_words.min(rec.len())]);
-        }
-    }
-}
-
 /// Upper bound on greedy steps per level (each step strictly improves; this only guards against
 /// vectors rewritten under the walk).
 const GREEDY_STEPS_MAX: usize = 100_000;
@@ -134,132 +118,46 @@ const GREEDY_STEPS_MAX: usize = 100_000;
 const PREFETCH_AHEAD: usize = 3;
 
 impl Hnsw {
-    /// Descends from the entry point and runs the level-0 beam on f32 vectors; the results are left
-    /// in `s.top`. Returns how many vectors were scored.
+    /// Descends from the entry point and runs the level-0 beam; the results are left in `s.top`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn search_graph(
         &self,
         s: &mut Scratch,
         q: &[f32],
         entry: u32,
         top_level: usize,
-        beam: usize,
+        k: usize,
+        ef: usize,
         allow: Option<&(dyn Fn(u32) -> bool + Sync)>,
     ) -> usize {
-        let dim = self.layout.dim;
-        let meta = self.layout.meta();
-        let score = |rec: &[AtomicU32]| (self.sim)(q, &rec[..dim]);
-        let walk = Walk {
-            arena: &self.nodes,
-            prefetch_words: dim + 1,
-            score,
-        };
-        match allow {
-            None => self.descend_and_search(s, &walk, entry, top_level, beam, |_, rec| {
-                is_live(rec[meta].load(Ordering::Acquire) & STATE_MASK)
-            }),
-            Some(allow) => {
-                self.descend_and_search(s, &walk, entry, top_level, beam, |node, rec| {
-                    is_live(rec[meta].load(Ordering::Acquire) & STATE_MASK) && allow(node)
-                })
-            }
-        }
-    }
-
-    /// Like [`Hnsw::search_graph`] on the int8 codes: one cache line per visit. `s.top` then holds
-    /// approximate scores; [`Hnsw::rerank`] rescores it exactly.
-    pub(super) fn search_graph_quantized(
-        &self,
-        s: &mut Scratch,
-        q: &[f32],
-        entry: u32,
-        top_level: usize,
-        beam: usize,
-        allow: Option<&(dyn Fn(u32) -> bool + Sync)>,
-    ) -> usize {
-        let (scale, sqnorm, live) = (
-            self.layout.code_scale(),
-            self.layout.code_sqnorm(),
-            self.layout.code_live(),
-        );
-        let code_words = self.layout.code_words();
-        let l2 = self.metric == crate::distance::Metric::L2;
-        let score = |rec: &[AtomicU32]| {
-            let dot = (self.code_sim)(q, &rec[..code_words])
-                * f32::from_bits(rec[scale].load(Ordering::Relaxed));
-            if l2 {
-                // -|q - v|² + |q|²: the same order as -|q - v|² for one query.
-                2.0 * dot - f32::from_bits(rec[sqnorm].load(Ordering::Relaxed))
-            } else {
-                dot
-            }
-        };
-        let walk = Walk {
-            arena: &self.codes,
-            prefetch_words: self.layout.code_stride(),
-            score,
-        };
-        match allow {
-            None => self.descend_and_search(s, &walk, entry, top_level, beam, |_, rec| {
-                rec[live].load(Ordering::Acquire) != 0
-            }),
-            Some(allow) => {
-                self.descend_and_search(s, &walk, entry, top_level, beam, |node, rec| {
-                    rec[live].load(Ordering::Acquire) != 0 && allow(node)
-                })
-            }
-        }
-    }
-
-    /// Exact scores of the beam left in `s.top`, appended to `hits`.
-    pub(super) fn rerank(&self, s: &Scratch, q: &[f32], hits: &mut Vec<Cand>) {
-        let dim = self.layout.dim;
-        for c in s.top.iter() {
-            if let Some(rec) = self.nodes.get(c.0.node) {
-                distance::prefetch(&rec[..dim]);
-            }
-        }
-        for c in s.top.iter() {
-            if let Some(rec) = self.nodes.get(c.0.node) {
-                hits.push(Cand {
-                    sim: (self.sim)(q, &rec[..dim]),
-                    node: c.0.node,
-                });
-            }
-        }
-    }
-
-    fn descend_and_search<S, A>(
-        &self,
-        s: &mut Scratch,
-        walk: &Walk<'_, S>,
-        entry: u32,
-        top_level: usize,
-        beam: usize,
-        accept: A,
-    ) -> usize
-    where
-        S: Fn(&[AtomicU32]) -> f32,
-        A: Fn(u32, &[AtomicU32]) -> bool,
-    {
-        let Some(rec) = walk.arena.get(entry) else {
+        let Some(rec) = self.nodes.get(entry) else {
             return 0;
         };
         let mut cur = Cand {
-            sim: (walk.score)(rec),
+            sim: (self.sim)(q, &rec[..self.layout.dim]),
             node: entry,
         };
         let mut visited = 1;
         for level in (1..=top_level).rev() {
-            cur = self.greedy(s, walk, cur, level, &mut visited);
+            cur = self.greedy(s, q, cur, level, &mut visited);
         }
-        visited + self.search_layer(s, walk, cur, beam, 0, accept)
+        let meta = self.layout.meta();
+        visited += match allow {
+            None => self.search_layer(s, q, cur, ef.max(k), 0, |_, rec| {
+                is_live(rec[meta].load(Ordering::Acquire) & STATE_MASK)
+            }),
+            Some(allow) => self.search_layer(s, q, cur, ef.max(k), 0, |node, rec| {
+                is_live(rec[meta].load(Ordering::Acquire) & STATE_MASK) && allow(node)
+            }),
+        };
+        visited
     }
 
     /// Greedy walk on one upper level: move to the best neighbour until none is better.
-    fn greedy<S: Fn(&[AtomicU32]) -> f32>(
+    fn greedy(
         &self,
         s: &mut Scratch,
-        walk: &Walk<'_, S>,
+        q: &[f32],
         mut cur: Cand,
         level: usize,
         visited: &mut usize,
@@ -268,11 +166,11 @@ impl Hnsw {
             let mut changed = false;
             self.links_into(cur.node, level, &mut s.links);
             for &node in &s.links {
-                let Some(rec) = walk.arena.get(node) else {
+                let Some(rec) = self.nodes.get(node) else {
                     continue;
                 };
                 *visited += 1;
-                let sim = (walk.score)(rec);
+                let sim = (self.sim)(q, &rec[..self.layout.dim]);
                 if sim > cur.sim {
                     cur = Cand { sim, node };
                     changed = true;
@@ -289,23 +187,20 @@ impl Hnsw {
     /// others but never enter the result set, and the stopping bound comes from the result set only,
     /// so the walk goes on until `ef` accepted nodes are found or the reachable set is exhausted.
     /// Results are left in `s.top`; returns how many vectors were scored.
-    pub(super) fn search_layer<S, A>(
+    pub(super) fn search_layer<F: Fn(u32, &[AtomicU32]) -> bool>(
         &self,
         s: &mut Scratch,
-        walk: &Walk<'_, S>,
+        q: &[f32],
         entry: Cand,
         ef: usize,
         level: usize,
-        accept: A,
-    ) -> usize
-    where
-        S: Fn(&[AtomicU32]) -> f32,
-        A: Fn(u32, &[AtomicU32]) -> bool,
-    {
+        accept: F,
+    ) -> usize {
+        let dim = self.layout.dim;
         s.begin(self.nodes_end.load(Ordering::Acquire) as usize);
         first_visit(&mut s.visited, s.epoch, entry.node);
         s.cand.push(entry);
-        if let Some(rec) = walk.arena.get(entry.node) {
+        if let Some(rec) = self.nodes.get(entry.node) {
             if accept(entry.node, rec) {
                 s.top.push(Reverse(entry));
             }
@@ -323,18 +218,22 @@ impl Hnsw {
                 }
             }
             for &node in s.fresh.iter().take(PREFETCH_AHEAD) {
-                walk.prefetch(node);
+                if let Some(rec) = self.nodes.get(node) {
+                    distance::prefetch(&rec[..=dim]);
+                }
             }
             for i in 0..s.fresh.len() {
                 if let Some(&ahead) = s.fresh.get(i + PREFETCH_AHEAD) {
-                    walk.prefetch(ahead);
+                    if let Some(rec) = self.nodes.get(ahead) {
+                        distance::prefetch(&rec[..=dim]);
+                    }
                 }
                 let node = s.fresh[i];
-                let Some(rec) = walk.arena.get(node) else {
+                let Some(rec) = self.nodes.get(node) else {
                     continue;
                 };
                 scored += 1;
-                let sim = (walk.score)(rec);
+                let sim = (self.sim)(q, &rec[..dim]);
                 let full = s.top.len() >= ef;
                 if !full || s.top.peek().is_some_and(|worst| sim > worst.0.sim) {
                     let cand = Cand { sim, node };
@@ -528,28 +427,22 @@ impl Hnsw {
         entry: u32,
         top_level: usize,
     ) {
-        let dim = self.layout.dim;
-        let walk = Walk {
-            arena: &self.nodes,
-            prefetch_words: dim + 1,
-            score: |rec: &[AtomicU32]| (self.sim)(q, &rec[..dim]),
-        };
         let Some(entry_rec) = self.nodes.get(entry) else {
             return;
         };
         let mut cur = Cand {
-            sim: (walk.score)(entry_rec),
+            sim: (self.sim)(q, &entry_rec[..self.layout.dim]),
             node: entry,
         };
         let mut scored = 0;
         for l in ((level + 1)..=top_level).rev() {
-            cur = self.greedy(&mut lk.scratch, &walk, cur, l, &mut scored);
+            cur = self.greedy(&mut lk.scratch, q, cur, l, &mut scored);
         }
         let meta = self.layout.meta();
         for l in (0..=level.min(top_level)).rev() {
             self.search_layer(
                 &mut lk.scratch,
-                &walk,
+                q,
                 cur,
                 self.params.ef_construction,
                 l,

@@ -19,12 +19,12 @@ mod graph;
 mod tests;
 
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use rand::SeedableRng;
 
-use crate::distance::{self, CodeKernel, Metric, SharedKernel};
+use crate::distance::{self, Metric, SharedKernel};
 use arena::Arena;
 pub use file::FormatError;
 use graph::{Cand, Linker, Scratch};
@@ -118,23 +118,6 @@ impl Layout {
     const fn stride(&self) -> usize {
         self.dim + 4 + self.m0
     }
-    /// Code record: `[int8 codes: ceil(dim / 4) words][scale][squared norm][live]`, padded to whole
-    /// 64-byte lines (one line up to 52 dimensions).
-    const fn code_words(&self) -> usize {
-        self.dim.div_ceil(4)
-    }
-    const fn code_scale(&self) -> usize {
-        self.code_words()
-    }
-    const fn code_sqnorm(&self) -> usize {
-        self.code_words() + 1
-    }
-    const fn code_live(&self) -> usize {
-        self.code_words() + 2
-    }
-    const fn code_stride(&self) -> usize {
-        (self.code_words() + 3).div_ceil(16) * 16
-    }
 }
 
 /// A filtered, concurrently updatable HNSW index over dense `u32` node ids.
@@ -145,13 +128,8 @@ pub struct Hnsw {
     /// `1 / ln(m)`: the level distribution's scale.
     level_scale: f64,
     sim: SharedKernel,
-    code_sim: CodeKernel,
     /// Level-0 records (see [`Layout`]).
     nodes: Arena,
-    /// Int8 codes of every vector (see [`Layout::code_stride`]): searches walk the graph on these
-    /// (one cache line per visit instead of four for 50 dimensions) and re-rank the beam exactly.
-    codes: Arena,
-    quantized_search: AtomicBool,
     /// Upper-level lists, `[count][links: m]`; a node of level L owns slots `base .. base + L`.
     upper: Arena,
     /// One bit per node that may be pending; the node's state word is the truth.
@@ -164,8 +142,8 @@ pub struct Hnsw {
     live: AtomicUsize,
     pending: AtomicUsize,
     tombstones: AtomicUsize,
-    /// Serialises `set`/`remove`; holds the normalisation and code buffers.
-    writer: Mutex<(Vec<f32>, Vec<i8>)>,
+    /// Serialises `set`/`remove`; holds the normalisation buffer.
+    writer: Mutex<Vec<f32>>,
     /// Serialises graph writers.
     linker: Mutex<Linker>,
     scratch_pool: Mutex<Vec<Scratch>>,
@@ -203,10 +181,7 @@ impl Hnsw {
             layout,
             level_scale: 1.0 / (params.m as f64).ln(),
             sim: distance::similarity_kernel(metric),
-            code_sim: distance::codes_kernel(),
             nodes: Arena::new(layout.stride()),
-            codes: Arena::new(layout.code_stride()),
-            quantized_search: AtomicBool::new(true),
             upper: Arena::new(1 + params.m),
             pending_bits: Arena::new(1),
             nodes_end: AtomicU32::new(0),
@@ -215,7 +190,7 @@ impl Hnsw {
             live: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             tombstones: AtomicUsize::new(0),
-            writer: Mutex::new((Vec::with_capacity(dim), Vec::with_capacity(dim))),
+            writer: Mutex::new(Vec::with_capacity(dim)),
             linker: Mutex::new(Linker::new(rand::rngs::SmallRng::seed_from_u64(
                 params.seed,
             ))),
@@ -238,24 +213,17 @@ impl Hnsw {
         self.params
     }
 
-    /// Whether searches walk the graph on int8 codes and re-rank the beam exactly (the default) or
-    /// score f32 vectors throughout. For A/B measurements; results are exact-scored either way.
-    pub fn set_quantized_search(&self, on: bool) {
-        self.quantized_search.store(on, Ordering::Relaxed);
-    }
-
     /// Stores `vector` for `node` (cosine: a normalised copy; a zero vector is stored as is and scores
     /// 0), replacing any previous vector, and makes it visible to `search` at once as a pending node.
     /// O(dim) plus, once per 256 ids, a chunk allocation; never waits for graph work. Panics if
     /// `vector.len() != dim` (callers validate input). Calls for one node are serialised internally.
     pub fn set(&self, node: u32, vector: &[f32]) {
         assert_eq!(vector.len(), self.layout.dim, "hnsw set: wrong dimension");
-        let mut guard = self.writer.lock();
-        let (buf, code_buf) = &mut *guard;
+        let mut buf = self.writer.lock();
         buf.clear();
         buf.extend_from_slice(vector);
         if self.metric == Metric::Cosine {
-            distance::normalize(buf);
+            distance::normalize(&mut buf);
         }
         let rec = self.nodes.ensure(node);
         self.pending_bits.ensure(node / 32);
@@ -263,7 +231,6 @@ impl Hnsw {
         for (word, x) in rec[..self.layout.dim].iter().zip(buf.iter()) {
             word.store(x.to_bits(), Ordering::Relaxed);
         }
-        self.write_codes(node, buf, code_buf);
         let meta = &rec[self.layout.meta()];
         let mut old = meta.load(Ordering::Acquire);
         loop {
@@ -288,34 +255,7 @@ impl Hnsw {
             }
             _ => {}
         }
-        self.set_code_live(node, true);
         self.set_pending_bit(node);
-    }
-
-    /// Quantises `vector` into `node`'s code record.
-    fn write_codes(&self, node: u32, vector: &[f32], code_buf: &mut Vec<i8>) {
-        let (scale, sqnorm) = distance::quantize(vector, code_buf);
-        let record = self.codes.ensure(node);
-        for (word, c) in record[..self.layout.code_words()]
-            .iter()
-            .zip(code_buf.chunks(4))
-        {
-            let mut bytes = [0u8; 4];
-            for (b, &code) in bytes.iter_mut().zip(c) {
-                *b = code as u8;
-            }
-            word.store(u32::from_le_bytes(bytes), Ordering::Relaxed);
-        }
-        record[self.layout.code_scale()].store(scale.to_bits(), Ordering::Relaxed);
-        record[self.layout.code_sqnorm()].store(sqnorm.to_bits(), Ordering::Relaxed);
-    }
-
-    /// The liveness copy the quantised walk reads (the state word stays the truth; hits are
-    /// re-checked against it).
-    fn set_code_live(&self, node: u32, live: bool) {
-        if let Some(record) = self.codes.get(node) {
-            record[self.layout.code_live()].store(u32::from(live), Ordering::Release);
-        }
     }
 
     /// After this returns no search returns `node`; its graph slot stays a tombstone (still
@@ -353,7 +293,6 @@ impl Hnsw {
                     if to == STATE_REMOVED {
                         self.tombstones.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.set_code_live(node, false);
                     break;
                 }
                 Err(current) => old = current,
@@ -387,10 +326,7 @@ impl Hnsw {
             live: self.live.load(Ordering::Relaxed),
             pending: self.pending.load(Ordering::Relaxed),
             tombstones: self.tombstones.load(Ordering::Relaxed),
-            bytes: self.nodes.bytes()
-                + self.codes.bytes()
-                + self.upper.bytes()
-                + self.pending_bits.bytes(),
+            bytes: self.nodes.bytes() + self.upper.bytes() + self.pending_bits.bytes(),
         }
     }
 
@@ -415,15 +351,8 @@ impl Hnsw {
         self.prepare_query(query, &mut q);
         let mut hits: Vec<Cand> = Vec::new();
         if let Some((entry, top_level)) = self.entry() {
-            let beam = ef.max(k);
-            if self.quantized_search.load(Ordering::Relaxed) {
-                out.visited =
-                    self.search_graph_quantized(&mut scratch, &q, entry, top_level, beam, allow);
-                self.rerank(&scratch, &q, &mut hits);
-            } else {
-                out.visited = self.search_graph(&mut scratch, &q, entry, top_level, beam, allow);
-                hits.extend(scratch.top.drain().map(|c| c.0));
-            }
+            out.visited = self.search_graph(&mut scratch, &q, entry, top_level, k, ef, allow);
+            hits.extend(scratch.top.drain().map(|c| c.0));
         }
         if self.pending.load(Ordering::SeqCst) > 0 {
             out.exact_scanned = self.scan_pending(&q, k, allow, &mut hits);

@@ -122,15 +122,9 @@ fn check_recall(metric: Metric, clustered: bool) {
         random_vectors(100, DIM, 12)
     };
     let index = build(&vectors, metric);
-    for quantized in [true, false] {
-        index.set_quantized_search(quantized);
-        let r = mean_recall(&index, &vectors, &queries, 96, None);
-        eprintln!("{metric:?} clustered={clustered} quantized={quantized}: recall@10 {r:.4}");
-        assert!(
-            r >= 0.95,
-            "{metric:?} clustered={clustered} quantized={quantized}: recall@10 {r}"
-        );
-    }
+    let r = mean_recall(&index, &vectors, &queries, 128, None);
+    eprintln!("{metric:?} clustered={clustered}: recall@10 {r:.4}");
+    assert!(r >= 0.95, "{metric:?} clustered={clustered}: recall@10 {r}");
 }
 
 #[test]
@@ -156,14 +150,12 @@ fn filtered_search_returns_only_allowed_nodes_with_recall() {
     let (vectors, cluster) = clustered_vectors(20_000, DIM, 20, 21);
     let (queries, query_cluster) = clustered_vectors(100, DIM, 20, 21);
     let index = build(&vectors, Metric::L2);
-    for (modulus, quantized) in [(2u32, true), (10, true), (100, true), (10, false)] {
-        index.set_quantized_search(quantized);
+    for modulus in [2u32, 10, 100] {
         let allow = move |n: u32| n.wrapping_mul(2_654_435_761).is_multiple_of(modulus);
         let r = mean_recall(&index, &vectors, &queries, 64, Some(&allow));
-        eprintln!("selectivity 1/{modulus} quantized={quantized}: recall@10 {r:.4}");
+        eprintln!("selectivity 1/{modulus}: recall@10 {r:.4}");
         assert!(r >= 0.9, "selectivity 1/{modulus}: recall {r}");
     }
-    index.set_quantized_search(true);
     // Correlated with the query: only another cluster than the query's is allowed, so every allowed
     // node is far from the query and the walk must cross rejected ones to reach them.
     let mut total = 0.0;
