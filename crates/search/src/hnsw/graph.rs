@@ -444,7 +444,8 @@ impl Hnsw {
                 &mut lk.scratch,
                 q,
                 cur,
-                self.params.ef_construction,
+                // hnswlib's floor: a beam narrower than m cannot offer m candidates.
+                self.params.ef_construction.max(self.layout.m),
                 l,
                 |n, rec| n != node && is_live(rec[meta].load(Ordering::Acquire) & STATE_MASK),
             );

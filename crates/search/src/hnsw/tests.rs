@@ -438,6 +438,31 @@ fn corrupt_or_foreign_files_are_refused_with_offset() {
 }
 
 #[test]
+fn index_is_send_and_sync_and_tiny_parameters_still_link() {
+    fn assert_send_sync<T: Send + Sync + std::fmt::Debug>() {}
+    assert_send_sync::<Hnsw>();
+    let vectors = random_vectors(500, DIM, 111);
+    let index = Hnsw::new(
+        DIM,
+        Metric::L2,
+        HnswParams {
+            m: 8,
+            ef_construction: 0,
+            seed: 1,
+        },
+    );
+    for (i, v) in vectors.iter().enumerate() {
+        index.set(i as u32, v);
+    }
+    assert_eq!(index.link_pending(usize::MAX), 500);
+    for node in [0u32, 42, 499] {
+        let hits = index.search(&vectors[node as usize], 1, 200, None).hits;
+        assert_eq!(hits[0].0, node);
+    }
+    assert!(format!("{index:?}").contains("live: 500"));
+}
+
+#[test]
 fn search_exact_skips_removed_and_unknown() {
     let vectors = random_vectors(100, DIM, 101);
     let index = build(&vectors, Metric::L2);
