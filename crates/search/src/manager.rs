@@ -127,6 +127,9 @@ impl Shared {
     }
 
     pub(crate) fn check_budget(&self, needed: u64) -> Result<()> {
+        if needed == 0 {
+            return Ok(()); // reusing freed slots: no growth
+        }
         let used: u64 = self.collections().iter().map(|c| c.index_bytes()).sum();
         if used + needed > self.opts.vector_bytes_budget {
             return Err(Error::MemoryBudget {

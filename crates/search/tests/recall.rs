@@ -118,6 +118,15 @@ fn filtered_and_unfiltered_recall_against_brute_force() {
             };
             total += recall(&got, &want);
         }
+        if sel == Some(0.5) {
+            // Half the collection matches: the planner must walk the graph with the filter applied
+            // during traversal (this is the path whose recall is being checked here).
+            let body = json!({"vector": queries[0], "limit": 10, "ef": 64, "explain": true,
+                              "filter": {"must": [{"key": "label", "range": {"lt": 500}}]}});
+            let req = SearchRequest::parse(&body, c.schema()).unwrap();
+            let plan = c.search(&req).unwrap().plan.unwrap();
+            assert_eq!(plan["strategy"], "hnsw_filtered", "{plan}");
+        }
         let r = total / queries.len() as f64;
         report.push((sel, r));
         assert!(
