@@ -570,6 +570,16 @@ mod simd {
     }
 }
 
+/// The vector as an index stores it: a normalised copy for cosine (a zero vector as is), else as
+/// given — what `Hnsw::set` stores, so a loaded graph's node can be compared bit for bit.
+pub fn prepared(metric: Metric, v: &[f32]) -> Vec<f32> {
+    let mut out = v.to_vec();
+    if metric == Metric::Cosine {
+        normalize(&mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,14 +661,4 @@ mod tests {
             "\"cosine\""
         );
     }
-}
-
-/// The vector as an index stores it: a normalised copy for cosine (a zero vector as is), else as
-/// given — what `Hnsw::set` stores, so a loaded graph's node can be compared bit for bit.
-pub fn prepared(metric: Metric, v: &[f32]) -> Vec<f32> {
-    let mut out = v.to_vec();
-    if metric == Metric::Cosine {
-        normalize(&mut out);
-    }
-    out
 }
