@@ -218,6 +218,7 @@ fn main() -> Result<(), String> {
         curve.push(point);
     }
     let mut filtered = Vec::new();
+    let mut exact_filtered = Vec::new();
     if let (Some(labels), Some(prefix)) = (&args.labels, &args.filtered_truth_prefix) {
         let bytes = std::fs::read(labels).map_err(|e| format!("{labels}: {e}"))?;
         let labels: Vec<u32> = bytes
@@ -239,12 +240,27 @@ fn main() -> Result<(), String> {
                 println!("{point}");
                 filtered.push(point);
             }
+            // The planner's other path: score every allowed vector exactly (its cost constant,
+            // GRAPH_STEP_COST in collection.rs, is set from these two numbers).
+            let allowed: Vec<u32> = (0..base.len() as u32).filter(|n| allow(*n)).collect();
+            let t = Instant::now();
+            let mut hits = 0;
+            for q in &queries[..n] {
+                hits += index
+                    .search_exact(q, args.k, &mut allowed.iter().copied())
+                    .hits
+                    .len();
+            }
+            let point = json!({"selectivity": selectivity, "allowed": allowed.len(),
+                               "exact_qps": n as f64 / t.elapsed().as_secs_f64(), "hits": hits});
+            println!("{point}");
+            exact_filtered.push(point);
         }
     }
     println!(
         "{}",
         json!({"build_s": build_s, "build_cpu_s": build_cpu_s, "index_bytes_per_vector": bytes_per_vector,
-               "curve": curve, "filtered": filtered})
+               "curve": curve, "filtered": filtered, "exact_filtered": exact_filtered})
     );
     Ok(())
 }

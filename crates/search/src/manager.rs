@@ -509,9 +509,7 @@ fn indexer(s: &Shared) {
     while !s.closing.load(Ordering::Acquire) {
         let mut linked = 0;
         for c in s.collections() {
-            for v in &c.vectors {
-                linked += v.hnsw.link_pending(64);
-            }
+            linked += c.link(64);
         }
         if linked > 0 {
             let _g = s.room.lock();

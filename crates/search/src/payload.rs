@@ -8,7 +8,7 @@ use std::{
     ops::Bound,
 };
 
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 
 use crate::{
     doc::{FieldValue, Fields},
@@ -128,13 +128,7 @@ impl Payload {
                 }
                 acc
             }
-            Filter::Should(subs) => {
-                let mut acc = RoaringBitmap::new();
-                for s in subs {
-                    acc |= self.eval(s);
-                }
-                acc
-            }
+            Filter::Should(subs) => subs.iter().map(|s| self.eval(s)).union(),
             Filter::MustNot(subs) => {
                 let mut acc = self.all.clone();
                 for s in subs {
@@ -148,26 +142,19 @@ impl Payload {
 
     fn cond(&self, c: &Cond) -> RoaringBitmap {
         match c {
-            Cond::Keyword { field, any } => {
-                let mut acc = RoaringBitmap::new();
-                if let Some(m) = self.keyword.get(field) {
-                    for s in any {
-                        if let Some(b) = m.get(s) {
-                            acc |= b;
-                        }
-                    }
-                }
-                acc
-            }
+            Cond::Keyword { field, any } => match self.keyword.get(field) {
+                // One pass over all operands' containers (not an OR per value).
+                Some(m) => any.iter().filter_map(|s| m.get(s)).union(),
+                None => RoaringBitmap::new(),
+            },
             Cond::Bool { field, value } => self
                 .boolean
                 .get(field)
                 .map(|b| b[*value as usize].clone())
                 .unwrap_or_default(),
             Cond::Range { field, lo, hi } => {
-                let mut acc = RoaringBitmap::new();
                 let Some(m) = self.numeric.get(field) else {
-                    return acc;
+                    return RoaringBitmap::new();
                 };
                 let map = |b: &Bound<f64>| match b {
                     Bound::Included(x) => Bound::Included(ord_key(*x)),
@@ -182,12 +169,9 @@ impl Payload {
                     _ => false,
                 };
                 if empty {
-                    return acc;
+                    return RoaringBitmap::new();
                 }
-                for (_, b) in m.range((lo, hi)) {
-                    acc |= b;
-                }
-                acc
+                m.range((lo, hi)).map(|(_, b)| b).union()
             }
             Cond::Exists { field, exists } => {
                 let has = self.present.get(field).cloned().unwrap_or_default();

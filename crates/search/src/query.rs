@@ -40,6 +40,9 @@ pub struct SearchRequest {
     pub threshold: Option<f32>,
     /// Return the plan.
     pub explain: bool,
+    /// Score every candidate exactly instead of walking the graph (for recall checks and when the
+    /// caller knows the candidate set is small).
+    pub exact: bool,
 }
 
 /// One hit.
@@ -85,12 +88,20 @@ impl SearchRequest {
         for k in o.keys() {
             if !matches!(
                 k.as_str(),
-                "vector" | "using" | "filter" | "limit" | "ef" | "with" | "threshold" | "explain"
+                "vector"
+                    | "using"
+                    | "filter"
+                    | "limit"
+                    | "ef"
+                    | "with"
+                    | "threshold"
+                    | "explain"
+                    | "exact"
             ) {
                 return Err(invalid(
                     "unknown_field",
                     k.as_str(),
-                    "unknown key (vector, using, filter, limit, ef, with, threshold, explain)",
+                    "unknown key (vector, using, filter, limit, ef, with, threshold, explain, exact)",
                 ));
             }
         }
@@ -177,11 +188,13 @@ impl SearchRequest {
                     as f32,
             ),
         };
-        let explain = match o.get("explain") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(bad("explain", "expected true or false".into())),
+        let flag = |k: &str| match o.get(k) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(bad(k, "expected true or false".into())),
         };
+        let explain = flag("explain")?;
+        let exact = flag("exact")?;
         Ok(SearchRequest {
             vector,
             using,
@@ -193,6 +206,7 @@ impl SearchRequest {
             with_vectors,
             threshold,
             explain,
+            exact,
         })
     }
 }
