@@ -350,12 +350,15 @@ impl Hnsw {
         let mut q = std::mem::take(&mut scratch.query);
         self.prepare_query(query, &mut q);
         let mut hits: Vec<Cand> = Vec::new();
+        // Pending nodes first, the graph second: a node the linker moves from pending to linked
+        // during this search is then either scored by the scan (still pending when scanned) or
+        // already in the graph when the walk starts. The other order could miss it in both.
+        if self.pending.load(Ordering::SeqCst) > 0 {
+            out.exact_scanned = self.scan_pending(&q, k, allow, &mut hits);
+        }
         if let Some((entry, top_level)) = self.entry() {
             out.visited = self.search_graph(&mut scratch, &q, entry, top_level, k, ef, allow);
             hits.extend(scratch.top.drain().map(|c| c.0));
-        }
-        if self.pending.load(Ordering::SeqCst) > 0 {
-            out.exact_scanned = self.scan_pending(&q, k, allow, &mut hits);
         }
         out.hits = self.finish(hits, k);
         scratch.query = q;

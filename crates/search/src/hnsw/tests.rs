@@ -473,3 +473,37 @@ fn search_exact_skips_removed_and_unknown() {
     assert_eq!(out.hits.iter().map(|h| h.0).collect::<Vec<_>>(), want);
     assert!(out.hits.windows(2).all(|w| w[0].1 >= w[1].1));
 }
+
+/// A node being linked while a search runs is found by that search: either the pending scan scores it
+/// or, once linked, the walk reaches it. (The walk-then-scan order missed nodes linked in between.)
+#[test]
+fn a_node_linked_during_a_search_is_not_missed() {
+    let dim = 16;
+    let vectors = random_vectors(3000, dim, 11);
+    let index = Arc::new(build(&vectors[..500], Metric::Cosine));
+    let done = Arc::new(AtomicBool::new(false));
+    let linker = {
+        let (index, done) = (index.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                index.link_pending(1);
+            }
+        })
+    };
+    let mut missed = Vec::new();
+    for (i, v) in vectors.iter().enumerate().skip(500) {
+        index.set(i as u32, v);
+        for _ in 0..3 {
+            let out = index.search(v, 1, 64, None);
+            if out.hits.first().map(|h| h.0) != Some(i as u32) {
+                missed.push(i);
+            }
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    linker.join().unwrap();
+    assert!(
+        missed.is_empty(),
+        "nodes not found by their own vector while being linked: {missed:?}"
+    );
+}
