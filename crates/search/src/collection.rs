@@ -509,6 +509,17 @@ impl Collection {
         linked
     }
 
+    /// The graphs' tombstone repair, under the rows' read lock: a repair pass frees tombstoned slots,
+    /// and a `set` reusing one of them meanwhile (the applier, under the write lock) would be undone
+    /// — the node lost from the graph. Writes wait while a pass runs (it runs only when tombstones
+    /// pass 10% of the slots).
+    pub(crate) fn maintain(&self) {
+        let _rows = self.state.read();
+        for v in &self.vectors {
+            v.hnsw.maintain();
+        }
+    }
+
     /// Vectors waiting to be linked.
     pub fn pending(&self) -> usize {
         self.vectors.iter().map(|v| v.hnsw.pending()).sum()

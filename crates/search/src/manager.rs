@@ -518,9 +518,7 @@ fn indexer(s: &Shared) {
         }
         if last_maintain.elapsed() > Duration::from_secs(1) {
             for c in s.collections() {
-                for v in &c.vectors {
-                    v.hnsw.maintain();
-                }
+                c.maintain();
             }
             last_maintain = Instant::now();
         }
