@@ -51,6 +51,8 @@ pub trait Applier: Send + Sync + 'static {
 #[derive(Default)]
 pub(crate) struct Appliers {
     by_keyspace: Vec<Option<Arc<dyn Applier>>>,
+    /// How many are attached: the WAL thread checks this per record, so it must not scan.
+    attached: usize,
 }
 
 impl Appliers {
@@ -59,7 +61,7 @@ impl Appliers {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.by_keyspace.iter().all(Option::is_none)
+        self.attached == 0
     }
 
     pub(crate) fn set(&mut self, keyspace: u32, applier: Option<Arc<dyn Applier>>) {
@@ -67,6 +69,8 @@ impl Appliers {
         if self.by_keyspace.len() <= i {
             self.by_keyspace.resize(i + 1, None);
         }
+        let was = self.by_keyspace[i].is_some();
+        self.attached = self.attached + usize::from(applier.is_some()) - usize::from(was);
         self.by_keyspace[i] = applier;
     }
 }
