@@ -420,11 +420,21 @@ fn the_graph_file_is_used_only_when_it_verifies_and_rebuilt_when_corrupt_or_miss
         .status,
         200
     );
-    let check_all = |s: &Server| {
+    // This test is about the graph file, so it checks once linking has settled. (Searches while
+    // vectors are being linked were seen to miss a node, ~2 runs in 20 — an open bug in issue 8's
+    // note; `an_acknowledged_document_is_returned_by_the_very_next_search` is the visibility test.)
+    let check_all = |s: &Server, stage: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while s.get("/v2/collections/docs").json()["indexes"]["v"]["pending"] != 0 {
+            assert!(Instant::now() < deadline, "{stage}: linking did not finish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         for i in (0..400).step_by(13) {
             assert_eq!(
                 top_id(s.port, &vector(i)).as_deref(),
-                Some(format!("d{i}").as_str())
+                Some(format!("d{i}").as_str()),
+                "{stage}: {}",
+                s.get("/v2/collections/docs").text()
             );
         }
     };
@@ -441,7 +451,7 @@ fn the_graph_file_is_used_only_when_it_verifies_and_rebuilt_when_corrupt_or_miss
         "{info}"
     );
     assert_eq!(info["documents"], 400);
-    check_all(&s);
+    check_all(&s, "stage 1");
     // Written while the server was down, the file no longer matches the documents: a stale file is
     // verified node by node, so documents written after it are still found.
     assert_eq!(
@@ -455,7 +465,7 @@ fn the_graph_file_is_used_only_when_it_verifies_and_rebuilt_when_corrupt_or_miss
     s.kill9();
     s.restart();
     assert_eq!(top_id(s.port, &vector(1000)).as_deref(), Some("d1000"));
-    check_all(&s);
+    check_all(&s, "stage 2");
     // A flipped byte: refused with the file and offset, rebuilt from the documents.
     assert!(s.term().success());
     let mut bytes = std::fs::read(&file).unwrap();
@@ -469,7 +479,7 @@ fn the_graph_file_is_used_only_when_it_verifies_and_rebuilt_when_corrupt_or_miss
         src.starts_with("rebuilt: graph file refused") && src.contains("at byte"),
         "{info}"
     );
-    check_all(&s);
+    check_all(&s, "stage 3");
     // Missing: rebuilt.
     assert!(s.term().success());
     std::fs::remove_file(&file).unwrap();
@@ -477,7 +487,7 @@ fn the_graph_file_is_used_only_when_it_verifies_and_rebuilt_when_corrupt_or_miss
     let info = s.get("/v2/collections/docs").json();
     assert_eq!(info["graph_source"], "rebuilt: no graph file", "{info}");
     assert_eq!(info["documents"], 401);
-    check_all(&s);
+    check_all(&s, "stage 4");
 }
 
 #[test]
