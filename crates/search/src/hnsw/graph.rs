@@ -93,6 +93,8 @@ pub(super) struct Linker {
     cands: Vec<Cand>,
     links: Vec<u32>,
     more: Vec<u32>,
+    /// Links chosen per level while connecting one node, published bottom-up.
+    per_level: Vec<Vec<Cand>>,
 }
 
 impl Linker {
@@ -107,6 +109,7 @@ impl Linker {
             cands: Vec::new(),
             links: Vec::new(),
             more: Vec::new(),
+            per_level: Vec::new(),
         }
     }
 }
@@ -439,7 +442,14 @@ impl Hnsw {
             cur = self.greedy(&mut lk.scratch, q, cur, l, &mut scored);
         }
         let meta = self.layout.meta();
-        for l in (0..=level.min(top_level)).rev() {
+        // Choose every level's links top-down (each level's beam starts from the level above's best),
+        // then publish bottom-up: a search that reaches the node on level l through a reverse link
+        // must find its lists on l and every level below already written. Publishing top-down (as
+        // hnswlib does) lets a search descend onto the node and start its level-0 beam from a node
+        // with no level-0 links — it then finds nothing but that node.
+        let levels = level.min(top_level);
+        lk.per_level.resize_with(levels + 1, Vec::new);
+        for l in (0..=levels).rev() {
             self.search_layer(
                 &mut lk.scratch,
                 q,
@@ -458,14 +468,18 @@ impl Hnsw {
             let cands = std::mem::take(&mut lk.cands);
             self.select(lk, &cands, self.layout.m);
             lk.cands = cands;
-            let chosen = std::mem::take(&mut lk.chosen);
+            lk.per_level[l].clear();
+            lk.per_level[l].extend_from_slice(&lk.chosen);
+        }
+        for l in 0..=levels {
+            let chosen = std::mem::take(&mut lk.per_level[l]);
             lk.links.clear();
             lk.links.extend(chosen.iter().map(|c| c.node));
             self.write_links(node, l, &lk.links);
             for c in &chosen {
                 self.add_reverse_link(lk, c.node, node, l, c.sim);
             }
-            lk.chosen = chosen;
+            lk.per_level[l] = chosen;
         }
         for l in (top_level + 1)..=level {
             self.write_links(node, l, &[]);

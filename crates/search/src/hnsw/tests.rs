@@ -507,3 +507,53 @@ fn a_node_linked_during_a_search_is_not_missed() {
         "nodes not found by their own vector while being linked: {missed:?}"
     );
 }
+
+/// While a graph is being built (a rebuild at start: every node pending, the linker taking them one
+/// at a time), every node is found by its own vector, whichever stage the linker is at. A node being
+/// connected on an upper level must not be reachable there before its level-0 list exists, or a
+/// search descending onto it starts its level-0 beam from a node without links and finds nothing else.
+#[test]
+fn every_node_is_found_while_the_graph_is_being_built() {
+    let dim = 8;
+    let n = 400;
+    let mut missed = Vec::new();
+    for round in 0..6u64 {
+        let vectors = random_vectors(n, dim, 100 + round);
+        let index = Arc::new(Hnsw::new(
+            dim,
+            Metric::Cosine,
+            HnswParams {
+                m: 4,
+                ef_construction: 200,
+                seed: round,
+            },
+        ));
+        for (i, v) in vectors.iter().enumerate() {
+            index.set(i as u32, v);
+        }
+        let linker = {
+            let index = index.clone();
+            std::thread::spawn(move || while index.link_pending(1) > 0 {})
+        };
+        // Search every node, over and over, until the linker is done (and once more after).
+        loop {
+            let finished = index.pending() == 0;
+            for (i, v) in vectors.iter().enumerate() {
+                let out = index.search(v, 1, 100, None);
+                if out.hits.first().map(|h| h.0) != Some(i as u32) {
+                    missed.push((round, i, index.pending()));
+                }
+            }
+            if finished {
+                break;
+            }
+        }
+        linker.join().unwrap();
+    }
+    assert!(
+        missed.is_empty(),
+        "{} searches missed their own node during linking (round, node, pending): {:?}",
+        missed.len(),
+        &missed[..missed.len().min(20)]
+    );
+}
