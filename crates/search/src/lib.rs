@@ -20,7 +20,7 @@ pub use doc::Document;
 pub use error::{Error, Result};
 pub use filter::Filter;
 pub use manager::{
-    CollectionStats, Collections, FieldStats, SearchOptions, CATALOG_KEYSPACE,
+    default_index_threads, CollectionStats, Collections, FieldStats, SearchOptions, CATALOG_KEYSPACE,
     COLLECTION_KEYSPACE_PREFIX,
 };
 pub use query::{Hit, SearchRequest, SearchResponse};

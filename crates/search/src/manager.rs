@@ -45,6 +45,13 @@ pub struct SearchOptions {
     pub collections_max: usize,
     /// Graph parameters of new indexes.
     pub hnsw: HnswParams,
+    /// Threads linking new vectors into the graphs (1..=64).
+    pub index_threads: usize,
+}
+
+/// The default number of indexer threads: one per core, at most 4.
+pub fn default_index_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 impl Default for SearchOptions {
@@ -56,6 +63,7 @@ impl Default for SearchOptions {
             documents_per_batch_max: 1000,
             collections_max: 1000,
             hnsw: HnswParams::default(),
+            index_threads: default_index_threads(),
         }
     }
 }
@@ -119,7 +127,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn wake_indexer(&self) {
         *self.wake.lock() = true;
-        self.wake_cv.notify_one();
+        self.wake_cv.notify_all();
     }
 
     fn collections(&self) -> Vec<Arc<Collection>> {
@@ -179,7 +187,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct Collections {
     shared: Arc<Shared>,
-    indexer: Mutex<Option<JoinHandle<()>>>,
+    indexers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Collections {
@@ -237,7 +245,7 @@ impl Collections {
             .collect();
         let me = Collections {
             shared: shared.clone(),
-            indexer: Mutex::new(None),
+            indexers: Mutex::new(Vec::new()),
         };
         for o in orphans {
             if let Ok(ks) = db.keyspace(&o) {
@@ -246,18 +254,19 @@ impl Collections {
                 }
             }
         }
-        let s = shared.clone();
-        *me.indexer.lock() = Some(
-            std::thread::Builder::new()
-                .name("kyrodb-indexer".into())
-                .spawn(move || indexer(&s))
+        for i in 0..shared.opts.index_threads.clamp(1, 64) {
+            let s = shared.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("kyrodb-indexer-{i}"))
+                .spawn(move || indexer(&s, i == 0))
                 .map_err(|source| {
                     Error::Storage(kyrodb_storage::Error::Io {
                         path: "kyrodb-indexer thread".into(),
                         source,
                     })
-                })?,
-        );
+                })?;
+            me.indexers.lock().push(h);
+        }
         Ok(me)
     }
 
@@ -412,7 +421,7 @@ impl Collections {
         }
         self.shared.closing.store(true, Ordering::Release);
         self.shared.wake_indexer();
-        if let Some(h) = self.indexer.lock().take() {
+        for h in std::mem::take(&mut *self.indexers.lock()) {
             let _ = h.join();
         }
         for h in std::mem::take(&mut *self.shared.purges.lock()) {
@@ -503,8 +512,9 @@ fn spawn_purge(s: &Arc<Shared>, ks: Keyspace) {
 }
 
 /// Links pending vectors into the graphs, a small slice at a time so that every collection
-/// progresses; sleeps until woken when there is nothing to do.
-fn indexer(s: &Shared) {
+/// progresses; sleeps until woken when there is nothing to do. Every indexer thread runs this (the
+/// graphs take concurrent linkers); the first also runs the tombstone repair.
+fn indexer(s: &Shared, maintains: bool) {
     let mut last_maintain = Instant::now();
     while !s.closing.load(Ordering::Acquire) {
         let mut linked = 0;
@@ -516,7 +526,7 @@ fn indexer(s: &Shared) {
             s.room_cv.notify_all();
             continue;
         }
-        if last_maintain.elapsed() > Duration::from_secs(1) {
+        if maintains && last_maintain.elapsed() > Duration::from_secs(1) {
             for c in s.collections() {
                 c.maintain();
             }

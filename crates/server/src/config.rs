@@ -114,6 +114,9 @@ pub struct Settings {
     /// Most documents in one upsert request [default: 1000]
     #[arg(long, env = "KYRODB_DOCUMENTS_PER_BATCH_MAX")]
     pub documents_per_batch_max: Option<usize>,
+    /// Background threads linking new vectors into the graphs, 1..=64 [default: one per core, at most 4]
+    #[arg(long, env = "KYRODB_INDEX_THREADS")]
+    pub index_threads: Option<usize>,
 }
 
 impl Settings {
@@ -181,6 +184,7 @@ pub struct Config {
     pub worker_threads: usize,
     pub vector_bytes_budget: u64,
     pub documents_per_batch_max: usize,
+    pub index_threads: usize,
 }
 
 /// Defaults: everything works with no configuration at all.
@@ -287,6 +291,12 @@ impl Config {
                 "documents_per_batch_max {documents_per_batch_max} is outside 1..=100000"
             ));
         }
+        let index_threads = s
+            .index_threads
+            .unwrap_or_else(kyrodb_search::default_index_threads);
+        if !(1..=64).contains(&index_threads) {
+            return bad(format!("index_threads {index_threads} is outside 1..=64"));
+        }
         let cors_origins = s.cors_origins.unwrap_or_default();
         for o in &cors_origins {
             if o != "*" && axum::http::HeaderValue::from_str(o).is_err() {
@@ -323,6 +333,7 @@ impl Config {
             worker_threads: s.worker_threads.unwrap_or(0),
             vector_bytes_budget,
             documents_per_batch_max,
+            index_threads,
         })
     }
 
@@ -343,6 +354,7 @@ impl Config {
         kyrodb_search::SearchOptions {
             vector_bytes_budget: self.vector_bytes_budget,
             documents_per_batch_max: self.documents_per_batch_max,
+            index_threads: self.index_threads,
             ..Default::default()
         }
     }

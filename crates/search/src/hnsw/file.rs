@@ -65,7 +65,7 @@ impl Hnsw {
     /// Writes the index (pending nodes as pending). Graph writers wait meanwhile; `set`, `remove`
     /// and searches do not.
     pub fn write_to(&self, w: &mut dyn Write) -> std::io::Result<()> {
-        let _linker = self.linker.lock();
+        let _graph = self.graph.write();
         let mut buffered = std::io::BufWriter::with_capacity(1 << 16, w);
         let mut out = Hashing {
             inner: &mut buffered,

@@ -81,12 +81,10 @@ fn first_visit(visited: &mut Vec<u16>, epoch: u16, node: u32) -> bool {
     }
 }
 
-/// State of the single graph writer.
+/// One linker's state (scratch buffers, level generator); pooled by the index.
 pub(super) struct Linker {
     scratch: Scratch,
     rng: rand::rngs::SmallRng,
-    /// Next pending-bitmap word to look at.
-    cursor: u32,
     base: Vec<f32>,
     chosen: Vec<Cand>,
     chosen_vectors: Vec<f32>,
@@ -102,7 +100,6 @@ impl Linker {
         Linker {
             scratch: Scratch::default(),
             rng,
-            cursor: 0,
             base: Vec::new(),
             chosen: Vec::new(),
             chosen_vectors: Vec::new(),
@@ -311,16 +308,16 @@ impl Hnsw {
         count.store(n as u32, Ordering::Release);
     }
 
-    /// Links up to `max` pending nodes; one caller at a time (others wait on the linker mutex).
+    /// Links up to `max` pending nodes. Callers may run concurrently: each claims the nodes it links.
     pub fn link_pending(&self, max: usize) -> usize {
-        let mut guard = self.linker.lock();
-        let lk = &mut *guard;
         let words = self.nodes_end.load(Ordering::Acquire).div_ceil(32);
         if words == 0 || max == 0 {
             return 0;
         }
+        let _graph = self.graph.read();
+        let mut lk = self.take_linker();
         let mut linked = 0;
-        let mut w = lk.cursor % words;
+        let mut w = self.link_cursor.load(Ordering::Relaxed) % words;
         for _ in 0..=words {
             let bits_now = self
                 .pending_bits
@@ -330,7 +327,12 @@ impl Hnsw {
             while bits != 0 && linked < max {
                 let node = w * 32 + bits.trailing_zeros();
                 bits &= bits - 1;
-                if self.link_one(lk, node) {
+                if !self.claim(node) {
+                    continue; // another linker has it
+                }
+                let done = self.link_one(&mut lk, node);
+                self.unclaim(node);
+                if done {
                     linked += 1;
                 }
             }
@@ -339,8 +341,36 @@ impl Hnsw {
             }
             w = (w + 1) % words;
         }
-        lk.cursor = w;
+        self.link_cursor.store(w, Ordering::Relaxed);
+        self.linkers.lock().push(lk);
         linked
+    }
+
+    fn take_linker(&self) -> Linker {
+        if let Some(lk) = self.linkers.lock().pop() {
+            return lk;
+        }
+        // Linker i draws levels from seed + i: with one linker thread the graph is deterministic.
+        let i = self.linkers_made.fetch_add(1, Ordering::Relaxed);
+        Linker::new(rand::SeedableRng::seed_from_u64(
+            self.params.seed.wrapping_add(i),
+        ))
+    }
+
+    /// True if this caller now owns `node`'s linking.
+    fn claim(&self, node: u32) -> bool {
+        let word = self.claimed.ensure(node / 32);
+        word[0].fetch_or(1 << (node % 32), Ordering::AcqRel) & (1 << (node % 32)) == 0
+    }
+
+    fn unclaim(&self, node: u32) {
+        if let Some(word) = self.claimed.get(node / 32) {
+            word[0].fetch_and(!(1 << (node % 32)), Ordering::AcqRel);
+        }
+    }
+
+    fn list_lock(&self, node: u32) -> parking_lot::MutexGuard<'_, ()> {
+        self.list_locks[node as usize % self.list_locks.len()].lock()
     }
 
     /// Links one node (first link, or re-link after `set` replaced its vector). False if it was not
@@ -362,9 +392,14 @@ impl Hnsw {
                 .map(|w| f32::from_bits(w.load(Ordering::Relaxed))),
         );
         let level = self.level_or_assign(lk, rec);
+        // Linkers that may move the entry point (the first node; a node above the top level) take
+        // the entry lock for the whole insertion and re-read the entry under it (hnswlib's rule).
+        let may_move_entry = self.entry().is_none_or(|(_, top)| level > top);
+        let _entry_guard = may_move_entry.then(|| self.entry_mu.lock());
         match self.entry() {
             None => {
                 for l in 0..=level {
+                    let _list = self.list_lock(node);
                     self.write_links(node, l, &[]);
                 }
                 self.set_entry(Some((node, level)));
@@ -475,13 +510,17 @@ impl Hnsw {
             let chosen = std::mem::take(&mut lk.per_level[l]);
             lk.links.clear();
             lk.links.extend(chosen.iter().map(|c| c.node));
-            self.write_links(node, l, &lk.links);
+            {
+                let _list = self.list_lock(node);
+                self.write_links(node, l, &lk.links);
+            }
             for c in &chosen {
                 self.add_reverse_link(lk, c.node, node, l, c.sim);
             }
             lk.per_level[l] = chosen;
         }
         for l in (top_level + 1)..=level {
+            let _list = self.list_lock(node);
             self.write_links(node, l, &[]);
         }
         if level > top_level {
@@ -527,6 +566,8 @@ impl Hnsw {
         } else {
             self.layout.m
         };
+        // Read-modify-write of the target's list: another linker may be adding to it too.
+        let _list = self.list_lock(target);
         let mut links = std::mem::take(&mut lk.links);
         self.links_into(target, level, &mut links);
         if links.contains(&new) {
@@ -584,8 +625,13 @@ impl Hnsw {
     /// Repairs lists pointing at tombstones once they exceed ~10% of the slots, frees the repaired
     /// tombstones (state empty, lists cleared) and moves the entry point off a dead node.
     pub fn maintain(&self) {
-        let mut guard = self.linker.lock();
-        let lk = &mut *guard;
+        let _graph = self.graph.write();
+        let mut linker = self.take_linker();
+        self.maintain_locked(&mut linker);
+        self.linkers.lock().push(linker);
+    }
+
+    fn maintain_locked(&self, lk: &mut Linker) {
         let tombstones = self.tombstones.load(Ordering::Relaxed);
         let live = self.live.load(Ordering::Relaxed);
         if tombstones == 0 || tombstones * 10 < tombstones + live {

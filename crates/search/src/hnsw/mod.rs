@@ -6,10 +6,12 @@
 //! - `graph.rs` — layer search (filtered during traversal), greedy descent, heuristic selection, linking.
 //! - `file.rs` — the persisted form and its verification.
 //!
-//! Concurrency: `set`/`remove` are serialised by a small mutex (never held across graph work); graph
-//! writes (`link_pending`, `maintain`, `write_to`) by the linker mutex; searches take neither. Every
-//! shared word is an atomic, read racily but always in range: a neighbour id read while a list is
-//! rewritten is some id the list held, never out of bounds.
+//! Concurrency: `set`/`remove` are serialised by a small mutex (never held across graph work). Any
+//! number of threads may call `link_pending` at once: each claims the nodes it links, rewrites a
+//! node's list only under that node's striped list lock, and takes the entry lock when it may move
+//! the entry point; `maintain` and `write_to` exclude them (the graph lock, shared by linkers);
+//! searches take none of these. Every shared word is an atomic, read racily but always in range: a
+//! neighbour id read while a list is rewritten is some id the list held, never out of bounds.
 #![deny(unsafe_code)]
 
 mod arena;
@@ -21,8 +23,7 @@ mod tests;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use parking_lot::Mutex;
-use rand::SeedableRng;
+use parking_lot::{Mutex, RwLock};
 
 use crate::distance::{self, Metric, SharedKernel};
 use arena::Arena;
@@ -144,8 +145,20 @@ pub struct Hnsw {
     tombstones: AtomicUsize,
     /// Serialises `set`/`remove`; holds the normalisation buffer.
     writer: Mutex<Vec<f32>>,
-    /// Serialises graph writers.
-    linker: Mutex<Linker>,
+    /// Shared by linkers, exclusive for `maintain` and `write_to`.
+    graph: RwLock<()>,
+    /// Idle linkers' state (scratch buffers, level generator), one per concurrent `link_pending`.
+    linkers: Mutex<Vec<Linker>>,
+    /// Linkers created so far (seeds each one's level generator).
+    linkers_made: AtomicU64,
+    /// Next pending-bitmap word a linker looks at.
+    link_cursor: AtomicU32,
+    /// One bit per node some linker is linking.
+    claimed: Arena,
+    /// Held while the entry point may change (first node, a node above the top level).
+    entry_mu: Mutex<()>,
+    /// A node's lists are rewritten only under `list_locks[node % LIST_LOCKS]`.
+    list_locks: Box<[Mutex<()>]>,
     scratch_pool: Mutex<Vec<Scratch>>,
 }
 
@@ -161,6 +174,8 @@ impl std::fmt::Debug for Hnsw {
 }
 
 const SCRATCH_POOL_MAX: usize = 64;
+/// Stripes of the per-node list locks.
+const LIST_LOCKS: usize = 1024;
 
 impl Hnsw {
     /// An empty index. Panics if `dim` is 0 or `params.m` is outside 2..=1024.
@@ -191,9 +206,13 @@ impl Hnsw {
             pending: AtomicUsize::new(0),
             tombstones: AtomicUsize::new(0),
             writer: Mutex::new(Vec::with_capacity(dim)),
-            linker: Mutex::new(Linker::new(rand::rngs::SmallRng::seed_from_u64(
-                params.seed,
-            ))),
+            graph: RwLock::new(()),
+            linkers: Mutex::new(Vec::new()),
+            linkers_made: AtomicU64::new(0),
+            link_cursor: AtomicU32::new(0),
+            claimed: Arena::new(1),
+            entry_mu: Mutex::new(()),
+            list_locks: (0..LIST_LOCKS).map(|_| Mutex::new(())).collect(),
             scratch_pool: Mutex::new(Vec::new()),
         }
     }
