@@ -120,6 +120,9 @@ class Server:
     def start(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("KYRODB_")}
         env.update({"KYRODB_DISABLE_HTTP_LOG": "1", "RUST_LOG": env.get("RUST_LOG", "warn")})
+        # For A/B runs of the indexer: BENCH_KYRODB_INDEX_THREADS=N sets the server's KYRODB_INDEX_THREADS.
+        if os.environ.get("BENCH_KYRODB_INDEX_THREADS"):
+            env["KYRODB_INDEX_THREADS"] = os.environ["BENCH_KYRODB_INDEX_THREADS"]
         logf = open(self.log_path, "w")
         # cwd = the temp dir, so no ./kyrodb.toml of the caller's is picked up.
         self.proc = subprocess.Popen([self.binary, "serve", "--data-dir", os.path.join(self.work, "data"),

@@ -20,8 +20,8 @@ pub use doc::Document;
 pub use error::{Error, Result};
 pub use filter::Filter;
 pub use manager::{
-    default_index_threads, CollectionStats, Collections, FieldStats, SearchOptions, CATALOG_KEYSPACE,
-    COLLECTION_KEYSPACE_PREFIX,
+    default_index_threads, CollectionStats, Collections, FieldStats, SearchOptions,
+    CATALOG_KEYSPACE, COLLECTION_KEYSPACE_PREFIX,
 };
 pub use query::{Hit, SearchRequest, SearchResponse};
 pub use schema::Schema;

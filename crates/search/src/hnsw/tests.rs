@@ -602,5 +602,8 @@ fn concurrent_linkers_build_a_graph_as_good_as_one() {
         .step_by(7)
         .filter(|&i| index.search(&vectors[i], 1, 100, None).hits[0].0 != i as u32)
         .collect();
-    assert!(missed.is_empty(), "not top-1 for their own vector: {missed:?}");
+    assert!(
+        missed.is_empty(),
+        "not top-1 for their own vector: {missed:?}"
+    );
 }
