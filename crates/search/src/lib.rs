@@ -24,4 +24,4 @@ pub use manager::{
     CATALOG_KEYSPACE, COLLECTION_KEYSPACE_PREFIX,
 };
 pub use query::{Hit, SearchRequest, SearchResponse};
-pub use schema::Schema;
+pub use schema::{EmbedSpec, Schema, VectorSpec};

@@ -20,8 +20,10 @@ pub const EF_DEFAULT: usize = 100;
 /// A parsed search.
 #[derive(Debug, Clone)]
 pub struct SearchRequest {
-    /// The query vector.
+    /// The query vector (empty while `text` waits to be embedded).
     pub vector: Vec<f32>,
+    /// A text query for an embedded field: the server embeds it into `vector` before searching.
+    pub text: Option<String>,
     /// The vector field searched.
     pub using: String,
     /// Only documents matching this.
@@ -89,6 +91,7 @@ impl SearchRequest {
             if !matches!(
                 k.as_str(),
                 "vector"
+                    | "text"
                     | "using"
                     | "filter"
                     | "limit"
@@ -101,7 +104,7 @@ impl SearchRequest {
                 return Err(invalid(
                     "unknown_field",
                     k.as_str(),
-                    "unknown key (vector, using, filter, limit, ef, with, threshold, explain, exact)",
+                    "unknown key (vector, text, using, filter, limit, ef, with, threshold, explain, exact)",
                 ));
             }
         }
@@ -135,10 +138,28 @@ impl SearchRequest {
                 }
             },
         };
-        let spec = schema.vectors[&using];
-        let vector = match o.get("vector") {
-            Some(v) => parse_vector(v, spec.dim, spec.metric, "vector")?,
-            None => return Err(bad("vector", "missing query vector".into())),
+        let spec = &schema.vectors[&using];
+        let (vector, text) = match (o.get("vector"), o.get("text")) {
+            (Some(_), Some(_)) => {
+                return Err(bad("text", "give either vector or text, not both".into()))
+            }
+            (Some(v), None) => (parse_vector(v, spec.dim, spec.metric, "vector")?, None),
+            (None, Some(Value::String(t))) => {
+                if spec.embed.is_none() {
+                    return Err(bad(
+                        "text",
+                        format!("the vector field {using:?} declares no embed model, so a text query cannot be embedded for it; send a vector"),
+                    ));
+                }
+                (Vec::new(), Some(t.clone()))
+            }
+            (None, Some(other)) => {
+                return Err(bad(
+                    "text",
+                    format!("expected a string, got {}", kind(other)),
+                ))
+            }
+            (None, None) => return Err(bad("vector", "missing query vector (or text)".into())),
         };
         let uint = |k: &str, default: usize, min: usize, max: usize| -> Result<usize> {
             match o.get(k) {
@@ -197,6 +218,7 @@ impl SearchRequest {
         let exact = flag("exact")?;
         Ok(SearchRequest {
             vector,
+            text,
             using,
             filter,
             limit,

@@ -36,13 +36,33 @@ pub struct Schema {
 }
 
 /// One vector field.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VectorSpec {
     /// Dimension, 1..=4096.
     pub dim: u32,
     /// `cosine` | `dot` | `l2`.
     pub metric: Metric,
+    /// Vectors of this field are made by the server's model from a text field (auto_embed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed: Option<EmbedSpec>,
+}
+
+/// Where an embedded vector field's vectors come from: which model (recorded with its version and
+/// the sha256 of its weights when the collection is created: model governance) and which text field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedSpec {
+    /// Model name (`all-MiniLM-L6-v2`).
+    pub model: String,
+    /// The text field embedded.
+    pub source: String,
+    /// The model's version (filled in from the model when the collection is created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// sha256 of the model's weights (filled in when the collection is created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// A metadata field's type.
@@ -126,6 +146,14 @@ impl Schema {
                     format!("dim must be 1..={DIM_MAX}, got {}", spec.dim),
                 );
             }
+            if let Some(e) = &spec.embed {
+                if !self.text_fields.contains(&e.source) {
+                    return bad(
+                        format!("vectors.{name}.embed.source"),
+                        format!("{:?} is not one of the collection's text_fields", e.source),
+                    );
+                }
+            }
         }
         for (i, t) in self.text_fields.iter().enumerate() {
             if !valid_name(t) {
@@ -167,6 +195,13 @@ impl Schema {
             }
         }
         Ok(())
+    }
+
+    /// Vector fields whose vectors the server's model makes.
+    pub fn embedded_fields(&self) -> impl Iterator<Item = (&str, &EmbedSpec)> {
+        self.vectors
+            .iter()
+            .filter_map(|(n, s)| Some((n.as_str(), s.embed.as_ref()?)))
     }
 
     /// The only vector field, if there is exactly one.

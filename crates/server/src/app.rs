@@ -122,11 +122,13 @@ async fn json_errors(req: Request, next: Next) -> Response {
 pub fn state(
     db: Arc<kyrodb_storage::Db>,
     collections: Arc<kyrodb_search::Collections>,
+    embed: Arc<crate::embed::EmbedState>,
     cfg: &Config,
 ) -> AppState {
     Arc::new(crate::routes::Shared {
         db,
         collections,
+        embed,
         limits: crate::routes::Limits {
             body_bytes_max: cfg.body_bytes_max,
             value_bytes_max: cfg.value_bytes_max,

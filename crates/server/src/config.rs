@@ -117,6 +117,15 @@ pub struct Settings {
     /// Background threads linking new vectors into the graphs, 1..=64 [default: one per core, at most 4]
     #[arg(long, env = "KYRODB_INDEX_THREADS")]
     pub index_threads: Option<usize>,
+    /// Where embedding models are installed (`kyrodb model install`) [default: <data dir>/models]
+    #[arg(long, env = "KYRODB_MODEL_DIR", value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Threads computing embeddings [default: one per core]
+    #[arg(long, env = "KYRODB_EMBED_THREADS")]
+    pub embed_threads: Option<usize>,
+    /// Texts waiting to be embedded before requests get 503 busy [default: 4096]
+    #[arg(long, env = "KYRODB_EMBED_QUEUE_MAX")]
+    pub embed_queue_max: Option<usize>,
 }
 
 impl Settings {
@@ -185,6 +194,9 @@ pub struct Config {
     pub vector_bytes_budget: u64,
     pub documents_per_batch_max: usize,
     pub index_threads: usize,
+    pub model_dir: PathBuf,
+    pub embed_threads: usize,
+    pub embed_queue_max: usize,
 }
 
 /// Defaults: everything works with no configuration at all.
@@ -297,6 +309,22 @@ impl Config {
         if !(1..=64).contains(&index_threads) {
             return bad(format!("index_threads {index_threads} is outside 1..=64"));
         }
+        let embed_threads = s
+            .embed_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if !(1..=64).contains(&embed_threads) {
+            return bad(format!("embed_threads {embed_threads} is outside 1..=64"));
+        }
+        let embed_queue_max = s.embed_queue_max.unwrap_or(4096);
+        if !(1..=1_000_000).contains(&embed_queue_max) {
+            return bad(format!(
+                "embed_queue_max {embed_queue_max} is outside 1..=1000000"
+            ));
+        }
+        let data_dir = s
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
+        let model_dir = s.model_dir.unwrap_or_else(|| data_dir.join("models"));
         let cors_origins = s.cors_origins.unwrap_or_default();
         for o in &cors_origins {
             if o != "*" && axum::http::HeaderValue::from_str(o).is_err() {
@@ -304,9 +332,7 @@ impl Config {
             }
         }
         Ok(Config {
-            data_dir: s
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR)),
+            data_dir,
             host,
             port,
             api_keys,
@@ -334,6 +360,9 @@ impl Config {
             vector_bytes_budget,
             documents_per_batch_max,
             index_threads,
+            model_dir,
+            embed_threads,
+            embed_queue_max,
         })
     }
 

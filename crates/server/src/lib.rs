@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod embed;
 pub mod error;
 pub mod metrics;
 pub mod openapi;

@@ -249,6 +249,26 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Document upsert from parsed request to durable and searchable (the acknowledgement)",
     ),
     (
+        "kyrodb_embed_request_seconds",
+        Kind::Histogram,
+        "Embedding requests (POST /v2/embed, auto_embed, text searches) from queued to answered",
+    ),
+    (
+        "kyrodb_embed_texts_total",
+        Kind::Counter,
+        "Texts embedded by the server's model",
+    ),
+    (
+        "kyrodb_embed_queue_texts",
+        Kind::Gauge,
+        "Texts waiting in the embedding queue",
+    ),
+    (
+        "kyrodb_embed_refused_total",
+        Kind::Counter,
+        "Embedding requests refused because the queue was full (503 busy)",
+    ),
+    (
         "kyrodb_search_documents",
         Kind::Gauge,
         "Live documents in a collection",
@@ -394,6 +414,14 @@ pub fn record_search_stats(cs: &kyrodb_search::Collections) {
     }
 }
 
+/// The embedding queue's numbers, refreshed at every scrape.
+pub fn record_embed_stats(e: &crate::embed::EmbedState) {
+    if let Some(st) = e.stats() {
+        metrics::gauge!("kyrodb_embed_queue_texts").set(st.queued_texts as f64);
+        metrics::counter!("kyrodb_embed_refused_total").absolute(st.refused);
+    }
+}
+
 /// Engine numbers as gauges, refreshed at every scrape.
 pub fn record_engine_stats(st: &kyrodb_storage::Stats) {
     use metrics::gauge;
@@ -446,6 +474,7 @@ mod tests {
         "_seq",
         "_documents",
         "_vectors",
+        "_texts",
         "_generation",
         "_segments",
         "_stopped",

@@ -75,7 +75,17 @@ pub async fn run(
             .map_err(|e| ServeError::Task(e.to_string()))?
             .map_err(|e| ServeError::Collections(e.to_string()))?;
     let collections = Arc::new(collections);
-    let shared = state(db.clone(), collections.clone(), &cfg);
+    let (model_dir, threads, queue_max) = (
+        cfg.model_dir.clone(),
+        cfg.embed_threads,
+        cfg.embed_queue_max,
+    );
+    let embed = tokio::task::spawn_blocking(move || {
+        crate::embed::EmbedState::load(&model_dir, threads, queue_max)
+    })
+    .await
+    .map_err(|e| ServeError::Task(e.to_string()))?;
+    let shared = state(db.clone(), collections.clone(), Arc::new(embed), &cfg);
     crate::metrics::spawn_upkeep(shared.metrics.clone());
     let limiter = cfg
         .rate_limit
@@ -130,6 +140,7 @@ pub async fn run(
             server.abort();
         }
     }
+    shared.embed.close();
     close(db, collections).await;
     tracing::info!("shutdown complete");
     Ok(())

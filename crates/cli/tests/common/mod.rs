@@ -48,6 +48,12 @@ pub const SERVE_ENV: &[&str] = &[
     "KYRODB_PUBLIC_METRICS",
     "KYRODB_HEADER_READ_TIMEOUT_MS",
     "KYRODB_CONNECTIONS_MAX",
+    "KYRODB_MODEL_DIR",
+    "KYRODB_EMBED_THREADS",
+    "KYRODB_EMBED_QUEUE_MAX",
+    "KYRODB_INDEX_THREADS",
+    "KYRODB_VECTOR_BYTES_BUDGET",
+    "KYRODB_DOCUMENTS_PER_BATCH_MAX",
 ];
 
 /// Environment variables the client commands read.
@@ -343,4 +349,30 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(b.get(..size)?);
         b = b.get(size + 2..)?;
     }
+}
+
+/// The model directory shared by tests (`<target>/models`), with all-MiniLM-L6-v2 installed by
+/// `kyrodb model install` — the user's command — once per machine (cached; a file lock keeps
+/// concurrent test binaries from downloading it twice).
+pub fn installed_model_dir() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        std::path::PathBuf::from,
+    );
+    let root = target.join("models");
+    std::fs::create_dir_all(&root).unwrap();
+    let lock = std::fs::File::create(root.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    let out = command()
+        .args(["model", "install", "--model-dir"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kyrodb model install failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    root
 }

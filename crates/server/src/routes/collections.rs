@@ -127,7 +127,8 @@ pub async fn create(
     Path(name): Path<String>,
     JsonBody(schema): JsonBody<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
-    let schema = Schema::from_json(Value::Object(schema))?;
+    let mut schema = Schema::from_json(Value::Object(schema))?;
+    crate::embed::govern_schema(&mut schema)?;
     let cs = s.collections.clone();
     let (c, created) = run(move || cs.create(&name, schema)).await?;
     let status = if created {
@@ -173,27 +174,30 @@ pub async fn drop(
 }
 
 async fn upsert_values(
+    s: &AppState,
     c: Arc<Collection>,
     docs: Vec<Value>,
     path_extra: Option<&'static str>,
 ) -> Result<(usize, u64), ApiError> {
-    run(move || {
-        let started = Instant::now();
-        let parsed = match path_extra {
-            None => c.parse_documents(&docs)?,
-            Some(extra) => vec![kyrodb_search::Document::parse(
-                &docs[0],
-                c.schema(),
-                "",
-                &[extra],
-            )?],
-        };
-        let seq = c.upsert(&parsed)?;
-        metrics::histogram!("kyrodb_search_write_visible_seconds")
-            .record(started.elapsed().as_secs_f64());
-        Ok((parsed.len(), seq))
+    let started = Instant::now();
+    let c2 = c.clone();
+    let mut parsed = run(move || match path_extra {
+        None => c2.parse_documents(&docs),
+        Some(extra) => Ok(vec![kyrodb_search::Document::parse(
+            &docs[0],
+            c2.schema(),
+            "",
+            &[extra],
+        )?]),
     })
-    .await
+    .await?;
+    // auto_embed: vectors are computed before the write is logged, so recovery never recomputes.
+    s.embed.fill_documents(c.schema(), &mut parsed).await?;
+    let n = parsed.len();
+    let seq = run(move || c.upsert(&parsed)).await?;
+    metrics::histogram!("kyrodb_search_write_visible_seconds")
+        .record(started.elapsed().as_secs_f64());
+    Ok((n, seq))
 }
 
 /// Upserts a batch of documents atomically (all or nothing); answers once they are durable and
@@ -209,7 +213,7 @@ pub async fn upsert(
     JsonBody(req): JsonBody<DocumentsRequest>,
 ) -> Result<Json<UpsertResponse>, ApiError> {
     let c = collection(&s, &name)?;
-    let (upserted, seq) = upsert_values(c, req.documents, None).await?;
+    let (upserted, seq) = upsert_values(&s, c, req.documents, None).await?;
     Ok(Json(UpsertResponse { upserted, seq }))
 }
 
@@ -232,7 +236,8 @@ pub async fn stream(
         }
     };
     let c = collection(&s, &name)?;
-    let (upserted, seq) = upsert_values(c, vec![Value::Object(doc)], Some("collection")).await?;
+    let (upserted, seq) =
+        upsert_values(&s, c, vec![Value::Object(doc)], Some("collection")).await?;
     Ok(Json(UpsertResponse { upserted, seq }))
 }
 
@@ -304,7 +309,15 @@ pub async fn search(
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
     let c = collection(&s, &name)?;
-    let req = SearchRequest::parse(&Value::Object(body), c.schema())?;
+    let mut req = SearchRequest::parse(&Value::Object(body), c.schema())?;
+    if let Some(text) = req.text.take() {
+        let e = c.schema().vectors[&req.using]
+            .embed
+            .clone()
+            .expect("parse checked that the field is embedded");
+        s.embed.check_field(&req.using, &e)?;
+        req.vector = s.embed.embed(vec![text]).await?.remove(0);
+    }
     let out = run(move || c.search(&req)).await?;
     Ok(Json(
         serde_json::to_value(out).map_err(|e| ApiError::internal(e.to_string()))?,

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod collections;
+pub mod embed;
 pub mod extract;
 pub mod keyspaces;
 pub mod kv;
@@ -46,6 +47,8 @@ pub struct Shared {
     pub db: Arc<Db>,
     /// Collections of documents (`/v2`), over the same engine.
     pub collections: Arc<kyrodb_search::Collections>,
+    /// The embedding model (or why there is none).
+    pub embed: Arc<crate::embed::EmbedState>,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
     /// Set when shutdown starts: `/ready` turns 503 so load balancers stop sending.
@@ -122,6 +125,8 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Write), routes!(collections::delete_doc)),
         (Needs(Write), routes!(collections::delete_many)),
         (Needs(Read), routes!(collections::search)),
+        (Needs(Read), routes!(embed::embed)),
+        (Needs(Read), routes!(embed::models)),
     ]
 }
 

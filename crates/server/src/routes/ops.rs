@@ -25,6 +25,11 @@ pub struct ReadyResponse {
     /// Why not, when not.
     pub reason: Option<String>,
     pub visible_seq: u64,
+    /// `available` or `unavailable` (no model installed: `kyrodb model install`); readiness does not
+    /// depend on it.
+    pub auto_embed: &'static str,
+    /// Why auto_embed is unavailable.
+    pub auto_embed_reason: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -40,6 +45,13 @@ pub struct BuildInfo {
     pub index: &'static str,
     /// The request limits this server enforces.
     pub limits: super::Limits,
+    /// `available` or `unavailable` (no model installed: `kyrodb model install`).
+    pub auto_embed: &'static str,
+    /// Why auto_embed is unavailable.
+    pub auto_embed_reason: Option<String>,
+    /// The embedding model, when loaded: name, version, sha256, dim, max_tokens, dir.
+    #[schema(value_type = Option<Object>)]
+    pub embed_model: Option<serde_json::Value>,
 }
 
 /// Liveness: the process answers. Never needs a token.
@@ -69,6 +81,8 @@ pub async fn ready(State(s): State<AppState>) -> Response {
             ready: reason.is_none(),
             reason,
             visible_seq: st.visible_seq,
+            auto_embed: s.embed.status(),
+            auto_embed_reason: s.embed.reason().map(str::to_owned),
         }),
     )
         .into_response()
@@ -86,6 +100,9 @@ pub async fn build_info(State(s): State<AppState>) -> Json<BuildInfo> {
         cpu_features: cpu_features(),
         index: s.db.stats().index,
         limits: s.limits,
+        auto_embed: s.embed.status(),
+        auto_embed_reason: s.embed.reason().map(str::to_owned),
+        embed_model: s.embed.info().and_then(|i| serde_json::to_value(i).ok()),
     })
 }
 
@@ -115,6 +132,7 @@ pub fn cpu_features() -> Vec<&'static str> {
 pub async fn metrics(State(s): State<AppState>) -> Response {
     crate::metrics::record_engine_stats(&s.db.stats());
     crate::metrics::record_search_stats(&s.collections);
+    crate::metrics::record_embed_stats(&s.embed);
     let mut resp = s.metrics.render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,0 +1,352 @@
+//! Embeddings over HTTP with the real binary: `kyrodb model install`, `/v2/embed`, `/v2/models`,
+//! `auto_embed` in `/build_info` and `/ready`, and a server without a model saying how to get one.
+
+mod common;
+
+use common::{command, installed_model_dir, Server};
+use serde_json::{json, Value};
+
+fn cosine(a: &Value, b: &Value) -> f64 {
+    let a: Vec<f64> = a
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let b: Vec<f64> = b
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    a.iter().zip(&b).map(|(x, y)| x * y).sum::<f64>()
+        / (a.iter().map(|x| x * x).sum::<f64>().sqrt()
+            * b.iter().map(|x| x * x).sum::<f64>().sqrt())
+}
+
+#[test]
+fn with_the_model_installed_the_server_embeds_and_refuses_bad_requests() {
+    let models = installed_model_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[("KYRODB_MODEL_DIR", models.to_str().unwrap())],
+    );
+    let info = s.get("/build_info").json();
+    assert_eq!(info["auto_embed"], "available", "{info}");
+    assert_eq!(info["embed_model"]["dim"], 384);
+    assert_eq!(s.get("/ready").json()["auto_embed"], "available");
+
+    let r = s.post(
+        "/v2/embed",
+        &json!({"texts": ["A man is eating food.", "A man is eating a piece of bread.", "", "The new movie is awesome."]}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["model"], "all-MiniLM-L6-v2");
+    let vs = v["vectors"].as_array().unwrap();
+    assert_eq!(vs.len(), 4);
+    assert!(vs.iter().all(|x| x.as_array().unwrap().len() == 384));
+    let c = cosine(&vs[0], &vs[1]);
+    assert!((c - 0.7553).abs() < 0.002, "documented pair {c}");
+    assert!(cosine(&vs[0], &vs[3]) < 0.3);
+
+    for (body, code) in [
+        (json!({"texts": []}).to_string(), "invalid_request"),
+        (json!({"texts": vec!["x"; 257]}).to_string(), "too_many"),
+        (
+            json!({"texts": ["a".repeat((1 << 20) + 1)]}).to_string(),
+            "too_large",
+        ),
+        (json!({"texts": [1, 2]}).to_string(), ""),
+        (json!({"texts": "one"}).to_string(), ""),
+        (json!({"text": ["a"]}).to_string(), ""),
+        ("[1,".to_owned(), ""),
+    ] {
+        let r = s.post("/v2/embed", &body);
+        assert_eq!(
+            r.status,
+            400,
+            "{} -> {}",
+            &body[..body.len().min(60)],
+            r.text()
+        );
+        if !code.is_empty() {
+            assert_eq!(r.error_code(), code, "{}", r.text());
+        }
+    }
+
+    let m = s.get("/v2/models").json();
+    let model = &m["models"][0];
+    assert_eq!(model["name"], "all-MiniLM-L6-v2");
+    assert_eq!(model["loaded"], true);
+    assert_eq!(model["dim"], 384);
+    assert_eq!(model["sha256"].as_str().unwrap().len(), 64);
+    let metrics = s.get("/metrics").text();
+    assert!(
+        metrics.contains("kyrodb_embed_texts_total"),
+        "embedding metrics missing"
+    );
+}
+
+#[test]
+fn without_a_model_the_server_runs_and_says_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("no-models");
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[("KYRODB_MODEL_DIR", empty.to_str().unwrap())],
+    );
+    let ready = s.get("/ready");
+    assert_eq!(ready.status, 200, "readiness does not depend on the model");
+    assert_eq!(ready.json()["auto_embed"], "unavailable");
+    let info = s.get("/build_info").json();
+    assert_eq!(info["auto_embed"], "unavailable");
+    assert!(
+        info["auto_embed_reason"]
+            .as_str()
+            .unwrap()
+            .contains("model.safetensors"),
+        "{info}"
+    );
+    let r = s.post("/v2/embed", &json!({"texts": ["hello"]}).to_string());
+    assert_eq!(r.status, 503);
+    assert_eq!(r.error_code(), "model_unavailable");
+    assert!(r.text().contains("kyrodb model install"), "{}", r.text());
+    assert_eq!(s.get("/v2/models").json()["models"][0]["installed"], false);
+}
+
+#[test]
+fn model_install_from_a_folder_verifies_and_refuses_a_corrupt_copy() {
+    let models = installed_model_dir();
+    let src = models.join("all-MiniLM-L6-v2");
+    let tmp = tempfile::tempdir().unwrap();
+    // A good copy (hard links: no 90 MB copy).
+    let good = tmp.path().join("good");
+    std::fs::create_dir(&good).unwrap();
+    for f in ["model.safetensors", "config.json", "tokenizer.json"] {
+        std::fs::hard_link(src.join(f), good.join(f)).unwrap();
+    }
+    let dest = tmp.path().join("models");
+    let out = command()
+        .args(["model", "install", "--from"])
+        .arg(&good)
+        .arg("--model-dir")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("installed all-MiniLM-L6-v2"));
+    // Again: already there, nothing done.
+    let out = command()
+        .args(["model", "install", "--from"])
+        .arg(&good)
+        .arg("--model-dir")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already installed"));
+    // A corrupt source: refused with the file named, the target left without a model.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::hard_link(src.join("model.safetensors"), bad.join("model.safetensors")).unwrap();
+    std::fs::hard_link(src.join("tokenizer.json"), bad.join("tokenizer.json")).unwrap();
+    let mut cfg = std::fs::read(src.join("config.json")).unwrap();
+    cfg[5] ^= 0x01;
+    std::fs::write(bad.join("config.json"), cfg).unwrap();
+    let dest2 = tmp.path().join("models2");
+    let out = command()
+        .args(["model", "install", "--from"])
+        .arg(&bad)
+        .arg("--model-dir")
+        .arg(&dest2)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config.json") && err.contains("sha256"),
+        "{err}"
+    );
+    assert!(
+        !dest2.join("all-MiniLM-L6-v2").exists(),
+        "a refused install left files behind"
+    );
+    let list = command()
+        .args(["model", "list", "--model-dir"])
+        .arg(&dest2)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("not installed"));
+}
+
+fn embedded_schema() -> String {
+    json!({
+        "vectors": {
+            "text": {"dim": 384, "metric": "cosine", "embed": {"model": "all-MiniLM-L6-v2", "source": "body"}},
+            "raw": {"dim": 4, "metric": "l2"}
+        },
+        "text_fields": ["title", "body"],
+        "fields": {"lang": "keyword"}
+    })
+    .to_string()
+}
+
+fn put(s: &Server, path: &str, body: &str) -> common::Resp {
+    s.req(
+        "PUT",
+        path,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn auto_embed_documents_are_searchable_by_text_at_once_and_governed() {
+    let models = installed_model_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(
+        &dir.path().join("data"),
+        &[("KYRODB_MODEL_DIR", models.to_str().unwrap())],
+    );
+    let r = put(&s, "/v2/collections/notes", &embedded_schema());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let info = s.get("/v2/collections/notes").json();
+    let e = &info["schema"]["vectors"]["text"]["embed"];
+    assert_eq!(
+        e["sha256"].as_str().unwrap().len(),
+        64,
+        "governance records the model: {info}"
+    );
+    assert!(e["version"].is_string());
+    // The same schema again (without the recorded fields) is the same collection.
+    assert_eq!(
+        put(&s, "/v2/collections/notes", &embedded_schema()).status,
+        200
+    );
+
+    let docs = json!({"documents": [
+        {"id": "eat", "text": {"title": "t", "body": "A man is eating food."}, "auto_embed": true},
+        {"id": "movie", "text": {"body": "The new movie is awesome."}, "fields": {"lang": "en"}},
+        {"id": "drums", "text": {"body": "A monkey is playing drums."}, "vectors": {"raw": [1, 2, 3, 4]}},
+        {"id": "notext", "text": {"title": "only a title"}}
+    ]});
+    let r = s.post("/v2/collections/notes/documents", &docs.to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Searchable the moment the write is acknowledged, by text.
+    let q = |s: &Server, text: &str| {
+        let r = s.post(
+            "/v2/collections/notes/search",
+            &json!({"text": text, "using": "text", "limit": 3}).to_string(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(q(&s, "A man is eating a piece of bread.")[0], "eat");
+    assert_eq!(q(&s, "a great film")[0], "movie");
+    assert!(
+        !q(&s, "anything").contains(&"notext".to_owned()),
+        "no text, no vector"
+    );
+    let d = s.get("/v2/collections/notes/documents/eat").json();
+    assert_eq!(d["vectors"]["text"].as_array().unwrap().len(), 384);
+
+    // Refusals, each writing nothing.
+    for (doc, code) in [
+        (
+            json!({"id": "x", "text": {"body": "b"}, "vectors": {"text": vec![0.1; 384]}, "vector_models": {"text": "other-model"}}),
+            "model_mismatch",
+        ),
+        (
+            json!({"id": "x", "text": {"body": "b"}, "vectors": {"text": vec![0.1; 384]}, "auto_embed": true}),
+            "invalid_document",
+        ),
+        (json!({"id": "x", "auto_embed": "yes"}), "invalid_document"),
+        (
+            json!({"id": "x", "vector_models": {"nope": "m"}}),
+            "unknown_field",
+        ),
+    ] {
+        let r = s.post(
+            "/v2/collections/notes/documents",
+            &json!({"documents": [doc]}).to_string(),
+        );
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (400, code),
+            "{}",
+            r.text()
+        );
+    }
+    let r = s.post(
+        "/v2/collections/notes/search",
+        &json!({"text": "x", "using": "raw"}).to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    for schema in [
+        json!({"vectors": {"v": {"dim": 384, "metric": "cosine", "embed": {"model": "gpt-9", "source": "b"}}}, "text_fields": ["b"]}),
+        json!({"vectors": {"v": {"dim": 512, "metric": "cosine", "embed": {"model": "all-MiniLM-L6-v2", "source": "b"}}}, "text_fields": ["b"]}),
+        json!({"vectors": {"v": {"dim": 384, "metric": "cosine", "embed": {"model": "all-MiniLM-L6-v2", "source": "nope"}}}, "text_fields": ["b"]}),
+        json!({"vectors": {"v": {"dim": 384, "metric": "cosine", "embed": {"model": "all-MiniLM-L6-v2", "source": "b", "sha256": "00"}}}, "text_fields": ["b"]}),
+    ] {
+        let r = put(&s, "/v2/collections/bad", &schema.to_string());
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (400, "invalid_schema"),
+            "{schema} -> {}",
+            r.text()
+        );
+    }
+    assert_eq!(s.get("/v2/collections/notes").json()["documents"], 4);
+    let models_info = s.get("/v2/models").json();
+    assert_eq!(
+        models_info["models"][0]["used_by"][0]["collection"], "notes",
+        "{models_info}"
+    );
+
+    // After kill -9 the stored vectors are used as they are (nothing is re-embedded at recovery):
+    // without the model, text search is refused but vector search finds the document.
+    let v = d["vectors"]["text"].clone();
+    s.kill9();
+    let none = dir.path().join("none").to_str().unwrap().to_owned();
+    s.env.retain(|(k, _)| k != "KYRODB_MODEL_DIR");
+    s.env.push(("KYRODB_MODEL_DIR".into(), none));
+    s.restart();
+    let r = s.post(
+        "/v2/collections/notes/search",
+        &json!({"vector": v, "using": "text", "limit": 1}).to_string(),
+    );
+    assert_eq!(r.json()["hits"][0]["id"], "eat", "{}", r.text());
+    let r = s.post(
+        "/v2/collections/notes/search",
+        &json!({"text": "food", "using": "text"}).to_string(),
+    );
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (503, "model_unavailable")
+    );
+    let r = s.post(
+        "/v2/collections/notes/documents",
+        &json!({"documents": [{"id": "new", "text": {"body": "b"}}]}).to_string(),
+    );
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (503, "model_unavailable"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        s.get("/v2/collections/notes").json()["documents"],
+        4,
+        "a refused write wrote something"
+    );
+}

@@ -1,0 +1,272 @@
+//! The server's embedder: all-MiniLM-L6-v2 loaded at start from the model directory (installed by
+//! `kyrodb model install`; nothing is downloaded at run time) behind the micro-batcher. Without a
+//! model the server runs anyway and says `auto_embed: unavailable` with how to install it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use kyrodb_embed::{Batcher, BatcherOptions, MiniLm, ModelInfo, MINILM};
+
+use crate::error::ApiError;
+
+/// Most texts in one `POST /v2/embed`.
+pub const EMBED_TEXTS_MAX: usize = 256;
+/// Most bytes of text in one `POST /v2/embed` (all texts together).
+pub const EMBED_BYTES_MAX: usize = 1 << 20;
+
+/// The model, or why there is none.
+#[derive(Debug)]
+pub struct EmbedState {
+    /// Where models are looked for.
+    pub model_dir: PathBuf,
+    batcher: Option<Arc<Batcher>>,
+    unavailable: Option<String>,
+}
+
+impl EmbedState {
+    /// Loads the model if it is installed and verifies; otherwise records why not (logged).
+    pub fn load(model_dir: &Path, threads: usize, queue_max: usize) -> EmbedState {
+        let dir = MINILM.dir_in(model_dir);
+        match MiniLm::load(&dir) {
+            Ok(m) => {
+                let opts = BatcherOptions {
+                    queue_texts_max: queue_max,
+                    compute_threads: threads,
+                    ..Default::default()
+                };
+                match Batcher::new(Arc::new(m), opts) {
+                    Ok(b) => {
+                        tracing::info!(model = MINILM.name, dir = %dir.display(), "auto_embed available");
+                        EmbedState {
+                            model_dir: model_dir.to_owned(),
+                            batcher: Some(Arc::new(b)),
+                            unavailable: None,
+                        }
+                    }
+                    Err(e) => Self::none(model_dir, e.to_string()),
+                }
+            }
+            Err(e) => Self::none(model_dir, e.to_string()),
+        }
+    }
+
+    /// No model: `reason` says why.
+    pub fn none(model_dir: &Path, reason: String) -> EmbedState {
+        tracing::warn!(%reason, "auto_embed unavailable");
+        EmbedState {
+            model_dir: model_dir.to_owned(),
+            batcher: None,
+            unavailable: Some(reason),
+        }
+    }
+
+    /// `"available"` or `"unavailable"`.
+    pub fn status(&self) -> &'static str {
+        if self.batcher.is_some() {
+            "available"
+        } else {
+            "unavailable"
+        }
+    }
+
+    /// Why not, when unavailable.
+    pub fn reason(&self) -> Option<&str> {
+        self.unavailable.as_deref()
+    }
+
+    /// The loaded model's info.
+    pub fn info(&self) -> Option<&ModelInfo> {
+        self.batcher.as_ref().map(|b| b.embedder().info())
+    }
+
+    /// Queue counters, when a model is loaded.
+    pub fn stats(&self) -> Option<kyrodb_embed::BatcherStats> {
+        self.batcher.as_ref().map(|b| b.stats())
+    }
+
+    /// Embeds `texts` through the batcher: 503 `model_unavailable` without a model (the message says
+    /// how to install it), 503 `busy` with Retry-After when the queue is full.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ApiError> {
+        let Some(b) = &self.batcher else {
+            return Err(self.unavailable_error());
+        };
+        let started = std::time::Instant::now();
+        let n = texts.len();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        b.submit(texts, move |r| {
+            let _ = tx.send(r);
+        })
+        .map_err(embed_error)?;
+        let out = rx
+            .await
+            .map_err(|_| ApiError::internal("the embedding worker stopped"))?
+            .map_err(embed_error)?;
+        metrics::histogram!("kyrodb_embed_request_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("kyrodb_embed_texts_total").increment(n as u64);
+        Ok(out)
+    }
+
+    /// The 503 a request that needs a model gets when there is none.
+    pub fn unavailable_error(&self) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model_unavailable",
+            format!(
+                "embedding needs the model {} and it is not loaded ({}); install it with `kyrodb model install --model-dir {}` and restart the server",
+                MINILM.name,
+                self.unavailable.as_deref().unwrap_or("unknown reason"),
+                self.model_dir.display()
+            ),
+        )
+    }
+
+    /// Stops the workers (queued requests are answered with an error).
+    pub fn close(&self) {
+        if let Some(b) = &self.batcher {
+            b.close();
+        }
+    }
+}
+
+fn embed_error(e: kyrodb_embed::Error) -> ApiError {
+    use kyrodb_embed::Error as E;
+    let msg = e.to_string();
+    match e {
+        E::Busy { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg).retry_after(1)
+        }
+        E::Closed => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", msg).retry_after(1)
+        }
+        E::TooLarge(_) => ApiError::new(StatusCode::BAD_REQUEST, "too_large", msg),
+        _ => ApiError::internal(msg),
+    }
+}
+
+/// Checks an embedding request's texts against the documented limits (400 naming the limit).
+pub fn check_texts(texts: &[String], path: &str) -> Result<(), ApiError> {
+    if texts.len() > EMBED_TEXTS_MAX {
+        return Err(ApiError::bad_request(
+            "too_many",
+            format!(
+                "{path}: at most {EMBED_TEXTS_MAX} texts per request, got {}",
+                texts.len()
+            ),
+        ));
+    }
+    let bytes: usize = texts.iter().map(String::len).sum();
+    if bytes > EMBED_BYTES_MAX {
+        return Err(ApiError::bad_request(
+            "too_large",
+            format!("{path}: at most {EMBED_BYTES_MAX} bytes of text per request, got {bytes}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Model governance at collection creation: every `embed` names a model this server knows, with its
+/// dimension; its version and weights' sha256 are recorded in the schema (given ones must match).
+pub fn govern_schema(schema: &mut kyrodb_search::Schema) -> Result<(), ApiError> {
+    let bad = |path: String, msg: String| {
+        ApiError::bad_request("invalid_schema", format!("{path}: {msg}"))
+    };
+    for (name, spec) in schema.vectors.iter_mut() {
+        let Some(e) = spec.embed.as_mut() else {
+            continue;
+        };
+        let path = format!("vectors.{name}.embed");
+        if e.model != MINILM.name {
+            return Err(bad(
+                format!("{path}.model"),
+                format!(
+                    "unknown model {:?}; this server knows {:?}",
+                    e.model, MINILM.name
+                ),
+            ));
+        }
+        if spec.dim as usize != MINILM.dim {
+            return Err(bad(
+                format!("vectors.{name}.dim"),
+                format!(
+                    "{} makes {} dimensions, the field has {}",
+                    MINILM.name, MINILM.dim, spec.dim
+                ),
+            ));
+        }
+        let sha = MINILM.files[0].sha256;
+        if e.version.as_deref().is_some_and(|v| v != MINILM.version) {
+            return Err(bad(
+                format!("{path}.version"),
+                format!(
+                    "this server's {} is version {}",
+                    MINILM.name, MINILM.version
+                ),
+            ));
+        }
+        if e.sha256.as_deref().is_some_and(|v| v != sha) {
+            return Err(bad(
+                format!("{path}.sha256"),
+                format!("this server's {} weights have sha256 {sha}", MINILM.name),
+            ));
+        }
+        e.version = Some(MINILM.version.to_owned());
+        e.sha256 = Some(sha.to_owned());
+    }
+    Ok(())
+}
+
+impl EmbedState {
+    /// Checks that the loaded model is the one `e` records (name and weights), for a write or a
+    /// text query on that field.
+    pub fn check_field(&self, field: &str, e: &kyrodb_search::EmbedSpec) -> Result<(), ApiError> {
+        let Some(info) = self.info() else {
+            return Err(self.unavailable_error());
+        };
+        if info.name != e.model || e.sha256.as_deref().is_some_and(|s| s != info.sha256) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "model_mismatch",
+                format!(
+                    "vectors.{field} is embedded with {} (sha256 {}), but this server runs {} (sha256 {}); re-embed the collection or install that model",
+                    e.model,
+                    e.sha256.as_deref().unwrap_or("unknown"),
+                    info.name,
+                    info.sha256
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Embeds every embedded field a document gives no vector for, from its source text, in
+    /// requests of at most [`EMBED_TEXTS_MAX`] texts. Nothing is written before this succeeds.
+    pub async fn fill_documents(
+        &self,
+        schema: &kyrodb_search::Schema,
+        docs: &mut [kyrodb_search::Document],
+    ) -> Result<(), ApiError> {
+        let mut jobs: Vec<(usize, String, String)> = Vec::new();
+        for (i, d) in docs.iter().enumerate() {
+            for (field, text) in d.missing_embeddings(schema) {
+                jobs.push((i, field, text));
+            }
+        }
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        for (field, e) in schema.embedded_fields() {
+            if jobs.iter().any(|(_, f, _)| f == field) {
+                self.check_field(field, e)?;
+            }
+        }
+        for chunk in jobs.chunks(EMBED_TEXTS_MAX) {
+            let texts: Vec<String> = chunk.iter().map(|(_, _, t)| t.clone()).collect();
+            let vectors = self.embed(texts).await?;
+            for ((i, field, _), v) in chunk.iter().zip(vectors) {
+                docs[*i].vectors.insert(field.clone(), v);
+            }
+        }
+        Ok(())
+    }
+}
