@@ -1,0 +1,111 @@
+//! Embedding throughput and latency in process: texts/s at several batch sizes for short and long
+//! texts, single-text latency percentiles, and the cosine against the reference vectors.
+//!
+//! ```text
+//! cargo run --release -p kyrodb-embed --example embed_bench -- --model-dir DIR --texts T.json \
+//!   [--reference bench/embed/reference_vectors.json] [--batches 1,8,32] [--seconds 5] [--single 200]
+//! ```
+//! `T.json` is `{"short": [...], "long": [...]}`. Uses the global rayon pool (all cores, or
+//! `RAYON_NUM_THREADS`). Prints one JSON object.
+
+use std::time::Instant;
+
+use kyrodb_embed::{Embedder, MiniLm};
+use serde_json::{json, Value};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn throughput(m: &MiniLm, texts: &[String], batch: usize, seconds: f64) -> f64 {
+    let started = Instant::now();
+    let mut done = 0usize;
+    let mut i = 0;
+    // At least 3 batches, then until the time is up.
+    while done < 3 * batch || started.elapsed().as_secs_f64() < seconds {
+        let chunk: Vec<&str> = (0..batch)
+            .map(|k| texts[(i + k) % texts.len()].as_str())
+            .collect();
+        i += batch;
+        m.embed(&chunk).expect("embed");
+        done += batch;
+    }
+    done as f64 / started.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let model_dir = arg(&args, "--model-dir").expect("--model-dir DIR");
+    let texts: Value = serde_json::from_str(
+        &std::fs::read_to_string(arg(&args, "--texts").expect("--texts FILE")).expect("read texts"),
+    )
+    .expect("texts JSON");
+    let list = |k: &str| -> Vec<String> {
+        texts[k]
+            .as_array()
+            .expect("short/long lists")
+            .iter()
+            .map(|t| t.as_str().expect("string").to_owned())
+            .collect()
+    };
+    let (short, long) = (list("short"), list("long"));
+    let batches: Vec<usize> = arg(&args, "--batches")
+        .unwrap_or_else(|| "1,8,32".into())
+        .split(',')
+        .map(|b| b.parse().expect("batch size"))
+        .collect();
+    let seconds: f64 = arg(&args, "--seconds").map_or(5.0, |s| s.parse().expect("seconds"));
+    let singles: usize = arg(&args, "--single").map_or(200, |s| s.parse().expect("count"));
+
+    let t = Instant::now();
+    let m = MiniLm::load(std::path::Path::new(&model_dir)).expect("load the model");
+    let load_s = t.elapsed().as_secs_f64();
+    // Warm up (page in the weights, size the allocator).
+    m.embed(&[short[0].as_str(), long[0].as_str()]).expect("warm up");
+
+    let mut out = json!({"threads": rayon::current_num_threads(), "load_s": load_s});
+    for &b in &batches {
+        let s = throughput(&m, &short, b, seconds);
+        let l = throughput(&m, &long, b, seconds);
+        eprintln!("[embed_bench] batch {b}: short {s:.1} texts/s, long {l:.1} texts/s");
+        out[format!("texts_per_s_b{b}")] = json!(s);
+        out[format!("texts_per_s_b{b}_long")] = json!(l);
+    }
+    let mut lat: Vec<f64> = (0..singles)
+        .map(|i| {
+            let t = Instant::now();
+            m.embed(&[short[i % short.len()].as_str()]).expect("embed");
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    out["single_p50_ms"] = json!(percentile(&lat, 0.5));
+    out["single_p99_ms"] = json!(percentile(&lat, 0.99));
+    eprintln!(
+        "[embed_bench] single text: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
+    if let Some(r) = arg(&args, "--reference") {
+        let r: Value =
+            serde_json::from_str(&std::fs::read_to_string(r).expect("read reference")).expect("json");
+        let mut min = f64::MAX;
+        for (t, v) in r["texts"].as_array().unwrap().iter().zip(r["vectors"].as_array().unwrap()) {
+            let got = m.embed(&[t.as_str().unwrap()]).expect("embed").remove(0);
+            let want: Vec<f64> = v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let dot: f64 = got.iter().zip(&want).map(|(a, b)| f64::from(*a) * b).sum();
+            let na: f64 = got.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
+            let nb: f64 = want.iter().map(|b| b * b).sum::<f64>().sqrt();
+            min = min.min(dot / (na * nb));
+        }
+        out["cosine_min_vs_reference"] = json!(min);
+    }
+    println!("{out}");
+}
