@@ -68,7 +68,8 @@ fn main() {
     let m = MiniLm::load(std::path::Path::new(&model_dir)).expect("load the model");
     let load_s = t.elapsed().as_secs_f64();
     // Warm up (page in the weights, size the allocator).
-    m.embed(&[short[0].as_str(), long[0].as_str()]).expect("warm up");
+    m.embed(&[short[0].as_str(), long[0].as_str()])
+        .expect("warm up");
 
     let mut out = json!({"threads": rayon::current_num_threads(), "load_s": load_s});
     for &b in &batches {
@@ -94,14 +95,28 @@ fn main() {
         percentile(&lat, 0.99)
     );
     if let Some(r) = arg(&args, "--reference") {
-        let r: Value =
-            serde_json::from_str(&std::fs::read_to_string(r).expect("read reference")).expect("json");
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(r).expect("read reference"))
+            .expect("json");
         let mut min = f64::MAX;
-        for (t, v) in r["texts"].as_array().unwrap().iter().zip(r["vectors"].as_array().unwrap()) {
+        for (t, v) in r["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(r["vectors"].as_array().unwrap())
+        {
             let got = m.embed(&[t.as_str().unwrap()]).expect("embed").remove(0);
-            let want: Vec<f64> = v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let want: Vec<f64> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
             let dot: f64 = got.iter().zip(&want).map(|(a, b)| f64::from(*a) * b).sum();
-            let na: f64 = got.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
+            let na: f64 = got
+                .iter()
+                .map(|a| f64::from(*a).powi(2))
+                .sum::<f64>()
+                .sqrt();
             let nb: f64 = want.iter().map(|b| b * b).sum::<f64>().sqrt();
             min = min.min(dot / (na * nb));
         }
