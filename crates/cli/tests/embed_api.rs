@@ -257,6 +257,34 @@ fn auto_embed_documents_are_searchable_by_text_at_once_and_governed() {
         !q(&s, "anything").contains(&"notext".to_owned()),
         "no text, no vector"
     );
+    // The query-string form: other parameters are equality filters on fields.
+    let ids = |r: common::Resp| -> Vec<String> {
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids(s.get("/v2/search?collection=notes&similar_to=a%20great%20film&limit=2"))[0],
+        "movie"
+    );
+    assert_eq!(
+        ids(s.get("/v2/search?collection=notes&similar_to=food&lang=en")),
+        vec!["movie"]
+    );
+    for bad in [
+        "/v2/search?collection=notes&similar_to=x&nope=1",
+        "/v2/search?similar_to=x",
+        "/v2/search?collection=notes",
+        "/v2/search?collection=notes&similar_to=x&limit=many",
+        "/v2/search?collection=notes&similar_to=x&similar_to=y",
+    ] {
+        assert_eq!(s.get(bad).status, 400, "{bad}");
+    }
+    assert_eq!(s.get("/v2/search?collection=nope&similar_to=x").status, 404);
     let d = s.get("/v2/collections/notes/documents/eat").json();
     assert_eq!(d["vectors"]["text"].as_array().unwrap().len(), 384);
 

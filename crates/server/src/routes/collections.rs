@@ -309,7 +309,16 @@ pub async fn search(
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
     let c = collection(&s, &name)?;
-    let mut req = SearchRequest::parse(&Value::Object(body), c.schema())?;
+    search_body(&s, c, Value::Object(body)).await
+}
+
+/// A search request's JSON against `c`: a text query is embedded first with the field's model.
+async fn search_body(
+    s: &AppState,
+    c: Arc<Collection>,
+    body: Value,
+) -> Result<Json<Value>, ApiError> {
+    let mut req = SearchRequest::parse(&body, c.schema())?;
     if let Some(text) = req.text.take() {
         let e = c.schema().vectors[&req.using]
             .embed
@@ -322,4 +331,115 @@ pub async fn search(
     Ok(Json(
         serde_json::to_value(out).map_err(|e| ApiError::internal(e.to_string()))?,
     ))
+}
+
+/// The query-string form: `collection`, `similar_to` (text, embedded with the field's model),
+/// optional `using` and `limit`; every other parameter is an equality filter on the field of that
+/// name (an unknown field is a 400).
+#[utoipa::path(get, path = "/v2/search", tag = "collections",
+    params(("collection" = String, Query), ("similar_to" = String, Query, description = "query text, embedded with the vector field's model"),
+        ("using" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn search_get(
+    State(s): State<AppState>,
+    super::extract::QueryOf(params): super::extract::QueryOf<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    let mut name = None;
+    let mut body = Map::new();
+    let mut filter = Map::new();
+    for (k, v) in &params {
+        let dup =
+            |k: &str| ApiError::bad_request("invalid_query", format!("{k}: given more than once"));
+        match k.as_str() {
+            "collection" => {
+                if name.replace(v.clone()).is_some() {
+                    return Err(dup(k));
+                }
+            }
+            "similar_to" | "using" => {
+                if body
+                    .insert(
+                        if k == "similar_to" { "text" } else { "using" }.into(),
+                        json!(v),
+                    )
+                    .is_some()
+                {
+                    return Err(dup(k));
+                }
+            }
+            "limit" => {
+                let n: u64 = v.parse().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("limit: expected an integer, got {v:?}"),
+                    )
+                })?;
+                body.insert("limit".into(), json!(n));
+            }
+            _ => {
+                filter.insert(k.clone(), json!(v));
+            }
+        }
+    }
+    let name = name.ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_query",
+            "collection: missing (the collection to search)",
+        )
+    })?;
+    if !body.contains_key("text") {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "similar_to: missing (the query text)",
+        ));
+    }
+    let c = collection(&s, &name)?;
+    if !body.contains_key("using") {
+        // A text query goes to the collection's embedded field when it has exactly one.
+        let mut embedded = c.schema().embedded_fields();
+        if let (Some((field, _)), None) = (embedded.next(), embedded.next()) {
+            body.insert("using".into(), json!(field));
+        }
+    }
+    if !filter.is_empty() {
+        // Query strings carry text: type each value by its field so the filter language accepts it.
+        for (k, v) in filter.iter_mut() {
+            let text = v.as_str().unwrap_or_default().to_owned();
+            *v = match c.schema().fields.get(k) {
+                Some(kyrodb_search::schema::FieldType::Integer) => {
+                    text.parse::<i64>().map(|n| json!(n)).map_err(|_| {
+                        ApiError::bad_request(
+                            "invalid_filter",
+                            format!("{k}: expected an integer, got {text:?}"),
+                        )
+                    })?
+                }
+                Some(kyrodb_search::schema::FieldType::Float) => text
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .map(|f| json!(f))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_filter",
+                            format!("{k}: expected a number, got {text:?}"),
+                        )
+                    })?,
+                Some(kyrodb_search::schema::FieldType::Bool) => match text.as_str() {
+                    "true" => json!(true),
+                    "false" => json!(false),
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "invalid_filter",
+                            format!("{k}: expected true or false, got {text:?}"),
+                        ))
+                    }
+                },
+                _ => json!(text),
+            };
+        }
+        body.insert("filter".into(), Value::Object(filter));
+    }
+    search_body(&s, c, Value::Object(body)).await
 }

@@ -125,6 +125,7 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Write), routes!(collections::delete_doc)),
         (Needs(Write), routes!(collections::delete_many)),
         (Needs(Read), routes!(collections::search)),
+        (Needs(Read), routes!(collections::search_get)),
         (Needs(Read), routes!(embed::embed)),
         (Needs(Read), routes!(embed::models)),
     ]
