@@ -3,7 +3,7 @@
 from its text, documents ingested with auto_embed in batches (one connection; each batch answered once
 durable and searchable), then single /v2/embed latency over HTTP.
 
-    python http_ingest.py KYRODB_BIN MODEL_DIR TEXTS.json [--docs N] [--batch 32]
+    python http_ingest.py KYRODB_BIN MODEL_ROOT TEXTS.json [--docs N] [--batch 32]
 
 Prints one JSON object: http_ingest_docs_per_s, http_embed_single_p50_ms / _p99_ms.
 """
@@ -21,7 +21,7 @@ import time
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
-    ap.add_argument("model_dir")
+    ap.add_argument("model_root", help="the KYRODB_MODEL_DIR holding all-MiniLM-L6-v2/")
     ap.add_argument("texts")
     ap.add_argument("--docs", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=32)
@@ -30,7 +30,7 @@ def main():
     short = json.load(open(a.texts))["short"]
     work = tempfile.mkdtemp(prefix="kyrodb-embed-bench-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KYRODB_")}
-    env.update({"KYRODB_DISABLE_HTTP_LOG": "1", "RUST_LOG": "warn", "KYRODB_MODEL_DIR": a.model_dir})
+    env.update({"KYRODB_DISABLE_HTTP_LOG": "1", "RUST_LOG": "warn", "KYRODB_MODEL_DIR": a.model_root})
     log = open(os.path.join(work, "server.log"), "w+")
     proc = subprocess.Popen([a.binary, "serve", "--data-dir", os.path.join(work, "data"), "--port", "0"],
                             stdout=log, stderr=log, env=env)

@@ -114,7 +114,7 @@ pub struct Settings {
     /// Most documents in one upsert request [default: 1000]
     #[arg(long, env = "KYRODB_DOCUMENTS_PER_BATCH_MAX")]
     pub documents_per_batch_max: Option<usize>,
-    /// Background threads linking new vectors into the graphs, 1..=64 [default: one per core, at most 4]
+    /// Background threads linking new vectors into the graphs, 1..=64; more than one is opt-in (see the README) [default: 1]
     #[arg(long, env = "KYRODB_INDEX_THREADS")]
     pub index_threads: Option<usize>,
     /// Where embedding models are installed (`kyrodb model install`) [default: <data dir>/models]

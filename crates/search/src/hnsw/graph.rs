@@ -93,6 +93,8 @@ pub(super) struct Linker {
     more: Vec<u32>,
     /// Links chosen per level while connecting one node, published bottom-up.
     per_level: Vec<Vec<Cand>>,
+    /// The node's lists when connecting began (to keep reverse links added meanwhile).
+    before: Vec<Vec<u32>>,
 }
 
 impl Linker {
@@ -107,6 +109,7 @@ impl Linker {
             links: Vec::new(),
             more: Vec::new(),
             per_level: Vec::new(),
+            before: Vec::new(),
         }
     }
 }
@@ -484,6 +487,15 @@ impl Hnsw {
         // with no level-0 links — it then finds nothing but that node.
         let levels = level.min(top_level);
         lk.per_level.resize_with(levels + 1, Vec::new);
+        // The lists as they are now: a re-linked node is reachable throughout, and another linker may
+        // add itself to these lists (a reverse link) while this one searches. Those additions are kept
+        // when the new lists are published (below), not overwritten.
+        lk.before.resize_with(levels + 1, Vec::new);
+        for l in 0..=levels {
+            let mut b = std::mem::take(&mut lk.before[l]);
+            self.links_into(node, l, &mut b);
+            lk.before[l] = b;
+        }
         for l in (0..=levels).rev() {
             self.search_layer(
                 &mut lk.scratch,
@@ -512,6 +524,7 @@ impl Hnsw {
             lk.links.extend(chosen.iter().map(|c| c.node));
             {
                 let _list = self.list_lock(node);
+                self.keep_concurrent_additions(lk, node, l, q);
                 self.write_links(node, l, &lk.links);
             }
             for c in &chosen {
@@ -525,6 +538,42 @@ impl Hnsw {
         }
         if level > top_level {
             self.set_entry(Some((node, level)));
+        }
+    }
+
+    /// Adds to `lk.links` (the list about to be published for `node` on `level`) the ids another linker
+    /// put into the node's list since `connect` read it (`lk.before`), best first within the capacity.
+    /// Called under the node's list lock.
+    fn keep_concurrent_additions(&self, lk: &mut Linker, node: u32, level: usize, q: &[f32]) {
+        let cap = if level == 0 {
+            self.layout.m0
+        } else {
+            self.layout.m
+        };
+        let mut now = std::mem::take(&mut lk.more);
+        self.links_into(node, level, &mut now);
+        let before = &lk.before[level];
+        let mut added: Vec<Cand> = now
+            .iter()
+            .filter(|n| !before.contains(n) && !lk.links.contains(n) && **n != node)
+            .filter_map(|&n| {
+                let rec = self.nodes.get(n)?;
+                is_live(self.state_of(rec)).then(|| Cand {
+                    sim: (self.sim)(q, &rec[..self.layout.dim]),
+                    node: n,
+                })
+            })
+            .collect();
+        lk.more = now;
+        if added.is_empty() {
+            return;
+        }
+        added.sort_unstable_by(|a, b| b.cmp(a));
+        for c in added {
+            if lk.links.len() >= cap {
+                break;
+            }
+            lk.links.push(c.node);
         }
     }
 
