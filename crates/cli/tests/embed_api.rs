@@ -116,6 +116,17 @@ fn without_a_model_the_server_runs_and_says_how_to_install_it() {
     assert_eq!(s.get("/v2/models").json()["models"][0]["installed"], false);
 }
 
+/// `kyrodb model install --from SRC --model-dir DEST`.
+fn install_from(src: &std::path::Path, dest: &std::path::Path) -> std::process::Output {
+    command()
+        .args(["model", "install", "--from"])
+        .arg(src)
+        .arg("--model-dir")
+        .arg(dest)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn model_install_from_a_folder_verifies_and_refuses_a_corrupt_copy() {
     let models = installed_model_dir();
@@ -128,13 +139,7 @@ fn model_install_from_a_folder_verifies_and_refuses_a_corrupt_copy() {
         std::fs::hard_link(src.join(f), good.join(f)).unwrap();
     }
     let dest = tmp.path().join("models");
-    let out = command()
-        .args(["model", "install", "--from"])
-        .arg(&good)
-        .arg("--model-dir")
-        .arg(&dest)
-        .output()
-        .unwrap();
+    let out = install_from(&good, &dest);
     assert!(
         out.status.success(),
         "{}",
@@ -142,13 +147,7 @@ fn model_install_from_a_folder_verifies_and_refuses_a_corrupt_copy() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("installed all-MiniLM-L6-v2"));
     // Again: already there, nothing done.
-    let out = command()
-        .args(["model", "install", "--from"])
-        .arg(&good)
-        .arg("--model-dir")
-        .arg(&dest)
-        .output()
-        .unwrap();
+    let out = install_from(&good, &dest);
     assert!(String::from_utf8_lossy(&out.stdout).contains("already installed"));
     // A corrupt source: refused with the file named, the target left without a model.
     let bad = tmp.path().join("bad");
@@ -159,13 +158,7 @@ fn model_install_from_a_folder_verifies_and_refuses_a_corrupt_copy() {
     cfg[5] ^= 0x01;
     std::fs::write(bad.join("config.json"), cfg).unwrap();
     let dest2 = tmp.path().join("models2");
-    let out = command()
-        .args(["model", "install", "--from"])
-        .arg(&bad)
-        .arg("--model-dir")
-        .arg(&dest2)
-        .output()
-        .unwrap();
+    let out = install_from(&bad, &dest2);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
