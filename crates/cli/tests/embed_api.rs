@@ -6,22 +6,18 @@ mod common;
 use common::{command, installed_model_dir, Server};
 use serde_json::{json, Value};
 
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
 fn cosine(a: &Value, b: &Value) -> f64 {
-    let a: Vec<f64> = a
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
-    let b: Vec<f64> = b
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
-    a.iter().zip(&b).map(|(x, y)| x * y).sum::<f64>()
-        / (a.iter().map(|x| x * x).sum::<f64>().sqrt()
-            * b.iter().map(|x| x * x).sum::<f64>().sqrt())
+    let (a, b) = (floats(a), floats(b));
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    a.iter().zip(&b).map(|(x, y)| x * y).sum::<f64>() / (norm(&a) * norm(&b))
 }
 
 #[test]

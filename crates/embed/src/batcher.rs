@@ -211,6 +211,20 @@ impl Drop for Batcher {
     }
 }
 
+/// Moves whole jobs from the front of the queue into `jobs` while they fit in a batch (the first job
+/// always fits, however large).
+fn take_fitting(q: &mut Queue, jobs: &mut Vec<Job>, texts: &mut usize, batch_max: usize) {
+    while let Some(j) = q.jobs.front() {
+        if !jobs.is_empty() && *texts + j.texts.len() > batch_max {
+            break;
+        }
+        let j = q.jobs.pop_front().expect("front exists");
+        *texts += j.texts.len();
+        q.texts -= j.texts.len();
+        jobs.push(j);
+    }
+}
+
 fn worker(inner: &Inner) {
     let mut last_batch_jobs = 0;
     loop {
@@ -226,30 +240,14 @@ fn worker(inner: &Inner) {
             let mut texts = 0;
             let deadline = Instant::now() + inner.opts.max_wait;
             loop {
-                while let Some(j) = q.jobs.front() {
-                    if !jobs.is_empty() && texts + j.texts.len() > inner.opts.batch_max {
-                        break;
-                    }
-                    let j = q.jobs.pop_front().expect("front exists");
-                    texts += j.texts.len();
-                    q.texts -= j.texts.len();
-                    jobs.push(j);
-                }
+                take_fitting(&mut q, &mut jobs, &mut texts, inner.opts.batch_max);
                 let full = texts >= inner.opts.batch_max || !q.jobs.is_empty();
                 if full || last_batch_jobs <= 1 || q.closed {
                     break;
                 }
                 if inner.cv.wait_until(&mut q, deadline).timed_out() {
-                    // Take what arrived at the deadline, then go.
-                    while let Some(j) = q.jobs.front() {
-                        if texts + j.texts.len() > inner.opts.batch_max {
-                            break;
-                        }
-                        let j = q.jobs.pop_front().expect("front exists");
-                        texts += j.texts.len();
-                        q.texts -= j.texts.len();
-                        jobs.push(j);
-                    }
+                    // Take what arrived by the deadline, then go.
+                    take_fitting(&mut q, &mut jobs, &mut texts, inner.opts.batch_max);
                     break;
                 }
             }
@@ -271,9 +269,9 @@ fn run(inner: &Inner, jobs: Vec<Job>) {
     inner.batches.fetch_add(1, Ordering::Relaxed);
     inner.texts.fetch_add(n as u64, Ordering::Relaxed);
     match result {
-        Ok(mut vectors) => {
+        Ok(vectors) => {
             // Hand each job its slice, front to back.
-            let mut rest = vectors.split_off(0);
+            let mut rest = vectors;
             for j in jobs {
                 let tail = rest.split_off(j.texts.len().min(rest.len()));
                 (j.reply)(Ok(rest));
