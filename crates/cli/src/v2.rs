@@ -1,4 +1,4 @@
-//! Client commands for the `/v2` collections API: `collection create|list|info|drop`,
+//! Client commands for the `/v2` collections API: `collection create|list|info|drop|reembed`,
 //! `docs import|get|delete` and `search`. Each prints the server's JSON (pretty) or a short line for
 //! people, and fails with the server's error code and message on a 4xx/5xx.
 
@@ -35,6 +35,23 @@ pub(crate) enum CollectionCmd {
     Info { name: String },
     /// Drop a collection and its documents.
     Drop { name: String },
+    /// Re-embed a vector field: switch it to a model (and source text field) and recompute every
+    /// stored document's vector in the background; `--wait` shows progress until the job ends.
+    Reembed {
+        name: String,
+        /// The vector field (needed when the collection has several).
+        #[arg(long)]
+        field: Option<String>,
+        /// The model [default: the field's current one]
+        #[arg(long, requires = "source")]
+        model: Option<String>,
+        /// The text field embedded [default: the field's current one]
+        #[arg(long, requires = "model")]
+        source: Option<String>,
+        /// Follow the job's progress (on stderr) until it is done; exit 1 if it fails.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,6 +273,36 @@ pub(crate) async fn collection(api: &Api, cmd: CollectionCmd, json: bool) -> Res
             let (_, v) = api.call("GET", &collection_path(&name), None).await?;
             println!("{}", pretty(&v));
         }
+        CollectionCmd::Reembed {
+            name,
+            field,
+            model,
+            source,
+            wait,
+        } => {
+            let mut body = json!({});
+            if let Some(f) = field {
+                body["field"] = json!(f);
+            }
+            if let (Some(m), Some(src)) = (model, source) {
+                body["embed"] = json!({"model": m, "source": src});
+            }
+            let path = format!("{}/reembed", collection_path(&name));
+            let (_, v) = api.call("POST", &path, Some(&body)).await?;
+            if json && !wait {
+                println!("{}", pretty(&v));
+            } else if !wait {
+                println!(
+                    "re-embedding {name}.{} with {}: {} documents (follow with `kyrodb collection info {name}`)",
+                    v["field"].as_str().unwrap_or("?"),
+                    v["model"].as_str().unwrap_or("?"),
+                    v["total"]
+                );
+            }
+            if wait {
+                return follow_job(api, &name, json).await;
+            }
+        }
         CollectionCmd::Drop { name } => {
             let (_, v) = api.call("DELETE", &collection_path(&name), None).await?;
             if json {
@@ -266,6 +313,47 @@ pub(crate) async fn collection(api: &Api, cmd: CollectionCmd, json: bool) -> Res
         }
     }
     Ok(())
+}
+
+/// Polls the collection's `reembed` record, printing progress to stderr, until the job ends.
+async fn follow_job(api: &Api, name: &str, json: bool) -> Result<(), String> {
+    let mut last = String::new();
+    loop {
+        let (_, v) = api.call("GET", &collection_path(name), None).await?;
+        let j = &v["reembed"];
+        let line = format!(
+            "re-embedding {name}.{}: {}/{} documents ({:.0}%), {}{}",
+            j["field"].as_str().unwrap_or("?"),
+            j["done"],
+            j["total"],
+            j["progress"].as_f64().unwrap_or(0.0) * 100.0,
+            j["state"].as_str().unwrap_or("?"),
+            j["paused"]
+                .as_str()
+                .map(|p| format!(": {p}"))
+                .unwrap_or_default()
+        );
+        if line != last {
+            eprintln!("{line}");
+            last = line;
+        }
+        match j["state"].as_str() {
+            Some("done") => {
+                if json {
+                    println!("{}", pretty(j));
+                }
+                return Ok(());
+            }
+            Some("failed") => {
+                return Err(format!(
+                    "re-embed job failed: {}",
+                    j["error"].as_str().unwrap_or("no reason given")
+                ))
+            }
+            None => return Err(format!("collection {name} has no re-embed job")),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
 }
 
 pub(crate) async fn docs(api: &Api, cmd: DocsCmd, json: bool) -> Result<(), String> {

@@ -367,3 +367,224 @@ fn auto_embed_documents_are_searchable_by_text_at_once_and_governed() {
         "a refused write wrote something"
     );
 }
+
+/// Polls the collection's info until `pred` holds on its `reembed` record (bounded).
+fn wait_job(s: &Server, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let info = s.get(&format!("/v2/collections/{name}")).json();
+        if pred(&info["reembed"]) {
+            return info["reembed"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {}",
+            info["reembed"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn a_reembed_job_switches_the_model_and_survives_kill_9_and_a_missing_model() {
+    let models = installed_model_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let model_env = (
+        "KYRODB_MODEL_DIR".to_owned(),
+        models.to_str().unwrap().to_owned(),
+    );
+    // Paced so that the kill below lands mid-job: 5 pages of 32 at 40 documents/s.
+    let mut s = Server::start(
+        &dir.path().join("data"),
+        &[
+            ("KYRODB_MODEL_DIR", models.to_str().unwrap()),
+            ("KYRODB_REEMBED_DOCS_PER_S", "40"),
+        ],
+    );
+    let schema = json!({"vectors": {"v": {"dim": 384, "metric": "cosine"}, "small": {"dim": 4, "metric": "l2"}},
+                        "text_fields": ["body"], "fields": {"n": "integer"}});
+    assert_eq!(
+        put(&s, "/v2/collections/re", &schema.to_string()).status,
+        201
+    );
+    let n = 160;
+    let mut unit = vec![0.0; 384];
+    unit[0] = 1.0;
+    let docs: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut d = json!({"id": format!("d{i}"), "vectors": {"v": unit}, "fields": {"n": i}});
+            if i % 16 != 5 {
+                d["text"] = json!({"body": format!("note {i}: {}", ["rivers flood in spring", "a recipe for bread", "the election results", "how to tune a guitar"][i % 4])});
+            }
+            d
+        })
+        .collect();
+    let r = s.post(
+        "/v2/collections/re/documents",
+        &json!({ "documents": docs }).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Refusals first: each writes nothing and starts no job.
+    for (path, body, status, code) in [
+        (
+            "/v2/collections/nope/reembed",
+            json!({"field": "v", "embed": {"model": "all-MiniLM-L6-v2", "source": "body"}}),
+            404,
+            "collection_not_found",
+        ),
+        (
+            "/v2/collections/re/reembed",
+            json!({"field": "v"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v2/collections/re/reembed",
+            json!({"embed": {"model": "all-MiniLM-L6-v2", "source": "body"}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v2/collections/re/reembed",
+            json!({"field": "zzz", "embed": {"model": "all-MiniLM-L6-v2", "source": "body"}}),
+            400,
+            "unknown_field",
+        ),
+        (
+            "/v2/collections/re/reembed",
+            json!({"field": "small", "embed": {"model": "all-MiniLM-L6-v2", "source": "body"}}),
+            400,
+            "invalid_schema",
+        ),
+        (
+            "/v2/collections/re/reembed",
+            json!({"field": "v", "embed": {"model": "gpt-9", "source": "body"}}),
+            400,
+            "invalid_schema",
+        ),
+        (
+            "/v2/collections/re/reembed",
+            json!({"field": "v", "embed": {"model": "all-MiniLM-L6-v2", "source": "n"}}),
+            400,
+            "invalid_schema",
+        ),
+        (
+            "/v2/collections/re/reembed",
+            json!({"field": "v", "embed": {"model": "all-MiniLM-L6-v2"}}),
+            400,
+            "",
+        ),
+        (
+            "/v2/collections/re/reembed",
+            json!({"field": "v", "extra": 1}),
+            400,
+            "",
+        ),
+    ] {
+        let r = s.post(path, &body.to_string());
+        assert_eq!(r.status, status, "{body} -> {}", r.text());
+        if !code.is_empty() {
+            assert_eq!(r.error_code(), code, "{body} -> {}", r.text());
+        }
+    }
+    let info = s.get("/v2/collections/re").json();
+    assert!(info["reembed"].is_null(), "{info}");
+    assert!(info["schema"]["vectors"]["v"]["embed"].is_null());
+
+    let start = json!({"field": "v", "embed": {"model": "all-MiniLM-L6-v2", "source": "body"}});
+    let r = s.post("/v2/collections/re/reembed", &start.to_string());
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["total"], n);
+    let r = s.post("/v2/collections/re/reembed", &start.to_string());
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (409, "reembed_running"),
+        "{}",
+        r.text()
+    );
+    // The switch is immediate and governed: the field records the model.
+    let info = s.get("/v2/collections/re").json();
+    assert_eq!(
+        info["schema"]["vectors"]["v"]["embed"]["sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+
+    // kill -9 after the first page is durable.
+    let before = wait_job(&s, "re", "first page", |j| j["done"].as_u64() >= Some(32));
+    assert_eq!(before["state"], "running", "{before}");
+    s.kill9();
+
+    // Restarted without the model: the job waits and says why; nothing is lost.
+    s.env.retain(|(k, _)| k != "KYRODB_MODEL_DIR");
+    s.env.push((
+        "KYRODB_MODEL_DIR".into(),
+        dir.path().join("none").to_str().unwrap().into(),
+    ));
+    s.restart();
+    let paused = s.get("/v2/collections/re").json()["reembed"].clone();
+    assert_eq!(paused["state"], "paused", "{paused}");
+    assert!(
+        paused["paused"]
+            .as_str()
+            .unwrap()
+            .contains("kyrodb model install"),
+        "{paused}"
+    );
+    let done_at_kill = paused["done"].as_u64().unwrap();
+    assert!((32..n as u64).contains(&done_at_kill), "{paused}");
+    s.term();
+
+    // With the model again (unpaced): resumes after its cursor and finishes.
+    s.env
+        .retain(|(k, _)| k != "KYRODB_MODEL_DIR" && k != "KYRODB_REEMBED_DOCS_PER_S");
+    s.env.push(model_env);
+    s.restart();
+    let job = wait_job(&s, "re", "job done", |j| j["state"] == "done");
+    assert_eq!(job["done"], n, "{job}");
+    assert_eq!(job["resumed"], 1, "{job}");
+    assert_eq!(job["cleared"], 10, "{job}");
+    assert_eq!(job["progress"], 1.0);
+
+    // Every document holds its own text's vector (as /v2/embed makes it); no text, no vector.
+    for i in 0..n {
+        let d = s.get(&format!("/v2/collections/re/documents/d{i}")).json();
+        match d["text"]["body"].as_str() {
+            Some(body) => {
+                let e = s
+                    .post("/v2/embed", &json!({"texts": [body]}).to_string())
+                    .json();
+                let c = cosine(&d["vectors"]["v"], &e["vectors"][0]);
+                assert!(c > 0.9999, "d{i}: cosine {c}");
+            }
+            None => assert!(d["vectors"]["v"].is_null(), "d{i}: {d}"),
+        }
+    }
+    let r = s.post(
+        "/v2/collections/re/search",
+        &json!({"text": "baking bread at home", "using": "v", "limit": 5}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    for h in r.json()["hits"].as_array().unwrap() {
+        let i: usize = h["id"].as_str().unwrap()[1..].parse().unwrap();
+        assert_eq!(i % 4, 1, "bread notes first: {h}");
+    }
+
+    // The CLI: the same model again (the field's current spec), followed to the end.
+    let out = common::run(
+        &s,
+        &["collection", "reembed", "re", "--field", "v", "--wait"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{n}/{n} documents (100%), done")),
+        "{err}"
+    );
+    let out = common::run(&s, &["collection", "reembed", "re", "--field", "small"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_request"));
+}

@@ -78,7 +78,8 @@ pub(crate) struct VectorIndex {
 #[derive(Debug)]
 pub struct Collection {
     name: String,
-    schema: Schema,
+    /// Changes only through a re-embed job (a field's `embed`), never in what decoding depends on.
+    schema: RwLock<Arc<Schema>>,
     created_ms: i64,
     keyspace: Keyspace,
     state: RwLock<State>,
@@ -87,6 +88,8 @@ pub struct Collection {
     pub(crate) dropped: AtomicBool,
     /// Where the graphs came from at start (`GET` info shows it).
     graph_source: parking_lot::Mutex<String>,
+    /// The last re-embed job (durable in the catalog), and why a running one waits.
+    job: parking_lot::Mutex<(Option<crate::reembed::ReembedJob>, Option<String>)>,
 }
 
 impl Collection {
@@ -122,7 +125,7 @@ impl Collection {
         }
         Collection {
             name: name.to_owned(),
-            schema,
+            schema: RwLock::new(Arc::new(schema)),
             created_ms,
             keyspace,
             state: RwLock::new(state),
@@ -130,6 +133,7 @@ impl Collection {
             shared,
             dropped: AtomicBool::new(false),
             graph_source: parking_lot::Mutex::new("new".into()),
+            job: parking_lot::Mutex::new((None, None)),
         }
     }
 
@@ -138,9 +142,30 @@ impl Collection {
         &self.name
     }
 
-    /// Its schema.
-    pub fn schema(&self) -> &Schema {
-        &self.schema
+    /// Its schema (a re-embed job may replace it: take it once per request).
+    pub fn schema(&self) -> Arc<Schema> {
+        self.schema.read().clone()
+    }
+
+    pub(crate) fn set_schema(&self, schema: Schema) {
+        *self.schema.write() = Arc::new(schema);
+    }
+
+    pub(crate) fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    /// The collection's last re-embed job, if any.
+    pub fn job(&self) -> Option<crate::reembed::ReembedJob> {
+        self.job.lock().0.clone()
+    }
+
+    pub(crate) fn set_job(&self, job: Option<crate::reembed::ReembedJob>) {
+        self.job.lock().0 = job;
+    }
+
+    pub(crate) fn set_paused(&self, why: Option<String>) {
+        self.job.lock().1 = why;
     }
 
     pub(crate) fn keyspace(&self) -> &Keyspace {
@@ -160,10 +185,10 @@ impl Collection {
     }
 
     /// Parses the documents of a batch upsert (`documents[i]` paths).
-    pub fn parse_documents(&self, docs: &[Value]) -> Result<Vec<Document>> {
+    pub fn parse_documents(&self, schema: &Schema, docs: &[Value]) -> Result<Vec<Document>> {
         docs.iter()
             .enumerate()
-            .map(|(i, d)| Document::parse(d, &self.schema, &format!("documents[{i}]"), &[]))
+            .map(|(i, d)| Document::parse(d, schema, &format!("documents[{i}]"), &[]))
             .collect()
     }
 
@@ -305,7 +330,7 @@ impl Collection {
             .keyspace
             .get(key)?
             .ok_or_else(|| Error::NoSuchDocument(id.to_owned()))?;
-        let doc = Document::decode(&v, &self.schema).map_err(|e| Error::Corrupt {
+        let doc = Document::decode(&v, &self.schema()).map_err(|e| Error::Corrupt {
             collection: self.name.clone(),
             key,
             reason: e.to_string(),
@@ -429,8 +454,9 @@ impl Collection {
         if req.with_text || req.with_vectors {
             let keys: Vec<u64> = out_hits.iter().map(|h| h.key).collect();
             let values = self.keyspace.multi_get(&keys)?;
+            let schema = self.schema();
             for (h, v) in out_hits.iter_mut().zip(values) {
-                if let Some(doc) = v.and_then(|v| Document::decode(&v, &self.schema).ok()) {
+                if let Some(doc) = v.and_then(|v| Document::decode(&v, &schema).ok()) {
                     if req.with_text {
                         h.text = Some(json!(doc.text));
                     }
@@ -470,14 +496,19 @@ impl Collection {
                 )
             })
             .collect();
+        let reembed = {
+            let j = self.job.lock();
+            j.0.as_ref().map(|job| job.to_json(j.1.as_deref()))
+        };
         json!({
             "name": self.name,
-            "schema": self.schema,
+            "schema": *self.schema(),
             "documents": documents,
             "created_at": crate::doc::format_datetime(self.created_ms),
             "indexes": indexes,
             "payload_index_bytes": payload_bytes,
             "graph_source": *self.graph_source.lock(),
+            "reembed": reembed,
         })
     }
 
@@ -495,6 +526,19 @@ impl Collection {
         match self.shared.upgrade() {
             Some(s) => s.wait_indexer(timeout, || self.pending() == 0),
             None => self.pending() == 0,
+        }
+    }
+
+    /// Waits until the collection's re-embed job is no longer running (done, failed, or none);
+    /// false if `timeout` passed first.
+    pub fn wait_reembed(&self, timeout: std::time::Duration) -> bool {
+        let idle = || {
+            self.job()
+                .is_none_or(|j| j.state != crate::reembed::JobState::Running)
+        };
+        match self.shared.upgrade() {
+            Some(s) => s.wait_indexer(timeout, idle),
+            None => idle(),
         }
     }
 
@@ -692,10 +736,11 @@ impl Collection {
 
 impl Applier for Collection {
     fn apply(&self, seq: u64, changes: &[Change<'_>]) {
+        let schema = self.schema();
         let mut st = self.state.write();
         for c in changes {
             match c {
-                Change::Put { key, value, .. } => match Document::decode(value, &self.schema) {
+                Change::Put { key, value, .. } => match Document::decode(value, &schema) {
                     Ok(doc) => st.put(*key, seq, doc, &self.vectors),
                     Err(e) => {
                         tracing::error!(collection = %self.name, key, %e, "stored document does not decode; not indexed");

@@ -63,6 +63,16 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The collection is already re-embedding a field; one job at a time.
+    #[error(
+        "collection {collection:?} is re-embedding vectors.{field}; wait for that job to finish"
+    )]
+    JobRunning {
+        /// The collection.
+        collection: String,
+        /// The field its job re-embeds.
+        field: String,
+    },
     /// The storage engine failed.
     #[error(transparent)]
     Storage(#[from] kyrodb_storage::Error),

@@ -13,6 +13,7 @@ pub mod hnsw;
 mod manager;
 pub mod payload;
 pub mod query;
+pub mod reembed;
 pub mod schema;
 
 pub use collection::Collection;
@@ -24,4 +25,5 @@ pub use manager::{
     CATALOG_KEYSPACE, COLLECTION_KEYSPACE_PREFIX,
 };
 pub use query::{Hit, SearchRequest, SearchResponse};
+pub use reembed::{EmbedFailure, EmbedFn, JobState, ReembedJob};
 pub use schema::{EmbedSpec, Schema, VectorSpec};

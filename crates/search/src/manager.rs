@@ -20,7 +20,8 @@ use serde_json::Value;
 use crate::{
     collection::Collection,
     hnsw::HnswParams,
-    schema::{validate_collection_name, Schema},
+    reembed::{EmbedFn, JobState, ReembedJob},
+    schema::{validate_collection_name, EmbedSpec, Schema},
     Error, Result,
 };
 
@@ -47,6 +48,8 @@ pub struct SearchOptions {
     pub hnsw: HnswParams,
     /// Threads linking new vectors into the graphs (1..=64).
     pub index_threads: usize,
+    /// Documents per second a re-embed job walks at most (0: as fast as the embedder allows).
+    pub reembed_docs_per_s: u32,
 }
 
 /// The default number of indexer threads: one. More link faster (two doubled the rate on 2 cores),
@@ -66,6 +69,7 @@ impl Default for SearchOptions {
             collections_max: 1000,
             hnsw: HnswParams::default(),
             index_threads: default_index_threads(),
+            reembed_docs_per_s: 0,
         }
     }
 }
@@ -81,6 +85,9 @@ struct CatalogEntry {
     schema: Schema,
     keyspace: String,
     created_ms: i64,
+    /// The collection's re-embed job, if it ever had one (the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reembed: Option<ReembedJob>,
 }
 
 /// One collection's numbers.
@@ -123,13 +130,62 @@ pub(crate) struct Shared {
     room: Mutex<()>,
     room_cv: Condvar,
     closing: AtomicBool,
+    stop_mu: Mutex<()>,
+    stop_cv: Condvar,
     purges: Mutex<Vec<JoinHandle<()>>>,
+    jobs: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Shared {
     pub(crate) fn wake_indexer(&self) {
         *self.wake.lock() = true;
         self.wake_cv.notify_all();
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Waits `d`, or less if the collections close meanwhile.
+    pub(crate) fn sleep_unless_closing(&self, d: Duration) {
+        let mut g = self.stop_mu.lock();
+        if !self.is_closing() {
+            self.stop_cv.wait_for(&mut g, d);
+        }
+    }
+
+    /// Writes `batch` together with the collection's catalog entry holding `job` (one atomic engine
+    /// write), then makes `job` the collection's. False (nothing written) if the collection was
+    /// dropped meanwhile.
+    pub(crate) fn write_job(
+        &self,
+        c: &Collection,
+        job: ReembedJob,
+        mut batch: kyrodb_storage::WriteBatch,
+    ) -> Result<bool> {
+        let _g = self.create_mu.lock();
+        if c.dropped.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let Ok((key, _)) = self.entry(c.name()) else {
+            return Ok(false);
+        };
+        let value = catalog_value(c, &c.schema(), &job);
+        batch.put(&self.catalog, key, &value);
+        self.db.write(batch)?;
+        c.set_job(Some(job));
+        let _r = self.room.lock();
+        self.room_cv.notify_all();
+        Ok(true)
+    }
+
+    /// A collection's catalog key and the collection.
+    fn entry(&self, name: &str) -> Result<(u64, Arc<Collection>)> {
+        self.map
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchCollection(name.to_owned()))
     }
 
     fn collections(&self) -> Vec<Arc<Collection>> {
@@ -211,7 +267,10 @@ impl Collections {
             room: Mutex::new(()),
             room_cv: Condvar::new(),
             closing: AtomicBool::new(false),
+            stop_mu: Mutex::new(()),
+            stop_cv: Condvar::new(),
             purges: Mutex::new(Vec::new()),
+            jobs: Mutex::new(Vec::new()),
         });
         let mut live_keyspaces = Vec::new();
         for (key, v) in catalog.scan(.., usize::MAX)? {
@@ -235,6 +294,7 @@ impl Collections {
             ));
             ks.attach(c.clone())?;
             c.finish_load(source);
+            c.set_job(entry.reembed);
             tracing::info!(collection = %entry.name, graph_file = from_file, pending = c.pending(), "vector indexes verified against the stored documents");
             tracing::info!(collection = %entry.name, documents = c.count(), took_ms = started.elapsed().as_millis() as u64, "collection loaded; linking its vectors in the background");
             live_keyspaces.push(entry.keyspace.clone());
@@ -312,6 +372,7 @@ impl Collections {
             schema,
             keyspace: ks_name,
             created_ms,
+            reembed: None,
         };
         // The catalog key: the name's hash, probing past other names' entries.
         let mut key = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
@@ -348,12 +409,7 @@ impl Collections {
     pub fn drop_collection(&self, name: &str) -> Result<()> {
         let s = &self.shared;
         let _g = s.create_mu.lock();
-        let (key, c) = s
-            .map
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::NoSuchCollection(name.to_owned()))?;
+        let (key, c) = s.entry(name)?;
         s.catalog.delete(key)?;
         c.dropped.store(true, Ordering::Release);
         s.map.write().remove(name);
@@ -375,6 +431,113 @@ impl Collections {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Starts re-embedding vector field `field` of collection `name` with `spec` (model and source
+    /// text field; the caller has checked the model is the loaded one and fills version and sha256):
+    /// the field's new spec and the job record are written durably at once, then a background thread
+    /// walks the documents. Refused while the collection runs another job. Returns the job.
+    pub fn reembed(
+        &self,
+        name: &str,
+        field: &str,
+        spec: EmbedSpec,
+        embed: EmbedFn,
+    ) -> Result<ReembedJob> {
+        let s = &self.shared;
+        let job = {
+            let _g = s.create_mu.lock();
+            let (key, c) = s.entry(name)?;
+            if let Some(j) = c.job().filter(|j| j.state == JobState::Running) {
+                return Err(Error::JobRunning {
+                    collection: name.to_owned(),
+                    field: j.field,
+                });
+            }
+            let mut schema = (*c.schema()).clone();
+            let Some(v) = schema.vectors.get_mut(field) else {
+                return Err(crate::error::invalid(
+                    "unknown_field",
+                    "field",
+                    format!("{field:?} is not a vector field of the collection"),
+                ));
+            };
+            v.embed = Some(spec.clone());
+            schema.validate()?;
+            let job = ReembedJob {
+                field: field.to_owned(),
+                model: spec.model.clone(),
+                source: spec.source.clone(),
+                state: JobState::Running,
+                cursor: None,
+                done: 0,
+                total: c.count(),
+                cleared: 0,
+                left_to_writers: 0,
+                started_ms: now_ms(),
+                finished_ms: None,
+                error: None,
+                resumed: 0,
+            };
+            s.catalog.put(key, &catalog_value(&c, &schema, &job))?;
+            c.set_schema(schema);
+            c.set_job(Some(job.clone()));
+            self.spawn_job(c, embed)?;
+            job
+        };
+        tracing::info!(collection = name, field, model = %job.model, documents = job.total, "re-embed job started");
+        Ok(job)
+    }
+
+    /// Running re-embed jobs found in the catalog at open (collection, field, spec), to resume with
+    /// [`Collections::resume_reembed`] once the caller has checked its model.
+    pub fn unfinished_reembeds(&self) -> Vec<(String, String, EmbedSpec)> {
+        self.shared
+            .collections()
+            .iter()
+            .filter_map(|c| {
+                let j = c.job().filter(|j| j.state == JobState::Running)?;
+                let spec = c.schema().vectors.get(&j.field)?.embed.clone()?;
+                Some((c.name().to_owned(), j.field, spec))
+            })
+            .collect()
+    }
+
+    /// Resumes collection `name`'s running job after its cursor.
+    pub fn resume_reembed(&self, name: &str, embed: EmbedFn) -> Result<()> {
+        let c = self.get(name)?;
+        let Some(mut job) = c.job().filter(|j| j.state == JobState::Running) else {
+            return Ok(());
+        };
+        job.resumed += 1;
+        c.set_job(Some(job));
+        c.set_paused(None);
+        tracing::info!(collection = name, "re-embed job resumed");
+        self.spawn_job(c, embed)
+    }
+
+    /// Marks collection `name`'s running job as waiting (`GET` shows `paused` with `why`).
+    pub fn pause_reembed(&self, name: &str, why: String) {
+        if let Ok(c) = self.get(name) {
+            c.set_paused(Some(why));
+        }
+    }
+
+    fn spawn_job(&self, c: Arc<Collection>, embed: EmbedFn) -> Result<()> {
+        let weak = Arc::downgrade(&self.shared);
+        let h = std::thread::Builder::new()
+            .name("kyrodb-reembed".into())
+            .spawn(move || crate::reembed::run(weak, c, embed))
+            .map_err(|source| {
+                Error::Storage(kyrodb_storage::Error::Io {
+                    path: "kyrodb-reembed thread".into(),
+                    source,
+                })
+            })?;
+        let mut jobs = self.shared.jobs.lock();
+        jobs.retain(|h| !h.is_finished());
+        jobs.push(h);
+        Ok(())
     }
 
     /// Numbers for monitoring, per collection.
@@ -423,6 +586,13 @@ impl Collections {
         }
         self.shared.closing.store(true, Ordering::Release);
         self.shared.wake_indexer();
+        {
+            let _g = self.shared.stop_mu.lock();
+            self.shared.stop_cv.notify_all();
+        }
+        for h in std::mem::take(&mut *self.shared.jobs.lock()) {
+            let _ = h.join();
+        }
         for h in std::mem::take(&mut *self.indexers.lock()) {
             let _ = h.join();
         }
@@ -439,6 +609,18 @@ impl Drop for Collections {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The catalog entry of collection `c` with `schema` and its re-embed `job`.
+fn catalog_value(c: &Collection, schema: &Schema, job: &ReembedJob) -> Vec<u8> {
+    let entry = CatalogEntry {
+        name: c.name().to_owned(),
+        schema: schema.clone(),
+        keyspace: c.keyspace().name().to_owned(),
+        created_ms: c.created_ms(),
+        reembed: Some(job.clone()),
+    };
+    serde_json::to_vec(&entry).expect("catalog entries serialise")
 }
 
 /// A collection's graph file, if present and verified; otherwise `None` (logged) and the graphs are
@@ -473,7 +655,7 @@ fn load_graphs(
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

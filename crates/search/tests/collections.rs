@@ -30,7 +30,7 @@ fn doc(i: usize, v: &[f32]) -> Value {
 }
 
 fn search(c: &kyrodb_search::Collection, body: Value) -> Vec<(String, f32)> {
-    let req = SearchRequest::parse(&body, c.schema()).unwrap();
+    let req = SearchRequest::parse(&body, &c.schema()).unwrap();
     c.search(&req)
         .unwrap()
         .hits
@@ -65,12 +65,15 @@ fn documents_are_searchable_when_acknowledged_and_survive_a_reopen() {
         ));
         for chunk in (0..600).collect::<Vec<_>>().chunks(100) {
             let docs: Vec<Value> = chunk.iter().map(|i| doc(*i, &vecs[*i])).collect();
-            let docs = c.parse_documents(&docs).unwrap();
+            let docs = c.parse_documents(&c.schema(), &docs).unwrap();
             c.upsert(&docs).unwrap();
         }
         // Each document is the top hit for its own vector the moment it is acknowledged.
         let d = c
-            .parse_documents(&[json!({"id": "fresh", "vector": vecs[5], "fields": {"rank": 5}})])
+            .parse_documents(
+                &c.schema(),
+                &[json!({"id": "fresh", "vector": vecs[5], "fields": {"rank": 5}})],
+            )
             .unwrap();
         c.upsert(&d).unwrap();
         let hits = search(&c, json!({"vector": vecs[5], "limit": 2}));
@@ -133,7 +136,7 @@ fn documents_are_searchable_when_acknowledged_and_survive_a_reopen() {
         assert_eq!(hits[0].0, "fresh");
         assert_eq!(
             c.delete_matching(
-                &kyrodb_search::Filter::parse(&json!({"author": "ann"}), c.schema(), "filter")
+                &kyrodb_search::Filter::parse(&json!({"author": "ann"}), &c.schema(), "filter")
                     .unwrap()
             )
             .unwrap(),
@@ -142,7 +145,7 @@ fn documents_are_searchable_when_acknowledged_and_survive_a_reopen() {
         assert_eq!(c.count(), 601 - 1 - 200);
         // Upsert replaces the whole document.
         let d = c
-            .parse_documents(&[json!({"id": "doc-1", "vector": vecs[1]})])
+            .parse_documents(&c.schema(), &[json!({"id": "doc-1", "vector": vecs[1]})])
             .unwrap();
         c.upsert(&d).unwrap();
         assert!(c.get("doc-1").unwrap().fields.is_empty());
@@ -235,7 +238,7 @@ fn bad_documents_are_refused_with_their_path_and_nothing_is_written() {
         ),
     ];
     for (bad, path, code) in cases {
-        match c.parse_documents(&[good.clone(), bad.clone()]) {
+        match c.parse_documents(&c.schema(), &[good.clone(), bad.clone()]) {
             Err(Error::Invalid {
                 code: got, path: p, ..
             }) => {
@@ -262,7 +265,7 @@ fn bad_documents_are_refused_with_their_path_and_nothing_is_written() {
     ] {
         match SearchRequest::parse(
             &json!({"vector": [1, 0, 0, 0, 0, 0, 0, 0], "filter": f}),
-            c.schema(),
+            &c.schema(),
         ) {
             Err(Error::Invalid { path: p, .. }) => assert_eq!(p, path, "for {f}"),
             other => panic!("{f}: {other:?}"),

@@ -42,7 +42,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn ids(c: &Collection, body: Value) -> Vec<String> {
-    let req = SearchRequest::parse(&body, c.schema()).unwrap();
+    let req = SearchRequest::parse(&body, &c.schema()).unwrap();
     c.search(&req)
         .unwrap()
         .hits
@@ -83,7 +83,8 @@ fn filtered_and_unfiltered_recall_against_brute_force() {
             .iter()
             .map(|i| json!({"id": format!("{i}"), "vector": vs[*i], "fields": {"label": labels[*i], "cluster": format!("c{}", cl[*i])}}))
             .collect();
-        c.upsert(&c.parse_documents(&docs).unwrap()).unwrap();
+        c.upsert(&c.parse_documents(&c.schema(), &docs).unwrap())
+            .unwrap();
     }
     assert!(
         c.wait_until_indexed(Duration::from_secs(600)),
@@ -123,7 +124,7 @@ fn filtered_and_unfiltered_recall_against_brute_force() {
             // during traversal (this is the path whose recall is being checked here).
             let body = json!({"vector": queries[0], "limit": 10, "ef": 64, "explain": true,
                               "filter": {"must": [{"key": "label", "range": {"lt": 500}}]}});
-            let req = SearchRequest::parse(&body, c.schema()).unwrap();
+            let req = SearchRequest::parse(&body, &c.schema()).unwrap();
             let plan = c.search(&req).unwrap().plan.unwrap();
             assert_eq!(plan["strategy"], "hnsw_filtered", "{plan}");
         }
@@ -179,7 +180,8 @@ fn churn_keeps_memory_bounded_and_never_returns_deleted_documents() {
                     json!({"id": format!("{i}"), "vector": v})
                 })
                 .collect();
-            c.upsert(&c.parse_documents(&docs).unwrap()).unwrap();
+            c.upsert(&c.parse_documents(&c.schema(), &docs).unwrap())
+                .unwrap();
         }
         let gone: Vec<usize> = (0..n).filter(|_| rng.gen_bool(0.1)).collect();
         let gone_ids: Vec<String> = gone.iter().map(|i| format!("{i}")).collect();

@@ -126,6 +126,9 @@ pub struct Settings {
     /// Texts waiting to be embedded before requests get 503 busy [default: 4096]
     #[arg(long, env = "KYRODB_EMBED_QUEUE_MAX")]
     pub embed_queue_max: Option<usize>,
+    /// Documents per second a re-embed job walks at most; 0 means as fast as the embedder allows [default: 0]
+    #[arg(long, env = "KYRODB_REEMBED_DOCS_PER_S")]
+    pub reembed_docs_per_s: Option<u32>,
 }
 
 impl Settings {
@@ -197,6 +200,7 @@ pub struct Config {
     pub model_dir: PathBuf,
     pub embed_threads: usize,
     pub embed_queue_max: usize,
+    pub reembed_docs_per_s: u32,
 }
 
 /// Defaults: everything works with no configuration at all.
@@ -363,6 +367,7 @@ impl Config {
             model_dir,
             embed_threads,
             embed_queue_max,
+            reembed_docs_per_s: s.reembed_docs_per_s.unwrap_or(0),
         })
     }
 
@@ -384,6 +389,7 @@ impl Config {
             vector_bytes_budget: self.vector_bytes_budget,
             documents_per_batch_max: self.documents_per_batch_max,
             index_threads: self.index_threads,
+            reembed_docs_per_s: self.reembed_docs_per_s,
             ..Default::default()
         }
     }

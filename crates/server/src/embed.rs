@@ -121,6 +121,50 @@ impl EmbedState {
         )
     }
 
+    /// A blocking embedding function over the batcher for background jobs (re-embed), when a model
+    /// is loaded: a full queue is worth retrying, a closed batcher stops the job until the next start.
+    pub fn embed_fn(&self) -> Option<kyrodb_search::EmbedFn> {
+        use kyrodb_search::EmbedFailure as F;
+        let b = self.batcher.clone()?;
+        let fail = |e: kyrodb_embed::Error| match e {
+            kyrodb_embed::Error::Busy { .. } => F::Retry(e.to_string()),
+            kyrodb_embed::Error::Closed => F::Stopped(e.to_string()),
+            _ => F::Fatal(e.to_string()),
+        };
+        Some(Arc::new(move |texts: Vec<String>| {
+            let n = texts.len() as u64;
+            let (tx, rx) = std::sync::mpsc::channel();
+            b.submit(texts, move |r| {
+                let _ = tx.send(r);
+            })
+            .map_err(fail)?;
+            let out = rx
+                .recv()
+                .map_err(|_| F::Stopped("the embedding worker stopped".into()))?
+                .map_err(fail)?;
+            metrics::counter!("kyrodb_embed_texts_total").increment(n);
+            Ok(out)
+        }))
+    }
+
+    /// At start: resumes every re-embed job the catalog holds as running, when its model is the one
+    /// loaded; otherwise the job shows `paused` with the reason.
+    pub fn resume_jobs(&self, collections: &kyrodb_search::Collections) {
+        for (name, field, spec) in collections.unfinished_reembeds() {
+            let resumed = match (self.check_field(&field, &spec), self.embed_fn()) {
+                (Ok(()), Some(f)) => collections
+                    .resume_reembed(&name, f)
+                    .map_err(|e| e.to_string()),
+                (Err(e), _) => Err(e.message),
+                (Ok(()), None) => Err(self.unavailable_error().message),
+            };
+            if let Err(why) = resumed {
+                tracing::warn!(collection = %name, %why, "re-embed job paused");
+                collections.pause_reembed(&name, why);
+            }
+        }
+    }
+
     /// Stops the workers (queued requests are answered with an error).
     pub fn close(&self) {
         if let Some(b) = &self.batcher {
@@ -168,51 +212,56 @@ pub fn check_texts(texts: &[String], path: &str) -> Result<(), ApiError> {
 /// Model governance at collection creation: every `embed` names a model this server knows, with its
 /// dimension; its version and weights' sha256 are recorded in the schema (given ones must match).
 pub fn govern_schema(schema: &mut kyrodb_search::Schema) -> Result<(), ApiError> {
-    let bad = |path: String, msg: String| {
-        ApiError::bad_request("invalid_schema", format!("{path}: {msg}"))
-    };
     for (name, spec) in schema.vectors.iter_mut() {
-        let Some(e) = spec.embed.as_mut() else {
-            continue;
-        };
-        let path = format!("vectors.{name}.embed");
-        if e.model != MINILM.name {
-            return Err(bad(
-                format!("{path}.model"),
-                format!(
-                    "unknown model {:?}; this server knows {:?}",
-                    e.model, MINILM.name
-                ),
-            ));
+        if let Some(e) = spec.embed.as_mut() {
+            govern_spec(&format!("vectors.{name}.embed"), spec.dim, e)?;
         }
-        if spec.dim as usize != MINILM.dim {
-            return Err(bad(
-                format!("vectors.{name}.dim"),
-                format!(
-                    "{} makes {} dimensions, the field has {}",
-                    MINILM.name, MINILM.dim, spec.dim
-                ),
-            ));
-        }
-        let sha = MINILM.files[0].sha256;
-        if e.version.as_deref().is_some_and(|v| v != MINILM.version) {
-            return Err(bad(
-                format!("{path}.version"),
-                format!(
-                    "this server's {} is version {}",
-                    MINILM.name, MINILM.version
-                ),
-            ));
-        }
-        if e.sha256.as_deref().is_some_and(|v| v != sha) {
-            return Err(bad(
-                format!("{path}.sha256"),
-                format!("this server's {} weights have sha256 {sha}", MINILM.name),
-            ));
-        }
-        e.version = Some(MINILM.version.to_owned());
-        e.sha256 = Some(sha.to_owned());
     }
+    Ok(())
+}
+
+/// One field's `embed` (at `path` in the request) against the models this server knows: the name,
+/// the field's dimension, and a given version or sha256 must match; both are then filled in.
+pub fn govern_spec(path: &str, dim: u32, e: &mut kyrodb_search::EmbedSpec) -> Result<(), ApiError> {
+    let bad = |part: &str, msg: String| {
+        ApiError::bad_request("invalid_schema", format!("{path}{part}: {msg}"))
+    };
+    if e.model != MINILM.name {
+        return Err(bad(
+            ".model",
+            format!(
+                "unknown model {:?}; this server knows {:?}",
+                e.model, MINILM.name
+            ),
+        ));
+    }
+    if dim as usize != MINILM.dim {
+        return Err(bad(
+            "",
+            format!(
+                "{} makes {} dimensions, the field has {dim}",
+                MINILM.name, MINILM.dim
+            ),
+        ));
+    }
+    let sha = MINILM.files[0].sha256;
+    if e.version.as_deref().is_some_and(|v| v != MINILM.version) {
+        return Err(bad(
+            ".version",
+            format!(
+                "this server's {} is version {}",
+                MINILM.name, MINILM.version
+            ),
+        ));
+    }
+    if e.sha256.as_deref().is_some_and(|v| v != sha) {
+        return Err(bad(
+            ".sha256",
+            format!("this server's {} weights have sha256 {sha}", MINILM.name),
+        ));
+    }
+    e.version = Some(MINILM.version.to_owned());
+    e.sha256 = Some(sha.to_owned());
     Ok(())
 }
 

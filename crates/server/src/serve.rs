@@ -85,6 +85,7 @@ pub async fn run(
     })
     .await
     .map_err(|e| ServeError::Task(e.to_string()))?;
+    embed.resume_jobs(&collections);
     let shared = state(db.clone(), collections.clone(), Arc::new(embed), &cfg);
     crate::metrics::spawn_upkeep(shared.metrics.clone());
     let limiter = cfg

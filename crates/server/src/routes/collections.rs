@@ -88,6 +88,7 @@ impl From<kyrodb_search::Error> for ApiError {
             }
             E::NoSuchDocument(_) => ApiError::new(StatusCode::NOT_FOUND, "document_not_found", msg),
             E::CollectionExists(_) => ApiError::new(StatusCode::CONFLICT, "collection_exists", msg),
+            E::JobRunning { .. } => ApiError::new(StatusCode::CONFLICT, "reembed_running", msg),
             E::TooMany { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many", msg),
             E::MemoryBudget { .. } => {
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "memory_budget", msg)
@@ -181,18 +182,21 @@ async fn upsert_values(
 ) -> Result<(usize, u64), ApiError> {
     let started = Instant::now();
     let c2 = c.clone();
+    // One schema for the whole request (a re-embed job may switch a field's model meanwhile).
+    let schema = c.schema();
+    let schema2 = schema.clone();
     let mut parsed = run(move || match path_extra {
-        None => c2.parse_documents(&docs),
+        None => c2.parse_documents(&schema2, &docs),
         Some(extra) => Ok(vec![kyrodb_search::Document::parse(
             &docs[0],
-            c2.schema(),
+            &schema2,
             "",
             &[extra],
         )?]),
     })
     .await?;
     // auto_embed: vectors are computed before the write is logged, so recovery never recomputes.
-    s.embed.fill_documents(c.schema(), &mut parsed).await?;
+    s.embed.fill_documents(&schema, &mut parsed).await?;
     let n = parsed.len();
     let seq = run(move || c.upsert(&parsed)).await?;
     metrics::histogram!("kyrodb_search_write_visible_seconds")
@@ -215,6 +219,72 @@ pub async fn upsert(
     let c = collection(&s, &name)?;
     let (upserted, seq) = upsert_values(&s, c, req.documents, None).await?;
     Ok(Json(UpsertResponse { upserted, seq }))
+}
+
+/// `POST /v2/collections/{name}/reembed`.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReembedRequest {
+    /// The vector field (optional when the collection has one).
+    pub field: Option<String>,
+    /// `{"model", "source"}`: the model and text field to embed with (default: the field's current
+    /// ones, with this server's version of the model).
+    #[schema(value_type = Option<Object>)]
+    pub embed: Option<kyrodb_search::EmbedSpec>,
+}
+
+/// Starts re-embedding a vector field: the field's model (and source text field) switch at once —
+/// new writes and text queries use them — and a background job recomputes every stored document's
+/// vector, its progress shown in the collection's info (`reembed`) and resumed after a restart.
+/// 202 with the job; 409 while another job runs; 503 without the model.
+#[utoipa::path(post, path = "/v2/collections/{name}/reembed", tag = "collections", request_body = ReembedRequest,
+    params(("name" = String, Path)),
+    responses((status = 202, body = AnyObject), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn reembed(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<ReembedRequest>,
+) -> Result<Response, ApiError> {
+    let c = collection(&s, &name)?;
+    let schema = c.schema();
+    let field = match req.field {
+        Some(f) => f,
+        None => schema.sole_vector().map(str::to_owned).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                "field: the collection has several vector fields; name one",
+            )
+        })?,
+    };
+    let Some(vs) = schema.vectors.get(&field) else {
+        return Err(ApiError::bad_request(
+            "unknown_field",
+            format!("field: {field:?} is not a vector field of the collection"),
+        ));
+    };
+    let mut spec = match (req.embed, &vs.embed) {
+        (Some(e), _) => e,
+        (None, Some(current)) => kyrodb_search::EmbedSpec {
+            version: None,
+            sha256: None,
+            ..current.clone()
+        },
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("embed: vectors.{field} has no model yet; give {{\"model\", \"source\"}}"),
+            ))
+        }
+    };
+    crate::embed::govern_spec(&format!("embed (vectors.{field})"), vs.dim, &mut spec)?;
+    s.embed.check_field(&field, &spec)?;
+    let Some(embed) = s.embed.embed_fn() else {
+        return Err(s.embed.unavailable_error());
+    };
+    let cs = s.collections.clone();
+    let job = run(move || cs.reembed(&name, &field, spec, embed)).await?;
+    Ok((StatusCode::ACCEPTED, Json(job.to_json(None))).into_response())
 }
 
 /// One document plus `"collection"`; answers when it is durable and searchable.
@@ -285,7 +355,7 @@ pub async fn delete_many(
     let (deleted, absent) = match (req.ids, req.filter) {
         (Some(ids), None) => run(move || c.delete_ids(&ids)).await?,
         (None, Some(f)) => {
-            let f = Filter::parse(&f, c.schema(), "filter")?;
+            let f = Filter::parse(&f, &c.schema(), "filter")?;
             (run(move || c.delete_matching(&f)).await?, 0)
         }
         _ => {
@@ -318,9 +388,10 @@ async fn search_body(
     c: Arc<Collection>,
     body: Value,
 ) -> Result<Json<Value>, ApiError> {
-    let mut req = SearchRequest::parse(&body, c.schema())?;
+    let schema = c.schema();
+    let mut req = SearchRequest::parse(&body, &schema)?;
     if let Some(text) = req.text.take() {
-        let e = c.schema().vectors[&req.using]
+        let e = schema.vectors[&req.using]
             .embed
             .clone()
             .expect("parse checked that the field is embedded");
@@ -395,9 +466,10 @@ pub async fn search_get(
         ));
     }
     let c = collection(&s, &name)?;
+    let schema = c.schema();
     if !body.contains_key("using") {
         // A text query goes to the collection's embedded field when it has exactly one.
-        let mut embedded = c.schema().embedded_fields();
+        let mut embedded = schema.embedded_fields();
         if let (Some((field, _)), None) = (embedded.next(), embedded.next()) {
             body.insert("using".into(), json!(field));
         }
@@ -406,7 +478,7 @@ pub async fn search_get(
         // Query strings carry text: type each value by its field so the filter language accepts it.
         for (k, v) in filter.iter_mut() {
             let text = v.as_str().unwrap_or_default().to_owned();
-            *v = match c.schema().fields.get(k) {
+            *v = match schema.fields.get(k) {
                 Some(kyrodb_search::schema::FieldType::Integer) => {
                     text.parse::<i64>().map(|n| json!(n)).map_err(|_| {
                         ApiError::bad_request(

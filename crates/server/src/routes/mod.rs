@@ -120,6 +120,7 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Read), routes!(collections::info)),
         (Needs(Admin), routes!(collections::drop)),
         (Needs(Write), routes!(collections::upsert)),
+        (Needs(Admin), routes!(collections::reembed)),
         (Needs(Write), routes!(collections::stream)),
         (Needs(Read), routes!(collections::get_doc)),
         (Needs(Write), routes!(collections::delete_doc)),
