@@ -25,6 +25,7 @@ use crate::{
     payload::Payload,
     query::{Hit, SearchRequest, SearchResponse},
     schema::{Schema, VectorSpec},
+    text::{index::merge, TextIndex, TextStats},
     Error, Result,
 };
 
@@ -54,7 +55,7 @@ struct Preload {
 }
 
 /// Derived state, changed only by the applier.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     preload: Option<Preload>,
     rows: Vec<Option<Row>>,
@@ -64,6 +65,8 @@ struct State {
     payload: Payload,
     /// Rows that have each vector field.
     has_vector: Vec<RoaringBitmap>,
+    /// BM25 over the text fields.
+    text: TextIndex,
 }
 
 /// One vector field's index.
@@ -86,6 +89,8 @@ pub struct Collection {
     pub(crate) vectors: Vec<VectorIndex>,
     shared: Weak<Shared>,
     pub(crate) dropped: AtomicBool,
+    /// A text-segment merge is running (one at a time per collection).
+    merging: AtomicBool,
     /// Where the graphs came from at start (`GET` info shows it).
     graph_source: parking_lot::Mutex<String>,
     /// The last re-embed job (durable in the catalog), and why a running one waits.
@@ -115,8 +120,14 @@ impl Collection {
             })
             .collect();
         let mut state = State {
+            preload: None,
+            rows: Vec::new(),
+            free: Vec::new(),
+            by_key: HashMap::new(),
+            by_id: HashMap::new(),
+            payload: Payload::default(),
             has_vector: vec![RoaringBitmap::new(); vectors.len()],
-            ..State::default()
+            text: TextIndex::new(&schema.text_analysis()),
         };
         if let Some(l) = loaded {
             let max = l.rows.values().copied().max().map_or(0, |m| m as usize + 1);
@@ -132,6 +143,7 @@ impl Collection {
             vectors,
             shared,
             dropped: AtomicBool::new(false),
+            merging: AtomicBool::new(false),
             graph_source: parking_lot::Mutex::new("new".into()),
             job: parking_lot::Mutex::new((None, None)),
         }
@@ -437,19 +449,8 @@ impl Collection {
             .collect();
         hits.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         hits.truncate(req.limit);
-        let mut out_hits: Vec<Hit> = hits
-            .iter()
-            .map(|(score, id, r)| Hit {
-                id: id.to_string(),
-                score: *score,
-                fields: req
-                    .with_fields
-                    .then(|| fields_json(&st.row(*r).expect("row").fields)),
-                text: None,
-                vectors: None,
-                key: st.row(*r).expect("row").key,
-            })
-            .collect();
+        let scored: Vec<(u32, f32)> = hits.iter().map(|(score, _, r)| (*r, *score)).collect();
+        let mut out_hits = st.hits(&scored, req.with_fields);
         drop(st);
         if req.with_text || req.with_vectors {
             let keys: Vec<u64> = out_hits.iter().map(|h| h.key).collect();
@@ -479,9 +480,9 @@ impl Collection {
 
     /// Schema, counts and index state.
     pub fn info(&self) -> Value {
-        let (documents, payload_bytes) = {
+        let (documents, payload_bytes, text_index) = {
             let st = self.state.read();
-            (st.by_key.len(), st.payload.bytes())
+            (st.by_key.len(), st.payload.bytes(), st.text.info())
         };
         let indexes: serde_json::Map<String, Value> = self
             .vectors
@@ -507,6 +508,7 @@ impl Collection {
             "created_at": crate::doc::format_datetime(self.created_ms),
             "indexes": indexes,
             "payload_index_bytes": payload_bytes,
+            "text_index": text_index,
             "graph_source": *self.graph_source.lock(),
             "reembed": reembed,
         })
@@ -571,10 +573,90 @@ impl Collection {
         }
     }
 
+    /// Merges one group of sealed text segments if a merge is due: the plan is copied under the
+    /// read lock, the merge runs with no lock held, and the result is installed under the write
+    /// lock (rows deleted meanwhile stay dead). Returns whether it merged.
+    pub(crate) fn merge_text(&self) -> bool {
+        if self.merging.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let plan = self.state.read().text.merge_plan();
+        let merged = plan.is_some();
+        if let Some(plan) = plan {
+            let t = Instant::now();
+            let m = merge(plan);
+            self.state.write().text.install_merge(m);
+            metrics::counter!("kyrodb_text_merges_total").increment(1);
+            tracing::debug!(collection = %self.name, took_ms = t.elapsed().as_millis() as u64, "text segments merged");
+        }
+        self.merging.store(false, Ordering::Release);
+        merged
+    }
+
+    /// BM25 top `limit` for `query` over the text fields `fields` (name, boost; all text fields
+    /// with boost 1 when empty), among documents matching `filter`.
+    pub fn text_search(
+        &self,
+        query: &str,
+        fields: &[(String, f32)],
+        filter: Option<&Filter>,
+        limit: usize,
+        with_fields: bool,
+    ) -> Result<(Vec<Hit>, TextStats)> {
+        let st = self.state.read();
+        let boosts = text_boosts(&st.text, fields)?;
+        let q = st
+            .text
+            .query(query, &boosts)
+            .map_err(|m| invalid("invalid_query", "text_search", m))?;
+        let Some(q) = q else {
+            return Ok((Vec::new(), TextStats::default()));
+        };
+        let allowed = filter.map(|f| st.payload.eval(f));
+        let id_of = |r: u32| st.row(r).map(|row| row.id.clone());
+        let (rows, stats) = st.text.search(&q, limit, allowed.as_ref(), &id_of);
+        Ok((st.hits(&rows, with_fields), stats))
+    }
+
     /// Vectors waiting to be linked.
     pub fn pending(&self) -> usize {
         self.vectors.iter().map(|v| v.hnsw.pending()).sum()
     }
+}
+
+/// Resolves (text field, boost) pairs to the index's field positions; empty = every text field.
+fn text_boosts(ix: &TextIndex, fields: &[(String, f32)]) -> Result<Vec<(usize, f32)>> {
+    if fields.is_empty() {
+        let all: Vec<(usize, f32)> = (0..ix.field_names().count()).map(|i| (i, 1.0)).collect();
+        if all.is_empty() {
+            return Err(invalid(
+                "invalid_query",
+                "text_search",
+                "the collection has no text_fields to search",
+            ));
+        }
+        return Ok(all);
+    }
+    fields
+        .iter()
+        .map(|(name, boost)| {
+            let i = ix.field(name).ok_or_else(|| {
+                invalid(
+                    "unknown_field",
+                    format!("text_search.fields.{name}"),
+                    format!("{name:?} is not one of the collection's text_fields"),
+                )
+            })?;
+            if !(boost.is_finite() && *boost > 0.0) {
+                return Err(invalid(
+                    "invalid_query",
+                    format!("text_search.fields.{name}"),
+                    "a boost is a positive number",
+                ));
+            }
+            Ok((i, *boost))
+        })
+        .collect()
 }
 
 /// The engine key an id starts probing from.
@@ -587,11 +669,29 @@ impl State {
         self.rows.get(r as usize)?.as_ref()
     }
 
+    /// Hits for scored rows (in the given order; rows no longer live are skipped).
+    fn hits(&self, rows: &[(u32, f32)], with_fields: bool) -> Vec<Hit> {
+        rows.iter()
+            .filter_map(|&(r, score)| {
+                let row = self.row(r)?;
+                Some(Hit {
+                    id: row.id.to_string(),
+                    score,
+                    fields: with_fields.then(|| fields_json(&row.fields)),
+                    text: None,
+                    vectors: None,
+                    key: row.key,
+                })
+            })
+            .collect()
+    }
+
     fn remove_row(&mut self, r: u32, vectors: &[VectorIndex]) {
         let Some(row) = self.rows.get_mut(r as usize).and_then(Option::take) else {
             return;
         };
         self.payload.remove(r, &row.fields);
+        self.text.remove(r);
         self.by_key.remove(&row.key);
         if self.by_id.get(&row.id) == Some(&r) {
             self.by_id.remove(&row.id);
@@ -616,6 +716,7 @@ impl State {
             Some(&r) => {
                 let old = self.rows[r as usize].take().expect("mapped row is live");
                 self.payload.remove(r, &old.fields);
+                self.text.remove(r);
                 if self.by_id.get(&old.id) == Some(&r) {
                     self.by_id.remove(&old.id);
                 }
@@ -639,6 +740,7 @@ impl State {
         };
         let id: Arc<str> = Arc::from(doc.id.as_str());
         self.payload.insert(r, &doc.fields);
+        self.text.insert(r, &doc.text);
         let preloading = self.preload.is_some();
         for (i, v) in vectors.iter().enumerate() {
             match doc.vectors.get(&v.name) {

@@ -15,6 +15,7 @@ pub mod payload;
 pub mod query;
 pub mod reembed;
 pub mod schema;
+pub mod text;
 
 pub use collection::Collection;
 pub use doc::Document;

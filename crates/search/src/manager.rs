@@ -704,6 +704,8 @@ fn indexer(s: &Shared, maintains: bool) {
         let mut linked = 0;
         for c in s.collections() {
             linked += c.link(64);
+            // Text segment merges (one at a time per collection, any indexer thread).
+            linked += usize::from(c.merge_text());
         }
         if linked > 0 {
             let _g = s.room.lock();

@@ -14,6 +14,8 @@ pub const DIM_MAX: u32 = 4096;
 pub const FIELDS_MAX: usize = 256;
 /// Most text fields per collection.
 pub const TEXT_FIELDS_MAX: usize = 16;
+/// Most stop words a text field may list.
+pub const STOP_WORDS_MAX: usize = 1000;
 /// Longest field, vector or collection name.
 pub const NAME_BYTES_MAX: usize = 64;
 
@@ -24,9 +26,13 @@ pub struct Schema {
     /// Named vector fields.
     #[serde(default)]
     pub vectors: BTreeMap<String, VectorSpec>,
-    /// Fields holding text (stored and returned; full-text indexed later).
+    /// Fields holding text: stored, returned, and full-text indexed (BM25).
     #[serde(default)]
     pub text_fields: Vec<String>,
+    /// How text fields are analyzed (language, stemming, stop words); a field not named here gets
+    /// the default analyzer (English, Snowball stemming, Lucene's English stop words).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub text_options: BTreeMap<String, crate::text::TextOptions>,
     /// Typed metadata fields, filterable.
     #[serde(default)]
     pub fields: BTreeMap<String, FieldType>,
@@ -172,6 +178,22 @@ impl Schema {
                 );
             }
         }
+        for (name, o) in &self.text_options {
+            if !self.text_fields.contains(name) {
+                return bad(
+                    format!("text_options.{name}"),
+                    format!("{name:?} is not one of the collection's text_fields"),
+                );
+            }
+            if let Some(words) = &o.stop_words {
+                if words.len() > STOP_WORDS_MAX || words.iter().any(|w| w.len() > 64) {
+                    return bad(
+                        format!("text_options.{name}.stop_words"),
+                        format!("at most {STOP_WORDS_MAX} stop words of at most 64 bytes each"),
+                    );
+                }
+            }
+        }
         for name in self.fields.keys() {
             if !valid_name(name) {
                 return bad(format!("fields.{name}"), name_rule());
@@ -202,6 +224,19 @@ impl Schema {
         self.vectors
             .iter()
             .filter_map(|(n, s)| Some((n.as_str(), s.embed.as_ref()?)))
+    }
+
+    /// Each text field with its analyzer options, in `text_fields` order.
+    pub fn text_analysis(&self) -> Vec<(String, crate::text::TextOptions)> {
+        self.text_fields
+            .iter()
+            .map(|f| {
+                (
+                    f.clone(),
+                    self.text_options.get(f).cloned().unwrap_or_default(),
+                )
+            })
+            .collect()
     }
 
     /// The only vector field, if there is exactly one.

@@ -1,0 +1,942 @@
+//! The full-text index of a collection: every text field, BM25 top-k with block-max WAND.
+//!
+//! - **Rows** are the collection's rows (dense u32). A row's tokens live in exactly one segment:
+//!   the mutable segment when it was written since the last seal, else one sealed segment.
+//! - **Mutable segment** ([`Building`]): postings appended per write, so an acknowledged write is
+//!   searchable at once; scored exhaustively (it holds at most [`SEAL_DOCS`] writes). When that
+//!   many documents were written to it, it is sealed: postings sorted by row, cut into blocks of
+//!   [`BLOCK`] with each block's largest tf and shortest document (the block-max bound).
+//! - **Sealed segments** are immutable ([`Arc`]) apart from their `live` bitmaps (a deleted or
+//!   rewritten row is cleared there and never scored again). Segments are merged in the
+//!   background ([`TextIndex::merge_plan`] / [`merge`] / [`TextIndex::install_merge`]): 8 of a
+//!   size class into one, dropping dead rows.
+//! - **Statistics** per field, from live documents only: N (documents with at least one token in
+//!   the field), the sum of lengths (tokens after stop-word removal), and each term's document
+//!   frequency — so deletes are honoured exactly.
+//!
+//! BM25: k1 = 1.2, b = 0.75, idf = ln(1 + (N − n + 0.5)/(n + 0.5)); a document's score is the sum,
+//! over the searched fields f (boost w_f) and the query's distinct terms t, of
+//! w_f · idf_f(t) · tf·(k1+1) / (tf + k1·(1 − b + b·len/avgdl_f)).
+//!
+//! All of this is derived state: rebuilt from the stored documents when a collection is attached.
+
+use std::{
+    cmp::Ordering,
+    collections::{BTreeMap, BinaryHeap, HashMap},
+    sync::Arc,
+};
+
+use roaring::RoaringBitmap;
+
+use super::analyzer::{Analyzer, TextOptions};
+
+/// Postings per block (block-max bounds, skipping).
+pub const BLOCK: usize = 128;
+/// Documents written to the mutable segment before it is sealed.
+pub const SEAL_DOCS: usize = 4096;
+/// Segments of one size class merged together.
+pub const MERGE_FACTOR: usize = 8;
+
+const K1: f32 = 1.2;
+const B: f32 = 0.75;
+
+/// A block's summary: the last row, the largest tf and the shortest length in it.
+#[derive(Debug, Clone, Copy)]
+struct BlockMeta {
+    last: u32,
+    max_tf: u32,
+    min_len: u32,
+}
+
+/// One term's postings in a sealed segment, ascending by row.
+#[derive(Debug, Default)]
+struct PostingList {
+    rows: Vec<u32>,
+    tfs: Vec<u32>,
+    /// The document's length in this field (what BM25 needs), next to its tf.
+    lens: Vec<u32>,
+    /// `positions[pos_start[i]..pos_start[i+1]]` are the positions of posting `i`.
+    pos_start: Vec<u32>,
+    positions: Vec<u32>,
+    blocks: Vec<BlockMeta>,
+    max_tf: u32,
+    min_len: u32,
+}
+
+impl PostingList {
+    fn push(&mut self, row: u32, len: u32, positions: &[u32]) {
+        if self.pos_start.is_empty() {
+            self.pos_start.push(0);
+            self.min_len = u32::MAX;
+        }
+        let tf = positions.len() as u32;
+        self.rows.push(row);
+        self.tfs.push(tf);
+        self.lens.push(len);
+        self.positions.extend_from_slice(positions);
+        self.pos_start.push(self.positions.len() as u32);
+        self.max_tf = self.max_tf.max(tf);
+        self.min_len = self.min_len.min(len);
+        let i = self.rows.len() - 1;
+        if i.is_multiple_of(BLOCK) {
+            self.blocks.push(BlockMeta {
+                last: row,
+                max_tf: tf,
+                min_len: len,
+            });
+        } else {
+            let b = self.blocks.last_mut().expect("a block per BLOCK postings");
+            b.last = row;
+            b.max_tf = b.max_tf.max(tf);
+            b.min_len = b.min_len.min(len);
+        }
+    }
+
+    fn positions(&self, i: usize) -> &[u32] {
+        &self.positions[self.pos_start[i] as usize..self.pos_start[i + 1] as usize]
+    }
+
+    fn find(&self, row: u32) -> Option<usize> {
+        self.rows.binary_search(&row).ok()
+    }
+
+    fn bytes(&self) -> usize {
+        (self.rows.len() * 4 + self.pos_start.len() + self.positions.len()) * 4
+            + self.blocks.len() * 12
+    }
+}
+
+/// A sealed segment's postings: per field, term id → list.
+#[derive(Debug, Default)]
+pub struct SegmentData {
+    fields: Vec<HashMap<u32, PostingList>>,
+}
+
+#[derive(Debug)]
+struct Sealed {
+    id: u64,
+    data: Arc<SegmentData>,
+    live: RoaringBitmap,
+}
+
+/// The mutable segment.
+#[derive(Debug, Default)]
+struct Building {
+    /// Live rows: per field, (term id, position) sorted.
+    rows: BTreeMap<u32, Vec<Vec<(u32, u32)>>>,
+    /// Per field, term id → (row, tf) of the live rows (unordered).
+    postings: Vec<HashMap<u32, Vec<(u32, u32)>>>,
+    writes: usize,
+}
+
+/// One field's dictionary and statistics.
+#[derive(Debug)]
+struct FieldIndex {
+    name: String,
+    analyzer: Analyzer,
+    dict: HashMap<Box<str>, u32>,
+    /// By term id: the text (empty when the id is free) and live document frequency.
+    terms: Vec<(Box<str>, u32)>,
+    free_ids: Vec<u32>,
+    /// By row: length (0 = no tokens) and distinct term ids.
+    lens: Vec<u32>,
+    row_terms: Vec<Box<[u32]>>,
+    docs: u64,
+    total_len: u64,
+}
+
+impl FieldIndex {
+    fn term_id(&mut self, term: &str) -> u32 {
+        if let Some(&id) = self.dict.get(term) {
+            return id;
+        }
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.terms[id as usize] = (term.into(), 0);
+                id
+            }
+            None => {
+                self.terms.push((term.into(), 0));
+                (self.terms.len() - 1) as u32
+            }
+        };
+        self.dict.insert(term.into(), id);
+        id
+    }
+
+    fn avgdl(&self) -> f32 {
+        if self.docs == 0 {
+            1.0
+        } else {
+            (self.total_len as f64 / self.docs as f64).max(1e-9) as f32
+        }
+    }
+
+    fn idf(&self, df: u32) -> f32 {
+        let n = self.docs as f64;
+        let df = df as f64;
+        (1.0 + (n - df + 0.5) / (df + 0.5)).ln() as f32
+    }
+}
+
+/// The text index of one collection.
+#[derive(Debug)]
+pub struct TextIndex {
+    fields: Vec<FieldIndex>,
+    building: Building,
+    sealed: Vec<Sealed>,
+    next_id: u64,
+    seal_docs: usize,
+}
+
+/// A parsed text query for one request (see [`TextIndex::query`]).
+#[derive(Debug, Clone)]
+pub struct TextQuery {
+    /// (field position, boost, distinct term ids with their idf-weighted weight, phrases).
+    fields: Vec<FieldQuery>,
+}
+
+#[derive(Debug, Clone)]
+struct FieldQuery {
+    field: usize,
+    avgdl: f32,
+    /// (term id, boost × idf).
+    terms: Vec<(u32, f32)>,
+    /// Each phrase: (term id, offset from the phrase's first word); empty when the phrase has no
+    /// words in this field's analysis (no constraint). A phrase with a term the field does not
+    /// hold cannot match in it (`None`).
+    phrases: Vec<Option<Vec<(u32, u32)>>>,
+}
+
+/// What a text search did (for `explain`).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TextStats {
+    /// Segments searched (the mutable one included).
+    pub segments: usize,
+    /// Postings in the lists of the query's terms, over all segments.
+    pub postings: u64,
+    /// Documents fully scored.
+    pub scored: u64,
+    /// Documents that passed the score bound but lacked a phrase.
+    pub phrase_rejected: u64,
+}
+
+/// The BM25 term-frequency part: tf·(k1+1) / (tf + k1·(1 − b + b·len/avgdl)).
+#[inline]
+fn tf_part(tf: u32, len: u32, avgdl: f32) -> f32 {
+    let tf = tf as f32;
+    tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len as f32 / avgdl))
+}
+
+/// Is `bound` possibly enough to enter a heap whose threshold is `theta`? (A margin covers float
+/// rounding between the bound's sum and a score's; ties are kept, so they can break by id.)
+#[inline]
+fn may_beat(bound: f32, theta: f32) -> bool {
+    bound >= theta * (1.0 - 1e-5)
+}
+
+struct Cand {
+    score: f32,
+    id: Arc<str>,
+    row: u32,
+}
+
+impl PartialEq for Cand {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Cand {}
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Cand {
+    /// "Better" is greater: higher score, then smaller id.
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.score
+            .total_cmp(&o.score)
+            .then_with(|| o.id.cmp(&self.id))
+    }
+}
+
+/// The top-k heap (a min-heap of the best k).
+struct TopK<'a> {
+    k: usize,
+    heap: BinaryHeap<std::cmp::Reverse<Cand>>,
+    id_of: &'a dyn Fn(u32) -> Option<Arc<str>>,
+}
+
+impl TopK<'_> {
+    fn theta(&self) -> f32 {
+        if self.heap.len() < self.k {
+            0.0
+        } else {
+            self.heap.peek().map_or(0.0, |c| c.0.score)
+        }
+    }
+
+    fn offer(&mut self, row: u32, score: f32) {
+        let Some(id) = (self.id_of)(row) else {
+            return;
+        };
+        let c = Cand { score, id, row };
+        if self.heap.len() < self.k {
+            self.heap.push(std::cmp::Reverse(c));
+        } else if self.heap.peek().is_some_and(|m| c > m.0) {
+            self.heap.pop();
+            self.heap.push(std::cmp::Reverse(c));
+        }
+    }
+}
+
+/// A cursor over one posting list inside block-max WAND.
+struct Cursor<'a> {
+    list: &'a PostingList,
+    weight: f32,
+    avgdl: f32,
+    i: usize,
+    upper: f32,
+}
+
+impl Cursor<'_> {
+    fn doc(&self) -> u32 {
+        self.list.rows.get(self.i).copied().unwrap_or(u32::MAX)
+    }
+
+    /// The block holding the first posting ≥ `target` at or after the cursor (shallow: the cursor
+    /// does not move), or None past the end.
+    fn block_of(&self, target: u32) -> Option<usize> {
+        let mut b = self.i / BLOCK;
+        while b < self.list.blocks.len() && self.list.blocks[b].last < target {
+            b += 1;
+        }
+        (b < self.list.blocks.len()).then_some(b)
+    }
+
+    fn block_bound(&self, b: usize) -> f32 {
+        let m = self.list.blocks[b];
+        self.weight * tf_part(m.max_tf, m.min_len, self.avgdl)
+    }
+
+    fn advance_to(&mut self, target: u32) {
+        if self.doc() >= target {
+            return;
+        }
+        match self.block_of(target) {
+            None => self.i = self.list.rows.len(),
+            Some(b) => {
+                let start = self.i.max(b * BLOCK);
+                let end = ((b + 1) * BLOCK).min(self.list.rows.len());
+                let off = self.list.rows[start..end].partition_point(|&r| r < target);
+                self.i = start + off;
+            }
+        }
+    }
+
+    fn score(&self) -> f32 {
+        self.weight * tf_part(self.list.tfs[self.i], self.list.lens[self.i], self.avgdl)
+    }
+}
+
+impl TextIndex {
+    /// An empty index over `fields` (name and analyzer options, in schema order).
+    pub fn new(fields: &[(String, TextOptions)]) -> TextIndex {
+        TextIndex {
+            fields: fields
+                .iter()
+                .map(|(name, o)| FieldIndex {
+                    name: name.clone(),
+                    analyzer: Analyzer::new(o),
+                    dict: HashMap::new(),
+                    terms: Vec::new(),
+                    free_ids: Vec::new(),
+                    lens: Vec::new(),
+                    row_terms: Vec::new(),
+                    docs: 0,
+                    total_len: 0,
+                })
+                .collect(),
+            building: Building {
+                postings: vec![HashMap::new(); fields.len()],
+                ..Building::default()
+            },
+            sealed: Vec::new(),
+            next_id: 0,
+            seal_docs: SEAL_DOCS,
+        }
+    }
+
+    /// Seals the mutable segment after `n` writes instead of [`SEAL_DOCS`] (tests, tuning).
+    pub fn set_seal_docs(&mut self, n: usize) {
+        self.seal_docs = n.max(1);
+    }
+
+    /// The text fields, in order.
+    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|f| f.name.as_str())
+    }
+
+    /// Position of a field by name.
+    pub fn field(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.name == name)
+    }
+
+    /// Indexes `row` with `text` (field → string; fields not in the index are ignored). The row
+    /// must not be indexed (remove it first).
+    pub fn insert(&mut self, row: u32, text: &BTreeMap<String, String>) {
+        let r = row as usize;
+        let mut per_field = Vec::with_capacity(self.fields.len());
+        let mut any = false;
+        for (fi, f) in self.fields.iter_mut().enumerate() {
+            if f.lens.len() <= r {
+                f.lens.resize(r + 1, 0);
+                f.row_terms.resize_with(r + 1, Default::default);
+            }
+            let mut toks: Vec<(u32, u32)> = Vec::new();
+            if let Some(t) = text.get(&f.name) {
+                let mut raw: Vec<(String, u32)> = Vec::new();
+                f.analyzer
+                    .for_each_token(t, |term, pos| raw.push((term.to_owned(), pos)));
+                toks = raw.iter().map(|(t, p)| (f.term_id(t), *p)).collect();
+                toks.sort_unstable();
+            }
+            let len = toks.len() as u32;
+            let mut distinct: Vec<u32> = toks.iter().map(|t| t.0).collect();
+            distinct.dedup();
+            for &t in &distinct {
+                f.terms[t as usize].1 += 1;
+            }
+            // Postings of the mutable segment: (row, tf) per distinct term.
+            let post = &mut self.building.postings[fi];
+            let mut i = 0;
+            while i < toks.len() {
+                let t = toks[i].0;
+                let j = i + toks[i..].iter().take_while(|x| x.0 == t).count();
+                post.entry(t).or_default().push((row, (j - i) as u32));
+                i = j;
+            }
+            if len > 0 {
+                f.docs += 1;
+                f.total_len += len as u64;
+                any = true;
+            }
+            f.lens[r] = len;
+            f.row_terms[r] = distinct.into_boxed_slice();
+            per_field.push(toks);
+        }
+        if any {
+            self.building.rows.insert(row, per_field);
+            self.building.writes += 1;
+            if self.building.writes >= self.seal_docs {
+                self.seal();
+            }
+        }
+    }
+
+    /// Removes `row` (a no-op for a row not indexed).
+    pub fn remove(&mut self, row: u32) {
+        let r = row as usize;
+        for f in &mut self.fields {
+            if r >= f.lens.len() {
+                continue;
+            }
+            let len = std::mem::take(&mut f.lens[r]);
+            if len > 0 {
+                f.docs -= 1;
+                f.total_len -= len as u64;
+            }
+            for &t in std::mem::take(&mut f.row_terms[r]).iter() {
+                let e = &mut f.terms[t as usize];
+                e.1 -= 1;
+                if e.1 == 0 {
+                    let text = std::mem::take(&mut e.0);
+                    f.dict.remove(&text);
+                    f.free_ids.push(t);
+                }
+            }
+        }
+        if let Some(per_field) = self.building.rows.remove(&row) {
+            // Drop the row's postings, so a rewrite of it into this segment is not counted twice.
+            for (fi, toks) in per_field.iter().enumerate() {
+                let mut prev = None;
+                for &(t, _) in toks {
+                    if prev == Some(t) {
+                        continue;
+                    }
+                    prev = Some(t);
+                    if let Some(list) = self.building.postings[fi].get_mut(&t) {
+                        if let Some(i) = list.iter().position(|p| p.0 == row) {
+                            list.swap_remove(i);
+                        }
+                        if list.is_empty() {
+                            self.building.postings[fi].remove(&t);
+                        }
+                    }
+                }
+            }
+        } else {
+            for s in &mut self.sealed {
+                if s.live.remove(row) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Seals the mutable segment (no-op when it holds nothing).
+    pub fn seal(&mut self) {
+        let b = std::mem::replace(
+            &mut self.building,
+            Building {
+                postings: vec![HashMap::new(); self.fields.len()],
+                ..Building::default()
+            },
+        );
+        if b.rows.is_empty() {
+            return;
+        }
+        let mut data = SegmentData {
+            fields: (0..self.fields.len()).map(|_| HashMap::new()).collect(),
+        };
+        let mut live = RoaringBitmap::new();
+        for (row, per_field) in b.rows {
+            live.insert(row);
+            for (fi, toks) in per_field.iter().enumerate() {
+                let len = toks.len() as u32;
+                let mut i = 0;
+                let mut pos: Vec<u32> = Vec::new();
+                while i < toks.len() {
+                    let t = toks[i].0;
+                    pos.clear();
+                    while i < toks.len() && toks[i].0 == t {
+                        pos.push(toks[i].1);
+                        i += 1;
+                    }
+                    data.fields[fi].entry(t).or_default().push(row, len, &pos);
+                }
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.sealed.push(Sealed {
+            id,
+            data: Arc::new(data),
+            live,
+        });
+    }
+
+    /// Bytes held by postings and dictionaries (approximate).
+    pub fn bytes(&self) -> u64 {
+        let mut n = 0usize;
+        for s in &self.sealed {
+            for f in &s.data.fields {
+                n += f.values().map(PostingList::bytes).sum::<usize>() + f.len() * 48;
+            }
+        }
+        for p in &self.building.postings {
+            n += p.values().map(|v| v.len() * 8 + 48).sum::<usize>();
+        }
+        for f in &self.fields {
+            n += f.terms.iter().map(|t| t.0.len() + 40).sum::<usize>();
+            n += f.lens.len() * 4 + f.row_terms.iter().map(|t| t.len() * 4 + 16).sum::<usize>();
+        }
+        n as u64
+    }
+
+    /// Index state for a collection's info.
+    pub fn info(&self) -> serde_json::Value {
+        serde_json::json!({
+            "fields": self.fields.iter().map(|f| serde_json::json!({
+                "name": f.name, "docs": f.docs, "avg_len": f.avgdl(), "terms": f.dict.len(),
+            })).collect::<Vec<_>>(),
+            "mutable_docs": self.building.rows.len(),
+            "sealed_segments": self.sealed.len(),
+            "sealed_docs": self.sealed.iter().map(|s| s.live.len()).sum::<u64>(),
+            "bytes": self.bytes(),
+        })
+    }
+
+    /// Parses `query` against the fields `boosts` names (field position, boost). Quoted parts are
+    /// phrases: a document must contain every phrase (its words at consecutive positions, in one
+    /// of the fields). Returns None when no query term occurs in any live document of these fields
+    /// (an empty result), and an error message when the query has no terms at all.
+    pub fn query(&self, query: &str, boosts: &[(usize, f32)]) -> Result<Option<TextQuery>, String> {
+        let mut plain = String::new();
+        let mut phrases: Vec<&str> = Vec::new();
+        for (i, part) in query.split('"').enumerate() {
+            if i % 2 == 1 {
+                phrases.push(part);
+            }
+            plain.push_str(part);
+            plain.push(' ');
+        }
+        let mut fields = Vec::new();
+        let mut any_term = false;
+        for &(fi, boost) in boosts {
+            let f = &self.fields[fi];
+            let mut terms: Vec<(u32, f32)> = Vec::new();
+            let mut analyzed_any = false;
+            f.analyzer.for_each_token(&plain, |t, _| {
+                analyzed_any = true;
+                if let Some(&id) = f.dict.get(t) {
+                    if !terms.iter().any(|x| x.0 == id) {
+                        terms.push((id, boost * f.idf(f.terms[id as usize].1)));
+                    }
+                }
+            });
+            any_term |= analyzed_any;
+            let mut pq = Vec::new();
+            for p in &phrases {
+                let toks = f.analyzer.tokens(p);
+                let Some(first) = toks.first().map(|t| t.position) else {
+                    pq.push(Some(Vec::new())); // only stop words or punctuation: no constraint
+                    continue;
+                };
+                pq.push(
+                    toks.iter()
+                        .map(|t| {
+                            f.dict
+                                .get(t.term.as_str())
+                                .map(|&id| (id, t.position - first))
+                        })
+                        .collect::<Option<Vec<_>>>(),
+                );
+            }
+            fields.push(FieldQuery {
+                field: fi,
+                avgdl: f.avgdl(),
+                terms,
+                phrases: pq,
+            });
+        }
+        if !any_term {
+            return Err(
+                "the text query has no searchable words (only stop words or punctuation)".into(),
+            );
+        }
+        // Every phrase must be satisfiable in some field.
+        let n_phrases = fields.iter().map(|f| f.phrases.len()).max().unwrap_or(0);
+        for p in 0..n_phrases {
+            if !fields
+                .iter()
+                .any(|f| f.phrases.get(p).is_some_and(Option::is_some))
+            {
+                return Ok(None);
+            }
+        }
+        if fields.iter().all(|f| f.terms.is_empty()) {
+            return Ok(None);
+        }
+        Ok(Some(TextQuery { fields }))
+    }
+
+    /// The top `k` rows for `q` by BM25 (ties by id ascending, through `id_of`), among rows in
+    /// `allowed` when given. Every returned row contains at least one query term.
+    pub fn search(
+        &self,
+        q: &TextQuery,
+        k: usize,
+        allowed: Option<&RoaringBitmap>,
+        id_of: &dyn Fn(u32) -> Option<Arc<str>>,
+    ) -> (Vec<(u32, f32)>, TextStats) {
+        let mut stats = TextStats::default();
+        if k == 0 {
+            return (Vec::new(), stats);
+        }
+        let mut top = TopK {
+            k,
+            heap: BinaryHeap::new(),
+            id_of,
+        };
+        let ok = |row: u32| allowed.is_none_or(|a| a.contains(row));
+        // The mutable segment: exhaustively.
+        stats.segments += 1;
+        let mut acc: HashMap<u32, f32> = HashMap::new();
+        for fq in &q.fields {
+            let f = &self.fields[fq.field];
+            for &(t, w) in &fq.terms {
+                if let Some(list) = self.building.postings[fq.field].get(&t) {
+                    stats.postings += list.len() as u64;
+                    for &(row, tf) in list {
+                        if ok(row) {
+                            *acc.entry(row).or_default() +=
+                                w * tf_part(tf, f.lens[row as usize], fq.avgdl);
+                        }
+                    }
+                }
+            }
+        }
+        let mut acc: Vec<(u32, f32)> = acc.into_iter().collect();
+        acc.sort_unstable_by_key(|a| a.0);
+        for (row, score) in acc {
+            stats.scored += 1;
+            if may_beat(score, top.theta()) {
+                if self.phrases_match(q, None, row) {
+                    top.offer(row, score);
+                } else {
+                    stats.phrase_rejected += 1;
+                }
+            }
+        }
+        for s in &self.sealed {
+            stats.segments += 1;
+            self.search_sealed(q, s, &ok, &mut top, &mut stats);
+        }
+        let mut out: Vec<Cand> = top.heap.into_iter().map(|c| c.0).collect();
+        out.sort_by(|a, b| b.cmp(a));
+        (out.into_iter().map(|c| (c.row, c.score)).collect(), stats)
+    }
+
+    /// Block-max WAND over one sealed segment's lists of the query's terms.
+    fn search_sealed(
+        &self,
+        q: &TextQuery,
+        s: &Sealed,
+        ok: &dyn Fn(u32) -> bool,
+        top: &mut TopK<'_>,
+        stats: &mut TextStats,
+    ) {
+        let mut cur: Vec<Cursor<'_>> = Vec::new();
+        for fq in &q.fields {
+            for &(t, w) in &fq.terms {
+                if let Some(list) = s.data.fields[fq.field].get(&t) {
+                    stats.postings += list.rows.len() as u64;
+                    cur.push(Cursor {
+                        list,
+                        weight: w,
+                        avgdl: fq.avgdl,
+                        i: 0,
+                        upper: w * tf_part(list.max_tf, list.min_len, fq.avgdl),
+                    });
+                }
+            }
+        }
+        loop {
+            cur.sort_by_key(Cursor::doc);
+            let theta = top.theta();
+            // Pivot: the first cursor at which the summed upper bounds may beat theta.
+            let mut acc = 0.0;
+            let mut pivot = None;
+            for (j, c) in cur.iter().enumerate() {
+                if c.doc() == u32::MAX {
+                    break;
+                }
+                acc += c.upper;
+                if may_beat(acc, theta) {
+                    pivot = Some(j);
+                    break;
+                }
+            }
+            let Some(mut p) = pivot else {
+                return;
+            };
+            let d = cur[p].doc();
+            while p + 1 < cur.len() && cur[p + 1].doc() == d {
+                p += 1;
+            }
+            // Block-max check for d over cursors 0..=p.
+            let mut bound = 0.0;
+            let mut next = u32::MAX;
+            for c in &cur[..=p] {
+                if let Some(b) = c.block_of(d) {
+                    bound += c.block_bound(b);
+                    next = next.min(c.list.blocks[b].last.saturating_add(1));
+                }
+            }
+            if !may_beat(bound, theta) {
+                if p + 1 < cur.len() {
+                    next = next.min(cur[p + 1].doc());
+                }
+                let next = next.max(d.saturating_add(1));
+                for c in &mut cur[..=p] {
+                    c.advance_to(next);
+                }
+                continue;
+            }
+            if cur[0].doc() == d {
+                if s.live.contains(d) && ok(d) {
+                    let score: f32 = cur[..=p].iter().map(Cursor::score).sum();
+                    stats.scored += 1;
+                    if may_beat(score, theta) {
+                        if self.phrases_match(q, Some(s), d) {
+                            top.offer(d, score);
+                        } else {
+                            stats.phrase_rejected += 1;
+                        }
+                    }
+                }
+                for c in &mut cur[..=p] {
+                    c.i += 1;
+                }
+            } else {
+                for c in &mut cur[..p] {
+                    c.advance_to(d);
+                }
+            }
+        }
+    }
+
+    /// Does `row` contain every phrase of `q` (each within one of the searched fields)?
+    fn phrases_match(&self, q: &TextQuery, seg: Option<&Sealed>, row: u32) -> bool {
+        let n = q.fields.iter().map(|f| f.phrases.len()).max().unwrap_or(0);
+        (0..n).all(|p| {
+            q.fields.iter().any(|fq| match fq.phrases.get(p) {
+                Some(Some(words)) => self.phrase_in(fq.field, words, seg, row),
+                _ => false,
+            })
+        })
+    }
+
+    fn phrase_in(
+        &self,
+        field: usize,
+        words: &[(u32, u32)],
+        seg: Option<&Sealed>,
+        row: u32,
+    ) -> bool {
+        if words.is_empty() {
+            return true;
+        }
+        // Positions of each word in this row's field.
+        let mut lists: Vec<Vec<u32>> = Vec::with_capacity(words.len());
+        for &(t, _) in words {
+            let pos: Vec<u32> = match seg {
+                None => match self.building.rows.get(&row) {
+                    Some(pf) => pf[field].iter().filter(|x| x.0 == t).map(|x| x.1).collect(),
+                    None => Vec::new(),
+                },
+                Some(s) => match s.data.fields[field].get(&t) {
+                    Some(list) => list
+                        .find(row)
+                        .map(|i| list.positions(i).to_vec())
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                },
+            };
+            if pos.is_empty() {
+                return false;
+            }
+            lists.push(pos);
+        }
+        lists[0].iter().any(|&start| {
+            words
+                .iter()
+                .zip(&lists)
+                .all(|(&(_, off), pos)| pos.binary_search(&(start + off)).is_ok())
+        })
+    }
+
+    /// A merge worth doing now: [`MERGE_FACTOR`] sealed segments of the smallest size class that
+    /// has that many (size class = ⌊log₈(live docs / SEAL_DOCS)⌋).
+    pub fn merge_plan(&self) -> Option<MergePlan> {
+        let class = |docs: u64| {
+            let mut c = 0;
+            let mut cap = (SEAL_DOCS * MERGE_FACTOR) as u64;
+            while docs >= cap {
+                c += 1;
+                cap *= MERGE_FACTOR as u64;
+            }
+            c
+        };
+        let mut by_class: BTreeMap<u32, Vec<&Sealed>> = BTreeMap::new();
+        for s in &self.sealed {
+            by_class.entry(class(s.live.len())).or_default().push(s);
+        }
+        let group = by_class.into_values().find(|g| g.len() >= MERGE_FACTOR)?;
+        let group = &group[..MERGE_FACTOR];
+        Some(MergePlan {
+            ids: group.iter().map(|s| s.id).collect(),
+            parts: group
+                .iter()
+                .map(|s| (s.data.clone(), s.live.clone()))
+                .collect(),
+            fields: self.fields.len(),
+        })
+    }
+
+    /// Replaces the merged segments by `merged` (their rows deleted since the plan stay dead).
+    pub fn install_merge(&mut self, merged: Merged) {
+        let mut live = RoaringBitmap::new();
+        let mut at = None;
+        let mut i = 0;
+        while i < self.sealed.len() {
+            if merged.ids.contains(&self.sealed[i].id) {
+                live |= &self.sealed[i].live;
+                at.get_or_insert(i);
+                self.sealed.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.sealed.insert(
+            at.unwrap_or(self.sealed.len()),
+            Sealed {
+                id,
+                data: Arc::new(merged.data),
+                live,
+            },
+        );
+    }
+}
+
+/// Segments to merge, copied out under the collection's read lock.
+#[derive(Debug)]
+pub struct MergePlan {
+    ids: Vec<u64>,
+    parts: Vec<(Arc<SegmentData>, RoaringBitmap)>,
+    fields: usize,
+}
+
+/// A finished merge, to install under the write lock.
+#[derive(Debug)]
+pub struct Merged {
+    ids: Vec<u64>,
+    data: SegmentData,
+}
+
+/// Builds the merged segment (no lock held): the plan's live postings, ascending by row.
+pub fn merge(plan: MergePlan) -> Merged {
+    let mut data = SegmentData {
+        fields: (0..plan.fields).map(|_| HashMap::new()).collect(),
+    };
+    for fi in 0..plan.fields {
+        let mut terms: Vec<u32> = plan
+            .parts
+            .iter()
+            .flat_map(|p| p.0.fields[fi].keys().copied())
+            .collect();
+        terms.sort_unstable();
+        terms.dedup();
+        for t in terms {
+            // (row, part, posting index) of every live posting, ascending by row.
+            let mut all: Vec<(u32, usize, usize)> = Vec::new();
+            for (pi, (d, live)) in plan.parts.iter().enumerate() {
+                if let Some(list) = d.fields[fi].get(&t) {
+                    for (i, &row) in list.rows.iter().enumerate() {
+                        if live.contains(row) {
+                            all.push((row, pi, i));
+                        }
+                    }
+                }
+            }
+            if all.is_empty() {
+                continue;
+            }
+            all.sort_unstable_by_key(|a| a.0);
+            let mut out = PostingList::default();
+            for (row, pi, i) in all {
+                let list = &plan.parts[pi].0.fields[fi][&t];
+                out.push(row, list.lens[i], list.positions(i));
+            }
+            data.fields[fi].insert(t, out);
+        }
+    }
+    Merged {
+        ids: plan.ids,
+        data,
+    }
+}
