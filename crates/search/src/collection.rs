@@ -21,6 +21,7 @@ use crate::{
     error::invalid,
     filter::Filter,
     hnsw::{Hnsw, HnswStats},
+    hybrid::{fuse, ComponentList, HybridRequest},
     manager::Shared,
     payload::Payload,
     query::{Hit, SearchRequest, SearchResponse},
@@ -618,6 +619,163 @@ impl Collection {
         Ok((st.hits(&rows, with_fields), stats))
     }
 
+    /// Answers a hybrid search (`hybrid.rs`): each vector query's list and the text list, each cut
+    /// at `candidates` after the metadata filter and time range, then fused; with neither, the
+    /// matching documents newest first. Vector queries must already hold their vectors (the server
+    /// embeds `text` first). The answer is `{"hits": [...], "plan": {...}?}`.
+    pub fn hybrid(&self, req: &HybridRequest) -> Result<Value> {
+        let started = Instant::now();
+        let schema = self.schema();
+        let filter = req.combined_filter(&schema);
+        let mut lists: Vec<ComponentList> = Vec::new();
+        let mut stages: Vec<Value> = Vec::new();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for vq in &req.vectors {
+            let t = Instant::now();
+            let sr = SearchRequest {
+                vector: vq.vector.clone(),
+                text: None,
+                using: vq.using.clone(),
+                filter: filter.clone(),
+                limit: req.candidates,
+                ef: req.ef(),
+                with_fields: false,
+                with_text: false,
+                with_vectors: false,
+                threshold: vq.threshold,
+                explain: req.explain,
+                exact: req.exact,
+            };
+            let out = self.search(&sr)?;
+            let n = seen.entry(vq.using.as_str()).or_default();
+            *n += 1;
+            let name = if *n == 1 {
+                format!("vector:{}", vq.using)
+            } else {
+                format!("vector:{}#{n}", vq.using)
+            };
+            stages.push(
+                json!({"component": name, "kind": "vector", "field": vq.using,
+                "weight": vq.weight, "listed": out.hits.len(),
+                "took_us": t.elapsed().as_micros() as u64, "plan": out.plan}),
+            );
+            lists.push(ComponentList {
+                name,
+                weight: vq.weight,
+                hits: out
+                    .hits
+                    .into_iter()
+                    .map(|h| (Arc::from(h.id), h.score))
+                    .collect(),
+            });
+        }
+        if let Some(tc) = &req.text {
+            let t = Instant::now();
+            let (hits, stats) = self.text_search(
+                &tc.query,
+                &tc.fields,
+                filter.as_ref(),
+                req.candidates,
+                false,
+            )?;
+            stages.push(json!({"component": "text", "kind": "bm25", "index": "text (block-max WAND)",
+                "weight": tc.weight, "listed": hits.len(), "segments": stats.segments,
+                "postings": stats.postings, "scored": stats.scored,
+                "phrase_rejected": stats.phrase_rejected, "took_us": t.elapsed().as_micros() as u64}));
+            lists.push(ComponentList {
+                name: "text".into(),
+                weight: tc.weight,
+                hits: hits
+                    .into_iter()
+                    .map(|h| (Arc::from(h.id), h.score))
+                    .collect(),
+            });
+        }
+        let t = Instant::now();
+        let st = self.state.read();
+        let ranked: Vec<(u32, f64, Option<Value>)> = if lists.is_empty() {
+            // Only a filter and/or a time range: newest first.
+            let allowed = match &filter {
+                Some(f) => st.payload.eval(f),
+                None => st.payload.all().clone(),
+            };
+            let rows = st.newest(&allowed, schema.timestamp_field.as_deref(), req.limit);
+            stages.push(json!({"component": "filter", "kind": "newest_first",
+                "order": schema.timestamp_field.as_deref().map_or("write order".to_string(), |f| format!("{f} descending")),
+                "matches": allowed.len(), "took_us": t.elapsed().as_micros() as u64}));
+            rows.into_iter().map(|r| (r, 0.0, None)).collect()
+        } else {
+            let fused = fuse(&lists, req.fusion);
+            stages.push(json!({"stage": "fusion", "strategy": req.fusion.name(),
+                "k": match req.fusion {
+                    crate::hybrid::Fusion::Rrf { k } => Some(k),
+                    crate::hybrid::Fusion::LearnedFallback => Some(crate::hybrid::RRF_K_DEFAULT),
+                    _ => None,
+                },
+                "fused": fused.len(), "took_us": t.elapsed().as_micros() as u64}));
+            fused
+                .into_iter()
+                .filter_map(|f| {
+                    let row = *st.by_id.get(&f.id)?;
+                    let parts = req.explain.then(|| {
+                        Value::Object(
+                            lists
+                                .iter()
+                                .zip(&f.parts)
+                                .filter_map(|(l, p)| {
+                                    p.map(|(rank, score)| {
+                                        (l.name.clone(), json!({"rank": rank, "score": score}))
+                                    })
+                                })
+                                .collect(),
+                        )
+                    });
+                    Some((row, f.score, parts))
+                })
+                .take(req.limit)
+                .collect()
+        };
+        let mut hits: Vec<Value> = Vec::with_capacity(ranked.len());
+        let mut keys = Vec::with_capacity(ranked.len());
+        for (r, score, parts) in ranked {
+            let Some(row) = st.row(r) else { continue };
+            let mut h = json!({"id": &*row.id, "score": score});
+            if req.with_fields {
+                h["fields"] = fields_json(&row.fields);
+            }
+            if let Some(p) = parts {
+                h["components"] = p;
+            }
+            keys.push(row.key);
+            hits.push(h);
+        }
+        drop(st);
+        if req.with_text {
+            let values = self.keyspace.multi_get(&keys)?;
+            for (h, v) in hits.iter_mut().zip(values) {
+                if let Some(doc) = v.and_then(|v| Document::decode(&v, &schema).ok()) {
+                    h["text"] = json!(doc.text);
+                }
+            }
+        }
+        let took = started.elapsed();
+        metrics::histogram!("kyrodb_hybrid_search_latency_seconds").record(took.as_secs_f64());
+        let mut out = json!({"hits": hits});
+        if req.explain {
+            let time = req.time.map(|t| {
+                json!({
+                    "field": schema.timestamp_field,
+                    "from": t.from.map(crate::doc::format_datetime),
+                    "to": t.to.map(crate::doc::format_datetime),
+                    "index": "payload ordered map (bitmap per timestamp)",
+                })
+            });
+            out["plan"] = json!({"candidates": req.candidates, "time_range": time,
+                "stages": stages, "took_us": took.as_micros() as u64});
+        }
+        Ok(out)
+    }
+
     /// Vectors waiting to be linked.
     pub fn pending(&self) -> usize {
         self.vectors.iter().map(|v| v.hnsw.pending()).sum()
@@ -667,6 +825,40 @@ fn id_key(id: &str) -> u64 {
 impl State {
     fn row(&self, r: u32) -> Option<&Row> {
         self.rows.get(r as usize)?.as_ref()
+    }
+
+    /// Up to `limit` rows of `allowed`, newest first: by the timestamp field descending (ties by
+    /// id), then rows without a timestamp in reverse write order.
+    fn newest(&self, allowed: &RoaringBitmap, ts: Option<&str>, limit: usize) -> Vec<u32> {
+        let mut out: Vec<u32> = Vec::new();
+        let mut left = allowed.clone();
+        if let Some(ts) = ts {
+            for bm in self.payload.numeric_desc(ts) {
+                let mut group: Vec<u32> = (bm & &left).iter().collect();
+                if group.is_empty() {
+                    continue;
+                }
+                for r in &group {
+                    left.remove(*r);
+                }
+                group.sort_by(|a, b| {
+                    let id = |r: &u32| self.row(*r).map(|x| x.id.clone());
+                    id(a).cmp(&id(b))
+                });
+                out.extend(group);
+                if out.len() >= limit {
+                    out.truncate(limit);
+                    return out;
+                }
+            }
+        }
+        let mut rest: Vec<(u64, u32)> = left
+            .iter()
+            .filter_map(|r| self.row(r).map(|row| (row.seq, r)))
+            .collect();
+        rest.sort_unstable_by(|a, b| b.cmp(a));
+        out.extend(rest.into_iter().map(|x| x.1).take(limit - out.len()));
+        out
     }
 
     /// Hits for scored rows (in the given order; rows no longer live are skipped).

@@ -56,6 +56,43 @@ pub enum Cond {
     Exists { field: String, exists: bool },
 }
 
+/// `YYYY`, `YYYY-MM` or `YYYY-MM-DD` as the epoch-ms period [start, start of the next), UTC.
+pub fn period(s: &str) -> Option<(i64, i64)> {
+    use time::{Date, Month};
+    let ms = |d: Date| d.midnight().assume_utc().unix_timestamp() * 1000;
+    let num = |x: &str, n: usize| -> Option<i32> {
+        (x.len() == n && x.bytes().all(|b| b.is_ascii_digit())).then(|| x.parse().ok())?
+    };
+    let parts: Vec<&str> = s.split('-').collect();
+    match parts.as_slice() {
+        [y] => {
+            let y = num(y, 4)?;
+            let a = Date::from_calendar_date(y, Month::January, 1).ok()?;
+            let b = Date::from_calendar_date(y + 1, Month::January, 1).ok()?;
+            Some((ms(a), ms(b)))
+        }
+        [y, m] => {
+            let (y, m) = (num(y, 4)?, num(m, 2)?);
+            let month = Month::try_from(u8::try_from(m).ok()?).ok()?;
+            let a = Date::from_calendar_date(y, month, 1).ok()?;
+            let (ny, nm) = if m == 12 {
+                (y + 1, Month::January)
+            } else {
+                (y, month.next())
+            };
+            let b = Date::from_calendar_date(ny, nm, 1).ok()?;
+            Some((ms(a), ms(b)))
+        }
+        [y, m, d] => {
+            let (y, m, d) = (num(y, 4)?, num(m, 2)?, num(d, 2)?);
+            let month = Month::try_from(u8::try_from(m).ok()?).ok()?;
+            let a = Date::from_calendar_date(y, month, u8::try_from(d).ok()?).ok()?;
+            Some((ms(a), ms(a.next_day()?)))
+        }
+        _ => None,
+    }
+}
+
 struct Parser<'a> {
     schema: &'a Schema,
     conditions: usize,
@@ -264,6 +301,16 @@ impl Parser<'_> {
     }
 
     fn equal(&mut self, field: &str, ty: FieldType, v: &Value, path: &str) -> Result<Cond> {
+        if ty == FieldType::Datetime {
+            if let Some((from, to)) = v.as_str().and_then(period) {
+                // A bare year, year-month or date means that whole period (UTC).
+                return Ok(Cond::Range {
+                    field: field.to_owned(),
+                    lo: Bound::Included(from as f64),
+                    hi: Bound::Excluded(to as f64),
+                });
+            }
+        }
         if ty == FieldType::Keyword {
             if let Value::Array(a) = v {
                 return self.any(field, ty, a, path);
@@ -286,5 +333,37 @@ impl Parser<'_> {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::period;
+
+    #[test]
+    fn periods_cover_the_whole_year_month_or_day() {
+        // 2024 is a leap year: 366 days.
+        let (a, b) = period("2024").unwrap();
+        assert_eq!(a, 1_704_067_200_000);
+        assert_eq!(b - a, 366 * 86_400_000);
+        let (a, b) = period("2024-02").unwrap();
+        assert_eq!(a, 1_706_745_600_000);
+        assert_eq!(b - a, 29 * 86_400_000);
+        let (a, b) = period("2023-12").unwrap();
+        assert_eq!(b - a, 31 * 86_400_000);
+        assert_eq!(b, period("2024").unwrap().0);
+        let (a, b) = period("2024-03-05").unwrap();
+        assert_eq!(b - a, 86_400_000);
+        for bad in [
+            "24",
+            "2024-2",
+            "2024-13",
+            "2024-02-30",
+            "2024-01-01T00:00:00Z",
+            "abcd",
+            "",
+        ] {
+            assert_eq!(period(bad), None, "{bad}");
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod doc;
 mod error;
 pub mod filter;
 pub mod hnsw;
+pub mod hybrid;
 mod manager;
 pub mod payload;
 pub mod query;
@@ -21,6 +22,7 @@ pub use collection::Collection;
 pub use doc::Document;
 pub use error::{Error, Result};
 pub use filter::Filter;
+pub use hybrid::HybridRequest;
 pub use manager::{
     default_index_threads, CollectionStats, Collections, FieldStats, SearchOptions,
     CATALOG_KEYSPACE, COLLECTION_KEYSPACE_PREFIX,

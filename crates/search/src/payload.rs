@@ -111,6 +111,14 @@ impl Payload {
         }
     }
 
+    /// The bitmaps of a numeric or datetime field, largest value first.
+    pub fn numeric_desc<'a>(&'a self, field: &str) -> impl Iterator<Item = &'a RoaringBitmap> + 'a {
+        self.numeric
+            .get(field)
+            .into_iter()
+            .flat_map(|m| m.values().rev())
+    }
+
     /// The rows matching `f`.
     pub fn eval(&self, f: &Filter) -> RoaringBitmap {
         match f {

@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use kyrodb_search::{Collection, Filter, Schema, SearchRequest};
+use kyrodb_search::{Collection, Filter, HybridRequest, Schema, SearchRequest};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
@@ -404,12 +404,70 @@ async fn search_body(
     ))
 }
 
+/// Hybrid search in one request: vector queries (an `embedding`, or `text` embedded with the
+/// field's model; one or several named vectors, each with a weight and an optional threshold),
+/// BM25 `text_search` (quoted phrases, per-field boosts), `metadata_filters`, a `temporal_range`
+/// on the collection's timestamp field (`from`/`to`, `last`, `last_N_days`), fused by `rrf`
+/// (default, k = 60), `weighted` or `dbsf`. Each component's list is cut at `candidates` (default
+/// 100) after the filter and time range; ties break by id. With only a filter and/or a time range,
+/// the matching documents newest first. `"explain": true` adds each hit's component ranks and
+/// scores and the plan (stages, candidate counts, time per stage).
+#[utoipa::path(post, path = "/v2/search/hybrid", tag = "collections", request_body = AnyObject,
+    responses((status = 200, body = AnyObject), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn hybrid(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let name = kyrodb_search::hybrid::collection_of(&body)?;
+    let c = collection(&s, &name)?;
+    hybrid_body(&s, c, body).await
+}
+
+/// A hybrid request's JSON against `c`: text vector queries are embedded first.
+async fn hybrid_body(
+    s: &AppState,
+    c: Arc<Collection>,
+    body: Value,
+) -> Result<Json<Value>, ApiError> {
+    let schema = c.schema();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut req = HybridRequest::parse(&body, &schema, now_ms)?;
+    // Text vector queries: embedded together, each with its field's model.
+    let mut texts: Vec<(usize, String)> = Vec::new();
+    for (i, vq) in req.vectors.iter().enumerate() {
+        if let Some(t) = &vq.text {
+            let e = schema.vectors[&vq.using]
+                .embed
+                .clone()
+                .expect("parse checked that the field is embedded");
+            s.embed.check_field(&vq.using, &e)?;
+            texts.push((i, t.clone()));
+        }
+    }
+    if !texts.is_empty() {
+        let vectors = s
+            .embed
+            .embed(texts.iter().map(|t| t.1.clone()).collect())
+            .await?;
+        for ((i, _), v) in texts.iter().zip(vectors) {
+            req.vectors[*i].vector = v;
+        }
+    }
+    Ok(Json(run(move || c.hybrid(&req)).await?))
+}
+
 /// The query-string form: `collection`, `similar_to` (text, embedded with the field's model),
-/// optional `using` and `limit`; every other parameter is an equality filter on the field of that
-/// name (an unknown field is a 400).
+/// optional `using`, `limit`, `q` (BM25 full text: then a hybrid search, `similar_to` one of its
+/// components), `vector_sim` (the vector score threshold), `auto_rank` (learned ranking; RRF until a
+/// model is trained); every other parameter is an equality filter on the field of that name (an
+/// unknown field is a 400).
 #[utoipa::path(get, path = "/v2/search", tag = "collections",
     params(("collection" = String, Query), ("similar_to" = String, Query, description = "query text, embedded with the vector field's model"),
-        ("using" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+        ("using" = Option<String>, Query), ("limit" = Option<u32>, Query), ("q" = Option<String>, Query),
+        ("vector_sim" = Option<f64>, Query), ("auto_rank" = Option<bool>, Query)),
     responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn search_get(
@@ -419,6 +477,8 @@ pub async fn search_get(
     let mut name = None;
     let mut body = Map::new();
     let mut filter = Map::new();
+    let mut q: Option<String> = None;
+    let mut auto_rank = false;
     for (k, v) in &params {
         let dup =
             |k: &str| ApiError::bad_request("invalid_query", format!("{k}: given more than once"));
@@ -448,6 +508,34 @@ pub async fn search_get(
                 })?;
                 body.insert("limit".into(), json!(n));
             }
+            "q" => {
+                if q.replace(v.clone()).is_some() {
+                    return Err(dup(k));
+                }
+            }
+            "vector_sim" => {
+                let t = v.parse::<f64>().ok().filter(|t| t.is_finite()).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("vector_sim: expected a number (the vector score threshold), got {v:?}"),
+                    )
+                })?;
+                if body.insert("threshold".into(), json!(t)).is_some() {
+                    return Err(dup(k));
+                }
+            }
+            "auto_rank" => {
+                auto_rank = match v.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "invalid_query",
+                            format!("auto_rank: expected true or false, got {v:?}"),
+                        ))
+                    }
+                };
+            }
             _ => {
                 filter.insert(k.clone(), json!(v));
             }
@@ -459,10 +547,10 @@ pub async fn search_get(
             "collection: missing (the collection to search)",
         )
     })?;
-    if !body.contains_key("text") {
+    if !body.contains_key("text") && q.is_none() {
         return Err(ApiError::bad_request(
             "invalid_query",
-            "similar_to: missing (the query text)",
+            "similar_to or q: missing (the query text)",
         ));
     }
     let c = collection(&s, &name)?;
@@ -513,5 +601,33 @@ pub async fn search_get(
         }
         body.insert("filter".into(), Value::Object(filter));
     }
-    search_body(&s, c, Value::Object(body)).await
+    if q.is_none() && !auto_rank {
+        return search_body(&s, c, Value::Object(body)).await;
+    }
+    // Full text and/or ranking: the hybrid search, with the similar_to vector as one component.
+    let mut h = Map::new();
+    h.insert("collection".into(), json!(name));
+    if let Some(text) = body.remove("text") {
+        let mut vq = Map::new();
+        vq.insert("text".into(), text);
+        for (from, to) in [("using", "using"), ("threshold", "threshold")] {
+            if let Some(v) = body.remove(from) {
+                vq.insert(to.into(), v);
+            }
+        }
+        h.insert("vector_similarity".into(), Value::Object(vq));
+    }
+    if let Some(q) = q {
+        h.insert("text_search".into(), json!(q));
+    }
+    if let Some(f) = body.remove("filter") {
+        h.insert("metadata_filters".into(), f);
+    }
+    if let Some(l) = body.remove("limit") {
+        h.insert("limit".into(), l);
+    }
+    if auto_rank {
+        h.insert("fusion_strategy".into(), json!("auto_rank"));
+    }
+    hybrid_body(&s, c, Value::Object(h)).await
 }

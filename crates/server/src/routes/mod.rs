@@ -127,6 +127,7 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Write), routes!(collections::delete_many)),
         (Needs(Read), routes!(collections::search)),
         (Needs(Read), routes!(collections::search_get)),
+        (Needs(Read), routes!(collections::hybrid)),
         (Needs(Read), routes!(embed::embed)),
         (Needs(Read), routes!(embed::models)),
     ]

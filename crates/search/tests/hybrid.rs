@@ -1,0 +1,136 @@
+//! Hybrid search through a collection: the fused top k of the indexed components equals the
+//! fusion of the exact component lists (vector lists scored exactly over every candidate, text by
+//! BM25, which `text_index.rs` checks against the formula) in ≥ 99% of queries, with filters.
+
+mod common;
+
+use kyrodb_search::{HybridRequest, Schema};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde_json::{json, Value};
+
+fn vector(rng: &mut StdRng) -> Vec<f32> {
+    (0..16).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+const WORDS: [&str; 12] = [
+    "vector", "search", "fusion", "ranking", "graph", "index", "query", "learned", "neural",
+    "database", "rust", "latency",
+];
+
+fn words(rng: &mut StdRng, n: usize) -> String {
+    (0..n)
+        .map(|_| WORDS[rng.gen_range(0..WORDS.len())])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn fused_top_k_equals_the_fusion_of_exact_component_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, cs) = common::open(dir.path());
+    let schema = Schema::from_json(json!({
+        "vectors": {"v": {"dim": 16, "metric": "cosine"}},
+        "text_fields": ["body"],
+        "fields": {"group": "keyword", "n": "integer", "at": "datetime"},
+        "timestamp_field": "at"
+    }))
+    .unwrap();
+    let (c, _) = cs.create("h", schema).unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    let docs: Vec<Value> = (0..5000)
+        .map(|i| {
+            let n = rng.gen_range(2..12);
+            json!({"id": format!("d{i:05}"), "vector": vector(&mut rng), "text": words(&mut rng, n),
+                   "fields": {"group": (["a", "b", "c"][i % 3]), "n": i, "at": 1_700_000_000_000i64 + i as i64 * 1000}})
+        })
+        .collect();
+    for chunk in docs.chunks(1000) {
+        c.upsert(&c.parse_documents(&c.schema(), chunk).unwrap())
+            .unwrap();
+    }
+    assert!(c.wait_until_indexed(std::time::Duration::from_secs(60)));
+    let schema = c.schema();
+    let mut agree = 0;
+    let queries = 200;
+    for q in 0..queries {
+        let mut body = json!({"collection": "h",
+            "vector_similarity": {"embedding": vector(&mut rng), "using": "v"},
+            "text_search": words(&mut rng, 2),
+            "fusion_strategy": (["rrf", "weighted", "dbsf"][q % 3]),
+            "limit": 10});
+        if q % 2 == 0 {
+            body["metadata_filters"] = json!({"group": (["a", "b"][q % 4 / 2])});
+        }
+        if q % 5 == 0 {
+            body["temporal_range"] = json!({"from": 1_700_000_000_000i64 + 1_000_000, "to": 1_700_000_000_000i64 + 4_000_000});
+        }
+        let req = HybridRequest::parse(&body, &schema, 0).unwrap();
+        let got = c.hybrid(&req).unwrap();
+        let mut exact = req.clone();
+        exact.exact = true;
+        let want = c.hybrid(&exact).unwrap();
+        let ids = |v: &Value| -> Vec<String> {
+            v["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(ids(&want).len(), 10, "{body}");
+        if q % 5 == 0 {
+            for h in want["hits"].as_array().unwrap() {
+                let n: u64 = h["id"].as_str().unwrap()[1..].parse().unwrap();
+                assert!((1000..4000).contains(&n), "{h} outside the time range");
+            }
+        }
+        if ids(&got) == ids(&want) {
+            agree += 1;
+        }
+    }
+    let rate = agree as f64 / queries as f64;
+    eprintln!("agreement with exact fusion: {agree}/{queries}");
+    assert!(rate >= 0.99, "agreement with exact fusion {rate}");
+}
+
+#[test]
+fn datetime_shorthand_means_the_whole_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, cs) = common::open(dir.path());
+    let schema = Schema::from_json(json!({
+        "text_fields": ["body"], "fields": {"publish_date": "datetime"}, "timestamp_field": "publish_date"
+    }))
+    .unwrap();
+    let (c, _) = cs.create("p", schema).unwrap();
+    let docs = json!([
+        {"id": "dec23", "text": "x", "fields": {"publish_date": "2023-12-31T23:59:59.999Z"}},
+        {"id": "jan24", "text": "x", "fields": {"publish_date": "2024-01-01T00:00:00Z"}},
+        {"id": "feb24", "text": "x", "fields": {"publish_date": "2024-02-29T12:00:00Z"}},
+        {"id": "jan25", "text": "x", "fields": {"publish_date": "2025-01-01T00:00:00Z"}}
+    ]);
+    c.upsert(
+        &c.parse_documents(&c.schema(), docs.as_array().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let schema = c.schema();
+    let run = |f: Value| -> Vec<String> {
+        let req = HybridRequest::parse(
+            &json!({"collection": "p", "metadata_filters": f}),
+            &schema,
+            0,
+        )
+        .unwrap();
+        c.hybrid(&req).unwrap()["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Newest first.
+    assert_eq!(run(json!({"publish_date": "2024"})), ["feb24", "jan24"]);
+    assert_eq!(run(json!({"publish_date": "2024-02"})), ["feb24"]);
+    assert_eq!(run(json!({"publish_date": "2023-12-31"})), ["dec23"]);
+    assert!(run(json!({"publish_date": "2022"})).is_empty());
+}
