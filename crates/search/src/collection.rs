@@ -66,8 +66,66 @@ struct State {
     payload: Payload,
     /// Rows that have each vector field.
     has_vector: Vec<RoaringBitmap>,
+    /// Per vector field: rows holding exactly the same (prepared) vector, by its hash — only
+    /// groups of two or more. HNSW's neighbour heuristic keeps few links inside a cluster of
+    /// identical vectors, so a search can miss duplicates of a hit; they are added back with the
+    /// hit's score (see `expand_duplicates`).
+    dups: Vec<Dups>,
     /// BM25 over the text fields.
     text: TextIndex,
+}
+
+/// Rows by the hash of their vector: one row per hash in `one`, groups of identical vectors in
+/// `many` (a hash collision between different vectors only puts them in one group; membership
+/// is checked against the stored vectors before use).
+#[derive(Debug, Default)]
+struct Dups {
+    by_row: HashMap<u32, u64>,
+    one: HashMap<u64, u32>,
+    many: HashMap<u64, Vec<u32>>,
+}
+
+impl Dups {
+    fn insert(&mut self, row: u32, hash: u64) {
+        self.remove(row);
+        self.by_row.insert(row, hash);
+        if let Some(g) = self.many.get_mut(&hash) {
+            g.push(row);
+        } else if let Some(first) = self.one.remove(&hash) {
+            self.many.insert(hash, vec![first, row]);
+        } else {
+            self.one.insert(hash, row);
+        }
+    }
+
+    fn remove(&mut self, row: u32) {
+        let Some(hash) = self.by_row.remove(&row) else {
+            return;
+        };
+        if self.one.get(&hash) == Some(&row) {
+            self.one.remove(&hash);
+        } else if let Some(g) = self.many.get_mut(&hash) {
+            g.retain(|&r| r != row);
+            if g.len() == 1 {
+                let last = g[0];
+                self.many.remove(&hash);
+                self.one.insert(hash, last);
+            }
+        }
+    }
+
+    /// The other rows with the same hash as `row`.
+    fn group(&self, row: u32) -> &[u32] {
+        self.by_row
+            .get(&row)
+            .and_then(|h| self.many.get(h))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+fn vector_hash(v: &[f32]) -> u64 {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 /// One vector field's index.
@@ -128,6 +186,7 @@ impl Collection {
             by_id: HashMap::new(),
             payload: Payload::default(),
             has_vector: vec![RoaringBitmap::new(); vectors.len()],
+            dups: (0..vectors.len()).map(|_| Dups::default()).collect(),
             text: TextIndex::new(&schema.text_analysis()),
         };
         if let Some(l) = loaded {
@@ -442,6 +501,13 @@ impl Collection {
         plan["visited"] = json!(out.visited);
         plan["exact_scanned"] = json!(out.exact_scanned);
         plan["kernel"] = json!(crate::distance::kernel_name());
+        let mut out = out;
+        if !strategy.starts_with("exact") && strategy != "empty" {
+            let added = st.expand_duplicates(fi, index, &mut out.hits, req.filter.as_ref());
+            if added > 0 {
+                plan["duplicates_added"] = json!(added);
+            }
+        }
         let mut hits: Vec<(f32, Arc<str>, u32)> = out
             .hits
             .iter()
@@ -861,6 +927,51 @@ impl State {
         out
     }
 
+    /// Adds every row holding exactly the vector of a hit (and matching `filter`) with the hit's
+    /// score. Returns how many were added.
+    fn expand_duplicates(
+        &self,
+        field: usize,
+        index: &VectorIndex,
+        hits: &mut Vec<(u32, f32)>,
+        filter: Option<&Filter>,
+    ) -> usize {
+        let d = &self.dups[field];
+        if d.many.is_empty() {
+            return 0;
+        }
+        let mut have: std::collections::HashSet<u32> = hits.iter().map(|h| h.0).collect();
+        let mut extra = Vec::new();
+        let mut allowed: Option<RoaringBitmap> = None;
+        for &(r, score) in hits.iter() {
+            let group = d.group(r);
+            if group.is_empty() {
+                continue;
+            }
+            let Some(v) = index.hnsw.vector(r) else {
+                continue;
+            };
+            for &o in group {
+                if have.contains(&o) {
+                    continue;
+                }
+                if let Some(f) = filter {
+                    let a = allowed.get_or_insert_with(|| self.payload.eval(f));
+                    if !a.contains(o) {
+                        continue;
+                    }
+                }
+                if index.hnsw.vector(o).is_some_and(|w| w == v) {
+                    have.insert(o);
+                    extra.push((o, score));
+                }
+            }
+        }
+        let n = extra.len();
+        hits.extend(extra);
+        n
+    }
+
     /// Hits for scored rows (in the given order; rows no longer live are skipped).
     fn hits(&self, rows: &[(u32, f32)], with_fields: bool) -> Vec<Hit> {
         rows.iter()
@@ -892,6 +1003,7 @@ impl State {
             if self.has_vector[i].remove(r) {
                 v.hnsw.remove(r);
             }
+            self.dups[i].remove(r);
         }
         self.free.push(r);
     }
@@ -937,20 +1049,21 @@ impl State {
         for (i, v) in vectors.iter().enumerate() {
             match doc.vectors.get(&v.name) {
                 Some(vec) if vec.len() == v.spec.dim as usize => {
+                    let prepared = crate::distance::prepared(v.spec.metric, vec);
                     // A node of a loaded graph is kept only if it holds exactly this vector.
-                    let same = preloading
-                        && v.hnsw.vector(r).is_some_and(|stored| {
-                            stored == crate::distance::prepared(v.spec.metric, vec)
-                        });
+                    let same =
+                        preloading && v.hnsw.vector(r).is_some_and(|stored| stored == prepared);
                     if !same {
                         v.hnsw.set(r, vec);
                     }
                     self.has_vector[i].insert(r);
+                    self.dups[i].insert(r, vector_hash(&prepared));
                 }
                 _ => {
                     if self.has_vector[i].remove(r) {
                         v.hnsw.remove(r);
                     }
+                    self.dups[i].remove(r);
                 }
             }
         }

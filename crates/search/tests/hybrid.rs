@@ -134,3 +134,54 @@ fn datetime_shorthand_means_the_whole_period() {
     assert_eq!(run(json!({"publish_date": "2023-12-31"})), ["dec23"]);
     assert!(run(json!({"publish_date": "2022"})).is_empty());
 }
+
+#[test]
+fn identical_vectors_are_all_found_and_tie_by_id() {
+    // HNSW keeps few links inside a cluster of identical vectors; the collection adds the
+    // duplicates of every hit back, so a search returns the exact answer: the smallest ids of the
+    // cluster, all at the same score.
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, cs) = common::open(dir.path());
+    let schema =
+        Schema::from_json(json!({"vectors": {"v": {"dim": 16, "metric": "cosine"}}})).unwrap();
+    let (c, _) = cs.create("dups", schema).unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let same = vector(&mut rng);
+    let docs: Vec<Value> = (0..6000)
+        .map(|i| {
+            let v = if i % 20 == 0 {
+                same.clone()
+            } else {
+                vector(&mut rng)
+            };
+            json!({"id": format!("d{i:05}"), "vector": v})
+        })
+        .collect();
+    for chunk in docs.chunks(1000) {
+        c.upsert(&c.parse_documents(&c.schema(), chunk).unwrap())
+            .unwrap();
+    }
+    assert!(c.wait_until_indexed(std::time::Duration::from_secs(60)));
+    let req = kyrodb_search::SearchRequest::parse(
+        &json!({"vector": same, "limit": 100, "ef": 100}),
+        &c.schema(),
+    )
+    .unwrap();
+    let out = c.search(&req).unwrap();
+    let want: Vec<String> = (0..6000)
+        .step_by(20)
+        .take(100)
+        .map(|i| format!("d{i:05}"))
+        .collect();
+    let got: Vec<String> = out.hits.iter().map(|h| h.id.clone()).collect();
+    assert_eq!(got, want);
+    // Deleting duplicates removes them from the groups too.
+    c.delete_ids(&want[..50]).unwrap();
+    let out = c.search(&req).unwrap();
+    assert_eq!(
+        out.hits.first().map(|h| h.id.as_str()),
+        Some(want[50].as_str())
+    );
+    assert_eq!(out.hits.len(), 100);
+    assert!(out.hits.iter().take(250 - 50).all(|h| h.score > 0.999));
+}
