@@ -127,6 +127,17 @@ fn one_request_combines_vector_text_filters_and_time() {
         "{out}"
     );
     assert!(out["plan"]["time_range"]["from"].is_string(), "{out}");
+    // The time range is answered by the learned time index (delta + learned part).
+    let ti = &out["plan"]["time_range"]["index"];
+    assert!(
+        ti["index"].as_str().unwrap().contains("kyrodb-rmi"),
+        "{out}"
+    );
+    assert_eq!(
+        ti["base_keys"].as_u64().unwrap() + ti["delta_keys"].as_u64().unwrap(),
+        400,
+        "{out}"
+    );
 
     // RRF by hand over the explained components: score = Σ 1/(60 + rank).
     for h in hits {

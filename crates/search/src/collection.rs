@@ -184,7 +184,7 @@ impl Collection {
             free: Vec::new(),
             by_key: HashMap::new(),
             by_id: HashMap::new(),
-            payload: Payload::default(),
+            payload: Payload::with_time_field(schema.timestamp_field.clone()),
             has_vector: vec![RoaringBitmap::new(); vectors.len()],
             dups: (0..vectors.len()).map(|_| Dups::default()).collect(),
             text: TextIndex::new(&schema.text_analysis()),
@@ -824,6 +824,7 @@ impl Collection {
                 }
             }
         }
+        let time_index = req.time.and_then(|_| self.state.read().payload.time_info());
         let took = started.elapsed();
         metrics::histogram!("kyrodb_hybrid_search_latency_seconds").record(took.as_secs_f64());
         let mut out = json!({"hits": hits});
@@ -833,7 +834,7 @@ impl Collection {
                     "field": schema.timestamp_field,
                     "from": t.from.map(crate::doc::format_datetime),
                     "to": t.to.map(crate::doc::format_datetime),
-                    "index": "payload ordered map (bitmap per timestamp)",
+                    "index": time_index,
                 })
             });
             out["plan"] = json!({"candidates": req.candidates, "time_range": time,

@@ -17,6 +17,7 @@ pub mod query;
 pub mod reembed;
 pub mod schema;
 pub mod text;
+pub mod timeindex;
 
 pub use collection::Collection;
 pub use doc::Document;

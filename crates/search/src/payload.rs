@@ -13,6 +13,7 @@ use roaring::{MultiOps, RoaringBitmap};
 use crate::{
     doc::{FieldValue, Fields},
     filter::{Cond, Filter},
+    timeindex::TimeIndex,
 };
 
 /// An f64 mapped to a u64 with the same order (negative numbers below positive ones).
@@ -34,9 +35,26 @@ pub struct Payload {
     keyword: HashMap<String, HashMap<String, RoaringBitmap>>,
     boolean: HashMap<String, [RoaringBitmap; 2]>,
     numeric: HashMap<String, BTreeMap<u64, RoaringBitmap>>,
+    /// The collection's timestamp field and its learned time index (`timeindex.rs`): ranges on that
+    /// field are answered there.
+    time_field: Option<String>,
+    time: TimeIndex,
 }
 
 impl Payload {
+    /// Indexes with `time_field` (the schema's timestamp field) in the learned time index.
+    pub fn with_time_field(time_field: Option<String>) -> Payload {
+        Payload {
+            time_field,
+            ..Payload::default()
+        }
+    }
+
+    /// The time index's state (for `explain` and info).
+    pub fn time_info(&self) -> Option<serde_json::Value> {
+        self.time_field.as_ref().map(|_| self.time.info())
+    }
+
     /// Every live row.
     pub fn all(&self) -> &RoaringBitmap {
         &self.all
@@ -59,6 +77,9 @@ impl Payload {
                 }
                 other => {
                     let x = other.number().expect("numeric");
+                    if self.time_field.as_deref() == Some(name.as_str()) {
+                        self.time.insert(row, x as i64);
+                    }
                     self.numeric
                         .entry(name.clone())
                         .or_default()
@@ -97,6 +118,9 @@ impl Payload {
                     }
                 }
                 other => {
+                    if self.time_field.as_deref() == Some(name.as_str()) {
+                        self.time.remove(row);
+                    }
                     let k = ord_key(other.number().expect("numeric"));
                     if let Some(m) = self.numeric.get_mut(name) {
                         if let Some(b) = m.get_mut(&k) {
@@ -160,6 +184,26 @@ impl Payload {
                 .get(field)
                 .map(|b| b[*value as usize].clone())
                 .unwrap_or_default(),
+            Cond::Range { field, lo, hi } if self.time_field.as_ref() == Some(field) => {
+                // Datetimes are integer ms: a fractional bound rounds inwards.
+                let lo = match *lo {
+                    Bound::Included(x) | Bound::Excluded(x) if x.fract() != 0.0 => {
+                        Bound::Included(x.ceil() as i64)
+                    }
+                    Bound::Included(x) => Bound::Included(x as i64),
+                    Bound::Excluded(x) => Bound::Excluded(x as i64),
+                    Bound::Unbounded => Bound::Unbounded,
+                };
+                let hi = match *hi {
+                    Bound::Included(x) | Bound::Excluded(x) if x.fract() != 0.0 => {
+                        Bound::Included(x.floor() as i64)
+                    }
+                    Bound::Included(x) => Bound::Included(x as i64),
+                    Bound::Excluded(x) => Bound::Excluded(x as i64),
+                    Bound::Unbounded => Bound::Unbounded,
+                };
+                self.time.range(lo, hi).0
+            }
             Cond::Range { field, lo, hi } => {
                 let Some(m) = self.numeric.get(field) else {
                     return RoaringBitmap::new();
