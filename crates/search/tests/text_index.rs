@@ -341,6 +341,13 @@ fn queries_without_words_are_refused_and_unknown_words_find_nothing() {
     assert!(ix.query("the of and", &b).is_err());
     assert!(ix.query("  ,,, ", &b).is_err());
     assert!(ix.query("zebra", &b).unwrap().is_none());
+    // Bounded work per query: at most 64 distinct words and 16 phrases.
+    let many: String = (0..65).map(|i| format!("w{i} ")).collect();
+    assert!(ix.query(&many, &b).unwrap_err().contains("at most 64"));
+    let ok: String = (0..64).map(|i| format!("w{i} w{i} ")).collect();
+    assert!(ix.query(&ok, &b).unwrap().is_none());
+    let phrases: String = (0..17).map(|i| format!("\"w{i}\" ")).collect();
+    assert!(ix.query(&phrases, &b).unwrap_err().contains("at most 16"));
     // A phrase whose words exist but not adjacently finds nothing; adjacent finds the document.
     let q = ix.query("\"quick fox\"", &b).unwrap().unwrap();
     assert!(ix.search(&q, 10, None, &id_of).0.is_empty());

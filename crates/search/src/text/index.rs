@@ -36,6 +36,10 @@ pub const BLOCK: usize = 128;
 pub const SEAL_DOCS: usize = 4096;
 /// Segments of one size class merged together.
 pub const MERGE_FACTOR: usize = 8;
+/// Most distinct words a text query may hold (each is a posting-list cursor per segment).
+pub const QUERY_TERMS_MAX: usize = 64;
+/// Most phrases in one text query.
+pub const QUERY_PHRASES_MAX: usize = 16;
 
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
@@ -572,9 +576,26 @@ impl TextIndex {
             plain.push_str(part);
             plain.push(' ');
         }
+        if phrases.len() > QUERY_PHRASES_MAX {
+            return Err(format!(
+                "{} phrases; a text query holds at most {QUERY_PHRASES_MAX}",
+                phrases.len()
+            ));
+        }
         let mut fields = Vec::new();
         let mut any_term = false;
         for &(fi, boost) in boosts {
+            let mut distinct: Vec<String> = Vec::new();
+            self.fields[fi].analyzer.for_each_token(&plain, |t, _| {
+                if distinct.len() <= QUERY_TERMS_MAX && !distinct.iter().any(|d| d == t) {
+                    distinct.push(t.to_owned());
+                }
+            });
+            if distinct.len() > QUERY_TERMS_MAX {
+                return Err(format!(
+                    "more than {QUERY_TERMS_MAX} distinct words; a text query holds at most {QUERY_TERMS_MAX}"
+                ));
+            }
             let f = &self.fields[fi];
             let mut terms: Vec<(u32, f32)> = Vec::new();
             let mut analyzed_any = false;
