@@ -747,7 +747,7 @@ impl Collection {
             stages.push(json!({"component": "text", "kind": "bm25", "index": "text (block-max WAND)",
                 "weight": tc.weight, "listed": hits.len(), "segments": stats.segments,
                 "postings": stats.postings, "scored": stats.scored,
-                "phrase_rejected": stats.phrase_rejected, "took_us": t.elapsed().as_micros() as u64}));
+                "phrase_rejected": stats.phrase_rejected, "strategy": stats.strategy, "took_us": t.elapsed().as_micros() as u64}));
             lists.push(ComponentList {
                 name: "text".into(),
                 weight: tc.weight,

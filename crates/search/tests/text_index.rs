@@ -175,7 +175,14 @@ fn run_merges(ix: &mut TextIndex) -> usize {
     n
 }
 
-fn check(ix: &TextIndex, brute: &Brute, rng: &mut StdRng, vocab: &[String], queries: usize) {
+fn check(
+    ix: &TextIndex,
+    brute: &Brute,
+    rng: &mut StdRng,
+    vocab: &[String],
+    queries: usize,
+    strategies: &mut std::collections::BTreeSet<&'static str>,
+) {
     for qn in 0..queries {
         let n = rng.gen_range(1..5);
         let mut q = sentence(rng, vocab, n);
@@ -195,10 +202,12 @@ fn check(ix: &TextIndex, brute: &Brute, rng: &mut StdRng, vocab: &[String], quer
             1 => vec![(0, 2.5), (1, 1.0)],
             _ => vec![(1, 1.0)],
         };
-        let allowed = (qn % 4 == 0).then(|| {
+        // Filters: a wide one (the WAND path) and a narrow one (rows scored directly).
+        let allowed = (qn % 4 == 0 || qn % 4 == 2).then(|| {
+            let p = if qn % 4 == 0 { 0.3 } else { 0.02 };
             let mut b = RoaringBitmap::new();
             for &r in brute.docs.keys() {
-                if rng.gen_bool(0.3) {
+                if rng.gen_bool(p) {
                     b.insert(r);
                 }
             }
@@ -212,7 +221,11 @@ fn check(ix: &TextIndex, brute: &Brute, rng: &mut StdRng, vocab: &[String], quer
                 continue;
             }
             Ok(None) => Vec::new(),
-            Ok(Some(tq)) => ix.search(&tq, k, allowed.as_ref(), &id_of).0,
+            Ok(Some(tq)) => {
+                let (hits, stats) = ix.search(&tq, k, allowed.as_ref(), &id_of);
+                strategies.insert(stats.strategy);
+                hits
+            }
         };
         // The same score sequence as the exact top k, and every hit has its exact score: ids may
         // differ only between documents whose scores tie within float rounding (f32 sums in
@@ -259,6 +272,7 @@ fn bm25_top_k_equals_the_direct_computation_across_segments_merges_and_deletes()
         docs: HashMap::new(),
     };
     let mut merges = 0;
+    let mut strategies = std::collections::BTreeSet::new();
     for round in 0..6 {
         for _ in 0..600 {
             let row = rng.gen_range(0..2500u32);
@@ -284,9 +298,14 @@ fn bm25_top_k_equals_the_direct_computation_across_segments_merges_and_deletes()
         if round == 1 || round == 3 {
             merges += run_merges(&mut ix);
         }
-        check(&ix, &brute, &mut rng, &vocab, 60);
+        check(&ix, &brute, &mut rng, &vocab, 60, &mut strategies);
     }
     assert!(merges > 0, "the test never merged");
+    assert_eq!(
+        strategies.into_iter().collect::<Vec<_>>(),
+        ["exact_over_filter", "wand"],
+        "both plans are checked"
+    );
     let info = ix.info();
     assert!(info["sealed_segments"].as_u64().unwrap() > 1, "{info}");
     assert!(info["mutable_docs"].as_u64().unwrap() > 0, "{info}");

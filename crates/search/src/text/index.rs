@@ -40,6 +40,8 @@ pub const MERGE_FACTOR: usize = 8;
 pub const QUERY_TERMS_MAX: usize = 64;
 /// Most phrases in one text query.
 pub const QUERY_PHRASES_MAX: usize = 16;
+/// A filter allowing fewer rows than the query's postings / this is answered by scoring its rows.
+pub const EXACT_OVER_FILTER_FACTOR: u64 = 8;
 
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
@@ -223,6 +225,9 @@ pub struct TextStats {
     pub scored: u64,
     /// Documents that passed the score bound but lacked a phrase.
     pub phrase_rejected: u64,
+    /// `wand` (block-max WAND over the posting lists) or `exact_over_filter` (each row the filter
+    /// allows scored directly: chosen when those are few against the query's postings).
+    pub strategy: &'static str,
 }
 
 /// The BM25 term-frequency part: tf·(k1+1) / (tf + k1·(1 − b + b·len/avgdl)).
@@ -273,6 +278,13 @@ struct TopK<'a> {
 }
 
 impl TopK<'_> {
+    /// Best first.
+    fn into_sorted(self) -> Vec<(u32, f32)> {
+        let mut out: Vec<Cand> = self.heap.into_iter().map(|c| c.0).collect();
+        out.sort_by(|a, b| b.cmp(a));
+        out.into_iter().map(|c| (c.row, c.score)).collect()
+    }
+
     fn theta(&self) -> f32 {
         if self.heap.len() < self.k {
             0.0
@@ -671,6 +683,26 @@ impl TextIndex {
             heap: BinaryHeap::new(),
             id_of,
         };
+        // A filter that allows few rows against the query's postings: score those rows directly.
+        if let Some(a) = allowed {
+            let postings: u64 = q
+                .fields
+                .iter()
+                .flat_map(|fq| {
+                    fq.terms
+                        .iter()
+                        .map(|&(t, _)| self.fields[fq.field].terms[t as usize].1 as u64)
+                })
+                .sum();
+            if a.len() * EXACT_OVER_FILTER_FACTOR < postings {
+                stats.strategy = "exact_over_filter";
+                for row in a {
+                    self.score_row(q, row, &mut top, &mut stats);
+                }
+                return (top.into_sorted(), stats);
+            }
+        }
+        stats.strategy = "wand";
         let ok = |row: u32| allowed.is_none_or(|a| a.contains(row));
         // The mutable segment: exhaustively.
         stats.segments += 1;
@@ -693,21 +725,72 @@ impl TextIndex {
         acc.sort_unstable_by_key(|a| a.0);
         for (row, score) in acc {
             stats.scored += 1;
-            if may_beat(score, top.theta()) {
-                if self.phrases_match(q, None, row) {
-                    top.offer(row, score);
-                } else {
-                    stats.phrase_rejected += 1;
-                }
-            }
+            self.offer(q, None, row, score, &mut top, &mut stats);
         }
         for s in &self.sealed {
             stats.segments += 1;
             self.search_sealed(q, s, &ok, &mut top, &mut stats);
         }
-        let mut out: Vec<Cand> = top.heap.into_iter().map(|c| c.0).collect();
-        out.sort_by(|a, b| b.cmp(a));
-        (out.into_iter().map(|c| (c.row, c.score)).collect(), stats)
+        (top.into_sorted(), stats)
+    }
+
+    /// Scores one row directly (its segment's postings, by binary search) and offers it.
+    fn score_row(&self, q: &TextQuery, row: u32, top: &mut TopK<'_>, stats: &mut TextStats) {
+        let seg = if self.building.rows.contains_key(&row) {
+            None
+        } else {
+            match self.sealed.iter().find(|s| s.live.contains(row)) {
+                Some(s) => Some(s),
+                None => return, // no tokens in any field
+            }
+        };
+        let mut score = 0.0f32;
+        let mut any = false;
+        for fq in &q.fields {
+            let f = &self.fields[fq.field];
+            for &(t, w) in &fq.terms {
+                let (tf, len) = match seg {
+                    None => {
+                        let toks = &self.building.rows[&row][fq.field];
+                        let lo = toks.partition_point(|x| x.0 < t);
+                        let n = toks[lo..].iter().take_while(|x| x.0 == t).count() as u32;
+                        (n, f.lens[row as usize])
+                    }
+                    Some(s) => s.data.fields[fq.field]
+                        .get(&t)
+                        .and_then(|l| l.find(row).map(|i| (l.tfs[i], l.lens[i])))
+                        .unwrap_or_default(),
+                };
+                if tf > 0 {
+                    any = true;
+                    score += w * tf_part(tf, len, fq.avgdl);
+                }
+            }
+        }
+        if !any {
+            return;
+        }
+        stats.scored += 1;
+        self.offer(q, seg, row, score, top, stats);
+    }
+
+    /// Offers a scored row to the top k if it may beat the threshold and holds every phrase.
+    fn offer(
+        &self,
+        q: &TextQuery,
+        seg: Option<&Sealed>,
+        row: u32,
+        score: f32,
+        top: &mut TopK<'_>,
+        stats: &mut TextStats,
+    ) {
+        if may_beat(score, top.theta()) {
+            if self.phrases_match(q, seg, row) {
+                top.offer(row, score);
+            } else {
+                stats.phrase_rejected += 1;
+            }
+        }
     }
 
     /// Block-max WAND over one sealed segment's lists of the query's terms.
@@ -780,13 +863,7 @@ impl TextIndex {
                 if s.live.contains(d) && ok(d) {
                     let score: f32 = cur[..=p].iter().map(Cursor::score).sum();
                     stats.scored += 1;
-                    if may_beat(score, theta) {
-                        if self.phrases_match(q, Some(s), d) {
-                            top.offer(d, score);
-                        } else {
-                            stats.phrase_rejected += 1;
-                        }
-                    }
+                    self.offer(q, Some(s), d, score, top, stats);
                 }
                 for c in &mut cur[..=p] {
                     c.i += 1;
