@@ -185,24 +185,16 @@ impl Payload {
                 .map(|b| b[*value as usize].clone())
                 .unwrap_or_default(),
             Cond::Range { field, lo, hi } if self.time_field.as_ref() == Some(field) => {
-                // Datetimes are integer ms: a fractional bound rounds inwards.
-                let lo = match *lo {
+                // Datetimes are integer ms: a fractional bound rounds inwards (`round` is ceil
+                // for the lower bound, floor for the upper).
+                let ms = |b: Bound<f64>, round: fn(f64) -> f64| match b {
                     Bound::Included(x) | Bound::Excluded(x) if x.fract() != 0.0 => {
-                        Bound::Included(x.ceil() as i64)
+                        Bound::Included(round(x) as i64)
                     }
-                    Bound::Included(x) => Bound::Included(x as i64),
-                    Bound::Excluded(x) => Bound::Excluded(x as i64),
-                    Bound::Unbounded => Bound::Unbounded,
+                    b => b.map(|x| x as i64),
                 };
-                let hi = match *hi {
-                    Bound::Included(x) | Bound::Excluded(x) if x.fract() != 0.0 => {
-                        Bound::Included(x.floor() as i64)
-                    }
-                    Bound::Included(x) => Bound::Included(x as i64),
-                    Bound::Excluded(x) => Bound::Excluded(x as i64),
-                    Bound::Unbounded => Bound::Unbounded,
-                };
-                self.time.range(lo, hi).0
+                let (lo, hi) = (ms(*lo, f64::ceil), ms(*hi, f64::floor));
+                self.time.range(lo, hi)
             }
             Cond::Range { field, lo, hi } => {
                 let Some(m) = self.numeric.get(field) else {

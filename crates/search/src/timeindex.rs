@@ -46,17 +46,6 @@ pub struct TimeIndex {
     last_rebuild_us: u64,
 }
 
-/// What a range lookup did (for `explain`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TimeLookup {
-    /// Distinct timestamps of the base in the range.
-    pub base_keys: usize,
-    /// Distinct timestamps of the delta in the range.
-    pub delta_keys: usize,
-    /// Rows found.
-    pub rows: u64,
-}
-
 impl TimeIndex {
     /// Indexes `row` at `ms`. The row must not be indexed (remove it first).
     pub fn insert(&mut self, row: u32, ms: i64) {
@@ -129,7 +118,7 @@ impl TimeIndex {
     }
 
     /// The rows whose timestamp lies in (`from`, `to`) with the given bounds.
-    pub fn range(&self, from: Bound<i64>, to: Bound<i64>) -> (RoaringBitmap, TimeLookup) {
+    pub fn range(&self, from: Bound<i64>, to: Bound<i64>) -> RoaringBitmap {
         let lo = match from {
             Bound::Unbounded => 0,
             Bound::Included(ms) => self.lower_bound(key(ms)),
@@ -158,17 +147,8 @@ impl TimeIndex {
                 .map(|(_, b)| b)
                 .collect()
         };
-        let delta_keys = delta.len();
         out |= delta.into_iter().union();
-        let rows = out.len();
-        (
-            out,
-            TimeLookup {
-                base_keys: hi - lo,
-                delta_keys,
-                rows,
-            },
-        )
+        out
     }
 
     /// State for `explain` and a collection's info.
@@ -235,7 +215,7 @@ mod tests {
                         (Bound::Included(a), Bound::Included(a)),
                     ];
                     for (from, to) in bounds {
-                        let (got, _) = ix.range(from, to);
+                        let got = ix.range(from, to);
                         let want: RoaringBitmap = truth
                             .iter()
                             .filter(|(_, &t)| {
