@@ -269,7 +269,7 @@ fn the_get_form_takes_q_filters_and_auto_rank() {
         &json!({"collection": "news", "text_search": "gardening", "fusion_strategy": "learned_ranking", "explain": true}).to_string(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.text().contains("no trained model"), "{}", r.text());
+    assert!(r.text().contains("no model trained yet"), "{}", r.text());
     // Unknown parameters are filters on unknown fields: 400; a bad rank value too.
     for (qs, needle) in [
         (
@@ -357,6 +357,128 @@ fn bad_hybrid_requests_are_400_naming_the_problem() {
     let r = s.post(
         "/v2/search/hybrid",
         &json!({"collection": "nowhere", "text_search": "x"}).to_string(),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
+#[test]
+fn feedback_trains_learned_ranking_durably_and_bad_feedback_is_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&dir.path().join("data"), &[]);
+    setup(&s);
+    let topics = [
+        "machine learning",
+        "database indexing",
+        "gardening",
+        "neural",
+    ];
+    // Relevance follows the `rank` field (higher is better), which RRF cannot see.
+    for i in 0..30u64 {
+        let q = json!({"vector_similarity": {"embedding": v(i * 7 + 3), "using": "text"},
+                       "text_search": topics[(i % 4) as usize], "candidates": 60, "limit": 60});
+        let mut body = q.clone();
+        body["collection"] = json!("news");
+        let hits = hybrid(&s, body);
+        let mut listed: Vec<(u64, String)> = hits["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["fields"]["rank"].as_u64().unwrap(),
+                    h["id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        listed.sort();
+        let relevant: Vec<&String> = listed.iter().rev().take(5).map(|x| &x.1).collect();
+        let shown: Vec<&String> = listed.iter().map(|x| &x.1).collect();
+        let r = s.post(
+            "/v2/collections/news/feedback",
+            &json!({"query": q, "relevant": relevant, "shown": shown}).to_string(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["relevant"], 5, "{}", r.text());
+    }
+    let info = |s: &Server| s.get("/v2/collections/news").json()["learned_ranking"].clone();
+    let trained = |s: &Server| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let i = info(s);
+            if i["training_due"] == false {
+                return i;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "training never finished: {i}"
+            );
+            std::thread::yield_now();
+        }
+    };
+    let i = trained(&s);
+    assert_eq!(i["examples"], 30, "{i}");
+    assert_eq!(i["serving"], "learned", "{i}");
+    assert!(i["weights"]["field:rank"].as_f64().unwrap() > 0.0, "{i}");
+    let q = json!({"collection": "news", "text_search": "gardening", "candidates": 100,
+                   "fusion_strategy": "learned_ranking", "limit": 10, "explain": true});
+    let out = hybrid(&s, q.clone());
+    let ranks: Vec<u64> = out["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["fields"]["rank"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ranks.windows(2).all(|w| w[0] >= w[1]),
+        "learned order follows rank: {ranks:?}"
+    );
+    assert!(out.to_string().contains("learned model"), "{out}");
+    // kill -9: the acknowledged examples are still there and the model is retrained from them.
+    s.kill9();
+    s.restart();
+    let i = trained(&s);
+    assert_eq!(i["examples"], 30, "{i}");
+    assert_eq!(i["serving"], "learned", "{i}");
+    assert_eq!(ids(&hybrid(&s, q)), ids(&out));
+
+    let q = json!({"text_search": "gardening"});
+    for (body, needle) in [
+        (json!({"query": q}), "no relevant document"),
+        (json!({"query": q, "relevant": "n001"}), "array"),
+        (json!({"query": q, "relevant": [1]}), "relevant[0]"),
+        (json!({"query": q, "labels": {"n001": 11}}), "grade"),
+        (
+            json!({"query": q, "relevant": ["n001"], "labels": {"n001": 2}}),
+            "once",
+        ),
+        (json!({"relevant": ["n001"]}), "query"),
+        (json!({"query": 5, "relevant": ["n001"]}), "query"),
+        (
+            json!({"query": q, "relevant": ["n001"], "clicks": 3}),
+            "clicks",
+        ),
+        (
+            json!({"query": q, "relevant": ["ghost"]}),
+            "none of the relevant ids",
+        ),
+        (
+            json!({"query": {"text_search": "x", "fusion_strategy": "magic"}, "relevant": ["n001"]}),
+            "magic",
+        ),
+        (json!([1]), "JSON object"),
+    ] {
+        let r = s.post("/v2/collections/news/feedback", &body.to_string());
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(
+            r.text().contains(needle),
+            "{body}: {} lacks {needle:?}",
+            r.text()
+        );
+    }
+    assert_eq!(info(&s)["examples"], 30, "refused feedback wrote nothing");
+    let r = s.post(
+        "/v2/collections/nowhere/feedback",
+        &json!({"query": "x", "relevant": ["a"]}).to_string(),
     );
     assert_eq!(r.status, 404, "{}", r.text());
 }

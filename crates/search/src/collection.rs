@@ -25,6 +25,7 @@ use crate::{
     manager::Shared,
     payload::Payload,
     query::{Hit, SearchRequest, SearchResponse},
+    rank::{Featurizer, Feedback, Ranker},
     schema::{Schema, VectorSpec},
     text::{index::merge, TextIndex, TextStats},
     Error, Result,
@@ -154,6 +155,8 @@ pub struct Collection {
     graph_source: parking_lot::Mutex<String>,
     /// The last re-embed job (durable in the catalog), and why a running one waits.
     job: parking_lot::Mutex<(Option<crate::reembed::ReembedJob>, Option<String>)>,
+    /// Feedback examples and the learned ranking trained from them.
+    ranker: Ranker,
 }
 
 impl Collection {
@@ -162,10 +165,12 @@ impl Collection {
         schema: Schema,
         created_ms: i64,
         keyspace: Keyspace,
-        shared: Weak<Shared>,
-        params: crate::hnsw::HnswParams,
+        shared: &Arc<Shared>,
         mut loaded: Option<crate::checkpoint::Loaded>,
+        ranker: Ranker,
     ) -> Collection {
+        let params = shared.opts.hnsw;
+        let shared = Arc::downgrade(shared);
         let vectors: Vec<VectorIndex> = schema
             .vectors
             .iter()
@@ -206,6 +211,7 @@ impl Collection {
             merging: AtomicBool::new(false),
             graph_source: parking_lot::Mutex::new("new".into()),
             job: parking_lot::Mutex::new((None, None)),
+            ranker,
         }
     }
 
@@ -578,6 +584,7 @@ impl Collection {
             "text_index": text_index,
             "graph_source": *self.graph_source.lock(),
             "reembed": reembed,
+            "learned_ranking": self.ranker.info(),
         })
     }
 
@@ -685,14 +692,13 @@ impl Collection {
         Ok((st.hits(&rows, with_fields), stats))
     }
 
-    /// Answers a hybrid search (`hybrid.rs`): each vector query's list and the text list, each cut
-    /// at `candidates` after the metadata filter and time range, then fused; with neither, the
-    /// matching documents newest first. Vector queries must already hold their vectors (the server
-    /// embeds `text` first). The answer is `{"hits": [...], "plan": {...}?}`.
-    pub fn hybrid(&self, req: &HybridRequest) -> Result<Value> {
-        let started = Instant::now();
-        let schema = self.schema();
-        let filter = req.combined_filter(&schema);
+    /// Each vector query's list and the text list of a hybrid request, each cut at `candidates`
+    /// after `filter`; with the plan stage of each.
+    fn components(
+        &self,
+        req: &HybridRequest,
+        filter: Option<&Filter>,
+    ) -> Result<(Vec<ComponentList>, Vec<Value>)> {
         let mut lists: Vec<ComponentList> = Vec::new();
         let mut stages: Vec<Value> = Vec::new();
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -702,7 +708,7 @@ impl Collection {
                 vector: vq.vector.clone(),
                 text: None,
                 using: vq.using.clone(),
-                filter: filter.clone(),
+                filter: filter.cloned(),
                 limit: req.candidates,
                 ef: req.ef(),
                 with_fields: false,
@@ -737,13 +743,8 @@ impl Collection {
         }
         if let Some(tc) = &req.text {
             let t = Instant::now();
-            let (hits, stats) = self.text_search(
-                &tc.query,
-                &tc.fields,
-                filter.as_ref(),
-                req.candidates,
-                false,
-            )?;
+            let (hits, stats) =
+                self.text_search(&tc.query, &tc.fields, filter, req.candidates, false)?;
             stages.push(json!({"component": "text", "kind": "bm25", "index": "text (block-max WAND)",
                 "weight": tc.weight, "listed": hits.len(), "segments": stats.segments,
                 "postings": stats.postings, "scored": stats.scored,
@@ -757,6 +758,19 @@ impl Collection {
                     .collect(),
             });
         }
+        Ok((lists, stages))
+    }
+
+    /// Answers a hybrid search (`hybrid.rs`): each vector query's list and the text list, each cut
+    /// at `candidates` after the metadata filter and time range, then fused (`learned_ranking`:
+    /// the collection's model over the fused candidates, when one serves — `rank.rs`); with
+    /// neither, the matching documents newest first. Vector queries must already hold their
+    /// vectors (the server embeds `text` first). The answer is `{"hits": [...], "plan": {...}?}`.
+    pub fn hybrid(&self, req: &HybridRequest) -> Result<Value> {
+        let started = Instant::now();
+        let schema = self.schema();
+        let filter = req.combined_filter(&schema);
+        let (lists, mut stages) = self.components(req, filter.as_ref())?;
         let t = Instant::now();
         let st = self.state.read();
         let ranked: Vec<(u32, f64, Option<Value>)> = if lists.is_empty() {
@@ -771,14 +785,41 @@ impl Collection {
                 "matches": allowed.len(), "took_us": t.elapsed().as_micros() as u64}));
             rows.into_iter().map(|r| (r, 0.0, None)).collect()
         } else {
-            let fused = fuse(&lists, req.fusion);
-            stages.push(json!({"stage": "fusion", "strategy": req.fusion.name(),
+            let mut fused = fuse(&lists, req.fusion);
+            let mut stage = json!({"stage": "fusion", "strategy": req.fusion.name(),
                 "k": match req.fusion {
                     crate::hybrid::Fusion::Rrf { k } => Some(k),
-                    crate::hybrid::Fusion::LearnedFallback => Some(crate::hybrid::RRF_K_DEFAULT),
+                    crate::hybrid::Fusion::Learned => Some(crate::hybrid::RRF_K_DEFAULT),
                     _ => None,
                 },
-                "fused": fused.len(), "took_us": t.elapsed().as_micros() as u64}));
+                "fused": fused.len()});
+            if req.fusion == crate::hybrid::Fusion::Learned {
+                match self.ranker.model() {
+                    Some(model) => {
+                        let fx = Featurizer::new(&schema, &lists, req.now_ms);
+                        for f in fused.iter_mut() {
+                            let fields = st
+                                .by_id
+                                .get(&f.id)
+                                .and_then(|r| st.row(*r))
+                                .map(|r| &r.fields);
+                            f.score = model.score(&fx.of(&f.id, fields).0);
+                        }
+                        fused.sort_by(|a, b| {
+                            b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id))
+                        });
+                        stage["k"] = Value::Null;
+                        stage["model"] = json!(self.ranker.decision());
+                    }
+                    None => {
+                        stage["strategy"] = json!("rrf");
+                        stage["requested"] = json!("learned_ranking");
+                        stage["fallback"] = json!(self.ranker.decision());
+                    }
+                }
+            }
+            stage["took_us"] = json!(t.elapsed().as_micros() as u64);
+            stages.push(stage);
             fused
                 .into_iter()
                 .filter_map(|f| {
@@ -841,6 +882,108 @@ impl Collection {
                 "stages": stages, "took_us": took.as_micros() as u64});
         }
         Ok(out)
+    }
+
+    /// Records feedback on a hybrid search durably (the collection's feedback keyspace): the
+    /// query's candidates — `shown` when given, else its fused candidates — plus every labelled
+    /// id, each with its grade and its features now; the model retrains in the background. Ids
+    /// that are not documents are ignored (and listed); a request with no relevant document
+    /// left is refused.
+    pub fn feedback(&self, req: &HybridRequest, fb: &Feedback) -> Result<Value> {
+        let schema = self.schema();
+        let filter = req.combined_filter(&schema);
+        let (lists, _) = self.components(req, filter.as_ref())?;
+        let fused = fuse(
+            &lists,
+            crate::hybrid::Fusion::Rrf {
+                k: crate::hybrid::RRF_K_DEFAULT,
+            },
+        );
+        let names = crate::rank::feature_names(&schema);
+        let (example, ignored) = {
+            let st = self.state.read();
+            let (ids, missing) =
+                crate::rank::candidate_ids(fb, fused.iter().map(|f| &*f.id), |id| {
+                    st.by_id.contains_key(id)
+                });
+            if !ids
+                .iter()
+                .any(|id| fb.grades.get(*id).is_some_and(|g| *g > 0.0))
+            {
+                return Err(invalid(
+                    "invalid_feedback",
+                    "relevant",
+                    format!(
+                        "none of the relevant ids is a document of collection {:?}",
+                        self.name
+                    ),
+                ));
+            }
+            let fx = Featurizer::new(&schema, &lists, req.now_ms);
+            let mut cands: Vec<crate::rank::Cand> = ids
+                .iter()
+                .map(|id| {
+                    let fields = st
+                        .by_id
+                        .get(*id)
+                        .and_then(|r| st.row(*r))
+                        .map(|r| &r.fields);
+                    let (x, rrf) = fx.of(id, fields);
+                    crate::rank::Cand {
+                        id: (*id).to_owned(),
+                        y: fb.grades.get(*id).copied().unwrap_or(0.0),
+                        rrf,
+                        x,
+                    }
+                })
+                .collect();
+            // Best RRF first, so that trimming to the value size drops the weakest.
+            cands.sort_by(|a, b| b.rrf.total_cmp(&a.rrf).then_with(|| a.id.cmp(&b.id)));
+            let example = crate::rank::Example {
+                at_ms: req.now_ms,
+                query: req
+                    .text
+                    .as_ref()
+                    .map(|t| t.query.clone())
+                    .unwrap_or_default(),
+                names,
+                cands,
+            };
+            (
+                example,
+                missing.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        let candidates = example.cands.len();
+        let relevant = example.cands.iter().filter(|c| c.y > 0.0).count();
+        let max = self.shared.upgrade().map_or(1 << 20, |s| s.value_bytes_max);
+        let (key, examples) = self.ranker.add(example, max)?;
+        if let Some(s) = self.shared.upgrade() {
+            s.wake_indexer();
+        }
+        Ok(
+            json!({"collection": self.name, "example": key, "candidates": candidates,
+            "relevant": relevant, "ignored_ids": ignored, "examples": examples}),
+        )
+    }
+
+    /// Retrains the learned ranking if enough new feedback arrived (indexer threads).
+    pub(crate) fn train_ranker(&self) -> bool {
+        self.ranker
+            .train_if_due(&crate::rank::feature_names(&self.schema()))
+    }
+
+    /// Waits until no training of the learned ranking is due; false if `timeout` passed first.
+    pub fn wait_ranker(&self, timeout: std::time::Duration) -> bool {
+        match self.shared.upgrade() {
+            Some(s) => s.wait_indexer(timeout, || !self.ranker.due()),
+            None => !self.ranker.due(),
+        }
+    }
+
+    /// The feedback keyspace.
+    pub(crate) fn feedback_keyspace(&self) -> &Keyspace {
+        self.ranker.keyspace()
     }
 
     /// Vectors waiting to be linked.

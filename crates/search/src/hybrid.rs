@@ -68,8 +68,9 @@ pub enum Fusion {
     Weighted,
     /// Σ weight · clamp((score − (μ − 3σ)) / 6σ, 0, 1) per list (1 when σ = 0).
     Dbsf,
-    /// `learned_ranking` / `auto_rank` asked for, no trained model: RRF with k = 60.
-    LearnedFallback,
+    /// `learned_ranking` / `auto_rank`: the collection's model trained from feedback (`rank.rs`)
+    /// when one beat RRF on held-out feedback; RRF with k = 60 until then.
+    Learned,
 }
 
 impl Fusion {
@@ -79,7 +80,7 @@ impl Fusion {
             Fusion::Rrf { .. } => "rrf",
             Fusion::Weighted => "weighted",
             Fusion::Dbsf => "dbsf",
-            Fusion::LearnedFallback => "rrf (learned_ranking requested: no trained model yet)",
+            Fusion::Learned => "learned_ranking",
         }
     }
 }
@@ -118,6 +119,9 @@ pub struct HybridRequest {
     pub with_fields: bool,
     /// Return the documents' text.
     pub with_text: bool,
+    /// The server's time when the request was parsed (relative ranges end here; recency
+    /// features count from here).
+    pub now_ms: i64,
 }
 
 fn bad(path: &str, m: impl Into<String>) -> crate::Error {
@@ -258,22 +262,8 @@ fn parse_time(v: &Value, schema: &Schema, now_ms: i64) -> Result<TimeRange> {
 impl HybridRequest {
     /// Parses a request against `schema`; relative time ranges end at `now_ms`.
     pub fn parse(v: &Value, schema: &Schema, now_ms: i64) -> Result<HybridRequest> {
-        let Value::Object(o) = v else {
-            return Err(bad(
-                "",
-                format!("a hybrid search is a JSON object, got {}", kind(v)),
-            ));
-        };
         const KEYS: &str = "collection, vector_similarity, text_search, metadata_filters, temporal_range, fusion_strategy, candidates, limit, explain, exact, with";
-        for k in o.keys() {
-            if !KEYS.split(", ").any(|x| x == k) {
-                return Err(invalid(
-                    "unknown_field",
-                    k.as_str(),
-                    format!("unknown key ({KEYS})"),
-                ));
-            }
-        }
+        let o = crate::doc::object_of(v, "invalid_query", "a hybrid search", KEYS)?;
         let mut vectors = Vec::new();
         if let Some(vs) = o.get("vector_similarity").filter(|v| !v.is_null()) {
             let items: Vec<(&Value, String)> = match vs {
@@ -467,6 +457,7 @@ impl HybridRequest {
             exact: flag("exact")?,
             with_fields,
             with_text,
+            now_ms,
         };
         if req.vectors.is_empty()
             && req.text.is_none()
@@ -536,10 +527,8 @@ fn parse_fusion(s: &str, k: Option<&Value>) -> Result<Fusion> {
         },
         "weighted" => Fusion::Weighted,
         "dbsf" => Fusion::Dbsf,
-        // Learned ranking falls back to RRF until a model is trained from feedback; no model
-        // can be trained yet (the feedback endpoint is not built), so it is RRF, and `explain`
-        // says so.
-        "learned_ranking" | "auto_rank" => Fusion::LearnedFallback,
+        // Learned ranking falls back to RRF until a model trained from feedback beats it.
+        "learned_ranking" | "auto_rank" => Fusion::Learned,
         other => {
             return Err(bad(
                 "fusion_strategy",
@@ -693,7 +682,7 @@ pub fn fuse(lists: &[ComponentList], fusion: Fusion) -> Vec<Fused> {
             e.score += l.weight
                 * match fusion {
                     Fusion::Rrf { k } => 1.0 / (k + (rank0 + 1) as f64),
-                    Fusion::LearnedFallback => 1.0 / (RRF_K_DEFAULT + (rank0 + 1) as f64),
+                    Fusion::Learned => 1.0 / (RRF_K_DEFAULT + (rank0 + 1) as f64),
                     Fusion::Weighted | Fusion::Dbsf => norm(*score as f64),
                 };
         }
@@ -706,7 +695,7 @@ pub fn fuse(lists: &[ComponentList], fusion: Fusion) -> Vec<Fused> {
 fn normalizer(hits: &[(Arc<str>, f32)], fusion: Fusion) -> Box<dyn Fn(f64) -> f64> {
     let scores: Vec<f64> = hits.iter().map(|h| h.1 as f64).collect();
     match fusion {
-        Fusion::Rrf { .. } | Fusion::LearnedFallback => Box::new(|_| 0.0),
+        Fusion::Rrf { .. } | Fusion::Learned => Box::new(|_| 0.0),
         Fusion::Weighted => {
             let lo = scores.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);

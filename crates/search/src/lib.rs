@@ -14,6 +14,7 @@ pub mod hybrid;
 mod manager;
 pub mod payload;
 pub mod query;
+pub mod rank;
 pub mod reembed;
 pub mod schema;
 pub mod text;
@@ -26,7 +27,7 @@ pub use filter::Filter;
 pub use hybrid::HybridRequest;
 pub use manager::{
     default_index_threads, CollectionStats, Collections, FieldStats, SearchOptions,
-    CATALOG_KEYSPACE, COLLECTION_KEYSPACE_PREFIX,
+    CATALOG_KEYSPACE, COLLECTION_KEYSPACE_PREFIX, FEEDBACK_KEYSPACE_PREFIX,
 };
 pub use query::{Hit, SearchRequest, SearchResponse};
 pub use reembed::{EmbedFailure, EmbedFn, JobState, ReembedJob};

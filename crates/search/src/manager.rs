@@ -29,6 +29,21 @@ use crate::{
 pub const CATALOG_KEYSPACE: &str = "_collections";
 /// Prefix of collection keyspaces.
 pub const COLLECTION_KEYSPACE_PREFIX: &str = "_c.";
+/// Prefix of collections' feedback keyspaces (`_f.<name>.<created hex>`, beside `_c.…`).
+pub const FEEDBACK_KEYSPACE_PREFIX: &str = "_f.";
+
+/// Keys a purge reads (with their values) per step: documents are small, feedback examples up
+/// to `value_bytes_max` each.
+const PURGE_CHUNK_DOCUMENTS: usize = 10_000;
+const PURGE_CHUNK_FEEDBACK: usize = 32;
+
+/// The feedback keyspace's name of a collection keyspace.
+fn feedback_keyspace_name(collection_keyspace: &str) -> String {
+    let rest = collection_keyspace
+        .strip_prefix(COLLECTION_KEYSPACE_PREFIX)
+        .unwrap_or(collection_keyspace);
+    format!("{FEEDBACK_KEYSPACE_PREFIX}{rest}")
+}
 
 /// Limits and tuning of the collections layer.
 #[derive(Debug, Clone)]
@@ -280,6 +295,8 @@ impl Collections {
                 reason: e.to_string(),
             })?;
             let ks = db.create_keyspace(&entry.keyspace)?;
+            let fks_name = feedback_keyspace_name(&entry.keyspace);
+            let ranker = crate::rank::Ranker::open(db.create_keyspace(&fks_name)?, &entry.name)?;
             let started = Instant::now();
             let (loaded, source) = load_graphs(&db, &entry.keyspace, &entry.schema);
             let from_file = loaded.is_some();
@@ -288,9 +305,9 @@ impl Collections {
                 entry.schema,
                 entry.created_ms,
                 ks.clone(),
-                Arc::downgrade(&shared),
-                shared.opts.hnsw,
+                &shared,
                 loaded,
+                ranker,
             ));
             ks.attach(c.clone())?;
             c.finish_load(source);
@@ -298,12 +315,17 @@ impl Collections {
             tracing::info!(collection = %entry.name, graph_file = from_file, pending = c.pending(), "vector indexes verified against the stored documents");
             tracing::info!(collection = %entry.name, documents = c.count(), took_ms = started.elapsed().as_millis() as u64, "collection loaded; linking its vectors in the background");
             live_keyspaces.push(entry.keyspace.clone());
+            live_keyspaces.push(fks_name);
             shared.map.write().insert(entry.name, (key, c));
         }
         let orphans: Vec<String> = db
             .keyspace_names()
             .into_iter()
-            .filter(|n| n.starts_with(COLLECTION_KEYSPACE_PREFIX) && !live_keyspaces.contains(n))
+            .filter(|n| {
+                (n.starts_with(COLLECTION_KEYSPACE_PREFIX)
+                    || n.starts_with(FEEDBACK_KEYSPACE_PREFIX))
+                    && !live_keyspaces.contains(n)
+            })
             .collect();
         let me = Collections {
             shared: shared.clone(),
@@ -312,7 +334,12 @@ impl Collections {
         for o in orphans {
             if let Ok(ks) = db.keyspace(&o) {
                 if ks.count() > 0 {
-                    spawn_purge(&shared, ks);
+                    let chunk = if o.starts_with(FEEDBACK_KEYSPACE_PREFIX) {
+                        PURGE_CHUNK_FEEDBACK
+                    } else {
+                        PURGE_CHUNK_DOCUMENTS
+                    };
+                    spawn_purge(&shared, ks, chunk);
                 }
             }
         }
@@ -357,14 +384,18 @@ impl Collections {
         let created_ms = now_ms();
         let ks_name = format!("{COLLECTION_KEYSPACE_PREFIX}{name}.{created_ms:x}");
         let ks = s.db.create_keyspace(&ks_name)?;
+        let ranker = crate::rank::Ranker::open(
+            s.db.create_keyspace(&feedback_keyspace_name(&ks_name))?,
+            name,
+        )?;
         let c = Arc::new(Collection::new(
             name,
             schema.clone(),
             created_ms,
             ks.clone(),
-            Arc::downgrade(s),
-            s.opts.hnsw,
+            s,
             None,
+            ranker,
         ));
         ks.attach(c.clone())?;
         let entry = CatalogEntry {
@@ -415,7 +446,8 @@ impl Collections {
         s.map.write().remove(name);
         c.keyspace().detach();
         let _ = std::fs::remove_file(crate::checkpoint::path(s.db.path(), c.keyspace().name()));
-        spawn_purge(s, c.keyspace().clone());
+        spawn_purge(s, c.keyspace().clone(), PURGE_CHUNK_DOCUMENTS);
+        spawn_purge(s, c.feedback_keyspace().clone(), PURGE_CHUNK_FEEDBACK);
         Ok(())
     }
 
@@ -663,7 +695,7 @@ pub(crate) fn now_ms() -> i64 {
 
 /// Deletes every key of a dropped collection's keyspace, a chunk at a time, until done or closing
 /// (the next start purges the rest).
-fn spawn_purge(s: &Arc<Shared>, ks: Keyspace) {
+fn spawn_purge(s: &Arc<Shared>, ks: Keyspace, chunk: usize) {
     let weak = Arc::downgrade(s);
     let h = std::thread::Builder::new()
         .name("kyrodb-purge".into())
@@ -674,7 +706,7 @@ fn spawn_purge(s: &Arc<Shared>, ks: Keyspace) {
             {
                 return;
             }
-            let keys: Vec<u64> = match ks.scan(.., 10_000) {
+            let keys: Vec<u64> = match ks.scan(.., chunk) {
                 Ok(v) => v.into_iter().map(|(k, _)| k).collect(),
                 Err(e) => {
                     tracing::warn!(keyspace = ks.name(), %e, "purge stopped");
@@ -706,6 +738,8 @@ fn indexer(s: &Shared, maintains: bool) {
             linked += c.link(64);
             // Text segment merges (one at a time per collection, any indexer thread).
             linked += usize::from(c.merge_text());
+            // Learned ranking retrained from new feedback.
+            linked += usize::from(c.train_ranker());
         }
         if linked > 0 {
             let _g = s.room.lock();

@@ -430,12 +430,22 @@ async fn hybrid_body(
     c: Arc<Collection>,
     body: Value,
 ) -> Result<Json<Value>, ApiError> {
+    let req = hybrid_request(s, &c, &body).await?;
+    Ok(Json(run(move || c.hybrid(&req)).await?))
+}
+
+/// Parses a hybrid request against `c`'s schema and embeds its text vector queries (together,
+/// each with its field's model).
+async fn hybrid_request(
+    s: &AppState,
+    c: &Collection,
+    body: &Value,
+) -> Result<HybridRequest, ApiError> {
     let schema = c.schema();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let mut req = HybridRequest::parse(&body, &schema, now_ms)?;
-    // Text vector queries: embedded together, each with its field's model.
+    let mut req = HybridRequest::parse(body, &schema, now_ms)?;
     let mut texts: Vec<(usize, String)> = Vec::new();
     for (i, vq) in req.vectors.iter().enumerate() {
         if let Some(t) = &vq.text {
@@ -456,7 +466,30 @@ async fn hybrid_body(
             req.vectors[*i].vector = v;
         }
     }
-    Ok(Json(run(move || c.hybrid(&req)).await?))
+    Ok(req)
+}
+
+/// Feedback on a search, for learned ranking (`fusion_strategy: "learned_ranking"` /
+/// `auto_rank`): `{"query": <the hybrid search as sent, or its text>, "relevant": [ids],
+/// "labels": {id: grade 0..=10}, "shown": [ids]}`. The query is run again to record each
+/// candidate's features (the shown ids when given, else the query's candidates, plus every
+/// labelled id); the example is stored durably and the model retrains in the background once 20
+/// examples exist, serving only when it beats RRF on held-out feedback. Ids that are not
+/// documents are ignored and listed in `ignored_ids`. The collection's info shows the examples,
+/// the last training (validation nDCG@10 of the model and of RRF) and the serving model's weights.
+#[utoipa::path(post, path = "/v2/collections/{name}/feedback", tag = "collections", request_body = AnyObject,
+    params(("name" = String, Path)),
+    responses((status = 200, body = AnyObject), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn feedback(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let c = collection(&s, &name)?;
+    let fb = kyrodb_search::rank::Feedback::parse(&body)?;
+    let req = hybrid_request(&s, &c, &fb.query_body(&c.schema())).await?;
+    Ok(Json(run(move || c.feedback(&req, &fb)).await?))
 }
 
 /// The query-string form: `collection`, `similar_to` (text, embedded with the field's model),

@@ -128,6 +128,7 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Read), routes!(collections::search)),
         (Needs(Read), routes!(collections::search_get)),
         (Needs(Read), routes!(collections::hybrid)),
+        (Needs(Write), routes!(collections::feedback)),
         (Needs(Read), routes!(embed::embed)),
         (Needs(Read), routes!(embed::models)),
     ]
