@@ -494,7 +494,7 @@ impl HybridRequest {
     /// Beam width for a vector component: wide enough that its `candidates` are the exact ones
     /// in nearly every query.
     pub fn ef(&self) -> usize {
-        (2 * self.candidates).clamp(EF_DEFAULT, EF_MAX)
+        (4 * self.candidates).clamp(EF_DEFAULT, EF_MAX)
     }
 }
 

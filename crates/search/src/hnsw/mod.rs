@@ -44,7 +44,7 @@ pub struct HnswParams {
 impl Default for HnswParams {
     fn default() -> Self {
         HnswParams {
-            m: 16,
+            m: 24,
             ef_construction: 200,
             seed: 0x6b79_726f_6462,
         }

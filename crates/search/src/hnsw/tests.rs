@@ -607,3 +607,51 @@ fn concurrent_linkers_build_a_graph_as_good_as_one() {
         "not top-1 for their own vector: {missed:?}"
     );
 }
+
+#[test]
+fn a_cluster_of_identical_vectors_links_outward_and_does_not_trap_searches() {
+    // 400 copies of one vector among 3,000 others. hnswlib's heuristic keeps every copy a copy
+    // finds (similarity 1 to the base and to the kept copies alike), so a copy's list held only
+    // copies and the cluster became a clique that beams entered and could not leave.
+    let (mut vectors, _) = clustered_vectors(3_000, DIM, 30, 21);
+    let copy = vectors[0].clone();
+    let mut copies = HashSet::new();
+    for i in 0..400 {
+        // Interleaved with the others, as real duplicates arrive.
+        let at = 1 + i * 7;
+        vectors.insert(at, copy.clone());
+        copies.insert(at as u32);
+    }
+    copies.insert(0);
+    let index = build(&vectors, Metric::Cosine);
+    let mut links = Vec::new();
+    let (mut twin_links, mut all_links) = (0, 0);
+    for &node in &copies {
+        index.links_into(node, 0, &mut links);
+        twin_links += links.iter().filter(|n| copies.contains(n)).count();
+        all_links += links.len();
+    }
+    let share = twin_links as f64 / all_links as f64;
+    eprintln!(
+        "identical cluster: {twin_links} of {all_links} level-0 links of copies go to copies"
+    );
+    let mut missed = 0;
+    for (i, v) in vectors.iter().enumerate() {
+        if copies.contains(&(i as u32)) {
+            continue;
+        }
+        let hits = index.search(v, 10, 64, None);
+        if !hits.hits.iter().any(|h| h.0 == i as u32) {
+            missed += 1;
+        }
+    }
+    eprintln!("identical cluster: {missed} of 3000 not found by their own vector");
+    assert!(
+        missed <= 3,
+        "{missed} of 3000 nodes not found by their own vector"
+    );
+    assert!(
+        share < 0.5,
+        "{share:.2} of the copies' links stay inside the cluster"
+    );
+}
