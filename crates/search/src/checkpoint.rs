@@ -4,19 +4,27 @@
 //! document is gone are removed; documents without a row get one). A missing, corrupt or mismatched
 //! file means the graph is rebuilt from the documents — it is a cache, never a source of truth.
 //!
-//! Layout (little-endian): `"KYROGRPH"`, u32 version = 1, u32 row_count, row_count × (u32 row, u64 key),
+//! The same file carries the text index's sealed segments (`text/persist.rs`), adopted at start row
+//! by row only where the stored document's text hashes as written.
+//!
+//! Layout (little-endian): `"KYROGRPH"`, u32 version = 2, u32 row_count, row_count × (u32 row, u64 key),
 //! u16 field_count, per field: u16 name_len, name, u32 dim, u8 metric, u64 graph_len, graph bytes
-//! (`Hnsw::write_to`, itself checksummed), then u64 xxh3-64 of everything before.
+//! (`Hnsw::write_to`, itself checksummed), u64 text_len, text section (`text/persist.rs`; 0 bytes =
+//! none), then u64 xxh3-64 of everything before. Version 1 files (no text section) are still read.
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
 };
 
-use crate::{distance::Metric, hnsw::Hnsw};
+use crate::{
+    distance::Metric,
+    hnsw::Hnsw,
+    text::{persist::LoadedText, TextOptions},
+};
 
 const MAGIC: &[u8; 8] = b"KYROGRPH";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// What a verified file gives back.
 #[derive(Debug)]
@@ -25,6 +33,10 @@ pub(crate) struct Loaded {
     pub rows: HashMap<u64, u32>,
     /// Graph per vector field name.
     pub graphs: HashMap<String, Hnsw>,
+    /// The text index's sealed segments, when the section was written and matches the schema.
+    pub text: Option<LoadedText>,
+    /// Why there is no text section to adopt from (empty when there is one).
+    pub text_note: String,
 }
 
 /// Why a file was not used.
@@ -49,7 +61,11 @@ fn metric_byte(m: Metric) -> u8 {
 }
 
 /// Serialises rows and graphs.
-pub(crate) fn encode(rows: &[(u32, u64)], graphs: &[(&str, &Hnsw)]) -> std::io::Result<Vec<u8>> {
+pub(crate) fn encode(
+    rows: &[(u32, u64)],
+    graphs: &[(&str, &Hnsw)],
+    text: &[u8],
+) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -69,16 +85,20 @@ pub(crate) fn encode(rows: &[(u32, u64)], graphs: &[(&str, &Hnsw)]) -> std::io::
         out.extend_from_slice(&(gb.len() as u64).to_le_bytes());
         out.extend_from_slice(&gb);
     }
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text);
     let sum = xxhash_rust::xxh3::xxh3_64(&out);
     out.extend_from_slice(&sum.to_le_bytes());
     Ok(out)
 }
 
-/// Parses and verifies a file; `fields` gives each expected field's dimension and metric.
+/// Parses and verifies a file; `fields` gives each expected field's dimension and metric,
+/// `text_fields` the text fields with their analyzer options.
 pub(crate) fn decode(
     file: &Path,
     bytes: &[u8],
     fields: &[(String, usize, Metric)],
+    text_fields: &[(String, TextOptions)],
 ) -> Result<Loaded, Refused> {
     let refuse = |offset: usize, reason: String| Refused {
         path: file.display().to_string(),
@@ -106,7 +126,7 @@ pub(crate) fn decode(
     }
     let u32_ = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
     let version = u32_(take(4)?);
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return Err(refuse(8, format!("unknown version {version}")));
     }
     let n = u32_(take(4)?) as usize;
@@ -144,5 +164,33 @@ pub(crate) fn decode(
         })?;
         graphs.insert(name, g);
     }
-    Ok(Loaded { rows, graphs })
+    let (mut text, mut text_note) = (None, String::new());
+    if version == 1 {
+        text_note = "rebuilt: the checkpoint predates text sections".into();
+    } else {
+        let len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
+        let start = at.get();
+        let section = take(len)?;
+        if len == 0 {
+            text_note = "rebuilt: the checkpoint has no text section".into();
+        } else {
+            match crate::text::persist::decode(section, text_fields) {
+                Ok(t) => text = Some(t),
+                Err((off, reason)) => {
+                    let r = refuse(start + off, format!("text section: {reason}"));
+                    tracing::warn!(%r, "text section not used; analysing the documents again");
+                    text_note = format!("rebuilt: {r}");
+                }
+            }
+        }
+    }
+    if at.get() != body.len() {
+        return Err(refuse(at.get(), "trailing bytes".into()));
+    }
+    Ok(Loaded {
+        rows,
+        graphs,
+        text,
+        text_note,
+    })
 }

@@ -153,6 +153,8 @@ pub struct Collection {
     merging: AtomicBool,
     /// Where the graphs came from at start (`GET` info shows it).
     graph_source: parking_lot::Mutex<String>,
+    /// Where the text index's sealed segments came from at start (info shows it).
+    text_source: parking_lot::Mutex<String>,
     /// The last re-embed job (durable in the catalog), and why a running one waits.
     job: parking_lot::Mutex<(Option<crate::reembed::ReembedJob>, Option<String>)>,
     /// Feedback examples and the learned ranking trained from them.
@@ -192,8 +194,14 @@ impl Collection {
             payload: Payload::with_time_field(schema.timestamp_field.clone()),
             has_vector: vec![RoaringBitmap::new(); vectors.len()],
             dups: (0..vectors.len()).map(|_| Dups::default()).collect(),
-            text: TextIndex::new(&schema.text_analysis()),
+            text: match loaded.as_mut().and_then(|l| l.text.take()) {
+                Some(t) => TextIndex::from_loaded(&schema.text_analysis(), t),
+                None => TextIndex::new(&schema.text_analysis()),
+            },
         };
+        let text_source = loaded
+            .as_ref()
+            .map_or_else(|| "new".to_owned(), |l| l.text_note.clone());
         if let Some(l) = loaded {
             let max = l.rows.values().copied().max().map_or(0, |m| m as usize + 1);
             state.rows.resize_with(max, || None);
@@ -210,6 +218,7 @@ impl Collection {
             dropped: AtomicBool::new(false),
             merging: AtomicBool::new(false),
             graph_source: parking_lot::Mutex::new("new".into()),
+            text_source: parking_lot::Mutex::new(text_source),
             job: parking_lot::Mutex::new((None, None)),
             ranker,
         }
@@ -583,6 +592,7 @@ impl Collection {
             "payload_index_bytes": payload_bytes,
             "text_index": text_index,
             "graph_source": *self.graph_source.lock(),
+            "text_source": *self.text_source.lock(),
             "reembed": reembed,
             "learned_ranking": self.ranker.info(),
         })
@@ -1188,7 +1198,9 @@ impl State {
         };
         let id: Arc<str> = Arc::from(doc.id.as_str());
         self.payload.insert(r, &doc.fields);
-        self.text.insert(r, &doc.text);
+        if !self.text.adopt(r, key, &doc.text) {
+            self.text.insert(r, &doc.text);
+        }
         let preloading = self.preload.is_some();
         for (i, v) in vectors.iter().enumerate() {
             match doc.vectors.get(&v.name) {
@@ -1227,6 +1239,19 @@ impl Collection {
     pub(crate) fn finish_load(&self, source: String) {
         *self.graph_source.lock() = source;
         let mut st = self.state.write();
+        let mut text_source = self.text_source.lock();
+        match st.text.finish_load() {
+            Some((adopted, analysed)) => {
+                *text_source = format!(
+                    "checkpoint: {adopted} documents' postings adopted (text hash verified), {analysed} analysed"
+                )
+            }
+            None if *text_source == "new" => {
+                *text_source = "rebuilt: no usable checkpoint file (see graph_source)".into()
+            }
+            None => {}
+        }
+        drop(text_source);
         let Some(p) = st.preload.take() else {
             return;
         };
@@ -1265,7 +1290,10 @@ impl Collection {
                 .iter()
                 .map(|v| (v.name.as_str(), &v.hnsw))
                 .collect();
-            crate::checkpoint::encode(&rows, &graphs).map_err(|source| {
+            let text = st.text.encode(&self.schema().text_analysis(), |r| {
+                Some(st.rows.get(r as usize)?.as_ref()?.key)
+            });
+            crate::checkpoint::encode(&rows, &graphs, &text).map_err(|source| {
                 Error::Storage(kyrodb_storage::Error::Io {
                     path: path.to_owned(),
                     source,

@@ -678,7 +678,7 @@ fn load_graphs(
         .iter()
         .map(|(n, s)| (n.clone(), s.dim as usize, s.metric))
         .collect();
-    match crate::checkpoint::decode(&path, &bytes, &fields) {
+    match crate::checkpoint::decode(&path, &bytes, &fields, &schema.text_analysis()) {
         Ok(l) => (Some(l), "graph file, verified against the documents".into()),
         Err(e) => {
             tracing::warn!(%e, "graph file refused; rebuilding from the documents");

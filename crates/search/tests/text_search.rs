@@ -136,3 +136,123 @@ fn documents_are_found_by_text_at_once_and_never_after_delete() {
         .0
         .is_empty());
 }
+
+/// (id, score) of a text query's top 20, scores rounded to 1e-4 relative.
+fn answers(c: &kyrodb_search::Collection, queries: &[&str]) -> Vec<Vec<(String, i64)>> {
+    queries
+        .iter()
+        .map(|q| {
+            c.text_search(q, &[], None, 20, false)
+                .unwrap()
+                .0
+                .iter()
+                .map(|h| (h.id.clone(), (h.score as f64 * 1e4).round() as i64))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn sealed_segments_are_adopted_from_the_checkpoint_only_where_the_text_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, cs) = common::open(dir.path());
+    let (c, _) = cs.create("news", schema()).unwrap();
+    let doc = |i: usize, body: String| {
+        json!({"id": format!("d{i}"), "text": {"title": format!("report {i}"), "body": body},
+               "fields": {"lang": "en", "n": i}})
+    };
+    let docs: Vec<serde_json::Value> = (0..12_000)
+        .map(|i| {
+            doc(
+                i,
+                format!("weekly numbers for region {} sector {}", i % 50, i % 7),
+            )
+        })
+        .collect();
+    for chunk in docs.chunks(1000) {
+        c.upsert(&c.parse_documents(&c.schema(), chunk).unwrap())
+            .unwrap();
+    }
+    assert!(c.info()["text_index"]["sealed_segments"].as_u64().unwrap() >= 2);
+    cs.checkpoint().unwrap();
+    let file = std::fs::read_dir(dir.path().join("search"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "graph"))
+        .expect("a checkpoint file");
+    let stale = std::fs::read(&file).unwrap();
+    // Written after the checkpoint (as if the process died before the next one): rewrites of rows
+    // in sealed segments, deletes, new documents.
+    let rewrites: Vec<serde_json::Value> = (0..300)
+        .map(|i| doc(i * 13, format!("monthly figures for zone {i}")))
+        .collect();
+    c.upsert(&c.parse_documents(&c.schema(), &rewrites).unwrap())
+        .unwrap();
+    let gone: Vec<String> = (0..200).map(|i| format!("d{}", i * 17 + 5)).collect();
+    c.delete_ids(&gone).unwrap();
+    let fresh: Vec<serde_json::Value> = (20_000..20_100)
+        .map(|i| doc(i, format!("weekly figures for region {}", i % 50)))
+        .collect();
+    c.upsert(&c.parse_documents(&c.schema(), &fresh).unwrap())
+        .unwrap();
+    let queries = [
+        "weekly numbers region 7",
+        "monthly figures zone 12",
+        "sector 3",
+        "report 13",
+        "report 22",
+        "weekly figures",
+        "\"numbers for region 9\"",
+        "region 5 sector 4",
+    ];
+    let before = answers(&c, &queries);
+    drop(c);
+    drop(cs);
+    drop(db);
+    // The file of the checkpoint before the later writes.
+    std::fs::write(&file, &stale).unwrap();
+    let (db, cs) = common::open(dir.path());
+    let c = cs.get("news").unwrap();
+    let info = c.info();
+    let source = info["text_source"].as_str().unwrap().to_owned();
+    assert!(source.starts_with("checkpoint: "), "{info}");
+    let adopted: u64 = source["checkpoint: ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Every sealed row of the file but the 300 rewritten and 200 deleted was adopted (some
+    // rewrites and deletes hit rows of the mutable segment, so at most 500 fewer).
+    let sealed_in_file = 12_000 - 12_000 % 4096;
+    assert!(
+        adopted <= sealed_in_file as u64 && adopted + 500 >= sealed_in_file as u64,
+        "{source}"
+    );
+    assert_eq!(answers(&c, &queries), before, "answers after adopting");
+    assert_eq!(c.count(), 12_000 - 200 + 100);
+
+    // A flipped byte: the whole file is refused and everything analysed again, same answers.
+    drop(c);
+    drop(cs);
+    drop(db);
+    let mut bad = std::fs::read(&file).unwrap();
+    let at = bad.len() - 100;
+    bad[at] ^= 0x40;
+    std::fs::write(&file, &bad).unwrap();
+    let (_db, cs) = common::open(dir.path());
+    let c = cs.get("news").unwrap();
+    let info = c.info();
+    assert!(
+        info["text_source"].as_str().unwrap().starts_with("rebuilt"),
+        "{info}"
+    );
+    assert!(
+        info["graph_source"]
+            .as_str()
+            .unwrap()
+            .contains("checksum mismatch"),
+        "{info}"
+    );
+    assert_eq!(answers(&c, &queries), before, "answers after rebuilding");
+}

@@ -28,7 +28,10 @@ use std::{
 
 use roaring::RoaringBitmap;
 
-use super::analyzer::{Analyzer, TextOptions};
+use super::{
+    analyzer::{Analyzer, TextOptions},
+    persist::{self, text_hash, LoadedText, PendingRow, PostingOut},
+};
 
 /// Postings per block (block-max bounds, skipping).
 pub const BLOCK: usize = 128;
@@ -193,6 +196,17 @@ pub struct TextIndex {
     sealed: Vec<Sealed>,
     next_id: u64,
     seal_docs: usize,
+    /// By row: [`text_hash`] of the text it was indexed with (what the checkpoint writes).
+    hashes: Vec<u64>,
+    /// At start from a checkpoint: rows stored documents may adopt, and the counts so far.
+    preload: Option<Preload>,
+}
+
+#[derive(Debug, Default)]
+struct Preload {
+    pending: HashMap<u32, PendingRow>,
+    adopted: u64,
+    analysed: u64,
 }
 
 /// A parsed text query for one request (see [`TextIndex::query`]).
@@ -381,7 +395,168 @@ impl TextIndex {
             sealed: Vec::new(),
             next_id: 0,
             seal_docs: SEAL_DOCS,
+            hashes: Vec::new(),
+            preload: None,
         }
+    }
+
+    /// An index over `fields` holding a checkpoint's sealed segments with no live rows yet: each
+    /// stored document then either [`adopt`](Self::adopt)s its row or is inserted, and
+    /// [`finish_load`](Self::finish_load) ends the load.
+    pub(crate) fn from_loaded(fields: &[(String, TextOptions)], l: LoadedText) -> TextIndex {
+        let mut ix = TextIndex::new(fields);
+        for (f, dict) in ix.fields.iter_mut().zip(l.dicts) {
+            for (id, t) in dict.into_iter().enumerate() {
+                if t.is_empty() {
+                    f.free_ids.push(id as u32);
+                } else {
+                    f.dict.insert(t.clone(), id as u32);
+                }
+                f.terms.push((t, 0));
+            }
+        }
+        ix.next_id = l.next_id;
+        for (id, per_field) in l.segments {
+            let fields = per_field
+                .into_iter()
+                .map(|lists| {
+                    lists
+                        .into_iter()
+                        .map(|l| {
+                            let mut out = PostingList::default();
+                            for (i, &row) in l.rows.iter().enumerate() {
+                                let p = &l.positions[l.start[i] as usize..l.start[i + 1] as usize];
+                                out.push(row, l.lens[i], p);
+                            }
+                            (l.term, out)
+                        })
+                        .collect()
+                })
+                .collect();
+            ix.sealed.push(Sealed {
+                id,
+                data: Arc::new(SegmentData { fields }),
+                live: RoaringBitmap::new(),
+            });
+        }
+        ix.preload = Some(Preload {
+            pending: l.pending,
+            ..Preload::default()
+        });
+        ix
+    }
+
+    /// At start from a checkpoint: makes `row` live in its loaded segment if the checkpoint wrote
+    /// it for `key` with exactly this text (same [`text_hash`]); false means the caller inserts
+    /// it (analyses the text). The row must not be indexed.
+    pub fn adopt(&mut self, row: u32, key: u64, text: &BTreeMap<String, String>) -> bool {
+        let Some(pre) = self.preload.as_mut() else {
+            return false;
+        };
+        let hash = text_hash(self.fields.iter().map(|f| f.name.as_str()), text);
+        let ok = pre
+            .pending
+            .remove(&row)
+            .filter(|p| p.key == key && p.hash == hash && p.seg < self.sealed.len());
+        let Some(p) = ok else {
+            pre.analysed += 1;
+            return false;
+        };
+        pre.adopted += 1;
+        let r = row as usize;
+        for (f, (len, terms)) in self.fields.iter_mut().zip(p.fields) {
+            if f.lens.len() <= r {
+                f.lens.resize(r + 1, 0);
+                f.row_terms.resize_with(r + 1, Default::default);
+            }
+            for &t in &terms {
+                f.terms[t as usize].1 += 1;
+            }
+            if len > 0 {
+                f.docs += 1;
+                f.total_len += len as u64;
+            }
+            f.lens[r] = len;
+            f.row_terms[r] = terms.into_boxed_slice();
+        }
+        self.set_hash(row, hash);
+        self.sealed[p.seg].live.insert(row);
+        true
+    }
+
+    /// Ends a load from a checkpoint: loaded segments no document adopted are dropped, term ids no
+    /// live row holds are freed. Returns (rows adopted, documents analysed) or None when the index
+    /// was not loaded from a checkpoint.
+    pub fn finish_load(&mut self) -> Option<(u64, u64)> {
+        let pre = self.preload.take()?;
+        self.sealed.retain(|s| !s.live.is_empty());
+        for f in &mut self.fields {
+            for (id, (text, df)) in f.terms.iter_mut().enumerate() {
+                if *df == 0 && !text.is_empty() {
+                    f.dict.remove(&*std::mem::take(text));
+                    f.free_ids.push(id as u32);
+                }
+            }
+        }
+        Some((pre.adopted, pre.analysed))
+    }
+
+    fn set_hash(&mut self, row: u32, hash: u64) {
+        let r = row as usize;
+        if self.hashes.len() <= r {
+            self.hashes.resize(r + 1, 0);
+        }
+        self.hashes[r] = hash;
+    }
+
+    /// The checkpoint section of this index (`persist.rs`): the sealed segments' live postings
+    /// with each live row's key (`key_of`) and text hash. The caller holds the collection's read
+    /// lock, so rows and keys agree.
+    pub(crate) fn encode(
+        &self,
+        fields: &[(String, TextOptions)],
+        key_of: impl Fn(u32) -> Option<u64>,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        let dicts: Vec<Vec<&str>> = self
+            .fields
+            .iter()
+            .map(|f| f.terms.iter().map(|t| &*t.0).collect())
+            .collect();
+        persist::write_header(&mut out, fields, &dicts, self.next_id);
+        let sealed: Vec<&Sealed> = self.sealed.iter().filter(|s| !s.live.is_empty()).collect();
+        out.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        for s in sealed {
+            let rows: Vec<(u32, u64, u64)> = s
+                .live
+                .iter()
+                .filter_map(|r| {
+                    let h = self.hashes.get(r as usize).copied().unwrap_or(0);
+                    Some((r, key_of(r)?, h))
+                })
+                .collect();
+            let written: RoaringBitmap = rows.iter().map(|r| r.0).collect();
+            let lists = s.data.fields.iter().map(|f| {
+                let mut terms: Vec<(&u32, &PostingList)> = f.iter().collect();
+                terms.sort_unstable_by_key(|t| *t.0);
+                terms
+                    .into_iter()
+                    .filter_map(|(t, list)| {
+                        let live: Vec<PostingOut<'_>> = (0..list.rows.len())
+                            .filter(|&i| written.contains(list.rows[i]))
+                            .map(|i| PostingOut {
+                                row: list.rows[i],
+                                len: list.lens[i],
+                                positions: list.positions(i),
+                            })
+                            .collect();
+                        (!live.is_empty()).then_some((*t, live))
+                    })
+                    .collect::<Vec<_>>()
+            });
+            persist::write_segment(&mut out, s.id, &rows, lists);
+        }
+        out
     }
 
     /// Seals the mutable segment after `n` writes instead of [`SEAL_DOCS`] (tests, tuning).
@@ -403,6 +578,8 @@ impl TextIndex {
     /// must not be indexed (remove it first).
     pub fn insert(&mut self, row: u32, text: &BTreeMap<String, String>) {
         let r = row as usize;
+        let hash = text_hash(self.fields.iter().map(|f| f.name.as_str()), text);
+        self.set_hash(row, hash);
         let mut per_field = Vec::with_capacity(self.fields.len());
         let mut any = false;
         for (fi, f) in self.fields.iter_mut().enumerate() {

@@ -4,6 +4,7 @@
 
 pub mod analyzer;
 pub mod index;
+pub(crate) mod persist;
 
 pub use analyzer::{Analyzer, Language, TextOptions};
 pub use index::{TextIndex, TextQuery, TextStats};
