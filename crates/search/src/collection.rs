@@ -428,6 +428,33 @@ impl Collection {
         Ok(doc)
     }
 
+    /// A page of stored documents in key order (an order that does not change as documents are
+    /// written): at most `limit` documents with a key after `after`, and the key to continue from
+    /// when more may follow. For browsing (the console, exports), not for search.
+    pub fn list(&self, after: Option<u64>, limit: usize) -> Result<(Vec<Document>, Option<u64>)> {
+        let start = match after {
+            Some(u64::MAX) => return Ok((Vec::new(), None)),
+            Some(k) => k + 1,
+            None => 0,
+        };
+        let limit = limit.max(1);
+        let page = self.keyspace.scan(start.., limit + 1)?;
+        let more = page.len() > limit;
+        let schema = self.schema();
+        let mut docs = Vec::with_capacity(limit);
+        let mut last = None;
+        for (key, v) in page.into_iter().take(limit) {
+            let doc = Document::decode(&v, &schema).map_err(|e| Error::Corrupt {
+                collection: self.name.clone(),
+                key,
+                reason: e.to_string(),
+            })?;
+            docs.push(doc);
+            last = Some(key);
+        }
+        Ok((docs, if more { last } else { None }))
+    }
+
     /// Answers a search (see `query.rs` for the request).
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse> {
         let started = Instant::now();

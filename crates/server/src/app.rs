@@ -146,5 +146,9 @@ pub fn state(
             scan_limit_max: cfg.scan_limit_max,
             batch_keys_max: cfg.batch_keys_max,
         }),
+        started: std::time::Instant::now(),
+        started_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
     })
 }

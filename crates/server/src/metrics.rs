@@ -36,10 +36,28 @@ pub fn handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            // Counters of rare events exist from the start (at 0), so dashboards and alerts see a
+            // series before the first event rather than nothing.
+            for name in ZERO_AT_START {
+                metrics::counter!(*name).absolute(0);
+            }
             handle
         })
         .clone()
 }
+
+/// Unlabelled counters of rare events, exported at 0 from the start.
+const ZERO_AT_START: &[&str] = &[
+    "kyrodb_http_rate_limited_total",
+    "kyrodb_http_connections_refused_total",
+    "kyrodb_rmi_rebuilds_total",
+    "kyrodb_rmi_rebuild_failures_total",
+    "kyrodb_storage_write_stalls_total",
+    "kyrodb_storage_compactions_total",
+    "kyrodb_text_merges_total",
+    "kyrodb_learned_ranking_trainings_total",
+    "kyrodb_embed_refused_total",
+];
 
 /// What kind of metric a family is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,6 +331,42 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Learned-index background rebuilds that failed",
     ),
+    (
+        "kyrodb_hybrid_search_latency_seconds",
+        Kind::Histogram,
+        "Hybrid searches (POST /v2/search/hybrid), every component and the fusion",
+    ),
+    (
+        "kyrodb_text_merges_total",
+        Kind::Counter,
+        "Full-text segment merges finished by the indexer threads",
+    ),
+    (
+        "kyrodb_learned_ranking_trainings_total",
+        Kind::Counter,
+        "Learned-ranking models trained from feedback (served or refused by the gate)",
+    ),
+    // Process
+    (
+        "kyrodb_process_uptime_seconds",
+        Kind::Gauge,
+        "Seconds since this server started",
+    ),
+    (
+        "kyrodb_build_info",
+        Kind::Gauge,
+        "Always 1; the labels carry the version and git commit",
+    ),
+    (
+        "kyrodb_disk_free_bytes",
+        Kind::Gauge,
+        "Bytes available to the server on the data directory's filesystem",
+    ),
+    (
+        "kyrodb_disk_total_bytes",
+        Kind::Gauge,
+        "Size of the data directory's filesystem",
+    ),
 ];
 
 fn describe_all(recorder: &metrics_exporter_prometheus::PrometheusRecorder) {
@@ -422,6 +476,19 @@ pub fn record_embed_stats(e: &crate::embed::EmbedState) {
     }
 }
 
+/// The process's numbers, refreshed at every scrape: uptime, version, the data directory's disk.
+pub fn record_process_stats(started: std::time::Instant, data_dir: &std::path::Path) {
+    use metrics::gauge;
+    gauge!("kyrodb_process_uptime_seconds").set(started.elapsed().as_secs_f64());
+    gauge!("kyrodb_build_info", "version" => env!("CARGO_PKG_VERSION"), "git_sha" => env!("KYRODB_GIT_SHA"))
+        .set(1.0);
+    if let Ok(st) = rustix::fs::statvfs(data_dir) {
+        let unit = st.f_frsize.max(1) as f64;
+        gauge!("kyrodb_disk_free_bytes").set(st.f_bavail as f64 * unit);
+        gauge!("kyrodb_disk_total_bytes").set(st.f_blocks as f64 * unit);
+    }
+}
+
 /// Engine numbers as gauges, refreshed at every scrape.
 pub fn record_engine_stats(st: &kyrodb_storage::Stats) {
     use metrics::gauge;
@@ -478,6 +545,7 @@ mod tests {
         "_generation",
         "_segments",
         "_stopped",
+        "_info",
     ];
 
     #[test]
@@ -505,6 +573,8 @@ mod tests {
             root.join("storage/src"),
             root.join("rmi/src"),
             root.join("server/src"),
+            root.join("search/src"),
+            root.join("embed/src"),
         ];
         while let Some(dir) = stack.pop() {
             for e in std::fs::read_dir(&dir).unwrap() {

@@ -311,6 +311,72 @@ pub async fn stream(
     Ok(Json(UpsertResponse { upserted, seq }))
 }
 
+/// Query of `GET /v2/collections/{name}/documents`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// At most this many documents (default 20, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// The `next` of the previous page.
+    #[param(pattern = "^[0-9]{1,20}$")]
+    pub after: Option<String>,
+    /// Leave out each document's vectors (default true: they are large).
+    pub without_vectors: Option<bool>,
+}
+
+/// A page of stored documents.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ListResponse {
+    #[schema(value_type = Vec<Object>)]
+    pub documents: Vec<Value>,
+    /// Pass as `after` for the next page; null on the last one.
+    pub next: Option<String>,
+}
+
+/// Most documents in one page of `GET /v2/collections/{name}/documents`.
+const LIST_LIMIT_MAX: usize = 1000;
+
+/// Browses a collection's documents page by page, in a stable order (by internal key, not by id or
+/// time); a page reflects the writes acknowledged before it was read.
+#[utoipa::path(get, path = "/v2/collections/{name}/documents", tag = "collections",
+    params(("name" = String, Path), ListQuery),
+    responses((status = 200, body = ListResponse), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn list_docs(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    super::extract::QueryOf(q): super::extract::QueryOf<ListQuery>,
+) -> Result<Json<ListResponse>, ApiError> {
+    let limit = q.limit.unwrap_or(20);
+    if limit == 0 || limit > LIST_LIMIT_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {limit} is outside 1..={LIST_LIMIT_MAX}"),
+        ));
+    }
+    let after = match q.after.as_deref() {
+        None => None,
+        Some(a) => Some(a.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("after {a:?} is not a cursor this endpoint returned"),
+            )
+        })?),
+    };
+    let vectors = !q.without_vectors.unwrap_or(true);
+    let c = collection(&s, &name)?;
+    let (docs, next) = run(move || c.list(after, limit)).await?;
+    Ok(Json(ListResponse {
+        documents: docs
+            .iter()
+            .map(|d| d.to_json(true, true, vectors))
+            .collect(),
+        next: next.map(|k| k.to_string()),
+    }))
+}
+
 /// A stored document: id, text, fields, vectors.
 #[utoipa::path(get, path = "/v2/collections/{name}/documents/{id}", tag = "collections",
     params(("name" = String, Path), ("id" = String, Path, description = "percent-encoded")),

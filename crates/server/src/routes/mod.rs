@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod collections;
+pub mod console;
 pub mod embed;
 pub mod extract;
 pub mod keyspaces;
@@ -55,6 +56,9 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// `/openapi.json`, exact for this server's configuration (auth, rate limit, limits).
     pub openapi_json: String,
+    /// When the server started (uptime in `/build_info` and `/metrics`).
+    pub started: std::time::Instant,
+    pub started_at_ms: i64,
 }
 
 pub type AppState = Arc<Shared>;
@@ -66,6 +70,8 @@ pub enum Access {
     Probe,
     /// Like [`Access::Probe`] when `public_metrics` is set, else needs the read role (`/metrics`).
     Metrics,
+    /// The web console's static files: no token (the page asks for one) and never rate limited.
+    Static,
     Needs(Role),
 }
 
@@ -73,7 +79,7 @@ impl Access {
     /// The role a request needs under this configuration, if any.
     pub fn role(self, public_metrics: bool) -> Option<Role> {
         match self {
-            Access::Probe => None,
+            Access::Probe | Access::Static => None,
             Access::Metrics if public_metrics => None,
             Access::Metrics => Some(Role::Read),
             Access::Needs(r) => Some(r),
@@ -86,7 +92,7 @@ impl Access {
     }
 }
 
-use Access::{Metrics, Needs, Probe};
+use Access::{Metrics, Needs, Probe, Static};
 use Role::{Admin, Read, Write};
 
 /// The route table: who may call each route, and its handler. The method and path are written once,
@@ -123,6 +129,7 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Admin), routes!(collections::reembed)),
         (Needs(Write), routes!(collections::stream)),
         (Needs(Read), routes!(collections::get_doc)),
+        (Needs(Read), routes!(collections::list_docs)),
         (Needs(Write), routes!(collections::delete_doc)),
         (Needs(Write), routes!(collections::delete_many)),
         (Needs(Read), routes!(collections::search)),
@@ -131,6 +138,9 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Write), routes!(collections::feedback)),
         (Needs(Read), routes!(embed::embed)),
         (Needs(Read), routes!(embed::models)),
+        (Static, routes!(console::index)),
+        (Static, routes!(console::script)),
+        (Static, routes!(console::style)),
     ]
 }
 

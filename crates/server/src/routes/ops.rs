@@ -52,6 +52,10 @@ pub struct BuildInfo {
     /// The embedding model, when loaded: name, version, sha256, dim, max_tokens, dir.
     #[schema(value_type = Option<Object>)]
     pub embed_model: Option<serde_json::Value>,
+    /// When this server started, in epoch milliseconds.
+    pub started_at_ms: i64,
+    /// Seconds since it started.
+    pub uptime_seconds: f64,
 }
 
 /// Liveness: the process answers. Never needs a token.
@@ -103,6 +107,8 @@ pub async fn build_info(State(s): State<AppState>) -> Json<BuildInfo> {
         auto_embed: s.embed.status(),
         auto_embed_reason: s.embed.reason().map(str::to_owned),
         embed_model: s.embed.info().and_then(|i| serde_json::to_value(i).ok()),
+        started_at_ms: s.started_at_ms,
+        uptime_seconds: s.started.elapsed().as_secs_f64(),
     })
 }
 
@@ -131,6 +137,7 @@ pub fn cpu_features() -> Vec<&'static str> {
     responses((status = 200, content_type = "text/plain; version=0.0.4", body = String)))]
 pub async fn metrics(State(s): State<AppState>) -> Response {
     crate::metrics::record_engine_stats(&s.db.stats());
+    crate::metrics::record_process_stats(s.started, s.db.path());
     crate::metrics::record_search_stats(&s.collections);
     crate::metrics::record_embed_stats(&s.embed);
     let mut resp = s.metrics.render().into_response();
