@@ -99,3 +99,22 @@ def test_an_existing_collection_without_the_fields_is_refused(server: Server) ->
             KyroDBVectorStore(collection=name, embedding=DeterministicFakeEmbedding(size=8), client=c)
     finally:
         c.drop_collection(name)
+
+
+def test_the_langchain_example_runs(server: Server, needs_model: None) -> None:
+    import os
+    import subprocess
+    import sys
+
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "langchain_example.py")
+    r = subprocess.run([sys.executable, example], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "KYRODB_URL": server.url})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "added 5 texts (embedded by the server)"
+    # The durability texts answer the crash question; the filter keeps only the BM25 text; the
+    # hybrid retriever ranks the fusion sentence first.
+    crash = lines[lines.index("similarity_search('how do writes survive a crash?', k=2):") + 1]
+    assert "'durability'" in crash, r.stdout
+    assert lines[lines.index("filtered to topic=text:") + 1].strip().startswith("BM25 ranks")
+    assert "Reciprocal rank fusion" in lines[lines.index("hybrid retriever (vector + BM25, RRF):") + 1]
