@@ -291,13 +291,35 @@ def run_kyrodb(docs, emb, queries, a):
             return [h["id"] for h in json.loads(data)["hits"]]
 
         m = measure("kyrodb", query, queries)
+        stages = stage_times(k, c, queries, body)
         agree = 0
         results = {}
+        recalls = []
         for q in queries:
             got = query(q, {})
             results[q["text"] + q["kind"]] = got
             exact = [h["id"] for h in k.call(c, "POST", "/v2/search/hybrid", json.loads(body(q, exact=True)))["hits"]]
             agree += got == exact
+            if got != exact or len(recalls) < 100:
+                # The vector list is the approximate component (BM25 top-k is exact): its recall@100
+                # against an exact scan under the same filter, for every disagreement and a sample.
+                b = json.loads(body(q))
+                vs = {"vector": b["vector_similarity"]["embedding"], "using": "emb", "limit": CANDIDATES,
+                      "ef": max(100, min(10000, 4 * CANDIDATES)), "with": []}
+                f = b.get("metadata_filters", {"must": []})
+                if "temporal_range" in b:
+                    f = {"must": f["must"] + [{"key": "month", "range": {"gte": b["temporal_range"]["from"]}}]}
+                if f["must"]:
+                    vs["filter"] = f
+                approx = {h["id"] for h in k.call(c, "POST", "/v2/collections/pypi/search", vs)["hits"]}
+                full = [h["id"] for h in k.call(c, "POST", "/v2/collections/pypi/search", {**vs, "exact": True})["hits"]]
+                recalls.append((got == exact, len(approx & set(full)) / max(1, len(full))))
+        bad = [r for ok, r in recalls if not ok]
+        sample = [r for _, r in recalls[:100]]
+        vector_recall = {"sample_queries": len(sample), "recall_at_100": sum(sample) / max(1, len(sample)),
+                         "disagreements": len(bad),
+                         "recall_at_100_in_disagreements": sum(bad) / len(bad) if bad else None}
+        log(f"kyrodb: exact-fusion agreement {agree / len(queries):.3f}; vector list recall@100 {vector_recall}")
         learned = learned_ranking(k, c, docs, emb, body, a)
         restart = {}
         for how in ("checkpoint", "rebuild"):
@@ -317,10 +339,28 @@ def run_kyrodb(docs, emb, queries, a):
                             "graph_source": info.get("graph_source"), "same_answer": same}
             log(f"kyrodb restart ({how}): listening after {took:.2f}s; text: {info.get('text_source')}")
         return {"ingest_s": ingest_s, "latency": m, "exact_fusion_agreement": agree / len(queries), "results": results,
-                "restart": restart, **learned}
+                "restart": restart, "stages_us": stages, "vector_recall": vector_recall, **learned}
     finally:
         k.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def stage_times(k, c, queries, body):
+    """Where a hybrid query's server time goes: each query once more with explain (one connection),
+    p50/p99 of each plan stage's took_us by query kind and over all."""
+    per = {}
+    for q in queries:
+        b = json.loads(body(q))
+        b["explain"] = True
+        plan = k.call(c, "POST", "/v2/search/hybrid", b)["plan"]
+        for kind in (q["kind"], "all"):
+            d = per.setdefault(kind, {})
+            d.setdefault("total", []).append(plan["took_us"])
+            for st in plan["stages"]:
+                d.setdefault(st.get("component") or st.get("stage"), []).append(st["took_us"])
+    out = {kind: {name: {"p50": pct(v, 0.5), "p99": pct(v, 0.99)} for name, v in d.items()} for kind, d in per.items()}
+    log("kyrodb server time per stage (us, p50/p99): " + json.dumps(out["all"]))
+    return out
 
 
 def learned_ranking(k, c, docs, emb, body, a):
@@ -549,6 +589,8 @@ def main():
            "client": "one process per connection (LanceDB: threads, in-process)",
            "ingest_s": {k: r(v.get("ingest_s"), 1) for k, v in res.items()},
            "kyrodb_restart": (res.get("kyrodb") or {}).get("restart"),
+           "kyrodb_stages_us": (res.get("kyrodb") or {}).get("stages_us"),
+           "kyrodb_vector_recall": (res.get("kyrodb") or {}).get("vector_recall"),
            "peers": {k: v.get("version") for k, v in res.items() if v.get("version")},
            "missing": missing or None, "elapsed_s": int(time.time() - started)}
     out["notes"] = ("learned_vs_rrf_ndcg: nDCG@10 of learned ranking / RRF on new queries after simulated "

@@ -58,6 +58,16 @@ fn run(s: &Server, token: Option<&str>) {
     );
     // It really ran: a summary with generated cases and no failures.
     assert!(text.contains("passed"), "{text}");
+    let summary: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.contains("SUMMARY"))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    eprintln!(
+        "schemathesis (auth {}):\n{}",
+        if token.is_some() { "on" } else { "off" },
+        summary.join("\n")
+    );
 }
 
 #[test]

@@ -6,7 +6,6 @@
 mod common;
 
 use std::{
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -40,13 +39,13 @@ fn commands(md: &str) -> Vec<String> {
     out
 }
 
-/// Kills the process group of the shell that started the server in the background.
-struct Group(Child);
+/// The server a step started in the background: stopped (SIGTERM, as a user's `kill %1`) at the end.
+struct Background(Child);
 
-impl Drop for Group {
+impl Drop for Background {
     fn drop(&mut self) {
         let _ = Command::new("kill")
-            .args(["-TERM", &format!("-{}", self.0.id())])
+            .args(["-TERM", &self.0.id().to_string()])
             .status();
         let _ = self.0.wait();
     }
@@ -76,22 +75,28 @@ fn the_rag_quickstart_runs_verbatim() {
         ("KYRODB_MODEL_DIR", models.display().to_string()),
         ("KYRODB_DISABLE_HTTP_LOG", "1".into()),
     ];
-    let mut server: Option<Group> = None;
+    let mut server: Option<Background> = None;
     let mut outputs = Vec::new();
     for (i, c) in cmds.iter().enumerate() {
+        // A step ending in `&` runs in the background: here, bash `exec`s the command itself (the
+        // text before the `&`), so the child is the server and is stopped on its own.
+        let background = c.trim_end().strip_suffix('&').map(str::trim_end);
         let mut cmd = Command::new("bash");
-        cmd.arg("-c").arg(c).current_dir(root());
+        match background {
+            Some(fg) => cmd.arg("-c").arg(format!("exec {fg}")),
+            None => cmd.arg("-c").arg(c),
+        };
+        cmd.current_dir(root());
         for (k, v) in &env {
             cmd.env(k, v);
         }
         cmd.env_remove("KYRODB_API_KEYS").env_remove("KYRODB_TOKEN");
-        if c.trim_end().ends_with('&') {
-            // The server, in the background: keep its process group to stop it at the end, and
-            // wait (bounded) until it answers before the next command, as a user would.
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0);
-            server = Some(Group(cmd.spawn().unwrap()));
+        if background.is_some() {
+            // Wait (bounded) until it answers before the next command, as a user would.
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            server = Some(Background(cmd.spawn().unwrap()));
             let deadline = Instant::now() + Duration::from_secs(120);
             while common::try_request(port, "GET", "/health", &[], b"").is_err() {
                 assert!(
