@@ -90,7 +90,10 @@ fn the_rag_quickstart_runs_verbatim() {
         for (k, v) in &env {
             cmd.env(k, v);
         }
-        cmd.env_remove("KYRODB_API_KEYS").env_remove("KYRODB_TOKEN");
+        // As a user's shell: no token, and cargo builds into ./target (which the steps name).
+        cmd.env_remove("KYRODB_API_KEYS")
+            .env_remove("KYRODB_TOKEN")
+            .env_remove("CARGO_TARGET_DIR");
         if background.is_some() {
             // Wait (bounded) until it answers before the next command, as a user would.
             cmd.stdin(Stdio::null())
