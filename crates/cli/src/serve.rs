@@ -75,12 +75,14 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), String> {
         .thread_name("kyrodb")
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
-    rt.block_on(kyrodb_server::run(
-        cfg,
-        kyrodb_server::shutdown_signal(),
-        |addr| {
+    rt.block_on(async {
+        // Inside the runtime, before the listener exists: signal handlers are in place by the
+        // time "listening" is printed.
+        let shutdown = kyrodb_server::shutdown_signal();
+        kyrodb_server::run(cfg, shutdown, |addr| {
             eprintln!("kyrodb listening on http://{addr}");
-        },
-    ))
+        })
+        .await
+    })
     .map_err(|e| e.to_string())
 }
