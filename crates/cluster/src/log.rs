@@ -1,0 +1,594 @@
+//! The Raft log store: entries `(index, term, payload)` in segment files under one directory, each
+//! append made durable by one `write` and one `fdatasync`; the vote and the committed index beside
+//! them.
+//!
+//! Layout: `<dir>/seg-<first index, 20 digits>.log`, each a 16-byte header (`"KYRORAFT"`, u32
+//! version = 1, u32 CRC32C of the 12 bytes before) then records of a 28-byte header — u32 payload
+//! length, u64 index, u64 term, u32 CRC32C of those 20 bytes, u32 CRC32C of the payload — and the
+//! payload. Indexes are consecutive within and across segments. `vote` (u64 term, u64 node + 1 or 0,
+//! u32 CRC32C) is replaced atomically and fsynced before `save_vote` returns; `committed` (u64 index,
+//! u32 CRC32C) is replaced atomically but not fsynced (Raft does not need it durable; it only saves
+//! replay after a restart).
+//!
+//! Recovery: every segment is read and checked. The last segment may end in a torn record (a crash
+//! during a write): it is cut at the last whole record and the cut is fsynced. Anything else that
+//! fails a check — a bad header, a bad checksum before the tail, indexes out of order, a gap between
+//! segments — is refused with the file and byte offset, never skipped. Only the tail can be torn
+//! because a segment is fsynced, and its successor created and the directory fsynced, before any
+//! record is written to the successor.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+};
+
+const MAGIC: &[u8; 8] = b"KYRORAFT";
+const VERSION: u32 = 1;
+const SEG_HEADER: u64 = 16;
+const REC_HEADER: usize = 28;
+/// Largest payload accepted (a batch of client writes; the engine's value limit is far below).
+pub const PAYLOAD_MAX: usize = 256 << 20;
+
+/// A log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub index: u64,
+    pub term: u64,
+    pub payload: Vec<u8>,
+}
+
+/// The durable vote: the term and whom this node voted for in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Vote {
+    pub term: u64,
+    pub voted_for: Option<u64>,
+}
+
+/// What `open` found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recovered {
+    /// First and last index held (None when empty).
+    pub first: Option<u64>,
+    pub last: Option<u64>,
+    /// Index after the last purge (entries at or below it are gone; 0 when never purged).
+    pub purged: u64,
+    pub vote: Vote,
+    pub committed: Option<u64>,
+    /// Bytes cut from a torn tail.
+    pub torn_bytes: u64,
+}
+
+/// Errors: I/O, refused files (with file and offset), misuse.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt at byte {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    first: u64,
+    /// Byte offset of each record, by index − first.
+    offsets: Vec<u64>,
+    len: u64,
+}
+
+impl Segment {
+    fn last(&self) -> Option<u64> {
+        (!self.offsets.is_empty()).then(|| self.first + self.offsets.len() as u64 - 1)
+    }
+}
+
+/// The log. One writer (`&mut self`); reads take `&self`.
+#[derive(Debug)]
+pub struct RaftLog {
+    dir: PathBuf,
+    segments: Vec<Segment>,
+    file: Option<File>,
+    segment_bytes: u64,
+    purged: u64,
+}
+
+fn seg_name(first: u64) -> String {
+    format!("seg-{first:020}.log")
+}
+
+fn header() -> [u8; SEG_HEADER as usize] {
+    let mut h = [0u8; SEG_HEADER as usize];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..12]);
+    h[12..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn encode(e: &Entry, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&(e.payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&e.index.to_le_bytes());
+    out.extend_from_slice(&e.term.to_le_bytes());
+    let hcrc = crc32c::crc32c(&out[start..start + 20]);
+    out.extend_from_slice(&hcrc.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&e.payload).to_le_bytes());
+    out.extend_from_slice(&e.payload);
+}
+
+/// One record read at `offset` of `bytes`: Ok(Some((entry, next offset))), Ok(None) when the bytes
+/// end before the record does (a torn tail), Err(reason) when it is damaged.
+fn decode(bytes: &[u8], offset: usize) -> std::result::Result<Option<(Entry, usize)>, String> {
+    let Some(h) = bytes.get(offset..offset + REC_HEADER) else {
+        return Ok(None);
+    };
+    let u32_ = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
+    let u64_ = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    if crc32c::crc32c(&h[..20]) != u32_(&h[20..24]) {
+        return Err("record header checksum mismatch".into());
+    }
+    let len = u32_(&h[0..4]) as usize;
+    if len > PAYLOAD_MAX {
+        return Err(format!("payload length {len} over {PAYLOAD_MAX}"));
+    }
+    let Some(payload) = bytes.get(offset + REC_HEADER..offset + REC_HEADER + len) else {
+        return Ok(None);
+    };
+    if crc32c::crc32c(payload) != u32_(&h[24..28]) {
+        return Err("payload checksum mismatch".into());
+    }
+    Ok(Some((
+        Entry {
+            index: u64_(&h[4..12]),
+            term: u64_(&h[12..20]),
+            payload: payload.to_vec(),
+        },
+        offset + REC_HEADER + len,
+    )))
+}
+
+/// Whether a whole record for index `want` or later starts anywhere after `at`: then the bytes at
+/// `at` are damage in the middle of the log, not a torn tail.
+fn whole_record_after(bytes: &[u8], at: usize, want: u64) -> bool {
+    (at + 1..bytes.len().saturating_sub(REC_HEADER - 1))
+        .any(|p| matches!(decode(bytes, p), Ok(Some((e, _))) if e.index >= want))
+}
+
+impl RaftLog {
+    /// Opens (creating) the log in `dir`, recovering as the module doc says. Segments roll over at
+    /// `segment_bytes`.
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<(RaftLog, Recovered)> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut names: Vec<(u64, PathBuf)> = Vec::new();
+        for e in fs::read_dir(dir).map_err(io(dir))? {
+            let p = e.map_err(io(dir))?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if let Some(first) = name
+                .strip_prefix("seg-")
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                names.push((first, p));
+            }
+        }
+        names.sort();
+        let mut rec = Recovered::default();
+        let mut segments: Vec<Segment> = Vec::new();
+        let count = names.len();
+        for (i, (first, path)) in names.into_iter().enumerate() {
+            let is_last = i + 1 == count;
+            let bytes = fs::read(&path).map_err(io(&path))?;
+            let corrupt = |offset: usize, reason: String| Error::Corrupt {
+                path: path.clone(),
+                offset: offset as u64,
+                reason,
+            };
+            if bytes.len() < SEG_HEADER as usize || bytes[..SEG_HEADER as usize] != header() {
+                if is_last && bytes.len() < SEG_HEADER as usize {
+                    // Created, crashed before its header was durable: nothing was ever in it.
+                    fs::remove_file(&path).map_err(io(&path))?;
+                    sync_dir(dir)?;
+                    continue;
+                }
+                return Err(corrupt(0, "not a KyroDB Raft log segment".into()));
+            }
+            if let Some(prev) = segments.last() {
+                let want = prev.last().map_or(prev.first, |l| l + 1);
+                if first != want {
+                    return Err(corrupt(
+                        0,
+                        format!("starts at index {first}, expected {want}"),
+                    ));
+                }
+            }
+            let mut seg = Segment {
+                path: path.clone(),
+                first,
+                offsets: Vec::new(),
+                len: SEG_HEADER,
+            };
+            let mut at = SEG_HEADER as usize;
+            loop {
+                match decode(&bytes, at) {
+                    Ok(Some((e, next))) => {
+                        let want = first + seg.offsets.len() as u64;
+                        if e.index != want {
+                            return Err(corrupt(
+                                at,
+                                format!("index {} where {want} belongs", e.index),
+                            ));
+                        }
+                        seg.offsets.push(at as u64);
+                        at = next;
+                    }
+                    Ok(None) if at == bytes.len() => break,
+                    Ok(None) | Err(_)
+                        if is_last
+                            && !whole_record_after(
+                                &bytes,
+                                at,
+                                first + seg.offsets.len() as u64,
+                            ) =>
+                    {
+                        // A torn tail (a partly written last batch): cut it. A damaged record with
+                        // a whole record after it is damage, not a tear, and is refused below.
+                        rec.torn_bytes = (bytes.len() - at) as u64;
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(io(&path))?;
+                        f.set_len(at as u64).map_err(io(&path))?;
+                        f.sync_all().map_err(io(&path))?;
+                        break;
+                    }
+                    Ok(None) => {
+                        return Err(corrupt(
+                            at,
+                            "truncated record before the last segment".into(),
+                        ))
+                    }
+                    Err(reason) => return Err(corrupt(at, reason)),
+                }
+            }
+            seg.len = at as u64;
+            segments.push(seg);
+        }
+        let purged = match read_small(&dir.join("purged"))? {
+            Some(b) => u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            None => 0,
+        };
+        rec.vote = match read_small(&dir.join("vote"))? {
+            Some(b) => Vote {
+                term: u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+                voted_for: match u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")) {
+                    0 => None,
+                    n => Some(n - 1),
+                },
+            },
+            None => Vote::default(),
+        };
+        rec.committed = read_small(&dir.join("committed"))?
+            .map(|b| u64::from_le_bytes(b[..8].try_into().expect("8 bytes")));
+        let mut log = RaftLog {
+            dir: dir.to_owned(),
+            segments,
+            file: None,
+            segment_bytes: segment_bytes.max(SEG_HEADER + 1),
+            purged,
+        };
+        // Entries a purge meant to drop may linger in the first segment: hide them.
+        log.trim_front();
+        rec.first = log.first_index();
+        rec.last = log.last_index();
+        rec.purged = log.purged;
+        Ok((log, rec))
+    }
+
+    fn trim_front(&mut self) {
+        while let Some(s) = self.segments.first() {
+            if s.last().is_some_and(|l| l <= self.purged) && self.segments.len() > 1 {
+                self.segments.remove(0);
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// First index held.
+    pub fn first_index(&self) -> Option<u64> {
+        let seg = self.segments.iter().find(|s| s.last().is_some())?;
+        Some(seg.first.max(self.purged + 1)).filter(|f| self.last_index().is_some_and(|l| *f <= l))
+    }
+
+    /// Last index held (entries at or below the purge point are not held).
+    pub fn last_index(&self) -> Option<u64> {
+        self.segments
+            .iter()
+            .rev()
+            .find_map(Segment::last)
+            .filter(|l| *l > self.purged)
+    }
+
+    /// The purge point: entries at or below it are gone (0 when never purged).
+    pub fn purged(&self) -> u64 {
+        self.purged
+    }
+
+    /// Appends `entries` (consecutive, starting one past the last index — or anywhere above the
+    /// purge point when the log is empty) and makes them durable before returning.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        self.open_tail()?;
+        let want = self.last_index().map_or(first.index, |l| l + 1);
+        let physical = self.segments.iter().rev().find_map(Segment::last);
+        if physical.is_some_and(|p| p + 1 != first.index) && self.last_index().is_none() {
+            // Everything held was purged (e.g. a snapshot installed past it): drop those segments
+            // and start afresh at this index.
+            self.file = None;
+            for seg in self.segments.drain(..) {
+                fs::remove_file(&seg.path).map_err(io(&seg.path))?;
+            }
+            sync_dir(&self.dir)?;
+        }
+        if first.index != want || first.index <= self.purged {
+            return Err(Error::Invalid(format!(
+                "append at index {} but the log expects {want} (purged through {})",
+                first.index, self.purged
+            )));
+        }
+        for w in entries.windows(2) {
+            if w[1].index != w[0].index + 1 {
+                return Err(Error::Invalid("entries are not consecutive".into()));
+            }
+        }
+        if let Some(e) = entries.iter().find(|e| e.payload.len() > PAYLOAD_MAX) {
+            return Err(Error::Invalid(format!(
+                "entry {}: payload of {} bytes over {PAYLOAD_MAX}",
+                e.index,
+                e.payload.len()
+            )));
+        }
+        let mut at = 0;
+        while at < entries.len() {
+            if self.segments.is_empty()
+                || self
+                    .segments
+                    .last()
+                    .is_some_and(|s| s.len >= self.segment_bytes)
+            {
+                self.roll(entries[at].index)?;
+            }
+            let seg = self.segments.last_mut().expect("a segment");
+            let mut buf = Vec::new();
+            let mut offsets = Vec::new();
+            while at < entries.len() && seg.len + (buf.len() as u64) < self.segment_bytes {
+                offsets.push(seg.len + buf.len() as u64);
+                encode(&entries[at], &mut buf);
+                at += 1;
+            }
+            let file = self.file.as_mut().expect("the tail segment is open");
+            file.write_all(&buf).map_err(io(&seg.path))?;
+            file.sync_data().map_err(io(&seg.path))?;
+            seg.len += buf.len() as u64;
+            seg.offsets.extend(offsets);
+        }
+        Ok(())
+    }
+
+    /// Starts a new tail segment at `first`: the old one fsynced, the new one's header and the
+    /// directory fsynced before any record goes in.
+    fn roll(&mut self, first: u64) -> Result<()> {
+        if let (Some(f), Some(s)) = (self.file.as_ref(), self.segments.last()) {
+            f.sync_all().map_err(io(&s.path))?;
+        }
+        // An empty tail segment is reused rather than followed.
+        if let Some(s) = self.segments.last() {
+            if s.offsets.is_empty() {
+                let path = s.path.clone();
+                fs::remove_file(&path).map_err(io(&path))?;
+                self.segments.pop();
+            }
+        }
+        let path = self.dir.join(seg_name(first));
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        f.write_all(&header()).map_err(io(&path))?;
+        f.sync_all().map_err(io(&path))?;
+        sync_dir(&self.dir)?;
+        self.segments.push(Segment {
+            path,
+            first,
+            offsets: Vec::new(),
+            len: SEG_HEADER,
+        });
+        self.file = Some(f);
+        Ok(())
+    }
+
+    fn open_tail(&mut self) -> Result<()> {
+        if self.file.is_none() {
+            if let Some(s) = self.segments.last() {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .open(&s.path)
+                    .map_err(io(&s.path))?;
+                f.seek(SeekFrom::Start(s.len)).map_err(io(&s.path))?;
+                self.file = Some(f);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads entries `[from, to)` (clamped to what is held).
+    pub fn read(&self, from: u64, to: u64) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        let lo = from.max(self.first_index().unwrap_or(u64::MAX));
+        for s in &self.segments {
+            let Some(last) = s.last() else { continue };
+            if last < lo || s.first >= to {
+                continue;
+            }
+            let start = lo.max(s.first);
+            let end = to.min(last + 1);
+            if start >= end {
+                continue;
+            }
+            let a = s.offsets[(start - s.first) as usize];
+            let b = if end > last {
+                s.len
+            } else {
+                s.offsets[(end - s.first) as usize]
+            };
+            let mut f = File::open(&s.path).map_err(io(&s.path))?;
+            f.seek(SeekFrom::Start(a)).map_err(io(&s.path))?;
+            let mut bytes = vec![0u8; (b - a) as usize];
+            f.read_exact(&mut bytes).map_err(io(&s.path))?;
+            let mut at = 0;
+            while at < bytes.len() {
+                match decode(&bytes, at) {
+                    Ok(Some((e, next))) => {
+                        out.push(e);
+                        at = next;
+                    }
+                    Ok(None) | Err(_) => {
+                        return Err(Error::Corrupt {
+                            path: s.path.clone(),
+                            offset: a + at as u64,
+                            reason: "record changed on disk since it was checked".into(),
+                        })
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops every entry at or above `index` (a follower's conflicting suffix) durably.
+    pub fn truncate_from(&mut self, index: u64) -> Result<()> {
+        if self.last_index().is_none_or(|l| index > l) {
+            return Ok(());
+        }
+        if index <= self.purged {
+            return Err(Error::Invalid(format!(
+                "truncate at {index}, at or below the purge point {}",
+                self.purged
+            )));
+        }
+        self.file = None;
+        while let Some(s) = self.segments.last() {
+            if s.first >= index && self.segments.len() > 1 {
+                let path = s.path.clone();
+                fs::remove_file(&path).map_err(io(&path))?;
+                self.segments.pop();
+            } else {
+                break;
+            }
+        }
+        sync_dir(&self.dir)?;
+        let s = self.segments.last_mut().expect("a segment");
+        if index >= s.first {
+            let keep = (index - s.first) as usize;
+            if keep < s.offsets.len() {
+                let cut = s.offsets[keep];
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&s.path)
+                    .map_err(io(&s.path))?;
+                f.set_len(cut).map_err(io(&s.path))?;
+                f.sync_all().map_err(io(&s.path))?;
+                s.offsets.truncate(keep);
+                s.len = cut;
+            }
+        }
+        self.open_tail()
+    }
+
+    /// Forgets entries at or below `index` (covered by a durable snapshot): whole segments are
+    /// deleted; the rest are hidden (the point is recorded durably first).
+    pub fn purge_to(&mut self, index: u64) -> Result<()> {
+        if index <= self.purged {
+            return Ok(());
+        }
+        kyrodb_storage::write_file_atomic(&self.dir.join("purged"), &small(&index.to_le_bytes()))
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        self.purged = index;
+        while self.segments.len() > 1 && self.segments[0].last().is_some_and(|l| l <= index) {
+            let path = self.segments[0].path.clone();
+            fs::remove_file(&path).map_err(io(&path))?;
+            self.segments.remove(0);
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Saves the vote durably (before a vote reply may be sent).
+    pub fn save_vote(&mut self, v: Vote) -> Result<()> {
+        let mut b = Vec::with_capacity(16);
+        b.extend_from_slice(&v.term.to_le_bytes());
+        b.extend_from_slice(&v.voted_for.map_or(0, |n| n + 1).to_le_bytes());
+        kyrodb_storage::write_file_atomic(&self.dir.join("vote"), &small(&b))
+            .map_err(|e| Error::Invalid(e.to_string()))
+    }
+
+    /// Records the committed index (not fsynced: an optimisation for restart, not for safety).
+    pub fn save_committed(&mut self, index: u64) -> Result<()> {
+        let tmp = self.dir.join("committed.tmp");
+        fs::write(&tmp, small(&index.to_le_bytes())).map_err(io(&tmp))?;
+        fs::rename(&tmp, self.dir.join("committed")).map_err(io(&tmp))
+    }
+}
+
+/// `bytes` followed by their CRC32C.
+fn small(bytes: &[u8]) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    b.extend_from_slice(&crc32c::crc32c(bytes).to_le_bytes());
+    b
+}
+
+/// A file written by [`small`], checked; None when absent.
+fn read_small(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => {
+            let ok = b.len() >= 12
+                && crc32c::crc32c(&b[..b.len() - 4]).to_le_bytes() == b[b.len() - 4..];
+            if !ok {
+                return Err(Error::Corrupt {
+                    path: path.to_owned(),
+                    offset: 0,
+                    reason: "checksum mismatch".into(),
+                });
+            }
+            Ok(Some(b[..b.len() - 4].to_vec()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path)(e)),
+    }
+}
