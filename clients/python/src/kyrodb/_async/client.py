@@ -243,12 +243,20 @@ class AsyncClient:
         return int(r.json()["offset"])
 
     async def get(self, key: int, *, keyspace: str | None = None) -> bytes | None:
-        """The value of ``key``, or None when it has none."""
+        """The value of ``key``, or None when it has none.
+
+        >>> db.get(42)                               # doctest: +SKIP
+        b'\\x00\\xff'
+        """
         e = await self.get_entry(key, keyspace=keyspace)
         return None if e is None else e.value
 
     async def get_entry(self, key: int, *, keyspace: str | None = None) -> Entry | None:
-        """The value of ``key`` with the sequence number it was written at (for ``if_seq``)."""
+        """The value of ``key`` with the sequence number it was written at (for ``if_seq``).
+
+        >>> e = db.get_entry(42)                     # doctest: +SKIP
+        >>> db.put(42, b"next", if_seq=e.seq)        # compare-and-set
+        """
         r = await self._request(
             "GET", f"/v1/kv/{int(key)}", params=kv_params(keyspace), missing_ok=True
         )
@@ -289,7 +297,10 @@ class AsyncClient:
         ttl_ms: int | None = None,
     ) -> int:
         """Writes many keys; each request is atomic (all or nothing) and sized under the server's
-        limits. Returns the last request's sequence number."""
+        limits. Returns the last request's sequence number.
+
+        >>> db.batch_put({1: b"a", 2: "b"}, keyspace="sessions", ttl_ms=60_000)   # doctest: +SKIP
+        """
         pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
         batcher = DocumentBatcher(await self.limits(), per_item_max=None, keys=True)
         seq = 0
@@ -352,7 +363,11 @@ class AsyncClient:
     # ---- keyspaces ------------------------------------------------------------------------------
 
     async def create_keyspace(self, name: str) -> KeyspaceInfo:
-        """Creates keyspace ``name`` (admin; an existing one is returned as it is)."""
+        """Creates keyspace ``name`` (admin; an existing one is returned as it is).
+
+        >>> db.create_keyspace("sessions").keys      # doctest: +SKIP
+        0
+        """
         return KeyspaceInfo.from_json(
             await self._json("POST", "/v1/keyspaces", json={"name": name})
         )
@@ -438,7 +453,11 @@ class AsyncClient:
         return int((await self._json("POST", "/v2/documents/stream", json=body))["seq"])
 
     async def get_document(self, collection: str, id: str) -> Document | None:
-        """The stored document ``id`` (text, fields and vectors), or None."""
+        """The stored document ``id`` (text, fields and vectors), or None.
+
+        >>> db.get_document("news", "doc-17").fields   # doctest: +SKIP
+        {'author': 'ann', 'rank': 3}
+        """
         r = await self._request(
             "GET", f"/v2/collections/{seg(collection)}/documents/{seg(id)}", missing_ok=True
         )
@@ -451,7 +470,12 @@ class AsyncClient:
         *,
         filter: Mapping[str, Any] | None = None,
     ) -> DeleteResult:
-        """Deletes documents by id, or every document matching ``filter``."""
+        """Deletes documents by id, or every document matching ``filter``.
+
+        >>> db.delete_documents("news", ["doc-17", "gone"])        # doctest: +SKIP
+        DeleteResult(deleted=1, absent=1)
+        >>> db.delete_documents("news", filter={"author": "ann"})  # doctest: +SKIP
+        """
         body: JSON = {}
         if ids is not None:
             body["ids"] = list(ids)
@@ -541,7 +565,10 @@ class AsyncClient:
 
     async def query(self, collection: str, **params: str | int | float | bool) -> SearchResult:
         """The GET form: ``q``, ``similar_to``, ``vector_sim``, ``auto_rank``, ``limit``, ``using``;
-        any other parameter is an equality filter on the field of that name."""
+        any other parameter is an equality filter on the field of that name.
+
+        >>> db.query("news", q="neural networks", author="ann", limit=5).ids   # doctest: +SKIP
+        """
         p: dict[str, Any] = {"collection": collection}
         for k, v in params.items():
             p[k] = str(v).lower() if isinstance(v, bool) else v
@@ -557,7 +584,11 @@ class AsyncClient:
         shown: Sequence[str] | None = None,
     ) -> JSON:
         """Records which results of ``query`` (a hybrid search body or its text) were relevant;
-        the learned ranking trains on it."""
+        the learned ranking trains on it.
+
+        >>> db.feedback("news", {"text_search": "cuda"}, relevant=["doc-3"],   # doctest: +SKIP
+        ...             shown=["doc-1", "doc-2", "doc-3"])
+        """
         body: JSON = {"query": query if isinstance(query, str) else dict(query)}
         if relevant:
             body["relevant"] = list(relevant)
@@ -576,7 +607,11 @@ class AsyncClient:
     # ---- embeddings -----------------------------------------------------------------------------
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """Vectors for ``texts`` from the server's model (batched by 256)."""
+        """Vectors for ``texts`` from the server's model (batched by 256).
+
+        >>> len(db.embed(["hello"])[0])              # doctest: +SKIP
+        384
+        """
         out: list[list[float]] = []
         for i in range(0, len(texts), 256):
             j = await self._json("POST", "/v2/embed", json={"texts": list(texts[i : i + 256])})

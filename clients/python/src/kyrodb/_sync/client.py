@@ -244,12 +244,20 @@ class Client:
         return int(r.json()["offset"])
 
     def get(self, key: int, *, keyspace: str | None = None) -> bytes | None:
-        """The value of ``key``, or None when it has none."""
+        """The value of ``key``, or None when it has none.
+
+        >>> db.get(42)                               # doctest: +SKIP
+        b'\\x00\\xff'
+        """
         e = self.get_entry(key, keyspace=keyspace)
         return None if e is None else e.value
 
     def get_entry(self, key: int, *, keyspace: str | None = None) -> Entry | None:
-        """The value of ``key`` with the sequence number it was written at (for ``if_seq``)."""
+        """The value of ``key`` with the sequence number it was written at (for ``if_seq``).
+
+        >>> e = db.get_entry(42)                     # doctest: +SKIP
+        >>> db.put(42, b"next", if_seq=e.seq)        # compare-and-set
+        """
         r = self._request(
             "GET", f"/v1/kv/{int(key)}", params=kv_params(keyspace), missing_ok=True
         )
@@ -290,7 +298,10 @@ class Client:
         ttl_ms: int | None = None,
     ) -> int:
         """Writes many keys; each request is atomic (all or nothing) and sized under the server's
-        limits. Returns the last request's sequence number."""
+        limits. Returns the last request's sequence number.
+
+        >>> db.batch_put({1: b"a", 2: "b"}, keyspace="sessions", ttl_ms=60_000)   # doctest: +SKIP
+        """
         pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
         batcher = DocumentBatcher(self.limits(), per_item_max=None, keys=True)
         seq = 0
@@ -353,7 +364,11 @@ class Client:
     # ---- keyspaces ------------------------------------------------------------------------------
 
     def create_keyspace(self, name: str) -> KeyspaceInfo:
-        """Creates keyspace ``name`` (admin; an existing one is returned as it is)."""
+        """Creates keyspace ``name`` (admin; an existing one is returned as it is).
+
+        >>> db.create_keyspace("sessions").keys      # doctest: +SKIP
+        0
+        """
         return KeyspaceInfo.from_json(
             self._json("POST", "/v1/keyspaces", json={"name": name})
         )
@@ -439,7 +454,11 @@ class Client:
         return int((self._json("POST", "/v2/documents/stream", json=body))["seq"])
 
     def get_document(self, collection: str, id: str) -> Document | None:
-        """The stored document ``id`` (text, fields and vectors), or None."""
+        """The stored document ``id`` (text, fields and vectors), or None.
+
+        >>> db.get_document("news", "doc-17").fields   # doctest: +SKIP
+        {'author': 'ann', 'rank': 3}
+        """
         r = self._request(
             "GET", f"/v2/collections/{seg(collection)}/documents/{seg(id)}", missing_ok=True
         )
@@ -452,7 +471,12 @@ class Client:
         *,
         filter: Mapping[str, Any] | None = None,
     ) -> DeleteResult:
-        """Deletes documents by id, or every document matching ``filter``."""
+        """Deletes documents by id, or every document matching ``filter``.
+
+        >>> db.delete_documents("news", ["doc-17", "gone"])        # doctest: +SKIP
+        DeleteResult(deleted=1, absent=1)
+        >>> db.delete_documents("news", filter={"author": "ann"})  # doctest: +SKIP
+        """
         body: JSON = {}
         if ids is not None:
             body["ids"] = list(ids)
@@ -542,7 +566,10 @@ class Client:
 
     def query(self, collection: str, **params: str | int | float | bool) -> SearchResult:
         """The GET form: ``q``, ``similar_to``, ``vector_sim``, ``auto_rank``, ``limit``, ``using``;
-        any other parameter is an equality filter on the field of that name."""
+        any other parameter is an equality filter on the field of that name.
+
+        >>> db.query("news", q="neural networks", author="ann", limit=5).ids   # doctest: +SKIP
+        """
         p: dict[str, Any] = {"collection": collection}
         for k, v in params.items():
             p[k] = str(v).lower() if isinstance(v, bool) else v
@@ -558,7 +585,11 @@ class Client:
         shown: Sequence[str] | None = None,
     ) -> JSON:
         """Records which results of ``query`` (a hybrid search body or its text) were relevant;
-        the learned ranking trains on it."""
+        the learned ranking trains on it.
+
+        >>> db.feedback("news", {"text_search": "cuda"}, relevant=["doc-3"],   # doctest: +SKIP
+        ...             shown=["doc-1", "doc-2", "doc-3"])
+        """
         body: JSON = {"query": query if isinstance(query, str) else dict(query)}
         if relevant:
             body["relevant"] = list(relevant)
@@ -577,7 +608,11 @@ class Client:
     # ---- embeddings -----------------------------------------------------------------------------
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """Vectors for ``texts`` from the server's model (batched by 256)."""
+        """Vectors for ``texts`` from the server's model (batched by 256).
+
+        >>> len(db.embed(["hello"])[0])              # doctest: +SKIP
+        384
+        """
         out: list[list[float]] = []
         for i in range(0, len(texts), 256):
             j = self._json("POST", "/v2/embed", json={"texts": list(texts[i : i + 256])})
