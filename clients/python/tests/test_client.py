@@ -92,8 +92,8 @@ def test_admin_and_ops(db: Client) -> None:
     assert db.limits().documents_per_batch_max > 0
     assert "kyrodb_" in db.metrics()
     assert "/v2/search/hybrid" in db.openapi()["paths"]
-    assert db.snapshot()["covered_seq"] >= 0
-    db.put(5, b"x")
+    seq = db.put(5, b"x")
+    assert db.snapshot()["covered_seq"] >= seq
     assert isinstance(db.rmi_build(), dict)
     assert isinstance(db.warmup(), dict)
 
@@ -154,8 +154,9 @@ def test_collections_documents_and_search(db: Client, name: str) -> None:
     assert gone.deleted == 1500
     assert db.collection_info(name).documents == 1499
     # Feedback is recorded.
-    fb = db.feedback(name, {"text_search": "report 43"}, relevant=["doc/43 ü"])
-    assert fb
+    fb = db.feedback(name, {"text_search": "report 43"}, relevant=["doc/43 ü", "nope"])
+    assert fb["examples"] == 1 and fb["ignored_ids"] == ["nope"], fb
+    assert db.collection_info(name).raw["learned_ranking"]["examples"] == 1
     # Bad input: 4xx naming the field, nothing written.
     with pytest.raises(kyrodb.BadRequestError) as ei:
         db.upsert(name, [{"id": "bad", "vectors": {"v": [1, 2, 3]}}])
@@ -290,7 +291,7 @@ def test_embeddings_and_models(db: Client, name: str, needs_model: None) -> None
     h = db.hybrid_search(name, vector_text="a person eats", using="text", text="food")
     assert h.ids[0] == "n1"
     job = db.reembed(name, "text", {"model": "all-MiniLM-L6-v2", "source": "body"})
-    assert job
+    assert db.collection_info(name).raw["reembed"] is not None, job
 
 
 def test_the_sync_client_is_generated_from_the_async_one() -> None:

@@ -6,27 +6,17 @@
 
 mod common;
 
-use std::{path::Path, process::Command};
+use std::process::Command;
 
 use common::{installed_model_dir, Server};
 
 const READ_TOKEN: &str = "console-read-token";
 
-fn root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::repo_root as root;
 
 #[test]
 fn the_console_renders_every_page_and_runs_a_hybrid_query_in_chromium() {
-    let out = Command::new(root().join("scripts/browser-env"))
-        .output()
-        .expect("scripts/browser-env runs");
-    assert!(
-        out.status.success(),
-        "installing the browser failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let env = String::from_utf8(out.stdout).unwrap();
+    let env = common::script_stdout("browser-env", &[], "installing the browser");
     let mut lines = env.lines();
     let (chromium, node_modules) = (lines.next().unwrap(), lines.next().unwrap());
 

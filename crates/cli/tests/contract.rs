@@ -12,17 +12,12 @@ const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 const ADMIN: &str = "admin-contract-token";
 
 fn schemathesis() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new(root.join("scripts/pyenv"))
-        .args(["schemathesis", SCHEMATHESIS])
-        .output()
-        .expect("scripts/pyenv runs");
-    assert!(
-        out.status.success(),
-        "installing {SCHEMATHESIS} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let bin = common::script_stdout(
+        "pyenv",
+        &["schemathesis", SCHEMATHESIS],
+        &format!("installing {SCHEMATHESIS}"),
     );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("st")
+    PathBuf::from(bin).join("st")
 }
 
 fn run(s: &Server, token: Option<&str>) {

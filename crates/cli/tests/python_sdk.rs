@@ -8,13 +8,11 @@ mod common;
 
 use std::{
     hash::{Hash, Hasher},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
 };
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::repo_root as root;
 
 /// The venv's bin directory: created once per version of the package's requirements.
 fn venv() -> PathBuf {
@@ -24,16 +22,11 @@ fn venv() -> PathBuf {
     pyproject.hash(&mut h);
     let name = format!("sdk-{:08x}", h.finish() as u32);
     let spec = format!("{}[dev]", sdk.canonicalize().unwrap().display());
-    let out = Command::new(root().join("scripts/pyenv"))
-        .args([&name, &spec])
-        .output()
-        .expect("scripts/pyenv runs");
-    assert!(
-        out.status.success(),
-        "creating the SDK's venv failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    PathBuf::from(common::script_stdout(
+        "pyenv",
+        &[&name, &spec],
+        "creating the SDK's venv",
+    ))
 }
 
 fn run(cmd: &mut Command, what: &str) -> String {

@@ -191,9 +191,10 @@ fn vote_and_committed_index_are_kept() {
     ));
 }
 
-/// The child side of the kill test: appends batches after whatever the log holds, printing each
-/// acknowledged last index, until killed.
+/// The child side of the kill test (run only by it, hence ignored): appends batches after whatever
+/// the log holds, printing each acknowledged last index, until killed.
 #[test]
+#[ignore = "run by acknowledged_appends_survive_kill_9 as its child process"]
 fn child_appender() {
     let Some(dir) = std::env::var_os("KYRODB_RAFTLOG_CHILD") else {
         return;
@@ -220,6 +221,7 @@ fn acknowledged_appends_survive_kill_9() {
             .args([
                 "--exact",
                 "child_appender",
+                "--ignored",
                 "--nocapture",
                 "--test-threads",
                 "1",

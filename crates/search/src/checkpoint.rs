@@ -113,40 +113,31 @@ pub(crate) fn decode(
     if xxhash_rust::xxh3::xxh3_64(body) != want {
         return Err(refuse(body.len(), "checksum mismatch".into()));
     }
-    let at = std::cell::Cell::new(0usize);
-    let take = |n: usize| -> Result<&[u8], Refused> {
-        let from = at.get();
-        let end = from.checked_add(n).filter(|e| *e <= body.len());
-        let end = end.ok_or_else(|| refuse(from, "truncated".into()))?;
-        at.set(end);
-        Ok(&body[from..end])
-    };
-    if take(8)? != MAGIC {
+    let mut r = crate::reader::Reader::new(body);
+    let bad = |(offset, reason): crate::reader::Refusal| refuse(offset, reason);
+    if r.take(8).map_err(bad)? != MAGIC {
         return Err(refuse(0, "not a KyroDB graph file".into()));
     }
-    let u32_ = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
-    let version = u32_(take(4)?);
+    let version = r.u32().map_err(bad)?;
     if version != VERSION && version != 1 {
         return Err(refuse(8, format!("unknown version {version}")));
     }
-    let n = u32_(take(4)?) as usize;
+    let n = r.u32().map_err(bad)? as usize;
     let mut rows = HashMap::with_capacity(n.min(1 << 24));
     for _ in 0..n {
-        let r = u32_(take(4)?);
-        let k = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
-        rows.insert(k, r);
+        let row = r.u32().map_err(bad)?;
+        let key = r.u64().map_err(bad)?;
+        rows.insert(key, row);
     }
-    let nf = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
+    let nf = r.u16().map_err(bad)? as usize;
     let mut graphs = HashMap::new();
     for _ in 0..nf {
-        let len = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
-        let name = String::from_utf8(take(len)?.to_vec())
-            .map_err(|_| refuse(0, "field name is not UTF-8".into()))?;
-        let dim = u32_(take(4)?) as usize;
-        let metric = take(1)?[0];
-        let glen = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
-        let start = at.get();
-        let gbytes = take(glen)?;
+        let name = r.str16().map_err(bad)?.to_owned();
+        let dim = r.u32().map_err(bad)? as usize;
+        let metric = r.take(1).map_err(bad)?[0];
+        let glen = r.u64().map_err(bad)? as usize;
+        let start = r.at;
+        let gbytes = r.take(glen).map_err(bad)?;
         let Some((_, fdim, fmetric)) = fields.iter().find(|(n, ..)| *n == name) else {
             continue; // a field the schema no longer has
         };
@@ -168,24 +159,24 @@ pub(crate) fn decode(
     if version == 1 {
         text_note = "rebuilt: the checkpoint predates text sections".into();
     } else {
-        let len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
-        let start = at.get();
-        let section = take(len)?;
+        let len = r.u64().map_err(bad)? as usize;
+        let start = r.at;
+        let section = r.take(len).map_err(bad)?;
         if len == 0 {
             text_note = "rebuilt: the checkpoint has no text section".into();
         } else {
             match crate::text::persist::decode(section, text_fields) {
                 Ok(t) => text = Some(t),
                 Err((off, reason)) => {
-                    let r = refuse(start + off, format!("text section: {reason}"));
-                    tracing::warn!(%r, "text section not used; analysing the documents again");
-                    text_note = format!("rebuilt: {r}");
+                    let e = refuse(start + off, format!("text section: {reason}"));
+                    tracing::warn!(%e, "text section not used; analysing the documents again");
+                    text_note = format!("rebuilt: {e}");
                 }
             }
         }
     }
-    if at.get() != body.len() {
-        return Err(refuse(at.get(), "trailing bytes".into()));
+    if r.remaining() != 0 {
+        return Err(refuse(r.at, "trailing bytes".into()));
     }
     Ok(Loaded {
         rows,

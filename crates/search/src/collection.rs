@@ -417,15 +417,20 @@ impl Collection {
             .keyspace
             .get(key)?
             .ok_or_else(|| Error::NoSuchDocument(id.to_owned()))?;
-        let doc = Document::decode(&v, &self.schema()).map_err(|e| Error::Corrupt {
-            collection: self.name.clone(),
-            key,
-            reason: e.to_string(),
-        })?;
+        let doc = self.decode_stored(key, &v, &self.schema())?;
         if doc.id != id {
             return Err(Error::NoSuchDocument(id.to_owned()));
         }
         Ok(doc)
+    }
+
+    /// A stored document's value decoded; one that does not decode is `Corrupt` (key named).
+    fn decode_stored(&self, key: u64, value: &[u8], schema: &Schema) -> Result<Document> {
+        Document::decode(value, schema).map_err(|e| Error::Corrupt {
+            collection: self.name.clone(),
+            key,
+            reason: e.to_string(),
+        })
     }
 
     /// A page of stored documents in key order (an order that does not change as documents are
@@ -444,12 +449,7 @@ impl Collection {
         let mut docs = Vec::with_capacity(limit);
         let mut last = None;
         for (key, v) in page.into_iter().take(limit) {
-            let doc = Document::decode(&v, &schema).map_err(|e| Error::Corrupt {
-                collection: self.name.clone(),
-                key,
-                reason: e.to_string(),
-            })?;
-            docs.push(doc);
+            docs.push(self.decode_stored(key, &v, &schema)?);
             last = Some(key);
         }
         Ok((docs, if more { last } else { None }))

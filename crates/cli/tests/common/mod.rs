@@ -376,3 +376,23 @@ pub fn installed_model_dir() -> std::path::PathBuf {
     );
     root
 }
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs `scripts/<script> args…` (the installers tests use: `pyenv`, `browser-env`) and returns
+/// its stdout, trimmed; a failure fails the test with the script's stderr.
+pub fn script_stdout(script: &str, args: &[&str], what: &str) -> String {
+    let out = Command::new(repo_root().join("scripts").join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("scripts/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}

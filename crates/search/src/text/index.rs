@@ -59,7 +59,7 @@ struct BlockMeta {
 
 /// One term's postings in a sealed segment, ascending by row.
 #[derive(Debug, Default)]
-struct PostingList {
+pub(crate) struct PostingList {
     rows: Vec<u32>,
     tfs: Vec<u32>,
     /// The document's length in this field (what BM25 needs), next to its tf.
@@ -73,7 +73,7 @@ struct PostingList {
 }
 
 impl PostingList {
-    fn push(&mut self, row: u32, len: u32, positions: &[u32]) {
+    pub(crate) fn push(&mut self, row: u32, len: u32, positions: &[u32]) {
         if self.pos_start.is_empty() {
             self.pos_start.push(0);
             self.min_len = u32::MAX;
@@ -419,19 +419,7 @@ impl TextIndex {
         for (id, per_field) in l.segments {
             let fields = per_field
                 .into_iter()
-                .map(|lists| {
-                    lists
-                        .into_iter()
-                        .map(|l| {
-                            let mut out = PostingList::default();
-                            for (i, &row) in l.rows.iter().enumerate() {
-                                let p = &l.positions[l.start[i] as usize..l.start[i + 1] as usize];
-                                out.push(row, l.lens[i], p);
-                            }
-                            (l.term, out)
-                        })
-                        .collect()
-                })
+                .map(|lists| lists.into_iter().collect())
                 .collect();
             ix.sealed.push(Sealed {
                 id,

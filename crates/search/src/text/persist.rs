@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::analyzer::TextOptions;
+use super::{analyzer::TextOptions, index::PostingList};
 
 /// Bumped whenever the analyzer's output for the same text and options can change.
 pub(crate) const ANALYZER_VERSION: u32 = 1;
@@ -119,6 +119,8 @@ pub(crate) struct PendingRow {
     pub hash: u64,
     /// Per field: length and distinct term ids (ascending).
     pub fields: Vec<(u32, Vec<u32>)>,
+    /// Per field: positions seen in its postings (checked against the length, then unused).
+    tokens: Vec<u32>,
 }
 
 /// A decoded, structurally verified section.
@@ -127,24 +129,16 @@ pub(crate) struct LoadedText {
     /// Per field, term id → term (empty = free id).
     pub dicts: Vec<Vec<Box<str>>>,
     pub next_id: u64,
-    /// (id, per field: term id → postings as (row, len, positions)).
-    pub segments: Vec<(u64, Vec<Vec<LoadedList>>)>,
+    /// (id, per field its lists), built as the index holds them.
+    pub segments: Vec<(u64, Vec<FieldLists>)>,
     pub pending: HashMap<u32, PendingRow>,
 }
 
-/// One term's postings, ascending by row.
-#[derive(Debug)]
-pub(crate) struct LoadedList {
-    pub term: u32,
-    pub rows: Vec<u32>,
-    pub lens: Vec<u32>,
-    /// `positions[start[i]..start[i+1]]` belong to posting i.
-    pub start: Vec<u32>,
-    pub positions: Vec<u32>,
-}
+/// One field's lists of a segment: (term id, its postings), ascending by term id.
+pub(crate) type FieldLists = Vec<(u32, PostingList)>;
 
 /// Why a section was not used: the reason and its byte offset within the section.
-pub(crate) type Refusal = (usize, String);
+pub(crate) type Refusal = crate::reader::Refusal;
 
 /// Reads a section. `fields` are the schema's text fields with their options; a section written
 /// for other fields or options (or another analyzer version) is refused without reading further.
@@ -152,7 +146,7 @@ pub(crate) fn decode(
     bytes: &[u8],
     fields: &[(String, TextOptions)],
 ) -> Result<LoadedText, Refusal> {
-    let mut r = Reader { b: bytes, at: 0 };
+    let mut r = crate::reader::Reader::new(bytes);
     let version = r.u32()?;
     if version != ANALYZER_VERSION {
         return Err((
@@ -212,6 +206,7 @@ pub(crate) fn decode(
                 key,
                 hash,
                 fields: vec![(0, Vec::new()); nf],
+                tokens: vec![0; nf],
             };
             if pending.insert(row, p).is_some() {
                 return Err((at, format!("row {row} listed twice")));
@@ -233,17 +228,12 @@ pub(crate) fn decode(
                 }
                 prev_term = Some(term);
                 let np = r.u32()? as usize;
-                let mut l = LoadedList {
-                    term,
-                    rows: Vec::with_capacity(np.min(bytes.len() / 12)),
-                    lens: Vec::with_capacity(np.min(bytes.len() / 12)),
-                    start: vec![0],
-                    positions: Vec::new(),
-                };
+                let mut l = PostingList::default();
+                let (mut prev_row, mut positions) = (None, Vec::new());
                 for _ in 0..np {
                     let at = r.at;
                     let (row, len, tf) = (r.u32()?, r.u32()?, r.u32()? as usize);
-                    if l.rows.last().is_some_and(|p| *p >= row) {
+                    if prev_row.is_some_and(|p| p >= row) {
                         return Err((at, format!("term {term}: rows out of order")));
                     }
                     let Some(p) = pending.get_mut(&row).filter(|p| p.seg == seg) else {
@@ -258,14 +248,15 @@ pub(crate) fn decode(
                     }
                     f.0 = len;
                     f.1.push(term);
-                    l.rows.push(row);
-                    l.lens.push(len);
+                    p.tokens[fi] += tf as u32;
+                    prev_row = Some(row);
+                    positions.clear();
                     for _ in 0..tf {
-                        l.positions.push(r.u32()?);
+                        positions.push(r.u32()?);
                     }
-                    l.start.push(l.positions.len() as u32);
+                    l.push(row, len, &positions);
                 }
-                lists.push(l);
+                lists.push((term, l));
             }
             per_field.push(lists);
         }
@@ -275,24 +266,12 @@ pub(crate) fn decode(
         return Err((r.at, "trailing bytes".into()));
     }
     // A row's tfs in a field add up to its length (its tokens are exactly its postings).
-    let mut tf_sum: HashMap<(u32, usize), u32> = HashMap::new();
-    for (_, per_field) in &segments {
-        for (fi, lists) in per_field.iter().enumerate() {
-            for l in lists {
-                for (i, row) in l.rows.iter().enumerate() {
-                    *tf_sum.entry((*row, fi)).or_default() += l.start[i + 1] - l.start[i];
-                }
-            }
-        }
-    }
     for (row, p) in &pending {
-        for (fi, (len, _)) in p.fields.iter().enumerate() {
-            if tf_sum.get(&(*row, fi)).copied().unwrap_or(0) != *len {
-                return Err((
-                    0,
-                    format!("row {row}: field {fi}: positions do not add up to its length"),
-                ));
-            }
+        if let Some(fi) = (0..nf).find(|&fi| p.tokens[fi] != p.fields[fi].0) {
+            return Err((
+                0,
+                format!("row {row}: field {fi}: positions do not add up to its length"),
+            ));
         }
     }
     Ok(LoadedText {
@@ -301,36 +280,4 @@ pub(crate) fn decode(
         segments,
         pending,
     })
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Refusal> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|e| *e <= self.b.len())
-            .ok_or_else(|| (self.at, "truncated".to_string()))?;
-        let s = &self.b[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u16(&mut self) -> Result<u16, Refusal> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
-    }
-    fn u32(&mut self) -> Result<u32, Refusal> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
-    }
-    fn u64(&mut self) -> Result<u64, Refusal> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
-    }
-    fn str16(&mut self) -> Result<&'a str, Refusal> {
-        let n = self.u16()? as usize;
-        let at = self.at;
-        std::str::from_utf8(self.take(n)?).map_err(|_| (at, "not UTF-8".to_string()))
-    }
 }
