@@ -103,6 +103,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Cluster administration: init, join, leave, status (any node's API).
+    Cluster {
+        #[command(subcommand)]
+        cmd: v2::ClusterCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Collections of documents (/v2): create, list, info, drop.
     Collection {
         #[command(subcommand)]
@@ -226,6 +233,7 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 let target = Target::parse(&client.url)?;
                 import::run(&target, client.token.as_deref(), &args).await
             }
+            Command::Cluster { cmd, client } => v2::cluster(&client.api()?, cmd).await,
             Command::Collection { cmd, json, client } => {
                 v2::collection(&client.api()?, cmd, json).await
             }

@@ -624,3 +624,49 @@ mod tests {
         assert!(hits_table(&json!({"hits": []})).contains("(no hits)"));
     }
 }
+
+/// `kyrodb cluster …`: cluster administration through any node's HTTP API.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCmd {
+    /// Initialise a new cluster with the voters listed in the node's --cluster (run once, on one
+    /// node).
+    Init,
+    /// Add a node (started with --node-id and --cluster listing it): it catches up from the log,
+    /// then votes.
+    Join {
+        /// The new node's id.
+        #[arg(long)]
+        node_id: u64,
+        /// The new node's Raft address, IP:PORT.
+        #[arg(long)]
+        raft_addr: String,
+    },
+    /// Remove a node from the voters.
+    Leave {
+        /// The node's id.
+        node_id: u64,
+    },
+    /// Role, term, leader, commit and applied index, members, followers' lag, as JSON.
+    Status,
+}
+
+pub(crate) async fn cluster(api: &Api, cmd: ClusterCmd) -> Result<(), String> {
+    let (_, v) = match cmd {
+        ClusterCmd::Init => api.call("POST", "/v1/cluster/init", None).await?,
+        ClusterCmd::Join { node_id, raft_addr } => {
+            api.call(
+                "POST",
+                "/v1/cluster/nodes",
+                Some(&json!({"node_id": node_id, "raft_addr": raft_addr})),
+            )
+            .await?
+        }
+        ClusterCmd::Leave { node_id } => {
+            api.call("DELETE", &format!("/v1/cluster/nodes/{node_id}"), None)
+                .await?
+        }
+        ClusterCmd::Status => api.call("GET", "/v1/cluster/status", None).await?,
+    };
+    println!("{}", pretty(&v));
+    Ok(())
+}

@@ -1,9 +1,26 @@
-//! KyroDB replication (issue 12). This first increment is the Raft log store: the one log that is
-//! fsynced in cluster mode (`docs/design/cluster.md`, "One log, fsynced once per node"). The
-//! consensus itself (openraft) and the state machine over the engine come next.
+//! KyroDB replication (issue 12): a cluster of nodes that order every engine write through Raft
+//! (openraft), apply it to each node's engine in log order, and answer linearizable reads.
+//! Design, crash argument and limits: `docs/design/cluster.md`.
+//!
+//! - `log.rs` — the Raft log store: the one log fsynced in cluster mode.
+//! - `store.rs` — openraft's log storage over it.
+//! - `sm.rs` — the state machine: entries applied to the engine with the apply marker.
+//! - `types.rs` — openraft's type configuration, proposals, outcomes, entry encoding.
+//! - `net.rs` — the Raft port (HTTP, cluster secret) and the client openraft replicates through.
+//! - `node.rs` — a running node: start, the proposer, forwarding, read barriers, membership, status.
 
 #![forbid(unsafe_code)]
+// openraft's trait methods return its `StorageError` (224 bytes); our helpers return what they do.
+#![allow(clippy::result_large_err)]
 
 mod log;
+mod net;
+mod node;
+mod sm;
+mod store;
+mod types;
 
 pub use log::{Entry, Error, RaftLog, Recovered, Result, Vote, PAYLOAD_MAX};
+pub use node::{Change, Cluster, ClusterConfig, Follower, Status};
+pub use sm::RAFT_KEYSPACE;
+pub use types::{parse_members, NodeAddr, NodeId};

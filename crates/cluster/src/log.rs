@@ -6,7 +6,7 @@
 //! version = 1, u32 CRC32C of the 12 bytes before) then records of a 28-byte header — u32 payload
 //! length, u64 index, u64 term, u32 CRC32C of those 20 bytes, u32 CRC32C of the payload — and the
 //! payload. Indexes are consecutive within and across segments. `vote` (u64 term, u64 node + 1 or 0,
-//! u32 CRC32C) is replaced atomically and fsynced before `save_vote` returns; `committed` (u64 index,
+//! u8 committed, u32 CRC32C) is replaced atomically and fsynced before `save_vote` returns; `committed` (u64 index,
 //! u32 CRC32C) is replaced atomically but not fsynced (Raft does not need it durable; it only saves
 //! replay after a restart).
 //!
@@ -43,6 +43,8 @@ pub struct Entry {
 pub struct Vote {
     pub term: u64,
     pub voted_for: Option<u64>,
+    /// Whether a quorum granted it (the node it names is the leader of `term`).
+    pub committed: bool,
 }
 
 /// What `open` found.
@@ -54,7 +56,8 @@ pub struct Recovered {
     /// Index after the last purge (entries at or below it are gone; 0 when never purged).
     pub purged: u64,
     pub vote: Vote,
-    pub committed: Option<u64>,
+    /// What `save_committed` last stored (the caller's encoding of the committed log id).
+    pub committed: Option<Vec<u8>>,
     /// Bytes cut from a torn tail.
     pub torn_bytes: u64,
 }
@@ -280,18 +283,9 @@ impl RaftLog {
             Some(b) => u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
             None => 0,
         };
-        rec.vote = match read_small(&dir.join("vote"))? {
-            Some(b) => Vote {
-                term: u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
-                voted_for: match u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")) {
-                    0 => None,
-                    n => Some(n - 1),
-                },
-            },
-            None => Vote::default(),
-        };
-        rec.committed = read_small(&dir.join("committed"))?
-            .map(|b| u64::from_le_bytes(b[..8].try_into().expect("8 bytes")));
+        let meta = RaftLog::read_meta(dir)?;
+        rec.vote = meta.vote;
+        rec.committed = meta.committed;
         let mut log = RaftLog {
             dir: dir.to_owned(),
             segments,
@@ -305,6 +299,26 @@ impl RaftLog {
         rec.last = log.last_index();
         rec.purged = log.purged;
         Ok((log, rec))
+    }
+
+    /// The vote and committed index saved in `dir` (checked; absent files read as defaults).
+    pub fn read_meta(dir: &Path) -> Result<Recovered> {
+        let vote = match read_small(&dir.join("vote"))? {
+            Some(b) => Vote {
+                term: u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+                voted_for: match u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")) {
+                    0 => None,
+                    n => Some(n - 1),
+                },
+                committed: b.get(16) == Some(&1),
+            },
+            None => Vote::default(),
+        };
+        Ok(Recovered {
+            vote,
+            committed: read_small(&dir.join("committed"))?,
+            ..Recovered::default()
+        })
     }
 
     fn trim_front(&mut self) {
@@ -554,14 +568,15 @@ impl RaftLog {
         let mut b = Vec::with_capacity(16);
         b.extend_from_slice(&v.term.to_le_bytes());
         b.extend_from_slice(&v.voted_for.map_or(0, |n| n + 1).to_le_bytes());
+        b.push(u8::from(v.committed));
         kyrodb_storage::write_file_atomic(&self.dir.join("vote"), &small(&b))
             .map_err(|e| Error::Invalid(e.to_string()))
     }
 
     /// Records the committed index (not fsynced: an optimisation for restart, not for safety).
-    pub fn save_committed(&mut self, index: u64) -> Result<()> {
+    pub fn save_committed(&mut self, committed: &[u8]) -> Result<()> {
         let tmp = self.dir.join("committed.tmp");
-        fs::write(&tmp, small(&index.to_le_bytes())).map_err(io(&tmp))?;
+        fs::write(&tmp, small(committed)).map_err(io(&tmp))?;
         fs::rename(&tmp, self.dir.join("committed")).map_err(io(&tmp))
     }
 }

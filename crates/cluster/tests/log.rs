@@ -168,19 +168,21 @@ fn vote_and_committed_index_are_kept() {
     log.save_vote(Vote {
         term: 7,
         voted_for: Some(0),
+        committed: true,
     })
     .unwrap();
-    log.save_committed(42).unwrap();
+    log.save_committed(&42u64.to_le_bytes()).unwrap();
     drop(log);
     let (_, rec) = RaftLog::open(d.path(), 1024).unwrap();
     assert_eq!(
         rec.vote,
         Vote {
             term: 7,
-            voted_for: Some(0)
+            voted_for: Some(0),
+            committed: true,
         }
     );
-    assert_eq!(rec.committed, Some(42));
+    assert_eq!(rec.committed, Some(42u64.to_le_bytes().to_vec()));
     let vote = d.path().join("vote");
     let mut b = std::fs::read(&vote).unwrap();
     b[3] ^= 0xff;

@@ -124,6 +124,7 @@ pub fn state(
     collections: Arc<kyrodb_search::Collections>,
     embed: Arc<crate::embed::EmbedState>,
     cfg: &Config,
+    cluster: Option<Arc<kyrodb_cluster::Cluster>>,
 ) -> AppState {
     Arc::new(crate::routes::Shared {
         db,
@@ -146,6 +147,7 @@ pub fn state(
             scan_limit_max: cfg.scan_limit_max,
             batch_keys_max: cfg.batch_keys_max,
         }),
+        cluster,
         started: std::time::Instant::now(),
         started_at_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -129,6 +129,25 @@ pub struct Settings {
     /// Documents per second a re-embed job walks at most; 0 means as fast as the embedder allows [default: 0]
     #[arg(long, env = "KYRODB_REEMBED_DOCS_PER_S")]
     pub reembed_docs_per_s: Option<u32>,
+    /// Cluster mode: this node's id, a positive integer (with --cluster) [default: none, single node]
+    #[arg(long, env = "KYRODB_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Cluster mode: the voters' Raft addresses, "1=IP:PORT,2=IP:PORT,3=IP:PORT"; this node's Raft
+    /// port is the one listed under its id (a node joining later lists itself too and is added
+    /// with `kyrodb cluster join`) [default: none, single node]
+    #[arg(long, env = "KYRODB_CLUSTER", value_name = "ID=IP:PORT,...")]
+    pub cluster: Option<String>,
+    /// Cluster mode: the shared secret every Raft request carries, at least 16 characters; the
+    /// same on every node [default: none; required with --cluster]
+    #[arg(long, env = "KYRODB_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Cluster mode: leader heartbeat interval; elections time out after 4–8 of them [default: 100]
+    #[arg(long, env = "KYRODB_RAFT_HEARTBEAT_MS")]
+    pub raft_heartbeat_ms: Option<u64>,
+    /// Cluster mode: how long a write or a linearizable read waits for a leader and a quorum
+    /// before answering 503 [default: 5000]
+    #[arg(long, env = "KYRODB_CLUSTER_TIMEOUT_MS")]
+    pub cluster_timeout_ms: Option<u64>,
 }
 
 impl Settings {
@@ -201,6 +220,41 @@ pub struct Config {
     pub embed_threads: usize,
     pub embed_queue_max: usize,
     pub reembed_docs_per_s: u32,
+    /// Set in cluster mode.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// Cluster mode's settings, resolved.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub node_id: u64,
+    pub members: std::collections::BTreeMap<u64, kyrodb_cluster::NodeAddr>,
+    pub secret: String,
+    pub heartbeat_ms: u64,
+    pub timeout: Duration,
+}
+
+impl ClusterSettings {
+    /// The address this node's Raft port listens on.
+    pub fn raft_addr(&self) -> std::net::SocketAddr {
+        self.members[&self.node_id]
+            .raft
+            .parse()
+            .expect("checked at resolve")
+    }
+
+    pub fn config(&self, data_dir: &std::path::Path) -> kyrodb_cluster::ClusterConfig {
+        kyrodb_cluster::ClusterConfig {
+            node_id: self.node_id,
+            members: self.members.clone(),
+            raft_dir: data_dir.join("raft"),
+            secret: self.secret.clone(),
+            heartbeat_ms: self.heartbeat_ms,
+            election_min_ms: self.heartbeat_ms * 4,
+            election_max_ms: self.heartbeat_ms * 8,
+            request_timeout: self.timeout,
+        }
+    }
 }
 
 /// Defaults: everything works with no configuration at all.
@@ -335,7 +389,46 @@ impl Config {
                 return bad(format!("cors origin {o:?} is not a valid header value"));
             }
         }
+        let cluster = match (s.node_id, &s.cluster) {
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return bad("cluster mode needs both --node-id and --cluster".into())
+            }
+            (Some(node_id), Some(list)) => {
+                let members = kyrodb_cluster::parse_members(list)
+                    .map_err(|e| ConfigError(format!("cluster (--cluster): {e}")))?;
+                if !members.contains_key(&node_id) {
+                    return bad(format!(
+                        "--cluster does not list this node's id {node_id} (its Raft address)"
+                    ));
+                }
+                let secret = s.cluster_secret.clone().unwrap_or_default();
+                if secret.len() < 16 {
+                    return bad("cluster mode needs KYRODB_CLUSTER_SECRET (--cluster-secret) of at least 16 characters, the same on every node".into());
+                }
+                let heartbeat_ms = s.raft_heartbeat_ms.unwrap_or(100);
+                if !(10..=10_000).contains(&heartbeat_ms) {
+                    return bad(format!(
+                        "raft_heartbeat_ms {heartbeat_ms} is outside 10..=10000"
+                    ));
+                }
+                let timeout_ms = s.cluster_timeout_ms.unwrap_or(5000);
+                if !(100..=600_000).contains(&timeout_ms) {
+                    return bad(format!(
+                        "cluster_timeout_ms {timeout_ms} is outside 100..=600000"
+                    ));
+                }
+                Some(ClusterSettings {
+                    node_id,
+                    members,
+                    secret,
+                    heartbeat_ms,
+                    timeout: Duration::from_millis(timeout_ms),
+                })
+            }
+        };
         Ok(Config {
+            cluster,
             data_dir,
             host,
             port,
@@ -372,9 +465,15 @@ impl Config {
     }
 
     /// The engine options this configuration implies.
+    /// The engine's options. In cluster mode the engine does not fsync: the Raft log is the
+    /// durable log (docs/design/cluster.md, "One log, fsynced once per node").
     pub fn storage_options(&self) -> kyrodb_storage::Options {
         kyrodb_storage::Options {
-            fsync: self.fsync,
+            fsync: if self.cluster.is_some() {
+                FsyncPolicy::Never
+            } else {
+                self.fsync
+            },
             value_bytes_max: self.value_bytes_max,
             batch_bytes_max: kyrodb_storage::Options::default()
                 .batch_bytes_max

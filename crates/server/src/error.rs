@@ -107,6 +107,13 @@ impl From<kyrodb_storage::Error> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg).retry_after(1)
             }
             E::Closed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "closed", msg).retry_after(5),
+            E::Unavailable(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable", msg)
+                    .retry_after(1)
+            }
+            E::Indeterminate(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", msg).retry_after(1)
+            }
             E::WritesStopped(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "writes_stopped", msg)
             }

@@ -71,6 +71,32 @@ pub enum Kind {
 /// One family per fact; names are `kyrodb_<area>_<what>_<unit>` with the unit last. A test checks
 /// that every metric the sources record is listed here and every scraped family has its HELP.
 pub const FAMILIES: &[(&str, Kind, &str)] = &[
+    // Cluster mode (kyrodb-cluster)
+    ("kyrodb_cluster_term", Kind::Gauge, "Raft term this node is in"),
+    (
+        "kyrodb_cluster_role_info",
+        Kind::Gauge,
+        "1 for this node's Raft role (leader, follower, candidate, learner), 0 for the others",
+    ),
+    ("kyrodb_cluster_last_log_index", Kind::Gauge, "Last index in this node's Raft log"),
+    ("kyrodb_cluster_applied_index", Kind::Gauge, "Last Raft index applied to this node's engine"),
+    (
+        "kyrodb_cluster_replication_lag_entries",
+        Kind::Gauge,
+        "Leader only: entries each follower is behind the leader's log, by follower",
+    ),
+    ("kyrodb_cluster_elections_total", Kind::Counter, "Term changes this node has seen"),
+    ("kyrodb_cluster_leader_changes_total", Kind::Counter, "Times this node saw the leader change"),
+    (
+        "kyrodb_cluster_proposals_total",
+        Kind::Counter,
+        "Raft entries this node proposed as leader (each a batch of client writes)",
+    ),
+    (
+        "kyrodb_cluster_rpc_refused_total",
+        Kind::Counter,
+        "Requests to the Raft port refused for a missing or wrong cluster secret",
+    ),
     // HTTP
     (
         "kyrodb_http_requests_total",
@@ -546,6 +572,8 @@ mod tests {
         "_segments",
         "_stopped",
         "_info",
+        "_term",
+        "_index",
     ];
 
     #[test]
@@ -575,6 +603,7 @@ mod tests {
             root.join("server/src"),
             root.join("search/src"),
             root.join("embed/src"),
+            root.join("cluster/src"),
         ];
         while let Some(dir) = stack.pop() {
             for e in std::fs::read_dir(&dir).unwrap() {

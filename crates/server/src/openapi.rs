@@ -26,7 +26,7 @@ use crate::{
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "kv"), (name = "admin"), (name = "ops")),
+    tags((name = "kv"), (name = "admin"), (name = "ops"), (name = "cluster")),
 )]
 struct ApiDoc;
 

@@ -31,6 +31,8 @@ pub enum ServeError {
     Task(String),
     #[error("cannot load collections: {0}")]
     Collections(String),
+    #[error("cannot start cluster mode: {0}")]
+    Cluster(String),
 }
 
 /// Opens the engine in `cfg.data_dir`, serves until `shutdown` resolves, then stops accepting, lets
@@ -47,6 +49,17 @@ pub async fn run(
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let local = listener.local_addr()?;
+    let raft_listener = match &cfg.cluster {
+        Some(c) => {
+            let addr = c.raft_addr();
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr, source })?,
+            )
+        }
+        None => None,
+    };
 
     let opts = cfg.storage_options();
     let dir = cfg.data_dir.clone();
@@ -67,6 +80,22 @@ pub async fn run(
         );
     }
 
+    let cluster = match (&cfg.cluster, raft_listener) {
+        (Some(c), Some(l)) => Some(
+            kyrodb_cluster::Cluster::start(
+                c.config(&cfg.data_dir),
+                db.clone(),
+                &[kyrodb_search::CATALOG_KEYSPACE],
+                l,
+            )
+            .await
+            .map_err(ServeError::Cluster)?,
+        ),
+        _ => None,
+    };
+    if let Some(c) = &cluster {
+        tracing::info!(node_id = c.node_id(), raft = %cfg.cluster.as_ref().map(|c| c.raft_addr().to_string()).unwrap_or_default(), "cluster mode: every write goes through Raft; run `kyrodb cluster init` on one node of a new cluster");
+    }
     let search_opts = cfg.search_options();
     let db2 = db.clone();
     let collections =
@@ -86,7 +115,13 @@ pub async fn run(
     .await
     .map_err(|e| ServeError::Task(e.to_string()))?;
     embed.resume_jobs(&collections);
-    let shared = state(db.clone(), collections.clone(), Arc::new(embed), &cfg);
+    let shared = state(
+        db.clone(),
+        collections.clone(),
+        Arc::new(embed),
+        &cfg,
+        cluster.clone(),
+    );
     crate::metrics::spawn_upkeep(shared.metrics.clone());
     let limiter = cfg
         .rate_limit
@@ -115,7 +150,7 @@ pub async fn run(
     tokio::select! {
         r = &mut server => {
             // The accept loop ended on its own (it only does when told to stop). Close all the same.
-            close(db, collections).await;
+            close(db, collections, cluster).await;
             return r.map(drop).map_err(|e| ServeError::Task(e.to_string()));
         }
         () = shutdown => {}
@@ -142,14 +177,21 @@ pub async fn run(
         }
     }
     shared.embed.close();
-    close(db, collections).await;
+    close(db, collections, cluster).await;
     tracing::info!("shutdown complete");
     Ok(())
 }
 
 /// Flushes the WAL and stops background work. Writes still running on the blocking pool finish first
 /// or get `Closed`; nothing acknowledged is lost.
-async fn close(db: Arc<Db>, collections: Arc<kyrodb_search::Collections>) {
+async fn close(
+    db: Arc<Db>,
+    collections: Arc<kyrodb_search::Collections>,
+    cluster: Option<Arc<kyrodb_cluster::Cluster>>,
+) {
+    if let Some(c) = cluster {
+        c.shutdown().await;
+    }
     let _ = tokio::task::spawn_blocking(move || {
         collections.close();
         db.close()

@@ -110,7 +110,7 @@ impl PartialEq<[u8]> for Value {
 /// Puts and deletes applied all-or-nothing, across keyspaces, under one sequence number.
 #[derive(Default, Clone)]
 pub struct WriteBatch {
-    enc: BatchEncoder,
+    pub(crate) enc: BatchEncoder,
 }
 
 impl std::fmt::Debug for WriteBatch {
@@ -304,6 +304,8 @@ pub(crate) struct Inner {
     pub create_mu: Mutex<()>,
     pub bg_thread: Mutex<Option<JoinHandle<()>>>,
     pub _lock: File,
+    /// Set in cluster mode: writes go through it instead of straight to the WAL.
+    pub replicator: std::sync::OnceLock<Arc<dyn crate::Replicator>>,
 }
 
 /// A KyroDB storage engine over one data directory.
@@ -351,6 +353,19 @@ impl Db {
 
     /// The keyspace called `name`, created (durably) if it does not exist.
     pub fn create_keyspace(&self, name: &str) -> Result<Keyspace> {
+        validate_keyspace_name(name)?;
+        if let Some(r) = self.inner.replicator.get() {
+            if let Ok(ks) = self.keyspace(name) {
+                return Ok(ks);
+            }
+            r.replicate(crate::LoggedWrite::create_keyspace(name))?;
+            return self.keyspace(name);
+        }
+        self.create_keyspace_local(name)
+    }
+
+    /// [`Db::create_keyspace`] on this node only (applying a replicated creation).
+    pub(crate) fn create_keyspace_local(&self, name: &str) -> Result<Keyspace> {
         validate_keyspace_name(name)?;
         let _g = self.inner.create_mu.lock();
         if let Ok(ks) = self.keyspace(name) {
@@ -901,10 +916,18 @@ impl Inner {
                 max: o.batch_bytes_max,
             });
         }
-        let resolve = batch.enc.needs_resolve();
+        if let Some(r) = self.replicator.get() {
+            return r.replicate(crate::LoggedWrite::batch(&batch.enc.finish()));
+        }
+        self.log_batch(batch.enc)
+    }
+
+    /// Logs a validated batch here (the local write path, and replicated writes being applied).
+    pub(crate) fn log_batch(&self, enc: crate::wal::record::BatchEncoder) -> Result<u64> {
+        let resolve = enc.needs_resolve();
         let deadline = self.deadline();
         self.wait_for_room(deadline)?;
-        let payload = batch.enc.finish();
+        let payload = enc.finish();
         if resolve {
             return self.wal.append(KIND_BATCH, payload, deadline, true);
         }

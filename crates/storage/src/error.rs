@@ -104,6 +104,14 @@ pub enum Error {
     /// The engine was closed.
     #[error("the database is closed")]
     Closed,
+    /// Cluster mode: the write could not be ordered (no leader reachable, no quorum); it was not
+    /// applied anywhere. Retry.
+    #[error("the cluster cannot take writes now: {0}")]
+    Unavailable(String),
+    /// Cluster mode: the write was handed to the leader but its outcome is unknown (the leader was
+    /// lost or the wait timed out): it may or may not be applied. Read before retrying.
+    #[error("the write's outcome is unknown: {0}")]
+    Indeterminate(String),
 }
 
 /// Result with the engine's error.

@@ -24,6 +24,7 @@ mod merge;
 mod mmap;
 mod options;
 mod recovery;
+mod replicate;
 mod run;
 mod snapshot;
 mod wal;
@@ -44,3 +45,4 @@ pub use index::{
 /// The learned index's build configuration, the type of [`LearnedIndexBuilder::config`].
 pub use kyrodb_rmi::RmiConfig;
 pub use options::{FsyncPolicy, Options};
+pub use replicate::{LoggedWrite, Replicator};

@@ -101,6 +101,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         create_mu: Mutex::new(()),
         bg_thread: Mutex::new(None),
         _lock: lock,
+        replicator: std::sync::OnceLock::new(),
     });
     inner
         .wal

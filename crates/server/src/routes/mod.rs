@@ -3,6 +3,7 @@
 //! both built from the table, so a route cannot exist in one and not the other.
 
 pub mod admin;
+pub mod cluster;
 pub mod collections;
 pub mod console;
 pub mod embed;
@@ -59,6 +60,8 @@ pub struct Shared {
     /// When the server started (uptime in `/build_info` and `/metrics`).
     pub started: std::time::Instant,
     pub started_at_ms: i64,
+    /// Cluster mode: this node (None on a single node).
+    pub cluster: Option<Arc<kyrodb_cluster::Cluster>>,
 }
 
 pub type AppState = Arc<Shared>;
@@ -138,6 +141,10 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Write), routes!(collections::feedback)),
         (Needs(Read), routes!(embed::embed)),
         (Needs(Read), routes!(embed::models)),
+        (Needs(Read), routes!(cluster::status)),
+        (Needs(Admin), routes!(cluster::init)),
+        (Needs(Admin), routes!(cluster::add_node)),
+        (Needs(Admin), routes!(cluster::remove_node)),
         (Static, routes!(console::index)),
         (Static, routes!(console::script)),
         (Static, routes!(console::style)),
@@ -156,6 +163,14 @@ pub struct RouterOptions<'a> {
 pub fn router(state: AppState, o: RouterOptions<'_>) -> Router {
     let mut api = OpenApiRouter::new();
     for (access, (schemas, paths, mut mr)) in table() {
+        if state.cluster.is_some()
+            && paths
+                .paths
+                .keys()
+                .any(|p| cluster::is_data_read(p) || cluster::is_collection_route(p))
+        {
+            mr = mr.route_layer(from_fn_with_state(state.clone(), cluster::read_consistency));
+        }
         if let Some(role) = access.role(o.public_metrics) {
             if o.auth.enabled() {
                 mr = mr.route_layer(from_fn_with_state(

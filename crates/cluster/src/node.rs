@@ -1,0 +1,723 @@
+//! A cluster node: openraft over our log store and state machine, the Raft port, the proposer
+//! (client writes batched into entries), forwarding from followers, read barriers, status.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::{Arc, Weak},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use kyrodb_storage::{Db, Error as EngineError, LoggedWrite, Replicator};
+use openraft::{
+    error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError},
+    ServerState, SnapshotPolicy,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+use crate::{
+    net::{self, CallError, ForwardReply, Network, Peers, ReadReply},
+    sm::{StateMachine, RAFT_KEYSPACE},
+    store::LogStore,
+    types::{NodeAddr, NodeId, Outcome, Proposal, Raft},
+};
+
+/// Bytes of client writes gathered into one entry, at most (the first write always goes in).
+const PROPOSAL_BYTES_MAX: usize = 4 << 20;
+/// Writes gathered into one entry, at most.
+const PROPOSAL_WRITES_MAX: usize = 4096;
+/// Entries proposed and not yet committed, at most; writes arriving meanwhile form the next ones.
+const PROPOSALS_IN_FLIGHT: usize = 4;
+const RAFT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// How to run this node.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    /// The initial voters (with this node among them, the cluster initialises itself on first
+    /// start); a node started to join later lists the cluster it joins.
+    pub members: BTreeMap<NodeId, NodeAddr>,
+    /// Where the Raft log lives.
+    pub raft_dir: PathBuf,
+    pub secret: String,
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// How long a write or read barrier waits for a leader and a quorum before failing.
+    pub request_timeout: Duration,
+}
+
+impl ClusterConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.secret.len() < 16 {
+            return Err("the cluster secret (KYRODB_CLUSTER_SECRET) must be at least 16 characters: every node must hold the same one".into());
+        }
+        if self.node_id == 0 {
+            return Err("node ids are positive integers".into());
+        }
+        if !(self.heartbeat_ms > 0
+            && self.heartbeat_ms * 2 < self.election_min_ms
+            && self.election_min_ms < self.election_max_ms)
+        {
+            return Err(format!(
+                "need 0 < 2 × heartbeat ({} ms) < election timeout min ({} ms) < max ({} ms)",
+                self.heartbeat_ms, self.election_min_ms, self.election_max_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct Pending {
+    write: Bytes,
+    tx: oneshot::Sender<Result<(u64, Outcome), ProposeError>>,
+}
+
+enum ProposeError {
+    NotLeader(Option<NodeId>),
+    Indeterminate(String),
+}
+
+/// Membership changes, run on the leader (forwarded there from any node).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Change {
+    /// Adds a node: it becomes a learner, catches up from the log, then a voter.
+    Add { id: NodeId, raft_addr: String },
+    /// Removes a node from the voters (and the cluster).
+    Remove { id: NodeId },
+}
+
+/// One follower's replication progress, as the leader sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Follower {
+    pub node_id: NodeId,
+    pub matched_index: Option<u64>,
+    pub lag: Option<u64>,
+}
+
+/// `GET /v1/cluster/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub node_id: NodeId,
+    pub role: &'static str,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub leader_raft_addr: Option<String>,
+    pub commit_index: Option<u64>,
+    pub applied_index: u64,
+    pub last_log_index: Option<u64>,
+    pub voters: BTreeMap<NodeId, String>,
+    pub learners: BTreeMap<NodeId, String>,
+    /// Leader only.
+    pub followers: Vec<Follower>,
+    pub elections_seen: u64,
+    pub millis_since_quorum_ack: Option<u64>,
+    pub snapshot_transfers: u64,
+}
+
+/// A running node.
+pub struct Cluster {
+    id: NodeId,
+    raft: Raft,
+    peers: Peers,
+    secret: String,
+    proposals: mpsc::Sender<Pending>,
+    applied: watch::Receiver<u64>,
+    timeout: Duration,
+    members: BTreeMap<NodeId, NodeAddr>,
+    handle: tokio::runtime::Handle,
+    elections: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn role_name(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+impl Cluster {
+    /// Starts the node over `db` (the engine, opened with fsync off: the Raft log is the durable
+    /// log) and serves the Raft port on `listener`. Creates the reserved `_raft` keyspace and
+    /// then `system_keyspaces` on this node alone (in that order, so their ids are the same on
+    /// every node), refuses an engine that holds data written outside the cluster, and installs
+    /// the replicator: from then on every engine write goes through Raft.
+    pub async fn start(
+        cfg: ClusterConfig,
+        db: Arc<Db>,
+        system_keyspaces: &[&str],
+        listener: tokio::net::TcpListener,
+    ) -> Result<Arc<Cluster>, String> {
+        cfg.validate()?;
+        let fresh_engine = db.keyspace(RAFT_KEYSPACE).is_err();
+        if fresh_engine {
+            let foreign: Vec<String> = db
+                .keyspace_names()
+                .into_iter()
+                .filter(|n| {
+                    db.keyspace(n).map(|k| k.count() > 0).unwrap_or(false)
+                        || !(n == kyrodb_storage::DEFAULT_KEYSPACE
+                            || system_keyspaces.contains(&n.as_str()))
+                })
+                .collect();
+            if !foreign.is_empty() {
+                return Err(format!(
+                    "{} holds data written outside a cluster (keyspaces {foreign:?}); start cluster nodes on empty data directories",
+                    db.path().display()
+                ));
+            }
+        }
+        let db2 = db.clone();
+        let sys: Vec<String> = system_keyspaces.iter().map(|s| s.to_string()).collect();
+        let (applied_tx, applied_rx) = watch::channel(0u64);
+        let sm = tokio::task::spawn_blocking(move || {
+            db2.create_keyspace(RAFT_KEYSPACE)?;
+            for s in &sys {
+                db2.create_keyspace(s)?;
+            }
+            StateMachine::open(db2, applied_tx)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cluster state: {e}"))?;
+        let dir = cfg.raft_dir.clone();
+        let store = tokio::task::spawn_blocking(move || LogStore::open(&dir, RAFT_SEGMENT_BYTES))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("raft log: {e}"))?;
+        let config = openraft::Config {
+            cluster_name: "kyrodb".into(),
+            heartbeat_interval: cfg.heartbeat_ms,
+            election_timeout_min: cfg.election_min_ms,
+            election_timeout_max: cfg.election_max_ms,
+            snapshot_policy: SnapshotPolicy::Never,
+            max_payload_entries: 64,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| e.to_string())?;
+        let peers = Peers::new(&cfg.secret);
+        let raft = Raft::new(
+            cfg.node_id,
+            Arc::new(config),
+            Network {
+                peers: peers.clone(),
+            },
+            store,
+            sm,
+        )
+        .await
+        .map_err(|e| format!("raft: {e}"))?;
+        let (ptx, prx) = mpsc::channel(65536);
+        let c = Arc::new(Cluster {
+            id: cfg.node_id,
+            raft: raft.clone(),
+            peers,
+            secret: cfg.secret.clone(),
+            proposals: ptx,
+            applied: applied_rx,
+            timeout: cfg.request_timeout,
+            members: cfg.members.clone(),
+            handle: tokio::runtime::Handle::current(),
+            elections: std::sync::atomic::AtomicU64::new(0),
+        });
+        let app = net::router(c.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "raft port stopped");
+            }
+        });
+        tokio::spawn(proposer(raft.clone(), prx));
+        tokio::spawn(watch_metrics(Arc::downgrade(&c)));
+        db.set_replicator(Arc::new(Replicate(Arc::downgrade(&c))))
+            .map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    /// Initialises the cluster with the configured voters: Ok(false) when it already was.
+    pub async fn initialize(&self) -> Result<bool, String> {
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(false);
+        }
+        match self.raft.initialize(self.members.clone()).await {
+            Ok(()) => {
+                tracing::info!(members = ?self.members.keys().collect::<Vec<_>>(), "cluster initialised");
+                Ok(true)
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(format!("initialising the cluster: {e}")),
+        }
+    }
+
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub(crate) fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This node's applied index.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    fn leader_addr(&self, leader: NodeId) -> Option<String> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&leader).map(|n| n.raft.clone())
+    }
+
+    /// Waits (until `deadline`) for a leader other than `not`.
+    async fn wait_for_leader_change(&self, seen: Option<NodeId>, deadline: Instant) {
+        let mut rx = self.raft.metrics();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = tokio::time::timeout(
+            left.min(Duration::from_millis(100)),
+            rx.wait_for(|m| m.current_leader != seen && m.current_leader.is_some()),
+        )
+        .await;
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> bool {
+        let mut rx = self.applied.clone();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let r = tokio::time::timeout(left, rx.wait_for(|a| *a >= index)).await;
+        matches!(r, Ok(Ok(_)))
+    }
+
+    async fn enqueue(
+        &self,
+        write: Bytes,
+    ) -> Option<oneshot::Receiver<Result<(u64, Outcome), ProposeError>>> {
+        let (tx, rx) = oneshot::channel();
+        self.proposals.send(Pending { write, tx }).await.ok()?;
+        Some(rx)
+    }
+
+    async fn outcome(
+        &self,
+        rx: Option<oneshot::Receiver<Result<(u64, Outcome), ProposeError>>>,
+    ) -> Result<(u64, Outcome), ProposeError> {
+        let Some(rx) = rx else {
+            return Err(ProposeError::NotLeader(None));
+        };
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ProposeError::Indeterminate("the proposer stopped".into())),
+            Err(_) => Err(ProposeError::Indeterminate(format!(
+                "not committed within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn propose(&self, write: Bytes) -> Result<(u64, Outcome), ProposeError> {
+        let rx = self.enqueue(write).await;
+        self.outcome(rx).await
+    }
+
+    /// Orders one engine write through Raft from this node: proposed here when leader, else
+    /// forwarded to the leader; returns once committed, applied on the leader and (waited for,
+    /// bounded) applied here.
+    async fn write(&self, write: Bytes) -> Result<u64, EngineError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let leader = self.raft.metrics().borrow().current_leader;
+            match leader {
+                Some(l) if l == self.id => match self.propose(write.clone()).await {
+                    Ok((_, o)) => return o.map_err(|r| r.into_engine()),
+                    Err(ProposeError::NotLeader(_)) => {}
+                    Err(ProposeError::Indeterminate(m)) => {
+                        return Err(EngineError::Indeterminate(m))
+                    }
+                },
+                Some(l) => {
+                    if let Some(addr) = self.leader_addr(l) {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let r: Result<ForwardReply, CallError> = self
+                            .peers
+                            .call(&addr, "/raft/forward", &vec![write.to_vec()], left)
+                            .await;
+                        match r {
+                            Ok(ForwardReply::Done {
+                                index,
+                                mut outcomes,
+                            }) => {
+                                self.wait_applied(index, deadline).await;
+                                return match outcomes.pop() {
+                                    Some(o) => o.map_err(|r| r.into_engine()),
+                                    None => Err(EngineError::Indeterminate(
+                                        "the leader answered without an outcome".into(),
+                                    )),
+                                };
+                            }
+                            Ok(ForwardReply::NotLeader { .. }) | Err(CallError::NotSent(_)) => {}
+                            Ok(ForwardReply::Indeterminate(m)) | Err(CallError::Unknown(m)) => {
+                                return Err(EngineError::Indeterminate(m))
+                            }
+                        }
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(EngineError::Unavailable(format!(
+                    "no leader took the write within {} ms (this node sees leader {leader:?})",
+                    self.timeout.as_millis()
+                )));
+            }
+            self.wait_for_leader_change(leader, deadline).await;
+        }
+    }
+
+    /// The leader's side of `/raft/forward`.
+    pub(crate) async fn take_forwarded(&self, writes: Vec<Vec<u8>>) -> ForwardReply {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader != Some(self.id) {
+            return ForwardReply::NotLeader { leader };
+        }
+        let mut waits = Vec::with_capacity(writes.len());
+        for w in writes {
+            waits.push(self.enqueue(Bytes::from(w)).await);
+        }
+        let mut index = 0;
+        let mut outcomes = Vec::new();
+        for rx in waits {
+            match self.outcome(rx).await {
+                Ok((i, o)) => {
+                    index = index.max(i);
+                    outcomes.push(o);
+                }
+                Err(ProposeError::NotLeader(l)) if outcomes.is_empty() => {
+                    return ForwardReply::NotLeader { leader: l }
+                }
+                Err(ProposeError::NotLeader(_)) => {
+                    return ForwardReply::Indeterminate("leadership changed mid-batch".into())
+                }
+                Err(ProposeError::Indeterminate(m)) => return ForwardReply::Indeterminate(m),
+            }
+        }
+        ForwardReply::Done { index, outcomes }
+    }
+
+    /// The leader's side of `/raft/read_index`: a quorum round confirms leadership; the index
+    /// every read after it must see.
+    pub(crate) async fn leader_read_index(&self) -> ReadReply {
+        match self.raft.ensure_linearizable().await {
+            Ok(l) => ReadReply::Index(l.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                ReadReply::NotLeader {
+                    leader: f.leader_id,
+                }
+            }
+            Err(e) => ReadReply::Failed(e.to_string()),
+        }
+    }
+
+    /// Makes the next local read linearizable: returns once this node has applied everything
+    /// committed before the call (read index, confirmed by a quorum round on the leader).
+    pub async fn read_barrier(&self) -> Result<u64, EngineError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let leader = self.raft.metrics().borrow().current_leader;
+            let reply = match leader {
+                Some(l) if l == self.id => self.leader_read_index().await,
+                Some(l) => match self.leader_addr(l) {
+                    Some(addr) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match self
+                            .peers
+                            .call::<_, ReadReply>(&addr, "/raft/read_index", &(), left)
+                            .await
+                        {
+                            Ok(r) => r,
+                            Err(e) => ReadReply::Failed(e.to_string()),
+                        }
+                    }
+                    None => ReadReply::NotLeader { leader: None },
+                },
+                None => ReadReply::NotLeader { leader: None },
+            };
+            if let ReadReply::Index(i) = reply {
+                if self.wait_applied(i, deadline).await {
+                    return Ok(i);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(EngineError::Unavailable(format!(
+                    "no quorum confirmed a read point within {} ms (last answer: {reply:?})",
+                    self.timeout.as_millis()
+                )));
+            }
+            if !matches!(reply, ReadReply::Index(_)) {
+                self.wait_for_leader_change(leader, deadline).await;
+            }
+        }
+    }
+
+    /// Adds or removes a node (on the leader; forwarded there otherwise).
+    pub async fn change(&self, ch: Change) -> Result<Status, String> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader != Some(self.id) {
+            let Some(addr) = leader.and_then(|l| self.leader_addr(l)) else {
+                return Err("no leader: try again once one is elected".into());
+            };
+            let r: Result<Result<(), String>, CallError> = self
+                .peers
+                .call(&addr, "/raft/change", &ch, Duration::from_secs(120))
+                .await;
+            r.map_err(|e| e.to_string())??;
+            return Ok(self.status().await);
+        }
+        self.change_here(ch).await?;
+        Ok(self.status().await)
+    }
+
+    pub(crate) async fn change_here(&self, ch: Change) -> Result<(), String> {
+        let voters: BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        match ch {
+            Change::Add { id, raft_addr } => {
+                if id == 0 {
+                    return Err("node ids are positive integers".into());
+                }
+                if raft_addr.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(format!("{raft_addr:?}: the Raft address must be IP:PORT"));
+                }
+                self.raft
+                    .add_learner(id, NodeAddr { raft: raft_addr }, true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut v = voters;
+                v.insert(id);
+                self.raft
+                    .change_membership(v, false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Change::Remove { id } => {
+                if !voters.contains(&id) {
+                    return Err(format!("node {id} is not a voter"));
+                }
+                let mut v = voters;
+                v.remove(&id);
+                if v.is_empty() {
+                    return Err("cannot remove the last voter".into());
+                }
+                self.raft
+                    .change_membership(v, false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Role, term, leader, indexes, members, followers' lag.
+    pub async fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow().clone();
+        let commit_index = self
+            .raft
+            .with_raft_state(|st| st.committed.map(|l| l.index))
+            .await
+            .ok()
+            .flatten();
+        let membership = m.membership_config.membership().clone();
+        let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let (mut voters, mut learners) = (BTreeMap::new(), BTreeMap::new());
+        for (id, n) in membership.nodes() {
+            if voter_ids.contains(id) {
+                voters.insert(*id, n.raft.clone());
+            } else {
+                learners.insert(*id, n.raft.clone());
+            }
+        }
+        let last = m.last_log_index;
+        let followers = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self.id)
+                    .map(|(id, matched)| {
+                        let mi = matched.map(|l| l.index);
+                        Follower {
+                            node_id: *id,
+                            matched_index: mi,
+                            lag: last.map(|l| l.saturating_sub(mi.unwrap_or(0))),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Status {
+            node_id: self.id,
+            role: role_name(m.state),
+            term: m.current_term,
+            leader: m.current_leader,
+            leader_raft_addr: m
+                .current_leader
+                .and_then(|l| membership.get_node(&l).map(|n| n.raft.clone())),
+            commit_index,
+            applied_index: self.applied_index(),
+            last_log_index: last,
+            voters,
+            learners,
+            followers,
+            elections_seen: self.elections.load(std::sync::atomic::Ordering::Relaxed),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            snapshot_transfers: 0,
+        }
+    }
+
+    /// Stops Raft (the engine is closed by its owner afterwards).
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Gathers queued writes into entries, at most [`PROPOSALS_IN_FLIGHT`] uncommitted at a time.
+async fn proposer(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut bytes = first.write.len();
+        let mut batch = vec![first];
+        while bytes < PROPOSAL_BYTES_MAX && batch.len() < PROPOSAL_WRITES_MAX {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.write.len();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let writes = batch.iter().map(|p| p.write.clone()).collect();
+            let r = raft.client_write(Proposal { writes }).await;
+            drop(permit);
+            metrics::counter!("kyrodb_cluster_proposals_total").increment(1);
+            match r {
+                Ok(resp) => {
+                    let index = resp.log_id.index;
+                    for (p, o) in batch.into_iter().zip(resp.data.0) {
+                        let _ = p.tx.send(Ok((index, o)));
+                    }
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    for p in batch {
+                        let _ = p.tx.send(Err(ProposeError::NotLeader(f.leader_id)));
+                    }
+                }
+                Err(e) => {
+                    for p in batch {
+                        let _ = p.tx.send(Err(ProposeError::Indeterminate(e.to_string())));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Keeps the Prometheus gauges and the election count current.
+async fn watch_metrics(c: Weak<Cluster>) {
+    let Some(mut rx) = c.upgrade().map(|c| c.raft.metrics()) else {
+        return;
+    };
+    let mut last_term = 0;
+    let mut last_leader = None;
+    loop {
+        {
+            let Some(c) = c.upgrade() else { return };
+            let m = rx.borrow_and_update().clone();
+            if m.current_term != last_term {
+                if last_term != 0 {
+                    c.elections
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    metrics::counter!("kyrodb_cluster_elections_total").increment(1);
+                }
+                last_term = m.current_term;
+            }
+            if m.current_leader != last_leader {
+                metrics::counter!("kyrodb_cluster_leader_changes_total").increment(1);
+                last_leader = m.current_leader;
+            }
+            metrics::gauge!("kyrodb_cluster_term").set(m.current_term as f64);
+            for state in [
+                ServerState::Leader,
+                ServerState::Follower,
+                ServerState::Candidate,
+                ServerState::Learner,
+            ] {
+                metrics::gauge!("kyrodb_cluster_role_info", "role" => role_name(state))
+                    .set(f64::from(u8::from(m.state == state)));
+            }
+            metrics::gauge!("kyrodb_cluster_last_log_index")
+                .set(m.last_log_index.unwrap_or(0) as f64);
+            metrics::gauge!("kyrodb_cluster_applied_index").set(c.applied_index() as f64);
+            if let Some(r) = &m.replication {
+                let last = m.last_log_index.unwrap_or(0);
+                for (id, matched) in r.iter() {
+                    let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
+                    metrics::gauge!("kyrodb_cluster_replication_lag_entries", "follower" => id.to_string())
+                        .set(lag as f64);
+                }
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The engine's replicator: every engine write on this node goes through [`Cluster::write`].
+struct Replicate(Weak<Cluster>);
+
+impl Replicator for Replicate {
+    fn replicate(&self, write: LoggedWrite) -> kyrodb_storage::Result<u64> {
+        let Some(c) = self.0.upgrade() else {
+            return Err(EngineError::Closed);
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let bytes = Bytes::copy_from_slice(write.as_bytes());
+        let c2 = c.clone();
+        c.handle.spawn(async move {
+            let _ = tx.send(c2.write(bytes).await);
+        });
+        rx.recv().unwrap_or(Err(EngineError::Closed))
+    }
+}

@@ -1,0 +1,257 @@
+//! The state machine: committed entries applied to the engine, each write as one engine write that
+//! also records how far this node has applied (`_raft` keyspace, key 0), so the engine's state and
+//! the index it reflects never disagree — across a crash too (docs/design/cluster.md, "Applying").
+
+use std::{sync::Arc, time::Duration};
+
+use kyrodb_storage::{Db, Keyspace, LoggedWrite, WriteBatch};
+use openraft::{
+    storage::RaftStateMachine, CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder,
+    Snapshot, SnapshotMeta, StorageError, StoredMembership,
+};
+use tokio::sync::watch;
+
+use crate::{
+    store::io_err,
+    types::{Entry, NodeAddr, NodeId, Outcomes, Refusal, SnapshotData, TypeConfig},
+};
+
+/// The reserved keyspace holding the apply marker and the membership.
+pub const RAFT_KEYSPACE: &str = "_raft";
+const KEY_MARKER: u64 = 0;
+const KEY_MEMBERSHIP: u64 = 1;
+
+/// How far the engine reflects the log: every entry through `full`, plus, of the entry after it,
+/// the writes through `partial` (an entry's writes are separate engine writes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Marker {
+    full: Option<LogId<NodeId>>,
+    partial: Option<(u64, u32)>,
+}
+
+impl Marker {
+    /// `u8 version=1 | u8 has_full | u64 term | u64 node | u64 index | u8 has_partial | u64 index | u32 write`
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(39);
+        b.push(1);
+        let f = self.full.unwrap_or_default();
+        b.push(u8::from(self.full.is_some()));
+        b.extend_from_slice(&f.leader_id.term.to_le_bytes());
+        b.extend_from_slice(&f.leader_id.node_id.to_le_bytes());
+        b.extend_from_slice(&f.index.to_le_bytes());
+        let (pi, pj) = self.partial.unwrap_or_default();
+        b.push(u8::from(self.partial.is_some()));
+        b.extend_from_slice(&pi.to_le_bytes());
+        b.extend_from_slice(&pj.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<Marker> {
+        if b.len() != 39 || b[0] != 1 {
+            return None;
+        }
+        let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        Some(Marker {
+            full: (b[1] == 1).then(|| LogId::new(CommittedLeaderId::new(u(2), u(10)), u(18))),
+            partial: (b[26] == 1).then(|| {
+                (
+                    u(27),
+                    u32::from_le_bytes(b[35..39].try_into().expect("4 bytes")),
+                )
+            }),
+        })
+    }
+}
+
+pub(crate) struct StateMachine {
+    db: Arc<Db>,
+    ks: Keyspace,
+    marker: Marker,
+    membership: StoredMembership<NodeId, NodeAddr>,
+    applied_tx: watch::Sender<u64>,
+}
+
+fn engine_err(e: kyrodb_storage::Error) -> StorageError<NodeId> {
+    io_err(e)
+}
+
+impl StateMachine {
+    /// Reads the marker and membership from the engine (the `_raft` keyspace must exist).
+    pub(crate) fn open(
+        db: Arc<Db>,
+        applied_tx: watch::Sender<u64>,
+    ) -> kyrodb_storage::Result<Self> {
+        let ks = db.keyspace(RAFT_KEYSPACE)?;
+        let marker = match ks.get(KEY_MARKER)? {
+            Some(v) => Marker::decode(&v).ok_or_else(|| kyrodb_storage::Error::Corrupt {
+                file: db.path().join("<_raft keyspace, key 0>"),
+                offset: 0,
+                reason: "apply marker is malformed".into(),
+            })?,
+            None => Marker::default(),
+        };
+        let membership = match ks.get(KEY_MEMBERSHIP)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| kyrodb_storage::Error::Corrupt {
+                file: db.path().join("<_raft keyspace, key 1>"),
+                offset: e.column() as u64,
+                reason: format!("membership: {e}"),
+            })?,
+            None => StoredMembership::default(),
+        };
+        let _ = applied_tx.send(marker.full.map_or(0, |l| l.index));
+        Ok(StateMachine {
+            db,
+            ks,
+            marker,
+            membership,
+            applied_tx,
+        })
+    }
+
+    /// Applies one write with `marker`, retrying while the engine is busy (back-pressure: the
+    /// entry is committed and must be applied). Deterministic refusals are outcomes; anything
+    /// else is this node's failure.
+    fn apply_write(
+        &self,
+        w: &LoggedWrite,
+        marker: &Marker,
+    ) -> Result<Result<u64, Refusal>, StorageError<NodeId>> {
+        let m = marker.encode();
+        loop {
+            match self.db.apply_replicated(w, &self.ks, KEY_MARKER, &m) {
+                Ok(seq) => return Ok(Ok(seq)),
+                Err(
+                    kyrodb_storage::Error::Busy { .. } | kyrodb_storage::Error::WalQueueFull { .. },
+                ) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => {
+                    return match Refusal::from_engine(&e) {
+                        Some(r) => Ok(Err(r)),
+                        None => Err(engine_err(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply_entry(&mut self, e: &Entry) -> Result<Outcomes, StorageError<NodeId>> {
+        let prev = self.marker.full;
+        let done = Marker {
+            full: Some(e.log_id),
+            partial: None,
+        };
+        let mut outcomes = Vec::new();
+        match &e.payload {
+            EntryPayload::Blank => {
+                self.apply_write(&LoggedWrite::from_batch(&WriteBatch::new()), &done)?
+                    .map_err(|r| io_err(format!("{r:?}")))?;
+            }
+            EntryPayload::Membership(m) => {
+                let sm = StoredMembership::new(Some(e.log_id), m.clone());
+                let mut b = WriteBatch::new();
+                b.put(
+                    &self.ks,
+                    KEY_MEMBERSHIP,
+                    &serde_json::to_vec(&sm).expect("membership serialises"),
+                );
+                self.apply_write(&LoggedWrite::from_batch(&b), &done)?
+                    .map_err(|r| io_err(format!("{r:?}")))?;
+                self.membership = sm;
+            }
+            EntryPayload::Normal(p) => {
+                let n = p.writes.len();
+                let skip_through = self
+                    .marker
+                    .partial
+                    .filter(|(i, _)| *i == e.log_id.index)
+                    .map(|(_, j)| j);
+                for (j, bytes) in p.writes.iter().enumerate() {
+                    if skip_through.is_some_and(|s| j as u32 <= s) {
+                        // Applied before a crash; its outcome went to its client then.
+                        outcomes.push(Err(Refusal::Malformed("applied before a restart".into())));
+                        continue;
+                    }
+                    let marker = if j + 1 == n {
+                        done
+                    } else {
+                        Marker {
+                            full: prev,
+                            partial: Some((e.log_id.index, j as u32)),
+                        }
+                    };
+                    let o = match LoggedWrite::from_bytes(bytes.clone()) {
+                        Ok(w) => self.apply_write(&w, &marker)?,
+                        Err(err) => Err(Refusal::Malformed(err.to_string())),
+                    };
+                    outcomes.push(o);
+                }
+            }
+        }
+        self.marker = done;
+        Ok(Outcomes(outcomes))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = NoSnapshots;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeAddr>), StorageError<NodeId>>
+    {
+        Ok((self.marker.full, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcomes>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let mut out = Vec::with_capacity(entries.len());
+        tokio::task::block_in_place(|| {
+            for e in &entries {
+                out.push(self.apply_entry(e)?);
+                let _ = self.applied_tx.send(e.log_id.index);
+            }
+            Ok::<_, StorageError<NodeId>>(())
+        })?;
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> NoSnapshots {
+        NoSnapshots
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<SnapshotData>, StorageError<NodeId>> {
+        Err(io_err(
+            "snapshot transfer is not built yet: nodes catch up from the log",
+        ))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _meta: &SnapshotMeta<NodeId, NodeAddr>,
+        _snapshot: Box<SnapshotData>,
+    ) -> Result<(), StorageError<NodeId>> {
+        Err(io_err(
+            "snapshot transfer is not built yet: nodes catch up from the log",
+        ))
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        Ok(None)
+    }
+}
+
+/// Snapshots are not built yet (the policy never asks for one; the log is kept whole).
+pub(crate) struct NoSnapshots;
+
+impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        Err(io_err("snapshots are not built yet"))
+    }
+}

@@ -1,0 +1,216 @@
+//! openraft's log storage over [`RaftLog`]: entries, the vote, the committed index. Appends and
+//! truncations run their fsync on this task (in `block_in_place`), then tell openraft.
+//!
+//! openraft numbers entries from 0 (the initial membership); the log store from 1: the store holds
+//! Raft index `i` at its index `i + 1`.
+
+use std::{fmt::Debug, ops::RangeBounds, path::PathBuf, sync::Arc};
+
+use openraft::{
+    storage::{LogFlushed, RaftLogStorage},
+    AnyError, CommittedLeaderId, LeaderId, LogId, LogState, RaftLogReader, StorageError,
+    StorageIOError, Vote,
+};
+use parking_lot::Mutex;
+
+use crate::{
+    log::{self, RaftLog},
+    types::{decode_entry, encode_entry, Entry, NodeId, TypeConfig},
+};
+
+pub(crate) fn io_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
+    StorageIOError::write(AnyError::error(e.to_string())).into()
+}
+
+fn read_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
+    StorageIOError::read(AnyError::error(e.to_string())).into()
+}
+
+/// The log store (cloned as its own reader).
+#[derive(Clone)]
+pub(crate) struct LogStore {
+    log: Arc<Mutex<RaftLog>>,
+    dir: PathBuf,
+}
+
+impl LogStore {
+    pub(crate) fn open(dir: &std::path::Path, segment_bytes: u64) -> Result<LogStore, log::Error> {
+        let (log, rec) = RaftLog::open(dir, segment_bytes)?;
+        if rec.torn_bytes > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                bytes = rec.torn_bytes,
+                "raft log: cut a torn tail"
+            );
+        }
+        Ok(LogStore {
+            log: Arc::new(Mutex::new(log)),
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn purged_id(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        match std::fs::read(self.dir.join("purged-id")) {
+            Ok(b) if b.len() == 28 && crc32c::crc32c(&b[..24]).to_le_bytes() == b[24..] => {
+                let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+                Ok(Some(LogId::new(CommittedLeaderId::new(u(0), u(8)), u(16))))
+            }
+            Ok(_) => Err(read_err(format!(
+                "{}: corrupt at byte 0: checksum mismatch",
+                self.dir.join("purged-id").display()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(read_err(e)),
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError<NodeId>> {
+        use std::ops::Bound;
+        let from = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let to = match range.end_bound() {
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
+        };
+        let log = self.log.clone();
+        let raw = tokio::task::block_in_place(|| {
+            log.lock()
+                .read(from.saturating_add(1), to.saturating_add(1))
+        })
+        .map_err(read_err)?;
+        raw.into_iter()
+            .map(|mut r| {
+                r.index -= 1;
+                decode_entry(r).map_err(read_err)
+            })
+            .collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let purged = self.purged_id()?;
+        let last = self.log.lock().last_index();
+        let last_log_id = match last.map(|i| i - 1) {
+            Some(i) => {
+                let e = self.try_get_log_entries(i..=i).await?;
+                e.first().map(|e| e.log_id)
+            }
+            None => purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let v = log::Vote {
+            term: vote.leader_id.term,
+            voted_for: Some(vote.leader_id.node_id),
+            committed: vote.committed,
+        };
+        let log = self.log.clone();
+        tokio::task::block_in_place(|| log.lock().save_vote(v)).map_err(io_err)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        let (_, rec) = (
+            (),
+            crate::log::RaftLog::read_meta(&self.dir).map_err(read_err)?,
+        );
+        Ok(rec.vote.voted_for.map(|n| Vote {
+            leader_id: LeaderId::new(rec.vote.term, n),
+            committed: rec.vote.committed,
+        }))
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        if let Some(c) = committed {
+            let mut b = Vec::with_capacity(24);
+            b.extend_from_slice(&c.leader_id.term.to_le_bytes());
+            b.extend_from_slice(&c.leader_id.node_id.to_le_bytes());
+            b.extend_from_slice(&c.index.to_le_bytes());
+            let log = self.log.clone();
+            log.lock().save_committed(&b).map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        let rec = crate::log::RaftLog::read_meta(&self.dir).map_err(read_err)?;
+        Ok(rec.committed.and_then(|b| {
+            (b.len() == 24).then(|| {
+                let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+                LogId::new(CommittedLeaderId::new(u(0), u(8)), u(16))
+            })
+        }))
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let recs: Vec<log::Entry> = entries
+            .into_iter()
+            .map(|e| {
+                let mut r = encode_entry(&e);
+                r.index += 1;
+                r
+            })
+            .collect();
+        let log = self.log.clone();
+        let r = tokio::task::block_in_place(|| log.lock().append(&recs));
+        match r {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(io_err(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let log = self.log.clone();
+        tokio::task::block_in_place(|| log.lock().truncate_from(log_id.index + 1)).map_err(io_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let mut b = Vec::with_capacity(28);
+        b.extend_from_slice(&log_id.leader_id.term.to_le_bytes());
+        b.extend_from_slice(&log_id.leader_id.node_id.to_le_bytes());
+        b.extend_from_slice(&log_id.index.to_le_bytes());
+        b.extend_from_slice(&crc32c::crc32c(&b).to_le_bytes());
+        let (log, path) = (self.log.clone(), self.dir.join("purged-id"));
+        tokio::task::block_in_place(|| {
+            kyrodb_storage::write_file_atomic(&path, &b).map_err(io_err)?;
+            log.lock().purge_to(log_id.index + 1).map_err(io_err)
+        })
+    }
+}

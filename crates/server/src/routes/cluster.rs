@@ -1,0 +1,220 @@
+//! Cluster mode: status, membership changes, and the read-consistency rule applied to data reads
+//! (linearizable by default, `?consistency=stale` for this node's state).
+
+use axum::{
+    extract::{Path, Request, State},
+    http::{HeaderValue, StatusCode, Uri},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::{extract::JsonBody, AppState};
+use crate::error::{ApiError, ErrorBody};
+
+/// Header carrying the applied Raft index a read reflects (cluster mode).
+pub const APPLIED_INDEX_HEADER: &str = "x-kyrodb-applied-index";
+
+fn cluster(s: &AppState) -> Result<&std::sync::Arc<kyrodb_cluster::Cluster>, ApiError> {
+    s.cluster.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_clustered",
+            "this server runs as a single node (start it with --node-id and --cluster)",
+        )
+    })
+}
+
+fn change_failed(m: String) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cluster_change_failed", m).retry_after(1)
+}
+
+/// Role, term, leader, commit and applied index, voters, learners, each follower's lag (on the
+/// leader), elections seen.
+#[utoipa::path(get, path = "/v1/cluster/status", tag = "cluster",
+    responses((status = 200, body = super::collections::AnyObject),
+        (status = 404, description = "not_clustered", body = ErrorBody)))]
+pub async fn status(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let c = cluster(&s)?;
+    Ok(Json(c.status().await).into_response())
+}
+
+/// Initialises the cluster with the voters listed in this node's `--cluster` (once, on one node;
+/// 409 `already_initialised` after).
+#[utoipa::path(post, path = "/v1/cluster/init", tag = "cluster",
+    responses((status = 200, body = super::collections::AnyObject),
+        (status = 404, description = "not_clustered", body = ErrorBody),
+        (status = 409, description = "already_initialised", body = ErrorBody),
+        (status = 503, description = "cluster_change_failed", body = ErrorBody)))]
+pub async fn init(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let c = cluster(&s)?;
+    match c.initialize().await {
+        Ok(true) => Ok(Json(c.status().await).into_response()),
+        Ok(false) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_initialised",
+            "the cluster is already initialised",
+        )),
+        Err(m) => Err(change_failed(m)),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddNode {
+    /// The new node's id (positive, unused).
+    pub node_id: u64,
+    /// The new node's Raft address, IP:PORT.
+    pub raft_addr: String,
+}
+
+/// Adds a node: it joins as a learner, catches up from the log, then becomes a voter. Returns
+/// once it votes (or 503 with why).
+#[utoipa::path(post, path = "/v1/cluster/nodes", tag = "cluster", request_body = AddNode,
+    responses((status = 200, body = super::collections::AnyObject), (status = 400, body = ErrorBody),
+        (status = 404, description = "not_clustered", body = ErrorBody),
+        (status = 503, description = "cluster_change_failed", body = ErrorBody)))]
+pub async fn add_node(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<AddNode>,
+) -> Result<Response, ApiError> {
+    let c = cluster(&s)?;
+    if req.node_id == 0 {
+        return Err(ApiError::bad_request(
+            "invalid_node_id",
+            "node_id must be a positive integer",
+        ));
+    }
+    if req.raft_addr.parse::<std::net::SocketAddr>().is_err() {
+        return Err(ApiError::bad_request(
+            "invalid_raft_addr",
+            format!("raft_addr {:?} must be IP:PORT", req.raft_addr),
+        ));
+    }
+    let st = c
+        .change(kyrodb_cluster::Change::Add {
+            id: req.node_id,
+            raft_addr: req.raft_addr,
+        })
+        .await
+        .map_err(change_failed)?;
+    Ok(Json(st).into_response())
+}
+
+/// Removes a node from the voters.
+#[utoipa::path(delete, path = "/v1/cluster/nodes/{id}", tag = "cluster",
+    params(("id" = u64, Path, description = "the node's id")),
+    responses((status = 200, body = super::collections::AnyObject), (status = 400, body = ErrorBody),
+        (status = 404, description = "not_clustered", body = ErrorBody),
+        (status = 503, description = "cluster_change_failed", body = ErrorBody)))]
+pub async fn remove_node(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = cluster(&s)?;
+    let id: u64 = id.parse().ok().filter(|i| *i > 0).ok_or_else(|| {
+        ApiError::bad_request("invalid_node_id", format!("{id:?} is not a node id"))
+    })?;
+    let st = c
+        .change(kyrodb_cluster::Change::Remove { id })
+        .await
+        .map_err(change_failed)?;
+    Ok(Json(st).into_response())
+}
+
+/// Routes that read data: linearizable in cluster mode unless `?consistency=stale`.
+pub fn is_data_read(path: &str) -> bool {
+    ["/v1/kv", "/v1/get_fast", "/v1/scan", "/v1/keyspaces"]
+        .iter()
+        .any(|p| path.starts_with(p))
+}
+
+/// Collections are not replicated yet: refused in cluster mode rather than served divergent.
+pub fn is_collection_route(path: &str) -> bool {
+    ["/v2/collections", "/v2/documents", "/v2/search"]
+        .iter()
+        .any(|p| path.starts_with(p))
+}
+
+/// Takes `consistency` out of the query: Ok(true) for stale.
+fn take_consistency(uri: &Uri) -> Result<(bool, Option<Uri>), ApiError> {
+    let Some(q) = uri.query() else {
+        return Ok((false, None));
+    };
+    let mut stale = None;
+    let rest: Vec<&str> = q
+        .split('&')
+        .filter(|kv| {
+            if let Some(v) = kv.strip_prefix("consistency=") {
+                stale = Some(v.to_owned());
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    let Some(v) = stale else {
+        return Ok((false, None));
+    };
+    let stale = match v.as_str() {
+        "stale" => true,
+        "linearizable" => false,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_consistency",
+                format!("consistency={v:?}: use linearizable (the default) or stale"),
+            ))
+        }
+    };
+    let pq = if rest.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), rest.join("&"))
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = pq.parse().ok();
+    Ok((stale, Uri::from_parts(parts).ok()))
+}
+
+/// Cluster mode, data reads: waits for a read point confirmed by a quorum (or, with
+/// `consistency=stale`, reads this node as it is); tells the applied index either way.
+pub async fn read_consistency(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(c) = s.cluster.clone() else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path().to_owned();
+    if is_collection_route(&path) {
+        return ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_replicated",
+            "collections are not replicated yet: in cluster mode only the key-value and keyspace API is served (docs/design/cluster.md)",
+        )
+        .into_response();
+    }
+    if !(is_data_read(&path) && req.method() == axum::http::Method::GET
+        || path == "/v1/kv/batch_get")
+    {
+        return next.run(req).await;
+    }
+    let (stale, uri) = match take_consistency(req.uri()) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(u) = uri {
+        *req.uri_mut() = u;
+    }
+    let index = if stale {
+        c.applied_index()
+    } else {
+        match c.read_barrier().await {
+            Ok(i) => i,
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    };
+    let mut resp = next.run(req).await;
+    resp.headers_mut()
+        .insert(APPLIED_INDEX_HEADER, HeaderValue::from(index));
+    resp
+}

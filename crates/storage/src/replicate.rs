@@ -1,0 +1,155 @@
+//! The replication seam: with a [`Replicator`] installed (`Db::set_replicator`), every write —
+//! [`Db::write`], each `Keyspace` write method, [`Db::create_keyspace`] — is handed to it as a
+//! [`LoggedWrite`] instead of being logged here. The replicator orders it (consensus) and every node
+//! then applies it with [`Db::apply_replicated`], in the same order, so every node's engine holds the
+//! same keys, values, keyspace ids and sequence numbers. Validation (sizes, counts, names) happens
+//! before the hand-over, on the node that took the write; conditions and delete-ranges are resolved
+//! at apply, against the state every node reaches by then. The engine knows nothing of how the
+//! replicator orders writes (see `docs/design/cluster.md`).
+
+use bytes::{BufMut, Bytes};
+
+use crate::{
+    db::{Db, Keyspace},
+    wal::record::{decode_batch, BatchEncoder, Op, KIND_BATCH, KIND_CREATE_KEYSPACE},
+    Error, Result,
+};
+
+/// Orders writes across nodes. Called on the writer's thread (never on the async runtime: engine
+/// writes run on blocking threads); blocks until the write is applied on this node.
+pub trait Replicator: Send + Sync + 'static {
+    /// Orders `write` and returns once this node has applied it, with what [`Db::apply_replicated`]
+    /// returned for it on the node that applied it first (a sequence number, or the refusal —
+    /// e.g. [`Error::ConditionFailed`] — every node reached).
+    fn replicate(&self, write: LoggedWrite) -> Result<u64>;
+}
+
+/// One write as the replicator carries it: `kind u8 | payload` — a batch (the WAL's batch
+/// encoding, conditions and delete-ranges unresolved) or a keyspace creation by name (its id is
+/// assigned at apply, the same on every node).
+#[derive(Clone, PartialEq, Eq)]
+pub struct LoggedWrite {
+    bytes: Bytes,
+}
+
+impl std::fmt::Debug for LoggedWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoggedWrite")
+            .field("kind", &self.bytes.first())
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl LoggedWrite {
+    pub(crate) fn batch(payload: &[u8]) -> Self {
+        let mut b = Vec::with_capacity(1 + payload.len());
+        b.put_u8(KIND_BATCH);
+        b.put_slice(payload);
+        Self {
+            bytes: Bytes::from(b),
+        }
+    }
+
+    pub(crate) fn create_keyspace(name: &str) -> Self {
+        let mut b = Vec::with_capacity(1 + name.len());
+        b.put_u8(KIND_CREATE_KEYSPACE);
+        b.put_slice(name.as_bytes());
+        Self {
+            bytes: Bytes::from(b),
+        }
+    }
+
+    /// A batch built by the caller (the replicator's own records), unvalidated: keep it small.
+    pub fn from_batch(batch: &crate::WriteBatch) -> Self {
+        Self::batch(&batch.enc.clone().finish())
+    }
+
+    /// The encoded write (what a replicator stores in its log).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// A write read back from a replicator's log or the network. Its structure is checked here
+    /// (byte offset named on a refusal); that its keyspaces exist is checked at apply.
+    pub fn from_bytes(bytes: Bytes) -> Result<Self> {
+        let bad = |offset: usize, reason: &str| Error::Corrupt {
+            file: "<replicated write>".into(),
+            offset: offset as u64,
+            reason: reason.to_owned(),
+        };
+        match bytes.first() {
+            Some(&KIND_BATCH) => {
+                decode_batch(&bytes.slice(1..)).map_err(|(at, why)| bad(at + 1, why))?;
+            }
+            Some(&KIND_CREATE_KEYSPACE) => {
+                let name = std::str::from_utf8(&bytes[1..])
+                    .map_err(|_| bad(1, "keyspace name is not UTF-8"))?;
+                crate::db::validate_keyspace_name(name)?;
+            }
+            _ => return Err(bad(0, "unknown replicated write kind")),
+        }
+        Ok(Self { bytes })
+    }
+}
+
+impl Db {
+    /// Installs the replicator every later write goes through (once; a second call is refused).
+    /// Writes already running finish locally.
+    pub fn set_replicator(&self, r: std::sync::Arc<dyn Replicator>) -> Result<()> {
+        self.inner
+            .replicator
+            .set(r)
+            .map_err(|_| Error::InvalidOption("a replicator is already installed".into()))
+    }
+
+    /// Whether writes go through a replicator.
+    pub fn is_replicated(&self) -> bool {
+        self.inner.replicator.get().is_some()
+    }
+
+    /// Applies a write the replicator has ordered, on this node, together with a put of `marker`
+    /// under `marker_key` in `marker_keyspace` (the replicator's record of how far it has applied):
+    /// for a batch, one engine write holding both (all or nothing across a crash; a failed
+    /// condition writes neither); for a keyspace creation, the creation (skipped when the keyspace
+    /// exists, so re-applying after a crash is harmless) then the marker. Returns the batch's
+    /// sequence number. Bypasses the replicator; sizes were checked where the write was taken.
+    pub fn apply_replicated(
+        &self,
+        write: &LoggedWrite,
+        marker_keyspace: &Keyspace,
+        marker_key: u64,
+        marker: &[u8],
+    ) -> Result<u64> {
+        let kind = write.bytes[0];
+        let body = write.bytes.slice(1..);
+        let mut enc = BatchEncoder::default();
+        if kind == KIND_CREATE_KEYSPACE {
+            let name = std::str::from_utf8(&body).map_err(|_| Error::Corrupt {
+                file: "<replicated write>".into(),
+                offset: 1,
+                reason: "keyspace name is not UTF-8".into(),
+            })?;
+            self.create_keyspace_local(name)?;
+        } else {
+            let ops = decode_batch(&body).map_err(|(at, why)| Error::Corrupt {
+                file: "<replicated write>".into(),
+                offset: at as u64 + 1,
+                reason: why.to_owned(),
+            })?;
+            let registry = self.inner.core.registry.read();
+            for op in &ops {
+                let (Op::Put { keyspace, .. }
+                | Op::Delete { keyspace, .. }
+                | Op::DeleteRange { keyspace, .. }
+                | Op::Check { keyspace, .. }) = op;
+                if !registry.by_id.contains_key(keyspace) {
+                    return Err(Error::NoSuchKeyspace(format!("id {keyspace}")));
+                }
+                enc.push(op);
+            }
+        }
+        enc.put(marker_keyspace.id(), marker_key, marker);
+        self.inner.log_batch(enc)
+    }
+}
