@@ -65,6 +65,7 @@ pub async fn init(State(s): State<AppState>) -> Result<Response, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct AddNode {
     /// The new node's id (positive, unused).
+    #[serde(deserialize_with = "super::extract::de_key")]
     pub node_id: u64,
     /// The new node's Raft address, IP:PORT.
     pub raft_addr: String,
