@@ -1,8 +1,10 @@
 //! The load generator used by bench/http: N keep-alive HTTP/1.1 connections, one request in flight
 //! each, for a fixed duration; reports requests/s and latency percentiles as one JSON line.
 //! Modes: `get-fast` (GET /v1/get_fast/{random key}), `batch-get` (POST /v1/kv/batch_get of
-//! `batch_keys` random keys), `path` (GET a fixed path, e.g. nginx's static file), and `fill`
-//! (load keys 0..key_count with `value_bytes`-byte values through /v1/kv/batch_put).
+//! `batch_keys` random keys), `path` (GET a fixed path, e.g. nginx's static file), `fill`
+//! (load keys 0..key_count with `value_bytes`-byte values through /v1/kv/batch_put), `put` (PUT
+//! /v1/kv/{random key} of a `value_bytes`-byte value: one durable write per request) and `etcd-put`
+//! (the same write to etcd's JSON gateway, POST /v3/kv/put, for bench/cluster).
 
 use std::{
     fmt::Write as _,
@@ -24,6 +26,8 @@ pub(crate) enum Mode {
     BatchGet,
     Path,
     Fill,
+    Put,
+    EtcdPut,
 }
 
 #[derive(Debug, Args)]
@@ -45,7 +49,7 @@ pub(crate) struct LoadArgs {
     /// Keys per `batch-get` request, or per `fill` batch.
     #[arg(long, default_value_t = 100)]
     pub batch_keys: usize,
-    /// Value size for `fill`.
+    /// Value size for `fill`, `put` and `etcd-put`.
     #[arg(long, default_value_t = 100)]
     pub value_bytes: usize,
     /// Path for `path` mode.
@@ -182,11 +186,12 @@ pub(crate) async fn run(
     let mut tasks = Vec::with_capacity(args.connections);
     for c in 0..args.connections {
         let (target, token, counters) = (target.clone(), token.clone(), counters.clone());
-        let (mode, key_count, batch_keys, path) = (
+        let (mode, key_count, batch_keys, path, value_bytes) = (
             args.mode,
             args.key_count.max(1),
             args.batch_keys,
             args.path.clone(),
+            args.value_bytes,
         );
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::default();
@@ -218,6 +223,25 @@ pub(crate) async fn run(
                             let _ = write!(body, "{sep}{}", rng.next() % key_count);
                         }
                         body.push_str("]}");
+                        ("POST", Some("application/json"))
+                    }
+                    Mode::Put => {
+                        let key = rng.next() % key_count;
+                        let _ = write!(path_buf, "/v1/kv/{key}");
+                        body.push_str(&fill_value(key, value_bytes));
+                        ("PUT", Some("application/octet-stream"))
+                    }
+                    Mode::EtcdPut => {
+                        use base64::Engine as _;
+                        let key = rng.next() % key_count;
+                        let b64 = base64::engine::general_purpose::STANDARD;
+                        path_buf.push_str("/v3/kv/put");
+                        let _ = write!(
+                            body,
+                            "{{\"key\":\"{}\",\"value\":\"{}\"}}",
+                            b64.encode(key.to_be_bytes()),
+                            b64.encode(fill_value(key, value_bytes))
+                        );
                         ("POST", Some("application/json"))
                     }
                     Mode::Path | Mode::Fill => {

@@ -15,10 +15,31 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{command, free_port, try_request, Server};
+use common::{command, try_request, try_request_within, Server};
 use serde_json::Value;
 
 const SECRET: &str = "cluster-test-secret-0123";
+
+/// A free port below Linux's ephemeral range (32768+), so no server binding port 0 meanwhile can
+/// take it before the node that is told to use it binds it.
+fn raft_port() -> u16 {
+    static SEED: AtomicUsize = AtomicUsize::new(0);
+    let mut x = SEED.fetch_add(1, Ordering::Relaxed) as u64
+        ^ u64::from(std::process::id()) << 20
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    loop {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let p = 20_000 + (x % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
 
 struct Nodes {
     nodes: Vec<Server>,
@@ -28,9 +49,21 @@ struct Nodes {
 
 impl Nodes {
     fn start(n: usize, extra: &[&str]) -> Nodes {
+        Self::start_with(n, extra, None)
+    }
+
+    /// With `proxy`, peers reach node i through the proxy's port for it (the address listed in
+    /// --cluster) while the node binds its own (--raft-listen).
+    fn start_with(n: usize, extra: &[&str], proxy: Option<&Proxy>) -> Nodes {
         let dir = tempfile::tempdir().unwrap();
-        let raft_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let members = raft_ports
+        let raft_ports: Vec<u16> = (0..n).map(|_| raft_port()).collect();
+        let listed: Vec<u16> = match proxy {
+            Some(p) => (0..n)
+                .map(|i| p.add_route(i as u64 + 1, raft_ports[i]))
+                .collect(),
+            None => raft_ports.clone(),
+        };
+        let members = listed
             .iter()
             .enumerate()
             .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
@@ -39,7 +72,11 @@ impl Nodes {
         let nodes = (0..n)
             .map(|i| {
                 let id = (i + 1).to_string();
+                let listen = format!("127.0.0.1:{}", raft_ports[i]);
                 let mut args = vec!["--node-id", &id, "--cluster", &members];
+                if proxy.is_some() {
+                    args.extend_from_slice(&["--raft-listen", &listen]);
+                }
                 args.extend_from_slice(extra);
                 Server::start_with_args(
                     &dir.path().join(format!("n{}", i + 1)),
@@ -61,7 +98,15 @@ impl Nodes {
     }
 
     fn status(&self, i: usize) -> Option<Value> {
-        let r = try_request(self.nodes[i].port, "GET", "/v1/cluster/status", &[], b"").ok()?;
+        let r = try_request_within(
+            self.nodes[i].port,
+            "GET",
+            "/v1/cluster/status",
+            &[],
+            b"",
+            Duration::from_secs(2),
+        )
+        .ok()?;
         (r.status == 200).then(|| serde_json::from_slice(&r.body).unwrap())
     }
 
@@ -316,4 +361,661 @@ fn cluster_flags_are_checked_at_start() {
     assert!(e.contains("both --node-id and --cluster"), "{e}");
     let e = run(&["--node-id", "1", "--cluster", "1=nowhere"], Some(SECRET));
     assert!(e.contains("IP:PORT"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection: a TCP proxy in front of every node's Raft port, a recorded history of client
+// operations, and a linearizability check per key (Wing & Gong's search with memoisation).
+
+/// A TCP proxy per node: peers connect to the node's listed address (the proxy), which forwards
+/// to the node's own Raft port unless the link from the sender is cut. The sender is read from
+/// the `x-kyrodb-from` header of the first request on each connection (the Raft client keeps a
+/// connection per destination, so a connection carries one sender's requests).
+#[derive(Clone, Default)]
+struct Proxy {
+    cut: Arc<Mutex<std::collections::HashSet<(u64, u64)>>>,
+    conns: Arc<Mutex<Vec<(u64, u64, std::net::TcpStream)>>>,
+}
+
+impl Proxy {
+    /// Starts forwarding a new listening port to `upstream` (node `to`'s Raft port).
+    fn add_route(&self, to: u64, upstream: u16) -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let me = self.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let me = me.clone();
+                std::thread::spawn(move || me.forward(conn, to, upstream));
+            }
+        });
+        port
+    }
+
+    fn forward(&self, mut client: std::net::TcpStream, to: u64, upstream: u16) {
+        use std::io::{Read, Write};
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+            match client.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let Some(from) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("x-kyrodb-from:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        else {
+            return;
+        };
+        if self.cut.lock().unwrap().contains(&(from, to)) {
+            return;
+        }
+        let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+            return;
+        };
+        client.set_read_timeout(None).unwrap();
+        if server.write_all(&head).is_err() {
+            return;
+        }
+        self.conns
+            .lock()
+            .unwrap()
+            .push((from, to, client.try_clone().unwrap()));
+        let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let up = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut c2, &mut s2);
+            let _ = s2.shutdown(std::net::Shutdown::Both);
+        });
+        let _ = std::io::copy(&mut server, &mut client);
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        let _ = up.join();
+    }
+
+    /// Cuts every link to and from `node` (both directions), closing open connections on them.
+    fn isolate(&self, node: u64, all: &[u64]) {
+        let mut cut = self.cut.lock().unwrap();
+        for &o in all.iter().filter(|o| **o != node) {
+            cut.insert((node, o));
+            cut.insert((o, node));
+        }
+        drop(cut);
+        self.conns.lock().unwrap().retain(|(f, t, s)| {
+            let dead = *f == node || *t == node;
+            if dead {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            !dead
+        });
+    }
+
+    fn heal(&self) {
+        self.cut.lock().unwrap().clear();
+    }
+}
+
+/// One client operation: a write of a unique value, or a read and what it returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Write(u64),
+    Read(Option<u64>),
+}
+
+/// An operation with its invoke and return times (ns since the run began); `ret` None: the
+/// outcome is unknown (it may take effect at any time after `call`, or never).
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    key: u64,
+    op: Op,
+    call: u64,
+    ret: Option<u64>,
+}
+
+/// Whether one key's history of register operations is linearizable. Writes whose outcome is
+/// unknown and whose value no read returned are dropped first (leaving them out never makes a
+/// history less linearizable); the rest are optional and unbounded on the right.
+fn linearizable(events: &[Event]) -> Result<(), String> {
+    let read_values: std::collections::HashSet<u64> = events
+        .iter()
+        .filter_map(|e| match e.op {
+            Op::Read(Some(v)) => Some(v),
+            _ => None,
+        })
+        .collect();
+    let mut ops: Vec<Event> = events
+        .iter()
+        .copied()
+        .filter(|e| e.ret.is_some() || matches!(e.op, Op::Write(v) if read_values.contains(&v)))
+        .collect();
+    ops.sort_by_key(|e| e.call);
+    let n = ops.len();
+    let words = n.div_ceil(64).max(1);
+    let is_set = |set: &[u64], i: usize| set[i / 64] & (1 << (i % 64)) != 0;
+    // The operations that may come next: invoked before the earliest return among completed
+    // operations not yet linearized (ops are sorted by invocation, and a return is never before
+    // its invocation, so the scan stops at the first invocation past that bound).
+    let window = |set: &[u64]| -> (Vec<usize>, bool) {
+        let mut horizon = u64::MAX;
+        let mut out = Vec::new();
+        let mut any_required = false;
+        let first = set
+            .iter()
+            .position(|w| *w != u64::MAX)
+            .map_or(n, |w| w * 64);
+        for (i, e) in ops.iter().enumerate().skip(first) {
+            if e.call > horizon {
+                break;
+            }
+            if is_set(set, i) {
+                continue;
+            }
+            if let Some(r) = e.ret {
+                horizon = horizon.min(r);
+                any_required = true;
+            }
+            out.push(i);
+        }
+        out.retain(|i| ops[*i].call <= horizon);
+        // Completed operations beyond the window still need linearizing.
+        any_required |= ops
+            .iter()
+            .enumerate()
+            .skip(first)
+            .any(|(i, e)| e.ret.is_some() && !is_set(set, i));
+        (out, any_required)
+    };
+    let mut seen: std::collections::HashSet<(Vec<u64>, Option<u64>)> = Default::default();
+    let mut stack: Vec<(Vec<u64>, Option<u64>)> = vec![(vec![0; words], None)];
+    let mut steps: u64 = 0;
+    let mut deepest = (0u32, vec![0u64; words]);
+    while let Some((mut set, state)) = stack.pop() {
+        // Reads that may come next and see the current value go next: placing them now is
+        // always as good as later (a read changes nothing), so they are not branched on.
+        loop {
+            let (w, _) = window(&set);
+            let reads: Vec<usize> = w
+                .into_iter()
+                .filter(|i| ops[*i].op == Op::Read(state))
+                .collect();
+            if reads.is_empty() {
+                break;
+            }
+            for i in reads {
+                set[i / 64] |= 1 << (i % 64);
+            }
+        }
+        let (w, any_required) = window(&set);
+        if !any_required {
+            return Ok(());
+        }
+        if !seen.insert((set.clone(), state)) {
+            continue;
+        }
+        let depth = set.iter().map(|w| w.count_ones()).sum::<u32>();
+        if depth > deepest.0 {
+            deepest = (depth, set.clone());
+        }
+        steps += 1;
+        if steps > 2_000_000 {
+            return Err(format!("search budget exhausted over {n} operations"));
+        }
+        for i in w.into_iter().rev() {
+            if let Op::Write(v) = ops[i].op {
+                let mut s2 = set.clone();
+                s2[i / 64] |= 1 << (i % 64);
+                stack.push((s2, Some(v)));
+            }
+        }
+    }
+    // Show the operations around the furthest point the search reached.
+    let stuck = (0..n).find(|i| !is_set(&deepest.1, *i)).unwrap_or(0);
+    let near: Vec<String> = ops[stuck.saturating_sub(5)..n.min(stuck + 25)]
+        .iter()
+        .map(|e| {
+            format!(
+                "{:?}@{}..{:?}",
+                e.op,
+                e.call / 1000,
+                e.ret.map(|r| r / 1000)
+            )
+        })
+        .collect();
+    Err(format!(
+        "not linearizable ({n} operations; the search got through {} of them; near there, µs: {})",
+        deepest.0,
+        near.join(" ")
+    ))
+}
+
+#[test]
+fn the_checker_tells_linearizable_histories_from_broken_ones() {
+    let ev = |op, call, ret| Event {
+        key: 0,
+        op,
+        call,
+        ret,
+    };
+    // Sequential write then read of it: fine.
+    assert!(linearizable(&[
+        ev(Op::Write(1), 0, Some(10)),
+        ev(Op::Read(Some(1)), 20, Some(30))
+    ])
+    .is_ok());
+    // A read after an acknowledged write that returns the older value: a lost write.
+    assert!(linearizable(&[
+        ev(Op::Write(1), 0, Some(10)),
+        ev(Op::Write(2), 20, Some(30)),
+        ev(Op::Read(Some(1)), 40, Some(50))
+    ])
+    .is_err());
+    // Concurrent write and read: either value is fine.
+    assert!(linearizable(&[
+        ev(Op::Write(1), 0, Some(10)),
+        ev(Op::Write(2), 20, Some(60)),
+        ev(Op::Read(Some(1)), 30, Some(40))
+    ])
+    .is_ok());
+    // A value that was never written.
+    assert!(linearizable(&[ev(Op::Read(Some(9)), 0, Some(10))]).is_err());
+    // An unknown-outcome write may appear late...
+    assert!(linearizable(&[
+        ev(Op::Write(1), 0, None),
+        ev(Op::Read(None), 20, Some(30)),
+        ev(Op::Read(Some(1)), 40, Some(50))
+    ])
+    .is_ok());
+    // ...but once seen, it cannot be unseen.
+    assert!(linearizable(&[
+        ev(Op::Write(1), 0, None),
+        ev(Op::Read(Some(1)), 20, Some(30)),
+        ev(Op::Read(None), 40, Some(50))
+    ])
+    .is_err());
+}
+
+/// Client threads doing random reads and writes, each recorded with its invoke and return time.
+struct Load {
+    handles: Vec<std::thread::JoinHandle<Vec<Event>>>,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    keys: u64,
+    t0: Instant,
+}
+
+impl Load {
+    /// Waits (bounded) until `n` more operations have completed.
+    fn wait_ops(&self, n: usize, within: Duration) {
+        let target = self.done.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + within;
+        while self.done.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "the load stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops the clients; adds final linearizable reads of every key on every node (an
+    /// acknowledged write that was lost shows there) and checks the history. Returns
+    /// (operations checked, acknowledged writes, writes of unknown outcome).
+    fn finish(self, c: &Nodes) -> (usize, usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut events: Vec<Event> = self
+            .handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        c.wait_healthy(Duration::from_secs(60));
+        c.final_reads(self.keys, self.t0, &mut events);
+        let acked = events
+            .iter()
+            .filter(|e| matches!(e.op, Op::Write(_)) && e.ret.is_some())
+            .count();
+        let unknown = events.iter().filter(|e| e.ret.is_none()).count();
+        (check_history(events, self.keys), acked, unknown)
+    }
+}
+
+/// Starts `clients` threads of random reads and writes over `keys` keys against random nodes.
+fn run_clients(ports: Arc<Mutex<Vec<u16>>>, keys: u64, clients: u64) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let handles = (0..clients)
+        .map(|c| {
+            let (ports, stop, done) = (ports.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut rng = c.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let mut next = || {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng
+                };
+                let mut out = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = next() % keys;
+                    let nodes = ports.lock().unwrap().clone();
+                    let port = nodes[(next() % nodes.len() as u64) as usize];
+                    let now = || t0.elapsed().as_nanos() as u64;
+                    if next() % 2 == 0 {
+                        n += 1;
+                        let v = (c + 1) * 1_000_000_000 + n;
+                        let call = now();
+                        let r = try_request_within(
+                            port,
+                            "PUT",
+                            &format!("/v1/kv/{key}"),
+                            &[],
+                            v.to_string().as_bytes(),
+                            Duration::from_secs(4),
+                        );
+                        let ret = now();
+                        let ret = match r {
+                            Ok(r) if r.status == 200 => Some(ret),
+                            Ok(r)
+                                if r.status == 503
+                                    && String::from_utf8_lossy(&r.body)
+                                        .contains("cluster_unavailable") =>
+                            {
+                                // Definitely not applied: leave it out; a read of it fails the check.
+                                continue;
+                            }
+                            _ => None,
+                        };
+                        out.push(Event {
+                            key,
+                            op: Op::Write(v),
+                            call,
+                            ret,
+                        });
+                        done.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        let call = now();
+                        let r = try_request_within(
+                            port,
+                            "GET",
+                            &format!("/v1/kv/{key}"),
+                            &[],
+                            b"",
+                            Duration::from_secs(4),
+                        );
+                        let ret = now();
+                        let op = match r {
+                            Ok(r) if r.status == 200 => {
+                                Op::Read(Some(String::from_utf8_lossy(&r.body).parse().unwrap()))
+                            }
+                            Ok(r) if r.status == 404 => Op::Read(None),
+                            _ => continue,
+                        };
+                        out.push(Event {
+                            key,
+                            op,
+                            call,
+                            ret: Some(ret),
+                        });
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    Load {
+        handles,
+        stop,
+        done,
+        keys,
+        t0,
+    }
+}
+
+/// Checks every key's history; panics naming the first violation.
+fn check_history(events: Vec<Event>, keys: u64) -> usize {
+    let mut checked = 0;
+    for k in 0..keys {
+        let ev: Vec<Event> = events.iter().copied().filter(|e| e.key == k).collect();
+        checked += ev.len();
+        let r = std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(move || linearizable(&ev))
+            .unwrap()
+            .join()
+            .unwrap();
+        if let Err(e) = r {
+            panic!("key {k}: {e}");
+        }
+    }
+    checked
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+impl Nodes {
+    /// Polls (bounded) until a leader exists and every node has applied what it had committed
+    /// when the wait began.
+    fn wait_healthy(&self, within: Duration) {
+        let leader = self.wait_for_leader(None, within);
+        let commit = self
+            .status(leader)
+            .and_then(|s| s["commit_index"].as_u64())
+            .unwrap_or(0);
+        for i in 0..self.nodes.len() {
+            self.wait_applied(i, commit, within);
+        }
+    }
+}
+
+#[test]
+fn histories_stay_linearizable_under_kills_pauses_partitions_and_full_restarts() {
+    let faults: usize = std::env::var("KYRODB_CLUSTER_FAULTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let proxy = Proxy::default();
+    let mut c = Nodes::start_with(3, &["--cluster-timeout-ms", "2000"], Some(&proxy));
+    let ids = [1u64, 2, 3];
+    let keys = 6;
+    let ports = Arc::new(Mutex::new(
+        c.nodes.iter().map(|n| n.port).collect::<Vec<_>>(),
+    ));
+    let load = run_clients(ports.clone(), keys, 6);
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut kinds = BTreeMap::new();
+    for f in 0..faults {
+        let leader = c.wait_for_leader(None, Duration::from_secs(30));
+        let victim = if next() % 2 == 0 {
+            leader
+        } else {
+            (next() % 3) as usize
+        };
+        let kind = match f % 5 {
+            0 => "kill9",
+            1 => "pause",
+            2 => "partition",
+            3 => "kill9",
+            _ if f % 10 == 4 => "restart_all",
+            _ => "partition",
+        };
+        *kinds.entry(kind).or_insert(0) += 1;
+        let hold = Duration::from_millis(300 + next() % 1500);
+        match kind {
+            "kill9" => {
+                c.nodes[victim].kill9();
+                std::thread::sleep(hold);
+                c.nodes[victim].restart();
+                ports.lock().unwrap()[victim] = c.nodes[victim].port;
+            }
+            "pause" => {
+                let pid = c.nodes[victim].pid();
+                signal(pid, "STOP");
+                std::thread::sleep(hold);
+                signal(pid, "CONT");
+            }
+            "partition" => {
+                proxy.isolate(victim as u64 + 1, &ids);
+                std::thread::sleep(hold);
+                proxy.heal();
+            }
+            _ => {
+                for n in c.nodes.iter_mut() {
+                    n.kill9();
+                }
+                for (i, n) in c.nodes.iter_mut().enumerate() {
+                    n.restart();
+                    ports.lock().unwrap()[i] = n.port;
+                }
+            }
+        }
+        c.wait_healthy(Duration::from_secs(60));
+        // Some operations on the healed cluster before the next fault.
+        load.wait_ops(50, Duration::from_secs(60));
+    }
+    let (checked, acked, unknown) = load.finish(&c);
+    assert!(
+        acked > faults * 5,
+        "only {acked} acknowledged writes over {faults} faults"
+    );
+    eprintln!(
+        "cluster faults: {faults} injected {kinds:?}; {checked} operations checked ({acked} acknowledged writes, {unknown} of unknown outcome): linearizable, no acknowledged write lost"
+    );
+}
+
+impl Nodes {
+    /// Starts node `id` alone (to be added with `POST /v1/cluster/nodes`); returns its Raft address.
+    fn start_joiner(&mut self, id: u64) -> String {
+        let raft = format!("127.0.0.1:{}", raft_port());
+        let members = format!("{id}={raft}");
+        let id_s = id.to_string();
+        let n = Server::start_with_args(
+            &self._dir.path().join(format!("n{id}")),
+            &[("KYRODB_CLUSTER_SECRET", SECRET)],
+            &["--node-id", &id_s, "--cluster", &members],
+        );
+        self.nodes.push(n);
+        raft
+    }
+
+    fn final_reads(&self, keys: u64, t0: Instant, events: &mut Vec<Event>) {
+        for k in 0..keys {
+            for n in &self.nodes {
+                let call = t0.elapsed().as_nanos() as u64;
+                let r = n.get(&format!("/v1/kv/{k}"));
+                let ret = t0.elapsed().as_nanos() as u64;
+                let op = match r.status {
+                    200 => Op::Read(Some(String::from_utf8_lossy(&r.body).parse().unwrap())),
+                    404 => Op::Read(None),
+                    s => panic!("final read of {k}: HTTP {s}"),
+                };
+                events.push(Event {
+                    key: k,
+                    op,
+                    call,
+                    ret: Some(ret),
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn nodes_are_added_removed_and_replaced_under_load() {
+    let mut c = Nodes::start(3, &["--cluster-timeout-ms", "3000"]);
+    let keys = 4;
+    let ports = Arc::new(Mutex::new(
+        c.nodes.iter().map(|n| n.port).collect::<Vec<_>>(),
+    ));
+    let load = run_clients(ports.clone(), keys, 4);
+    let voters = |c: &Nodes, i: usize| -> Vec<u64> {
+        let s = c.status(i).unwrap();
+        s["voters"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.parse().unwrap())
+            .collect()
+    };
+    // Add node 4: it catches up from the log and votes.
+    let raft4 = c.start_joiner(4);
+    let r = c.nodes[1].post(
+        "/v1/cluster/nodes",
+        &format!(r#"{{"node_id": 4, "raft_addr": "{raft4}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(voters(&c, 0), vec![1, 2, 3, 4]);
+    ports.lock().unwrap().push(c.nodes[3].port);
+    // Remove node 1 (perhaps the leader) through another node, then stop it.
+    ports.lock().unwrap().remove(0);
+    let r = c.nodes[2].req("DELETE", "/v1/cluster/nodes/1", &[], b"");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    drop(c.nodes.remove(0));
+    c.wait_healthy(Duration::from_secs(30));
+    assert_eq!(voters(&c, 0), vec![2, 3, 4]);
+    // Replace a dead node: node 2 dies, node 5 takes its place.
+    ports.lock().unwrap().remove(0);
+    drop(c.nodes.remove(0));
+    let raft5 = c.start_joiner(5);
+    let r = c.nodes[0].post(
+        "/v1/cluster/nodes",
+        &format!(r#"{{"node_id": 5, "raft_addr": "{raft5}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = c.nodes[1].req("DELETE", "/v1/cluster/nodes/2", &[], b"");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    ports.lock().unwrap().push(c.nodes[2].port);
+    c.wait_healthy(Duration::from_secs(30));
+    assert_eq!(voters(&c, 0), vec![3, 4, 5]);
+    // Some operations on the new membership, then check everything.
+    load.wait_ops(200, Duration::from_secs(60));
+    let (_, acked, _) = load.finish(&c);
+    assert!(acked > 50, "only {acked} acknowledged writes");
+    // Bad membership requests are refused with a reason.
+    assert_eq!(
+        c.nodes[0]
+            .post(
+                "/v1/cluster/nodes",
+                r#"{"node_id": 0, "raft_addr": "127.0.0.1:1"}"#
+            )
+            .status,
+        400
+    );
+    assert_eq!(
+        c.nodes[0]
+            .post(
+                "/v1/cluster/nodes",
+                r#"{"node_id": 9, "raft_addr": "nowhere"}"#
+            )
+            .status,
+        400
+    );
+    assert_eq!(
+        c.nodes[0]
+            .req("DELETE", "/v1/cluster/nodes/x", &[], b"")
+            .status,
+        400
+    );
+    assert_eq!(
+        c.nodes[0]
+            .req("DELETE", "/v1/cluster/nodes/42", &[], b"")
+            .status,
+        404
+    );
 }

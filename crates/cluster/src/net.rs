@@ -35,6 +35,8 @@ use crate::{
 };
 
 pub(crate) const SECRET_HEADER: &str = "x-kyrodb-cluster-secret";
+/// The sending node's id, on every Raft request (logs; fault-injection proxies route by it).
+pub(crate) const FROM_HEADER: &str = "x-kyrodb-from";
 /// Largest body on the Raft port (a batch of entries; proposals are bounded far below).
 pub(crate) const BODY_MAX: usize = 512 << 20;
 
@@ -63,6 +65,7 @@ type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Ful
 pub(crate) struct Peers {
     client: HttpClient,
     secret: Arc<str>,
+    from: NodeId,
 }
 
 /// Why a call to a peer failed: before the request could have arrived (safe to retry
@@ -82,7 +85,7 @@ impl std::fmt::Display for CallError {
 }
 
 impl Peers {
-    pub(crate) fn new(secret: &str) -> Peers {
+    pub(crate) fn new(secret: &str, from: NodeId) -> Peers {
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_millis(500)));
@@ -92,6 +95,7 @@ impl Peers {
         Peers {
             client,
             secret: Arc::from(secret),
+            from,
         }
     }
 
@@ -107,6 +111,7 @@ impl Peers {
             .map_err(|e| CallError::NotSent(format!("encoding the request: {e}")))?;
         let req = hyper::Request::post(format!("http://{addr}{path}"))
             .header(SECRET_HEADER, &*self.secret)
+            .header(FROM_HEADER, self.from)
             .header("content-type", "application/octet-stream")
             .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| CallError::NotSent(e.to_string()))?;

@@ -89,6 +89,21 @@ pub enum Change {
     Remove { id: NodeId },
 }
 
+/// Why a membership change was not made: not the leader (retried against the next one), or
+/// refused / failed (reported).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ChangeError {
+    NotLeader,
+    Failed(String),
+}
+
+fn change_err(e: RaftError<NodeId, ClientWriteError<NodeId, NodeAddr>>) -> ChangeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ChangeError::NotLeader,
+        e => ChangeError::Failed(e.to_string()),
+    }
+}
+
 /// One follower's replication progress, as the leader sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Follower {
@@ -209,7 +224,7 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| e.to_string())?;
-        let peers = Peers::new(&cfg.secret);
+        let peers = Peers::new(&cfg.secret, cfg.node_id);
         let raft = Raft::new(
             cfg.node_id,
             Arc::new(config),
@@ -479,23 +494,42 @@ impl Cluster {
 
     /// Adds or removes a node (on the leader; forwarded there otherwise).
     pub async fn change(&self, ch: Change) -> Result<Status, String> {
-        let leader = self.raft.metrics().borrow().current_leader;
-        if leader != Some(self.id) {
-            let Some(addr) = leader.and_then(|l| self.leader_addr(l)) else {
-                return Err("no leader: try again once one is elected".into());
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let leader = self.raft.metrics().borrow().current_leader;
+            let r = match leader {
+                Some(l) if l == self.id => self.change_here(ch.clone()).await,
+                Some(l) => match self.leader_addr(l) {
+                    Some(addr) => {
+                        let r: Result<Result<(), ChangeError>, CallError> = self
+                            .peers
+                            .call(&addr, "/raft/change", &ch, Duration::from_secs(120))
+                            .await;
+                        match r {
+                            Ok(r) => r,
+                            Err(CallError::NotSent(_)) => Err(ChangeError::NotLeader),
+                            Err(CallError::Unknown(m)) => Err(ChangeError::Failed(m)),
+                        }
+                    }
+                    None => Err(ChangeError::NotLeader),
+                },
+                None => Err(ChangeError::NotLeader),
             };
-            let r: Result<Result<(), String>, CallError> = self
-                .peers
-                .call(&addr, "/raft/change", &ch, Duration::from_secs(120))
-                .await;
-            r.map_err(|e| e.to_string())??;
-            return Ok(self.status().await);
+            match r {
+                Ok(()) => return Ok(self.status().await),
+                Err(ChangeError::Failed(m)) => return Err(m),
+                Err(ChangeError::NotLeader) if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "no leader took the change within {} ms",
+                        self.timeout.as_millis()
+                    ))
+                }
+                Err(ChangeError::NotLeader) => self.wait_for_leader_change(leader, deadline).await,
+            }
         }
-        self.change_here(ch).await?;
-        Ok(self.status().await)
     }
 
-    pub(crate) async fn change_here(&self, ch: Change) -> Result<(), String> {
+    pub(crate) async fn change_here(&self, ch: Change) -> Result<(), ChangeError> {
         let voters: BTreeSet<NodeId> = self
             .raft
             .metrics()
@@ -507,35 +541,37 @@ impl Cluster {
         match ch {
             Change::Add { id, raft_addr } => {
                 if id == 0 {
-                    return Err("node ids are positive integers".into());
+                    return Err(ChangeError::Failed("node ids are positive integers".into()));
                 }
                 if raft_addr.parse::<std::net::SocketAddr>().is_err() {
-                    return Err(format!("{raft_addr:?}: the Raft address must be IP:PORT"));
+                    return Err(ChangeError::Failed(format!(
+                        "{raft_addr:?}: the Raft address must be IP:PORT"
+                    )));
                 }
                 self.raft
                     .add_learner(id, NodeAddr { raft: raft_addr }, true)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(change_err)?;
                 let mut v = voters;
                 v.insert(id);
                 self.raft
                     .change_membership(v, false)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(change_err)?;
             }
             Change::Remove { id } => {
                 if !voters.contains(&id) {
-                    return Err(format!("node {id} is not a voter"));
+                    return Err(ChangeError::Failed(format!("node {id} is not a voter")));
                 }
                 let mut v = voters;
                 v.remove(&id);
                 if v.is_empty() {
-                    return Err("cannot remove the last voter".into());
+                    return Err(ChangeError::Failed("cannot remove the last voter".into()));
                 }
                 self.raft
                     .change_membership(v, false)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(change_err)?;
             }
         }
         Ok(())

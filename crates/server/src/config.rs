@@ -141,6 +141,10 @@ pub struct Settings {
     /// same on every node [default: none; required with --cluster]
     #[arg(long, env = "KYRODB_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// Cluster mode: the address the Raft port binds, when peers reach this node through another
+    /// one (a proxy, NAT) [default: this node's address in --cluster]
+    #[arg(long, env = "KYRODB_RAFT_LISTEN", value_name = "IP:PORT")]
+    pub raft_listen: Option<String>,
     /// Cluster mode: leader heartbeat interval; elections time out after 4–8 of them [default: 100]
     #[arg(long, env = "KYRODB_RAFT_HEARTBEAT_MS")]
     pub raft_heartbeat_ms: Option<u64>,
@@ -232,15 +236,14 @@ pub struct ClusterSettings {
     pub secret: String,
     pub heartbeat_ms: u64,
     pub timeout: Duration,
+    /// Where the Raft port binds (this node's listed address unless --raft-listen).
+    pub listen: std::net::SocketAddr,
 }
 
 impl ClusterSettings {
     /// The address this node's Raft port listens on.
     pub fn raft_addr(&self) -> std::net::SocketAddr {
-        self.members[&self.node_id]
-            .raft
-            .parse()
-            .expect("checked at resolve")
+        self.listen
     }
 
     pub fn config(&self, data_dir: &std::path::Path) -> kyrodb_cluster::ClusterConfig {
@@ -418,7 +421,17 @@ impl Config {
                         "cluster_timeout_ms {timeout_ms} is outside 100..=600000"
                     ));
                 }
+                let listen = match &s.raft_listen {
+                    Some(a) => a
+                        .parse()
+                        .map_err(|_| ConfigError(format!("raft_listen {a:?} must be IP:PORT")))?,
+                    None => members[&node_id]
+                        .raft
+                        .parse()
+                        .expect("checked by parse_members"),
+                };
                 Some(ClusterSettings {
+                    listen,
                     node_id,
                     members,
                     secret,

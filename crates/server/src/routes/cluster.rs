@@ -108,7 +108,7 @@ pub async fn add_node(
 #[utoipa::path(delete, path = "/v1/cluster/nodes/{id}", tag = "cluster",
     params(("id" = u64, Path, description = "the node's id")),
     responses((status = 200, body = super::collections::AnyObject), (status = 400, body = ErrorBody),
-        (status = 404, description = "not_clustered", body = ErrorBody),
+        (status = 404, description = "not_clustered or no_such_node", body = ErrorBody),
         (status = 503, description = "cluster_change_failed", body = ErrorBody)))]
 pub async fn remove_node(
     State(s): State<AppState>,
@@ -118,6 +118,13 @@ pub async fn remove_node(
     let id: u64 = id.parse().ok().filter(|i| *i > 0).ok_or_else(|| {
         ApiError::bad_request("invalid_node_id", format!("{id:?} is not a node id"))
     })?;
+    if !c.status().await.voters.contains_key(&id) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_node",
+            format!("node {id} is not a voter of this cluster"),
+        ));
+    }
     let st = c
         .change(kyrodb_cluster::Change::Remove { id })
         .await
