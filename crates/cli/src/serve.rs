@@ -56,7 +56,15 @@ fn read_file(p: &std::path::Path) -> Result<Settings, String> {
 /// Runs the server on a multi-threaded runtime until SIGINT/SIGTERM.
 pub(crate) fn serve(args: &ServeArgs) -> Result<(), String> {
     let cfg = args.config()?;
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
+    // openraft logs every failed replication attempt (WARN and ERROR, many per second while a
+    // peer is down); the cluster crate logs role and leader changes itself. Its own lines come
+    // back when the filter names it (e.g. RUST_LOG=info,openraft=warn).
+    let log = if cfg.log.contains("openraft") {
+        cfg.log.clone()
+    } else {
+        format!("{},openraft=off", cfg.log)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&log)
         .map_err(|e| format!("log filter {:?}: {e}", cfg.log))?;
     use std::io::IsTerminal as _;
     tracing_subscriber::fmt()

@@ -184,7 +184,6 @@ fn three_nodes_replicate_fail_over_and_lose_no_acknowledged_write() {
     let bad = c.nodes[1].get("/v1/kv/10?consistency=sometimes");
     assert_eq!(bad.status, 400);
     assert_eq!(c.nodes[1].get("/v1/kv/10?consistency=stale").status, 200);
-    assert_eq!(c.nodes[2].get("/v2/collections").status, 501);
 
     // Writers on every node; the leader is killed under the load.
     let acked: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
@@ -1018,4 +1017,60 @@ fn nodes_are_added_removed_and_replaced_under_load() {
             .status,
         404
     );
+}
+
+#[test]
+fn collections_created_written_and_dropped_on_any_node_are_served_by_every_node() {
+    let mut c = Nodes::start(3, &[]);
+    let schema = r#"{"vectors": {"v": {"dim": 3, "metric": "cosine"}}, "text_fields": ["body"],
+                     "fields": {"tag": "keyword"}}"#;
+    let r = c.nodes[1].req("PUT", "/v2/collections/docs", &[], schema.as_bytes());
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // Every node knows it at once (a linearizable read waits for the catalog).
+    for n in &c.nodes {
+        let r = n.get("/v2/collections/docs");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    // Documents written through each node are searchable on every node right after.
+    for (i, n) in c.nodes.iter().enumerate() {
+        let v = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]][i];
+        let body = serde_json::json!({"documents": [
+            {"id": format!("d{i}"), "vector": v, "text": format!("written through node {i}"),
+             "fields": {"tag": format!("t{i}")}}]});
+        let r = n.post("/v2/collections/docs/documents", &body.to_string());
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        for m in &c.nodes {
+            let q = serde_json::json!({"vector": v, "limit": 1});
+            let r = m.post("/v2/collections/docs/search", &q.to_string());
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            let hits: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(hits["hits"][0]["id"], format!("d{i}"), "{hits}");
+        }
+    }
+    // The leader dies: the new leader and the restarted node still serve every document.
+    let leader = c.wait_for_leader(None, Duration::from_secs(10));
+    c.nodes[leader].kill9();
+    let other = (leader + 1) % 3;
+    c.wait_for_leader(Some(leader), Duration::from_secs(10));
+    let r = c.nodes[other].get("/v2/collections/docs/documents/d2");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    c.nodes[leader].restart();
+    let r = c.nodes[leader].get("/v2/collections/docs/documents/d0");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // Dropped through one node: gone everywhere; recreated with another schema: the new one.
+    let r = c.nodes[other].req("DELETE", "/v2/collections/docs", &[], b"");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    for n in &c.nodes {
+        assert_eq!(n.get("/v2/collections/docs").status, 404);
+    }
+    let schema2 = r#"{"vectors": {"v": {"dim": 2, "metric": "l2"}}}"#;
+    let r = c.nodes[leader].req("PUT", "/v2/collections/docs", &[], schema2.as_bytes());
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    for n in &c.nodes {
+        let r = n.get("/v2/collections/docs");
+        assert_eq!(r.status, 200);
+        let info: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(info["schema"]["vectors"]["v"]["dim"], 2, "{info}");
+        assert_eq!(info["documents"], 0, "{info}");
+    }
 }

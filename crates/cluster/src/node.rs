@@ -696,10 +696,15 @@ async fn watch_metrics(c: Weak<Cluster>) {
     };
     let mut last_term = 0;
     let mut last_leader = None;
+    let mut fatal_logged = false;
     loop {
         {
             let Some(c) = c.upgrade() else { return };
             let m = rx.borrow_and_update().clone();
+            if let (Err(e), false) = (&m.running_state, fatal_logged) {
+                tracing::error!(error = %e, "raft stopped on this node: it takes no part in the cluster until restarted");
+                fatal_logged = true;
+            }
             if m.current_term != last_term {
                 if last_term != 0 {
                     c.elections
@@ -710,6 +715,13 @@ async fn watch_metrics(c: Weak<Cluster>) {
             }
             if m.current_leader != last_leader {
                 metrics::counter!("kyrodb_cluster_leader_changes_total").increment(1);
+                tracing::info!(
+                    node_id = m.id,
+                    term = m.current_term,
+                    leader = ?m.current_leader,
+                    role = role_name(m.state),
+                    "cluster leader changed"
+                );
                 last_leader = m.current_leader;
             }
             metrics::gauge!("kyrodb_cluster_term").set(m.current_term as f64);

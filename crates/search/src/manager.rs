@@ -3,10 +3,10 @@
 //! graphs, and the purge of dropped collections' documents.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Weak,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -149,6 +149,45 @@ pub(crate) struct Shared {
     stop_cv: Condvar,
     purges: Mutex<Vec<JoinHandle<()>>>,
     jobs: Mutex<Vec<JoinHandle<()>>>,
+    /// Catalog changes as the engine applied them (any node's writes, in cluster mode), waiting
+    /// for the catalog follower to mirror them in `map`.
+    catalog_queue: Mutex<VecDeque<CatalogEvent>>,
+    catalog_queue_cv: Condvar,
+    /// Sequence number of the last catalog change queued, and of the last one mirrored.
+    catalog_seen: AtomicU64,
+    catalog_done: Mutex<u64>,
+    catalog_done_cv: Condvar,
+}
+
+/// One change to the catalog keyspace.
+#[derive(Debug)]
+struct CatalogEvent {
+    seq: u64,
+    key: u64,
+    value: Option<Vec<u8>>,
+}
+
+/// The catalog keyspace's applier: queues every change (the WAL thread must not block) for the
+/// catalog follower, which keeps the collection registry equal to the catalog — whoever wrote it.
+struct CatalogFollower(Weak<Shared>);
+
+impl kyrodb_storage::Applier for CatalogFollower {
+    fn apply(&self, seq: u64, changes: &[kyrodb_storage::Change<'_>]) {
+        let Some(s) = self.0.upgrade() else { return };
+        let mut q = s.catalog_queue.lock();
+        for c in changes {
+            q.push_back(CatalogEvent {
+                seq,
+                key: c.key(),
+                value: match c {
+                    kyrodb_storage::Change::Put { value, .. } => Some(value.to_vec()),
+                    kyrodb_storage::Change::Delete { .. } => None,
+                },
+            });
+        }
+        s.catalog_seen.fetch_max(seq, Ordering::AcqRel);
+        s.catalog_queue_cv.notify_all();
+    }
 }
 
 impl Shared {
@@ -286,38 +325,27 @@ impl Collections {
             stop_cv: Condvar::new(),
             purges: Mutex::new(Vec::new()),
             jobs: Mutex::new(Vec::new()),
+            catalog_queue: Mutex::new(VecDeque::new()),
+            catalog_queue_cv: Condvar::new(),
+            catalog_seen: AtomicU64::new(0),
+            catalog_done: Mutex::new(0),
+            catalog_done_cv: Condvar::new(),
         });
-        let mut live_keyspaces = Vec::new();
-        for (key, v) in catalog.scan(.., usize::MAX)? {
-            let entry: CatalogEntry = serde_json::from_slice(&v).map_err(|e| Error::Corrupt {
-                collection: CATALOG_KEYSPACE.into(),
-                key,
-                reason: e.to_string(),
-            })?;
-            let ks = db.create_keyspace(&entry.keyspace)?;
-            let fks_name = feedback_keyspace_name(&entry.keyspace);
-            let ranker = crate::rank::Ranker::open(db.create_keyspace(&fks_name)?, &entry.name)?;
-            let started = Instant::now();
-            let (loaded, source) = load_graphs(&db, &entry.keyspace, &entry.schema);
-            let from_file = loaded.is_some();
-            let c = Arc::new(Collection::new(
-                &entry.name,
-                entry.schema,
-                entry.created_ms,
-                ks.clone(),
-                &shared,
-                loaded,
-                ranker,
-            ));
-            ks.attach(c.clone())?;
-            c.finish_load(source);
-            c.set_job(entry.reembed);
-            tracing::info!(collection = %entry.name, graph_file = from_file, pending = c.pending(), "vector indexes verified against the stored documents");
-            tracing::info!(collection = %entry.name, documents = c.count(), took_ms = started.elapsed().as_millis() as u64, "collection loaded; linking its vectors in the background");
-            live_keyspaces.push(entry.keyspace.clone());
-            live_keyspaces.push(fks_name);
-            shared.map.write().insert(entry.name, (key, c));
-        }
+        // The registry follows the catalog: its load (every live entry) is mirrored here before
+        // `open` returns; later changes, by this node's API calls or replicated from others, by
+        // the catalog follower thread.
+        catalog.attach(Arc::new(CatalogFollower(Arc::downgrade(&shared))))?;
+        drain_catalog(&shared)?;
+        let live_keyspaces: Vec<String> = shared
+            .collections()
+            .iter()
+            .flat_map(|c| {
+                [
+                    c.keyspace().name().to_owned(),
+                    feedback_keyspace_name(c.keyspace().name()),
+                ]
+            })
+            .collect();
         let orphans: Vec<String> = db
             .keyspace_names()
             .into_iter()
@@ -342,6 +370,19 @@ impl Collections {
                     spawn_purge(&shared, ks, chunk);
                 }
             }
+        }
+        {
+            let s = shared.clone();
+            let h = std::thread::Builder::new()
+                .name("kyrodb-catalog".into())
+                .spawn(move || follow_catalog(&s))
+                .map_err(|source| {
+                    Error::Storage(kyrodb_storage::Error::Io {
+                        path: "kyrodb-catalog thread".into(),
+                        source,
+                    })
+                })?;
+            me.indexers.lock().push(h);
         }
         for i in 0..shared.opts.index_threads.clamp(1, 64) {
             let s = shared.clone();
@@ -420,6 +461,25 @@ impl Collections {
         Ok((c, true))
     }
 
+    /// Waits (at most `timeout`) until every catalog change the engine has applied so far is
+    /// mirrored in the registry (collections created or dropped through other nodes, in cluster
+    /// mode). False on timeout.
+    pub fn wait_catalog(&self, timeout: Duration) -> bool {
+        let s = &self.shared;
+        let want = s.catalog_seen.load(Ordering::Acquire);
+        let deadline = Instant::now() + timeout;
+        let mut done = s.catalog_done.lock();
+        while *done < want {
+            if s.catalog_done_cv
+                .wait_until(&mut done, deadline)
+                .timed_out()
+            {
+                return *done >= want;
+            }
+        }
+        true
+    }
+
     /// The collection called `name`.
     pub fn get(&self, name: &str) -> Result<Arc<Collection>> {
         self.shared
@@ -442,10 +502,7 @@ impl Collections {
         let _g = s.create_mu.lock();
         let (key, c) = s.entry(name)?;
         s.catalog.delete(key)?;
-        c.dropped.store(true, Ordering::Release);
-        s.map.write().remove(name);
-        c.keyspace().detach();
-        let _ = std::fs::remove_file(crate::checkpoint::path(s.db.path(), c.keyspace().name()));
+        drop_local(s, &c);
         spawn_purge(s, c.keyspace().clone(), PURGE_CHUNK_DOCUMENTS);
         spawn_purge(s, c.feedback_keyspace().clone(), PURGE_CHUNK_FEEDBACK);
         Ok(())
@@ -619,6 +676,10 @@ impl Collections {
         self.shared.closing.store(true, Ordering::Release);
         self.shared.wake_indexer();
         {
+            let _q = self.shared.catalog_queue.lock();
+            self.shared.catalog_queue_cv.notify_all();
+        }
+        {
             let _g = self.shared.stop_mu.lock();
             self.shared.stop_cv.notify_all();
         }
@@ -657,6 +718,127 @@ fn catalog_value(c: &Collection, schema: &Schema, job: &ReembedJob) -> Vec<u8> {
 
 /// A collection's graph file, if present and verified; otherwise `None` (logged) and the graphs are
 /// rebuilt from the documents.
+/// Takes a collection out of the registry on this node (no engine write): its catalog entry is
+/// already gone.
+fn drop_local(s: &Arc<Shared>, c: &Arc<Collection>) {
+    c.dropped.store(true, Ordering::Release);
+    s.map.write().remove(c.name());
+    c.keyspace().detach();
+    let _ = std::fs::remove_file(crate::checkpoint::path(s.db.path(), c.keyspace().name()));
+}
+
+/// Registers the collection a catalog entry describes: its keyspaces (which exist: they are
+/// created before the entry is written), its indexes rebuilt from the stored documents (or a
+/// verified graph file), attached so later writes keep them current.
+fn open_collection(shared: &Arc<Shared>, key: u64, entry: CatalogEntry) -> Result<()> {
+    let db = &shared.db;
+    let ks = db.create_keyspace(&entry.keyspace)?;
+    let fks_name = feedback_keyspace_name(&entry.keyspace);
+    let ranker = crate::rank::Ranker::open(db.create_keyspace(&fks_name)?, &entry.name)?;
+    let started = Instant::now();
+    let (loaded, source) = load_graphs(db, &entry.keyspace, &entry.schema);
+    let from_file = loaded.is_some();
+    let c = Arc::new(Collection::new(
+        &entry.name,
+        entry.schema,
+        entry.created_ms,
+        ks.clone(),
+        shared,
+        loaded,
+        ranker,
+    ));
+    ks.attach(c.clone())?;
+    c.finish_load(source);
+    c.set_job(entry.reembed);
+    tracing::info!(collection = %entry.name, graph_file = from_file, pending = c.pending(), "vector indexes verified against the stored documents");
+    tracing::info!(collection = %entry.name, documents = c.count(), took_ms = started.elapsed().as_millis() as u64, "collection loaded; linking its vectors in the background");
+    shared.map.write().insert(entry.name, (key, c));
+    Ok(())
+}
+
+/// Mirrors one catalog change in the registry. A change this node's API call made is already
+/// there (the call holds `create_mu` from its write to its registry update): nothing to do.
+fn apply_catalog(shared: &Arc<Shared>, ev: CatalogEvent) -> Result<()> {
+    let _g = shared.create_mu.lock();
+    let current = shared
+        .map
+        .read()
+        .values()
+        .find(|(k, _)| *k == ev.key)
+        .cloned();
+    let Some(v) = ev.value else {
+        if let Some((_, c)) = current {
+            tracing::info!(collection = c.name(), "collection dropped (catalog)");
+            drop_local(shared, &c);
+        }
+        return Ok(());
+    };
+    let entry: CatalogEntry = serde_json::from_slice(&v).map_err(|e| Error::Corrupt {
+        collection: CATALOG_KEYSPACE.into(),
+        key: ev.key,
+        reason: e.to_string(),
+    })?;
+    if let Some((_, c)) = &current {
+        if c.name() == entry.name && c.keyspace().name() == entry.keyspace {
+            // The same collection: a schema change or re-embed progress written elsewhere.
+            if *c.schema() != entry.schema {
+                c.set_schema(entry.schema);
+            }
+            c.set_job(entry.reembed);
+            return Ok(());
+        }
+        drop_local(shared, c);
+    }
+    let replaced = shared.map.read().get(&entry.name).cloned();
+    if let Some((_, old)) = replaced {
+        drop_local(shared, &old);
+    }
+    open_collection(shared, ev.key, entry)
+}
+
+fn mark_catalog_done(shared: &Shared, seq: u64) {
+    let mut d = shared.catalog_done.lock();
+    *d = (*d).max(seq);
+    shared.catalog_done_cv.notify_all();
+}
+
+/// Mirrors every queued catalog change (at open: the catalog's load).
+fn drain_catalog(shared: &Arc<Shared>) -> Result<()> {
+    loop {
+        let Some(ev) = shared.catalog_queue.lock().pop_front() else {
+            return Ok(());
+        };
+        let seq = ev.seq;
+        apply_catalog(shared, ev)?;
+        mark_catalog_done(shared, seq);
+    }
+}
+
+/// The catalog follower thread.
+fn follow_catalog(shared: &Arc<Shared>) {
+    loop {
+        let ev = {
+            let mut q = shared.catalog_queue.lock();
+            loop {
+                if shared.is_closing() {
+                    return;
+                }
+                if let Some(ev) = q.pop_front() {
+                    break ev;
+                }
+                shared
+                    .catalog_queue_cv
+                    .wait_for(&mut q, Duration::from_millis(200));
+            }
+        };
+        let seq = ev.seq;
+        if let Err(e) = apply_catalog(shared, ev) {
+            tracing::error!(%e, "catalog change not mirrored in the collection registry");
+        }
+        mark_catalog_done(shared, seq);
+    }
+}
+
 fn load_graphs(
     db: &Db,
     keyspace: &str,

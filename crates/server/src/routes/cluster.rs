@@ -139,7 +139,8 @@ pub fn is_data_read(path: &str) -> bool {
         .any(|p| path.starts_with(p))
 }
 
-/// Collections are not replicated yet: refused in cluster mode rather than served divergent.
+/// Collection routes: in cluster mode every one (reads and writes) first reaches a read point
+/// and waits until this node's collection registry mirrors the catalog up to it.
 pub fn is_collection_route(path: &str) -> bool {
     ["/v2/collections", "/v2/documents", "/v2/search"]
         .iter()
@@ -193,15 +194,9 @@ pub async fn read_consistency(State(s): State<AppState>, mut req: Request, next:
         return next.run(req).await;
     };
     let path = req.uri().path().to_owned();
-    if is_collection_route(&path) {
-        return ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_replicated",
-            "collections are not replicated yet: in cluster mode only the key-value and keyspace API is served (docs/design/cluster.md)",
-        )
-        .into_response();
-    }
-    if !(is_data_read(&path) && req.method() == axum::http::Method::GET
+    let collections = is_collection_route(&path);
+    if !(collections
+        || is_data_read(&path) && req.method() == axum::http::Method::GET
         || path == "/v1/kv/batch_get")
     {
         return next.run(req).await;
@@ -221,6 +216,23 @@ pub async fn read_consistency(State(s): State<AppState>, mut req: Request, next:
             Err(e) => return ApiError::from(e).into_response(),
         }
     };
+    if collections {
+        let cs = s.collections.clone();
+        let caught_up = tokio::task::spawn_blocking(move || {
+            cs.wait_catalog(std::time::Duration::from_secs(10))
+        })
+        .await
+        .unwrap_or(false);
+        if !caught_up {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                "this node's collection registry did not catch up with the catalog within 10 s",
+            )
+            .retry_after(1)
+            .into_response();
+        }
+    }
     let mut resp = next.run(req).await;
     resp.headers_mut()
         .insert(APPLIED_INDEX_HEADER, HeaderValue::from(index));
