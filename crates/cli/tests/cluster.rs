@@ -824,7 +824,16 @@ fn histories_stay_linearizable_under_kills_pauses_partitions_and_full_restarts()
         .and_then(|v| v.parse().ok())
         .unwrap_or(24);
     let proxy = Proxy::default();
-    let mut c = Nodes::start_with(3, &["--cluster-timeout-ms", "2000"], Some(&proxy));
+    let mut c = Nodes::start_with(
+        3,
+        &[
+            "--cluster-timeout-ms",
+            "2000",
+            "--raft-snapshot-entries",
+            "300",
+        ],
+        Some(&proxy),
+    );
     let ids = [1u64, 2, 3];
     let keys = 6;
     let ports = Arc::new(Mutex::new(
@@ -893,8 +902,13 @@ fn histories_stay_linearizable_under_kills_pauses_partitions_and_full_restarts()
         acked > faults * 5,
         "only {acked} acknowledged writes over {faults} faults"
     );
+    let snapshots: f64 = c
+        .nodes
+        .iter()
+        .map(|n| counter(n, "kyrodb_cluster_snapshot_transfers_total", "received"))
+        .sum();
     eprintln!(
-        "cluster faults: {faults} injected {kinds:?}; {checked} operations checked ({acked} acknowledged writes, {unknown} of unknown outcome): linearizable, no acknowledged write lost"
+        "cluster faults: {faults} injected {kinds:?}; {checked} operations checked ({acked} acknowledged writes, {unknown} of unknown outcome): linearizable, no acknowledged write lost; snapshots installed by the processes alive at the end: {snapshots}"
     );
 }
 
@@ -1073,4 +1087,100 @@ fn collections_created_written_and_dropped_on_any_node_are_served_by_every_node(
         assert_eq!(info["schema"]["vectors"]["v"]["dim"], 2, "{info}");
         assert_eq!(info["documents"], 0, "{info}");
     }
+}
+
+/// The value of a counter family with `label` on a node's /metrics (0 when absent).
+fn counter(n: &Server, family: &str, label: &str) -> f64 {
+    let r = n.get("/metrics");
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| l.starts_with(family) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn nodes_catch_up_from_snapshots_of_engine_files_once_the_log_is_purged() {
+    let mut c = Nodes::start(3, &["--raft-snapshot-entries", "20"]);
+    let leader = c.wait_for_leader(None, Duration::from_secs(10));
+    let lagger = (leader + 1) % 3;
+    let put = |n: &Server, k: u64| {
+        let r = n.req(
+            "PUT",
+            &format!("/v1/kv/{k}"),
+            &[],
+            format!("v{k}").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    };
+    for k in 0..30 {
+        put(&c.nodes[leader], k);
+    }
+    // A follower is down while snapshots are taken (openraft keeps the log it still needs, so
+    // it catches up from the log or a snapshot, whichever the leader has).
+    c.nodes[lagger].kill9();
+    for k in 30..200 {
+        put(&c.nodes[leader], k);
+    }
+    c.nodes[lagger].restart();
+    let same_everywhere = |c: &Nodes, nodes: &[usize]| {
+        for k in (0..200).step_by(7) {
+            let a = c.nodes[leader].get(&format!("/v1/kv/{k}?consistency=stale"));
+            for &i in nodes {
+                let b = c.nodes[i].get(&format!("/v1/kv/{k}?consistency=stale"));
+                assert_eq!(
+                    (a.status, b.status),
+                    (200, 200),
+                    "key {k} on node index {i}"
+                );
+                assert_eq!(a.body, b.body);
+                assert_eq!(
+                    a.header("x-kyrodb-seq"),
+                    b.header("x-kyrodb-seq"),
+                    "key {k}"
+                );
+            }
+        }
+    };
+    let commit = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
+    c.wait_applied(lagger, commit, Duration::from_secs(60));
+    same_everywhere(&c, &[lagger]);
+    for k in 200..260 {
+        put(&c.nodes[lagger], k);
+    }
+    let st = c.status(leader).unwrap();
+    assert!(
+        st["purged_index"].as_u64().unwrap_or(0) > 100 && st["snapshot_index"].as_u64().is_some(),
+        "the leader kept its whole log: {st}"
+    );
+    // A new node needs entries the log no longer holds: it gets the snapshot's files, checks
+    // them, restarts in place to install them (same port), then follows the log.
+    let raft4 = c.start_joiner(4);
+    let r = c.nodes[0].post(
+        "/v1/cluster/nodes",
+        &format!(r#"{{"node_id": 4, "raft_addr": "{raft4}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let commit = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
+    c.wait_applied(3, commit, Duration::from_secs(60));
+    assert!(
+        counter(
+            &c.nodes[3],
+            "kyrodb_cluster_snapshot_transfers_total",
+            "received"
+        ) >= 1.0,
+        "node 4 caught up without a snapshot"
+    );
+    assert!(
+        counter(
+            &c.nodes[leader],
+            "kyrodb_cluster_snapshot_transfers_total",
+            "sent"
+        ) >= 1.0
+    );
+    same_everywhere(&c, &[3]);
+    let r = c.nodes[3].get("/v1/kv/259");
+    assert_eq!((r.status, r.body.as_slice()), (200, b"v259".as_slice()));
+    put(&c.nodes[3], 1000);
+    assert_eq!(c.nodes[leader].get("/v1/kv/1000").status, 200);
 }

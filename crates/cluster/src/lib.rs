@@ -7,6 +7,7 @@
 //! - `sm.rs` — the state machine: entries applied to the engine with the apply marker.
 //! - `types.rs` — openraft's type configuration, proposals, outcomes, entry encoding.
 //! - `net.rs` — the Raft port (HTTP, cluster secret) and the client openraft replicates through.
+//! - `snapshot.rs` — Raft snapshots as engine checkpoints: build, current, install at start.
 //! - `node.rs` — a running node: start, the proposer, forwarding, read barriers, membership, status.
 
 #![forbid(unsafe_code)]
@@ -17,10 +18,12 @@ mod log;
 mod net;
 mod node;
 mod sm;
+mod snapshot;
 mod store;
 mod types;
 
 pub use log::{Entry, Error, RaftLog, Recovered, Result, Vote, PAYLOAD_MAX};
 pub use node::{Change, Cluster, ClusterConfig, Follower, Status};
 pub use sm::RAFT_KEYSPACE;
+pub use snapshot::prepare_data_dir;
 pub use types::{parse_members, NodeAddr, NodeId};

@@ -39,6 +39,42 @@ pub(crate) const SECRET_HEADER: &str = "x-kyrodb-cluster-secret";
 pub(crate) const FROM_HEADER: &str = "x-kyrodb-from";
 /// Largest body on the Raft port (a batch of entries; proposals are bounded far below).
 pub(crate) const BODY_MAX: usize = 512 << 20;
+/// Bytes of a snapshot file per request.
+const SNAPSHOT_CHUNK_BYTES: u64 = 4 << 20;
+
+/// Bytes serialised as one byte string (not element by element).
+#[derive(Debug, Clone)]
+pub(crate) struct Blob(pub Vec<u8>);
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Blob, D::Error> {
+        d.deserialize_byte_buf(crate::types::BytesVisitor).map(Blob)
+    }
+}
+
+/// Starts a snapshot transfer: what the files will be.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct SnapBegin {
+    pub id: String,
+    pub vote: Vote<NodeId>,
+    pub meta: crate::snapshot::SnapMeta,
+}
+
+/// One piece of a snapshot file, with its own checksum.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct SnapChunk {
+    pub id: String,
+    pub file: String,
+    pub offset: u64,
+    pub xxh3: u64,
+    pub data: Blob,
+}
 
 /// A follower's forwarded writes, answered by the leader.
 #[derive(Debug, Serialize, Deserialize)]
@@ -231,16 +267,83 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         )))
     }
 
+    /// Streams the snapshot's files in chunks (each with its xxh3), then asks the follower to
+    /// verify and install them.
     async fn full_snapshot(
         &mut self,
-        _vote: Vote<NodeId>,
-        _snapshot: Snapshot<TypeConfig>,
-        _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
-        Err(StreamingError::Unreachable(Unreachable::new(
-            &std::io::Error::other("snapshot transfer is not built yet"),
-        )))
+        let net = |m: String| StreamingError::Network(NetworkError::new(&std::io::Error::other(m)));
+        let dir = snapshot.snapshot.dir.clone();
+        let meta = tokio::task::block_in_place(|| crate::snapshot::read_meta(&dir)).map_err(net)?;
+        let id = meta.meta.snapshot_id.clone();
+        let started = std::time::Instant::now();
+        tokio::pin!(cancel);
+        let begin = SnapBegin {
+            id: id.clone(),
+            vote,
+            meta: meta.clone(),
+        };
+        let step = Duration::from_secs(60);
+        let r: Result<Result<(), String>, CallError> = self
+            .peers
+            .call(&self.addr, "/raft/snapshot/begin", &begin, step)
+            .await;
+        r.map_err(|e| net(e.to_string()))?.map_err(net)?;
+        let mut sent = 0u64;
+        for f in &meta.files {
+            let path = dir.join(&f.name);
+            let mut offset = 0u64;
+            while offset < f.size {
+                let len = (f.size - offset).min(SNAPSHOT_CHUNK_BYTES);
+                let data = tokio::task::block_in_place(|| {
+                    use std::os::unix::fs::FileExt;
+                    let file = std::fs::File::open(&path)?;
+                    let mut b = vec![0u8; len as usize];
+                    file.read_exact_at(&mut b, offset)?;
+                    Ok::<_, std::io::Error>(b)
+                })
+                .map_err(|e| net(format!("{}: {e}", path.display())))?;
+                let chunk = SnapChunk {
+                    id: id.clone(),
+                    file: f.name.clone(),
+                    offset,
+                    xxh3: xxhash_rust::xxh3::xxh3_64(&data),
+                    data: Blob(data),
+                };
+                let call = self.peers.call::<_, Result<(), String>>(
+                    &self.addr,
+                    "/raft/snapshot/chunk",
+                    &chunk,
+                    step,
+                );
+                let r = tokio::select! {
+                    closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                    r = call => r,
+                };
+                r.map_err(|e| net(e.to_string()))?.map_err(net)?;
+                offset += len;
+                sent += len;
+            }
+        }
+        let r: Result<Result<SnapshotResponse<NodeId>, String>, CallError> = self
+            .peers
+            .call(
+                &self.addr,
+                "/raft/snapshot/finish",
+                &id,
+                Duration::from_secs(600),
+            )
+            .await;
+        let resp = r.map_err(|e| net(e.to_string()))?.map_err(net)?;
+        metrics::counter!("kyrodb_cluster_snapshot_transfers_total", "direction" => "sent")
+            .increment(1);
+        metrics::counter!("kyrodb_cluster_snapshot_sent_bytes_total").increment(sent);
+        tracing::info!(to = self.target, snapshot = %id, bytes = sent, took_ms = started.elapsed().as_millis() as u64, "snapshot sent");
+        Ok(resp)
     }
 }
 
@@ -252,6 +355,9 @@ pub(crate) fn router(cluster: Arc<Cluster>) -> Router {
         .route("/raft/forward", post(forward))
         .route("/raft/read_index", post(read_index))
         .route("/raft/change", post(change))
+        .route("/raft/snapshot/begin", post(snapshot_begin))
+        .route("/raft/snapshot/chunk", post(snapshot_chunk))
+        .route("/raft/snapshot/finish", post(snapshot_finish))
         .layer(DefaultBodyLimit::max(BODY_MAX))
         .with_state(cluster)
 }
@@ -333,5 +439,35 @@ async fn change(State(c): State<Arc<Cluster>>, h: HeaderMap, body: Bytes) -> Res
     match bincode::deserialize::<crate::node::Change>(&body) {
         Ok(ch) => reply(&c.change_here(ch).await),
         Err(e) => refuse(format!("change: {e}")),
+    }
+}
+
+async fn snapshot_begin(State(c): State<Arc<Cluster>>, h: HeaderMap, body: Bytes) -> Response {
+    if !authorised(&c, &h) {
+        return unauthorised();
+    }
+    match bincode::deserialize::<SnapBegin>(&body) {
+        Ok(b) => reply(&c.snapshot_begin(b).await),
+        Err(e) => refuse(format!("snapshot begin: {e}")),
+    }
+}
+
+async fn snapshot_chunk(State(c): State<Arc<Cluster>>, h: HeaderMap, body: Bytes) -> Response {
+    if !authorised(&c, &h) {
+        return unauthorised();
+    }
+    match bincode::deserialize::<SnapChunk>(&body) {
+        Ok(ch) => reply(&c.snapshot_chunk(ch).await),
+        Err(e) => refuse(format!("snapshot chunk: {e}")),
+    }
+}
+
+async fn snapshot_finish(State(c): State<Arc<Cluster>>, h: HeaderMap, body: Bytes) -> Response {
+    if !authorised(&c, &h) {
+        return unauthorised();
+    }
+    match bincode::deserialize::<String>(&body) {
+        Ok(id) => reply(&c.snapshot_finish(id).await),
+        Err(e) => refuse(format!("snapshot finish: {e}")),
     }
 }

@@ -30,7 +30,7 @@ const PROPOSAL_BYTES_MAX: usize = 4 << 20;
 const PROPOSAL_WRITES_MAX: usize = 4096;
 /// Entries proposed and not yet committed, at most; writes arriving meanwhile form the next ones.
 const PROPOSALS_IN_FLIGHT: usize = 4;
-const RAFT_SEGMENT_BYTES: u64 = 64 << 20;
+pub(crate) const RAFT_SEGMENT_BYTES: u64 = 64 << 20;
 
 /// How to run this node.
 #[derive(Debug, Clone)]
@@ -47,6 +47,9 @@ pub struct ClusterConfig {
     pub election_max_ms: u64,
     /// How long a write or read barrier waits for a leader and a quorum before failing.
     pub request_timeout: Duration,
+    /// A snapshot (engine checkpoint) is taken after this many entries; the log before it is
+    /// then dropped but for the last `snapshot_entries / 2` (at most 1,000) entries.
+    pub snapshot_entries: u64,
 }
 
 impl ClusterConfig {
@@ -129,11 +132,30 @@ pub struct Status {
     pub followers: Vec<Follower>,
     pub elections_seen: u64,
     pub millis_since_quorum_ack: Option<u64>,
+    /// Snapshots this node received and installed since it started.
     pub snapshot_transfers: u64,
+    /// The last log index the current snapshot covers, and the log's purge point.
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+}
+
+/// A snapshot being received.
+struct Incoming {
+    id: String,
+    vote: openraft::Vote<NodeId>,
+    meta: crate::snapshot::SnapMeta,
+    written: BTreeMap<String, u64>,
 }
 
 /// A running node.
 pub struct Cluster {
+    raft_dir: PathBuf,
+    incoming: tokio::sync::Mutex<Option<Incoming>>,
+    /// Notified when this node must restart (to install a received snapshot).
+    restart: Arc<tokio::sync::Notify>,
+    /// Notified to stop the Raft port.
+    stop: Arc<tokio::sync::Notify>,
+    snapshots_received: std::sync::atomic::AtomicU64,
     id: NodeId,
     raft: Raft,
     peers: Peers,
@@ -198,12 +220,14 @@ impl Cluster {
         let db2 = db.clone();
         let sys: Vec<String> = system_keyspaces.iter().map(|s| s.to_string()).collect();
         let (applied_tx, applied_rx) = watch::channel(0u64);
+        let restart = Arc::new(tokio::sync::Notify::new());
+        let (raft_dir, restart2) = (cfg.raft_dir.clone(), restart.clone());
         let sm = tokio::task::spawn_blocking(move || {
             db2.create_keyspace(RAFT_KEYSPACE)?;
             for s in &sys {
                 db2.create_keyspace(s)?;
             }
-            StateMachine::open(db2, applied_tx)
+            StateMachine::open(db2, raft_dir, restart2, applied_tx)
         })
         .await
         .map_err(|e| e.to_string())?
@@ -218,8 +242,10 @@ impl Cluster {
             heartbeat_interval: cfg.heartbeat_ms,
             election_timeout_min: cfg.election_min_ms,
             election_timeout_max: cfg.election_max_ms,
-            snapshot_policy: SnapshotPolicy::Never,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_entries.max(2)),
+            max_in_snapshot_log_to_keep: (cfg.snapshot_entries / 2).min(1000),
             max_payload_entries: 64,
+            install_snapshot_timeout: 600_000,
             ..Default::default()
         }
         .validate()
@@ -237,7 +263,13 @@ impl Cluster {
         .await
         .map_err(|e| format!("raft: {e}"))?;
         let (ptx, prx) = mpsc::channel(65536);
+        let stop = Arc::new(tokio::sync::Notify::new());
         let c = Arc::new(Cluster {
+            raft_dir: cfg.raft_dir.clone(),
+            incoming: tokio::sync::Mutex::new(None),
+            restart,
+            stop: stop.clone(),
+            snapshots_received: std::sync::atomic::AtomicU64::new(0),
             id: cfg.node_id,
             raft: raft.clone(),
             peers,
@@ -251,7 +283,11 @@ impl Cluster {
         });
         let app = net::router(c.clone());
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            let stopped = async move { stop.notified().await };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
                 tracing::error!(error = %e, "raft port stopped");
             }
         });
@@ -630,13 +666,153 @@ impl Cluster {
             followers,
             elections_seen: self.elections.load(std::sync::atomic::Ordering::Relaxed),
             millis_since_quorum_ack: m.millis_since_quorum_ack,
-            snapshot_transfers: 0,
+            snapshot_transfers: self
+                .snapshots_received
+                .load(std::sync::atomic::Ordering::Relaxed),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
         }
     }
 
-    /// Stops Raft (the engine is closed by its owner afterwards).
+    /// Stops Raft and the Raft port (the engine is closed by its owner afterwards).
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+        self.stop.notify_one();
+    }
+
+    /// Resolves when this node must restart in place (a received snapshot waits to be installed
+    /// by [`crate::prepare_data_dir`] before the engine opens).
+    pub async fn restart_requested(&self) {
+        self.restart.notified().await
+    }
+
+    pub(crate) async fn snapshot_begin(&self, b: crate::net::SnapBegin) -> Result<(), String> {
+        for f in &b.meta.files {
+            let ok = f.name == "MANIFEST"
+                || f.name.strip_prefix("snap/").is_some_and(|n| {
+                    !n.is_empty()
+                        && n.bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+                        && !n.starts_with('.')
+                });
+            if !ok {
+                return Err(format!("snapshot file name {:?} refused", f.name));
+            }
+        }
+        let mut g = self.incoming.lock().await;
+        let dir = self.raft_dir.join(crate::snapshot::INCOMING);
+        tokio::task::block_in_place(|| {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            std::fs::create_dir_all(dir.join("snap"))?;
+            std::fs::create_dir_all(dir.join("wal"))
+        })
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+        tracing::info!(snapshot = %b.id, files = b.meta.files.len(), bytes = b.meta.files.iter().map(|f| f.size).sum::<u64>(), "receiving a snapshot");
+        *g = Some(Incoming {
+            id: b.id,
+            vote: b.vote,
+            meta: b.meta,
+            written: BTreeMap::new(),
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn snapshot_chunk(&self, ch: crate::net::SnapChunk) -> Result<(), String> {
+        let mut g = self.incoming.lock().await;
+        let Some(inc) = g.as_mut().filter(|i| i.id == ch.id) else {
+            return Err(format!("no snapshot transfer {:?} in progress", ch.id));
+        };
+        let Some(f) = inc.meta.files.iter().find(|f| f.name == ch.file) else {
+            return Err(format!(
+                "snapshot file {:?} is not in the transfer",
+                ch.file
+            ));
+        };
+        let at = inc.written.get(&ch.file).copied().unwrap_or(0);
+        let len = ch.data.0.len() as u64;
+        if ch.offset != at || at + len > f.size {
+            return Err(format!(
+                "snapshot file {}: chunk at offset {} of {len} bytes, expected offset {at} (file of {} bytes)",
+                ch.file, ch.offset, f.size
+            ));
+        }
+        if xxhash_rust::xxh3::xxh3_64(&ch.data.0) != ch.xxh3 {
+            return Err(format!(
+                "snapshot file {}: checksum mismatch in the chunk at offset {}",
+                ch.file, ch.offset
+            ));
+        }
+        let path = self.raft_dir.join(crate::snapshot::INCOMING).join(&ch.file);
+        tokio::task::block_in_place(|| {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            file.write_all(&ch.data.0)
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        inc.written.insert(ch.file, at + len);
+        Ok(())
+    }
+
+    pub(crate) async fn snapshot_finish(
+        &self,
+        id: String,
+    ) -> Result<openraft::raft::SnapshotResponse<NodeId>, String> {
+        let inc = {
+            let mut g = self.incoming.lock().await;
+            match g.take() {
+                Some(i) if i.id == id => i,
+                other => {
+                    *g = other;
+                    return Err(format!("no snapshot transfer {id:?} in progress"));
+                }
+            }
+        };
+        let dir = self.raft_dir.join(crate::snapshot::INCOMING);
+        tokio::task::block_in_place(|| {
+            for f in &inc.meta.files {
+                let p = dir.join(&f.name);
+                let (size, sum) =
+                    crate::snapshot::sum_file(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                if size != f.size {
+                    return Err(format!(
+                        "snapshot file {}: {size} bytes received, {} sent (refused at offset {size})",
+                        f.name, f.size
+                    ));
+                }
+                if sum != f.xxh3 {
+                    return Err(format!(
+                        "snapshot file {}: checksum mismatch over bytes 0..{size}",
+                        f.name
+                    ));
+                }
+                std::fs::File::open(&p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+            for d in [dir.join("snap"), dir.clone()] {
+                std::fs::File::open(&d)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| format!("{}: {e}", d.display()))?;
+            }
+            crate::snapshot::write_meta(&dir, &inc.meta)
+        })?;
+        self.snapshots_received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("kyrodb_cluster_snapshot_transfers_total", "direction" => "received")
+            .increment(1);
+        let snapshot = openraft::Snapshot {
+            meta: inc.meta.meta.clone(),
+            snapshot: Box::new(crate::snapshot::SnapshotData { dir }),
+        };
+        self.raft
+            .install_full_snapshot(inc.vote, snapshot)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -702,6 +878,9 @@ async fn watch_metrics(c: Weak<Cluster>) {
             let Some(c) = c.upgrade() else { return };
             let m = rx.borrow_and_update().clone();
             if let (Err(e), false) = (&m.running_state, fatal_logged) {
+                if matches!(e, openraft::error::Fatal::Stopped) {
+                    return;
+                }
                 tracing::error!(error = %e, "raft stopped on this node: it takes no part in the cluster until restarted");
                 fatal_logged = true;
             }

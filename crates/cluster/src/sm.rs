@@ -12,8 +12,9 @@ use openraft::{
 use tokio::sync::watch;
 
 use crate::{
+    snapshot::SnapshotData,
     store::io_err,
-    types::{Entry, NodeAddr, NodeId, Outcomes, Refusal, SnapshotData, TypeConfig},
+    types::{Entry, NodeAddr, NodeId, Outcomes, Refusal, TypeConfig},
 };
 
 /// The reserved keyspace holding the apply marker and the membership.
@@ -65,6 +66,11 @@ impl Marker {
 
 pub(crate) struct StateMachine {
     db: Arc<Db>,
+    raft_dir: std::path::PathBuf,
+    /// Set once a received snapshot is staged: the node restarts to install it and applies
+    /// nothing more to the old state meanwhile.
+    installing: Arc<std::sync::atomic::AtomicBool>,
+    restart: Arc<tokio::sync::Notify>,
     ks: Keyspace,
     marker: Marker,
     membership: StoredMembership<NodeId, NodeAddr>,
@@ -79,6 +85,8 @@ impl StateMachine {
     /// Reads the marker and membership from the engine (the `_raft` keyspace must exist).
     pub(crate) fn open(
         db: Arc<Db>,
+        raft_dir: std::path::PathBuf,
+        restart: Arc<tokio::sync::Notify>,
         applied_tx: watch::Sender<u64>,
     ) -> kyrodb_storage::Result<Self> {
         let ks = db.keyspace(RAFT_KEYSPACE)?;
@@ -101,6 +109,9 @@ impl StateMachine {
         let _ = applied_tx.send(marker.full.map_or(0, |l| l.index));
         Ok(StateMachine {
             db,
+            raft_dir,
+            installing: Arc::default(),
+            restart,
             ks,
             marker,
             membership,
@@ -192,7 +203,7 @@ impl StateMachine {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = Builder;
 
     async fn applied_state(
         &mut self,
@@ -206,6 +217,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        if self.installing.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(io_err("restarting to install a received snapshot"));
+        }
         let entries: Vec<Entry> = entries.into_iter().collect();
         let mut out = Vec::with_capacity(entries.len());
         tokio::task::block_in_place(|| {
@@ -218,40 +232,63 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(out)
     }
 
-    async fn get_snapshot_builder(&mut self) -> NoSnapshots {
-        NoSnapshots
+    async fn get_snapshot_builder(&mut self) -> Builder {
+        // Built here, while no entry is being applied: the checkpoint reflects exactly the marker.
+        let (db, dir, last, membership) = (
+            self.db.clone(),
+            self.raft_dir.clone(),
+            self.marker.full,
+            self.membership.clone(),
+        );
+        Builder(Some(tokio::task::block_in_place(|| {
+            crate::snapshot::build(&db, &dir, last, membership)
+        })))
     }
 
     async fn begin_receiving_snapshot(
         &mut self,
     ) -> Result<Box<SnapshotData>, StorageError<NodeId>> {
-        Err(io_err(
-            "snapshot transfer is not built yet: nodes catch up from the log",
-        ))
+        Ok(Box::new(SnapshotData {
+            dir: self.raft_dir.join(crate::snapshot::INCOMING),
+        }))
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<NodeId, NodeAddr>,
-        _snapshot: Box<SnapshotData>,
+        meta: &SnapshotMeta<NodeId, NodeAddr>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError<NodeId>> {
-        Err(io_err(
-            "snapshot transfer is not built yet: nodes catch up from the log",
-        ))
+        if snapshot.dir != self.raft_dir.join(crate::snapshot::INCOMING) {
+            return Err(io_err(format!(
+                "snapshot to install is in {}, not the incoming directory",
+                snapshot.dir.display()
+            )));
+        }
+        let dir = self.raft_dir.clone();
+        tokio::task::block_in_place(|| crate::snapshot::stage_install(&dir)).map_err(io_err)?;
+        self.installing
+            .store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "snapshot received and verified; restarting to install it");
+        self.restart.notify_one();
+        Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        Ok(None)
+        let dir = self.raft_dir.clone();
+        tokio::task::block_in_place(|| crate::snapshot::current(&dir)).map_err(io_err)
     }
 }
 
-/// Snapshots are not built yet (the policy never asks for one; the log is kept whole).
-pub(crate) struct NoSnapshots;
+/// The snapshot built by `get_snapshot_builder`.
+pub(crate) struct Builder(Option<Result<Snapshot<TypeConfig>, String>>);
 
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        Err(io_err("snapshots are not built yet"))
+        self.0
+            .take()
+            .unwrap_or_else(|| Err("snapshot already taken".into()))
+            .map_err(io_err)
     }
 }

@@ -202,15 +202,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let mut b = Vec::with_capacity(28);
-        b.extend_from_slice(&log_id.leader_id.term.to_le_bytes());
-        b.extend_from_slice(&log_id.leader_id.node_id.to_le_bytes());
-        b.extend_from_slice(&log_id.index.to_le_bytes());
-        b.extend_from_slice(&crc32c::crc32c(&b).to_le_bytes());
-        let (log, path) = (self.log.clone(), self.dir.join("purged-id"));
-        tokio::task::block_in_place(|| {
-            kyrodb_storage::write_file_atomic(&path, &b).map_err(io_err)?;
-            log.lock().purge_to(log_id.index + 1).map_err(io_err)
-        })
+        let (log, dir) = (self.log.clone(), self.dir.clone());
+        tokio::task::block_in_place(|| purge_log(&mut log.lock(), &dir, log_id)).map_err(io_err)
     }
+}
+
+/// Records `log_id` as the purge point (durably, with its term and leader) and drops the entries
+/// through it.
+fn purge_log(
+    log: &mut RaftLog,
+    dir: &std::path::Path,
+    log_id: LogId<NodeId>,
+) -> Result<(), String> {
+    let mut b = Vec::with_capacity(28);
+    b.extend_from_slice(&log_id.leader_id.term.to_le_bytes());
+    b.extend_from_slice(&log_id.leader_id.node_id.to_le_bytes());
+    b.extend_from_slice(&log_id.index.to_le_bytes());
+    b.extend_from_slice(&crc32c::crc32c(&b).to_le_bytes());
+    kyrodb_storage::write_file_atomic(&dir.join("purged-id"), &b).map_err(|e| e.to_string())?;
+    log.purge_to(log_id.index + 1).map_err(|e| e.to_string())
+}
+
+/// [`LogStore::purge`] before the store is open (installing a snapshot at start).
+pub(crate) fn purge_sync(dir: &std::path::Path, log_id: LogId<NodeId>) -> Result<(), String> {
+    let (mut log, _) =
+        RaftLog::open(dir, crate::node::RAFT_SEGMENT_BYTES).map_err(|e| e.to_string())?;
+    purge_log(&mut log, dir, log_id)
 }

@@ -20,10 +20,6 @@ impl fmt::Display for NodeAddr {
     }
 }
 
-/// Snapshot data (snapshots are not built yet: the log is kept whole, see docs/design/cluster.md).
-#[derive(Debug, Default)]
-pub(crate) struct SnapshotData;
-
 openraft::declare_raft_types!(
     /// KyroDB's Raft types.
     pub(crate) TypeConfig:
@@ -32,7 +28,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = NodeAddr,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = SnapshotData,
+        SnapshotData = crate::snapshot::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
@@ -84,7 +80,7 @@ impl Proposal {
     }
 }
 
-struct BytesVisitor;
+pub(crate) struct BytesVisitor;
 
 impl<'de> serde::de::Visitor<'de> for BytesVisitor {
     type Value = Vec<u8>;

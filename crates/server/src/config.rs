@@ -152,6 +152,11 @@ pub struct Settings {
     /// before answering 503 [default: 5000]
     #[arg(long, env = "KYRODB_CLUSTER_TIMEOUT_MS")]
     pub cluster_timeout_ms: Option<u64>,
+    /// Cluster mode: take a Raft snapshot (an engine checkpoint) every this many log entries; the
+    /// log before it is then dropped and a node further behind catches up from the snapshot
+    /// [default: 100000]
+    #[arg(long, env = "KYRODB_RAFT_SNAPSHOT_ENTRIES")]
+    pub raft_snapshot_entries: Option<u64>,
 }
 
 impl Settings {
@@ -236,6 +241,7 @@ pub struct ClusterSettings {
     pub secret: String,
     pub heartbeat_ms: u64,
     pub timeout: Duration,
+    pub snapshot_entries: u64,
     /// Where the Raft port binds (this node's listed address unless --raft-listen).
     pub listen: std::net::SocketAddr,
 }
@@ -256,6 +262,7 @@ impl ClusterSettings {
             election_min_ms: self.heartbeat_ms * 4,
             election_max_ms: self.heartbeat_ms * 8,
             request_timeout: self.timeout,
+            snapshot_entries: self.snapshot_entries,
         }
     }
 }
@@ -430,7 +437,14 @@ impl Config {
                         .parse()
                         .expect("checked by parse_members"),
                 };
+                let snapshot_entries = s.raft_snapshot_entries.unwrap_or(100_000);
+                if !(10..=100_000_000).contains(&snapshot_entries) {
+                    return bad(format!(
+                        "raft_snapshot_entries {snapshot_entries} is outside 10..=100000000"
+                    ));
+                }
                 Some(ClusterSettings {
+                    snapshot_entries,
                     listen,
                     node_id,
                     members,

@@ -93,6 +93,21 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Raft entries this node proposed as leader (each a batch of client writes)",
     ),
     (
+        "kyrodb_cluster_snapshots_built_total",
+        Kind::Counter,
+        "Raft snapshots (engine checkpoints) this node built",
+    ),
+    (
+        "kyrodb_cluster_snapshot_transfers_total",
+        Kind::Counter,
+        "Raft snapshots sent to lagging or new nodes and received from the leader, by direction",
+    ),
+    (
+        "kyrodb_cluster_snapshot_sent_bytes_total",
+        Kind::Counter,
+        "Bytes of snapshot files this node streamed to other nodes",
+    ),
+    (
         "kyrodb_cluster_rpc_refused_total",
         Kind::Counter,
         "Requests to the Raft port refused for a missing or wrong cluster secret",

@@ -48,19 +48,62 @@ pub async fn run(
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    let local = listener.local_addr()?;
     let raft_listener = match &cfg.cluster {
         Some(c) => {
             let addr = c.raft_addr();
             Some(
                 TcpListener::bind(addr)
                     .await
-                    .map_err(|source| ServeError::Bind { addr, source })?,
+                    .map_err(|source| ServeError::Bind { addr, source })?
+                    .into_std()?,
             )
         }
         None => None,
     };
+    // The listeners stay bound across restarts in place (cluster mode: installing a snapshot);
+    // each run serves a duplicate of them.
+    let listener = listener.into_std()?;
+    let mut shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
+    let mut on_listening = Some(on_listening);
+    loop {
+        let l = TcpListener::from_std(listener.try_clone()?)?;
+        let rl = match &raft_listener {
+            Some(r) => Some(TcpListener::from_std(r.try_clone()?)?),
+            None => None,
+        };
+        let notify = |a: SocketAddr| {
+            if let Some(f) = on_listening.take() {
+                f(a)
+            }
+        };
+        match run_once(&cfg, l, rl, shutdown.as_mut(), notify).await? {
+            Ended::Stopped => return Ok(()),
+            Ended::Restart => tracing::info!("restarting in place to install a snapshot"),
+        }
+    }
+}
 
+enum Ended {
+    Stopped,
+    Restart,
+}
+
+/// One life of the server over its data directory, until shutdown or a restart request.
+async fn run_once(
+    cfg: &Config,
+    listener: TcpListener,
+    raft_listener: Option<TcpListener>,
+    shutdown: std::pin::Pin<&mut (dyn Future<Output = ()> + Send)>,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<Ended, ServeError> {
+    let local = listener.local_addr()?;
+    if cfg.cluster.is_some() {
+        let dir = cfg.data_dir.clone();
+        tokio::task::spawn_blocking(move || kyrodb_cluster::prepare_data_dir(&dir))
+            .await
+            .map_err(|e| ServeError::Task(e.to_string()))?
+            .map_err(ServeError::Cluster)?;
+    }
     let opts = cfg.storage_options();
     let dir = cfg.data_dir.clone();
     let db = tokio::task::spawn_blocking(move || Db::open(&dir, opts))
@@ -119,7 +162,7 @@ pub async fn run(
         db.clone(),
         collections.clone(),
         Arc::new(embed),
-        &cfg,
+        cfg,
         cluster.clone(),
     );
     crate::metrics::spawn_upkeep(shared.metrics.clone());
@@ -129,7 +172,7 @@ pub async fn run(
     if let Some(l) = &limiter {
         spawn_sweeper(l);
     }
-    let router = app(shared.clone(), &cfg, limiter);
+    let router = app(shared.clone(), cfg, limiter);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = ConnLimits {
@@ -147,14 +190,24 @@ pub async fn run(
     );
     on_listening(local);
 
-    tokio::select! {
+    let restart = {
+        let c = cluster.clone();
+        async move {
+            match c {
+                Some(c) => c.restart_requested().await,
+                None => std::future::pending().await,
+            }
+        }
+    };
+    let ended = tokio::select! {
         r = &mut server => {
             // The accept loop ended on its own (it only does when told to stop). Close all the same.
             close(db, collections, cluster).await;
-            return r.map(drop).map_err(|e| ServeError::Task(e.to_string()));
+            return r.map(|_| Ended::Stopped).map_err(|e| ServeError::Task(e.to_string()));
         }
-        () = shutdown => {}
-    }
+        () = shutdown => Ended::Stopped,
+        () = restart => Ended::Restart,
+    };
     tracing::info!("shutdown: no new connections; closing idle ones; draining in-flight requests");
     shared.shutting_down.store(true, Ordering::Release);
     let _ = stop_tx.send(true);
@@ -179,7 +232,7 @@ pub async fn run(
     shared.embed.close();
     close(db, collections, cluster).await;
     tracing::info!("shutdown complete");
-    Ok(())
+    Ok(ended)
 }
 
 /// Flushes the WAL and stops background work. Writes still running on the blocking pool finish first

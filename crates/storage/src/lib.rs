@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod applier;
+mod checkpoint;
 mod compaction;
 mod core;
 mod counts;
@@ -30,6 +31,7 @@ mod snapshot;
 mod wal;
 
 pub use applier::{Applier, Change};
+pub use checkpoint::install_checkpoint;
 pub use db::{
     validate_keyspace_name, Condition, Db, Entry, IndexReport, Keyspace, KeyspaceStats,
     SnapshotInfo, Stats, Value, WarmReport, WriteBatch, DEFAULT_KEYSPACE,
