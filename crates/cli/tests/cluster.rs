@@ -902,11 +902,11 @@ fn histories_stay_linearizable_under_kills_pauses_partitions_and_full_restarts()
         acked > faults * 5,
         "only {acked} acknowledged writes over {faults} faults"
     );
-    let snapshots: f64 = c
+    let snapshots = c
         .nodes
         .iter()
-        .map(|n| counter(n, "kyrodb_cluster_snapshot_transfers_total", "received"))
-        .sum();
+        .map(|n| counter(n, "kyrodb_cluster_snapshot_transfers_total", "received") as u64)
+        .sum::<u64>();
     eprintln!(
         "cluster faults: {faults} injected {kinds:?}; {checked} operations checked ({acked} acknowledged writes, {unknown} of unknown outcome): linearizable, no acknowledged write lost; snapshots installed by the processes alive at the end: {snapshots}"
     );

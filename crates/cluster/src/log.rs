@@ -354,8 +354,18 @@ impl RaftLog {
     /// Appends `entries` (consecutive, starting one past the last index — or anywhere above the
     /// purge point when the log is empty) and makes them durable before returning.
     pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        if let Some((f, path)) = self.append_unsynced(entries)? {
+            f.sync_data().map_err(io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// [`RaftLog::append`] without the final `fdatasync`: the entries are written (readable at
+    /// once) and the tail segment's file is returned for the caller to `sync_data` — they are
+    /// durable only after that. Segments filled on the way are fsynced here, as `append` does.
+    pub fn append_unsynced(&mut self, entries: &[Entry]) -> Result<Option<(File, PathBuf)>> {
         let Some(first) = entries.first() else {
-            return Ok(());
+            return Ok(None);
         };
         self.open_tail()?;
         let want = self.last_index().map_or(first.index, |l| l + 1);
@@ -407,11 +417,17 @@ impl RaftLog {
             }
             let file = self.file.as_mut().expect("the tail segment is open");
             file.write_all(&buf).map_err(io(&seg.path))?;
-            file.sync_data().map_err(io(&seg.path))?;
             seg.len += buf.len() as u64;
             seg.offsets.extend(offsets);
         }
-        Ok(())
+        let seg = self.segments.last().expect("a segment");
+        let f = self
+            .file
+            .as_ref()
+            .expect("the tail segment is open")
+            .try_clone()
+            .map_err(io(&seg.path))?;
+        Ok(Some((f, seg.path.clone())))
     }
 
     /// Starts a new tail segment at `first`: the old one fsynced, the new one's header and the

@@ -29,7 +29,7 @@ const PROPOSAL_BYTES_MAX: usize = 4 << 20;
 /// Writes gathered into one entry, at most.
 const PROPOSAL_WRITES_MAX: usize = 4096;
 /// Entries proposed and not yet committed, at most; writes arriving meanwhile form the next ones.
-const PROPOSALS_IN_FLIGHT: usize = 4;
+const PROPOSALS_IN_FLIGHT: usize = 2;
 pub(crate) const RAFT_SEGMENT_BYTES: u64 = 64 << 20;
 
 /// How to run this node.
@@ -75,7 +75,28 @@ impl ClusterConfig {
 
 struct Pending {
     write: Bytes,
-    tx: oneshot::Sender<Result<(u64, Outcome), ProposeError>>,
+    reply: Reply,
+}
+
+type Proposed = Result<(u64, Outcome), ProposeError>;
+
+/// Where a proposal's outcome goes: an async waiter, or a blocked engine writer's thread.
+enum Reply {
+    Task(oneshot::Sender<Proposed>),
+    Thread(std::sync::mpsc::SyncSender<Proposed>),
+}
+
+impl Reply {
+    fn send(self, r: Proposed) {
+        match self {
+            Reply::Task(tx) => {
+                let _ = tx.send(r);
+            }
+            Reply::Thread(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
 }
 
 enum ProposeError {
@@ -363,7 +384,13 @@ impl Cluster {
         write: Bytes,
     ) -> Option<oneshot::Receiver<Result<(u64, Outcome), ProposeError>>> {
         let (tx, rx) = oneshot::channel();
-        self.proposals.send(Pending { write, tx }).await.ok()?;
+        self.proposals
+            .send(Pending {
+                write,
+                reply: Reply::Task(tx),
+            })
+            .await
+            .ok()?;
         Some(rx)
     }
 
@@ -847,17 +874,18 @@ async fn proposer(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
                 Ok(resp) => {
                     let index = resp.log_id.index;
                     for (p, o) in batch.into_iter().zip(resp.data.0) {
-                        let _ = p.tx.send(Ok((index, o)));
+                        p.reply.send(Ok((index, o)));
                     }
                 }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     for p in batch {
-                        let _ = p.tx.send(Err(ProposeError::NotLeader(f.leader_id)));
+                        p.reply.send(Err(ProposeError::NotLeader(f.leader_id)));
                     }
                 }
                 Err(e) => {
                     for p in batch {
-                        let _ = p.tx.send(Err(ProposeError::Indeterminate(e.to_string())));
+                        p.reply
+                            .send(Err(ProposeError::Indeterminate(e.to_string())));
                     }
                 }
             }
@@ -939,8 +967,31 @@ impl Replicator for Replicate {
         let Some(c) = self.0.upgrade() else {
             return Err(EngineError::Closed);
         };
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let bytes = Bytes::copy_from_slice(write.as_bytes());
+        // On the leader, straight to the proposer from this (blocking) thread: no task, no hop.
+        if c.raft.metrics().borrow().current_leader == Some(c.id) {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let sent = c.proposals.blocking_send(Pending {
+                write: bytes.clone(),
+                reply: Reply::Thread(tx),
+            });
+            if sent.is_ok() {
+                match rx.recv_timeout(c.timeout) {
+                    Ok(Ok((_, o))) => return o.map_err(|r| r.into_engine()),
+                    Ok(Err(ProposeError::NotLeader(_))) => {} // lost leadership: the slow path
+                    Ok(Err(ProposeError::Indeterminate(m))) => {
+                        return Err(EngineError::Indeterminate(m))
+                    }
+                    Err(_) => {
+                        return Err(EngineError::Indeterminate(format!(
+                            "not committed within {} ms",
+                            c.timeout.as_millis()
+                        )))
+                    }
+                }
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let c2 = c.clone();
         c.handle.spawn(async move {
             let _ = tx.send(c2.write(bytes).await);

@@ -175,10 +175,13 @@ impl StateMachine {
                     .partial
                     .filter(|(i, _)| *i == e.log_id.index)
                     .map(|(_, j)| j);
+                let mut results: Vec<Option<crate::types::Outcome>> = vec![None; n];
+                let mut todo = Vec::with_capacity(n);
                 for (j, bytes) in p.writes.iter().enumerate() {
                     if skip_through.is_some_and(|s| j as u32 <= s) {
                         // Applied before a crash; its outcome went to its client then.
-                        outcomes.push(Err(Refusal::Malformed("applied before a restart".into())));
+                        results[j] =
+                            Some(Err(Refusal::Malformed("applied before a restart".into())));
                         continue;
                     }
                     let marker = if j + 1 == n {
@@ -189,12 +192,50 @@ impl StateMachine {
                             partial: Some((e.log_id.index, j as u32)),
                         }
                     };
-                    let o = match LoggedWrite::from_bytes(bytes.clone()) {
-                        Ok(w) => self.apply_write(&w, &marker)?,
-                        Err(err) => Err(Refusal::Malformed(err.to_string())),
-                    };
-                    outcomes.push(o);
+                    match LoggedWrite::from_bytes(bytes.clone()) {
+                        Ok(w) => todo.push((j, (w, self.ks.clone(), KEY_MARKER, marker.encode()))),
+                        Err(err) => results[j] = Some(Err(Refusal::Malformed(err.to_string()))),
+                    }
                 }
+                // All of the entry's writes go to the engine as one group; whatever found no
+                // room (back-pressure) is retried, in order, until it is applied.
+                while !todo.is_empty() {
+                    let batch: Vec<_> = todo.iter().map(|(_, w)| w.clone()).collect();
+                    let mut retry_from = None;
+                    for (k, r) in self
+                        .db
+                        .apply_replicated_many(&batch)
+                        .into_iter()
+                        .enumerate()
+                    {
+                        let j = todo[k].0;
+                        match r {
+                            Ok(seq) => results[j] = Some(Ok(seq)),
+                            Err(
+                                kyrodb_storage::Error::Busy { .. }
+                                | kyrodb_storage::Error::WalQueueFull { .. },
+                            ) => {
+                                retry_from = Some(k);
+                                break;
+                            }
+                            Err(err) => match Refusal::from_engine(&err) {
+                                Some(r) => results[j] = Some(Err(r)),
+                                None => return Err(engine_err(err)),
+                            },
+                        }
+                    }
+                    match retry_from {
+                        Some(k) => {
+                            todo.drain(..k);
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        None => todo.clear(),
+                    }
+                }
+                outcomes = results
+                    .into_iter()
+                    .map(|o| o.unwrap_or_else(|| Err(Refusal::Malformed("not applied".into()))))
+                    .collect();
             }
         }
         self.marker = done;

@@ -31,6 +31,37 @@ fn read_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
 pub(crate) struct LogStore {
     log: Arc<Mutex<RaftLog>>,
     dir: PathBuf,
+    committed_saved: Arc<Mutex<Option<std::time::Instant>>>,
+    flusher: std::sync::mpsc::Sender<Flush>,
+}
+
+/// Written entries waiting for their `fdatasync`, and whom to tell.
+struct Flush {
+    file: std::fs::File,
+    path: PathBuf,
+    done: LogFlushed<TypeConfig>,
+}
+
+/// The flusher thread: `fdatasync`s written entries in order (one sync for all that queued up
+/// meanwhile: a segment before the last one was fsynced when it was closed) and only then tells
+/// openraft they are durable. openraft replicates them to followers meanwhile, so the leader's
+/// fsync and the followers' overlap instead of adding up.
+fn flusher(rx: std::sync::mpsc::Receiver<Flush>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let last = batch.last().expect("one job");
+        let r = last
+            .file
+            .sync_data()
+            .map_err(|e| format!("{}: {e}", last.path.display()));
+        for job in batch {
+            job.done
+                .log_io_completed(r.clone().map_err(std::io::Error::other));
+        }
+    }
 }
 
 impl LogStore {
@@ -43,9 +74,16 @@ impl LogStore {
                 "raft log: cut a torn tail"
             );
         }
+        let (flusher_tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("kyrodb-raft-flush".into())
+            .spawn(move || flusher(rx))
+            .map_err(|e| log::Error::Invalid(format!("flusher thread: {e}")))?;
         Ok(LogStore {
             log: Arc::new(Mutex::new(log)),
             dir: dir.to_owned(),
+            committed_saved: Arc::default(),
+            flusher: flusher_tx,
         })
     }
 
@@ -144,6 +182,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
+        // Only saves replay work after a restart (openraft re-learns the commit index from the
+        // leader), so it is written at most every 200 ms instead of at every commit.
+        let now = std::time::Instant::now();
+        if self
+            .committed_saved
+            .lock()
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_millis(200))
+        {
+            return Ok(());
+        }
+        *self.committed_saved.lock() = Some(now);
         if let Some(c) = committed {
             let mut b = Vec::with_capacity(24);
             b.extend_from_slice(&c.leader_id.term.to_le_bytes());
@@ -183,9 +232,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             })
             .collect();
         let log = self.log.clone();
-        let r = tokio::task::block_in_place(|| log.lock().append(&recs));
+        let r = tokio::task::block_in_place(|| log.lock().append_unsynced(&recs));
         match r {
-            Ok(()) => {
+            Ok(Some((file, path))) => {
+                let job = Flush {
+                    file,
+                    path,
+                    done: callback,
+                };
+                if let Err(std::sync::mpsc::SendError(job)) = self.flusher.send(job) {
+                    job.done
+                        .log_io_completed(Err(std::io::Error::other("the flusher stopped")));
+                    return Err(io_err("the raft log flusher stopped"));
+                }
+                Ok(())
+            }
+            Ok(None) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }

@@ -145,7 +145,9 @@ pub struct Settings {
     /// one (a proxy, NAT) [default: this node's address in --cluster]
     #[arg(long, env = "KYRODB_RAFT_LISTEN", value_name = "IP:PORT")]
     pub raft_listen: Option<String>,
-    /// Cluster mode: leader heartbeat interval; elections time out after 4–8 of them [default: 100]
+    /// Cluster mode: leader heartbeat interval; a follower that hears nothing calls an election
+    /// 6–7 intervals after the last heartbeat (a leader lease of 3.5, then a random 2.5–3.5)
+    /// [default: 100]
     #[arg(long, env = "KYRODB_RAFT_HEARTBEAT_MS")]
     pub raft_heartbeat_ms: Option<u64>,
     /// Cluster mode: how long a write or a linearizable read waits for a leader and a quorum
@@ -259,8 +261,8 @@ impl ClusterSettings {
             raft_dir: data_dir.join("raft"),
             secret: self.secret.clone(),
             heartbeat_ms: self.heartbeat_ms,
-            election_min_ms: self.heartbeat_ms * 4,
-            election_max_ms: self.heartbeat_ms * 8,
+            election_min_ms: self.heartbeat_ms * 5 / 2,
+            election_max_ms: self.heartbeat_ms * 7 / 2,
             request_timeout: self.timeout,
             snapshot_entries: self.snapshot_entries,
         }

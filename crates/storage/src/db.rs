@@ -883,7 +883,7 @@ pub fn validate_keyspace_name(name: &str) -> Result<()> {
 }
 
 impl Inner {
-    fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         Instant::now() + Duration::from_millis(self.core.opts.write_stall_ms_max)
     }
 
@@ -942,7 +942,7 @@ impl Inner {
     }
 
     /// Back-pressure: waits while active + frozen delta exceed the budget, then `Busy`.
-    fn wait_for_room(&self, deadline: Instant) -> Result<()> {
+    pub(crate) fn wait_for_room(&self, deadline: Instant) -> Result<()> {
         let budget = self.core.opts.delta_bytes_budget;
         let used = || self.core.state.load().delta_bytes();
         if used() <= budget {

@@ -108,6 +108,98 @@ impl Db {
         self.inner.replicator.get().is_some()
     }
 
+    /// [`Db::apply_replicated`] of several writes in order, each with its own marker: batches are
+    /// queued for the WAL together (one group) and waited for together; a keyspace creation is
+    /// applied alone, in its place. One result per write. Writes after one that failed for lack of
+    /// room (`Busy`, `WalQueueFull`) were not applied either and fail the same way: retry the tail.
+    pub fn apply_replicated_many(
+        &self,
+        writes: &[(LoggedWrite, Keyspace, u64, Vec<u8>)],
+    ) -> Vec<Result<u64>> {
+        let room =
+            |r: &Result<u64>| matches!(r, Err(Error::Busy { .. } | Error::WalQueueFull { .. }));
+        let busy = || Error::Busy {
+            delta_bytes: self.inner.core.state.load().delta_bytes(),
+            budget: self.inner.core.opts.delta_bytes_budget,
+            waited_ms: 0,
+        };
+        let mut out: Vec<Result<u64>> = Vec::with_capacity(writes.len());
+        let mut i = 0;
+        while i < writes.len() {
+            if out.last().is_some_and(room) {
+                out.push(Err(busy()));
+                i += 1;
+                continue;
+            }
+            let (w, mks, mkey, marker) = &writes[i];
+            if w.bytes[0] == KIND_CREATE_KEYSPACE {
+                out.push(self.apply_replicated(w, mks, *mkey, marker));
+                i += 1;
+                continue;
+            }
+            // A run of batches, up to the next keyspace creation, goes to the WAL as one group.
+            let end = writes[i..]
+                .iter()
+                .position(|x| x.0.bytes[0] == KIND_CREATE_KEYSPACE)
+                .map_or(writes.len(), |p| i + p);
+            let mut queued = Vec::new();
+            let mut slots: Vec<Option<Result<u64>>> = Vec::new();
+            for (w, mks, mkey, marker) in &writes[i..end] {
+                match self.encode_replicated(w, mks, *mkey, marker) {
+                    Ok(x) => {
+                        queued.push(x);
+                        slots.push(None);
+                    }
+                    Err(e) => slots.push(Some(Err(e))),
+                }
+            }
+            let deadline = self.inner.deadline();
+            let mut results = match self.inner.wait_for_room(deadline) {
+                Ok(()) => self.inner.wal.append_many(queued, deadline),
+                Err(_) => (0..queued.len()).map(|_| Err(busy())).collect(),
+            }
+            .into_iter();
+            for s in slots {
+                out.push(s.unwrap_or_else(|| results.next().unwrap_or_else(|| Err(busy()))));
+            }
+            i = end;
+        }
+        out
+    }
+
+    /// A replicated batch with its marker put, ready for the WAL: (payload, needs resolving).
+    fn encode_replicated(
+        &self,
+        write: &LoggedWrite,
+        marker_keyspace: &Keyspace,
+        marker_key: u64,
+        marker: &[u8],
+    ) -> Result<(Bytes, bool)> {
+        let body = write.bytes.slice(1..);
+        let ops = decode_batch(&body).map_err(|(at, why)| Error::Corrupt {
+            file: "<replicated write>".into(),
+            offset: at as u64 + 1,
+            reason: why.to_owned(),
+        })?;
+        let mut enc = BatchEncoder::default();
+        {
+            let registry = self.inner.core.registry.read();
+            for op in &ops {
+                let (Op::Put { keyspace, .. }
+                | Op::Delete { keyspace, .. }
+                | Op::DeleteRange { keyspace, .. }
+                | Op::Check { keyspace, .. }) = op;
+                if !registry.by_id.contains_key(keyspace) {
+                    return Err(Error::NoSuchKeyspace(format!("id {keyspace}")));
+                }
+                enc.push(op);
+            }
+        }
+        enc.put(marker_keyspace.id(), marker_key, marker);
+        let resolve = enc.needs_resolve();
+        Ok((enc.finish(), resolve))
+    }
+
     /// Applies a write the replicator has ordered, on this node, together with a put of `marker`
     /// under `marker_key` in `marker_keyspace` (the replicator's record of how far it has applied):
     /// for a batch, one engine write holding both (all or nothing across a crash; a failed
@@ -121,34 +213,25 @@ impl Db {
         marker_key: u64,
         marker: &[u8],
     ) -> Result<u64> {
-        let kind = write.bytes[0];
-        let body = write.bytes.slice(1..);
-        let mut enc = BatchEncoder::default();
-        if kind == KIND_CREATE_KEYSPACE {
-            let name = std::str::from_utf8(&body).map_err(|_| Error::Corrupt {
-                file: "<replicated write>".into(),
-                offset: 1,
-                reason: "keyspace name is not UTF-8".into(),
-            })?;
-            self.create_keyspace_local(name)?;
-        } else {
-            let ops = decode_batch(&body).map_err(|(at, why)| Error::Corrupt {
-                file: "<replicated write>".into(),
-                offset: at as u64 + 1,
-                reason: why.to_owned(),
-            })?;
-            let registry = self.inner.core.registry.read();
-            for op in &ops {
-                let (Op::Put { keyspace, .. }
-                | Op::Delete { keyspace, .. }
-                | Op::DeleteRange { keyspace, .. }
-                | Op::Check { keyspace, .. }) = op;
-                if !registry.by_id.contains_key(keyspace) {
-                    return Err(Error::NoSuchKeyspace(format!("id {keyspace}")));
-                }
-                enc.push(op);
-            }
+        if write.bytes[0] != KIND_CREATE_KEYSPACE {
+            let one = [(
+                write.clone(),
+                marker_keyspace.clone(),
+                marker_key,
+                marker.to_vec(),
+            )];
+            return self
+                .apply_replicated_many(&one)
+                .pop()
+                .expect("one result per write");
         }
+        let name = std::str::from_utf8(&write.bytes[1..]).map_err(|_| Error::Corrupt {
+            file: "<replicated write>".into(),
+            offset: 1,
+            reason: "keyspace name is not UTF-8".into(),
+        })?;
+        self.create_keyspace_local(name)?;
+        let mut enc = BatchEncoder::default();
         enc.put(marker_keyspace.id(), marker_key, marker);
         self.inner.log_batch(enc)
     }

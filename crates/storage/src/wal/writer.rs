@@ -198,6 +198,74 @@ impl Wal {
         self.enqueue(kind, payload, deadline, false, Some(hint))
     }
 
+    /// Queues batch records in order, all before waiting for any (they are written and applied
+    /// in this order, typically as one group), then waits for each. A record that finds the queue
+    /// full until `deadline` fails with [`Error::WalQueueFull`], and so does every record after it
+    /// (none of those is queued): the caller retries the tail.
+    pub(crate) fn append_many(
+        &self,
+        records: Vec<(Bytes, bool)>,
+        deadline: Instant,
+    ) -> Vec<Result<u64>> {
+        let mut dones = Vec::with_capacity(records.len());
+        let mut refused = None;
+        {
+            let mut q = self.shared.queue.lock();
+            for (payload, resolve) in records {
+                if refused.is_none() {
+                    loop {
+                        if let Some(why) = self.shared.stopped.lock().clone() {
+                            refused = Some(Error::WritesStopped(why));
+                            break;
+                        }
+                        if q.closing {
+                            refused = Some(Error::Closed);
+                            break;
+                        }
+                        if q.bytes == 0 || q.bytes + payload.len() <= self.shared.queue_bytes_max {
+                            break;
+                        }
+                        // Let the writer drain what is queued so far.
+                        self.shared.work.notify_one();
+                        if self.shared.room.wait_until(&mut q, deadline).timed_out() {
+                            refused = Some(Error::WalQueueFull {
+                                queued_bytes: q.bytes,
+                                max: self.shared.queue_bytes_max,
+                            });
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = &refused {
+                    dones.push(Err(match e {
+                        Error::WritesStopped(w) => Error::WritesStopped(w.clone()),
+                        Error::WalQueueFull { queued_bytes, max } => Error::WalQueueFull {
+                            queued_bytes: *queued_bytes,
+                            max: *max,
+                        },
+                        _ => Error::Closed,
+                    }));
+                    continue;
+                }
+                let done = Arc::new(Completion::default());
+                q.bytes += payload.len();
+                q.items.push(Item::Append {
+                    kind: super::record::KIND_BATCH,
+                    payload_crc: crc32c::crc32c(&payload),
+                    payload,
+                    done: done.clone(),
+                    resolve,
+                });
+                dones.push(Ok(done));
+            }
+        }
+        self.shared.work.notify_one();
+        dones
+            .into_iter()
+            .map(|d| d.and_then(|d| d.wait()))
+            .collect()
+    }
+
     fn enqueue(
         &self,
         kind: u8,
