@@ -181,6 +181,30 @@ fn three_nodes_replicate_fail_over_and_lose_no_acknowledged_write() {
             .collect();
         assert!(seqs.windows(2).all(|w| w[0] == w[1]), "{seqs:?}");
     }
+    // The cluster's metrics: term, role, indexes (the commit index is sampled once a second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = String::from_utf8_lossy(&c.nodes[0].get("/metrics").body).into_owned();
+        for family in [
+            "kyrodb_cluster_term",
+            "kyrodb_cluster_role_info",
+            "kyrodb_cluster_applied_index",
+            "kyrodb_cluster_last_log_index",
+            "kyrodb_cluster_elections_total",
+        ] {
+            assert!(m.contains(family), "{family} missing from /metrics");
+        }
+        let committed = m
+            .lines()
+            .find_map(|l| l.strip_prefix("kyrodb_cluster_commit_index "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if committed >= 3.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no commit index gauge");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let bad = c.nodes[1].get("/v1/kv/10?consistency=sometimes");
     assert_eq!(bad.status, 400);
     assert_eq!(c.nodes[1].get("/v1/kv/10?consistency=stale").status, 200);

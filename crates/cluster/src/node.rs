@@ -314,6 +314,7 @@ impl Cluster {
         });
         tokio::spawn(proposer(raft.clone(), prx));
         tokio::spawn(watch_metrics(Arc::downgrade(&c)));
+        tokio::spawn(watch_commit_index(Arc::downgrade(&c)));
         db.set_replicator(Arc::new(Replicate(Arc::downgrade(&c))))
             .map_err(|e| e.to_string())?;
         Ok(c)
@@ -701,6 +702,25 @@ impl Cluster {
         }
     }
 
+    /// Exports the cluster's counters at 0 (a series, not nothing, before the first event). Call
+    /// once the metrics recorder is installed.
+    pub fn register_metrics(&self) {
+        for name in [
+            "kyrodb_cluster_elections_total",
+            "kyrodb_cluster_leader_changes_total",
+            "kyrodb_cluster_proposals_total",
+            "kyrodb_cluster_snapshots_built_total",
+            "kyrodb_cluster_snapshot_sent_bytes_total",
+            "kyrodb_cluster_rpc_refused_total",
+        ] {
+            metrics::counter!(name).increment(0);
+        }
+        for direction in ["sent", "received"] {
+            metrics::counter!("kyrodb_cluster_snapshot_transfers_total", "direction" => direction)
+                .increment(0);
+        }
+    }
+
     /// Stops Raft and the Raft port (the engine is closed by its owner afterwards).
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
@@ -893,6 +913,24 @@ async fn proposer(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
+/// The commit index gauge (openraft 0.9's metrics do not carry it: read from its state once a
+/// second).
+async fn watch_commit_index(c: Weak<Cluster>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(c) = c.upgrade() else { return };
+        match c
+            .raft
+            .with_raft_state(|st| st.committed.map_or(0, |l| l.index))
+            .await
+        {
+            Ok(i) => metrics::gauge!("kyrodb_cluster_commit_index").set(i as f64),
+            Err(_) => return,
+        }
+    }
+}
+
 /// Keeps the Prometheus gauges and the election count current.
 async fn watch_metrics(c: Weak<Cluster>) {
     let Some(mut rx) = c.upgrade().map(|c| c.raft.metrics()) else {
@@ -971,7 +1009,9 @@ impl Replicator for Replicate {
         // On the leader, straight to the proposer from this (blocking) thread: no task, no hop.
         if c.raft.metrics().borrow().current_leader == Some(c.id) {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            let sent = c.proposals.blocking_send(Pending {
+            // `try_send`: never blocks nor panics, whatever thread this is; a full queue takes the
+            // slow path below.
+            let sent = c.proposals.try_send(Pending {
                 write: bytes.clone(),
                 reply: Reply::Thread(tx),
             });

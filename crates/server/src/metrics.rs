@@ -81,6 +81,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ("kyrodb_cluster_last_log_index", Kind::Gauge, "Last index in this node's Raft log"),
     ("kyrodb_cluster_applied_index", Kind::Gauge, "Last Raft index applied to this node's engine"),
     (
+        "kyrodb_cluster_commit_index",
+        Kind::Gauge,
+        "Last Raft index this node knows committed (updated every second)",
+    ),
+    (
         "kyrodb_cluster_replication_lag_entries",
         Kind::Gauge,
         "Leader only: entries each follower is behind the leader's log, by follower",

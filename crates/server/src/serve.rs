@@ -166,6 +166,9 @@ async fn run_once(
         cluster.clone(),
     );
     crate::metrics::spawn_upkeep(shared.metrics.clone());
+    if let Some(c) = &cluster {
+        c.register_metrics();
+    }
     let limiter = cfg
         .rate_limit
         .map(|rl| Limiter::new(rl, cfg.trusted_proxies.clone()));
