@@ -1208,3 +1208,27 @@ fn nodes_catch_up_from_snapshots_of_engine_files_once_the_log_is_purged() {
     put(&c.nodes[3], 1000);
     assert_eq!(c.nodes[leader].get("/v1/kv/1000").status, 200);
 }
+
+#[test]
+fn a_leader_partitioned_from_the_majority_acknowledges_nothing_and_its_write_never_appears() {
+    let proxy = Proxy::default();
+    let c = Nodes::start_with(3, &["--cluster-timeout-ms", "1500"], Some(&proxy));
+    let old = c.wait_for_leader(None, Duration::from_secs(10));
+    assert_eq!(put(c.nodes[old].port, 1, "before").unwrap().0, 200);
+    proxy.isolate(old as u64 + 1, &[1, 2, 3]);
+    // The majority elects a new leader and keeps taking writes.
+    let new = c.wait_for_leader(Some(old), Duration::from_secs(10));
+    assert_eq!(put(c.nodes[new].port, 2, "majority").unwrap().0, 200);
+    // The cut-off leader cannot commit: its write fails (503), and its reads need a quorum too.
+    let (status, body) = put(c.nodes[old].port, 3, "minority").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(c.nodes[old].get("/v1/kv/1").status, 503);
+    proxy.heal();
+    c.wait_healthy(Duration::from_secs(30));
+    // The minority's write was never committed: after the heal nobody has it, the old leader
+    // included (its uncommitted entry was replaced by the new leader's log).
+    for n in &c.nodes {
+        assert_eq!(n.get("/v1/kv/3").status, 404);
+        assert_eq!(n.get("/v1/kv/2").status, 200);
+    }
+}

@@ -578,6 +578,28 @@ mod tests {
     }
 
     #[test]
+    fn cluster_mode_is_set_from_the_config_file_too() {
+        let file = Settings::from_toml(
+            "node_id = 2\ncluster = \"1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003\"\n\
+             cluster_secret = \"0123456789abcdef\"\nraft_heartbeat_ms = 50\n",
+        )
+        .unwrap();
+        let c = Config::resolve(file).unwrap();
+        let cl = c.cluster.as_ref().expect("cluster mode");
+        assert_eq!(cl.node_id, 2);
+        assert_eq!(cl.raft_addr().to_string(), "127.0.0.1:7002");
+        assert_eq!(cl.heartbeat_ms, 50);
+        assert_eq!(c.storage_options().fsync, FsyncPolicy::Never);
+        // A short secret, or a node id missing from the list, is refused.
+        for bad in [
+            "node_id = 2\ncluster = \"2=127.0.0.1:7002\"\ncluster_secret = \"short\"\n",
+            "node_id = 4\ncluster = \"2=127.0.0.1:7002\"\ncluster_secret = \"0123456789abcdef\"\n",
+        ] {
+            assert!(Config::resolve(Settings::from_toml(bad).unwrap()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn unknown_file_keys_and_bad_values_are_refused() {
         assert!(Settings::from_toml("prot = 3").is_err());
         assert!(Config::resolve(Settings {
