@@ -595,7 +595,10 @@ mod tests {
             "node_id = 2\ncluster = \"2=127.0.0.1:7002\"\ncluster_secret = \"short\"\n",
             "node_id = 4\ncluster = \"2=127.0.0.1:7002\"\ncluster_secret = \"0123456789abcdef\"\n",
         ] {
-            assert!(Config::resolve(Settings::from_toml(bad).unwrap()).is_err(), "{bad}");
+            assert!(
+                Config::resolve(Settings::from_toml(bad).unwrap()).is_err(),
+                "{bad}"
+            );
         }
     }
 
