@@ -1039,3 +1039,102 @@ impl Replicator for Replicate {
         rx.recv().unwrap_or(Err(EngineError::Closed))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        net::{Blob, SnapBegin, SnapChunk},
+        snapshot::{FileSum, SnapMeta},
+    };
+
+    /// A snapshot arriving damaged is refused naming the file (and, for a chunk, its offset), and
+    /// never handed to openraft to install.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn damaged_snapshot_transfers_are_refused_naming_file_and_offset() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Arc::new(
+            tokio::task::spawn_blocking({
+                let p = d.path().join("db");
+                move || Db::open(p, kyrodb_storage::Options::default())
+            })
+            .await
+            .unwrap()
+            .unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cfg = ClusterConfig {
+            node_id: 1,
+            members: [(1, NodeAddr { raft: addr })].into(),
+            raft_dir: d.path().join("db").join("raft"),
+            secret: "0123456789abcdef".into(),
+            heartbeat_ms: 50,
+            election_min_ms: 150,
+            election_max_ms: 300,
+            request_timeout: Duration::from_secs(2),
+            snapshot_entries: 1000,
+        };
+        let c = Cluster::start(cfg, db, &[], listener).await.unwrap();
+        let bytes = b"0123456789".to_vec();
+        let good = xxhash_rust::xxh3::xxh3_64(&bytes);
+        let begin = |sum: u64| SnapBegin {
+            id: "s1".into(),
+            vote: openraft::Vote::new(1, 1),
+            meta: SnapMeta {
+                meta: openraft::SnapshotMeta {
+                    last_log_id: None,
+                    last_membership: Default::default(),
+                    snapshot_id: "s1".into(),
+                },
+                files: vec![FileSum {
+                    name: "snap/00000001-0000000000000001.data".into(),
+                    size: bytes.len() as u64,
+                    xxh3: sum,
+                }],
+            },
+        };
+        let chunk = |offset: u64, data: &[u8], sum: u64| SnapChunk {
+            id: "s1".into(),
+            file: "snap/00000001-0000000000000001.data".into(),
+            offset,
+            xxh3: sum,
+            data: Blob(data.to_vec()),
+        };
+        // A chunk whose bytes do not match its checksum.
+        c.snapshot_begin(begin(good)).await.unwrap();
+        let e = c
+            .snapshot_chunk(chunk(0, &bytes[..4], 7))
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("00000001-0000000000000001.data") && e.contains("offset 0"),
+            "{e}"
+        );
+        // A chunk out of order.
+        let e = c
+            .snapshot_chunk(chunk(
+                4,
+                &bytes[4..],
+                xxhash_rust::xxh3::xxh3_64(&bytes[4..]),
+            ))
+            .await
+            .unwrap_err();
+        assert!(e.contains("expected offset 0"), "{e}");
+        // Every chunk intact but the whole file's checksum differs from the one announced.
+        c.snapshot_begin(begin(good ^ 1)).await.unwrap();
+        c.snapshot_chunk(chunk(0, &bytes, good)).await.unwrap();
+        let e = c.snapshot_finish("s1".into()).await.unwrap_err();
+        assert!(
+            e.contains("00000001-0000000000000001.data") && e.contains("checksum mismatch"),
+            "{e}"
+        );
+        // A file name that escapes the snapshot directory.
+        let mut b = begin(good);
+        b.meta.files[0].name = "snap/../../MANIFEST".into();
+        assert!(c.snapshot_begin(b).await.is_err());
+        // Nothing was staged for installation.
+        assert!(!d.path().join("db/raft/install").exists());
+        c.shutdown().await;
+    }
+}
