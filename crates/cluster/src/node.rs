@@ -1005,7 +1005,7 @@ impl Replicator for Replicate {
         let Some(c) = self.0.upgrade() else {
             return Err(EngineError::Closed);
         };
-        let bytes = Bytes::copy_from_slice(write.as_bytes());
+        let bytes = write.into_bytes();
         // On the leader, straight to the proposer from this (blocking) thread: no task, no hop.
         if c.raft.metrics().borrow().current_leader == Some(c.id) {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);

@@ -14,8 +14,11 @@ use tokio::sync::watch;
 use crate::{
     snapshot::SnapshotData,
     store::io_err,
-    types::{Entry, NodeAddr, NodeId, Outcomes, Refusal, TypeConfig},
+    types::{Entry, NodeAddr, NodeId, Outcome, Outcomes, Refusal, TypeConfig},
 };
+
+/// A write to apply, with the keyspace, key and value of its apply marker.
+type Write = (LoggedWrite, Keyspace, u64, Vec<u8>);
 
 /// The reserved keyspace holding the apply marker and the membership.
 pub const RAFT_KEYSPACE: &str = "_raft";
@@ -119,28 +122,67 @@ impl StateMachine {
         })
     }
 
-    /// Applies one write with `marker`, retrying while the engine is busy (back-pressure: the
-    /// entry is committed and must be applied). Deterministic refusals are outcomes; anything
-    /// else is this node's failure.
-    fn apply_write(
+    /// Applies `todo` (each write's index in its entry, and the write with its marker) as one
+    /// engine group, filling `results`; what finds no room (back-pressure: the entry is committed
+    /// and must be applied) is retried, in order, until it is applied. Deterministic refusals are
+    /// outcomes; anything else is this node's failure.
+    fn apply_writes(
         &self,
-        w: &LoggedWrite,
-        marker: &Marker,
-    ) -> Result<Result<u64, Refusal>, StorageError<NodeId>> {
-        let m = marker.encode();
-        loop {
-            match self.db.apply_replicated(w, &self.ks, KEY_MARKER, &m) {
-                Ok(seq) => return Ok(Ok(seq)),
-                Err(
-                    kyrodb_storage::Error::Busy { .. } | kyrodb_storage::Error::WalQueueFull { .. },
-                ) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => {
-                    return match Refusal::from_engine(&e) {
-                        Some(r) => Ok(Err(r)),
-                        None => Err(engine_err(e)),
+        mut todo: Vec<(usize, Write)>,
+        results: &mut [Option<Outcome>],
+    ) -> Result<(), StorageError<NodeId>> {
+        while !todo.is_empty() {
+            let batch: Vec<Write> = todo.iter().map(|(_, w)| w.clone()).collect();
+            let mut retry_from = None;
+            for (k, r) in self
+                .db
+                .apply_replicated_many(&batch)
+                .into_iter()
+                .enumerate()
+            {
+                let j = todo[k].0;
+                match r {
+                    Ok(seq) => results[j] = Some(Ok(seq)),
+                    Err(
+                        kyrodb_storage::Error::Busy { .. }
+                        | kyrodb_storage::Error::WalQueueFull { .. },
+                    ) => {
+                        retry_from = Some(k);
+                        break;
                     }
+                    Err(err) => match Refusal::from_engine(&err) {
+                        Some(r) => results[j] = Some(Err(r)),
+                        None => return Err(engine_err(err)),
+                    },
                 }
             }
+            match retry_from {
+                Some(k) => {
+                    todo.drain(..k);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                None => todo.clear(),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one write of the state machine's own (blank and membership entries): it cannot
+    /// be refused.
+    fn apply_own(&self, b: &WriteBatch, marker: &Marker) -> Result<(), StorageError<NodeId>> {
+        let mut result = [None];
+        let w = (
+            LoggedWrite::from_batch(b),
+            self.ks.clone(),
+            KEY_MARKER,
+            marker.encode(),
+        );
+        self.apply_writes(vec![(0, w)], &mut result)?;
+        match result[0].take() {
+            Some(Ok(_)) => Ok(()),
+            other => Err(io_err(format!(
+                "the apply marker was not written: {other:?}"
+            ))),
         }
     }
 
@@ -153,8 +195,7 @@ impl StateMachine {
         let mut outcomes = Vec::new();
         match &e.payload {
             EntryPayload::Blank => {
-                self.apply_write(&LoggedWrite::from_batch(&WriteBatch::new()), &done)?
-                    .map_err(|r| io_err(format!("{r:?}")))?;
+                self.apply_own(&WriteBatch::new(), &done)?;
             }
             EntryPayload::Membership(m) => {
                 let sm = StoredMembership::new(Some(e.log_id), m.clone());
@@ -164,8 +205,7 @@ impl StateMachine {
                     KEY_MEMBERSHIP,
                     &serde_json::to_vec(&sm).expect("membership serialises"),
                 );
-                self.apply_write(&LoggedWrite::from_batch(&b), &done)?
-                    .map_err(|r| io_err(format!("{r:?}")))?;
+                self.apply_own(&b, &done)?;
                 self.membership = sm;
             }
             EntryPayload::Normal(p) => {
@@ -175,7 +215,7 @@ impl StateMachine {
                     .partial
                     .filter(|(i, _)| *i == e.log_id.index)
                     .map(|(_, j)| j);
-                let mut results: Vec<Option<crate::types::Outcome>> = vec![None; n];
+                let mut results: Vec<Option<Outcome>> = vec![None; n];
                 let mut todo = Vec::with_capacity(n);
                 for (j, bytes) in p.writes.iter().enumerate() {
                     if skip_through.is_some_and(|s| j as u32 <= s) {
@@ -197,41 +237,8 @@ impl StateMachine {
                         Err(err) => results[j] = Some(Err(Refusal::Malformed(err.to_string()))),
                     }
                 }
-                // All of the entry's writes go to the engine as one group; whatever found no
-                // room (back-pressure) is retried, in order, until it is applied.
-                while !todo.is_empty() {
-                    let batch: Vec<_> = todo.iter().map(|(_, w)| w.clone()).collect();
-                    let mut retry_from = None;
-                    for (k, r) in self
-                        .db
-                        .apply_replicated_many(&batch)
-                        .into_iter()
-                        .enumerate()
-                    {
-                        let j = todo[k].0;
-                        match r {
-                            Ok(seq) => results[j] = Some(Ok(seq)),
-                            Err(
-                                kyrodb_storage::Error::Busy { .. }
-                                | kyrodb_storage::Error::WalQueueFull { .. },
-                            ) => {
-                                retry_from = Some(k);
-                                break;
-                            }
-                            Err(err) => match Refusal::from_engine(&err) {
-                                Some(r) => results[j] = Some(Err(r)),
-                                None => return Err(engine_err(err)),
-                            },
-                        }
-                    }
-                    match retry_from {
-                        Some(k) => {
-                            todo.drain(..k);
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        None => todo.clear(),
-                    }
-                }
+                // All of the entry's writes go to the engine as one group.
+                self.apply_writes(todo, &mut results)?;
                 outcomes = results
                     .into_iter()
                     .map(|o| o.unwrap_or_else(|| Err(Refusal::Malformed("not applied".into()))))

@@ -59,10 +59,6 @@ pub(crate) fn sum_file(path: &Path) -> std::io::Result<(u64, u64)> {
     }
 }
 
-fn sync_dir(d: &Path) -> std::io::Result<()> {
-    std::fs::File::open(d)?.sync_all()
-}
-
 pub(crate) fn read_meta(dir: &Path) -> Result<SnapMeta, String> {
     let p = dir.join(META);
     let b = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -140,7 +136,7 @@ pub(crate) fn build(
         std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     std::fs::rename(&building, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    sync_dir(raft_dir).map_err(|e| e.to_string())?;
+    kyrodb_storage::sync_dir(raft_dir).map_err(|e| e.to_string())?;
     prune(raft_dir);
     metrics::counter!("kyrodb_cluster_snapshots_built_total").increment(1);
     tracing::info!(index, covered_seq = covered, dir = %dir.display(), "raft snapshot built (engine checkpoint)");
@@ -166,7 +162,7 @@ pub(crate) fn stage_install(raft_dir: &Path) -> Result<(), String> {
     }
     std::fs::rename(raft_dir.join(INCOMING), &install).map_err(|e| e.to_string())?;
     kyrodb_storage::write_file_atomic(&install.join(READY), b"ready").map_err(|e| e.to_string())?;
-    sync_dir(raft_dir).map_err(|e| e.to_string())
+    kyrodb_storage::sync_dir(raft_dir).map_err(|e| e.to_string())
 }
 
 /// At start, before the engine opens: finishes installing a received snapshot (idempotent; a
@@ -199,7 +195,7 @@ pub fn prepare_data_dir(data_dir: &Path) -> Result<Option<u64>, String> {
         std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
     }
     std::fs::rename(&install, &dir).map_err(|e| e.to_string())?;
-    sync_dir(&raft_dir).map_err(|e| e.to_string())?;
+    kyrodb_storage::sync_dir(&raft_dir).map_err(|e| e.to_string())?;
     prune(&raft_dir);
     tracing::info!(index, "installed the snapshot received from the leader");
     Ok(Some(index))

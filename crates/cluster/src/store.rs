@@ -168,10 +168,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        let (_, rec) = (
-            (),
-            crate::log::RaftLog::read_meta(&self.dir).map_err(read_err)?,
-        );
+        let rec = crate::log::RaftLog::read_meta(&self.dir).map_err(read_err)?;
         Ok(rec.vote.voted_for.map(|n| Vote {
             leader_id: LeaderId::new(rec.vote.term, n),
             committed: rec.vote.committed,

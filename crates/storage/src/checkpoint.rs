@@ -49,14 +49,10 @@ impl Db {
         }
         fsutil::write_atomic(&dest.join(manifest::FILE_NAME), &m.encode())?;
         files.push(manifest::FILE_NAME.to_owned());
-        fsync_dir(&snap)?;
-        fsync_dir(dest)?;
+        fsutil::sync_dir(&snap)?;
+        fsutil::sync_dir(dest)?;
         Ok((files, m.covered_seq))
     }
-}
-
-fn fsync_dir(d: &Path) -> Result<()> {
-    std::fs::File::open(d).and_then(|f| f.sync_all()).at(d)
 }
 
 /// Replaces the engine files of the database in `data_dir` (not open) with the checkpoint in
@@ -109,7 +105,7 @@ pub fn install_checkpoint(data_dir: &Path, src: &Path) -> Result<()> {
         let dst = to.join(p.file_name().expect("a file name"));
         std::fs::hard_link(&p, &dst).at(&dst)?;
     }
-    fsync_dir(&to)?;
-    fsync_dir(&data_dir.join("wal"))?;
+    fsutil::sync_dir(&to)?;
+    fsutil::sync_dir(&data_dir.join("wal"))?;
     fsutil::write_atomic(&manifest_path, &bytes)
 }

@@ -20,7 +20,7 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
 }
 
 /// fsync a directory so that a rename or a create inside it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+pub fn sync_dir(dir: &Path) -> Result<()> {
     fail::fail_point!("fs::sync_dir", |_| Err(crate::Error::io(
         dir,
         std::io::Error::other("injected dir fsync error")

@@ -37,6 +37,8 @@ pub use db::{
     SnapshotInfo, Stats, Value, WarmReport, WriteBatch, DEFAULT_KEYSPACE,
 };
 pub use error::{Error, Result};
+/// Fsyncs a directory (after creating, renaming or deleting entries in it), naming it on failure.
+pub use fsutil::sync_dir;
 /// Writes a whole file atomically: a temp file, fsync, rename over `path`, fsync of the directory —
 /// the engine's rule for every file it makes visible, offered to derived state (search graphs).
 pub use fsutil::write_atomic as write_file_atomic;
