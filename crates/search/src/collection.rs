@@ -17,6 +17,7 @@ use roaring::RoaringBitmap;
 use serde_json::{json, Value};
 
 use crate::{
+    cancel::{Cancel, Poll},
     doc::{fields_json, Document, Fields},
     error::invalid,
     filter::Filter,
@@ -455,8 +456,10 @@ impl Collection {
         Ok((docs, if more { last } else { None }))
     }
 
-    /// Answers a search (see `query.rs` for the request).
-    pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse> {
+    /// Answers a search (see `query.rs` for the request); [`Error::Cancelled`] when `cancel`
+    /// fires first (the filter, the graph walk and the exact scans look at it).
+    pub fn search(&self, req: &SearchRequest, cancel: &Cancel) -> Result<SearchResponse> {
+        cancel.check()?;
         let started = Instant::now();
         let (fi, index) = self
             .vectors
@@ -481,17 +484,24 @@ impl Collection {
             _ if req.exact => {
                 let mut bm = st.has_vector[fi].clone();
                 if let Some(f) = &req.filter {
-                    bm &= st.payload.eval(f);
+                    bm &= st.payload.eval_with(f, cancel)?;
                 }
                 (
-                    index.hnsw.search_exact(&req.vector, want, &mut bm.iter()),
+                    index
+                        .hnsw
+                        .search_exact_with(&req.vector, want, &mut bm.iter(), cancel)?,
                     "exact_requested",
                 )
             }
-            None => (index.hnsw.search(&req.vector, want, req.ef, None), "hnsw"),
+            None => (
+                index
+                    .hnsw
+                    .search_with(&req.vector, want, req.ef, None, cancel)?,
+                "hnsw",
+            ),
             Some(f) => {
                 let t = Instant::now();
-                let mut bm = st.payload.eval(f);
+                let mut bm = st.payload.eval_with(f, cancel)?;
                 bm &= &st.has_vector[fi];
                 plan["filter_us"] = json!(t.elapsed().as_micros() as u64);
                 let card = bm.len();
@@ -509,7 +519,9 @@ impl Collection {
                     (Default::default(), "empty")
                 } else if (card as f64) <= graph_cost {
                     (
-                        index.hnsw.search_exact(&req.vector, want, &mut bm.iter()),
+                        index
+                            .hnsw
+                            .search_exact_with(&req.vector, want, &mut bm.iter(), cancel)?,
                         "exact_filtered",
                     )
                 } else {
@@ -518,7 +530,10 @@ impl Collection {
                     let mut widenings = 0;
                     let target = want.min(card as usize);
                     loop {
-                        let out = index.hnsw.search(&req.vector, want, ef, Some(&allow));
+                        let out =
+                            index
+                                .hnsw
+                                .search_with(&req.vector, want, ef, Some(&allow), cancel)?;
                         if out.hits.len() >= target {
                             plan["widenings"] = json!(widenings);
                             break (out, "hnsw_filtered");
@@ -527,7 +542,12 @@ impl Collection {
                             // The graph could not reach enough matches: answer exactly.
                             plan["widenings"] = json!(widenings);
                             break (
-                                index.hnsw.search_exact(&req.vector, want, &mut bm.iter()),
+                                index.hnsw.search_exact_with(
+                                    &req.vector,
+                                    want,
+                                    &mut bm.iter(),
+                                    cancel,
+                                )?,
                                 "exact_fallback",
                             );
                         }
@@ -545,7 +565,8 @@ impl Collection {
         plan["kernel"] = json!(crate::distance::kernel_name());
         let mut out = out;
         if !strategy.starts_with("exact") && strategy != "empty" {
-            let added = st.expand_duplicates(fi, index, &mut out.hits, req.filter.as_ref());
+            let added =
+                st.expand_duplicates(fi, index, &mut out.hits, req.filter.as_ref(), cancel)?;
             if added > 0 {
                 plan["duplicates_added"] = json!(added);
             }
@@ -553,8 +574,9 @@ impl Collection {
         let mut hits: Vec<(f32, Arc<str>, u32)> = out
             .hits
             .iter()
+            .map(|&(r, s)| (r, crate::distance::finite_score(s)))
             .filter(|(_, s)| req.threshold.is_none_or(|t| *s >= t))
-            .filter_map(|(r, s)| st.row(*r).map(|row| (*s, row.id.clone(), *r)))
+            .filter_map(|(r, s)| st.row(r).map(|row| (s, row.id.clone(), r)))
             .collect();
         hits.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         hits.truncate(req.limit);
@@ -705,7 +727,8 @@ impl Collection {
     }
 
     /// BM25 top `limit` for `query` over the text fields `fields` (name, boost; all text fields
-    /// with boost 1 when empty), among documents matching `filter`.
+    /// with boost 1 when empty), among documents matching `filter`; [`Error::Cancelled`] when
+    /// `cancel` fires first.
     pub fn text_search(
         &self,
         query: &str,
@@ -713,7 +736,9 @@ impl Collection {
         filter: Option<&Filter>,
         limit: usize,
         with_fields: bool,
+        cancel: &Cancel,
     ) -> Result<(Vec<Hit>, TextStats)> {
+        cancel.check()?;
         let st = self.state.read();
         let boosts = text_boosts(&st.text, fields)?;
         let q = st
@@ -723,9 +748,13 @@ impl Collection {
         let Some(q) = q else {
             return Ok((Vec::new(), TextStats::default()));
         };
-        let allowed = filter.map(|f| st.payload.eval(f));
+        let allowed = filter
+            .map(|f| st.payload.eval_with(f, cancel))
+            .transpose()?;
         let id_of = |r: u32| st.row(r).map(|row| row.id.clone());
-        let (rows, stats) = st.text.search(&q, limit, allowed.as_ref(), &id_of);
+        let (rows, stats) = st
+            .text
+            .search(&q, limit, allowed.as_ref(), &id_of, cancel)?;
         Ok((st.hits(&rows, with_fields), stats))
     }
 
@@ -735,6 +764,7 @@ impl Collection {
         &self,
         req: &HybridRequest,
         filter: Option<&Filter>,
+        cancel: &Cancel,
     ) -> Result<(Vec<ComponentList>, Vec<Value>)> {
         let mut lists: Vec<ComponentList> = Vec::new();
         let mut stages: Vec<Value> = Vec::new();
@@ -755,7 +785,7 @@ impl Collection {
                 explain: req.explain,
                 exact: req.exact,
             };
-            let out = self.search(&sr)?;
+            let out = self.search(&sr, cancel)?;
             let n = seen.entry(vq.using.as_str()).or_default();
             *n += 1;
             let name = if *n == 1 {
@@ -781,7 +811,7 @@ impl Collection {
         if let Some(tc) = &req.text {
             let t = Instant::now();
             let (hits, stats) =
-                self.text_search(&tc.query, &tc.fields, filter, req.candidates, false)?;
+                self.text_search(&tc.query, &tc.fields, filter, req.candidates, false, cancel)?;
             stages.push(json!({"component": "text", "kind": "bm25", "index": "text (block-max WAND)",
                 "weight": tc.weight, "listed": hits.len(), "segments": stats.segments,
                 "postings": stats.postings, "scored": stats.scored,
@@ -803,20 +833,27 @@ impl Collection {
     /// the collection's model over the fused candidates, when one serves — `rank.rs`); with
     /// neither, the matching documents newest first. Vector queries must already hold their
     /// vectors (the server embeds `text` first). The answer is `{"hits": [...], "plan": {...}?}`.
-    pub fn hybrid(&self, req: &HybridRequest) -> Result<Value> {
+    /// [`Error::Cancelled`] when `cancel` fires first.
+    pub fn hybrid(&self, req: &HybridRequest, cancel: &Cancel) -> Result<Value> {
         let started = Instant::now();
         let schema = self.schema();
         let filter = req.combined_filter(&schema);
-        let (lists, mut stages) = self.components(req, filter.as_ref())?;
+        let (lists, mut stages) = self.components(req, filter.as_ref(), cancel)?;
+        cancel.check()?;
         let t = Instant::now();
         let st = self.state.read();
         let ranked: Vec<(u32, f64, Option<Value>)> = if lists.is_empty() {
             // Only a filter and/or a time range: newest first.
             let allowed = match &filter {
-                Some(f) => st.payload.eval(f),
+                Some(f) => st.payload.eval_with(f, cancel)?,
                 None => st.payload.all().clone(),
             };
-            let rows = st.newest(&allowed, schema.timestamp_field.as_deref(), req.limit);
+            let rows = st.newest(
+                &allowed,
+                schema.timestamp_field.as_deref(),
+                req.limit,
+                cancel,
+            )?;
             stages.push(json!({"component": "filter", "kind": "newest_first",
                 "order": schema.timestamp_field.as_deref().map_or("write order".to_string(), |f| format!("{f} descending")),
                 "matches": allowed.len(), "took_us": t.elapsed().as_micros() as u64}));
@@ -883,6 +920,15 @@ impl Collection {
         let mut keys = Vec::with_capacity(ranked.len());
         for (r, score, parts) in ranked {
             let Some(row) = st.row(r) else { continue };
+            // Component scores are finite (`finite_score`) and weights bounded, so fused scores
+            // are; a learned model's could still overflow: never emit ±∞ or NaN (JSON null).
+            let score = if score.is_finite() {
+                score
+            } else if score > 0.0 {
+                f64::MAX
+            } else {
+                f64::MIN
+            };
             let mut h = json!({"id": &*row.id, "score": score});
             if req.with_fields {
                 h["fields"] = fields_json(&row.fields);
@@ -925,11 +971,12 @@ impl Collection {
     /// query's candidates — `shown` when given, else its fused candidates — plus every labelled
     /// id, each with its grade and its features now; the model retrains in the background. Ids
     /// that are not documents are ignored (and listed); a request with no relevant document
-    /// left is refused.
-    pub fn feedback(&self, req: &HybridRequest, fb: &Feedback) -> Result<Value> {
+    /// left is refused. [`Error::Cancelled`] (nothing written) when `cancel` fires while the
+    /// query runs.
+    pub fn feedback(&self, req: &HybridRequest, fb: &Feedback, cancel: &Cancel) -> Result<Value> {
         let schema = self.schema();
         let filter = req.combined_filter(&schema);
-        let (lists, _) = self.components(req, filter.as_ref())?;
+        let (lists, _) = self.components(req, filter.as_ref(), cancel)?;
         let fused = fuse(
             &lists,
             crate::hybrid::Fusion::Rrf {
@@ -1076,11 +1123,21 @@ impl State {
 
     /// Up to `limit` rows of `allowed`, newest first: by the timestamp field descending (ties by
     /// id), then rows without a timestamp in reverse write order.
-    fn newest(&self, allowed: &RoaringBitmap, ts: Option<&str>, limit: usize) -> Vec<u32> {
+    fn newest(
+        &self,
+        allowed: &RoaringBitmap,
+        ts: Option<&str>,
+        limit: usize,
+        cancel: &Cancel,
+    ) -> Result<Vec<u32>> {
         let mut out: Vec<u32> = Vec::new();
         let mut left = allowed.clone();
+        let mut poll = Poll::new(cancel, 256);
         if let Some(ts) = ts {
             for bm in self.payload.numeric_desc(ts) {
+                if poll.stop() {
+                    return Err(Error::Cancelled);
+                }
                 let mut group: Vec<u32> = (bm & &left).iter().collect();
                 if group.is_empty() {
                     continue;
@@ -1095,17 +1152,18 @@ impl State {
                 out.extend(group);
                 if out.len() >= limit {
                     out.truncate(limit);
-                    return out;
+                    return Ok(out);
                 }
             }
         }
+        cancel.check()?;
         let mut rest: Vec<(u64, u32)> = left
             .iter()
             .filter_map(|r| self.row(r).map(|row| (row.seq, r)))
             .collect();
         rest.sort_unstable_by(|a, b| b.cmp(a));
         out.extend(rest.into_iter().map(|x| x.1).take(limit - out.len()));
-        out
+        Ok(out)
     }
 
     /// Adds every row holding exactly the vector of a hit (and matching `filter`) with the hit's
@@ -1116,15 +1174,17 @@ impl State {
         index: &VectorIndex,
         hits: &mut Vec<(u32, f32)>,
         filter: Option<&Filter>,
-    ) -> usize {
+        cancel: &Cancel,
+    ) -> Result<usize> {
         let d = &self.dups[field];
         if d.many.is_empty() {
-            return 0;
+            return Ok(0);
         }
         let mut have: std::collections::HashSet<u32> = hits.iter().map(|h| h.0).collect();
         let mut extra = Vec::new();
         let mut allowed: Option<RoaringBitmap> = None;
         for &(r, score) in hits.iter() {
+            cancel.check()?;
             let group = d.group(r);
             if group.is_empty() {
                 continue;
@@ -1137,8 +1197,10 @@ impl State {
                     continue;
                 }
                 if let Some(f) = filter {
-                    let a = allowed.get_or_insert_with(|| self.payload.eval(f));
-                    if !a.contains(o) {
+                    if allowed.is_none() {
+                        allowed = Some(self.payload.eval_with(f, cancel)?);
+                    }
+                    if !allowed.as_ref().is_some_and(|a| a.contains(o)) {
                         continue;
                     }
                 }
@@ -1150,17 +1212,18 @@ impl State {
         }
         let n = extra.len();
         hits.extend(extra);
-        n
+        Ok(n)
     }
 
-    /// Hits for scored rows (in the given order; rows no longer live are skipped).
+    /// Hits for scored rows (in the given order; rows no longer live are skipped; scores made
+    /// finite).
     fn hits(&self, rows: &[(u32, f32)], with_fields: bool) -> Vec<Hit> {
         rows.iter()
             .filter_map(|&(r, score)| {
                 let row = self.row(r)?;
                 Some(Hit {
                     id: row.id.to_string(),
-                    score,
+                    score: crate::distance::finite_score(score),
                     fields: with_fields.then(|| fields_json(&row.fields)),
                     text: None,
                     vectors: None,

@@ -80,6 +80,23 @@ pub fn normalize(v: &mut [f32]) -> bool {
     true
 }
 
+/// The squared Euclidean norm, summed in f64 (exact enough for any f32 vector: it neither
+/// overflows nor underflows where the f32 kernels would). Input validation uses it.
+pub fn squared_norm(v: &[f32]) -> f64 {
+    v.iter().map(|&x| x as f64 * x as f64).sum()
+}
+
+/// A score as served: finite whatever the stored vectors (+∞ → `f32::MAX`, −∞ and NaN →
+/// `f32::MIN`, the worst). Input validation keeps new vectors from producing such scores; this
+/// covers vectors stored before it.
+pub fn finite_score(s: f32) -> f32 {
+    if s.is_nan() {
+        f32::MIN
+    } else {
+        s.clamp(f32::MIN, f32::MAX)
+    }
+}
+
 /// Higher is better for all three: cosine similarity, dot product, negative L2 distance (`-sqrt`).
 /// Cosine is computed in full here (a zero vector scores 0); the index normalises once at `set`.
 pub fn score(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
@@ -570,13 +587,21 @@ mod simd {
     }
 }
 
-/// The vector as an index stores it: a normalised copy for cosine (a zero vector as is), else as
-/// given — what `Hnsw::set` stores, so a loaded graph's node can be compared bit for bit.
+/// Makes `v` what an index stores and searches with: for cosine, unit length — or all zeros
+/// when it cannot be normalised (zero, or a squared norm that overflows or underflows in f32:
+/// input validation refuses those, this covers vectors stored before it), so it scores 0 against
+/// everything instead of its raw magnitude; other metrics as given.
+pub fn prepare(metric: Metric, v: &mut [f32]) {
+    if metric == Metric::Cosine && !normalize(v) {
+        v.fill(0.0);
+    }
+}
+
+/// The vector as an index stores it ([`prepare`]) — what `Hnsw::set` stores, so a loaded graph's
+/// node can be compared bit for bit.
 pub fn prepared(metric: Metric, v: &[f32]) -> Vec<f32> {
     let mut out = v.to_vec();
-    if metric == Metric::Cosine {
-        normalize(&mut out);
-    }
+    prepare(metric, &mut out);
     out
 }
 
@@ -632,6 +657,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn vectors_that_cannot_be_normalised_are_prepared_as_zeros_and_scores_stay_finite() {
+        for bad in [
+            vec![3.4e38f32, 3.4e38],
+            vec![1e-30f32, -1e-30],
+            vec![0.0f32; 2],
+        ] {
+            let p = prepared(Metric::Cosine, &bad);
+            assert_eq!(p, vec![0.0, 0.0], "{bad:?}");
+            assert_eq!(dot(&p, &[1.0, 0.0]), 0.0);
+        }
+        assert_eq!(prepared(Metric::Dot, &[3.4e38, 1.0]), vec![3.4e38, 1.0]);
+        assert!(squared_norm(&[3.4e38, 3.4e38]).is_finite());
+        assert!(squared_norm(&[1e-30, 1e-30]) > 0.0);
+        assert_eq!(finite_score(f32::INFINITY), f32::MAX);
+        assert_eq!(finite_score(f32::NEG_INFINITY), f32::MIN);
+        assert_eq!(finite_score(f32::NAN), f32::MIN);
+        assert_eq!(finite_score(0.5), 0.5);
     }
 
     #[test]

@@ -361,15 +361,34 @@ pub fn parse_vector(v: &Value, dim: u32, metric: Metric, path: &str) -> Result<V
             }
         }
     }
-    if metric == Metric::Cosine && out.iter().all(|x| *x == 0.0) {
-        return Err(invalid(
-            "invalid_vector",
-            path,
-            "a cosine vector must not be all zeros",
-        ));
-    }
+    check_norm(&out, metric, path)?;
     Ok(out)
 }
+
+/// Largest squared norm of a vector, 2^124 (≈ 2.1e37): the dot product and the squared L2
+/// distance of two such vectors stay finite in f32, so no score overflows.
+pub const SQUARED_NORM_MAX: f64 = (1u128 << 124) as f64;
+/// Smallest squared norm of a cosine vector, `f32::MIN_POSITIVE` = 2^-126 (≈ 1.2e-38): the norm is
+/// computed in f32 when the vector is normalised, and below this it may underflow to 0.
+pub const COSINE_SQUARED_NORM_MIN: f64 = f32::MIN_POSITIVE as f64;
+
+/// Refuses a vector whose squared norm (summed in f64) is over [`SQUARED_NORM_MAX`] or, for
+/// cosine, under [`COSINE_SQUARED_NORM_MIN`] (zero included): such a vector cannot be normalised
+/// in f32 or would score ±∞. `path` names the field.
+fn check_norm(v: &[f32], metric: Metric, path: &str) -> Result<()> {
+    let sq = crate::distance::squared_norm(v);
+    let problem = if sq > SQUARED_NORM_MAX {
+        format!("its squared norm is {sq:.3e}, over the maximum of 2^124 (~2.1e37): scores computed in f32 would overflow")
+    } else if metric == Metric::Cosine && sq == 0.0 {
+        "a cosine vector must not be all zeros".to_owned()
+    } else if metric == Metric::Cosine && sq < COSINE_SQUARED_NORM_MIN {
+        format!("its squared norm is {sq:.3e}, under the minimum of 2^-126 (~1.2e-38) for a cosine vector: it cannot be normalised in f32")
+    } else {
+        return Ok(());
+    };
+    Err(invalid("invalid_vector", path, problem))
+}
+
 
 impl Document {
     /// Parses a document (the JSON object of a request) against `schema`. `path` prefixes error

@@ -73,6 +73,10 @@ pub enum Error {
         /// The field its job re-embeds.
         field: String,
     },
+    /// The search was cancelled ([`crate::Cancel`]): its request timed out or its client went away.
+    /// Nothing was written.
+    #[error("the search was cancelled: its request timed out or its client went away")]
+    Cancelled,
     /// The storage engine failed.
     #[error(transparent)]
     Storage(#[from] kyrodb_storage::Error),

@@ -3,6 +3,7 @@
 //! the engine's applier seam. See docs/design/search.md.
 #![warn(missing_debug_implementations)]
 
+mod cancel;
 mod checkpoint;
 mod collection;
 pub mod distance;
@@ -21,6 +22,7 @@ pub mod schema;
 pub mod text;
 pub mod timeindex;
 
+pub use cancel::{Cancel, CancelOnDrop};
 pub use collection::Collection;
 pub use doc::Document;
 pub use error::{Error, Result};

@@ -11,6 +11,7 @@ use std::{
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::{
+    cancel::{Cancel, Poll},
     doc::{FieldValue, Fields},
     filter::{Cond, Filter},
     timeindex::TimeIndex,
@@ -145,29 +146,43 @@ impl Payload {
 
     /// The rows matching `f`.
     pub fn eval(&self, f: &Filter) -> RoaringBitmap {
+        self.eval_poll(f, &mut Poll::never())
+    }
+
+    /// [`eval`](Self::eval) that stops when `cancel` fires (looked at before each condition),
+    /// answering [`Error::Cancelled`](crate::Error::Cancelled).
+    pub fn eval_with(&self, f: &Filter, cancel: &Cancel) -> crate::Result<RoaringBitmap> {
+        let out = self.eval_poll(f, &mut Poll::new(cancel, 1));
+        cancel.check()?;
+        Ok(out)
+    }
+
+    /// The rows matching `f`, or an empty bitmap once `poll` stops.
+    fn eval_poll(&self, f: &Filter, poll: &mut Poll<'_>) -> RoaringBitmap {
         match f {
             Filter::Must(subs) => {
                 let mut it = subs.iter();
                 let Some(first) = it.next() else {
                     return self.all.clone();
                 };
-                let mut acc = self.eval(first);
+                let mut acc = self.eval_poll(first, poll);
                 for s in it {
                     if acc.is_empty() {
                         break;
                     }
-                    acc &= self.eval(s);
+                    acc &= self.eval_poll(s, poll);
                 }
                 acc
             }
-            Filter::Should(subs) => subs.iter().map(|s| self.eval(s)).union(),
+            Filter::Should(subs) => subs.iter().map(|s| self.eval_poll(s, poll)).union(),
             Filter::MustNot(subs) => {
                 let mut acc = self.all.clone();
                 for s in subs {
-                    acc -= self.eval(s);
+                    acc -= self.eval_poll(s, poll);
                 }
                 acc
             }
+            Filter::Cond(_) if poll.stop() => RoaringBitmap::new(),
             Filter::Cond(c) => self.cond(c),
         }
     }

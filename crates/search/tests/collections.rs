@@ -4,6 +4,7 @@
 mod common;
 
 use common::open;
+use kyrodb_search::Cancel;
 use kyrodb_search::{Error, Schema, SearchRequest};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -31,7 +32,7 @@ fn doc(i: usize, v: &[f32]) -> Value {
 
 fn search(c: &kyrodb_search::Collection, body: Value) -> Vec<(String, f32)> {
     let req = SearchRequest::parse(&body, &c.schema()).unwrap();
-    c.search(&req)
+    c.search(&req, &Cancel::never())
         .unwrap()
         .hits
         .into_iter()

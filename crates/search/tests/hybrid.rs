@@ -4,6 +4,7 @@
 
 mod common;
 
+use kyrodb_search::Cancel;
 use kyrodb_search::{HybridRequest, Schema};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -65,10 +66,10 @@ fn fused_top_k_equals_the_fusion_of_exact_component_lists() {
             body["temporal_range"] = json!({"from": 1_700_000_000_000i64 + 1_000_000, "to": 1_700_000_000_000i64 + 4_000_000});
         }
         let req = HybridRequest::parse(&body, &schema, 0).unwrap();
-        let got = c.hybrid(&req).unwrap();
+        let got = c.hybrid(&req, &Cancel::never()).unwrap();
         let mut exact = req.clone();
         exact.exact = true;
-        let want = c.hybrid(&exact).unwrap();
+        let want = c.hybrid(&exact, &Cancel::never()).unwrap();
         let ids = |v: &Value| -> Vec<String> {
             v["hits"]
                 .as_array()
@@ -121,7 +122,7 @@ fn datetime_shorthand_means_the_whole_period() {
             0,
         )
         .unwrap();
-        c.hybrid(&req).unwrap()["hits"]
+        c.hybrid(&req, &Cancel::never()).unwrap()["hits"]
             .as_array()
             .unwrap()
             .iter()
@@ -167,7 +168,7 @@ fn identical_vectors_are_all_found_and_tie_by_id() {
         &c.schema(),
     )
     .unwrap();
-    let out = c.search(&req).unwrap();
+    let out = c.search(&req, &Cancel::never()).unwrap();
     let want: Vec<String> = (0..6000)
         .step_by(20)
         .take(100)
@@ -177,7 +178,7 @@ fn identical_vectors_are_all_found_and_tie_by_id() {
     assert_eq!(got, want);
     // Deleting duplicates removes them from the groups too.
     c.delete_ids(&want[..50]).unwrap();
-    let out = c.search(&req).unwrap();
+    let out = c.search(&req, &Cancel::never()).unwrap();
     assert_eq!(
         out.hits.first().map(|h| h.id.as_str()),
         Some(want[50].as_str())

@@ -5,6 +5,7 @@
 
 mod common;
 
+use kyrodb_search::Cancel;
 use std::{collections::HashSet, time::Duration};
 
 use kyrodb_search::{rank::Feedback, Collection, HybridRequest, Schema};
@@ -67,7 +68,7 @@ fn run(c: &Collection, body: &Value, limit: usize) -> Vec<String> {
     let mut b = body.clone();
     b["limit"] = json!(limit);
     let req = HybridRequest::parse(&b, &c.schema(), 1_800_000_000_000).unwrap();
-    c.hybrid(&req).unwrap()["hits"]
+    c.hybrid(&req, &Cancel::never()).unwrap()["hits"]
         .as_array()
         .unwrap()
         .iter()
@@ -93,7 +94,7 @@ fn candidates(c: &Collection, body: &Value) -> Vec<String> {
 fn feedback(c: &Collection, body: &Value, relevant: &[String]) -> Value {
     let req = HybridRequest::parse(body, &c.schema(), 1_800_000_000_000).unwrap();
     let fb = Feedback::parse(&json!({"query": body, "relevant": relevant})).unwrap();
-    c.feedback(&req, &fb).unwrap()
+    c.feedback(&req, &fb, &Cancel::never()).unwrap()
 }
 
 /// nDCG@10 of `ranked` with binary relevance `rel`, computed here from its definition.
@@ -145,7 +146,7 @@ fn learned_ranking_beats_rrf_when_relevance_follows_a_feature_rrf_cannot_see() {
     let mut q = query(&mut rng, "learned_ranking");
     q["explain"] = json!(true);
     let req = HybridRequest::parse(&q, &c.schema(), 1_800_000_000_000).unwrap();
-    let out = c.hybrid(&req).unwrap();
+    let out = c.hybrid(&req, &Cancel::never()).unwrap();
     let fusion = out["plan"]["stages"]
         .as_array()
         .unwrap()
@@ -214,10 +215,10 @@ fn learned_ranking_beats_rrf_when_relevance_follows_a_feature_rrf_cannot_see() {
     let q = query(&mut rng, "rrf");
     let req = HybridRequest::parse(&q, &c.schema(), 1_800_000_000_000).unwrap();
     let fb = Feedback::parse(&json!({"query": q, "relevant": ["d0001", "nope"]})).unwrap();
-    let r = c.feedback(&req, &fb).unwrap();
+    let r = c.feedback(&req, &fb, &Cancel::never()).unwrap();
     assert_eq!(r["ignored_ids"], json!(["nope"]));
     let fb = Feedback::parse(&json!({"query": q, "relevant": ["nope"]})).unwrap();
-    assert!(c.feedback(&req, &fb).is_err());
+    assert!(c.feedback(&req, &fb, &Cancel::never()).is_err());
     // A dropped collection's feedback goes with it.
     cs.drop_collection("l").unwrap();
     let (c, _) = cs.create("l", schema()).unwrap();

@@ -5,6 +5,7 @@
 
 mod common;
 
+use kyrodb_search::Cancel;
 use std::time::Duration;
 
 use common::open;
@@ -43,7 +44,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 fn ids(c: &Collection, body: Value) -> Vec<String> {
     let req = SearchRequest::parse(&body, &c.schema()).unwrap();
-    c.search(&req)
+    c.search(&req, &Cancel::never())
         .unwrap()
         .hits
         .into_iter()
@@ -125,7 +126,7 @@ fn filtered_and_unfiltered_recall_against_brute_force() {
             let body = json!({"vector": queries[0], "limit": 10, "ef": 64, "explain": true,
                               "filter": {"must": [{"key": "label", "range": {"lt": 500}}]}});
             let req = SearchRequest::parse(&body, &c.schema()).unwrap();
-            let plan = c.search(&req).unwrap().plan.unwrap();
+            let plan = c.search(&req, &Cancel::never()).unwrap().plan.unwrap();
             assert_eq!(plan["strategy"], "hnsw_filtered", "{plan}");
         }
         let r = total / queries.len() as f64;

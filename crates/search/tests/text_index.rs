@@ -3,6 +3,7 @@
 //! segments, merges, deletes and rewrites, with filters, boosts and phrases. And the top-k is
 //! found without scoring every matching document (block-max WAND).
 
+use kyrodb_search::Cancel;
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
@@ -222,7 +223,9 @@ fn check(
             }
             Ok(None) => Vec::new(),
             Ok(Some(tq)) => {
-                let (hits, stats) = ix.search(&tq, k, allowed.as_ref(), &id_of);
+                let (hits, stats) = ix
+                    .search(&tq, k, allowed.as_ref(), &id_of, &Cancel::never())
+                    .unwrap();
                 strategies.insert(stats.strategy);
                 hits
             }
@@ -332,7 +335,7 @@ fn the_top_k_of_a_frequent_term_is_found_without_scoring_every_match() {
     // bound stays below the top 10's once documents with both are found.
     let text = "search term40";
     let q = ix.query(text, &boosts).unwrap().unwrap();
-    let (hits, stats) = ix.search(&q, 10, None, &id_of);
+    let (hits, stats) = ix.search(&q, 10, None, &id_of, &Cancel::never()).unwrap();
     let matching = brute.search(text, &boosts, None, usize::MAX).len() as u64;
     assert_eq!(
         hits.iter().map(|h| h.0).collect::<Vec<_>>(),
@@ -369,9 +372,19 @@ fn queries_without_words_are_refused_and_unknown_words_find_nothing() {
     assert!(ix.query(&phrases, &b).unwrap_err().contains("at most 16"));
     // A phrase whose words exist but not adjacently finds nothing; adjacent finds the document.
     let q = ix.query("\"quick fox\"", &b).unwrap().unwrap();
-    assert!(ix.search(&q, 10, None, &id_of).0.is_empty());
+    assert!(ix
+        .search(&q, 10, None, &id_of, &Cancel::never())
+        .unwrap()
+        .0
+        .is_empty());
     let q = ix.query("\"quick brown\"", &b).unwrap().unwrap();
-    assert_eq!(ix.search(&q, 10, None, &id_of).0.len(), 1);
+    assert_eq!(
+        ix.search(&q, 10, None, &id_of, &Cancel::never())
+            .unwrap()
+            .0
+            .len(),
+        1
+    );
     // Deleted documents are never found and no longer count in N.
     ix.remove(0);
     assert!(ix.query("fox", &b).unwrap().is_none());

@@ -4,6 +4,7 @@
 
 mod common;
 
+use kyrodb_search::Cancel;
 use kyrodb_search::{Filter, Schema};
 use serde_json::json;
 
@@ -37,7 +38,11 @@ fn documents_are_found_by_text_at_once_and_never_after_delete() {
         c.upsert(&c.parse_documents(&c.schema(), chunk).unwrap())
             .unwrap();
     }
-    let search = |q: &str| c.text_search(q, &[], None, 10, true).unwrap().0;
+    let search = |q: &str| {
+        c.text_search(q, &[], None, 10, true, &Cancel::never())
+            .unwrap()
+            .0
+    };
     // A unique word finds exactly its document, right after the write returned.
     let new = json!([{"id": "fresh", "text": {"body": "Quantum annealing schedules"}, "fields": {"lang": "en", "n": 1}}]);
     c.upsert(
@@ -63,9 +68,16 @@ fn documents_are_found_by_text_at_once_and_never_after_delete() {
 
     // Title: no stemming and no stop words, so "reports" does not match "report".
     let title = |q: &str| {
-        c.text_search(q, &[("title".to_string(), 1.0)], None, 10, false)
-            .unwrap()
-            .0
+        c.text_search(
+            q,
+            &[("title".to_string(), 1.0)],
+            None,
+            10,
+            false,
+            &Cancel::never(),
+        )
+        .unwrap()
+        .0
     };
     assert!(title("reports").is_empty());
     // Any query word matches ("report" is in every title); the document with both ranks first.
@@ -82,7 +94,9 @@ fn documents_are_found_by_text_at_once_and_never_after_delete() {
 
     // Filters restrict the candidates before the top k is taken.
     let f = Filter::parse(&json!({"must": [{"key": "lang", "match": "de"}, {"key": "n", "range": {"gte": 100, "lt": 200}}]}), &c.schema(), "filter").unwrap();
-    let (hits, _) = c.text_search("region 7", &[], Some(&f), 100, true).unwrap();
+    let (hits, _) = c
+        .text_search("region 7", &[], Some(&f), 100, true, &Cancel::never())
+        .unwrap();
     assert!(!hits.is_empty());
     for h in &hits {
         let n: u64 = h.id[1..].parse().unwrap();
@@ -94,20 +108,36 @@ fn documents_are_found_by_text_at_once_and_never_after_delete() {
     }
     // Phrases: the words adjacent and in order.
     let (hits, _) = c
-        .text_search("\"numbers for region 7\"", &[], None, 1000, false)
+        .text_search(
+            "\"numbers for region 7\"",
+            &[],
+            None,
+            1000,
+            false,
+            &Cancel::never(),
+        )
         .unwrap();
     assert_eq!(hits.len(), 9000 / 50, "documents of region 7 ({hits:?})");
     let (hits, _) = c
-        .text_search("\"region numbers\"", &[], None, 10, false)
+        .text_search("\"region numbers\"", &[], None, 10, false, &Cancel::never())
         .unwrap();
     assert!(hits.is_empty());
 
     // Bad queries are refused with the field named.
     let body = [("body".to_string(), 1.0)];
-    let e = c.text_search("the of", &body, None, 10, false).unwrap_err();
+    let e = c
+        .text_search("the of", &body, None, 10, false, &Cancel::never())
+        .unwrap_err();
     assert!(e.to_string().contains("no searchable words"), "{e}");
     let e = c
-        .text_search("x", &[("nope".to_string(), 1.0)], None, 10, false)
+        .text_search(
+            "x",
+            &[("nope".to_string(), 1.0)],
+            None,
+            10,
+            false,
+            &Cancel::never(),
+        )
         .unwrap_err();
     assert!(e.to_string().contains("nope"), "{e}");
 
@@ -125,13 +155,13 @@ fn documents_are_found_by_text_at_once_and_never_after_delete() {
     let c = cs.get("news").unwrap();
     assert_eq!(
         ids(&c
-            .text_search("region 7 numbers", &[], None, 10, true)
+            .text_search("region 7 numbers", &[], None, 10, true, &Cancel::never())
             .unwrap()
             .0),
         before
     );
     assert!(c
-        .text_search("heuristics", &[], None, 10, true)
+        .text_search("heuristics", &[], None, 10, true, &Cancel::never())
         .unwrap()
         .0
         .is_empty());
@@ -142,7 +172,7 @@ fn answers(c: &kyrodb_search::Collection, queries: &[&str]) -> Vec<Vec<(String, 
     queries
         .iter()
         .map(|q| {
-            c.text_search(q, &[], None, 20, false)
+            c.text_search(q, &[], None, 20, false, &Cancel::never())
                 .unwrap()
                 .0
                 .iter()

@@ -10,6 +10,7 @@ use rand::Rng;
 use super::{
     is_live, Hnsw, LEVEL_MAX, STATE_EMPTY, STATE_LINKED, STATE_MASK, STATE_PENDING, STATE_REMOVED,
 };
+use crate::cancel::Poll;
 use crate::distance;
 
 /// A scored node. Ordered by similarity, then by *lower* node id: "greater" is always "better".
@@ -122,6 +123,7 @@ const PREFETCH_AHEAD: usize = 3;
 
 impl Hnsw {
     /// Descends from the entry point and runs the level-0 beam; the results are left in `s.top`.
+    /// Stops early when `poll` says so (the caller reports the cancellation).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn search_graph(
         &self,
@@ -132,6 +134,7 @@ impl Hnsw {
         k: usize,
         ef: usize,
         allow: Option<&(dyn Fn(u32) -> bool + Sync)>,
+        poll: &mut Poll<'_>,
     ) -> usize {
         let Some(rec) = self.nodes.get(entry) else {
             return 0;
@@ -146,10 +149,10 @@ impl Hnsw {
         }
         let meta = self.layout.meta();
         visited += match allow {
-            None => self.search_layer(s, q, cur, ef.max(k), 0, |_, rec| {
+            None => self.search_layer(s, q, cur, ef.max(k), 0, poll, |_, rec| {
                 is_live(rec[meta].load(Ordering::Acquire) & STATE_MASK)
             }),
-            Some(allow) => self.search_layer(s, q, cur, ef.max(k), 0, |node, rec| {
+            Some(allow) => self.search_layer(s, q, cur, ef.max(k), 0, poll, |node, rec| {
                 is_live(rec[meta].load(Ordering::Acquire) & STATE_MASK) && allow(node)
             }),
         };
@@ -188,8 +191,9 @@ impl Hnsw {
 
     /// Beam search of width `ef` on `level` from `entry`. Nodes failing `accept` are expanded like the
     /// others but never enter the result set, and the stopping bound comes from the result set only,
-    /// so the walk goes on until `ef` accepted nodes are found or the reachable set is exhausted.
-    /// Results are left in `s.top`; returns how many vectors were scored.
+    /// so the walk goes on until `ef` accepted nodes are found or the reachable set is exhausted
+    /// — or `poll` stops it. Results are left in `s.top`; returns how many vectors were scored.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn search_layer<F: Fn(u32, &[AtomicU32]) -> bool>(
         &self,
         s: &mut Scratch,
@@ -197,6 +201,7 @@ impl Hnsw {
         entry: Cand,
         ef: usize,
         level: usize,
+        poll: &mut Poll<'_>,
         accept: F,
     ) -> usize {
         let dim = self.layout.dim;
@@ -211,6 +216,9 @@ impl Hnsw {
         let mut scored = 0;
         while let Some(c) = s.cand.pop() {
             if s.top.len() >= ef && s.top.peek().is_some_and(|worst| c.sim < worst.0.sim) {
+                break;
+            }
+            if poll.stop() {
                 break;
             }
             self.links_into(c.node, level, &mut s.links);
@@ -504,6 +512,7 @@ impl Hnsw {
                 // hnswlib's floor: a beam narrower than m cannot offer m candidates.
                 self.params.ef_construction.max(self.layout.m),
                 l,
+                &mut Poll::never(),
                 |n, rec| n != node && is_live(rec[meta].load(Ordering::Acquire) & STATE_MASK),
             );
             lk.cands.clear();

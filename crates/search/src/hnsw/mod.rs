@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::cancel::{Cancel, Poll, NEVER};
 use crate::distance::{self, Metric, SharedKernel};
 use arena::Arena;
 pub use file::FormatError;
@@ -90,6 +91,12 @@ const STATE_MASK: u32 = 3;
 const VERSION_ONE: u32 = 4;
 
 const ENTRY_NONE: u64 = u64::MAX;
+
+/// Beam expansions (up to 2·m distances each) or pending-bitmap words (32 nodes) between looks at
+/// a search's cancellation token.
+const POLL_EVERY: u32 = 32;
+/// Nodes of an exact scan between looks at its cancellation token.
+const EXACT_POLL_EVERY: u32 = 1024;
 
 /// Word offsets of a node's record in the level-0 arena:
 /// `[vector: dim][meta][count0][level + 1, 0 = none][upper slot base][level-0 links: 2·m]`.
@@ -232,8 +239,8 @@ impl Hnsw {
         self.params
     }
 
-    /// Stores `vector` for `node` (cosine: a normalised copy; a zero vector is stored as is and scores
-    /// 0), replacing any previous vector, and makes it visible to `search` at once as a pending node.
+    /// Stores `vector` for `node` (cosine: a normalised copy; a vector that cannot be normalised is
+    /// stored as zeros and scores 0: [`distance::prepare`]), replacing any previous vector, and makes it visible to `search` at once as a pending node.
     /// O(dim) plus, once per 256 ids, a chunk allocation; never waits for graph work. Panics if
     /// `vector.len() != dim` (callers validate input). Calls for one node are serialised internally.
     pub fn set(&self, node: u32, vector: &[f32]) {
@@ -241,9 +248,7 @@ impl Hnsw {
         let mut buf = self.writer.lock();
         buf.clear();
         buf.extend_from_slice(vector);
-        if self.metric == Metric::Cosine {
-            distance::normalize(&mut buf);
-        }
+        distance::prepare(self.metric, &mut buf);
         let rec = self.nodes.ensure(node);
         self.pending_bits.ensure(node / 32);
         self.nodes_end.fetch_max(node + 1, Ordering::AcqRel);
@@ -360,11 +365,27 @@ impl Hnsw {
         ef: usize,
         allow: Option<&(dyn Fn(u32) -> bool + Sync)>,
     ) -> SearchOut {
+        self.search_with(query, k, ef, allow, &NEVER)
+            .expect("a search that cannot be cancelled")
+    }
+
+    /// [`search`](Self::search) that stops when `cancel` fires: the pending scan and the beam
+    /// look at it every few dozen expansions, and the search then answers
+    /// [`Error::Cancelled`](crate::Error::Cancelled).
+    pub fn search_with(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        allow: Option<&(dyn Fn(u32) -> bool + Sync)>,
+        cancel: &Cancel,
+    ) -> crate::Result<SearchOut> {
         assert_eq!(query.len(), self.layout.dim, "hnsw search: wrong dimension");
         let mut out = SearchOut::default();
         if k == 0 {
-            return out;
+            return Ok(out);
         }
+        let mut poll = Poll::new(cancel, POLL_EVERY);
         let mut scratch = self.take_scratch();
         let mut q = std::mem::take(&mut scratch.query);
         self.prepare_query(query, &mut q);
@@ -373,16 +394,18 @@ impl Hnsw {
         // during this search is then either scored by the scan (still pending when scanned) or
         // already in the graph when the walk starts. The other order could miss it in both.
         if self.pending.load(Ordering::SeqCst) > 0 {
-            out.exact_scanned = self.scan_pending(&q, k, allow, &mut hits);
+            out.exact_scanned = self.scan_pending(&q, k, allow, &mut hits, &mut poll);
         }
         if let Some((entry, top_level)) = self.entry() {
-            out.visited = self.search_graph(&mut scratch, &q, entry, top_level, k, ef, allow);
+            out.visited =
+                self.search_graph(&mut scratch, &q, entry, top_level, k, ef, allow, &mut poll);
             hits.extend(scratch.top.drain().map(|c| c.0));
         }
         out.hits = self.finish(hits, k);
         scratch.query = q;
         self.give_back(scratch);
-        out
+        cancel.check()?;
+        Ok(out)
     }
 
     /// Exact top-k over `nodes` (removed and unknown ones skipped): the planner's exact path.
@@ -392,15 +415,32 @@ impl Hnsw {
         k: usize,
         nodes: &mut dyn Iterator<Item = u32>,
     ) -> SearchOut {
+        self.search_exact_with(query, k, nodes, &NEVER)
+            .expect("a search that cannot be cancelled")
+    }
+
+    /// [`search_exact`](Self::search_exact) that stops when `cancel` fires (looked at every
+    /// 1,024 nodes), answering [`Error::Cancelled`](crate::Error::Cancelled).
+    pub fn search_exact_with(
+        &self,
+        query: &[f32],
+        k: usize,
+        nodes: &mut dyn Iterator<Item = u32>,
+        cancel: &Cancel,
+    ) -> crate::Result<SearchOut> {
         assert_eq!(query.len(), self.layout.dim, "hnsw search: wrong dimension");
         let mut out = SearchOut::default();
         if k == 0 {
-            return out;
+            return Ok(out);
         }
+        let mut poll = Poll::new(cancel, EXACT_POLL_EVERY);
         let mut q = Vec::with_capacity(self.layout.dim);
         self.prepare_query(query, &mut q);
         let mut best: BinaryHeap<std::cmp::Reverse<Cand>> = BinaryHeap::with_capacity(k + 1);
         for node in nodes {
+            if poll.stop() {
+                break;
+            }
             let Some(rec) = self.nodes.get(node) else {
                 continue;
             };
@@ -411,16 +451,15 @@ impl Hnsw {
             let sim = (self.sim)(&q, &rec[..self.layout.dim]);
             push_bounded(&mut best, Cand { sim, node }, k);
         }
+        cancel.check()?;
         out.hits = self.finish(best.into_iter().map(|c| c.0).collect(), k);
-        out
+        Ok(out)
     }
 
     fn prepare_query(&self, query: &[f32], q: &mut Vec<f32>) {
         q.clear();
         q.extend_from_slice(query);
-        if self.metric == Metric::Cosine {
-            distance::normalize(q);
-        }
+        distance::prepare(self.metric, q);
     }
 
     /// Exact scan of the pending nodes into `hits` (at most `k` of them). Returns how many it scored.
@@ -430,6 +469,7 @@ impl Hnsw {
         k: usize,
         allow: Option<&(dyn Fn(u32) -> bool + Sync)>,
         hits: &mut Vec<Cand>,
+        poll: &mut Poll<'_>,
     ) -> usize {
         let words = self.nodes_end.load(Ordering::Acquire).div_ceil(32);
         let mut best: BinaryHeap<std::cmp::Reverse<Cand>> = BinaryHeap::with_capacity(k + 1);
@@ -438,6 +478,9 @@ impl Hnsw {
             let Some(word) = self.pending_bits.get(w) else {
                 continue;
             };
+            if poll.stop() {
+                break;
+            }
             let mut bits = word[0].load(Ordering::SeqCst);
             while bits != 0 {
                 let node = w * 32 + bits.trailing_zeros();

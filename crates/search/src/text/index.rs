@@ -31,7 +31,9 @@ use roaring::RoaringBitmap;
 use super::{
     analyzer::{Analyzer, TextOptions},
     persist::{self, text_hash, LoadedText, PendingRow, PostingOut},
+    phrase::{self, Phrase, Positions},
 };
+use crate::cancel::{Cancel, Poll};
 
 /// Postings per block (block-max bounds, skipping).
 pub const BLOCK: usize = 128;
@@ -45,6 +47,9 @@ pub const QUERY_TERMS_MAX: usize = 64;
 pub const QUERY_PHRASES_MAX: usize = 16;
 /// A filter allowing fewer rows than the query's postings / this is answered by scoring its rows.
 pub const EXACT_OVER_FILTER_FACTOR: u64 = 8;
+/// Loop iterations (postings, WAND steps, rows, phrase steps) between looks at the cancellation
+/// token.
+const POLL_EVERY: u32 = 256;
 
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
@@ -222,10 +227,10 @@ struct FieldQuery {
     avgdl: f32,
     /// (term id, boost × idf).
     terms: Vec<(u32, f32)>,
-    /// Each phrase: (term id, offset from the phrase's first word); empty when the phrase has no
-    /// words in this field's analysis (no constraint). A phrase with a term the field does not
-    /// hold cannot match in it (`None`).
-    phrases: Vec<Option<Vec<(u32, u32)>>>,
+    /// Each phrase: its distinct term ids with their offsets from the phrase's first word; empty
+    /// when the phrase has no words in this field's analysis (no constraint). A phrase with a term
+    /// the field does not hold cannot match in it (`None`).
+    phrases: Vec<Option<Phrase>>,
 }
 
 /// What a text search did (for `explain`).
@@ -284,11 +289,12 @@ impl Ord for Cand {
     }
 }
 
-/// The top-k heap (a min-heap of the best k).
+/// The top-k heap (a min-heap of the best k), and the search's look at its cancellation token.
 struct TopK<'a> {
     k: usize,
     heap: BinaryHeap<std::cmp::Reverse<Cand>>,
     id_of: &'a dyn Fn(u32) -> Option<Arc<str>>,
+    poll: Poll<'a>,
 }
 
 impl TopK<'_> {
@@ -789,7 +795,7 @@ impl TextIndex {
             for p in &phrases {
                 let toks = f.analyzer.tokens(p);
                 let Some(first) = toks.first().map(|t| t.position) else {
-                    pq.push(Some(Vec::new())); // only stop words or punctuation: no constraint
+                    pq.push(Some(Phrase::default())); // only stop words or punctuation: no constraint
                     continue;
                 };
                 pq.push(
@@ -799,7 +805,8 @@ impl TextIndex {
                                 .get(t.term.as_str())
                                 .map(|&id| (id, t.position - first))
                         })
-                        .collect::<Option<Vec<_>>>(),
+                        .collect::<Option<Vec<_>>>()
+                        .map(Phrase::new),
                 );
             }
             fields.push(FieldQuery {
@@ -832,22 +839,38 @@ impl TextIndex {
 
     /// The top `k` rows for `q` by BM25 (ties by id ascending, through `id_of`), among rows in
     /// `allowed` when given. Every returned row contains at least one query term.
+    /// [`Error::Cancelled`](crate::Error::Cancelled) when `cancel` fires first.
     pub fn search(
         &self,
         q: &TextQuery,
         k: usize,
         allowed: Option<&RoaringBitmap>,
         id_of: &dyn Fn(u32) -> Option<Arc<str>>,
-    ) -> (Vec<(u32, f32)>, TextStats) {
+        cancel: &Cancel,
+    ) -> crate::Result<(Vec<(u32, f32)>, TextStats)> {
         let mut stats = TextStats::default();
         if k == 0 {
-            return (Vec::new(), stats);
+            return Ok((Vec::new(), stats));
         }
         let mut top = TopK {
             k,
             heap: BinaryHeap::new(),
             id_of,
+            poll: Poll::new(cancel, POLL_EVERY),
         };
+        self.search_into(q, allowed, &mut top, &mut stats);
+        cancel.check()?;
+        Ok((top.into_sorted(), stats))
+    }
+
+    /// [`search`](Self::search)'s work; returns early when the token fires.
+    fn search_into(
+        &self,
+        q: &TextQuery,
+        allowed: Option<&RoaringBitmap>,
+        top: &mut TopK<'_>,
+        stats: &mut TextStats,
+    ) {
         // A filter that allows few rows against the query's postings: score those rows directly.
         if let Some(a) = allowed {
             let postings: u64 = q
@@ -862,9 +885,12 @@ impl TextIndex {
             if a.len() * EXACT_OVER_FILTER_FACTOR < postings {
                 stats.strategy = "exact_over_filter";
                 for row in a {
-                    self.score_row(q, row, &mut top, &mut stats);
+                    if top.poll.stop() {
+                        return;
+                    }
+                    self.score_row(q, row, top, stats);
                 }
-                return (top.into_sorted(), stats);
+                return;
             }
         }
         stats.strategy = "wand";
@@ -878,6 +904,9 @@ impl TextIndex {
                 if let Some(list) = self.building.postings[fq.field].get(&t) {
                     stats.postings += list.len() as u64;
                     for &(row, tf) in list {
+                        if top.poll.stop() {
+                            return;
+                        }
                         if ok(row) {
                             *acc.entry(row).or_default() +=
                                 w * tf_part(tf, f.lens[row as usize], fq.avgdl);
@@ -889,14 +918,16 @@ impl TextIndex {
         let mut acc: Vec<(u32, f32)> = acc.into_iter().collect();
         acc.sort_unstable_by_key(|a| a.0);
         for (row, score) in acc {
+            if top.poll.stop() {
+                return;
+            }
             stats.scored += 1;
-            self.offer(q, None, row, score, &mut top, &mut stats);
+            self.offer(q, None, row, score, top, stats);
         }
         for s in &self.sealed {
             stats.segments += 1;
-            self.search_sealed(q, s, &ok, &mut top, &mut stats);
+            self.search_sealed(q, s, &ok, top, stats);
         }
-        (top.into_sorted(), stats)
     }
 
     /// Scores one row directly (its segment's postings, by binary search) and offers it.
@@ -950,7 +981,7 @@ impl TextIndex {
         stats: &mut TextStats,
     ) {
         if may_beat(score, top.theta()) {
-            if self.phrases_match(q, seg, row) {
+            if self.phrases_match(q, seg, row, &mut top.poll) {
                 top.offer(row, score);
             } else {
                 stats.phrase_rejected += 1;
@@ -983,6 +1014,9 @@ impl TextIndex {
             }
         }
         loop {
+            if top.poll.stop() {
+                return;
+            }
             cur.sort_by_key(Cursor::doc);
             let theta = top.theta();
             // Pivot: the first cursor at which the summed upper bounds may beat theta.
@@ -1041,54 +1075,64 @@ impl TextIndex {
         }
     }
 
-    /// Does `row` contain every phrase of `q` (each within one of the searched fields)?
-    fn phrases_match(&self, q: &TextQuery, seg: Option<&Sealed>, row: u32) -> bool {
+    /// Does `row` contain every phrase of `q` (each within one of the searched fields)? False
+    /// when `poll` stops the search.
+    fn phrases_match(
+        &self,
+        q: &TextQuery,
+        seg: Option<&Sealed>,
+        row: u32,
+        poll: &mut Poll<'_>,
+    ) -> bool {
         let n = q.fields.iter().map(|f| f.phrases.len()).max().unwrap_or(0);
         (0..n).all(|p| {
             q.fields.iter().any(|fq| match fq.phrases.get(p) {
-                Some(Some(words)) => self.phrase_in(fq.field, words, seg, row),
+                Some(Some(phrase)) => self.phrase_in(fq.field, phrase, seg, row, poll),
                 _ => false,
             })
         })
     }
 
+    /// Does `phrase` occur in `row`'s `field`? Each distinct word's positions are borrowed from
+    /// the row's segment (`phrase.rs`).
     fn phrase_in(
         &self,
         field: usize,
-        words: &[(u32, u32)],
+        phrase: &Phrase,
         seg: Option<&Sealed>,
         row: u32,
+        poll: &mut Poll<'_>,
     ) -> bool {
-        if words.is_empty() {
+        if phrase.words.is_empty() {
             return true;
         }
-        // Positions of each word in this row's field.
-        let mut lists: Vec<Vec<u32>> = Vec::with_capacity(words.len());
-        for &(t, _) in words {
-            let pos: Vec<u32> = match seg {
-                None => match self.building.rows.get(&row) {
-                    Some(pf) => pf[field].iter().filter(|x| x.0 == t).map(|x| x.1).collect(),
-                    None => Vec::new(),
-                },
-                Some(s) => match s.data.fields[field].get(&t) {
-                    Some(list) => list
-                        .find(row)
-                        .map(|i| list.positions(i).to_vec())
-                        .unwrap_or_default(),
-                    None => Vec::new(),
+        let mut lists: Vec<Positions<'_>> = Vec::with_capacity(phrase.words.len());
+        for &(t, _) in &phrase.words {
+            let pos = match seg {
+                None => {
+                    let Some(pf) = self.building.rows.get(&row) else {
+                        return false;
+                    };
+                    // The row's (term, position) list is sorted: the term's run.
+                    let toks = &pf[field];
+                    let a = toks.partition_point(|x| x.0 < t);
+                    let b = a + toks[a..].partition_point(|x| x.0 <= t);
+                    Positions::Pairs(&toks[a..b])
+                }
+                Some(s) => match s.data.fields[field]
+                    .get(&t)
+                    .and_then(|l| l.find(row).map(|i| l.positions(i)))
+                {
+                    Some(p) => Positions::Plain(p),
+                    None => return false,
                 },
             };
-            if pos.is_empty() {
+            if matches!(pos, Positions::Pairs(p) if p.is_empty()) {
                 return false;
             }
             lists.push(pos);
         }
-        lists[0].iter().any(|&start| {
-            words
-                .iter()
-                .zip(&lists)
-                .all(|(&(_, off), pos)| pos.binary_search(&(start + off)).is_ok())
-        })
+        phrase::occurs(phrase, &lists, poll)
     }
 
     /// A merge worth doing now: [`MERGE_FACTOR`] sealed segments of the smallest size class that

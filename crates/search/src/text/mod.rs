@@ -5,6 +5,7 @@
 pub mod analyzer;
 pub mod index;
 pub(crate) mod persist;
+pub(crate) mod phrase;
 
 pub use analyzer::{Analyzer, Language, TextOptions};
 pub use index::{TextIndex, TextQuery, TextStats};

@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use kyrodb_search::{Collection, Filter, HybridRequest, Schema, SearchRequest};
+use kyrodb_search::{Cancel, Collection, Filter, HybridRequest, Schema, SearchRequest};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
@@ -98,6 +98,9 @@ impl From<kyrodb_search::Error> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg).retry_after(1)
             }
             E::Corrupt { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", msg),
+            // Seen only when the token fired while the answer is still wanted (a deadline); when
+            // the request timed out or its client left, nobody reads this.
+            E::Cancelled => ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", msg),
             E::Storage(e) => e.into(),
         }
     }
@@ -111,6 +114,18 @@ async fn run<T: Send + 'static>(
         Ok(r) => r.map_err(ApiError::from),
         Err(e) => Err(ApiError::internal(format!("search task failed: {e}"))),
     }
+}
+
+/// Runs a search on the blocking pool with a cancellation token that fires when this future is
+/// dropped — the client went away, or the timeout layer answered 408 — so the search stops at its
+/// next check (every few hundred loop iterations) instead of running on for nobody. (When the search
+/// finishes first, the guard fires a token nobody looks at any more.)
+async fn run_search<T: Send + 'static>(
+    f: impl FnOnce(&Cancel) -> kyrodb_search::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let cancel = Cancel::new();
+    let _stop = cancel.cancel_on_drop();
+    run(move || f(&cancel)).await
 }
 
 fn collection(s: &AppState, name: &str) -> Result<Arc<Collection>, ApiError> {
@@ -464,7 +479,7 @@ async fn search_body(
         s.embed.check_field(&req.using, &e)?;
         req.vector = s.embed.embed(vec![text]).await?.remove(0);
     }
-    let out = run(move || c.search(&req)).await?;
+    let out = run_search(move |cancel| c.search(&req, cancel)).await?;
     Ok(Json(
         serde_json::to_value(out).map_err(|e| ApiError::internal(e.to_string()))?,
     ))
@@ -497,7 +512,9 @@ async fn hybrid_body(
     body: Value,
 ) -> Result<Json<Value>, ApiError> {
     let req = hybrid_request(s, &c, &body).await?;
-    Ok(Json(run(move || c.hybrid(&req)).await?))
+    Ok(Json(
+        run_search(move |cancel| c.hybrid(&req, cancel)).await?,
+    ))
 }
 
 /// Parses a hybrid request against `c`'s schema and embeds its text vector queries (together,
@@ -555,7 +572,9 @@ pub async fn feedback(
     let c = collection(&s, &name)?;
     let fb = kyrodb_search::rank::Feedback::parse(&body)?;
     let req = hybrid_request(&s, &c, &fb.query_body(&c.schema())).await?;
-    Ok(Json(run(move || c.feedback(&req, &fb)).await?))
+    Ok(Json(
+        run_search(move |cancel| c.feedback(&req, &fb, cancel)).await?,
+    ))
 }
 
 /// The query-string form: `collection`, `similar_to` (text, embedded with the field's model),
