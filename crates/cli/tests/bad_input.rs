@@ -193,7 +193,7 @@ fn a_body_that_never_finishes_times_out_with_408_and_writes_nothing() {
     let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
-    c.write_all(b"PUT /v1/kv/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\nonly ten b").unwrap();
+    c.write_all(b"PUT /v1/kv/1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 100\r\n\r\nonly ten b").unwrap();
     let mut out = Vec::new();
     let _ = c.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out);

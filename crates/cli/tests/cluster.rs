@@ -1232,3 +1232,107 @@ fn a_leader_partitioned_from_the_majority_acknowledges_nothing_and_its_write_nev
         assert_eq!(n.get("/v1/kv/2").status, 200);
     }
 }
+
+/// Sends only the head of a request (no body) and reads the answer: the server must answer from
+/// the head alone.
+fn head_only(port: u16, path: &str, headers: &[(&str, &str)], content_length: u64) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // The bound: a server that waits for the body it was promised fails the test.
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req =
+        format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {content_length}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s
+        .read(&mut buf)
+        .expect("an answer before any of the body was sent");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn the_raft_port_checks_the_secret_and_the_size_before_reading_a_body() {
+    let c = Nodes::start(1, &[]);
+    let port = c.raft_ports[0];
+    // 499 MiB promised, nothing sent, no secret: refused at once (was read in full first).
+    let a = head_only(port, "/raft/append", &[], 499 << 20);
+    assert!(a.starts_with("HTTP/1.1 401"), "{a}");
+    let a = head_only(
+        port,
+        "/raft/forward",
+        &[("x-kyrodb-cluster-secret", "wrong-secret-wrong-secret")],
+        499 << 20,
+    );
+    assert!(a.starts_with("HTTP/1.1 401"), "{a}");
+    // With the secret, each route has its own cap: a vote is small.
+    let a = head_only(
+        port,
+        "/raft/vote",
+        &[("x-kyrodb-cluster-secret", SECRET)],
+        1 << 20,
+    );
+    assert!(a.starts_with("HTTP/1.1 413"), "{a}");
+    let a = head_only(
+        port,
+        "/raft/append",
+        &[("x-kyrodb-cluster-secret", SECRET)],
+        600 << 20,
+    );
+    assert!(a.starts_with("HTTP/1.1 413"), "{a}");
+    // The node still works.
+    assert_eq!(put(c.nodes[0].port, 1, "x").unwrap().0, 200);
+}
+
+#[test]
+fn idle_connections_to_the_raft_port_never_stop_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let rp = raft_port();
+    let members = format!("1=127.0.0.1:{rp}");
+    let n = Server::start_limited(
+        &dir.path().join("n1"),
+        &[
+            ("KYRODB_CLUSTER_SECRET", SECRET),
+            ("KYRODB_HEADER_READ_TIMEOUT_MS", "120000"),
+        ],
+        &["--node-id", "1", "--cluster", &members],
+        Some(512),
+    );
+    assert_eq!(n.post("/v1/cluster/init", "").status, 200);
+    let mut c = common::KeepAlive::open(n.port).unwrap();
+    // The first write waits for the node to lead.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.request("PUT", "/v1/kv/0", &[], b"x").unwrap().status != 200 {
+        assert!(Instant::now() < deadline, "the node never took a write");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // More idle connections to the Raft port than the node has descriptors.
+    let mut idle = Vec::new();
+    for _ in 0..700 {
+        match std::net::TcpStream::connect(("127.0.0.1", rp)) {
+            Ok(s) => idle.push(s),
+            Err(_) => break,
+        }
+    }
+    let value = "v".repeat(4000);
+    for k in 1..300u64 {
+        let r = c
+            .request("PUT", &format!("/v1/kv/{k}"), &[], value.as_bytes())
+            .unwrap();
+        assert_eq!(
+            r.status,
+            200,
+            "write while the Raft port is flooded: {}",
+            r.text()
+        );
+    }
+    let r = c.request("POST", "/v1/snapshot", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "snapshot while flooded: {}", r.text());
+    let r = c.request("GET", "/ready", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(idle);
+    assert_eq!(put(n.port, 1000, "after").unwrap().0, 200);
+}

@@ -35,7 +35,7 @@ fn incomplete_request_heads_are_closed_after_the_header_read_timeout() {
     let mut slow: Vec<TcpStream> = (0..20)
         .map(|_| {
             let mut c = connect(&s);
-            c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
                 .unwrap();
             c
         })
@@ -58,7 +58,8 @@ fn sigterm_closes_connections_that_never_sent_a_complete_request() {
     let mut slow: Vec<TcpStream> = (0..5)
         .map(|_| {
             let mut c = connect(&s);
-            c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+                .unwrap();
             c
         })
         .collect();
@@ -89,7 +90,7 @@ fn connections_over_the_cap_get_a_json_503() {
     let mut refused = None;
     for _ in 0..10 {
         let mut c = connect(&s);
-        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
         let mut buf = [0u8; 1024];
         let n = c.read(&mut buf).unwrap();
@@ -150,7 +151,7 @@ fn unparsable_requests_get_json_errors() {
             [
                 b"GET /".as_slice(),
                 &vec![b'a'; 100_000],
-                b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                b" HTTP/1.1\r\nHost: localhost\r\n\r\n",
             ]
             .concat(),
             "414",
@@ -158,7 +159,7 @@ fn unparsable_requests_get_json_errors() {
         ),
         (
             [
-                b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ".as_slice(),
+                b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: ".as_slice(),
                 &vec![b'b'; 600_000],
                 b"\r\n\r\n",
             ]
@@ -214,4 +215,72 @@ fn host_may_be_a_name_and_a_bad_one_names_the_setting() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("KYRODB_HOST"), "{err}");
+}
+
+/// Opens up to `n` connections to `port` and holds them idle (a connection the server refused or
+/// closed at once is dropped). Returns how many stayed open and how many were answered 503.
+fn flood(port: u16, n: usize) -> (Vec<TcpStream>, usize) {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => held.push(c),
+            Err(_) => break,
+        }
+    }
+    // Connections over the cap are answered 503 and closed by the server: find them.
+    let mut refused = 0;
+    held.retain_mut(|c| {
+        c.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 64];
+        let gone = match c.read(&mut b) {
+            Ok(0) => true,
+            Ok(n) => {
+                refused += usize::from(b[..n].starts_with(b"HTTP/1.1 503"));
+                true
+            }
+            Err(_) => false,
+        };
+        !gone
+    });
+    (held, refused)
+}
+
+#[test]
+fn idle_connections_never_take_the_engines_file_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    // 512 descriptors, soft and hard: the server cannot raise it and must keep a reserve for files.
+    let s = Server::start_limited(
+        &dir.path().join("data"),
+        &[("KYRODB_HEADER_READ_TIMEOUT_MS", "120000")],
+        &[],
+        Some(512),
+    );
+    // A connection opened before the flood, for the writes during it.
+    let mut c = common::KeepAlive::open(s.port).unwrap();
+    let value = "v".repeat(4000);
+    for k in 0..200u64 {
+        let r = c
+            .request("PUT", &format!("/v1/kv/{k}"), &[], value.as_bytes())
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // More idle connections than the server has descriptors.
+    let (idle, _) = flood(s.port, 700);
+    // The engine still opens files: a snapshot (new WAL segment, snapshot files) and more writes.
+    let r = c.request("POST", "/v1/snapshot", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "snapshot while flooded: {}", r.text());
+    for k in 200..400u64 {
+        let r = c
+            .request("PUT", &format!("/v1/kv/{k}"), &[], value.as_bytes())
+            .unwrap();
+        assert_eq!(r.status, 200, "write while flooded: {}", r.text());
+    }
+    let r = c.request("GET", "/ready", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(idle);
+    drop(c);
+    // And after the flood, every write is there.
+    assert_eq!(s.get("/v1/get_fast/399").status, 200);
+    let ready = s.get("/ready");
+    assert_eq!(ready.status, 200, "{}", ready.text());
 }

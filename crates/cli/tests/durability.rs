@@ -123,7 +123,7 @@ fn sigterm_is_not_held_up_by_idle_keep_alive_connections() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Server::start(&dir.path().join("data"), &[]);
     let mut idle = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut buf = [0u8; 512];
     assert!(

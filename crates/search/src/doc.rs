@@ -193,7 +193,7 @@ pub fn parse_datetime(v: &Value, path: &str) -> Result<i64> {
     match v {
         Value::Number(n) => n
             .as_i64()
-            .filter(|ms| ms.abs() <= INTEGER_ABS_MAX)
+            .filter(|ms| ms.unsigned_abs() <= INTEGER_ABS_MAX.unsigned_abs())
             .ok_or_else(|| invalid("invalid_datetime", path, "epoch milliseconds must be an integer within ±2^53")),
         Value::String(s) => parse_rfc3339(s).ok_or_else(|| {
             invalid(
@@ -278,7 +278,7 @@ pub fn parse_field(ty: FieldType, v: &Value, path: &str) -> Result<FieldValue> {
         }
         FieldType::Integer => FieldValue::Integer(
             v.as_i64()
-                .filter(|i| i.abs() <= INTEGER_ABS_MAX)
+                .filter(|i| i.unsigned_abs() <= INTEGER_ABS_MAX.unsigned_abs())
                 .ok_or_else(|| wrong("an integer within ±2^53"))?,
         ),
         FieldType::Float => FieldValue::Float(
@@ -388,7 +388,6 @@ fn check_norm(v: &[f32], metric: Metric, path: &str) -> Result<()> {
     };
     Err(invalid("invalid_vector", path, problem))
 }
-
 
 impl Document {
     /// Parses a document (the JSON object of a request) against `schema`. `path` prefixes error

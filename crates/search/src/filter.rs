@@ -59,35 +59,33 @@ pub enum Cond {
 /// `YYYY`, `YYYY-MM` or `YYYY-MM-DD` as the epoch-ms period [start, start of the next), UTC.
 pub fn period(s: &str) -> Option<(i64, i64)> {
     use time::{Date, Month};
+    const DAY_MS: i64 = 86_400_000;
     let ms = |d: Date| d.midnight().assume_utc().unix_timestamp() * 1000;
     let num = |x: &str, n: usize| -> Option<i32> {
         (x.len() == n && x.bytes().all(|b| b.is_ascii_digit())).then(|| x.parse().ok())?
     };
+    // The end is the period's last day + one day in milliseconds, not the first day of the next
+    // period as a date: the year after 9999 is not a date, and 9999 is as valid as 0000.
     let parts: Vec<&str> = s.split('-').collect();
     match parts.as_slice() {
         [y] => {
             let y = num(y, 4)?;
             let a = Date::from_calendar_date(y, Month::January, 1).ok()?;
-            let b = Date::from_calendar_date(y + 1, Month::January, 1).ok()?;
-            Some((ms(a), ms(b)))
+            let last = Date::from_calendar_date(y, Month::December, 31).ok()?;
+            Some((ms(a), ms(last) + DAY_MS))
         }
         [y, m] => {
             let (y, m) = (num(y, 4)?, num(m, 2)?);
             let month = Month::try_from(u8::try_from(m).ok()?).ok()?;
             let a = Date::from_calendar_date(y, month, 1).ok()?;
-            let (ny, nm) = if m == 12 {
-                (y + 1, Month::January)
-            } else {
-                (y, month.next())
-            };
-            let b = Date::from_calendar_date(ny, nm, 1).ok()?;
-            Some((ms(a), ms(b)))
+            let last = Date::from_calendar_date(y, month, month.length(y)).ok()?;
+            Some((ms(a), ms(last) + DAY_MS))
         }
         [y, m, d] => {
             let (y, m, d) = (num(y, 4)?, num(m, 2)?, num(d, 2)?);
             let month = Month::try_from(u8::try_from(m).ok()?).ok()?;
             let a = Date::from_calendar_date(y, month, u8::try_from(d).ok()?).ok()?;
-            Some((ms(a), ms(a.next_day()?)))
+            Some((ms(a), ms(a) + DAY_MS))
         }
         _ => None,
     }
@@ -339,6 +337,35 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::period;
+
+    #[test]
+    fn the_first_and_last_representable_years_are_periods_alike() {
+        let (a, b) = period("0000").unwrap();
+        assert_eq!(b - a, 366 * 86_400_000); // year 0 is a leap year
+        let (a, b) = period("9999").unwrap();
+        assert_eq!(b - a, 365 * 86_400_000);
+        let (a, b) = period("9999-12").unwrap();
+        assert_eq!(b - a, 31 * 86_400_000);
+        let (a, b) = period("9999-12-31").unwrap();
+        assert_eq!(b - a, 86_400_000);
+    }
+
+    #[test]
+    fn datetime_bounds_beyond_2_pow_53_are_refused_on_both_sides() {
+        use crate::doc::parse_datetime;
+        for v in [
+            i64::MIN,
+            i64::MIN + 1,
+            -(1 << 53) - 1,
+            (1 << 53) + 1,
+            i64::MAX,
+        ] {
+            assert!(parse_datetime(&serde_json::json!(v), "f").is_err(), "{v}");
+        }
+        for v in [-(1i64 << 53), 1 << 53, 0] {
+            assert!(parse_datetime(&serde_json::json!(v), "f").is_ok(), "{v}");
+        }
+    }
 
     #[test]
     fn periods_cover_the_whole_year_month_or_day() {

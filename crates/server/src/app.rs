@@ -1,5 +1,6 @@
-//! The router with its layers, outermost first: metrics → CORS → HTTP log → JSON errors → timeout →
-//! body limit → (per route) per-IP rate limit → (per route) role check → handler.
+//! The router with its layers, outermost first: nosniff → metrics → CORS → browser rules (Host,
+//! cross-site writes: [`crate::browser`]) → HTTP log → JSON errors → timeout → body limit →
+//! (per route) per-IP rate limit → (per route) role check → handler.
 
 use std::sync::Arc;
 
@@ -58,10 +59,26 @@ pub fn app(state: AppState, cfg: &Config, limiter: Option<Limiter>) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         );
     }
+    let rules = crate::browser::BrowserRules::new(cfg.host, &cfg.allowed_hosts, &cfg.cors_origins);
+    app = app.layer(middleware::from_fn_with_state(
+        Arc::new(rules),
+        crate::browser::guard,
+    ));
     if let Some(c) = cors(&cfg.cors_origins) {
         app = app.layer(c);
     }
     app.layer(middleware::from_fn(crate::metrics::track))
+        .layer(middleware::from_fn(nosniff))
+}
+
+/// `X-Content-Type-Options: nosniff` on every answer: a browser never runs a value as a script.
+async fn nosniff(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
@@ -148,6 +165,7 @@ pub fn state(
             batch_keys_max: cfg.batch_keys_max,
         }),
         cluster,
+        auth: Auth::new(cfg.api_keys.clone()),
         started: std::time::Instant::now(),
         started_at_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -2,8 +2,8 @@
 //!
 //! With no token configured every route is open. With any token configured every route except
 //! `/health` needs `Authorization: Bearer <token>`: missing or unknown → 401, known but too weak → 403.
-//! Tokens are compared in constant time (`subtle`) against every configured key, with no early exit,
-//! so timing does not tell which key or which prefix matched.
+//! Tokens are compared as SHA-256 digests in constant time (`subtle`) against every configured key,
+//! with no early exit, so timing tells neither which key or prefix matched nor a key's length.
 
 use std::sync::Arc;
 
@@ -91,16 +91,26 @@ fn redact(item: &str) -> String {
     item.chars().take(6).chain("…".chars()).collect()
 }
 
-/// The configured keys, shared by every request.
+/// The configured keys (as digests), shared by every request.
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
-    keys: Arc<Vec<ApiKey>>,
+    keys: Arc<Vec<(Role, [u8; 32])>>,
+}
+
+/// SHA-256 of a token: what is compared, so every comparison is over 32 bytes.
+fn digest(token: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token).into()
 }
 
 impl Auth {
     pub fn new(keys: Vec<ApiKey>) -> Self {
         Self {
-            keys: Arc::new(keys),
+            keys: Arc::new(
+                keys.iter()
+                    .map(|k| (k.role, digest(k.token.as_bytes())))
+                    .collect(),
+            ),
         }
     }
 
@@ -110,11 +120,12 @@ impl Auth {
 
     /// The strongest role `token` carries, if it is a configured token.
     pub fn role_of(&self, token: &[u8]) -> Option<Role> {
+        let presented = digest(token);
         let mut best: Option<Role> = None;
-        for k in self.keys.iter() {
-            let hit: bool = k.token.as_bytes().ct_eq(token).into();
+        for (role, d) in self.keys.iter() {
+            let hit: bool = d.ct_eq(&presented).into();
             if hit {
-                best = best.max(Some(k.role));
+                best = best.max(Some(*role));
             }
         }
         best

@@ -63,6 +63,16 @@ pub struct Settings {
         value_name = "ORIGIN,..."
     )]
     pub cors_origins: Option<Vec<String>>,
+    /// Host header values accepted besides the loopback names (localhost, *.localhost, 127.x.x.x,
+    /// [::1]), comma-separated, a leading "*." matching any subdomain; on a loopback bind any other
+    /// Host is refused (DNS rebinding), on other binds only when this is set [default: none]
+    #[arg(
+        long,
+        env = "KYRODB_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST,..."
+    )]
+    pub allowed_hosts: Option<Vec<String>>,
     /// Largest request body in bytes (413 beyond) [default: 8388608]
     #[arg(long, env = "KYRODB_BODY_BYTES_MAX")]
     pub body_bytes_max: Option<usize>,
@@ -74,9 +84,15 @@ pub struct Settings {
     /// idle keep-alive connection stays open [default: 10000]
     #[arg(long, env = "KYRODB_HEADER_READ_TIMEOUT_MS")]
     pub header_read_timeout_ms: Option<u64>,
-    /// Most connections open at once; beyond, new ones get a JSON 503 and are closed [default: 4096]
+    /// Most connections open at once; beyond, new ones get a JSON 503 and are closed. Lowered at
+    /// start to what the open-file limit allows after a reserve for files (a quarter of the limit,
+    /// at least 256), so connections can never starve the engine of descriptors [default: 4096]
     #[arg(long, env = "KYRODB_CONNECTIONS_MAX")]
     pub connections_max: Option<usize>,
+    /// A response the client does not read for this many ms is abandoned and its connection
+    /// closed [default: 30000]
+    #[arg(long, env = "KYRODB_WRITE_STALL_TIMEOUT_MS")]
+    pub write_stall_timeout_ms: Option<u64>,
     /// Longest wait for in-flight requests at shutdown [default: 30000]
     #[arg(long, env = "KYRODB_SHUTDOWN_DRAIN_MS_MAX")]
     pub shutdown_drain_ms_max: Option<u64>,
@@ -209,10 +225,13 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     pub trusted_proxies: Vec<IpAddr>,
     pub cors_origins: Vec<String>,
+    /// Host names accepted besides loopback ones (lower case, without port).
+    pub allowed_hosts: Vec<String>,
     pub body_bytes_max: usize,
     pub request_timeout: Duration,
     pub header_read_timeout: Duration,
     pub connections_max: usize,
+    pub write_stall_timeout: Duration,
     pub shutdown_drain_max: Duration,
     pub warm_on_start: bool,
     pub disable_http_log: bool,
@@ -279,6 +298,7 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
     pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
     pub const CONNECTIONS_MAX: usize = 4096;
+    pub const WRITE_STALL_TIMEOUT_MS: u64 = 30_000;
     pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 30_000;
     pub const LOG: &str = "info";
     pub const VALUE_BYTES_MAX: usize = 1 << 20;
@@ -347,6 +367,12 @@ impl Config {
         let connections_max = s.connections_max.unwrap_or(defaults::CONNECTIONS_MAX);
         if connections_max == 0 {
             return bad("connections_max must be positive".into());
+        }
+        let write_stall_timeout_ms = s
+            .write_stall_timeout_ms
+            .unwrap_or(defaults::WRITE_STALL_TIMEOUT_MS);
+        if write_stall_timeout_ms == 0 {
+            return bad("write_stall_timeout_ms must be positive".into());
         }
         let port = s.port.unwrap_or(defaults::PORT);
         let host = resolve_host(s.host.as_deref().unwrap_or(defaults::HOST), port)?;
@@ -466,10 +492,18 @@ impl Config {
             rate_limit,
             trusted_proxies: s.trusted_proxies.unwrap_or_default(),
             cors_origins,
+            allowed_hosts: s
+                .allowed_hosts
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
             body_bytes_max,
             request_timeout: Duration::from_millis(request_timeout_ms),
             header_read_timeout: Duration::from_millis(header_read_timeout_ms),
             connections_max,
+            write_stall_timeout: Duration::from_millis(write_stall_timeout_ms),
             shutdown_drain_max: Duration::from_millis(
                 s.shutdown_drain_ms_max
                     .unwrap_or(defaults::SHUTDOWN_DRAIN_MS_MAX),

@@ -8,10 +8,13 @@
 //!   closed, and a warning is logged (at most once per second);
 //! - at shutdown a connection with no request in progress (idle, or a request head still incomplete)
 //!   is closed at once; one with a request in progress finishes that request and then closes;
+//! - a response the client does not read for `write_stall_timeout` is abandoned and the connection
+//!   closed (a response body is streamed, so what it holds meanwhile is bounded by its chunk);
 //! - hyper's own answers to unparsable requests (400 garbage request line, 414 URI too long, 431 headers
 //!   too large), which carry no body, are rewritten to the `{"error": {...}}` JSON shape.
 
 use std::{
+    future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -46,6 +49,11 @@ use crate::error::error_json;
 pub struct ConnLimits {
     pub header_read_timeout: Duration,
     pub connections_max: usize,
+    /// A response write that makes no progress for this long (the client stopped reading) closes
+    /// the connection, dropping what was still to be sent.
+    pub write_stall_timeout: Duration,
+    /// Named in logs and metrics: "http" or "raft".
+    pub port: &'static str,
 }
 
 /// Serves `listener` until `stop` turns true; then stops accepting, closes connections without a
@@ -58,6 +66,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let permits = Arc::new(Semaphore::new(limits.connections_max));
+    let refusing = Arc::new(Semaphore::new(REFUSALS_MAX));
     let mut conns = JoinSet::new();
     let refused = RefusalLog::default();
     loop {
@@ -84,8 +93,16 @@ pub async fn serve(
         // Responses are small and the clients keep connections alive: do not let Nagle hold them.
         let _ = tcp.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            refused.note(limits.connections_max);
-            conns.spawn(refuse(tcp));
+            refused.note(limits);
+            match refusing.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    conns.spawn(refuse(tcp, slot));
+                }
+                // Too many being refused: a best-effort answer without waiting, and close.
+                Err(_) => {
+                    let _ = tcp.try_write(&refusal());
+                }
+            }
             continue;
         };
         let router = router.clone();
@@ -121,34 +138,45 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn note(&self, max: usize) {
+    fn note(&self, limits: ConnLimits) {
         let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::counter!("kyrodb_http_connections_refused_total").increment(1);
         let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             *last = Some(Instant::now());
             tracing::warn!(
-                connections_max = max,
+                port = limits.port,
+                connections_max = limits.connections_max,
                 refused_total = n,
-                "connection limit reached (KYRODB_CONNECTIONS_MAX): answering 503 and closing new connections"
+                "connection limit reached (KYRODB_CONNECTIONS_MAX, sized from the open-file limit): answering 503 and closing new connections"
             );
         }
     }
 }
 
-/// Answers a connection over the limit with a JSON 503 and closes it, without reading its request.
-async fn refuse(mut tcp: TcpStream) {
+/// Refusals answered at once at most: a flood of connections holds at most the cap plus these.
+const REFUSALS_MAX: usize = 32;
+
+/// The answer to a connection over the limit.
+fn refusal() -> Vec<u8> {
     let body = error_json(
         "too_many_connections",
         "the server's connection limit (connections_max) is reached; retry later",
     );
-    let head = format!(
+    let mut answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
         body.len()
-    );
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    answer
+}
+
+/// Answers a connection over the limit with a JSON 503 and closes it, without reading its request
+/// (within 1 s; `slot` bounds how many are being refused at once).
+async fn refuse(mut tcp: TcpStream, _slot: tokio::sync::OwnedSemaphorePermit) {
     let write = async {
-        tcp.write_all(head.as_bytes()).await?;
-        tcp.write_all(&body).await?;
+        tcp.write_all(&refusal()).await?;
         tcp.shutdown().await
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
@@ -181,7 +209,11 @@ async fn serve_one(
     mut stop: watch::Receiver<bool>,
 ) {
     let in_flight = Arc::new(InFlight::default());
-    let io = JsonParseErrors::new(TokioIo::new(tcp), in_flight.clone());
+    let io = JsonParseErrors::new(
+        TokioIo::new(tcp),
+        in_flight.clone(),
+        limits.write_stall_timeout,
+    );
     let svc_in_flight = in_flight.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // From here until the response body is written (or dropped), the request is in progress.
@@ -224,21 +256,53 @@ async fn serve_one(
 
 /// The IO of one connection. Reads pass through; a write that is hyper's automatic answer to an
 /// unparsable request (a 4xx head with `content-length: 0` and no content type, written while no
-/// request of ours is in progress) is replaced by the same status with a JSON error body.
+/// request of ours is in progress) is replaced by the same status with a JSON error body. A write
+/// that stays blocked for `stall_timeout` fails with `TimedOut`, which ends the connection.
 struct JsonParseErrors<T> {
     inner: T,
     in_flight: Arc<InFlight>,
     /// Replacement bytes still to write, and how many are written.
     pending: Option<(Vec<u8>, usize)>,
+    stall_timeout: Duration,
+    /// Armed while a write is blocked; reset whenever bytes go out.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<T> JsonParseErrors<T> {
-    fn new(inner: T, in_flight: Arc<InFlight>) -> Self {
+    fn new(inner: T, in_flight: Arc<InFlight>, stall_timeout: Duration) -> Self {
         Self {
             inner,
             in_flight,
             pending: None,
+            stall_timeout,
+            stall: None,
         }
+    }
+
+    /// After a write or flush returned `poll`: progress disarms the stall timer; `Pending` arms it
+    /// (once) and fails the write when it has fired.
+    fn watch_stall<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if poll.is_ready() {
+            self.stall = None;
+            return poll;
+        }
+        let timeout = self.stall_timeout;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stall.as_mut().poll(cx).is_ready() {
+            self.stall = None;
+            metrics::counter!("kyrodb_http_write_stalls_total").increment(1);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing of the response within the write stall timeout",
+            )));
+        }
+        Poll::Pending
     }
 }
 
@@ -305,6 +369,18 @@ impl<T: rt::Write + Unpin> JsonParseErrors<T> {
     }
 }
 
+impl<T: rt::Write + Unpin> JsonParseErrors<T> {
+    /// Before a write or flush: the pending replacement first. `Some` is the answer when it is not
+    /// all out (still blocked, under the stall timer, or failed).
+    fn flush_pending<R>(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Result<R>>> {
+        match self.poll_pending(cx) {
+            Poll::Pending => Some(self.watch_stall(cx, Poll::Pending)),
+            Poll::Ready(Err(e)) => Some(Poll::Ready(Err(e))),
+            Poll::Ready(Ok(())) => None,
+        }
+    }
+}
+
 impl<T: rt::Read + Unpin> rt::Read for JsonParseErrors<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -322,8 +398,8 @@ impl<T: rt::Write + Unpin> rt::Write for JsonParseErrors<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.poll_pending(cx)?.is_pending() {
-            return Poll::Pending;
+        if let Some(blocked) = this.flush_pending(cx) {
+            return blocked;
         }
         if this.in_flight.0.load(Ordering::Acquire) == 0 {
             if let Some(json) = rewrite_parse_error(buf) {
@@ -333,14 +409,17 @@ impl<T: rt::Write + Unpin> rt::Write for JsonParseErrors<T> {
                 return Poll::Ready(Ok(buf.len()));
             }
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch_stall(cx, r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.poll_pending(cx)?.is_pending() {
-            return Poll::Pending;
+        let this = &mut *self;
+        if let Some(blocked) = this.flush_pending(cx) {
+            return blocked;
         }
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch_stall(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -57,12 +57,24 @@ impl ApiError {
     }
 }
 
+/// Characters of an error message at most: messages quote the input they refuse (serde's
+/// "unknown field `…`", a bad value), and a client's 1 MB string is not echoed back.
+pub const MESSAGE_CHARS_MAX: usize = 400;
+
+/// `s` cut to `max` characters, with a marker when it was cut.
+pub fn cut_echo(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((at, _)) => format!("{}… ({} bytes cut)", &s[..at], s.len() - at),
+    }
+}
+
 /// The JSON body alone; used by the middleware that rewrites bodiless error responses too.
 pub fn error_json(code: &str, message: &str) -> Vec<u8> {
     let body = ErrorBody {
         error: ErrorDetail {
             code: code.to_owned(),
-            message: message.to_owned(),
+            message: cut_echo(message, MESSAGE_CHARS_MAX),
         },
     };
     serde_json::to_vec(&body)
@@ -103,7 +115,7 @@ impl From<kyrodb_storage::Error> for ApiError {
             E::NoSuchKeyspace(_) => Self::new(StatusCode::NOT_FOUND, "no_such_keyspace", msg),
             E::TooManyKeyspaces(_) => Self::new(StatusCode::CONFLICT, "too_many_keyspaces", msg),
             E::InvalidOption(_) => Self::bad_request("invalid_option", msg),
-            E::Busy { .. } | E::WalQueueFull { .. } => {
+            E::Busy { .. } | E::WalQueueFull { .. } | E::OutOfFiles { .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg).retry_after(1)
             }
             E::Closed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "closed", msg).retry_after(5),

@@ -5,10 +5,12 @@
 
 pub mod app;
 pub mod auth;
+pub mod browser;
 pub mod config;
 pub mod conn;
 pub mod embed;
 pub mod error;
+pub mod fdlimit;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;

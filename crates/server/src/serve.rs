@@ -43,6 +43,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
+    // Connections must never take the descriptors the engine needs for its files.
+    let nofile = crate::fdlimit::raise_nofile_limit();
     // Bind first: a port already taken must fail before the data directory is created or opened.
     let addr = SocketAddr::new(cfg.host, cfg.port);
     let listener = TcpListener::bind(addr)
@@ -76,7 +78,7 @@ pub async fn run(
                 f(a)
             }
         };
-        match run_once(&cfg, l, rl, shutdown.as_mut(), notify).await? {
+        match run_once(&cfg, nofile, l, rl, shutdown.as_mut(), notify).await? {
             Ended::Stopped => return Ok(()),
             Ended::Restart => tracing::info!("restarting in place to install a snapshot"),
         }
@@ -91,6 +93,7 @@ enum Ended {
 /// One life of the server over its data directory, until shutdown or a restart request.
 async fn run_once(
     cfg: &Config,
+    nofile: Option<u64>,
     listener: TcpListener,
     raft_listener: Option<TcpListener>,
     shutdown: std::pin::Pin<&mut (dyn Future<Output = ()> + Send)>,
@@ -123,17 +126,40 @@ async fn run_once(
         );
     }
 
+    let budget = crate::fdlimit::budget(nofile, cfg.connections_max, cfg.cluster.is_some());
+    if budget.http < cfg.connections_max {
+        tracing::info!(
+            open_file_limit = nofile,
+            connections_max = budget.http,
+            raft_connections_max = budget.raft,
+            files_reserve = budget.files,
+            "connections_max lowered to fit the open-file limit (raise `ulimit -n` for more)"
+        );
+    }
     let cluster = match (&cfg.cluster, raft_listener) {
-        (Some(c), Some(l)) => Some(
-            kyrodb_cluster::Cluster::start(
+        (Some(c), Some(l)) => {
+            let cluster = kyrodb_cluster::Cluster::start(
                 c.config(&cfg.data_dir),
                 db.clone(),
                 &[kyrodb_search::CATALOG_KEYSPACE],
-                l,
             )
             .await
-            .map_err(ServeError::Cluster)?,
-        ),
+            .map_err(ServeError::Cluster)?;
+            let limits = ConnLimits {
+                header_read_timeout: cfg.header_read_timeout,
+                connections_max: budget.raft,
+                write_stall_timeout: cfg.write_stall_timeout,
+                port: "raft",
+            };
+            // Until the node shuts down; then connections without a request in progress close
+            // and the rest finish theirs.
+            let port = conn::serve(l, cluster.raft_router(), limits, cluster.port_stop());
+            tokio::spawn(async move {
+                let mut conns = port.await;
+                conn::drain(&mut conns).await;
+            });
+            Some(cluster)
+        }
         _ => None,
     };
     if let Some(c) = &cluster {
@@ -180,7 +206,9 @@ async fn run_once(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = ConnLimits {
         header_read_timeout: cfg.header_read_timeout,
-        connections_max: cfg.connections_max,
+        connections_max: budget.http,
+        write_stall_timeout: cfg.write_stall_timeout,
+        port: "http",
     };
     let mut server = tokio::spawn(conn::serve(listener, router, limits, stop_rx));
     tracing::info!(

@@ -30,7 +30,7 @@ pub enum Error {
         max: usize,
     },
     /// A keyspace name outside `[A-Za-z0-9_.-]{1,64}`.
-    #[error("keyspace name {0:?} is invalid: use 1 to 64 characters from A-Z a-z 0-9 _ . -")]
+    #[error("keyspace name {0:?} is invalid: use 1 to 64 characters from A-Z a-z 0-9 _ . -, not only dots")]
     InvalidKeyspaceName(String),
     /// A keyspace that does not exist.
     #[error("keyspace {0:?} does not exist")]
@@ -69,6 +69,16 @@ pub enum Error {
         queued_bytes: usize,
         /// `wal_queue_bytes_max`.
         max: usize,
+    },
+    /// A file could not be opened because the process or the system is out of file descriptors
+    /// (EMFILE, ENFILE), after retries: nothing was written and writes go on once descriptors are
+    /// free again. Back-pressure, never fail-stop.
+    #[error("busy: out of file descriptors opening {}: {source}; nothing was written, retry later (raise the open-file limit or lower connections_max)", path.display())]
+    OutOfFiles {
+        /// The file or directory being opened.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
     },
     /// An I/O error on a named file.
     #[error("I/O error on {}: {source}", path.display())]
@@ -114,6 +124,10 @@ pub enum Error {
     Indeterminate(String),
 }
 
+/// "Too many open files" (per process) and "file table overflow" (system-wide), as on Linux.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
 /// Result with the engine's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -122,6 +136,35 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// An I/O error that says the process or the system has no file descriptor left.
+    pub(crate) fn is_out_of_files(&self) -> bool {
+        match self {
+            Error::OutOfFiles { .. } => true,
+            Error::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(EMFILE) | Some(ENFILE))
+            }
+            _ => false,
+        }
+    }
+
+    /// An [`Error::OutOfFiles`] saying what `self` says (its own copy: errors are not `Clone`);
+    /// call it on an error [`Error::is_out_of_files`] accepted.
+    pub(crate) fn out_of_files_copy(&self) -> Error {
+        let (path, source) = match self {
+            Error::OutOfFiles { path, source } | Error::Io { path, source } => {
+                (path.clone(), source)
+            }
+            other => return Error::io(PathBuf::new(), io::Error::other(other.to_string())),
+        };
+        Error::OutOfFiles {
+            path,
+            source: source.raw_os_error().map_or_else(
+                || io::Error::other(source.to_string()),
+                io::Error::from_raw_os_error,
+            ),
         }
     }
 

@@ -206,3 +206,58 @@ fn oversize_value_is_a_typed_error_and_writes_nothing() {
     );
     assert!(db.get(1).unwrap().is_none());
 }
+
+/// Out of file descriptors when the WAL needs a new segment (EMFILE: idle connections, a flood):
+/// the write is refused as busy — nothing written, no sequence number taken — and writes go on once
+/// descriptors are free again. Never fail-stop.
+#[test]
+fn out_of_file_descriptors_on_a_segment_open_is_back_pressure_not_fail_stop() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let small = Options {
+        wal_segment_bytes: 4096,
+        ..opts()
+    };
+    let db = Db::open(dir.path(), small.clone()).unwrap();
+    let value = vec![b'v'; 1000];
+    let mut acked = Vec::new();
+    for k in 0..3 {
+        acked.push((k, db.put(k, &value).unwrap()));
+    }
+    fail::cfg("wal::open_segment", "return").unwrap();
+    // Enough to fill the segment: a put that needs the next one is refused as busy.
+    let mut refused = None;
+    for k in 3..10 {
+        match db.put(k, &value) {
+            Ok(seq) => acked.push((k, seq)),
+            Err(e) => {
+                refused = Some((k, e));
+                break;
+            }
+        }
+    }
+    let (k_refused, e) = refused.expect("a put needed a new segment");
+    assert!(matches!(e, Error::OutOfFiles { .. }), "{e:?}");
+    assert!(e.to_string().contains("busy"), "{e}");
+    assert!(
+        db.stats().writes_stopped.is_none(),
+        "out of files stopped writes"
+    );
+    assert!(
+        db.get(k_refused).unwrap().is_none(),
+        "a refused put was written"
+    );
+    // A snapshot needs a new segment too: refused the same way.
+    assert!(matches!(db.snapshot(), Err(Error::OutOfFiles { .. })));
+    fail::remove("wal::open_segment");
+    // Descriptors are back: the same put goes through, numbered right after the last acknowledged.
+    let last = acked.last().unwrap().1;
+    assert_eq!(db.put(k_refused, &value).unwrap(), last + 1);
+    db.snapshot().unwrap();
+    acked.push((k_refused, last + 1));
+    drop(db);
+    let db = Db::open(dir.path(), small).unwrap();
+    for (k, _) in &acked {
+        assert_eq!(db.get(*k).unwrap().unwrap().to_vec(), value, "key {k}");
+    }
+}

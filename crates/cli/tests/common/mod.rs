@@ -19,6 +19,8 @@ pub struct Server {
     pub dir: PathBuf,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    /// The open-file limit (soft and hard) the server runs under, when the test sets one.
+    pub nofile: Option<u64>,
 }
 
 /// Environment variables `kyrodb serve` reads: cleared so the caller's environment cannot leak in, and
@@ -33,6 +35,7 @@ pub const SERVE_ENV: &[&str] = &[
     "KYRODB_RATE_LIMIT_BURST",
     "KYRODB_TRUSTED_PROXIES",
     "KYRODB_CORS_ORIGINS",
+    "KYRODB_ALLOWED_HOSTS",
     "KYRODB_BODY_BYTES_MAX",
     "KYRODB_REQUEST_TIMEOUT_MS",
     "KYRODB_SHUTDOWN_DRAIN_MS_MAX",
@@ -48,6 +51,7 @@ pub const SERVE_ENV: &[&str] = &[
     "KYRODB_PUBLIC_METRICS",
     "KYRODB_HEADER_READ_TIMEOUT_MS",
     "KYRODB_CONNECTIONS_MAX",
+    "KYRODB_WRITE_STALL_TIMEOUT_MS",
     "KYRODB_MODEL_DIR",
     "KYRODB_EMBED_THREADS",
     "KYRODB_EMBED_QUEUE_MAX",
@@ -126,6 +130,17 @@ impl Server {
     }
 
     pub fn start_with_args(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
+        Self::start_limited(dir, env, args, None)
+    }
+
+    /// [`Server::start_with_args`] under an open-file limit of `nofile` (soft and hard, so the
+    /// server cannot raise it), when set.
+    pub fn start_limited(
+        dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        nofile: Option<u64>,
+    ) -> Server {
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -137,6 +152,7 @@ impl Server {
             dir: dir.to_path_buf(),
             env,
             args,
+            nofile,
         };
         s.spawn();
         s
@@ -146,7 +162,20 @@ impl Server {
     /// other process can take the port between choosing and binding it (and no test can talk to
     /// another test's server).
     fn spawn(&mut self) {
-        let mut c = command();
+        let mut c = match self.nofile {
+            // The shell sets the limit and execs the server in its place (same pid).
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin());
+                for k in SERVE_ENV.iter().chain(CLIENT_ENV) {
+                    sh.env_remove(k);
+                }
+                sh
+            }
+            None => command(),
+        };
         c.arg("serve")
             .arg("--data-dir")
             .arg(&self.dir)
@@ -285,6 +314,67 @@ impl Resp {
             .as_str()
             .unwrap_or_else(|| panic!("no error code: {j}"))
             .to_owned()
+    }
+}
+
+/// A keep-alive connection for several requests in turn (answers must carry a content length).
+pub struct KeepAlive {
+    s: TcpStream,
+    port: u16,
+}
+
+impl KeepAlive {
+    pub fn open(port: u16) -> std::io::Result<KeepAlive> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.set_write_timeout(Some(Duration::from_secs(30)))?;
+        Ok(KeepAlive { s, port })
+    }
+
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Resp> {
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n",
+            self.port
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        self.s.write_all(req.as_bytes())?;
+        self.s.write_all(body)?;
+        let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 8192];
+        let end = loop {
+            if let Some(e) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break e + 4;
+            }
+            let n = self.s.read(&mut buf)?;
+            if n == 0 {
+                return Err(bad("connection closed before an answer"));
+            }
+            raw.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| bad("no content-length"))?;
+        while raw.len() < end + len {
+            let n = self.s.read(&mut buf)?;
+            if n == 0 {
+                return Err(bad("connection closed inside the body"));
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
+        parse(&raw[..end + len]).ok_or_else(|| bad("bad response"))
     }
 }
 

@@ -10,7 +10,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON body. The content type is not checked (so `curl -d` works); the bytes must be JSON of `T`.
+/// A JSON body; the bytes must be JSON of `T`. The content type may be `application/json`, none or
+/// `application/x-www-form-urlencoded` (what `curl -d` sends); `text/plain`, `multipart/*` and the
+/// rest are refused (415), and a request from a browser must say `application/json` (a cross-site
+/// form or `fetch` without a preflight cannot): see [`crate::browser`].
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -18,9 +21,44 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        check_json_content_type(req.headers())?;
         let bytes = RawBody::from_request(req, state).await?.0;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// The content-type rule of [`JsonBody`].
+fn check_json_content_type(h: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let ct = h
+        .get(axum::http::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase());
+    let essence = ct
+        .as_deref()
+        .map(|c| c.split(';').next().unwrap_or("").trim().to_owned());
+    let json = essence.as_deref().is_some_and(|e| {
+        e == "application/json" || (e.starts_with("application/") && e.ends_with("+json"))
+    });
+    let browser = crate::browser::from_browser(h);
+    let ok = json
+        || (!browser
+            && matches!(
+                essence.as_deref(),
+                None | Some("application/x-www-form-urlencoded")
+            ));
+    if ok {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "this route takes a JSON body: send Content-Type: application/json (got {}{})",
+            essence
+                .as_deref()
+                .map_or("none".to_owned(), |e| format!("{e:?}")),
+            if browser { ", from a web page" } else { "" }
+        ),
+    ))
 }
 
 /// Parses a JSON object, telling syntax errors (`invalid_json`) from shape errors (`invalid_request`).
@@ -127,7 +165,7 @@ pub fn parse_key(raw: &str) -> Result<u64, ApiError> {
 /// A key in a JSON body: an unsigned 64-bit integer. As JSON Schema counts `217.0` an integer, a
 /// number with a zero fraction is accepted too when it is exact (at most 2^53); anything else is refused.
 pub fn de_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    d.deserialize_any(KeyVisitor)
+    d.deserialize_any(U64Visitor("key"))
 }
 
 /// A list of keys in a JSON body, each as [`de_key`].
@@ -161,24 +199,37 @@ where
     T::deserialize(d).map(Some)
 }
 
-/// An optional unsigned integer in a JSON body, present means not `null`; accepts what [`de_key`]
-/// accepts. Use with `#[serde(default)]`.
-pub fn de_opt_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    de_key(d).map(Some)
+/// Optional unsigned integers in a JSON body, one function per field so its errors name it;
+/// present means not `null`; each accepts what [`de_key`] accepts. Use with `#[serde(default)]`.
+macro_rules! opt_u64_fields {
+    ($($name:ident => $field:literal),* $(,)?) => {$(
+        #[doc = concat!("`", $field, "`: an optional unsigned 64-bit integer (see [`de_key`]).")]
+        pub fn $name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+            d.deserialize_any(U64Visitor($field)).map(Some)
+        }
+    )*};
 }
 
-struct KeyVisitor;
+opt_u64_fields!(
+    de_opt_ttl_ms => "ttl_ms",
+    de_opt_if_seq => "if_seq",
+    de_opt_start => "start",
+    de_opt_end => "end",
+);
 
-impl serde::de::Visitor<'_> for KeyVisitor {
+/// An unsigned 64-bit integer; the errors name the field.
+struct U64Visitor(&'static str);
+
+impl serde::de::Visitor<'_> for U64Visitor {
     type Value = u64;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an unsigned 64-bit integer key")
+        write!(f, "an unsigned 64-bit integer ({})", self.0)
     }
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
         Ok(v)
     }
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
-        u64::try_from(v).map_err(|_| E::custom(format!("key {v} is negative")))
+        u64::try_from(v).map_err(|_| E::custom(format!("{} {v} is negative", self.0)))
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u64, E> {
         const EXACT_MAX: f64 = 9_007_199_254_740_992.0; // 2^53
@@ -186,7 +237,8 @@ impl serde::de::Visitor<'_> for KeyVisitor {
             Ok(v as u64)
         } else {
             Err(E::custom(format!(
-                "key {v} is not an unsigned 64-bit integer (numbers with a fraction are integers only when it is zero and they are at most 2^53)"
+                "{} {v} is not an unsigned 64-bit integer (numbers with a fraction are integers only when it is zero and they are at most 2^53)",
+                self.0
             )))
         }
     }
@@ -213,6 +265,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryOf<T> {
             .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
     }
 }
+
+/// The query of a route that takes none: any parameter is `invalid_query` (a silently ignored
+/// `?keyspace=x` would read another keyspace than the caller meant).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
 
 #[cfg(test)]
 mod tests {

@@ -44,7 +44,7 @@ pub struct PutRequest {
     pub keyspace: Option<String>,
     /// The value expires this many milliseconds from now (wall clock; survives restarts). Expired
     /// keys are invisible at once and dropped by compaction.
-    #[serde(default, deserialize_with = "super::extract::de_opt_u64")]
+    #[serde(default, deserialize_with = "super::extract::de_opt_ttl_ms")]
     #[schema(value_type = u64, minimum = 1, maximum = 3153600000000u64)]
     pub ttl_ms: Option<u64>,
     /// Write only if the key has no live value (else 409 `condition_failed`, nothing written).
@@ -53,7 +53,7 @@ pub struct PutRequest {
     pub if_absent: Option<bool>,
     /// Write only if the key's live value was written at this sequence number (the `offset` its write
     /// returned, or `x-kyrodb-seq` of `GET /v1/kv/{key}`); else 409 `condition_failed`.
-    #[serde(default, deserialize_with = "super::extract::de_opt_u64")]
+    #[serde(default, deserialize_with = "super::extract::de_opt_if_seq")]
     #[schema(value_type = u64)]
     pub if_seq: Option<u64>,
 }
@@ -183,11 +183,11 @@ pub struct KeysRequest {
 #[serde(deny_unknown_fields)]
 pub struct DeleteRangeRequest {
     /// First key, inclusive (default 0).
-    #[serde(default, deserialize_with = "super::extract::de_opt_u64")]
+    #[serde(default, deserialize_with = "super::extract::de_opt_start")]
     #[schema(value_type = u64)]
     pub start: Option<u64>,
     /// Last key, exclusive (default: the end of the key space; at or below `start`: nothing).
-    #[serde(default, deserialize_with = "super::extract::de_opt_u64")]
+    #[serde(default, deserialize_with = "super::extract::de_opt_end")]
     #[schema(value_type = u64)]
     pub end: Option<u64>,
     /// The keyspace (default `default`).
@@ -289,6 +289,7 @@ pub struct ScanResponse {
 
 const SCAN_LIMIT_DEFAULT: usize = 100;
 
+#[cfg(test)]
 fn item(key: u64, v: Option<&[u8]>) -> Item {
     match v {
         None => Item {
@@ -419,6 +420,7 @@ pub async fn get(
 pub async fn get_fast(
     State(s): State<AppState>,
     KeyPath(key): KeyPath,
+    QueryOf(_): QueryOf<super::extract::NoQuery>,
 ) -> Result<Response, ApiError> {
     match s.db.get(key)? {
         Some(v) => Ok(octets(v)),
@@ -525,46 +527,109 @@ pub async fn batch_get(
             format!("the values of these keys total {value_bytes} bytes, more than response_bytes_max ({cap}); ask for fewer keys"),
         ));
     }
-    let mut resp = batch_get_json(&req.keys, &values).into_response();
+    let found = values.iter().filter(|v| v.is_some()).count();
+    let rows = req.keys.iter().copied().zip(values).collect();
+    Ok(items_json(rows, format!("\"found\":{found}")))
+}
+
+/// Answers of at most this many value bytes are encoded at once (with a content length); larger
+/// ones are streamed in pieces of about this size, each encoded on the blocking pool, so one answer
+/// holds about two pieces however large it is and a client that stops reading holds no more.
+const STREAM_PIECE_BYTES: usize = 256 << 10;
+
+/// Appends one [`Item`] (`{"key":k,"value":…}`, `value_hex` for bytes that are not UTF-8) written
+/// straight from the engine's value: no `String` per item (the batch benchmark's hot path).
+fn write_item(out: &mut Vec<u8>, key: u64, v: Option<&[u8]>) {
+    use std::io::Write as _;
+    // Writes into a Vec cannot fail.
+    let _ = write!(out, "{{\"key\":{key},\"value\":");
+    match v.map(|b| (b, std::str::from_utf8(b))) {
+        None => out.extend_from_slice(b"null"),
+        Some((_, Ok(text))) => {
+            let _ = serde_json::to_writer(&mut *out, text);
+        }
+        Some((b, Err(_))) => {
+            let _ = write!(out, "null,\"value_hex\":\"{}\"", hex(b));
+        }
+    }
+    out.push(b'}');
+}
+
+/// Items `(position in the answer, key, value)`, comma-separated.
+fn write_items<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = (usize, u64, Option<&'a [u8]>)>) {
+    for (i, k, v) in items {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_item(out, k, v);
+    }
+}
+
+/// `{"items":[` + the rows as items + `],` + `tail` + `}`: the [`BatchGetResponse`] and
+/// [`ScanResponse`] forms (tests check them against serde's). Small answers are one buffer; large
+/// ones stream (see [`STREAM_PIECE_BYTES`]).
+fn items_json(rows: Vec<(u64, Option<Value>)>, tail: String) -> Response {
+    let value_bytes: usize = rows
+        .iter()
+        .filter_map(|r| r.1.as_ref())
+        .map(|v| v.len())
+        .sum();
+    let head = b"{\"items\":[".as_slice();
+    let end = format!("],{tail}}}").into_bytes();
+    let mut resp = if value_bytes <= STREAM_PIECE_BYTES {
+        let mut out = Vec::with_capacity(32 + rows.len() * 32 + value_bytes + value_bytes / 8);
+        out.extend_from_slice(head);
+        write_items(
+            &mut out,
+            rows.iter()
+                .enumerate()
+                .map(|(i, (k, v))| (i, *k, v.as_deref())),
+        );
+        out.extend_from_slice(&end);
+        out.into_response()
+    } else {
+        let (mut tx, body) = http_body_util::channel::Channel::<bytes::Bytes>::new(1);
+        tokio::spawn(async move {
+            let mut rows = rows.into_iter().enumerate().peekable();
+            if tx
+                .send_data(bytes::Bytes::from_static(b"{\"items\":["))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            while rows.peek().is_some() {
+                let mut piece = Vec::new();
+                let mut bytes = 0;
+                while bytes < STREAM_PIECE_BYTES {
+                    let Some(r) = rows.next() else { break };
+                    bytes += r.1 .1.as_ref().map_or(0, |v| v.len()) + 32;
+                    piece.push(r);
+                }
+                let encoded = tokio::task::spawn_blocking(move || {
+                    let mut out = Vec::with_capacity(bytes + bytes / 8);
+                    write_items(
+                        &mut out,
+                        piece.iter().map(|(i, (k, v))| (*i, *k, v.as_deref())),
+                    );
+                    out
+                })
+                .await;
+                // The client went away (the body was dropped) or the task failed: stop.
+                let Ok(encoded) = encoded else { return };
+                if tx.send_data(encoded.into()).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send_data(end.into()).await;
+        });
+        axum::body::Body::new(body).into_response()
+    };
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(resp)
-}
-
-/// The [`BatchGetResponse`] JSON written straight from the engine's values: no `String` per item (this
-/// is the batch benchmark's hot path). A test checks it matches serde's form of `BatchGetResponse`.
-fn batch_get_json(keys: &[u64], values: &[Option<Value>]) -> Vec<u8> {
-    use std::io::Write as _;
-    let value_bytes: usize = values.iter().flatten().map(|v| v.len() + 8).sum();
-    let mut out = Vec::with_capacity(32 + keys.len() * 32 + value_bytes);
-    out.extend_from_slice(b"{\"items\":[");
-    let mut found = 0;
-    for (i, (key, v)) in keys.iter().zip(values).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        // Writes into a Vec cannot fail.
-        let _ = write!(out, "{{\"key\":{key},\"value\":");
-        match v.as_deref().map(std::str::from_utf8) {
-            None => out.extend_from_slice(b"null"),
-            Some(Ok(text)) => {
-                let _ = serde_json::to_writer(&mut out, text);
-            }
-            Some(Err(_)) => {
-                let _ = write!(
-                    out,
-                    "null,\"value_hex\":\"{}\"",
-                    hex(v.as_deref().unwrap_or_default())
-                );
-            }
-        }
-        found += usize::from(v.is_some());
-        out.push(b'}');
-    }
-    let _ = write!(out, "],\"found\":{found}}}");
-    out
+    resp
 }
 
 /// Writes many values atomically (used by `kyrodb import`); each item's value is UTF-8 text (`value`)
@@ -595,7 +660,7 @@ pub async fn batch_put(
 pub async fn scan(
     State(s): State<AppState>,
     QueryOf(q): QueryOf<ScanQuery>,
-) -> Result<Json<ScanResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let start = q.start.unwrap_or(0);
     let limit = q.limit.unwrap_or(SCAN_LIMIT_DEFAULT);
     let max = s.limits.scan_limit_max;
@@ -608,16 +673,17 @@ pub async fn scan(
     let ks = keyspace(&s, q.keyspace.as_deref())?;
     if q.end.is_some_and(|end| end <= start) {
         // [start, end) is empty: an empty page, as for any range that holds no key.
-        return Ok(Json(ScanResponse {
-            items: Vec::new(),
-            next_start: None,
-        }));
+        return Ok(items_json(Vec::new(), "\"next_start\":null".into()));
     }
-    // One extra row tells whether there is a next page without a second lookup.
-    let rows = match q.end {
-        Some(end) => ks.scan(start..end, limit + 1)?,
-        None => ks.scan(start.., limit + 1)?,
-    };
+    // One extra row tells whether there is a next page without a second lookup. The rows are
+    // zero-copy views of one point in time; the scan runs off the async workers.
+    let end = q.end;
+    let rows = tokio::task::spawn_blocking(move || match end {
+        Some(end) => ks.scan(start..end, limit + 1),
+        None => ks.scan(start.., limit + 1),
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("scan task: {e}")))??;
     // A page ends at `limit` rows or once its values reach response_bytes_max (always at least one
     // row, so paging makes progress); `next_start` continues from the first row left out.
     let cap = s.limits.response_bytes_max;
@@ -631,35 +697,65 @@ pub async fn scan(
         })
         .map_or(rows.len().min(limit), |at| at.max(1));
     let next_start = rows.get(shown).map(|(k, _)| *k);
-    let items = rows[..shown]
-        .iter()
-        .map(|(k, v)| item(*k, Some(v)))
+    let rows = rows
+        .into_iter()
+        .take(shown)
+        .map(|(k, v)| (k, Some(v)))
         .collect();
-    Ok(Json(ScanResponse { items, next_start }))
+    let next = next_start.map_or("null".to_owned(), |k| k.to_string());
+    Ok(items_json(rows, format!("\"next_start\":{next}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn hand_written_batch_json_matches_serde() {
+    async fn body_of(r: Response) -> String {
+        let b = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    /// Small answers (one buffer) and large ones (streamed in pieces) are serde's form exactly.
+    #[tokio::test]
+    async fn hand_written_item_json_matches_serde_whole_and_streamed() {
         let dir = tempfile::tempdir().unwrap();
         let db = kyrodb_storage::Db::open(dir.path(), Default::default()).unwrap();
         db.put(1, b"plain \"quoted\" \\ \n").unwrap();
         db.put(2, &[0xff, 0x00]).unwrap();
-        let keys = [1, 2, 3, 1];
-        let values = db.multi_get(&keys).unwrap();
-        let items = keys
-            .iter()
-            .zip(&values)
-            .map(|(k, v)| item(*k, v.as_deref()))
-            .collect();
-        let want = serde_json::to_vec(&BatchGetResponse { items, found: 3 }).unwrap();
-        assert_eq!(
-            String::from_utf8(batch_get_json(&keys, &values)).unwrap(),
-            String::from_utf8(want).unwrap()
-        );
+        let big = "é".repeat(100_000);
+        for k in 10..20 {
+            db.put(k, big.as_bytes()).unwrap();
+        }
+        for keys in [vec![1, 2, 3, 1], (0..25).collect::<Vec<u64>>()] {
+            let values = db.multi_get(&keys).unwrap();
+            let items: Vec<Item> = keys
+                .iter()
+                .zip(&values)
+                .map(|(k, v)| item(*k, v.as_deref()))
+                .collect();
+            let found = values.iter().filter(|v| v.is_some()).count();
+            let rows: Vec<_> = keys.iter().copied().zip(values).collect();
+            let streamed = rows
+                .iter()
+                .filter_map(|r| r.1.as_ref())
+                .map(|v| v.len())
+                .sum::<usize>()
+                > STREAM_PIECE_BYTES;
+            let r = items_json(rows, format!("\"found\":{found}"));
+            use axum::body::HttpBody as _;
+            assert_eq!(r.body().size_hint().exact().is_none(), streamed);
+            let want = serde_json::to_string(&BatchGetResponse { items, found }).unwrap();
+            assert_eq!(body_of(r).await, want);
+        }
+        let r = items_json(Vec::new(), "\"next_start\":null".into());
+        let want = serde_json::to_string(&ScanResponse {
+            items: Vec::new(),
+            next_start: None,
+        })
+        .unwrap();
+        assert_eq!(body_of(r).await, want);
     }
 
     #[test]

@@ -67,12 +67,30 @@ pub async fn health() -> Json<HealthResponse> {
 /// Readiness: the engine accepts writes and shutdown has not started.
 #[utoipa::path(get, path = "/ready", tag = "ops",
     responses((status = 200, body = ReadyResponse), (status = 503, body = ReadyResponse)))]
-pub async fn ready(State(s): State<AppState>) -> Response {
+pub async fn ready(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let st = s.db.stats();
+    // Error text names files and directories: only a caller with a token sees it (with auth off,
+    // `/v1/stats` and the log have it).
+    let detailed = s.auth.enabled()
+        && s.auth
+            .check(
+                headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+                crate::auth::Role::Read,
+            )
+            .is_ok();
     let reason = if s.shutting_down.load(Ordering::Acquire) {
         Some("shutting down".to_owned())
     } else {
-        st.writes_stopped.map(|w| format!("writes stopped: {w}"))
+        st.writes_stopped.map(|w| {
+            if detailed {
+                format!("writes stopped: {w}")
+            } else {
+                "writes stopped after an I/O failure (details: the server log, /v1/stats)"
+                    .to_owned()
+            }
+        })
     };
     let status = if reason.is_none() {
         StatusCode::OK
@@ -86,7 +104,13 @@ pub async fn ready(State(s): State<AppState>) -> Response {
             reason,
             visible_seq: st.visible_seq,
             auto_embed: s.embed.status(),
-            auto_embed_reason: s.embed.reason().map(str::to_owned),
+            auto_embed_reason: s.embed.reason().map(|r| {
+                if detailed {
+                    r.to_owned()
+                } else {
+                    "no embedding model loaded (details: /build_info, the server log)".to_owned()
+                }
+            }),
         }),
     )
         .into_response()
@@ -136,11 +160,14 @@ pub fn cpu_features() -> Vec<&'static str> {
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, content_type = "text/plain; version=0.0.4", body = String)))]
 pub async fn metrics(State(s): State<AppState>) -> Response {
-    crate::metrics::record_engine_stats(&s.db.stats());
+    let engine = s.db.stats();
+    crate::metrics::record_engine_stats(&engine);
     crate::metrics::record_process_stats(s.started, s.db.path());
     crate::metrics::record_search_stats(&s.collections);
     crate::metrics::record_embed_stats(&s.embed);
-    let mut resp = s.metrics.render().into_response();
+    let mut text = s.metrics.render();
+    text.push_str(&crate::metrics::render_keyspace_stats(&engine));
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -4,7 +4,7 @@
 
 use std::{
     fs::File,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -15,7 +15,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::{
     record::{decode_batch, put_header, Op, HEADER_BYTES, KIND_BATCH},
-    segment::{create_segment, SegmentMeta},
+    segment::{create_segment, segment_path, SegmentMeta},
 };
 use crate::{fsutil, options::FsyncPolicy, Error, Result};
 
@@ -496,6 +496,10 @@ impl Leader {
                     touched = None;
                     if rotate {
                         if let Err(e) = self.rotate() {
+                            if e.is_out_of_files() {
+                                done.complete(Err(e.out_of_files_copy()));
+                                continue;
+                            }
                             self.stop(&e);
                         }
                     }
@@ -533,6 +537,14 @@ impl Leader {
         );
         let group_bytes: usize = group.iter().map(|g| HEADER_BYTES + g.2.len()).sum();
         if let Err(e) = self.rotate_if_full(group_bytes as u64) {
+            if e.is_out_of_files() {
+                // No sequence number was handed out and nothing written: refuse, don't stop.
+                tracing::warn!(error = %e, records = group.len(), "WAL segment could not be opened; writes refused until descriptors are free");
+                for (.., done) in group {
+                    done.complete(Err(e.out_of_files_copy()));
+                }
+                return;
+            }
             self.fail(group, &e);
             return;
         }
@@ -629,7 +641,7 @@ impl Leader {
         if self.dirty_since.is_some() {
             self.sync_now()?;
         }
-        let (file, meta) = create_segment(&self.dir, self.next_seq)?;
+        let (file, meta) = create_segment_retrying(&self.dir, self.next_seq)?;
         self.file = file;
         self.path = meta.path.clone();
         self.len = header;
@@ -659,6 +671,42 @@ impl Leader {
             done.stopped(why.clone());
         }
     }
+}
+
+/// How often a segment open that ran out of file descriptors is retried (waits 5, 10, 20, 40 ms)
+/// before the writes waiting for it are refused as busy.
+const OPEN_RETRIES: u32 = 4;
+
+/// [`create_segment`], retried while the process is out of file descriptors (connections or other
+/// files may free some); a half-created segment is removed so none is left behind.
+fn create_segment_retrying(dir: &Path, first_seq: u64) -> Result<(File, SegmentMeta)> {
+    let mut wait = Duration::from_millis(5);
+    let mut attempt = 0;
+    loop {
+        let created = create_segment_or_fault(dir, first_seq);
+        match created {
+            Err(e) if e.is_out_of_files() => {
+                let _ = std::fs::remove_file(segment_path(dir, first_seq));
+                metrics::counter!("kyrodb_wal_open_out_of_files_total").increment(1);
+                if attempt == OPEN_RETRIES {
+                    return Err(e);
+                }
+                attempt += 1;
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// [`create_segment`], or EMFILE when the fail point `wal::open_segment` is armed (tests).
+fn create_segment_or_fault(dir: &Path, first_seq: u64) -> Result<(File, SegmentMeta)> {
+    fail::fail_point!("wal::open_segment", |_| Err(Error::io(
+        dir,
+        std::io::Error::from_raw_os_error(24)
+    )));
+    create_segment(dir, first_seq)
 }
 
 /// The keys a group's records write, to tell whether a batch to resolve depends on one of them.
