@@ -268,3 +268,124 @@ fn batch_delete_and_delete_range() {
     assert_eq!(s.post("/v1/kv/delete_range", r#"{"start":90}"#).status, 200);
     assert_eq!(keys_of(&s, "default"), 77);
 }
+
+/// The `keyspace` label values of a /metrics family.
+fn metric_keyspaces(s: &Server, family: &str) -> Vec<String> {
+    let text = s.get("/metrics").text();
+    let prefix = format!("{family}{{keyspace=\"");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+        .collect()
+}
+
+#[test]
+fn dropping_a_keyspace_frees_it_and_a_new_one_under_its_name_starts_empty() {
+    let (_d, mut s) = start();
+    let del = |s: &Server, name: &str| s.req("DELETE", &format!("/v1/keyspaces/{name}"), &[], b"");
+    assert_eq!(s.post("/v1/keyspaces", r#"{"name":"logs"}"#).status, 201);
+    for k in 0..50 {
+        assert_eq!(
+            put(&s, &format!("/v1/kv/{k}?keyspace=logs"), b"old").status,
+            200
+        );
+    }
+    assert_eq!(s.post("/v1/snapshot", "").status, 200);
+    assert_eq!(
+        put(&s, "/v1/kv/100?keyspace=logs", b"old, in the log").status,
+        200
+    );
+    assert!(metric_keyspaces(&s, "kyrodb_storage_keys").contains(&"logs".to_owned()));
+
+    let r = del(&s, "logs");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), serde_json::json!({"dropped": "logs"}));
+    let gone = s.get("/v1/keyspaces/logs");
+    assert_eq!(
+        (gone.status, gone.error_code().as_str()),
+        (404, "no_such_keyspace")
+    );
+    assert_eq!(s.get("/v1/kv/1?keyspace=logs").status, 404);
+    assert_eq!(put(&s, "/v1/kv/1?keyspace=logs", b"x").status, 404);
+    let listed = s.get("/v1/keyspaces").json();
+    assert_eq!(listed["keyspaces"].as_array().unwrap().len(), 1, "{listed}");
+    let again = del(&s, "logs");
+    assert_eq!(
+        (again.status, again.error_code().as_str()),
+        (404, "no_such_keyspace")
+    );
+    // Its series leave /metrics (every per-keyspace family).
+    for family in [
+        "kyrodb_storage_keys",
+        "kyrodb_storage_snapshot_keys",
+        "kyrodb_index_model_bytes",
+    ] {
+        let mut names = metric_keyspaces(&s, family);
+        names.sort();
+        assert_eq!(names, ["_collections", "default"], "{family}");
+    }
+
+    // Refused: default, reserved names (collections' catalog, the cluster's state), bad names.
+    for (name, code) in [
+        ("default", "reserved_keyspace"),
+        ("_collections", "reserved_keyspace"),
+        ("_raft", "reserved_keyspace"),
+        ("no%20spaces", "invalid_keyspace_name"),
+    ] {
+        let r = del(&s, name);
+        assert_eq!((r.status, r.error_code().as_str()), (400, code), "{name}");
+        assert!(r.json()["error"]["message"].as_str().unwrap().len() > 10);
+    }
+    assert_eq!(keys_of(&s, "default"), 0);
+    assert_eq!(s.get("/v1/keyspaces/default").status, 200);
+
+    // Created again under the name: empty, and it stays so after kill -9 and a restart.
+    assert_eq!(s.post("/v1/keyspaces", r#"{"name":"logs"}"#).status, 201);
+    assert_eq!(keys_of(&s, "logs"), 0);
+    assert_eq!(s.get("/v1/kv/1?keyspace=logs").status, 404);
+    assert_eq!(put(&s, "/v1/kv/7?keyspace=logs", b"new").status, 200);
+    // Another round whose drop and creation only the log holds at the kill.
+    assert_eq!(s.post("/v1/keyspaces", r#"{"name":"tmp"}"#).status, 201);
+    assert_eq!(put(&s, "/v1/kv/3?keyspace=tmp", b"old tmp").status, 200);
+    assert_eq!(del(&s, "tmp").status, 200);
+    assert_eq!(s.post("/v1/keyspaces", r#"{"name":"tmp"}"#).status, 201);
+    s.kill9();
+    s.restart();
+    assert_eq!(keys_of(&s, "logs"), 1);
+    assert_eq!(s.get("/v1/kv/7?keyspace=logs").text(), "new");
+    assert_eq!(s.get("/v1/kv/1?keyspace=logs").status, 404);
+    assert_eq!(s.get("/v1/kv/100?keyspace=logs").status, 404);
+    assert_eq!(keys_of(&s, "tmp"), 0);
+    assert_eq!(s.get("/v1/kv/3?keyspace=tmp").status, 404);
+
+    // Create/drop cycles, and dropped collections' keyspaces: /metrics keeps only live keyspaces.
+    for i in 0..20 {
+        let name = format!("cycle{i}");
+        let r = s.post("/v1/keyspaces", &format!(r#"{{"name":"{name}"}}"#));
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(
+            put(&s, &format!("/v1/kv/1?keyspace={name}"), b"v").status,
+            200
+        );
+        assert_eq!(del(&s, &name).status, 200);
+        let r = s.req(
+            "PUT",
+            &format!("/v2/collections/c{i}"),
+            &[],
+            br#"{"vectors": {"v": {"dim": 2, "metric": "cosine"}}}"#,
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(
+            s.req("DELETE", &format!("/v2/collections/c{i}"), &[], b"")
+                .status,
+            200
+        );
+    }
+    let mut names = metric_keyspaces(&s, "kyrodb_storage_keys");
+    names.sort();
+    assert_eq!(
+        names,
+        ["_collections", "default", "logs", "tmp"],
+        "dropped keyspaces in /metrics"
+    );
+}

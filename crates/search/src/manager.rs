@@ -1,6 +1,7 @@
 //! The collections of one database: a catalog keyspace (`_collections`), one keyspace per
 //! collection (`_c.<name>.<created hex>`), the background indexer that links new vectors into the
-//! graphs, and the purge of dropped collections' documents.
+//! graphs, and the freeing of dropped collections' keyspaces (dropped in the engine; purged of
+//! their documents in cluster mode).
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -304,8 +305,9 @@ pub struct Collections {
 
 impl Collections {
     /// Opens the catalog, rebuilds every collection's indexes from its stored documents (attaching
-    /// each to the engine so that later writes keep them current), purges documents of dropped
-    /// collections, and starts the indexer.
+    /// each to the engine so that later writes keep them current), frees the keyspaces of dropped
+    /// collections left by an interrupted drop (or by a version that never dropped them), and
+    /// starts the indexer.
     pub fn open(db: Arc<Db>, opts: SearchOptions) -> Result<Collections> {
         let catalog = db.create_keyspace(CATALOG_KEYSPACE)?;
         let value_bytes_max = db.options().value_bytes_max;
@@ -361,14 +363,12 @@ impl Collections {
         };
         for o in orphans {
             if let Ok(ks) = db.keyspace(&o) {
-                if ks.count() > 0 {
-                    let chunk = if o.starts_with(FEEDBACK_KEYSPACE_PREFIX) {
-                        PURGE_CHUNK_FEEDBACK
-                    } else {
-                        PURGE_CHUNK_DOCUMENTS
-                    };
-                    spawn_purge(&shared, ks, chunk);
-                }
+                let chunk = if o.starts_with(FEEDBACK_KEYSPACE_PREFIX) {
+                    PURGE_CHUNK_FEEDBACK
+                } else {
+                    PURGE_CHUNK_DOCUMENTS
+                };
+                free_keyspace(&shared, ks, chunk);
             }
         }
         {
@@ -495,16 +495,17 @@ impl Collections {
         self.shared.collections().iter().map(|c| c.info()).collect()
     }
 
-    /// Drops a collection: its catalog entry goes at once (durably); its documents are deleted in
-    /// the background (again at the next start if interrupted).
+    /// Drops a collection: its catalog entry goes at once (durably), then its keyspaces are dropped
+    /// in the engine, which frees them (again at the next start if interrupted). In cluster mode,
+    /// where the engine cannot drop keyspaces yet, their documents are deleted in the background.
     pub fn drop_collection(&self, name: &str) -> Result<()> {
         let s = &self.shared;
         let _g = s.create_mu.lock();
         let (key, c) = s.entry(name)?;
         s.catalog.delete(key)?;
         drop_local(s, &c);
-        spawn_purge(s, c.keyspace().clone(), PURGE_CHUNK_DOCUMENTS);
-        spawn_purge(s, c.feedback_keyspace().clone(), PURGE_CHUNK_FEEDBACK);
+        free_keyspace(s, c.keyspace().clone(), PURGE_CHUNK_DOCUMENTS);
+        free_keyspace(s, c.feedback_keyspace().clone(), PURGE_CHUNK_FEEDBACK);
         Ok(())
     }
 
@@ -873,6 +874,21 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Frees a dropped collection's keyspace: drops it in the engine, or, in cluster mode (keyspace
+/// drops are not replicated yet), deletes its keys in the background. A failed drop is logged: the
+/// keyspace is an orphan the next start drops.
+fn free_keyspace(s: &Arc<Shared>, ks: Keyspace, chunk: usize) {
+    if s.db.is_replicated() {
+        if ks.count() > 0 {
+            spawn_purge(s, ks, chunk);
+        }
+        return;
+    }
+    if let Err(e) = s.db.drop_keyspace(ks.name()) {
+        tracing::warn!(keyspace = ks.name(), %e, "dropped collection's keyspace not freed; the next start retries");
+    }
 }
 
 /// Deletes every key of a dropped collection's keyspace, a chunk at a time, until done or closing

@@ -551,22 +551,72 @@ pub fn record_engine_stats(st: &kyrodb_storage::Stats) {
     } else {
         0.0
     });
-    for ks in &st.keyspaces {
-        let name = ks.name.clone();
-        gauge!("kyrodb_storage_snapshot_keys", "keyspace" => name.clone())
-            .set(ks.snapshot_keys as f64);
-        gauge!("kyrodb_storage_snapshot_data_bytes", "keyspace" => name.clone())
-            .set(ks.snapshot_data_bytes as f64);
-        gauge!("kyrodb_storage_keys", "keyspace" => name.clone()).set(ks.keys as f64);
-        gauge!("kyrodb_index_leaves", "keyspace" => name.clone()).set(ks.index.leaves as f64);
-        gauge!("kyrodb_index_epsilon_bound_slots", "keyspace" => name.clone())
-            .set(f64::from(ks.index.epsilon_bound));
-        gauge!("kyrodb_index_error_max_slots", "keyspace" => name.clone())
-            .set(f64::from(ks.index.epsilon_max_measured));
-        gauge!("kyrodb_index_error_mean_slots", "keyspace" => name.clone())
-            .set(ks.index.error_mean_measured);
-        gauge!("kyrodb_index_model_bytes", "keyspace" => name, "index" => st.index)
-            .set(ks.index_model_bytes as f64);
+}
+
+/// The per-keyspace gauges, each a function of one keyspace's numbers.
+type KeyspaceGauge = (&'static str, fn(&kyrodb_storage::KeyspaceStats) -> f64);
+const KEYSPACE_GAUGES: &[KeyspaceGauge] = &[
+    ("kyrodb_storage_snapshot_keys", |k| k.snapshot_keys as f64),
+    ("kyrodb_storage_snapshot_data_bytes", |k| {
+        k.snapshot_data_bytes as f64
+    }),
+    ("kyrodb_storage_keys", |k| k.keys as f64),
+    ("kyrodb_index_leaves", |k| k.index.leaves as f64),
+    ("kyrodb_index_epsilon_bound_slots", |k| {
+        f64::from(k.index.epsilon_bound)
+    }),
+    ("kyrodb_index_error_max_slots", |k| {
+        f64::from(k.index.epsilon_max_measured)
+    }),
+    ("kyrodb_index_error_mean_slots", |k| {
+        k.index.error_mean_measured
+    }),
+    ("kyrodb_index_model_bytes", |k| k.index_model_bytes as f64),
+];
+
+/// The per-keyspace gauges in the Prometheus text format, from the engine's numbers at this scrape.
+/// They are rendered here rather than kept in the recorder (which never forgets a series), so a
+/// dropped keyspace's series leave `/metrics` with it. `kyrodb_index_model_bytes` also carries the
+/// index builder's name (`index`).
+pub fn render_keyspace_stats(st: &kyrodb_storage::Stats) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if st.keyspaces.is_empty() {
+        return out;
+    }
+    for (family, value) in KEYSPACE_GAUGES {
+        let help = FAMILIES
+            .iter()
+            .find(|(n, _, _)| n == family)
+            .map_or("", |(_, _, h)| h);
+        let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} gauge");
+        for ks in &st.keyspaces {
+            let name = label_value(&ks.name);
+            let _ = if *family == "kyrodb_index_model_bytes" {
+                writeln!(
+                    out,
+                    "{family}{{keyspace=\"{name}\",index=\"{}\"}} {}",
+                    label_value(st.index),
+                    value(ks)
+                )
+            } else {
+                writeln!(out, "{family}{{keyspace=\"{name}\"}} {}", value(ks))
+            };
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A label value escaped for the text format (`\`, `"` and newlines).
+fn label_value(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains(['\\', '"', '\n']) {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+            .into()
+    } else {
+        v.into()
     }
 }
 
@@ -595,6 +645,37 @@ mod tests {
         "_term",
         "_index",
     ];
+
+    #[test]
+    fn keyspace_gauges_are_listed_gauges_rendered_per_live_keyspace() {
+        for (family, _) in KEYSPACE_GAUGES {
+            assert!(
+                FAMILIES
+                    .iter()
+                    .any(|(n, k, _)| n == family && *k == Kind::Gauge),
+                "{family} is not a listed gauge"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = kyrodb_storage::Db::open(dir.path(), kyrodb_storage::Options::default()).unwrap();
+        let ks = db.create_keyspace("gone").unwrap();
+        ks.put(1, b"v").unwrap();
+        let text = render_keyspace_stats(&db.stats());
+        assert!(
+            text.contains("kyrodb_storage_keys{keyspace=\"gone\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP kyrodb_storage_keys Live keys"),
+            "{text}"
+        );
+        assert!(text.contains("kyrodb_index_model_bytes{keyspace=\"default\",index=\""));
+        db.drop_keyspace("gone").unwrap();
+        let text = render_keyspace_stats(&db.stats());
+        assert!(!text.contains("gone"), "{text}");
+        assert!(text.contains("kyrodb_storage_keys{keyspace=\"default\"} 0\n"));
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 
     #[test]
     fn family_names_end_with_their_unit_and_are_unique() {

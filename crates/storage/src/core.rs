@@ -4,7 +4,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
 };
@@ -29,6 +29,10 @@ use crate::{
     Error, Result,
 };
 
+/// The WAL record kind of a keyspace drop: `id u32 | name_len u16 | name`, the payload of a creation
+/// (kinds 1 and 2 are in `wal/record.rs`). Byte layout and the id reuse rule: docs/design/storage.md.
+pub(crate) const KIND_DROP_KEYSPACE: u8 = 3;
+
 /// A delta that no longer takes writes, waiting to be merged into new snapshots.
 pub(crate) struct Frozen {
     pub delta: Arc<dyn DeltaRead>,
@@ -36,8 +40,9 @@ pub(crate) struct Frozen {
     pub covered_seq: u64,
 }
 
-/// The snapshots of every keyspace at one manifest generation, indexed by keyspace id (ids are dense:
-/// assigned in order and bounded by `keyspaces_max`), so a read finds its snapshot without hashing.
+/// The snapshots of every keyspace at one manifest generation, indexed by keyspace id (ids stay below
+/// `keyspaces_max`: a creation takes the lowest id no live keyspace holds), so a read finds its
+/// snapshot without hashing.
 #[derive(Default, Clone)]
 pub(crate) struct SnapshotSet {
     by_keyspace: Vec<Option<Arc<Snapshot>>>,
@@ -111,19 +116,90 @@ impl ReadState {
     }
 }
 
+/// One life of a keyspace, from its creation to its drop. Every [`crate::Keyspace`] handle holds
+/// the incarnation it was made from: once the keyspace is dropped, a handle that outlived it reads and
+/// writes nothing, since its id may already name a new keyspace.
+#[derive(Debug)]
+pub(crate) struct Incarnation {
+    pub name: Arc<str>,
+    dropped: AtomicBool,
+}
+
+impl Incarnation {
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            dropped: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn is_dropped(&self) -> bool {
+        self.dropped.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_dropped(&self, dropped: bool) {
+        self.dropped.store(dropped, Ordering::Release);
+    }
+}
+
 /// Keyspace names and ids.
 #[derive(Default)]
 pub(crate) struct Registry {
     pub by_name: HashMap<String, u32>,
     pub by_id: BTreeMap<u32, String>,
+    /// The incarnation of each live keyspace, by id.
+    pub incarnations: HashMap<u32, Arc<Incarnation>>,
+    /// One past the highest id ever given (the manifest records it; ids below it may be free).
     pub next_id: u32,
+    /// Ids dropped by a record that no durable manifest may cover yet, with that record's sequence
+    /// number: until a compaction covers the drop, the old keyspace's versions may still sit in the
+    /// deltas and snapshots, so the id is reused only after one (`Db::create_keyspace`, recovery).
+    pub dropped: BTreeMap<u32, u64>,
 }
 
 impl Registry {
     pub(crate) fn insert(&mut self, id: u32, name: &str) {
+        if self.by_id.get(&id).is_some_and(|n| n == name) {
+            // Replay of a creation the manifest already records: the same incarnation.
+            return;
+        }
         self.by_name.insert(name.to_owned(), id);
         self.by_id.insert(id, name.to_owned());
+        self.incarnations
+            .insert(id, Arc::new(Incarnation::new(name)));
         self.next_id = self.next_id.max(id + 1);
+    }
+
+    /// Applies the drop (record `seq`) of keyspace `id` called `name`: it leaves the registry (if it
+    /// is there under that name) and its id waits for a compaction covering `seq` before reuse.
+    pub(crate) fn remove(&mut self, id: u32, name: &str, seq: u64) {
+        if self.by_id.get(&id).is_some_and(|n| n == name) {
+            self.by_id.remove(&id);
+            self.by_name.remove(name);
+            if let Some(inc) = self.incarnations.remove(&id) {
+                inc.set_dropped(true);
+            }
+        }
+        self.dropped.insert(id, seq);
+    }
+
+    /// The id a new keyspace gets: the lowest one no live keyspace holds. A function of the live
+    /// keyspaces alone, so every node applying the same log picks the same id.
+    pub(crate) fn free_id(&self) -> u32 {
+        let mut want = 0;
+        for &id in self.by_id.keys() {
+            if id != want {
+                break;
+            }
+            want += 1;
+        }
+        want
+    }
+
+    /// The live keyspace called `name`: its id and incarnation.
+    pub(crate) fn lookup(&self, name: &str) -> Option<(u32, Arc<Incarnation>)> {
+        let id = *self.by_name.get(name)?;
+        Some((id, self.incarnations.get(&id)?.clone()))
     }
 }
 
@@ -171,8 +247,8 @@ pub(crate) struct BadRecord {
 
 impl Core {
     /// Applies one durable record: its operations go to `apply` (the live delta, or recovery's sorted
-    /// run), a keyspace creation to the registry. Decodes fully before touching anything, so a malformed
-    /// record changes nothing.
+    /// run), a keyspace creation or drop to the registry. Decodes fully before touching anything, so a
+    /// malformed record changes nothing.
     pub(crate) fn apply_record(
         &self,
         kind: u8,
@@ -228,7 +304,14 @@ impl Core {
             }
             KIND_CREATE_KEYSPACE => {
                 let (id, name) = decode_create_keyspace(payload).map_err(bad)?;
-                self.registry.write().insert(id, &name);
+                let mut r = self.registry.write();
+                r.insert(id, &name);
+                r.dropped.remove(&id);
+                Ok(())
+            }
+            KIND_DROP_KEYSPACE => {
+                let (id, name) = decode_create_keyspace(payload).map_err(bad)?;
+                self.registry.write().remove(id, &name, seq);
                 Ok(())
             }
             _ => Err(BadRecord {
@@ -365,6 +448,12 @@ impl CommitSink for Core {
         let want_changes = !appliers.is_empty();
         // The counts lock also keeps compaction from swapping snapshots while keys are looked up.
         let mut counts = self.counts.lock();
+        if kind == KIND_CREATE_KEYSPACE || kind == KIND_DROP_KEYSPACE {
+            // A new keyspace starts at zero whatever its id counted in an earlier life.
+            if let Ok((id, _)) = decode_create_keyspace(payload) {
+                counts.remove(id);
+            }
+        }
         let st = self.state.load_full();
         // The writer's lookups, if they were made against this very state.
         let ahead = hint

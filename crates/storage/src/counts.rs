@@ -93,6 +93,11 @@ impl Counts {
         }
     }
 
+    /// Forgets a keyspace (dropped, or created under an id an earlier keyspace held).
+    pub(crate) fn remove(&mut self, keyspace: u32) {
+        self.by_keyspace.remove(&keyspace);
+    }
+
     /// Live keys at `now_ms`: present minus those expired by then. Costs O(expired keys not yet
     /// compacted away).
     pub(crate) fn live(&self, keyspace: u32, now_ms: u64) -> u64 {
@@ -123,5 +128,7 @@ mod tests {
         c.dropped(0, 3, 10);
         assert_eq!(c.live(0, 5), 1, "dropped by compaction");
         assert_eq!(c.live(7, 5), 0);
+        c.remove(0);
+        assert_eq!(c.live(0, 5), 0, "forgotten");
     }
 }

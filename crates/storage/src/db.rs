@@ -10,11 +10,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::{
     applier::{Applier, Change},
-    core::{Core, ReadState},
+    core::{Core, Incarnation, ReadState, KIND_DROP_KEYSPACE},
     delta::{now_ms, Now},
     manifest::Manifest,
     merge::{Merge, Source},
@@ -111,6 +111,8 @@ impl PartialEq<[u8]> for Value {
 #[derive(Default, Clone)]
 pub struct WriteBatch {
     pub(crate) enc: BatchEncoder,
+    /// The keyspaces it writes (their incarnations): a batch for a dropped keyspace is refused.
+    keyspaces: Vec<Arc<Incarnation>>,
 }
 
 impl std::fmt::Debug for WriteBatch {
@@ -134,7 +136,7 @@ impl std::fmt::Debug for Keyspace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyspace")
             .field("id", &self.id)
-            .field("name", &self.name)
+            .field("name", &self.inc.name)
             .finish()
     }
 }
@@ -146,11 +148,13 @@ impl WriteBatch {
     }
     /// Adds a put of `value` under `key` in `keyspace`. Later operations on the same key win.
     pub fn put(&mut self, keyspace: &Keyspace, key: u64, value: &[u8]) -> &mut Self {
+        self.uses(keyspace);
         self.enc.put(keyspace.id, key, value);
         self
     }
     /// Adds a delete of `key` in `keyspace` (a tombstone; deleting an absent key is not an error).
     pub fn delete(&mut self, keyspace: &Keyspace, key: u64) -> &mut Self {
+        self.uses(keyspace);
         self.enc.delete(keyspace.id, key);
         self
     }
@@ -165,6 +169,7 @@ impl WriteBatch {
         ttl: Duration,
     ) -> &mut Self {
         let at = now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        self.uses(keyspace);
         self.enc.put_expiring(keyspace.id, key, value, at.max(1));
         self
     }
@@ -176,6 +181,7 @@ impl WriteBatch {
         value: &[u8],
         expires_at_ms: u64,
     ) -> &mut Self {
+        self.uses(keyspace);
         self.enc
             .put_expiring(keyspace.id, key, value, expires_at_ms);
         self
@@ -187,6 +193,7 @@ impl WriteBatch {
     /// smaller ranges.
     pub fn delete_range(&mut self, keyspace: &Keyspace, range: impl RangeBounds<u64>) -> &mut Self {
         if let Some((start, end)) = inclusive(range) {
+            self.uses(keyspace);
             self.enc.delete_range(keyspace.id, start, end);
         }
         self
@@ -195,6 +202,7 @@ impl WriteBatch {
     /// the batch is sequenced, nothing is written and the write fails with
     /// [`Error::ConditionFailed`]. Conditions are checked against the state before the batch.
     pub fn require(&mut self, keyspace: &Keyspace, key: u64, condition: Condition) -> &mut Self {
+        self.uses(keyspace);
         self.enc.check(keyspace.id, key, condition);
         self
     }
@@ -205,6 +213,20 @@ impl WriteBatch {
     /// Whether the batch holds no operation.
     pub fn is_empty(&self) -> bool {
         self.enc.count() == 0
+    }
+    /// Notes that the batch writes `keyspace` (one entry per incarnation: two handles of one id
+    /// from different lives are both checked).
+    fn uses(&mut self, keyspace: &Keyspace) {
+        if !self.keyspaces.iter().any(|k| Arc::ptr_eq(k, &keyspace.inc)) {
+            self.keyspaces.push(keyspace.inc.clone());
+        }
+    }
+    /// Refuses the batch if a keyspace it writes was dropped.
+    fn check_live(&self) -> Result<()> {
+        match self.keyspaces.iter().find(|k| k.is_dropped()) {
+            Some(k) => Err(Error::NoSuchKeyspace(k.name.to_string())),
+            None => Ok(()),
+        }
     }
 }
 
@@ -224,7 +246,7 @@ pub struct SnapshotInfo {
 /// One keyspace's numbers.
 #[derive(Debug, Clone)]
 pub struct KeyspaceStats {
-    /// The keyspace's id (dense, assigned at creation).
+    /// The keyspace's id (the lowest free one at creation; a dropped keyspace's id is reused).
     pub id: u32,
     /// The keyspace's name.
     pub name: String,
@@ -301,7 +323,12 @@ pub(crate) struct Inner {
     /// Held while a compaction runs, so the background thread and `snapshot()` never overlap.
     pub compaction_mu: Mutex<()>,
     pub compactions: std::sync::atomic::AtomicU64,
+    /// Serialises keyspace creations and drops.
     pub create_mu: Mutex<()>,
+    /// Local writes hold the read side from checking that their keyspaces are live until they are
+    /// logged; a drop takes the write side to mark its keyspace dropped, so every write that found
+    /// it live is logged before the drop and every later one is refused.
+    pub gate: RwLock<()>,
     pub bg_thread: Mutex<Option<JoinHandle<()>>>,
     pub _lock: File,
     /// Set in cluster mode: writes go through it instead of straight to the WAL.
@@ -316,21 +343,24 @@ pub struct Db {
 
 /// A handle to one keyspace: an independent u64 key space sharing the database's WAL. A handle keeps
 /// the engine's files open (and the directory locked) until it is dropped, even after `Db::close`.
+/// Once its keyspace is dropped ([`Db::drop_keyspace`]) the handle reads and writes nothing: its
+/// reads and writes fail with [`Error::NoSuchKeyspace`], even if a new keyspace takes the name or id.
 #[derive(Clone)]
 pub struct Keyspace {
     inner: Arc<Inner>,
     id: u32,
-    name: Arc<str>,
+    inc: Arc<Incarnation>,
 }
 
 impl Db {
     /// Opens (or creates) the database in `dir`, recovering from the manifest, snapshots and WAL.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Self> {
         let inner = crate::recovery::open(dir.as_ref(), opts)?;
+        let inc = inner.core.registry.read().incarnations.get(&0).cloned();
         let default = Keyspace {
             inner: inner.clone(),
             id: 0,
-            name: Arc::from(DEFAULT_KEYSPACE),
+            inc: inc.unwrap_or_else(|| Arc::new(Incarnation::new(DEFAULT_KEYSPACE))),
         };
         Ok(Self { inner, default })
     }
@@ -342,16 +372,19 @@ impl Db {
 
     /// An existing keyspace.
     pub fn keyspace(&self, name: &str) -> Result<Keyspace> {
-        let id = self.inner.core.registry.read().by_name.get(name).copied();
-        id.map(|id| Keyspace {
-            inner: self.inner.clone(),
-            id,
-            name: Arc::from(name),
-        })
-        .ok_or_else(|| Error::NoSuchKeyspace(name.to_owned()))
+        let found = self.inner.core.registry.read().lookup(name);
+        found
+            .map(|(id, inc)| Keyspace {
+                inner: self.inner.clone(),
+                id,
+                inc,
+            })
+            .ok_or_else(|| Error::NoSuchKeyspace(name.to_owned()))
     }
 
-    /// The keyspace called `name`, created (durably) if it does not exist.
+    /// The keyspace called `name`, created (durably) if it does not exist. It takes the lowest id no
+    /// live keyspace holds; at most `keyspaces_max` keyspaces are live at once
+    /// ([`Error::TooManyKeyspaces`]), dropped ones do not count.
     pub fn create_keyspace(&self, name: &str) -> Result<Keyspace> {
         validate_keyspace_name(name)?;
         if let Some(r) = self.inner.replicator.get() {
@@ -371,16 +404,81 @@ impl Db {
         if let Ok(ks) = self.keyspace(name) {
             return Ok(ks);
         }
-        let (id, count) = {
+        let (id, live, dropped_at) = {
             let r = self.inner.core.registry.read();
-            (r.next_id, r.by_id.len())
+            let id = r.free_id();
+            (id, r.by_id.len(), r.dropped.get(&id).copied())
         };
-        if count >= self.inner.core.opts.keyspaces_max {
-            return Err(Error::TooManyKeyspaces(self.inner.core.opts.keyspaces_max));
+        let max = self.inner.core.opts.keyspaces_max;
+        if live >= max {
+            return Err(Error::TooManyKeyspaces(max));
+        }
+        if let Some(seq) = dropped_at {
+            self.inner.cover_drop(seq)?;
         }
         self.inner
             .append(KIND_CREATE_KEYSPACE, encode_create_keyspace(id, name))?;
         self.keyspace(name)
+    }
+
+    /// Drops the keyspace called `name`, durably (one WAL record): it leaves the list at once, its
+    /// keys are never read again, its snapshot files are deleted by the next compaction, and its id
+    /// and its place under `keyspaces_max` are free for the next [`Db::create_keyspace`] — a keyspace
+    /// created later under the same name starts empty, also after a restart. Handles to it fail from
+    /// then on with [`Error::NoSuchKeyspace`]; writes to it that were already under way are logged
+    /// before the drop (it waits for them). Its applier, if any, is detached. The default keyspace
+    /// cannot be dropped; nor, for now, can any keyspace in cluster mode (the drop is not a
+    /// replicated write yet): both are [`Error::InvalidOption`].
+    pub fn drop_keyspace(&self, name: &str) -> Result<()> {
+        validate_keyspace_name(name)?;
+        if name == DEFAULT_KEYSPACE {
+            return Err(Error::InvalidOption(
+                "the default keyspace cannot be dropped".into(),
+            ));
+        }
+        if self.inner.replicator.get().is_some() {
+            return Err(Error::InvalidOption(
+                "dropping a keyspace is not available in cluster mode yet".into(),
+            ));
+        }
+        self.drop_keyspace_local(name).map(|_| ())
+    }
+
+    /// [`Db::drop_keyspace`] on this node only; returns the drop's sequence number.
+    pub(crate) fn drop_keyspace_local(&self, name: &str) -> Result<u64> {
+        let _g = self.inner.create_mu.lock();
+        let found = self.inner.core.registry.read().lookup(name);
+        let Some((id, inc)) = found else {
+            return Err(Error::NoSuchKeyspace(name.to_owned()));
+        };
+        if id == 0 {
+            return Err(Error::InvalidOption(
+                "the default keyspace cannot be dropped".into(),
+            ));
+        }
+        {
+            // Once the write side is held, every write that found the keyspace live is logged.
+            let _all_logged = self.inner.gate.write();
+            inc.set_dropped(true);
+        }
+        let seq = match self
+            .inner
+            .append(KIND_DROP_KEYSPACE, encode_create_keyspace(id, name))
+        {
+            Ok(seq) => seq,
+            Err(e) => {
+                // Not applied: the keyspace lives on.
+                inc.set_dropped(false);
+                return Err(e);
+            }
+        };
+        self.inner.core.appliers.write().set(id, None);
+        if self.inner.core.opts.background_compaction {
+            // Frees the keyspace's snapshot files soon (the compaction's manifest no longer names
+            // them) and makes its id ready for reuse. Best effort: a later compaction does it too.
+            let _ = self.inner.wal.freeze(false);
+        }
+        Ok(seq)
     }
 
     /// Names of all keyspaces, by id.
@@ -497,11 +595,24 @@ impl Drop for Db {
 impl Keyspace {
     /// The keyspace's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.inc.name
     }
-    /// The keyspace's id (what WAL records and snapshot files name it by).
+    /// The keyspace's id (what WAL records and snapshot files name it by). After a drop, a new
+    /// keyspace may get the same id.
     pub fn id(&self) -> u32 {
         self.id
+    }
+    /// Whether the keyspace was dropped (then this handle reads and writes nothing).
+    pub fn is_dropped(&self) -> bool {
+        self.inc.is_dropped()
+    }
+    /// `Err(NoSuchKeyspace)` once dropped. Readers check it after loading the state: a state holding
+    /// a later keyspace's versions under this id is published after the drop marked this one.
+    fn live(&self) -> Result<()> {
+        if self.inc.is_dropped() {
+            return Err(Error::NoSuchKeyspace(self.name().to_owned()));
+        }
+        Ok(())
     }
 
     /// Writes `value` under `key`; returns the sequence number once durable and visible.
@@ -576,7 +687,11 @@ impl Keyspace {
     /// dropped)). Includes the writes of the group being applied, a few microseconds before they are
     /// acknowledged.
     pub fn count(&self) -> u64 {
-        self.inner.core.counts.lock().live(self.id, now_ms())
+        let counts = self.inner.core.counts.lock();
+        if self.inc.is_dropped() {
+            return 0;
+        }
+        counts.live(self.id, now_ms())
     }
 
     /// The newest live value of `key`.
@@ -589,6 +704,7 @@ impl Keyspace {
     pub fn get_entry(&self, key: u64) -> Result<Option<Entry>> {
         let st = self.inner.core.state.load();
         let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
+        self.live()?;
         get_in(&st, self.id, key, visible, &Now::default())
     }
 
@@ -596,6 +712,7 @@ impl Keyspace {
     pub fn multi_get(&self, keys: &[u64]) -> Result<Vec<Option<Value>>> {
         let st = self.inner.core.state.load();
         let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
+        self.live()?;
         let now = Now::default();
         let mut out = Vec::with_capacity(keys.len());
         // Keys the deltas do not answer go to the snapshot's index in one batch.
@@ -640,6 +757,8 @@ impl Keyspace {
     pub fn attach(&self, applier: Arc<dyn Applier>) -> Result<u64> {
         let core = &self.inner.core;
         let mut appliers = core.appliers.write();
+        // A drop marks the keyspace before it detaches under this lock: no applier outlives it.
+        self.live()?;
         // Holding the lock the WAL thread applies under: every applied record is in the state and no
         // record is half applied. Entries applied but not yet published are durable, so they count.
         let st = core.state.load_full();
@@ -667,9 +786,13 @@ impl Keyspace {
         Ok(seq)
     }
 
-    /// Detaches this keyspace's applier, if any; it gets no further changes.
+    /// Detaches this keyspace's applier, if any; it gets no further changes. (A dropped keyspace's
+    /// applier is detached by the drop; its id may hold another keyspace's now.)
     pub fn detach(&self) {
-        self.inner.core.appliers.write().set(self.id, None);
+        let mut appliers = self.inner.core.appliers.write();
+        if !self.inc.is_dropped() {
+            appliers.set(self.id, None);
+        }
     }
 
     /// Live keys in `range`, ascending, at most `limit`.
@@ -679,6 +802,7 @@ impl Keyspace {
         };
         let st = self.inner.core.state.load_full();
         let visible = self.inner.core.visible_seq.load(Ordering::Acquire);
+        self.live()?;
         let mut out = Vec::with_capacity(limit.min(1024));
         scan_in(
             &st,
@@ -868,13 +992,14 @@ fn inclusive(range: impl RangeBounds<u64>) -> Option<(u64, u64)> {
     (start <= end).then_some((start, end))
 }
 
-/// Keyspace names: 1–64 characters from `[A-Za-z0-9_.-]`.
+/// Keyspace names: 1–64 characters from `[A-Za-z0-9_.-]`, not only dots (`.`, `..` read as paths).
 pub fn validate_keyspace_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.bytes().any(|b| b != b'.');
     if ok {
         Ok(())
     } else {
@@ -917,9 +1042,29 @@ impl Inner {
             });
         }
         if let Some(r) = self.replicator.get() {
+            // At apply, every node refuses a batch for a keyspace that is gone by then.
+            batch.check_live()?;
             return r.replicate(crate::LoggedWrite::batch(&batch.enc.finish()));
         }
+        let _gate = self.gate.read();
+        batch.check_live()?;
         self.log_batch(batch.enc)
+    }
+
+    /// Makes sure a durable manifest covers the drop logged at `seq` (compacting now if none does),
+    /// so that none of the dropped keyspace's versions is left anywhere — deltas, snapshots, the
+    /// log replay would read — before its id is given to a new keyspace.
+    pub(crate) fn cover_drop(&self, seq: u64) -> Result<()> {
+        if self.manifest.lock().covered_seq < seq {
+            self.snapshot()?;
+        }
+        let covered = self.manifest.lock().covered_seq;
+        self.core
+            .registry
+            .write()
+            .dropped
+            .retain(|_, s| *s > covered);
+        Ok(())
     }
 
     /// Logs a validated batch here (the local write path, and replicated writes being applied).

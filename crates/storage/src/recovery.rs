@@ -23,7 +23,7 @@ use crate::{
     run::RunBuilder,
     snapshot::Snapshot,
     wal::{
-        record::HEADER_BYTES,
+        record::{decode_create_keyspace, HEADER_BYTES, KIND_CREATE_KEYSPACE},
         segment::{list_segments, scan_segment, truncate_tail, SegmentMeta},
         Wal, WalStart,
     },
@@ -99,6 +99,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         compaction_mu: Mutex::new(()),
         compactions: AtomicU64::new(0),
         create_mu: Mutex::new(()),
+        gate: RwLock::new(()),
         bg_thread: Mutex::new(None),
         _lock: lock,
         replicator: std::sync::OnceLock::new(),
@@ -224,6 +225,22 @@ fn replay_wal(
             next = r.header.seq + 1;
             if r.header.seq <= covered {
                 return Ok(());
+            }
+            if r.header.kind == KIND_CREATE_KEYSPACE {
+                // A creation reusing the id of a keyspace dropped earlier in this log: first compact
+                // what was replayed (the registry no longer holds the dropped keyspace, so its
+                // versions and snapshot are left out), so none of them is taken for the new one's.
+                let id = decode_create_keyspace(&r.payload).map(|(id, _)| id).ok();
+                let dropped_at = id.and_then(|id| core.registry.read().dropped.get(&id).copied());
+                if dropped_at.is_some_and(|d| d > manifest.covered_seq) {
+                    core.install_frozen(
+                        Arc::new(std::mem::take(&mut run).finish()),
+                        r.header.seq - 1,
+                    );
+                    compact_frozen_during_recovery(core, dir, snap_dir, manifest)?;
+                    let c = manifest.covered_seq;
+                    core.registry.write().dropped.retain(|_, s| *s > c);
+                }
             }
             core.apply_record(r.header.kind, &r.payload, r.header.seq, |ks, key, v| {
                 run.push(ks, key, v)

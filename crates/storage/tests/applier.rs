@@ -2,6 +2,8 @@
 //! before the write is acknowledged, exactly once — across compaction, delete-ranges, conditional
 //! batches and a reopen.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     sync::{
@@ -11,6 +13,7 @@ use std::{
     thread,
 };
 
+use common::contents as stored;
 use kyrodb_storage::{Applier, Change, Db, FsyncPolicy, Options, WriteBatch};
 use parking_lot::Mutex;
 
@@ -49,16 +52,6 @@ fn opts() -> Options {
         delta_bytes_compact: 64 << 10,
         ..Options::default()
     }
-}
-
-fn stored(db: &Db, name: &str) -> BTreeMap<u64, Vec<u8>> {
-    db.keyspace(name)
-        .unwrap()
-        .scan(.., usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, v.to_vec()))
-        .collect()
 }
 
 #[test]

@@ -9,13 +9,9 @@
 //! on the sequence number of the writer's own last acknowledged write, and deletes. Cycles: 200, or
 //! `KYRODB_KILL_CYCLES`.
 
-use std::{
-    collections::HashMap,
-    io::{BufRead, BufReader, Write},
-    process::{Command, Stdio},
-    sync::mpsc,
-    time::{Duration, Instant},
-};
+mod common;
+
+use std::{collections::HashMap, time::Duration};
 
 use kyrodb_storage::{Db, FsyncPolicy, Options};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -61,17 +57,7 @@ fn kill_child() {
         .unwrap()
         .parse()
         .unwrap();
-    if let Ok(point) = std::env::var("KYRODB_KILL_AT") {
-        let _scenario = Box::leak(Box::new(fail::FailScenario::setup()));
-        fail::cfg_callback(point, || {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "AT");
-            let _ = out.flush();
-            drop(out);
-            std::thread::sleep(Duration::from_secs(3600));
-        })
-        .unwrap();
-    }
+    common::stop_at_kill_point();
     let db = Db::open(&dir, opts()).unwrap();
     println!("READY");
     std::thread::scope(|s| {
@@ -144,55 +130,21 @@ struct KeyModel {
 }
 
 fn run_cycle(
-    exe: &std::path::Path,
     dir: &std::path::Path,
     model: &mut HashMap<u64, KeyModel>,
     version: u64,
     kill_at: Option<&str>,
     rng: &mut SmallRng,
 ) -> (usize, bool) {
-    let mut cmd = Command::new(exe);
-    cmd.args(["--exact", "kill_child", "--nocapture", "--test-threads=1"])
-        .env("KYRODB_KILL_CHILD_DIR", dir)
-        .env("KYRODB_KILL_VERSION", version.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if let Some(p) = kill_at {
-        cmd.env("KYRODB_KILL_AT", p);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut line = Vec::new();
-        while r.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
-            // A line cut by the kill has no newline: it never completed.
-            if line.last() == Some(&b'\n') {
-                let _ = tx.send(String::from_utf8_lossy(&line).trim_end().to_owned());
-            }
-            line.clear();
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut lines = Vec::new();
-    let trigger = if kill_at.is_some() { "AT" } else { "READY" };
-    // Until the trigger line, or the deadline (the child exited or never reached the point): kill anyway.
-    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        let hit = l.ends_with(trigger);
-        lines.push(l);
-        if hit {
-            break;
-        }
-    }
-    if kill_at.is_none() {
-        // Random kill timing is the point of the test, not synchronisation.
-        std::thread::sleep(Duration::from_millis(rng.gen_range(0..40)));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    reader.join().unwrap();
-    lines.extend(rx.try_iter());
+    let lines = common::run_child(
+        "kill_child",
+        &[
+            ("KYRODB_KILL_CHILD_DIR", dir.display().to_string()),
+            ("KYRODB_KILL_VERSION", version.to_string()),
+        ],
+        kill_at,
+        Duration::from_millis(rng.gen_range(0..40)),
+    );
     let acks = lines.iter().filter(|l| l.starts_with("A ")).count();
     let stopped_at_point = lines.iter().any(|l| l == "AT");
     for l in &lines {
@@ -264,7 +216,6 @@ fn kill9_at_random_moments_loses_no_acknowledged_write() {
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(200);
-    let exe = std::env::current_exe().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut model = HashMap::new();
     let mut rng = SmallRng::seed_from_u64(0x6b696c6c);
@@ -274,7 +225,6 @@ fn kill9_at_random_moments_loses_no_acknowledged_write() {
         // Every third cycle stops at a named point inside compaction or manifest replacement.
         let kill_at = (cycle % 3 == 2).then(|| KILL_POINTS[(cycle / 3) % KILL_POINTS.len()]);
         let (acks, hit) = run_cycle(
-            &exe,
             dir.path(),
             &mut model,
             (cycle as u64 + 1) << 32,

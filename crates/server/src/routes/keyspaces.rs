@@ -1,4 +1,4 @@
-//! Keyspaces: list them with their exact key counts, create one, read one's count.
+//! Keyspaces: list them with their exact key counts, create one, read one's count, drop one.
 
 use axum::{
     extract::{Path, State},
@@ -26,6 +26,12 @@ pub struct KeyspaceInfo {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyspaceList {
     pub keyspaces: Vec<KeyspaceInfo>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DroppedKeyspace {
+    /// The name of the keyspace dropped.
+    pub dropped: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -99,4 +105,33 @@ pub async fn get(
         keys: ks.count(),
         name,
     }))
+}
+
+/// Drops a keyspace, durably (through the WAL): its keys are gone, its name is free and it no longer
+/// counts against `keyspaces_max`; a keyspace created again under the name starts empty. Writes to
+/// it already under way finish first; later ones get 404. `default` and the reserved keyspaces (names
+/// starting with `_`: collections' documents, their catalog, the cluster's state) cannot be dropped.
+#[utoipa::path(delete, path = "/v1/keyspaces/{name}", tag = "kv",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}$")),
+    responses((status = 200, body = DroppedKeyspace),
+        (status = 400, description = "invalid_keyspace_name; reserved_keyspace (`default`, or a name \
+            starting with `_`); invalid_option (cluster mode: not available yet)", body = ErrorBody),
+        (status = 404, description = "no_such_keyspace", body = ErrorBody)))]
+pub async fn drop(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<DroppedKeyspace>, ApiError> {
+    kyrodb_storage::validate_keyspace_name(&name)?;
+    super::kv::reserved(&name)?;
+    if name == kyrodb_storage::DEFAULT_KEYSPACE {
+        return Err(ApiError::bad_request(
+            "reserved_keyspace",
+            "keyspace \"default\" cannot be dropped: every database has it \
+             (delete its keys with /v1/kv/delete_range)",
+        ));
+    }
+    let db = s.db.clone();
+    let n = name.clone();
+    blocking(move || db.drop_keyspace(&n)).await?;
+    Ok(Json(DroppedKeyspace { dropped: name }))
 }

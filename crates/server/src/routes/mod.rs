@@ -121,6 +121,7 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Read), routes!(keyspaces::list)),
         (Needs(Admin), routes!(keyspaces::create)),
         (Needs(Read), routes!(keyspaces::get)),
+        (Needs(Admin), routes!(keyspaces::drop)),
         (Needs(Admin), routes!(admin::snapshot)),
         (Needs(Admin), routes!(rmi::build)),
         (Needs(Admin), routes!(admin::warmup)),
