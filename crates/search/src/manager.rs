@@ -500,6 +500,10 @@ impl Collections {
     /// where the engine cannot drop keyspaces yet, their documents are deleted in the background.
     pub fn drop_collection(&self, name: &str) -> Result<()> {
         let s = &self.shared;
+        // The catalog follower first mirrors every change so far: a creation it has yet to see
+        // would otherwise be opened again after this drop, creating the dropped keyspaces anew
+        // (orphans until the next start). Not under `create_mu`, which the follower takes.
+        self.wait_catalog(Duration::from_secs(10));
         let _g = s.create_mu.lock();
         let (key, c) = s.entry(name)?;
         s.catalog.delete(key)?;
