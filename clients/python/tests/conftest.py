@@ -57,7 +57,7 @@ def start(data_dir: str, env: dict[str, str] | None = None) -> Server:
     deadline = time.monotonic() + 120
     while True:
         with open(log, "rb") as f:
-            m = re.search(rb"listening on (http://127\.0\.0\.1:\d+)", f.read())
+            m = re.search(rb"listening on (https?://127\.0\.0\.1:\d+)", f.read())
         if m:
             return Server(url=m.group(1).decode(), proc=proc, log=log)
         if proc.poll() is not None or time.monotonic() > deadline:

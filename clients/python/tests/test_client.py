@@ -298,3 +298,42 @@ def test_the_sync_client_is_generated_from_the_async_one() -> None:
     tool = os.path.join(os.path.dirname(__file__), "..", "tools", "gen_sync.py")
     r = subprocess.run([sys.executable, tool, "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def test_https_with_a_ca_file_and_refused_without_it(workdir: str) -> None:
+    d = os.path.join(workdir, "tls-certs")
+    os.makedirs(d, exist_ok=True)
+    ca, ca_key = os.path.join(d, "ca.pem"), os.path.join(d, "ca-key.pem")
+    cert, key, csr = (os.path.join(d, n) for n in ("server.pem", "server-key.pem", "server.csr"))
+    ext = os.path.join(d, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=sdk test CA")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    _openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+             "-out", cert, "-days", "2", "-extfile", ext)
+    s = start(os.path.join(workdir, "tls"), {"KYRODB_TLS_CERT": cert, "KYRODB_TLS_KEY": key})
+    try:
+        assert s.url.startswith("https://")
+        with Client(s.url, ca_file=ca) as db:
+            db.put(1, b"over tls")
+            assert db.get(1) == b"over tls"
+        # The CA from the environment, as KYRODB_CA_FILE.
+        os.environ["KYRODB_CA_FILE"] = ca
+        try:
+            with Client(s.url) as db:
+                assert db.get(1) == b"over tls"
+        finally:
+            del os.environ["KYRODB_CA_FILE"]
+        # Without the CA the server's certificate is not trusted.
+        with Client(s.url, max_retries=0) as db:
+            with pytest.raises(kyrodb.TransportError, match="(?i)certificate"):
+                db.get(1)
+    finally:
+        s.stop()

@@ -62,7 +62,7 @@ pub(crate) async fn server_limits(
     target: &Target,
     token: Option<&str>,
 ) -> Result<ServerLimits, String> {
-    let mut conn = Conn::connect(&target.addr)
+    let mut conn = Conn::connect(target)
         .await
         .map_err(|e| format!("connect {}: {e}", target.addr))?;
     let resp = conn
@@ -337,7 +337,7 @@ impl Importer<'_> {
             let conn = match self.conn.as_mut() {
                 Some(c) => c,
                 None => self.conn.insert(
-                    Conn::connect(&self.target.addr)
+                    Conn::connect(self.target)
                         .await
                         .map_err(|e| format!("connect {}: {e}", self.target.addr))?,
                 ),
@@ -404,7 +404,7 @@ impl Importer<'_> {
                     ));
                     if self.conn.is_none() {
                         // Only a connection that cannot be made again stops the import.
-                        if let Err(e2) = Conn::connect(&self.target.addr).await {
+                        if let Err(e2) = Conn::connect(self.target).await {
                             return Err(format!("connect {}: {e2}", self.target.addr));
                         }
                     }

@@ -1,10 +1,17 @@
 //! A minimal HTTP/1.1 client over one keep-alive TCP connection: enough for the CLI's client commands
-//! and for the load generator, whose hot path must not allocate per request. Plain `http://` only.
+//! and for the load generator, whose hot path must not allocate per request. `http://`, and
+//! `https://` with rustls (the system's roots plus `--ca-file`).
 
-use std::io;
+use std::{
+    io,
+    path::Path,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
 };
 
@@ -13,8 +20,8 @@ const HEAD_BYTES_MAX: usize = 64 << 10;
 /// Largest response body accepted, in bytes.
 const BODY_BYTES_MAX: usize = 256 << 20;
 
-/// `http://host:port[/prefix]` split into what a connection needs.
-#[derive(Debug, Clone)]
+/// `http[s]://host:port[/prefix]` split into what a connection needs.
+#[derive(Clone)]
 pub(crate) struct Target {
     /// `host:port` for `connect`.
     pub addr: String,
@@ -22,13 +29,40 @@ pub(crate) struct Target {
     pub host: String,
     /// Path prefix (no trailing slash), usually empty.
     pub prefix: String,
+    /// For `https://`: the TLS client and the name the certificate must carry.
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("addr", &self.addr)
+            .field("prefix", &self.prefix)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl Target {
+    /// A plain `http://` URL (tests; `https://` needs [`Target::new`]).
+    #[cfg(test)]
     pub(crate) fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("url {url:?}: only http:// URLs are supported"))?;
+        Self::new(url, None)
+    }
+
+    /// `url`; an `https://` one trusts the system's roots and every certificate in `ca_file`.
+    pub(crate) fn new(url: &str, ca_file: Option<&Path>) -> Result<Self, String> {
+        let (rest, https) = match url.strip_prefix("https://") {
+            Some(r) => (r, true),
+            None => (
+                url.strip_prefix("http://")
+                    .ok_or_else(|| format!("url {url:?}: use an http:// or https:// URL"))?,
+                false,
+            ),
+        };
         let (hostport, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
@@ -36,19 +70,95 @@ impl Target {
         if hostport.is_empty() {
             return Err(format!("url {url:?} has no host"));
         }
-        let addr = if hostport
+        let has_port = hostport
             .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
+            .is_some_and(|(h, p)| p.parse::<u16>().is_ok() && !h.ends_with('['));
+        let addr = if has_port {
             hostport.to_owned()
         } else {
-            format!("{hostport}:80")
+            format!("{hostport}:{}", if https { 443 } else { 80 })
+        };
+        let tls = if https {
+            let name = if has_port {
+                hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
+            } else {
+                hostport
+            };
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
+                .map_err(|e| format!("url {url:?}: {name:?} is not a host name for TLS: {e}"))?;
+            let config = kyrodb_server::tls::client(ca_file, None)?;
+            Some((
+                tokio_rustls::TlsConnector::from(Arc::new(config)),
+                server_name,
+            ))
+        } else {
+            if ca_file.is_some() {
+                return Err(format!(
+                    "--ca-file is for https:// URLs; {url:?} is plain http"
+                ));
+            }
+            None
         };
         Ok(Self {
             addr,
             host: hostport.to_owned(),
             prefix: prefix.to_owned(),
+            tls,
         })
+    }
+}
+
+/// A connection's byte stream: plain TCP or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stream::Plain(_) => "Plain",
+            Stream::Tls(_) => "Tls",
+        })
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -64,7 +174,7 @@ pub(crate) struct Response {
 /// One connection with a read buffer that survives between responses.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     /// Bytes of `buf` already consumed.
     start: usize,
@@ -77,9 +187,20 @@ pub(crate) struct Head {
 }
 
 impl Conn {
-    pub(crate) async fn connect(addr: &str) -> io::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+    pub(crate) async fn connect(target: &Target) -> io::Result<Self> {
+        let tcp = TcpStream::connect(&target.addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream = match &target.tls {
+            None => Stream::Plain(tcp),
+            // Certificate problems (expired, unknown issuer, wrong name) come back as InvalidData
+            // with rustls's reason.
+            Some((connector, name)) => Stream::Tls(Box::new(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("TLS: {e}")))?,
+            )),
+        };
         Ok(Self {
             stream,
             buf: Vec::with_capacity(16 << 10),
@@ -324,7 +445,10 @@ mod tests {
             Target::parse("http://localhost").unwrap().addr,
             "localhost:80"
         );
-        assert!(Target::parse("https://x").is_err());
+        assert!(Target::parse("ftp://x").is_err());
+        let t = Target::new("https://localhost", None).unwrap();
+        assert_eq!((t.addr.as_str(), t.tls.is_some()), ("localhost:443", true));
+        assert!(Target::new("http://x", Some(Path::new("/ca.pem"))).is_err());
     }
 
     #[test]

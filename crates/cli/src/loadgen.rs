@@ -197,7 +197,7 @@ pub(crate) async fn run(
             let mut hist = Histogram::default();
             let mut rng =
                 Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
-            let mut conn = Conn::connect(&target.addr)
+            let mut conn = Conn::connect(&target)
                 .await
                 .map_err(|e| format!("connect {}: {e}", target.addr))?;
             let mut path_buf = String::new();
@@ -278,7 +278,7 @@ pub(crate) async fn run(
                     Err(_) => {
                         counters.errors.fetch_add(1, Ordering::Relaxed);
                         // Reconnect; give up on this connection if the server is gone.
-                        match Conn::connect(&target.addr).await {
+                        match Conn::connect(&target).await {
                             Ok(c) => conn = c,
                             Err(_) => break,
                         }
@@ -331,7 +331,7 @@ async fn fill(target: Target, token: Option<String>, args: &LoadArgs) -> Result<
         let (target, token, next_batch) = (target.clone(), token.clone(), next_batch.clone());
         let (key_count, value_bytes) = (args.key_count, args.value_bytes);
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::connect(&target.addr)
+            let mut conn = Conn::connect(&target)
                 .await
                 .map_err(|e| format!("connect {}: {e}", target.addr))?;
             let mut written = 0u64;

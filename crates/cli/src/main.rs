@@ -46,11 +46,18 @@ struct ClientArgs {
     /// Bearer token
     #[arg(long, env = "KYRODB_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// For https:// URLs: a PEM file of CA certificates trusted besides the system's roots
+    #[arg(long, env = "KYRODB_CA_FILE", value_name = "PEM", global = true)]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl ClientArgs {
     fn api(&self) -> Result<v2::Api, String> {
-        v2::Api::new(&self.url, self.token.as_deref())
+        v2::Api::new(self.target()?, self.token.as_deref())
+    }
+
+    fn target(&self) -> Result<Target, String> {
+        Target::new(&self.url, self.ca_file.as_deref())
     }
 }
 
@@ -230,7 +237,7 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 .await
             }
             Command::Import { args, client } => {
-                let target = Target::parse(&client.url)?;
+                let target = client.target()?;
                 import::run(&target, client.token.as_deref(), &args).await
             }
             Command::Cluster { cmd, client } => v2::cluster(&client.api()?, cmd).await,
@@ -240,7 +247,7 @@ fn client_command(cmd: Command) -> Result<(), String> {
             Command::Docs { cmd, json, client } => v2::docs(&client.api()?, cmd, json).await,
             Command::Search { args, client } => v2::search(&client.api()?, &args).await,
             Command::Loadgen { args, client } => {
-                let target = Target::parse(&client.url)?;
+                let target = client.target()?;
                 let report = loadgen::run(target, client.token, &args).await?;
                 println!(
                     "{}",
@@ -279,8 +286,8 @@ async fn simple(
     body: &[u8],
     raw: bool,
 ) -> Result<(), String> {
-    let target = Target::parse(&c.url)?;
-    let mut conn = Conn::connect(&target.addr)
+    let target = c.target()?;
+    let mut conn = Conn::connect(&target)
         .await
         .map_err(|e| format!("connect {}: {e}", target.addr))?;
     let resp = conn

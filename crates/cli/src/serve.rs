@@ -87,8 +87,9 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), String> {
         // Inside the runtime, before the listener exists: signal handlers are in place by the
         // time "listening" is printed.
         let shutdown = kyrodb_server::shutdown_signal();
-        kyrodb_server::run(cfg, shutdown, |addr| {
-            eprintln!("kyrodb listening on http://{addr}");
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+        kyrodb_server::run(cfg, shutdown, move |addr| {
+            eprintln!("kyrodb listening on {scheme}://{addr}");
         })
         .await
     })

@@ -131,9 +131,9 @@ pub(crate) struct Api {
 }
 
 impl Api {
-    pub(crate) fn new(url: &str, token: Option<&str>) -> Result<Self, String> {
+    pub(crate) fn new(target: Target, token: Option<&str>) -> Result<Self, String> {
         Ok(Self {
-            target: Target::parse(url)?,
+            target,
             token: token.map(str::to_owned),
         })
     }
@@ -149,7 +149,7 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), String> {
-        let mut conn = Conn::connect(&self.target.addr)
+        let mut conn = Conn::connect(&self.target)
             .await
             .map_err(|e| format!("connect {}: {e}", self.target.addr))?;
         let bytes = match body {

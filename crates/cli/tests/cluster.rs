@@ -15,31 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{command, try_request, try_request_within, Server};
+use common::{command, raft_port, try_request, try_request_within, Server};
 use serde_json::Value;
 
 const SECRET: &str = "cluster-test-secret-0123";
-
-/// A free port below Linux's ephemeral range (32768+), so no server binding port 0 meanwhile can
-/// take it before the node that is told to use it binds it.
-fn raft_port() -> u16 {
-    static SEED: AtomicUsize = AtomicUsize::new(0);
-    let mut x = SEED.fetch_add(1, Ordering::Relaxed) as u64
-        ^ u64::from(std::process::id()) << 20
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as u64;
-    loop {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let p = 20_000 + (x % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
 
 struct Nodes {
     nodes: Vec<Server>,

@@ -106,12 +106,17 @@ pub(crate) enum ReadReply {
     Failed(String),
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type HttpClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
 
 /// What every request to a peer needs: the HTTP client and the secret.
 #[derive(Clone)]
 pub(crate) struct Peers {
     client: HttpClient,
+    /// `https` with mutual TLS, else `http`.
+    scheme: &'static str,
     secret: Arc<str>,
     from: NodeId,
 }
@@ -133,18 +138,43 @@ impl std::fmt::Display for CallError {
 }
 
 impl Peers {
-    pub(crate) fn new(secret: &str, from: NodeId) -> Peers {
+    pub(crate) fn new(
+        secret: &str,
+        from: NodeId,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Peers, String> {
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_millis(500)));
+        http.enforce_http(false);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        // Without TLS the connector only ever sees http:// (this config is never used; ring as
+        // the server's, see server/src/tls.rs).
+        #[allow(deprecated)]
+        let config = match tls {
+            Some(c) => (*c).clone(),
+            None => rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(http);
-        Peers {
+            .build(connector);
+        Ok(Peers {
             client,
+            scheme,
             secret: Arc::from(secret),
             from,
-        }
+        })
     }
 
     /// POSTs `body` (bincode) to `path` on `addr` within `ttl`; decodes the bincode answer.
@@ -157,7 +187,7 @@ impl Peers {
     ) -> Result<Resp, CallError> {
         let bytes = bincode::serialize(body)
             .map_err(|e| CallError::NotSent(format!("encoding the request: {e}")))?;
-        let req = hyper::Request::post(format!("http://{addr}{path}"))
+        let req = hyper::Request::post(format!("{}://{addr}{path}", self.scheme))
             .header(SECRET_HEADER, &*self.secret)
             .header(FROM_HEADER, self.from)
             .header("content-type", "application/octet-stream")

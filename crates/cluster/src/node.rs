@@ -50,6 +50,9 @@ pub struct ClusterConfig {
     /// A snapshot (engine checkpoint) is taken after this many entries; the log before it is
     /// then dropped but for the last `snapshot_entries / 2` (at most 1,000) entries.
     pub snapshot_entries: u64,
+    /// Mutual TLS to the peers' Raft ports (`https://`): the roots that sign every node's
+    /// certificate and this node's own. `None`: plain HTTP (the secret still guards every call).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ClusterConfig {
@@ -271,7 +274,7 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| e.to_string())?;
-        let peers = Peers::new(&cfg.secret, cfg.node_id);
+        let peers = Peers::new(&cfg.secret, cfg.node_id, cfg.tls.clone())?;
         let raft = Raft::new(
             cfg.node_id,
             Arc::new(config),
@@ -1074,6 +1077,7 @@ mod tests {
             election_min_ms: 150,
             election_max_ms: 300,
             request_timeout: Duration::from_secs(2),
+            tls: None,
             snapshot_entries: 1000,
         };
         let c = Cluster::start(cfg, db, &[]).await.unwrap();

@@ -73,6 +73,13 @@ pub struct Settings {
         value_name = "HOST,..."
     )]
     pub allowed_hosts: Option<Vec<String>>,
+    /// TLS: the server's certificate chain, PEM (with --tls-key); HTTP/1.1 and HTTP/2 by ALPN;
+    /// reloaded on SIGHUP [default: none, plain HTTP]
+    #[arg(long, env = "KYRODB_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1) [default: none]
+    #[arg(long, env = "KYRODB_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
     /// Largest request body in bytes (413 beyond) [default: 8388608]
     #[arg(long, env = "KYRODB_BODY_BYTES_MAX")]
     pub body_bytes_max: Option<usize>,
@@ -161,6 +168,17 @@ pub struct Settings {
     /// one (a proxy, NAT) [default: this node's address in --cluster]
     #[arg(long, env = "KYRODB_RAFT_LISTEN", value_name = "IP:PORT")]
     pub raft_listen: Option<String>,
+    /// Cluster mode: mutual TLS on the Raft port — this node's certificate chain, PEM (with
+    /// --raft-tls-key and --raft-tls-ca; peers must present a certificate signed by that CA, and
+    /// this node presents its own to them; the cluster secret is still checked) [default: none]
+    #[arg(long, env = "KYRODB_RAFT_TLS_CERT", value_name = "PEM")]
+    pub raft_tls_cert: Option<PathBuf>,
+    /// Cluster mode: this node's Raft private key, PEM [default: none]
+    #[arg(long, env = "KYRODB_RAFT_TLS_KEY", value_name = "PEM")]
+    pub raft_tls_key: Option<PathBuf>,
+    /// Cluster mode: the CA that signs every node's Raft certificate, PEM [default: none]
+    #[arg(long, env = "KYRODB_RAFT_TLS_CA", value_name = "PEM")]
+    pub raft_tls_ca: Option<PathBuf>,
     /// Cluster mode: leader heartbeat interval; a follower that hears nothing calls an election
     /// 6–7 intervals after the last heartbeat (a leader lease of 3.5, then a random 2.5–3.5)
     /// [default: 100]
@@ -252,6 +270,8 @@ pub struct Config {
     pub reembed_docs_per_s: u32,
     /// Set in cluster mode.
     pub cluster: Option<ClusterSettings>,
+    /// TLS on the HTTP port.
+    pub tls: Option<crate::tls::CertFiles>,
 }
 
 /// Cluster mode's settings, resolved.
@@ -265,6 +285,8 @@ pub struct ClusterSettings {
     pub snapshot_entries: u64,
     /// Where the Raft port binds (this node's listed address unless --raft-listen).
     pub listen: std::net::SocketAddr,
+    /// Mutual TLS on the Raft port: this node's certificate and the CA of every node's.
+    pub tls: Option<(crate::tls::CertFiles, PathBuf)>,
 }
 
 impl ClusterSettings {
@@ -284,6 +306,7 @@ impl ClusterSettings {
             election_max_ms: self.heartbeat_ms * 7 / 2,
             request_timeout: self.timeout,
             snapshot_entries: self.snapshot_entries,
+            tls: None,
         }
     }
 }
@@ -471,7 +494,24 @@ impl Config {
                         "raft_snapshot_entries {snapshot_entries} is outside 10..=100000000"
                     ));
                 }
+                let tls = match (&s.raft_tls_cert, &s.raft_tls_key, &s.raft_tls_ca) {
+                    (None, None, None) => None,
+                    (Some(cert), Some(key), Some(ca)) => Some((
+                        crate::tls::CertFiles {
+                            cert: cert.clone(),
+                            key: key.clone(),
+                        },
+                        ca.clone(),
+                    )),
+                    _ => {
+                        return bad(
+                            "raft_tls_cert, raft_tls_key and raft_tls_ca go together: set all three or none"
+                                .into(),
+                        )
+                    }
+                };
                 Some(ClusterSettings {
+                    tls,
                     snapshot_entries,
                     listen,
                     node_id,
@@ -482,7 +522,13 @@ impl Config {
                 })
             }
         };
+        let tls = match (s.tls_cert, s.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(crate::tls::CertFiles { cert, key }),
+            _ => return bad("tls_cert and tls_key go together: set both or neither".into()),
+        };
         Ok(Config {
+            tls,
             cluster,
             data_dir,
             host,

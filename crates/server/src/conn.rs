@@ -33,7 +33,7 @@ use axum::{
 };
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, rt};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
@@ -63,6 +63,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let permits = Arc::new(Semaphore::new(limits.connections_max));
@@ -107,8 +108,9 @@ pub async fn serve(
         };
         let router = router.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
-            serve_one(tcp, peer, router, limits, stop).await;
+            serve_one(tcp, peer, router, limits, tls, stop).await;
             drop(permit);
         });
     }
@@ -157,14 +159,11 @@ impl RefusalLog {
 /// Refusals answered at once at most: a flood of connections holds at most the cap plus these.
 const REFUSALS_MAX: usize = 32;
 
-/// The answer to a connection over the limit.
-fn refusal() -> Vec<u8> {
-    let body = error_json(
-        "too_many_connections",
-        "the server's connection limit (connections_max) is reached; retry later",
-    );
+/// A whole answer written below the router: a status line, extra header lines, a JSON error, close.
+fn closing_answer(status: &str, headers: &str, code: &str, message: &str) -> Vec<u8> {
+    let body = error_json(code, message);
     let mut answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}x-content-type-options: nosniff\r\nconnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -172,14 +171,29 @@ fn refusal() -> Vec<u8> {
     answer
 }
 
-/// Answers a connection over the limit with a JSON 503 and closes it, without reading its request
-/// (within 1 s; `slot` bounds how many are being refused at once).
-async fn refuse(mut tcp: TcpStream, _slot: tokio::sync::OwnedSemaphorePermit) {
+/// The answer to a connection over the limit.
+fn refusal() -> Vec<u8> {
+    closing_answer(
+        "503 Service Unavailable",
+        "retry-after: 1\r\n",
+        "too_many_connections",
+        "the server's connection limit (connections_max) is reached; retry later",
+    )
+}
+
+/// Writes `answer` and closes, within 1 s, without reading the request.
+async fn answer_and_close(mut tcp: TcpStream, answer: &[u8]) {
     let write = async {
-        tcp.write_all(&refusal()).await?;
+        tcp.write_all(answer).await?;
         tcp.shutdown().await
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// Answers a connection over the limit with a JSON 503 and closes it (`slot` bounds how many are
+/// being refused at once).
+async fn refuse(tcp: TcpStream, _slot: tokio::sync::OwnedSemaphorePermit) {
+    answer_and_close(tcp, &refusal()).await;
 }
 
 /// Counts requests whose response has not been written completely yet.
@@ -206,14 +220,10 @@ async fn serve_one(
     peer: SocketAddr,
     router: Router,
     limits: ConnLimits,
-    mut stop: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: watch::Receiver<bool>,
 ) {
     let in_flight = Arc::new(InFlight::default());
-    let io = JsonParseErrors::new(
-        TokioIo::new(tcp),
-        in_flight.clone(),
-        limits.write_stall_timeout,
-    );
     let svc_in_flight = in_flight.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // From here until the response body is written (or dropped), the request is in progress.
@@ -230,12 +240,101 @@ async fn serve_one(
             }))
         }
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
+    let Some(acceptor) = tls else {
+        let io = JsonParseErrors::new(
+            TokioIo::new(tcp),
+            in_flight.clone(),
+            limits.write_stall_timeout,
+        );
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .keep_alive(true);
+        let conn = builder.serve_connection(io, svc);
+        drive(conn, |c| c.graceful_shutdown(), &in_flight, peer, stop).await;
+        return;
+    };
+    let Some(tls) = handshake(tcp, &acceptor, limits, peer).await else {
+        return;
+    };
+    let io = JsonParseErrors::new(
+        TokioIo::new(tls),
+        in_flight.clone(),
+        limits.write_stall_timeout,
+    );
+    // HTTP/2 when the client chose it by ALPN (its preface says so), else HTTP/1.1.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_STREAMS_MAX)
+        .keep_alive_interval(limits.header_read_timeout)
+        .keep_alive_timeout(limits.header_read_timeout);
     let conn = builder.serve_connection(io, svc);
+    drive(conn, |c| c.graceful_shutdown(), &in_flight, peer, stop).await;
+}
+
+/// Requests one HTTP/2 connection may have open at once.
+const H2_STREAMS_MAX: u32 = 128;
+
+/// The TLS handshake, within the head timeout. A client that speaks plain HTTP to the TLS port (its
+/// first byte is not a TLS handshake record) gets a plain 400 saying to use https, then the close.
+async fn handshake(
+    tcp: TcpStream,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    limits: ConnLimits,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limits.header_read_timeout, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+        Ok(Ok(1)) => {
+            refuse_plain_http(tcp).await;
+            return None;
+        }
+        _ => return None, // closed, failed or silent
+    }
+    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            metrics::counter!("kyrodb_tls_handshake_failures_total").increment(1);
+            tracing::debug!(%peer, port = limits.port, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// The answer to plain HTTP on the TLS port.
+async fn refuse_plain_http(tcp: TcpStream) {
+    let answer = closing_answer(
+        "400 Bad Request",
+        "",
+        "tls_required",
+        "this port speaks HTTPS (TLS): use an https:// URL",
+    );
+    answer_and_close(tcp, &answer).await;
+}
+
+/// Runs a connection until it ends or `stop` turns true; then closes it at once when no request is
+/// in progress, else lets it finish what is in progress (`shut`: the connection's graceful shutdown).
+async fn drive<C, E>(
+    conn: C,
+    shut: impl FnOnce(Pin<&mut C>),
+    in_flight: &InFlight,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
@@ -250,7 +349,7 @@ async fn serve_one(
     if in_flight.0.load(Ordering::Acquire) == 0 {
         return; // idle or an incomplete request head: close now
     }
-    conn.as_mut().graceful_shutdown();
+    shut(conn.as_mut());
     let _ = conn.await;
 }
 

@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod serve;
+pub mod tls;
 
 pub use config::{Config, ConfigError, Settings};
 pub use serve::{run, shutdown_signal, ServeError};

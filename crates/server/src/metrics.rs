@@ -50,6 +50,9 @@ pub fn handle() -> PrometheusHandle {
 const ZERO_AT_START: &[&str] = &[
     "kyrodb_http_rate_limited_total",
     "kyrodb_http_connections_refused_total",
+    "kyrodb_http_write_stalls_total",
+    "kyrodb_tls_handshake_failures_total",
+    "kyrodb_wal_open_out_of_files_total",
     "kyrodb_rmi_rebuilds_total",
     "kyrodb_rmi_rebuild_failures_total",
     "kyrodb_storage_write_stalls_total",
@@ -141,7 +144,17 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "kyrodb_http_connections_refused_total",
         Kind::Counter,
-        "Connections answered 503 and closed because connections_max was reached",
+        "Connections (HTTP or Raft port) answered 503 and closed because connections_max was reached",
+    ),
+    (
+        "kyrodb_http_write_stalls_total",
+        Kind::Counter,
+        "Connections closed because the client read nothing of a response for write_stall_timeout_ms",
+    ),
+    (
+        "kyrodb_tls_handshake_failures_total",
+        Kind::Counter,
+        "TLS handshakes that failed (bad or untrusted client certificate, wrong protocol, cut off)",
     ),
     // WAL
     (
@@ -178,6 +191,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "kyrodb_wal_segments_created_total",
         Kind::Counter,
         "WAL segments created",
+    ),
+    (
+        "kyrodb_wal_open_out_of_files_total",
+        Kind::Counter,
+        "WAL segment opens that failed for want of file descriptors (retried, then 503 busy)",
     ),
     // storage engine
     (

@@ -33,6 +33,75 @@ pub enum ServeError {
     Collections(String),
     #[error("cannot start cluster mode: {0}")]
     Cluster(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// The TLS sides, built once and kept across restarts in place.
+#[derive(Clone, Default)]
+struct Tls {
+    /// The HTTP port's.
+    http: Option<crate::tls::ServerTls>,
+    /// The Raft port's (mutual) and the client side of calls to peers.
+    raft: Option<(crate::tls::ServerTls, Arc<rustls::ClientConfig>)>,
+}
+
+impl Tls {
+    fn load(cfg: &Config) -> Result<Tls, ServeError> {
+        let http = match &cfg.tls {
+            Some(files) => Some(
+                crate::tls::server(files.clone(), None, &[b"h2", b"http/1.1"])
+                    .map_err(ServeError::Tls)?,
+            ),
+            None => None,
+        };
+        let raft = match cfg.cluster.as_ref().and_then(|c| c.tls.as_ref()) {
+            Some((files, ca)) => Some((
+                crate::tls::server(files.clone(), Some(ca), &[b"http/1.1"])
+                    .map_err(|e| ServeError::Tls(format!("raft port: {e}")))?,
+                Arc::new(
+                    crate::tls::peer_client(ca, files)
+                        .map_err(|e| ServeError::Tls(format!("raft client: {e}")))?,
+                ),
+            )),
+            None => None,
+        };
+        Ok(Tls { http, raft })
+    }
+
+    /// On every SIGHUP, reloads the certificates from their files (a file that fails to load keeps
+    /// the old certificate and is logged). Connections open meanwhile keep theirs.
+    fn reload_on_sighup(&self) {
+        let sides: Vec<(&'static str, Arc<crate::tls::Reloading>)> = self
+            .http
+            .iter()
+            .map(|t| ("http", t.certs.clone()))
+            .chain(self.raft.iter().map(|(t, _)| ("raft", t.certs.clone())))
+            .collect();
+        if sides.is_empty() {
+            return;
+        }
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP: certificates will not be reloaded");
+                return;
+            };
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    for (port, certs) in &sides {
+                        match certs.reload() {
+                            Ok(()) => tracing::info!(port, "SIGHUP: TLS certificate reloaded"),
+                            Err(e) => {
+                                tracing::error!(port, error = %e, "SIGHUP: TLS certificate not reloaded; the old one stays")
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
 }
 
 /// Opens the engine in `cfg.data_dir`, serves until `shutdown` resolves, then stops accepting, lets
@@ -45,6 +114,9 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     // Connections must never take the descriptors the engine needs for its files.
     let nofile = crate::fdlimit::raise_nofile_limit();
+    // Certificates are checked before anything is bound or opened.
+    let tls = Tls::load(&cfg)?;
+    tls.reload_on_sighup();
     // Bind first: a port already taken must fail before the data directory is created or opened.
     let addr = SocketAddr::new(cfg.host, cfg.port);
     let listener = TcpListener::bind(addr)
@@ -78,7 +150,7 @@ pub async fn run(
                 f(a)
             }
         };
-        match run_once(&cfg, nofile, l, rl, shutdown.as_mut(), notify).await? {
+        match run_once(&cfg, &tls, nofile, l, rl, shutdown.as_mut(), notify).await? {
             Ended::Stopped => return Ok(()),
             Ended::Restart => tracing::info!("restarting in place to install a snapshot"),
         }
@@ -93,6 +165,7 @@ enum Ended {
 /// One life of the server over its data directory, until shutdown or a restart request.
 async fn run_once(
     cfg: &Config,
+    tls: &Tls,
     nofile: Option<u64>,
     listener: TcpListener,
     raft_listener: Option<TcpListener>,
@@ -138,8 +211,10 @@ async fn run_once(
     }
     let cluster = match (&cfg.cluster, raft_listener) {
         (Some(c), Some(l)) => {
+            let mut ccfg = c.config(&cfg.data_dir);
+            ccfg.tls = tls.raft.as_ref().map(|(_, client)| client.clone());
             let cluster = kyrodb_cluster::Cluster::start(
-                c.config(&cfg.data_dir),
+                ccfg,
                 db.clone(),
                 &[kyrodb_search::CATALOG_KEYSPACE],
             )
@@ -153,7 +228,14 @@ async fn run_once(
             };
             // Until the node shuts down; then connections without a request in progress close
             // and the rest finish theirs.
-            let port = conn::serve(l, cluster.raft_router(), limits, cluster.port_stop());
+            let acceptor = tls.raft.as_ref().map(|(t, _)| t.acceptor.clone());
+            let port = conn::serve(
+                l,
+                cluster.raft_router(),
+                limits,
+                acceptor,
+                cluster.port_stop(),
+            );
             tokio::spawn(async move {
                 let mut conns = port.await;
                 conn::drain(&mut conns).await;
@@ -210,10 +292,12 @@ async fn run_once(
         write_stall_timeout: cfg.write_stall_timeout,
         port: "http",
     };
-    let mut server = tokio::spawn(conn::serve(listener, router, limits, stop_rx));
+    let acceptor = tls.http.as_ref().map(|t| t.acceptor.clone());
+    let mut server = tokio::spawn(conn::serve(listener, router, limits, acceptor, stop_rx));
     tracing::info!(
         %local,
         data_dir = %cfg.data_dir.display(),
+        tls = cfg.tls.is_some(),
         auth = if cfg.api_keys.is_empty() { "off (no KYRODB_API_KEYS): every route is open" } else { "on" },
         rate_limit = %cfg.rate_limit.map_or("off".to_owned(), |r| format!("{}/s per client IP, burst {}", r.per_sec, r.burst)),
         public_metrics = cfg.public_metrics,

@@ -52,6 +52,8 @@ pub const SERVE_ENV: &[&str] = &[
     "KYRODB_HEADER_READ_TIMEOUT_MS",
     "KYRODB_CONNECTIONS_MAX",
     "KYRODB_WRITE_STALL_TIMEOUT_MS",
+    "KYRODB_TLS_CERT",
+    "KYRODB_TLS_KEY",
     "KYRODB_MODEL_DIR",
     "KYRODB_EMBED_THREADS",
     "KYRODB_EMBED_QUEUE_MAX",
@@ -61,7 +63,7 @@ pub const SERVE_ENV: &[&str] = &[
 ];
 
 /// Environment variables the client commands read.
-const CLIENT_ENV: &[&str] = &["KYRODB_URL", "KYRODB_TOKEN"];
+const CLIENT_ENV: &[&str] = &["KYRODB_URL", "KYRODB_TOKEN", "KYRODB_CA_FILE"];
 
 /// Reads `stderr` in a thread that passes every line through to this process's stderr, and returns
 /// the first line for which `pick` gives `Some`, within [`START_TIMEOUT`].
@@ -88,9 +90,33 @@ pub fn first_stderr_line<T: Send + 'static>(
 /// The port in the server's "kyrodb listening on http://ADDR" line.
 fn listening_port(stderr: std::process::ChildStderr) -> Option<u16> {
     first_stderr_line(stderr, |line| {
-        let addr = line.strip_prefix("kyrodb listening on http://")?;
+        let addr = line
+            .strip_prefix("kyrodb listening on http://")
+            .or_else(|| line.strip_prefix("kyrodb listening on https://"))?;
         addr.rsplit(':').next()?.trim().parse().ok()
     })
+}
+
+/// A free port below Linux's ephemeral range (32768+), so no server binding port 0 meanwhile can
+/// take it before the node that is told to use it binds it.
+pub fn raft_port() -> u16 {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SEED: AtomicUsize = AtomicUsize::new(0);
+    let mut x = SEED.fetch_add(1, Ordering::Relaxed) as u64
+        ^ u64::from(std::process::id()) << 20
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    loop {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let p = 20_000 + (x % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -212,7 +238,9 @@ impl Server {
                 return false;
             }
             if let Ok(r) = try_request(self.port, "GET", "/health", &[], b"") {
-                if r.status == 200 {
+                // A TLS port answers plain HTTP with 400 tls_required: it is up.
+                let tls = self.args.iter().any(|a| a == "--tls-cert");
+                if r.status == 200 || (tls && r.status == 400) {
                     return true;
                 }
             }

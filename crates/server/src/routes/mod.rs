@@ -62,6 +62,8 @@ pub struct Shared {
     pub started_at_ms: i64,
     /// Cluster mode: this node (None on a single node).
     pub cluster: Option<Arc<kyrodb_cluster::Cluster>>,
+    /// The configured keys: routes that answer without a token but show more to one (`/ready`).
+    pub auth: Auth,
 }
 
 pub type AppState = Arc<Shared>;
@@ -142,7 +144,7 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Write), routes!(collections::feedback)),
         (Needs(Read), routes!(embed::embed)),
         (Needs(Read), routes!(embed::models)),
-        (Needs(Read), routes!(cluster::status)),
+        (Needs(Admin), routes!(cluster::status)),
         (Needs(Admin), routes!(cluster::init)),
         (Needs(Admin), routes!(cluster::add_node)),
         (Needs(Admin), routes!(cluster::remove_node)),

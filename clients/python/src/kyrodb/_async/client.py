@@ -7,6 +7,7 @@ import asyncio
 import json as _json
 import os
 import random
+import ssl
 from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
@@ -48,7 +49,9 @@ class AsyncClient:
     same methods; the async one's are coroutines (and ``scan`` an async iterator).
 
     ``url`` defaults to ``$KYRODB_URL`` or ``http://127.0.0.1:8080``, ``token`` to
-    ``$KYRODB_TOKEN`` (sent as a bearer token), ``timeout`` is per request in seconds. Requests
+    ``$KYRODB_TOKEN`` (sent as a bearer token), ``timeout`` is per request in seconds. An
+    ``https://`` URL is checked against the system's CA certificates plus those in ``ca_file``
+    (default ``$KYRODB_CA_FILE``), a PEM file, e.g. the CA that signed the server's certificate. Requests
     answered 429 or 503 ``busy`` are retried up to ``max_retries`` times, waiting what
     ``Retry-After`` says (else exponential backoff from ``backoff`` seconds); a request that could
     not be sent (connection refused) is retried too. Errors raise the ``kyrodb`` exception of the
@@ -75,8 +78,14 @@ class AsyncClient:
         backoff: float = 0.2,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.url = (url or os.environ.get("KYRODB_URL") or DEFAULT_URL).rstrip("/")
+        ca_file = ca_file if ca_file is not None else os.environ.get("KYRODB_CA_FILE")
+        # The system's roots (not certifi's bundle), plus the given CA file.
+        verify = ssl.create_default_context()
+        if ca_file:
+            verify.load_verify_locations(cafile=ca_file)
         token = token if token is not None else os.environ.get("KYRODB_TOKEN")
         h = {"user-agent": "kyrodb-python/0.1.0"}
         if token:
@@ -85,7 +94,7 @@ class AsyncClient:
         self.max_retries = max_retries
         self.backoff = backoff
         self._http = httpx.AsyncClient(
-            base_url=self.url, timeout=timeout, headers=h, transport=transport
+            base_url=self.url, timeout=timeout, headers=h, transport=transport, verify=verify
         )
         self._limits: Limits | None = None
 
