@@ -93,11 +93,7 @@ impl Target {
                 server_name,
             ))
         } else {
-            if ca_file.is_some() {
-                return Err(format!(
-                    "--ca-file is for https:// URLs; {url:?} is plain http"
-                ));
-            }
+            // A CA file (e.g. KYRODB_CA_FILE exported for other servers) means nothing to http.
             None
         };
         Ok(Self {
@@ -448,7 +444,10 @@ mod tests {
         assert!(Target::parse("ftp://x").is_err());
         let t = Target::new("https://localhost", None).unwrap();
         assert_eq!((t.addr.as_str(), t.tls.is_some()), ("localhost:443", true));
-        assert!(Target::new("http://x", Some(Path::new("/ca.pem"))).is_err());
+        assert!(Target::new("http://x", Some(Path::new("/ca.pem")))
+            .unwrap()
+            .tls
+            .is_none());
     }
 
     #[test]

@@ -142,13 +142,14 @@ fn https_with_a_ca_file_http2_by_alpn_and_plain_http_refused() {
     c.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("\"code\":\"tls_required\""), "{answer}");
-    // The CLI refuses http:// with a CA file rather than silently skipping TLS.
+    // An http:// URL to the TLS port (with a CA file exported for other servers): the server's
+    // answer says to use https.
     let (ok, _, err) = cli(
         &format!("http://127.0.0.1:{}", s.port),
         &ca_pem,
         &["get", "1"],
     );
-    assert!(!ok && err.contains("--ca-file"), "{err}");
+    assert!(!ok && err.contains("tls_required"), "{err}");
 }
 
 #[test]
@@ -357,4 +358,102 @@ fn the_raft_port_speaks_mutual_tls_between_nodes() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+}
+
+/// Completes a TLS handshake offering `alpn`, sends nothing, and reports how long until the server
+/// closed (bounded: 20 s).
+const SILENT: &str = r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+ctx.set_alpn_protocols([sys.argv[3]])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))), server_hostname="127.0.0.1")
+s.settimeout(20)
+t = time.monotonic()
+try:
+    while s.recv(4096):
+        pass
+except (ssl.SSLError, ConnectionResetError):
+    pass
+print(s.selected_alpn_protocol(), round(time.monotonic() - t, 1))
+"#;
+
+#[test]
+fn silent_tls_connections_are_closed_and_http2_writes_from_the_own_origin_pass() {
+    let d = tempfile::tempdir().unwrap();
+    let ca = Ca::new("kyrodb test CA");
+    let ca_pem = ca.write(d.path(), "ca");
+    let (cert, key) = ca.issue(d.path(), "server", false);
+    let s = Server::start_with_args(
+        &d.path().join("data"),
+        &[("KYRODB_HEADER_READ_TIMEOUT_MS", "500")],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    // After the handshake, a client that says nothing is closed after the head timeout, on
+    // HTTP/1.1 and on HTTP/2 (which has no head timeout of its own).
+    for alpn in ["http/1.1", "h2"] {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                SILENT,
+                &s.port.to_string(),
+                ca_pem.to_str().unwrap(),
+                alpn,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut words = text.split_whitespace();
+        assert_eq!(
+            words.next(),
+            Some(alpn),
+            "{text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let secs: f64 = words.next().unwrap().parse().unwrap();
+        assert!(
+            secs < 15.0,
+            "{alpn}: the silent connection stayed open {secs} s"
+        );
+    }
+    // HTTP/2 carries the host as :authority: the console's own origin may write over it.
+    let url = https(&s);
+    let out = Command::new("curl")
+        .args(["-sS", "--http2", "--cacert", ca_pem.to_str().unwrap()])
+        .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+        .args([
+            "-H",
+            &format!("Origin: {url}"),
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["-d", r#"{"key": 5, "value": "from the console"}"#])
+        .arg(format!("{url}/v1/put"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
+    // And a foreign origin may not.
+    let out = Command::new("curl")
+        .args(["-sS", "--http2", "--cacert", ca_pem.to_str().unwrap()])
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            "-H",
+            "Origin: https://evil.example",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["-d", r#"{"key": 6, "value": "x"}"#])
+        .arg(format!("{url}/v1/put"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "403",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -51,6 +51,9 @@ const FORWARD_BODY_MAX: usize = 128 << 20;
 const CONTROL_BODY_MAX: usize = 64 << 10;
 /// How long a request body may take to arrive once its head is in (slow senders are cut off).
 pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Calls one node has in flight to its peers at once (the Raft port of a node with the usual
+/// 1,024 descriptors takes 96 connections: two followers at this bound fit).
+const PEER_CALLS_MAX: usize = 32;
 /// Bytes of a snapshot file per request.
 const SNAPSHOT_CHUNK_BYTES: u64 = 4 << 20;
 
@@ -115,6 +118,9 @@ type HttpClient = Client<
 #[derive(Clone)]
 pub(crate) struct Peers {
     client: HttpClient,
+    /// Calls in flight from this node at once (forwarded writes, read index, replication): each
+    /// may hold a connection, and a peer's Raft port caps its connections.
+    calls: Arc<tokio::sync::Semaphore>,
     /// `https` with mutual TLS, else `http`.
     scheme: &'static str,
     secret: Arc<str>,
@@ -168,9 +174,11 @@ impl Peers {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(PEER_CALLS_MAX)
             .build(connector);
         Ok(Peers {
             client,
+            calls: Arc::new(tokio::sync::Semaphore::new(PEER_CALLS_MAX)),
             scheme,
             secret: Arc::from(secret),
             from,
@@ -194,6 +202,12 @@ impl Peers {
             .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| CallError::NotSent(e.to_string()))?;
         let fut = async {
+            // Waiting for a slot is part of the call's time (a closed semaphore cannot happen).
+            let _slot = self
+                .calls
+                .acquire()
+                .await
+                .map_err(|e| CallError::NotSent(e.to_string()))?;
             let resp = self.client.request(req).await.map_err(|e| {
                 if e.is_connect() {
                     CallError::NotSent(format!("{addr}: {e}"))

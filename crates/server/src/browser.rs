@@ -105,16 +105,23 @@ fn echo(s: &str) -> String {
 /// The middleware: the Host rule on every request, the cross-site rule on state-changing ones.
 pub async fn guard(State(rules): State<Arc<BrowserRules>>, req: Request, next: Next) -> Response {
     let h = req.headers();
-    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+    // HTTP/2 carries the host as the `:authority` pseudo-header (the URI's), not as `Host`.
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(authority);
     if rules.check_host {
-        // Every Host header must pass (a second one must not smuggle a foreign name); an
-        // unreadable one is refused. Without one (HTTP/1.0) there is nothing to rebind.
+        // Every Host header and the authority must pass (a second one must not smuggle a foreign
+        // name); an unreadable one is refused. Without either (HTTP/1.0) there is nothing to rebind.
         let bad = h
             .get_all(header::HOST)
             .iter()
-            .find(|v| !v.to_str().is_ok_and(|v| rules.host_allowed(v)));
+            .map(|v| v.as_bytes())
+            .chain(authority.map(str::as_bytes))
+            .find(|v| !std::str::from_utf8(v).is_ok_and(|v| rules.host_allowed(v)));
         if let Some(bad) = bad {
-            let shown = String::from_utf8_lossy(bad.as_bytes()).into_owned();
+            let shown = String::from_utf8_lossy(bad).into_owned();
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 "host_not_allowed",
@@ -141,7 +148,7 @@ pub async fn guard(State(rules): State<Arc<BrowserRules>>, req: Request, next: N
                 .is_some_and(|v| v == "cross-site" || v == "same-site"),
         };
         if refused {
-            return ApiError::new(
+            let e = ApiError::new(
                 StatusCode::FORBIDDEN,
                 "cross_origin_refused",
                 format!(
@@ -149,11 +156,25 @@ pub async fn guard(State(rules): State<Arc<BrowserRules>>, req: Request, next: N
                     req.method(),
                     echo(origin.unwrap_or("none"))
                 ),
-            )
-            .into_response();
+            );
+            drain_small_body(req).await;
+            return e.into_response();
         }
     }
     next.run(req).await
+}
+
+/// Reads (and drops) a refused request's body when it is small and arrives at once: an HTTP/2
+/// answer sent before the request body ends is followed by a stream reset, which some clients
+/// (curl 7.88) report instead of the answer. Larger or slow bodies are left unread.
+async fn drain_small_body(req: Request) {
+    const DRAIN_BYTES_MAX: usize = 64 << 10;
+    let body = req.into_body();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        axum::body::to_bytes(body, DRAIN_BYTES_MAX),
+    )
+    .await;
 }
 
 #[cfg(test)]

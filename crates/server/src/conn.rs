@@ -197,20 +197,53 @@ async fn refuse(tcp: TcpStream, _slot: tokio::sync::OwnedSemaphorePermit) {
 }
 
 /// Counts requests whose response has not been written completely yet.
-#[derive(Default)]
-struct InFlight(AtomicUsize);
+/// With it, for the HTTP/2 watchdog, when a request last started, answered or sent a body frame.
+struct InFlight(AtomicUsize, ActivityClock);
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight(AtomicUsize::new(0), ActivityClock::new())
+    }
+}
+
+/// Milliseconds since the connection began at its last sign of progress.
+struct ActivityClock {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl ActivityClock {
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let now = self.origin.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
 
 struct InFlightGuard(Arc<InFlight>);
 
 impl InFlightGuard {
     fn new(c: &Arc<InFlight>) -> Self {
         c.0.fetch_add(1, Ordering::AcqRel);
+        c.1.touch();
         Self(c.clone())
     }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
+        self.0 .1.touch();
         self.0 .0.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -232,52 +265,84 @@ async fn serve_one(
         let mut router = router.clone();
         async move {
             let resp = router.call(req.map(Body::new)).await?;
+            guard.0 .1.touch();
             Ok::<_, std::convert::Infallible>(resp.map(|b| {
                 Body::new(b.map_frame(move |f| {
-                    let _keep = &guard;
+                    guard.0 .1.touch();
                     f
                 }))
             }))
         }
     });
+    // HTTP/1.1: hyper's head timeout bounds idle connections and the IO's stall timer bounds a
+    // client that stops reading.
+    macro_rules! serve_h1 {
+        ($io:expr) => {{
+            let io = JsonParseErrors::new($io, in_flight.clone(), limits.write_stall_timeout);
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .keep_alive(true);
+            let conn = builder.serve_connection(io, svc);
+            drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                &in_flight,
+                peer,
+                None,
+                stop,
+            )
+            .await;
+        }};
+    }
     let Some(acceptor) = tls else {
-        let io = JsonParseErrors::new(
-            TokioIo::new(tcp),
-            in_flight.clone(),
-            limits.write_stall_timeout,
-        );
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .keep_alive(true);
-        let conn = builder.serve_connection(io, svc);
-        drive(conn, |c| c.graceful_shutdown(), &in_flight, peer, stop).await;
+        serve_h1!(TokioIo::new(tcp));
         return;
     };
     let Some(tls) = handshake(tcp, &acceptor, limits, peer).await else {
         return;
     };
+    // The protocol is what ALPN chose (no sniffing of the first bytes, which would wait unbounded).
+    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        serve_h1!(TokioIo::new(tls));
+        return;
+    }
     let io = JsonParseErrors::new(
         TokioIo::new(tls),
         in_flight.clone(),
         limits.write_stall_timeout,
     );
-    // HTTP/2 when the client chose it by ALPN (its preface says so), else HTTP/1.1.
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_STREAMS_MAX)
         .keep_alive_interval(limits.header_read_timeout)
         .keep_alive_timeout(limits.header_read_timeout);
     let conn = builder.serve_connection(io, svc);
-    drive(conn, |c| c.graceful_shutdown(), &in_flight, peer, stop).await;
+    // HTTP/2 has no head timeout and its flow control can hold a response without blocking a
+    // socket write: the watchdog closes an idle connection after the head timeout and one whose
+    // requests made no progress (no answer, no body frame) for the write stall timeout.
+    let watchdog = Watchdog {
+        idle: limits.header_read_timeout,
+        stall: limits.write_stall_timeout,
+    };
+    drive(
+        conn,
+        |c| c.graceful_shutdown(),
+        &in_flight,
+        peer,
+        Some(watchdog),
+        stop,
+    )
+    .await;
+}
+
+/// When [`drive`] closes an HTTP/2 connection on its own.
+#[derive(Debug, Clone, Copy)]
+struct Watchdog {
+    idle: Duration,
+    stall: Duration,
 }
 
 /// Requests one HTTP/2 connection may have open at once.
@@ -325,25 +390,47 @@ async fn refuse_plain_http(tcp: TcpStream) {
 
 /// Runs a connection until it ends or `stop` turns true; then closes it at once when no request is
 /// in progress, else lets it finish what is in progress (`shut`: the connection's graceful shutdown).
+/// With a `watchdog`, also closes it when idle or stalled (see [`Watchdog`]).
 async fn drive<C, E>(
     conn: C,
     shut: impl FnOnce(Pin<&mut C>),
     in_flight: &InFlight,
     peer: SocketAddr,
+    watchdog: Option<Watchdog>,
     mut stop: watch::Receiver<bool>,
 ) where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+    let every = watchdog.map_or(Duration::from_secs(3600), |w| {
+        (w.idle.min(w.stall) / 4).max(Duration::from_millis(50))
+    });
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
             }
-            return;
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tick.tick(), if watchdog.is_some() => {
+                let Some(w) = watchdog else { continue };
+                let quiet = in_flight.1.quiet_for();
+                let busy = in_flight.0.load(Ordering::Acquire) > 0;
+                if !busy && quiet >= w.idle {
+                    return; // idle: close
+                }
+                if busy && quiet >= w.stall {
+                    metrics::counter!("kyrodb_http_write_stalls_total").increment(1);
+                    tracing::debug!(%peer, "HTTP/2 requests made no progress: closing");
+                    return;
+                }
+            }
         }
-        _ = stop.wait_for(|s| *s) => {}
     }
     // Shutdown. While we run here the connection is not being polled, so no request can start.
     if in_flight.0.load(Ordering::Acquire) == 0 {
@@ -522,10 +609,13 @@ impl<T: rt::Write + Unpin> rt::Write for JsonParseErrors<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.poll_pending(cx)?.is_pending() {
-            return Poll::Pending;
+        let this = &mut *self;
+        if let Some(blocked) = this.flush_pending(cx) {
+            return blocked;
         }
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        // TLS's close_notify has to be written too: a client that stopped reading cannot hold it.
+        let r = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.watch_stall(cx, r)
     }
 
     // Not vectored: hyper then hands each head to `poll_write` in one piece, which the rewrite needs.

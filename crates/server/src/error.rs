@@ -115,8 +115,18 @@ impl From<kyrodb_storage::Error> for ApiError {
             E::NoSuchKeyspace(_) => Self::new(StatusCode::NOT_FOUND, "no_such_keyspace", msg),
             E::TooManyKeyspaces(_) => Self::new(StatusCode::CONFLICT, "too_many_keyspaces", msg),
             E::InvalidOption(_) => Self::bad_request("invalid_option", msg),
-            E::Busy { .. } | E::WalQueueFull { .. } | E::OutOfFiles { .. } => {
+            E::Busy { .. } | E::WalQueueFull { .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg).retry_after(1)
+            }
+            // The file's path is for the log, not for clients.
+            E::OutOfFiles { .. } => {
+                tracing::warn!(error = %msg, "refused a write: out of file descriptors");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "busy: the server is out of file descriptors; nothing was written, retry later",
+                )
+                .retry_after(1)
             }
             E::Closed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "closed", msg).retry_after(5),
             E::Unavailable(_) => {

@@ -53,6 +53,7 @@ const ZERO_AT_START: &[&str] = &[
     "kyrodb_http_write_stalls_total",
     "kyrodb_tls_handshake_failures_total",
     "kyrodb_wal_open_out_of_files_total",
+    "kyrodb_storage_compaction_out_of_files_total",
     "kyrodb_rmi_rebuilds_total",
     "kyrodb_rmi_rebuild_failures_total",
     "kyrodb_storage_write_stalls_total",
@@ -196,6 +197,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "kyrodb_wal_open_out_of_files_total",
         Kind::Counter,
         "WAL segment opens that failed for want of file descriptors (retried, then 503 busy)",
+    ),
+    (
+        "kyrodb_storage_compaction_out_of_files_total",
+        Kind::Counter,
+        "Compactions that ran out of file descriptors (the frozen delta stays; retried later)",
     ),
     // storage engine
     (

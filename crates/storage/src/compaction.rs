@@ -16,8 +16,9 @@ use crate::{
 /// A value compaction dropped because it had expired: `(keyspace, key, expires_ms)`.
 type Expired = (u32, u64, u64);
 
-/// Compacts the frozen delta if there is one. Any error stops writes (fail-stop): the WAL still holds
-/// everything, and a restart retries from the last good manifest.
+/// Compacts the frozen delta if there is one. Any error but running out of file descriptors stops
+/// writes (fail-stop): the WAL still holds everything, and a restart retries from the last good
+/// manifest. Out of descriptors, the frozen delta stays and the next attempt retries.
 pub(crate) fn compact_frozen(inner: &Inner) -> Result<()> {
     let _running = inner.compaction_mu.lock();
     let st = inner.core.state.load_full();
@@ -37,6 +38,14 @@ pub(crate) fn compact_frozen(inner: &Inner) -> Result<()> {
     );
     let (manifest, set, expired) = match result {
         Ok(v) => v,
+        Err(e) if e.is_out_of_files() => {
+            // Nothing is in doubt: the frozen delta stays and the next tick (or snapshot) tries
+            // again; half-written files are unreferenced and removed by the next commit or open.
+            metrics::counter!("kyrodb_storage_compaction_out_of_files_total").increment(1);
+            tracing::warn!(error = %e, "compaction could not open a file (out of descriptors); retrying later");
+            inner.core.wake_waiting_writers();
+            return Err(e.out_of_files_copy());
+        }
         Err(e) => {
             inner.wal.stop(&format!("compaction failed: {e}"));
             inner.core.wake_waiting_writers();
@@ -166,6 +175,10 @@ fn merge_and_commit(
         keyspaces,
     };
     fail::fail_point!("compaction::before_manifest");
+    fail::fail_point!("compaction::out_of_files", |_| Err(crate::Error::io(
+        dir,
+        std::io::Error::from_raw_os_error(24)
+    )));
     manifest.store(dir)?;
     fail::fail_point!("compaction::after_manifest");
     Ok((manifest, Arc::new(set), expired))

@@ -261,3 +261,34 @@ fn out_of_file_descriptors_on_a_segment_open_is_back_pressure_not_fail_stop() {
         assert_eq!(db.get(*k).unwrap().unwrap().to_vec(), value, "key {k}");
     }
 }
+
+/// Out of file descriptors inside a compaction (new snapshot files, the manifest): the compaction
+/// is refused as busy and retried later; writes never stop and nothing is lost.
+#[test]
+fn out_of_file_descriptors_in_a_compaction_is_retried_not_fail_stop() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    for k in 0..50 {
+        db.put(k, format!("v{k}").as_bytes()).unwrap();
+    }
+    fail::cfg("compaction::out_of_files", "return").unwrap();
+    let e = db.snapshot().unwrap_err();
+    assert!(matches!(e, Error::OutOfFiles { .. }), "{e:?}");
+    assert!(
+        db.stats().writes_stopped.is_none(),
+        "out of files stopped writes"
+    );
+    db.put(50, b"v50").unwrap();
+    fail::remove("compaction::out_of_files");
+    let info = db.snapshot().unwrap();
+    assert!(info.covered_seq >= 51, "{info:?}");
+    drop(db);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    for k in 0..51 {
+        assert_eq!(
+            db.get(k).unwrap().unwrap().to_vec(),
+            format!("v{k}").as_bytes()
+        );
+    }
+}

@@ -588,7 +588,8 @@ fn items_json(rows: Vec<(u64, Option<Value>)>, tail: String) -> Response {
         out.extend_from_slice(&end);
         out.into_response()
     } else {
-        let (mut tx, body) = http_body_util::channel::Channel::<bytes::Bytes>::new(1);
+        let (mut tx, body) =
+            http_body_util::channel::Channel::<bytes::Bytes, std::io::Error>::new(1);
         tokio::spawn(async move {
             let mut rows = rows.into_iter().enumerate().peekable();
             if tx
@@ -615,8 +616,16 @@ fn items_json(rows: Vec<(u64, Option<Value>)>, tail: String) -> Response {
                     out
                 })
                 .await;
-                // The client went away (the body was dropped) or the task failed: stop.
-                let Ok(encoded) = encoded else { return };
+                // The encoder failed: the answer is aborted (HTTP/1.1: the connection is cut
+                // before the last chunk; HTTP/2: the stream is reset), never ended as if whole.
+                let encoded = match encoded {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tx.abort(std::io::Error::other(format!("encoding the answer: {e}")));
+                        return;
+                    }
+                };
+                // The client went away (the body was dropped): stop.
                 if tx.send_data(encoded.into()).await.is_err() {
                     return;
                 }
