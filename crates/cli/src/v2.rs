@@ -143,7 +143,7 @@ impl Api {
     }
 
     /// The status and JSON body of a 2xx; the server's error code and message otherwise.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: &str,
         path: &str,

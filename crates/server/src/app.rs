@@ -166,6 +166,7 @@ pub fn state(
         }),
         cluster,
         auth: Auth::new(cfg.api_keys.clone()),
+        backups: crate::routes::backup::Backups::new(cfg.backup_dirs.clone()),
         started: std::time::Instant::now(),
         started_at_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

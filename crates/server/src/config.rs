@@ -80,6 +80,17 @@ pub struct Settings {
     /// TLS: the certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1) [default: none]
     #[arg(long, env = "KYRODB_TLS_KEY", value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
+    /// Where `POST /v1/backups` may write: absolute directories and s3://bucket/prefix URLs
+    /// (comma-separated); a backup goes into one of them or below. S3 credentials and endpoint
+    /// come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL and
+    /// AWS_ALLOW_HTTP [default: none, backups refused with 403 backup_dir_not_allowed]
+    #[arg(
+        long,
+        env = "KYRODB_BACKUP_DIRS",
+        value_delimiter = ',',
+        value_name = "DIR|s3://BUCKET/PREFIX,..."
+    )]
+    pub backup_dirs: Option<Vec<String>>,
     /// Largest request body in bytes (413 beyond) [default: 8388608]
     #[arg(long, env = "KYRODB_BODY_BYTES_MAX")]
     pub body_bytes_max: Option<usize>,
@@ -272,6 +283,8 @@ pub struct Config {
     pub cluster: Option<ClusterSettings>,
     /// TLS on the HTTP port.
     pub tls: Option<crate::tls::CertFiles>,
+    /// Where backups may go (directories are absolute).
+    pub backup_dirs: Vec<kyrodb_backup::TargetSpec>,
 }
 
 /// Cluster mode's settings, resolved.
@@ -527,7 +540,21 @@ impl Config {
             (Some(cert), Some(key)) => Some(crate::tls::CertFiles { cert, key }),
             _ => return bad("tls_cert and tls_key go together: set both or neither".into()),
         };
+        let mut backup_dirs = Vec::new();
+        for d in s.backup_dirs.unwrap_or_default() {
+            let d = d.trim();
+            if d.is_empty() {
+                continue;
+            }
+            let spec = kyrodb_backup::TargetSpec::parse(d)
+                .map_err(|e| ConfigError(format!("backup_dirs: {e}")))?;
+            if matches!(&spec, kyrodb_backup::TargetSpec::Dir(p) if !p.is_absolute()) {
+                return bad(format!("backup_dirs: {d:?} is not an absolute path"));
+            }
+            backup_dirs.push(spec);
+        }
         Ok(Config {
+            backup_dirs,
             tls,
             cluster,
             data_dir,

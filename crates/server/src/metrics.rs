@@ -75,6 +75,17 @@ pub enum Kind {
 /// One family per fact; names are `kyrodb_<area>_<what>_<unit>` with the unit last. A test checks
 /// that every metric the sources record is listed here and every scraped family has its HELP.
 pub const FAMILIES: &[(&str, Kind, &str)] = &[
+    // Backups (kyrodb-backup, run by the server)
+    (
+        "kyrodb_backups_total",
+        Kind::Counter,
+        "Backups finished, by outcome (done, failed)",
+    ),
+    (
+        "kyrodb_backup_sent_bytes_total",
+        Kind::Counter,
+        "Bytes backups sent to their targets (files the target already held are not sent)",
+    ),
     // Cluster mode (kyrodb-cluster)
     ("kyrodb_cluster_term", Kind::Gauge, "Raft term this node is in"),
     (

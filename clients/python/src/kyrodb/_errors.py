@@ -180,12 +180,24 @@ class ModelMismatch(BadRequestError):
     code = "model_mismatch"
 
 
+class InvalidBackupTarget(BadRequestError):
+    """400: a backup target that is not an absolute directory or ``s3://bucket/prefix``."""
+
+    code = "invalid_backup_target"
+
+
 class Unauthorized(AuthenticationError):
     code = "unauthorized"
 
 
 class Forbidden(PermissionDeniedError):
     code = "forbidden"
+
+
+class BackupDirNotAllowed(PermissionDeniedError):
+    """403: the backup target is outside the server's ``backup_dirs``."""
+
+    code = "backup_dir_not_allowed"
 
 
 class KeyNotFound(NotFoundError):
@@ -206,6 +218,10 @@ class CollectionNotFound(NotFoundError):
 
 class DocumentNotFound(NotFoundError):
     code = "document_not_found"
+
+
+class NoSuchBackup(NotFoundError):
+    code = "no_such_backup"
 
 
 class MethodNotAllowed(BadRequestError):
@@ -234,6 +250,10 @@ class TooManyKeyspaces(ConflictError):
 
 class ReembedRunning(ConflictError):
     code = "reembed_running"
+
+
+class BackupInProgress(ConflictError):
+    code = "backup_in_progress"
 
 
 class ValueTooLarge(PayloadTooLargeError):

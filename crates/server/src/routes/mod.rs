@@ -3,6 +3,7 @@
 //! both built from the table, so a route cannot exist in one and not the other.
 
 pub mod admin;
+pub mod backup;
 pub mod cluster;
 pub mod collections;
 pub mod console;
@@ -64,6 +65,8 @@ pub struct Shared {
     pub cluster: Option<Arc<kyrodb_cluster::Cluster>>,
     /// The configured keys: routes that answer without a token but show more to one (`/ready`).
     pub auth: Auth,
+    /// Backups: where they may go, the running one and the last finished ones.
+    pub backups: backup::Backups,
 }
 
 pub type AppState = Arc<Shared>;
@@ -127,6 +130,8 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Admin), routes!(admin::snapshot)),
         (Needs(Admin), routes!(rmi::build)),
         (Needs(Admin), routes!(admin::warmup)),
+        (Needs(Admin), routes!(backup::create)),
+        (Needs(Admin), routes!(backup::status)),
         (Needs(Read), routes!(collections::list)),
         (Needs(Admin), routes!(collections::create)),
         (Needs(Read), routes!(collections::info)),
