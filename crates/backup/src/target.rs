@@ -298,7 +298,12 @@ impl Target for DirTarget {
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        let mut stack = vec![self.root.clone()];
+        // Start at the prefix's directory (`backups/` need not walk `data/`).
+        let start = match prefix.rfind('/') {
+            Some(i) => self.path(&prefix[..i])?,
+            None => self.root.clone(),
+        };
+        let mut stack = vec![start];
         while let Some(d) = stack.pop() {
             let rd = match std::fs::read_dir(&d) {
                 Ok(rd) => rd,
@@ -513,10 +518,15 @@ impl Target for S3Target {
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         use futures_util::StreamExt;
-        let base = if self.prefix.is_empty() {
+        let root = if self.prefix.is_empty() {
             None
         } else {
             Some(object_store::path::Path::from(self.prefix.as_str()))
+        };
+        // List under the prefix's directory only (`backups/` need not page through `data/`).
+        let base = match prefix.rfind('/') {
+            Some(i) => Some(self.path(&prefix[..i])),
+            None => root.clone(),
         };
         let mut out = Vec::new();
         self.rt.block_on(async {
@@ -524,7 +534,7 @@ impl Target for S3Target {
             while let Some(m) = s.next().await {
                 let m = m.map_err(|e| self.err(prefix, e))?;
                 let full = m.location.to_string();
-                let rel = match &base {
+                let rel = match &root {
                     Some(_) => full
                         .strip_prefix(&format!("{}/", self.prefix))
                         .unwrap_or(&full)

@@ -28,13 +28,19 @@ fn run(s: &Server, token: Option<&str>) {
     // that names the field (or a 409 for a name taken with another schema), so for the collections
     // tag those count as accepted answers. Likewise a keyspace name that fits the pattern may be
     // one that cannot be dropped (`default`, which a pattern cannot exclude): 400 reserved_keyspace.
+    // A backup target that fits the schema (any string) may lie outside the server's backup_dirs
+    // (403; none are configured here) or not be an absolute path (400 naming `to`).
+    // Each block names its operation with `include-name`: schemathesis ORs the include filters of
+    // a block, so `include-path` + `include-method` would match every operation of that method.
     // Every check still runs on every route.
     std::fs::write(
         scratch.path().join("schemathesis.toml"),
         "[[operations]]\ninclude-tag = \"collections\"\n\
          checks.positive_data_acceptance.expected-statuses = [\"2XX\", 400, 401, 403, 404, 409]\n\
-         \n[[operations]]\ninclude-path = \"/v1/keyspaces/{name}\"\ninclude-method = \"DELETE\"\n\
-         checks.positive_data_acceptance.expected-statuses = [\"2XX\", 400, 401, 403, 404]\n",
+         \n[[operations]]\ninclude-name = \"DELETE /v1/keyspaces/{name}\"\n\
+         checks.positive_data_acceptance.expected-statuses = [\"2XX\", 400, 401, 403, 404]\n\
+         \n[[operations]]\ninclude-name = \"POST /v1/backups\"\n\
+         checks.positive_data_acceptance.expected-statuses = [\"2XX\", 400, 401, 403, 409]\n",
     )
     .unwrap();
     let mut c = Command::new(schemathesis());

@@ -238,7 +238,24 @@ pub async fn create(
 }
 
 fn run(db: &kyrodb_storage::Db, collections: &kyrodb_search::Collections, job: &Job) {
-    let result = kyrodb_backup::open_target(&job.to).and_then(|t| {
+    // A panic must still end the job (else every later backup would be 409 for good).
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        attempt(db, collections, job)
+    }))
+    .unwrap_or_else(|_| {
+        Err(kyrodb_backup::Error::Invalid(
+            "the backup thread panicked".into(),
+        ))
+    });
+    finish(job, result);
+}
+
+fn attempt(
+    db: &kyrodb_storage::Db,
+    collections: &kyrodb_search::Collections,
+    job: &Job,
+) -> kyrodb_backup::Result<kyrodb_backup::Manifest> {
+    kyrodb_backup::open_target(&job.to).and_then(|t| {
         kyrodb_backup::create(
             kyrodb_backup::Source {
                 db,
@@ -249,7 +266,10 @@ fn run(db: &kyrodb_storage::Db, collections: &kyrodb_search::Collections, job: &
             job.started_ms,
             &job.progress,
         )
-    });
+    })
+}
+
+fn finish(job: &Job, result: kyrodb_backup::Result<kyrodb_backup::Manifest>) {
     let sent = job.progress.bytes_sent.load(Ordering::Acquire);
     metrics::counter!("kyrodb_backup_sent_bytes_total").increment(sent);
     let outcome = match &result {
