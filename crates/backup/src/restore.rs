@@ -12,13 +12,17 @@ use crate::{verify::read_checked, Error, FileEntry, IoAt, Manifest, Result, Targ
 
 /// The reserved keyspace a cluster node keeps its Raft apply marker in (`kyrodb-cluster`).
 const RAFT_KEYSPACE: &str = "_raft";
+/// The key in it that marks a restored backup that may seed a cluster (`kyrodb_cluster`'s
+/// `KEY_SEED`; `a_restored_backup_seeds_a_new_cluster_that_a_new_node_joins` fails if they differ).
+const SEED_KEY: u64 = 2;
 
 /// Restores backup `id` (the newest when `None`) from `target` into `data_dir`, which must not
 /// exist or be empty. `on_file` is told each file once it is in place. Returns the manifest.
 ///
-/// The result is a standalone node's data directory holding exactly the writes up to the
-/// backup's sequence number. A backup of a cluster node loses its Raft apply marker (the `_raft`
-/// keyspace), so the restored node starts as a fresh standalone node.
+/// The result is a data directory holding exactly the writes up to the backup's sequence number
+/// (plus the reset of the reserved `_raft` keyspace): a standalone node starts on it, or it seeds a
+/// new cluster (a node started on it with `--cluster` listing only itself, then `cluster init`).
+/// A cluster node's apply marker and membership are dropped.
 pub fn restore(
     target: &dyn Target,
     id: Option<&str>,
@@ -98,14 +102,23 @@ fn fill(
         kyrodb_storage::sync_dir(&data_dir.join(sub))?;
     }
     kyrodb_storage::sync_dir(data_dir)?;
-    // Open it as the engine will (every snapshot file verified), scrub every value, and drop a
-    // cluster node's apply marker.
+    // Open it as the engine will (every snapshot file verified), scrub every value, and leave
+    // `_raft` holding only the seed key: a cluster node's apply marker and membership are dropped
+    // (they describe the old cluster), and the key lets the directory seed a new cluster.
     let db = Db::open(data_dir, Options::default())?;
     db.verify()?;
-    if db.keyspace(RAFT_KEYSPACE).is_ok() {
-        db.drop_keyspace(RAFT_KEYSPACE)?;
-        db.snapshot()?;
+    let raft = db.create_keyspace(RAFT_KEYSPACE)?;
+    let stale: Vec<u64> = raft
+        .scan(.., usize::MAX)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| *k != SEED_KEY)
+        .collect();
+    if !stale.is_empty() {
+        raft.delete_many(&stale)?;
     }
+    raft.put(SEED_KEY, b"restored")?;
+    db.snapshot()?;
     db.close();
     Ok(())
 }

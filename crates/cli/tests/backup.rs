@@ -357,22 +357,28 @@ fn kill_9_during_a_backup_never_leaves_a_manifest_that_verifies_but_is_incomplet
 
     let mut x: u64 = 0x2545_F491_4F6C_DD1D ^ u64::from(std::process::id());
     let mut killed_before_manifest = 0;
-    let rounds = 8;
-    for round in 0..rounds {
+    // At least 8 rounds; more (up to 20) until a kill has landed inside a backup, each round
+    // that finished before its kill halving the window (a busy machine makes durations vary).
+    let mut window = took;
+    let mut rounds = 0;
+    while rounds < 8 || (killed_before_manifest == 0 && rounds < 20) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        // A random instant within a backup's duration (a round may still finish first).
-        let at = Duration::from_micros(x % (took.as_micros() as u64 + 1));
-        let to = targets.join(format!("round{round}"));
+        // A random instant within the window (a round may still finish first).
+        let at = Duration::from_micros(x % (window.as_micros() as u64 + 1));
+        let to = targets.join(format!("round{rounds}"));
         let r = s.post("/v1/backups", &json!({ "to": to }).to_string());
         assert_eq!(r.status, 202, "{}", r.text());
         std::thread::sleep(at); // the kill's instant, not a wait for anything
         s.kill9();
-        if !to.join("backups").exists() {
+        if to.join("backups").exists() {
+            window /= 2;
+        } else {
             killed_before_manifest += 1;
         }
         s.restart();
+        rounds += 1;
     }
     drop(s);
     eprintln!(
@@ -1097,4 +1103,121 @@ fn a_cluster_nodes_backup_restores_as_a_standalone_node() {
     // Its next write follows the backup's sequence numbers.
     let w = r.req("PUT", "/v1/kv/5000", &[], b"new");
     assert!(w.json()["offset"].as_u64().unwrap() > b["seq"].as_u64().unwrap());
+}
+
+/// A restored backup seeds a new cluster: a node started on it alone, `cluster init`, then a new
+/// node joins and receives the seed's files (every key with its sequence number, the documents
+/// and the same search answers). A restored node refuses to be joined to another cluster, and
+/// refuses to seed one with other voters listed.
+#[test]
+fn a_restored_backup_seeds_a_new_cluster_that_a_new_node_joins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("backups");
+    let s = Server::start_with_args(&tmp.path().join("src"), &[], &[&backup_dirs(&target)]);
+    load(&s, "default", 2_000, 64);
+    collection(&s);
+    let b = backup(&s, target.to_str().unwrap());
+    assert_eq!(b["state"], "done", "{b}");
+    let keys = all_keys(&s);
+    let docs = all_documents(&s);
+    let answers = search_answers(&s);
+    let seqs: Vec<(u64, String)> = (0..2_000)
+        .step_by(97)
+        .map(|k| {
+            let r = s.get(&format!("/v1/kv/{k}"));
+            (k, r.header("x-kyrodb-seq").unwrap().to_owned())
+        })
+        .collect();
+    drop(s);
+    let restore = |name: &str| {
+        let dir = tmp.path().join(name);
+        let (ok, _, stderr) = cli(
+            &[
+                "restore",
+                "--from",
+                target.to_str().unwrap(),
+                "--data-dir",
+                dir.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(ok, "{stderr}");
+        dir
+    };
+    let secret = "backup-seed-cluster-secret";
+    let env = [("KYRODB_CLUSTER_SECRET", secret)];
+    let (rp1, rp2) = (common::raft_port(), common::raft_port());
+
+    // With another voter listed, a restored node refuses to seed.
+    let both = format!("1=127.0.0.1:{rp1},2=127.0.0.1:{rp2}");
+    let n = Server::start_with_args(
+        &restore("two"),
+        &env,
+        &["--node-id", "1", "--cluster", &both],
+    );
+    let r = n.post("/v1/cluster/init", "");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("restored backup"), "{}", r.text());
+    drop(n);
+
+    let seed = Server::start_with_args(
+        &restore("seed"),
+        &env,
+        &["--node-id", "1", "--cluster", &format!("1=127.0.0.1:{rp1}")],
+    );
+    // Before it seeds, it takes no Raft traffic from other nodes (it would diverge).
+    let r = common::try_request(
+        rp1,
+        "POST",
+        "/raft/append",
+        &[("x-kyrodb-cluster-secret", secret)],
+        b"x",
+    )
+    .unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = seed.post("/v1/cluster/init", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seed.req("PUT", "/v1/kv/900000", &[], b"after").status != 200 {
+        assert!(Instant::now() < deadline, "the seed never took a write");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let joiner = Server::start_with_args(
+        &tmp.path().join("joiner"),
+        &env,
+        &["--node-id", "2", "--cluster", &format!("2=127.0.0.1:{rp2}")],
+    );
+    let r = seed.post(
+        "/v1/cluster/nodes",
+        &json!({"node_id": 2, "raft_addr": format!("127.0.0.1:{rp2}")}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The joiner restarts in place to install the seed's files; wait until it applied the commit.
+    let commit = seed.get("/v1/cluster/status").json()["commit_index"]
+        .as_u64()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = common::try_request(joiner.port, "GET", "/v1/cluster/status", &[], b"");
+        if let Ok(st) = st {
+            if st.status == 200 && st.json()["applied_index"].as_u64().unwrap_or(0) >= commit {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the joiner did not catch up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut want = keys.clone();
+    want.insert(("default".into(), 900_000), "after".into());
+    assert_eq!(all_keys(&joiner), want);
+    for (k, seq) in &seqs {
+        let r = joiner.get(&format!("/v1/kv/{k}?consistency=stale"));
+        assert_eq!(r.header("x-kyrodb-seq"), Some(seq.as_str()), "key {k}");
+    }
+    assert_eq!(all_documents(&joiner), docs);
+    assert_eq!(search_answers(&joiner), answers);
+    // Writes through the joiner reach the seed.
+    let r = joiner.req("PUT", "/v1/kv/900001", &[], b"via the joiner");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(seed.get("/v1/kv/900001").text(), "via the joiner");
 }

@@ -440,6 +440,17 @@ async fn guard(State(c): State<Arc<Cluster>>, req: Request, next: Next) -> Respo
         return unauthorised();
     }
     let path = req.uri().path().to_owned();
+    if c.seed_pending()
+        && (path == "/raft/append" || path == "/raft/vote" || path.starts_with("/raft/snapshot"))
+    {
+        c_metric_refused();
+        return (
+            StatusCode::CONFLICT,
+            "this node holds a restored backup waiting to seed a new cluster (kyrodb cluster init \
+             on it alone); it cannot join another one: start a joining node on an empty data directory",
+        )
+            .into_response();
+    }
     let max = body_max(&path);
     let declared = req
         .headers()

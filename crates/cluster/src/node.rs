@@ -190,6 +190,9 @@ pub struct Cluster {
     members: BTreeMap<NodeId, NodeAddr>,
     handle: tokio::runtime::Handle,
     elections: std::sync::atomic::AtomicU64,
+    /// The engine is a restored backup that has not seeded a cluster yet (see
+    /// [`Cluster::initialize`]): it refuses Raft traffic from other nodes until it does.
+    seed_pending: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -241,6 +244,12 @@ impl Cluster {
                 ));
             }
         }
+        // `kyrodb backup restore` leaves `_raft` holding only the seed key: such an engine may
+        // seed a new cluster, alone (its marker appears with the first entry it applies).
+        let seed_pending = db.keyspace(RAFT_KEYSPACE).is_ok_and(|k| {
+            k.get(crate::sm::KEY_SEED).ok().flatten().is_some()
+                && k.get(crate::sm::KEY_MARKER).ok().flatten().is_none()
+        });
         let db2 = db.clone();
         let sys: Vec<String> = system_keyspaces.iter().map(|s| s.to_string()).collect();
         let (applied_tx, applied_rx) = watch::channel(0u64);
@@ -304,6 +313,7 @@ impl Cluster {
             members: cfg.members.clone(),
             handle: tokio::runtime::Handle::current(),
             elections: std::sync::atomic::AtomicU64::new(0),
+            seed_pending: std::sync::atomic::AtomicBool::new(seed_pending),
         });
         tokio::spawn(proposer(raft.clone(), prx));
         tokio::spawn(watch_metrics(Arc::downgrade(&c)));
@@ -323,14 +333,81 @@ impl Cluster {
         {
             return Ok(false);
         }
+        // A node whose engine holds data (a restored backup: `kyrodb backup restore` keeps a reset
+        // `_raft` keyspace) seeds the new cluster. That data is in no log entry, so the seed must
+        // be alone at first and take a snapshot and purge its log before anyone joins: every
+        // node added later then needs entries the log no longer has and receives the engine's
+        // files (the same keys, values and sequence numbers).
+        let seed = self.seed_pending();
+        if seed && self.members.len() > 1 {
+            return Err(format!(
+                "this node holds a restored backup: it can seed a cluster only alone — list only \
+                 itself in --cluster, init, then join the others ({} voters listed)",
+                self.members.len()
+            ));
+        }
         match self.raft.initialize(self.members.clone()).await {
             Ok(()) => {
                 tracing::info!(members = ?self.members.keys().collect::<Vec<_>>(), "cluster initialised");
+                if seed {
+                    self.seal_seed().await?;
+                    self.seed_pending
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }
                 Ok(true)
             }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
             Err(e) => Err(format!("initialising the cluster: {e}")),
         }
+    }
+
+    /// Whether this node is a restored backup waiting to seed a cluster: until it does, it takes
+    /// no Raft traffic (joining another cluster would apply that cluster's log on top of its data).
+    pub fn seed_pending(&self) -> bool {
+        self.seed_pending.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A seed's first snapshot and log purge (see [`Cluster::initialize`]).
+    async fn seal_seed(&self) -> Result<(), String> {
+        let wait = || self.raft.wait(Some(Duration::from_secs(60)));
+        let m = wait()
+            .metrics(
+                |m| m.current_leader == Some(self.id) && m.last_applied.is_some(),
+                "the seed leads and applied its first entry",
+            )
+            .await
+            .map_err(|e| format!("seeding: {e}"))?;
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| format!("seeding: {e}"))?;
+        let m = wait()
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "the seed's snapshot",
+            )
+            .await
+            .map_err(|e| format!("seeding: {e}"))?;
+        let upto = m.snapshot.map_or(applied, |s| s.index);
+        self.raft
+            .trigger()
+            .purge_log(upto)
+            .await
+            .map_err(|e| format!("seeding: {e}"))?;
+        wait()
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= upto),
+                "the seed's log purge",
+            )
+            .await
+            .map_err(|e| format!("seeding: {e}"))?;
+        tracing::info!(
+            snapshot_index = upto,
+            "cluster seeded from this node's data"
+        );
+        Ok(())
     }
 
     pub(crate) fn raft(&self) -> &Raft {

@@ -22,8 +22,11 @@ type Write = (LoggedWrite, Keyspace, u64, Vec<u8>);
 
 /// The reserved keyspace holding the apply marker and the membership.
 pub const RAFT_KEYSPACE: &str = "_raft";
-const KEY_MARKER: u64 = 0;
+pub(crate) const KEY_MARKER: u64 = 0;
 const KEY_MEMBERSHIP: u64 = 1;
+/// Present (and the marker absent) in a restored backup that may seed a new cluster; written by
+/// `kyrodb backup restore` (`kyrodb-backup`), which cannot depend on this crate.
+pub(crate) const KEY_SEED: u64 = 2;
 
 /// How far the engine reflects the log: every entry through `full`, plus, of the entry after it,
 /// the writes through `partial` (an entry's writes are separate engine writes).
