@@ -41,7 +41,9 @@ pub(crate) enum BackupCmd {
     },
     /// Restore a backup into a new data directory (it must not exist or be empty); every file
     /// is checked first and a damaged backup is refused, leaving nothing behind. Then start a
-    /// node on it: `kyrodb serve --data-dir NEW`.
+    /// node on it (`kyrodb serve --data-dir NEW`), or seed a new cluster with it: start it with
+    /// `--node-id 1 --cluster 1=ADDR` listing only itself, `kyrodb cluster init`, then join
+    /// nodes started on empty data directories.
     Restore {
         /// The target to read.
         #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
