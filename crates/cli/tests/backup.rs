@@ -815,6 +815,20 @@ fn the_backup_api_refuses_targets_outside_backup_dirs_bad_input_and_a_second_bac
         }
     }
     assert!(conflicts >= 1, "never saw 409 backup_in_progress");
+    // Backups are admin actions: in the audit log, started and refused.
+    let log = c
+        .request("GET", "/v1/audit?limit=1000", &admin, b"")
+        .unwrap()
+        .json();
+    let entries = log["entries"].as_array().unwrap();
+    for outcome in ["ok", "denied"] {
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["route"] == "/v1/backups" && e["outcome"] == outcome),
+            "{outcome}: {log}"
+        );
+    }
     let st = c
         .request("GET", &format!("/v1/backups/{}", "x"), &admin, b"")
         .unwrap();

@@ -23,6 +23,8 @@ const SECRET: &str = "cluster-test-secret-0123";
 struct Nodes {
     nodes: Vec<Server>,
     raft_ports: Vec<u16>,
+    /// The admin token when the nodes have `KYRODB_API_KEYS`.
+    token: Option<&'static str>,
     _dir: tempfile::TempDir,
 }
 
@@ -31,9 +33,20 @@ impl Nodes {
         Self::start_with(n, extra, None)
     }
 
-    /// With `proxy`, peers reach node i through the proxy's port for it (the address listed in
-    /// --cluster) while the node binds its own (--raft-listen).
     fn start_with(n: usize, extra: &[&str], proxy: Option<&Proxy>) -> Nodes {
+        Self::start_full(n, extra, proxy, None)
+    }
+
+    /// With `proxy`, peers reach node i through the proxy's port for it (the address listed in
+    /// --cluster) while the node binds its own (--raft-listen). With `admin`, the nodes have that
+    /// admin token (`KYRODB_API_KEYS`) and the helpers send it.
+    fn start_full(
+        n: usize,
+        extra: &[&str],
+        proxy: Option<&Proxy>,
+        admin: Option<&'static str>,
+    ) -> Nodes {
+        let keys = admin.map(|t| format!("admin:{t}"));
         let dir = tempfile::tempdir().unwrap();
         let raft_ports: Vec<u16> = (0..n).map(|_| raft_port()).collect();
         let listed: Vec<u16> = match proxy {
@@ -57,31 +70,39 @@ impl Nodes {
                     args.extend_from_slice(&["--raft-listen", &listen]);
                 }
                 args.extend_from_slice(extra);
-                Server::start_with_args(
-                    &dir.path().join(format!("n{}", i + 1)),
-                    &[("KYRODB_CLUSTER_SECRET", SECRET)],
-                    &args,
-                )
+                let mut env = vec![("KYRODB_CLUSTER_SECRET", SECRET)];
+                if let Some(k) = &keys {
+                    env.push(("KYRODB_API_KEYS", k));
+                }
+                Server::start_with_args(&dir.path().join(format!("n{}", i + 1)), &env, &args)
             })
             .collect();
         let c = Nodes {
             nodes,
             raft_ports,
+            token: admin,
             _dir: dir,
         };
-        let r = c.nodes[0].post("/v1/cluster/init", "");
+        let init = || {
+            let auth = c.token.map(|t| format!("Bearer {t}"));
+            let h: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+            c.nodes[0].req("POST", "/v1/cluster/init", &h, b"")
+        };
+        let r = init();
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        assert_eq!(c.nodes[0].post("/v1/cluster/init", "").status, 409);
+        assert_eq!(init().status, 409);
         c.wait_for_leader(None, Duration::from_secs(20));
         c
     }
 
     fn status(&self, i: usize) -> Option<Value> {
+        let auth = self.token.map(|t| format!("Bearer {t}"));
+        let h: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
         let r = try_request_within(
             self.nodes[i].port,
             "GET",
             "/v1/cluster/status",
-            &[],
+            &h,
             b"",
             Duration::from_secs(2),
         )
@@ -1314,4 +1335,102 @@ fn idle_connections_to_the_raft_port_never_stop_the_node() {
     assert_eq!(r.status, 200, "{}", r.text());
     drop(idle);
     assert_eq!(put(n.port, 1000, "after").unwrap().0, 200);
+}
+
+/// Scoped keys live in the engine, so they are replicated: a key made through one node works on
+/// every node (tenant isolation included, for writes forwarded to the leader), and a key revoked
+/// through another is refused by every node once it has applied the revocation.
+#[test]
+fn scoped_keys_made_on_one_node_hold_on_every_node() {
+    const ADMIN: &str = "cluster-admin-token-1";
+    let c = Nodes::start_full(3, &[], None, Some(ADMIN));
+    let call = |i: usize, token: &str, m: &str, p: &str, body: &str| {
+        let auth = format!("Bearer {token}");
+        let mut h = vec![("Authorization", auth.as_str())];
+        if !body.is_empty() {
+            h.push(("Content-Type", "application/json"));
+        }
+        c.nodes[i].req(m, p, &h, body.as_bytes())
+    };
+    let schema = r#"{"vectors": {"v": {"dim": 2, "metric": "cosine"}}, "fields": {"org": "keyword"},
+                     "tenant_field": "org"}"#;
+    let r = call(0, ADMIN, "PUT", "/v2/collections/shared", schema);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = call(
+        0,
+        ADMIN,
+        "POST",
+        "/v2/collections/shared/documents",
+        r#"{"documents": [{"id": "g1", "vector": [1, 0], "fields": {"org": "globex"}}]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = call(
+        1,
+        ADMIN,
+        "POST",
+        "/v1/keys",
+        r#"{"role": "write", "collections": ["shared"], "tenant": "acme"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let key: Value = serde_json::from_slice(&r.body).unwrap();
+    let (id, token) = (key["id"].as_str().unwrap(), key["token"].as_str().unwrap());
+    // Every node knows the key once it has applied its write (polled, bounded).
+    let until = |i: usize, want: u16| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = call(i, token, "GET", "/v2/collections/shared", "");
+            if r.status == want {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i}: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for i in 0..3 {
+        until(i, 200);
+    }
+    // A write through each node is stamped, and each node's search shows the tenant only its own.
+    for i in 0..3 {
+        let body = format!(r#"{{"documents": [{{"id": "a{i}", "vector": [1, 0]}}]}}"#);
+        let r = call(i, token, "POST", "/v2/collections/shared/documents", &body);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let r = call(
+            i,
+            token,
+            "POST",
+            "/v2/collections/shared/documents",
+            r#"{"documents": [{"id": "g1", "vector": [0, 1]}]}"#,
+        );
+        assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    }
+    for i in 0..3 {
+        let r = call(
+            i,
+            token,
+            "POST",
+            "/v2/collections/shared/search",
+            r#"{"vector": [1, 0], "limit": 10}"#,
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let j: Value = serde_json::from_slice(&r.body).unwrap();
+        let mut ids: Vec<&str> = j["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["a0", "a1", "a2"], "node {i}: {j}");
+    }
+    // Revoked through the third node: refused everywhere.
+    let r = call(2, ADMIN, "DELETE", &format!("/v1/keys/{id}"), "");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    for i in 0..3 {
+        until(i, 401);
+    }
 }

@@ -41,6 +41,8 @@ const GRAPH_STEP_COST: f64 = 0.5;
 
 /// Attempts at a write whose conditions a concurrent writer keeps breaking.
 const WRITE_ATTEMPTS: usize = 16;
+/// Most tenants listed (largest first) with their document counts in a collection's info.
+const TENANTS_LISTED_MAX: usize = 1000;
 
 /// A live document's row.
 #[derive(Debug)]
@@ -283,6 +285,14 @@ impl Collection {
     /// Upserts `docs` atomically (all or nothing); returns the write's sequence number once it is
     /// durable and searchable. A later document with the same id as an earlier one in the batch wins.
     pub fn upsert(&self, docs: &[Document]) -> Result<u64> {
+        self.upsert_for(docs, None)
+    }
+
+    /// [`Collection::upsert`] for `tenant` (when given): a document whose id is held by a document
+    /// of another tenant is refused ([`Error::Tenant`], nothing written). The ownership check and
+    /// the write are one step: the write requires the sequence number the check saw. The documents
+    /// must already be stamped ([`crate::Tenant::stamp`]).
+    pub fn upsert_for(&self, docs: &[Document], tenant: Option<&crate::Tenant>) -> Result<u64> {
         let shared = self.shared()?;
         let opts = &shared.opts;
         if docs.len() > opts.documents_per_batch_max {
@@ -323,8 +333,19 @@ impl Collection {
                 for (doc, value) in docs.iter().zip(&values) {
                     let key = if let Some(k) = in_batch.get(doc.id.as_str()) {
                         *k
-                    } else if let Some(row) = st.by_id.get(doc.id.as_str()).and_then(|r| st.row(*r))
+                    } else if let Some((r, row)) = st
+                        .by_id
+                        .get(doc.id.as_str())
+                        .and_then(|r| Some((*r, st.row(*r)?)))
                     {
+                        if let Some(t) = tenant {
+                            if !st.owned_by(r, t) {
+                                return Err(Error::Tenant(format!(
+                                    "document id {:?} is taken by another tenant's document",
+                                    doc.id
+                                )));
+                            }
+                        }
                         batch.require(&self.keyspace, row.key, Condition::Seq(row.seq));
                         row.key
                     } else {
@@ -351,6 +372,16 @@ impl Collection {
 
     /// Deletes the documents with these ids atomically; returns (deleted, absent).
     pub fn delete_ids(&self, ids: &[String]) -> Result<(u64, u64)> {
+        self.delete_ids_for(ids, None)
+    }
+
+    /// [`Collection::delete_ids`] for `tenant` (when given): another tenant's documents count as
+    /// absent and are left alone.
+    pub fn delete_ids_for(
+        &self,
+        ids: &[String],
+        tenant: Option<&crate::Tenant>,
+    ) -> Result<(u64, u64)> {
         let shared = self.shared()?;
         if ids.len() > shared.opts.documents_per_batch_max * 10 {
             return Err(Error::TooMany {
@@ -369,7 +400,12 @@ impl Collection {
                     if !seen.insert(id.as_str()) {
                         continue;
                     }
-                    match st.by_id.get(id.as_str()).and_then(|r| st.row(*r)) {
+                    let found = st
+                        .by_id
+                        .get(id.as_str())
+                        .filter(|r| tenant.is_none_or(|t| st.owned_by(**r, t)))
+                        .and_then(|r| st.row(*r));
+                    match found {
                         Some(row) => {
                             batch
                                 .require(&self.keyspace, row.key, Condition::Seq(row.seq))
@@ -392,8 +428,43 @@ impl Collection {
         Err(Error::Conflict(self.name.clone()))
     }
 
-    /// Deletes every document matching `filter` atomically; returns how many.
-    pub fn delete_matching(&self, filter: &Filter) -> Result<u64> {
+    /// For a tenant: how many documents it holds, and how many of `ids` name no document yet (a
+    /// write of them adds that many; for quotas).
+    pub fn tenant_usage(&self, t: &crate::Tenant, ids: &[&str]) -> (u64, u64) {
+        let st = self.state.read();
+        let held = st
+            .payload
+            .keyword_rows(&t.field, &t.value)
+            .map_or(0, |b| b.len());
+        let mut seen = HashSet::new();
+        let new = ids
+            .iter()
+            .filter(|id| seen.insert(**id) && !st.by_id.contains_key(**id))
+            .count() as u64;
+        (held, new)
+    }
+
+    /// Documents per tenant (the tenant field's values), largest first, at most `max` of them, and
+    /// how many tenants there are; None without a tenant field.
+    pub fn tenant_counts(&self, max: usize) -> Option<(Vec<(String, u64)>, usize)> {
+        let field = self.schema().tenant_field.clone()?;
+        let st = self.state.read();
+        let mut counts = st.payload.keyword_counts(&field);
+        let total = counts.len();
+        counts.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        counts.truncate(max);
+        Some((
+            counts.into_iter().map(|(v, n)| (v.to_owned(), n)).collect(),
+            total,
+        ))
+    }
+
+    /// [`Collection::delete_matching`] for `tenant` (when given): only its documents are deleted.
+    pub fn delete_matching_for(
+        &self,
+        filter: &Filter,
+        tenant: Option<&crate::Tenant>,
+    ) -> Result<u64> {
         let ids: Vec<String> = {
             let st = self.state.read();
             let bm = st.payload.eval(filter);
@@ -401,7 +472,12 @@ impl Collection {
                 .filter_map(|r| st.row(r).map(|row| row.id.to_string()))
                 .collect()
         };
-        Ok(self.delete_ids(&ids)?.0)
+        Ok(self.delete_ids_for(&ids, tenant)?.0)
+    }
+
+    /// Deletes every document matching `filter` atomically; returns how many.
+    pub fn delete_matching(&self, filter: &Filter) -> Result<u64> {
+        self.delete_matching_for(filter, None)
     }
 
     /// The stored document with `id`.
@@ -644,6 +720,14 @@ impl Collection {
             "text_source": *self.text_source.lock(),
             "reembed": reembed,
             "learned_ranking": self.ranker.info(),
+            "tenants": self.tenant_counts(TENANTS_LISTED_MAX).map(|(counts, total)| json!({
+                "field": self.schema().tenant_field,
+                "count": total,
+                "documents": counts
+                    .into_iter()
+                    .map(|(v, n)| (v, json!(n)))
+                    .collect::<serde_json::Map<String, Value>>(),
+            })),
         })
     }
 
@@ -1119,6 +1203,13 @@ fn id_key(id: &str) -> u64 {
 impl State {
     fn row(&self, r: u32) -> Option<&Row> {
         self.rows.get(r as usize)?.as_ref()
+    }
+
+    /// Whether row `r`'s document belongs to tenant `t` (the payload index of its tenant field).
+    fn owned_by(&self, r: u32, t: &crate::Tenant) -> bool {
+        self.payload
+            .keyword_rows(&t.field, &t.value)
+            .is_some_and(|b| b.contains(r))
     }
 
     /// Up to `limit` rows of `allowed`, newest first: by the timestamp field descending (ties by

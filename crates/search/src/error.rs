@@ -73,6 +73,10 @@ pub enum Error {
         /// The field its job re-embeds.
         field: String,
     },
+    /// A key bound to a tenant reached for a document of another tenant, or wrote a document
+    /// naming another tenant (`crate::tenant`); nothing was written.
+    #[error("{0}")]
+    Tenant(String),
     /// The search was cancelled ([`crate::Cancel`]): its request timed out or its client went away.
     /// Nothing was written.
     #[error("the search was cancelled: its request timed out or its client went away")]

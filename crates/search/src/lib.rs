@@ -19,6 +19,7 @@ pub mod rank;
 mod reader;
 pub mod reembed;
 pub mod schema;
+pub mod tenant;
 pub mod text;
 pub mod timeindex;
 
@@ -35,3 +36,4 @@ pub use manager::{
 pub use query::{Hit, SearchRequest, SearchResponse};
 pub use reembed::{EmbedFailure, EmbedFn, JobState, ReembedJob};
 pub use schema::{EmbedSpec, Schema, VectorSpec};
+pub use tenant::Tenant;

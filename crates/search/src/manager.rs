@@ -490,6 +490,11 @@ impl Collections {
             .ok_or_else(|| Error::NoSuchCollection(name.to_owned()))
     }
 
+    /// Every collection, by name.
+    pub fn all(&self) -> Vec<Arc<Collection>> {
+        self.shared.collections()
+    }
+
     /// Every collection's info, by name.
     pub fn list(&self) -> Vec<Value> {
         self.shared.collections().iter().map(|c| c.info()).collect()

@@ -136,6 +136,18 @@ impl Payload {
         }
     }
 
+    /// The rows whose keyword field `field` holds `value` (None: none).
+    pub fn keyword_rows(&self, field: &str, value: &str) -> Option<&RoaringBitmap> {
+        self.keyword.get(field)?.get(value)
+    }
+
+    /// Each value of the keyword field `field` with its number of rows.
+    pub fn keyword_counts(&self, field: &str) -> Vec<(&str, u64)> {
+        self.keyword.get(field).map_or_else(Vec::new, |m| {
+            m.iter().map(|(v, b)| (v.as_str(), b.len())).collect()
+        })
+    }
+
     /// The bitmaps of a numeric or datetime field, largest value first.
     pub fn numeric_desc<'a>(&'a self, field: &str) -> impl Iterator<Item = &'a RoaringBitmap> + 'a {
         self.numeric

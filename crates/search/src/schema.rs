@@ -39,6 +39,10 @@ pub struct Schema {
     /// A datetime field that holds each document's time (`timestamp` in a document fills it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp_field: Option<String>,
+    /// A keyword field naming each document's tenant: a key bound to a tenant reads only documents
+    /// whose field holds its tenant, and its writes are stamped with it (`crate::tenant`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_field: Option<String>,
 }
 
 /// One vector field.
@@ -212,6 +216,23 @@ impl Schema {
                     return bad(
                         "timestamp_field".into(),
                         format!("{ts:?} is not in fields (declare it as \"datetime\")"),
+                    )
+                }
+            }
+        }
+        if let Some(t) = &self.tenant_field {
+            match self.fields.get(t) {
+                Some(FieldType::Keyword) => {}
+                Some(_) => {
+                    return bad(
+                        "tenant_field".into(),
+                        format!("{t:?} must be a keyword field"),
+                    )
+                }
+                None => {
+                    return bad(
+                        "tenant_field".into(),
+                        format!("{t:?} is not in fields (declare it as \"keyword\")"),
                     )
                 }
             }

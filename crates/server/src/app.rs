@@ -35,7 +35,7 @@ const ERROR_TEXT_BYTES_MAX: usize = 1024;
 
 /// Builds the whole application. `limiter` is `Some` when rate limiting is configured.
 pub fn app(state: AppState, cfg: &Config, limiter: Option<Limiter>) -> Router {
-    let auth = Auth::new(cfg.api_keys.clone());
+    let auth = state.auth.clone();
     let mut app = router(
         state,
         RouterOptions {
@@ -143,6 +143,7 @@ pub fn state(
     cfg: &Config,
     cluster: Option<Arc<kyrodb_cluster::Cluster>>,
 ) -> AppState {
+    let auth = Auth::new(cfg.api_keys.clone()).with_store(crate::keys::KeyStore::new(db.clone()));
     Arc::new(crate::routes::Shared {
         db,
         collections,
@@ -165,7 +166,8 @@ pub fn state(
             batch_keys_max: cfg.batch_keys_max,
         }),
         cluster,
-        auth: Auth::new(cfg.api_keys.clone()),
+        auth,
+        audit: crate::audit::Audit::new(&cfg.data_dir.join("audit")),
         backups: crate::routes::backup::Backups::new(cfg.backup_dirs.clone()),
         started: std::time::Instant::now(),
         started_at_ms: std::time::SystemTime::now()

@@ -15,7 +15,10 @@ use axum::{
 };
 use subtle::ConstantTimeEq;
 
-use crate::error::ApiError;
+use crate::{
+    error::ApiError,
+    keys::{KeyStore, Principal},
+};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -91,14 +94,15 @@ fn redact(item: &str) -> String {
     item.chars().take(6).chain("…".chars()).collect()
 }
 
-/// The configured keys (as digests), shared by every request.
+/// The configured keys (as digests), shared by every request, and the keys made at run time.
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     keys: Arc<Vec<(Role, [u8; 32])>>,
+    store: Option<KeyStore>,
 }
 
 /// SHA-256 of a token: what is compared, so every comparison is over 32 bytes.
-fn digest(token: &[u8]) -> [u8; 32] {
+pub(crate) fn digest(token: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(token).into()
 }
@@ -111,7 +115,75 @@ impl Auth {
                     .map(|k| (k.role, digest(k.token.as_bytes())))
                     .collect(),
             ),
+            store: None,
         }
+    }
+
+    /// With the keys made at run time (`POST /v1/keys`), kept in `store`.
+    pub fn with_store(mut self, store: KeyStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The store of keys made at run time.
+    pub fn store(&self) -> Option<&KeyStore> {
+        self.store.as_ref()
+    }
+
+    /// Who a token is: a configured key (the strongest role among those it matches) or a stored
+    /// one; 401 for a missing, malformed or unknown token.
+    pub fn principal(&self, authorization: Option<&[u8]>) -> Result<Arc<Principal>, ApiError> {
+        let unauthorized =
+            |m: &str| ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let token = authorization
+            .and_then(bearer_token)
+            .ok_or_else(|| unauthorized("missing bearer token"))?;
+        let presented = digest(token);
+        if let Some(role) = self.role_of_digest(&presented) {
+            return Ok(Arc::new(Principal::config(role, &presented)));
+        }
+        if let Some(store) = &self.store {
+            if let Some(p) = store.lookup(&presented)? {
+                return Ok(Arc::new(p));
+            }
+        }
+        Err(unauthorized("unknown token"))
+    }
+
+    /// Decides a request needing `need` (and, with `global`, a key that reaches the whole node):
+    /// who it is, or the 401/403 to answer.
+    pub fn authorize(
+        &self,
+        authorization: Option<&[u8]>,
+        need: Role,
+        global: bool,
+    ) -> Result<Arc<Principal>, (ApiError, Option<Arc<Principal>>)> {
+        let p = self.principal(authorization).map_err(|e| (e, None))?;
+        if p.role < need {
+            let e = ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "this route needs role {}; the token has role {}",
+                    need.as_str(),
+                    p.role.as_str()
+                ),
+            );
+            return Err((e, Some(p)));
+        }
+        if global && !p.is_global() {
+            let e = ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "this route acts on the whole node: it needs a key that reaches every \
+                     collection and keyspace (\"*\") and no tenant; key {} is scoped",
+                    p.id
+                ),
+            );
+            return Err((e, Some(p)));
+        }
+        Ok(p)
     }
 
     pub fn enabled(&self) -> bool {
@@ -120,10 +192,13 @@ impl Auth {
 
     /// The strongest role `token` carries, if it is a configured token.
     pub fn role_of(&self, token: &[u8]) -> Option<Role> {
-        let presented = digest(token);
+        self.role_of_digest(&digest(token))
+    }
+
+    fn role_of_digest(&self, presented: &[u8; 32]) -> Option<Role> {
         let mut best: Option<Role> = None;
         for (role, d) in self.keys.iter() {
-            let hit: bool = d.ct_eq(&presented).into();
+            let hit: bool = d.ct_eq(presented).into();
             if hit {
                 best = best.max(Some(*role));
             }
@@ -131,35 +206,14 @@ impl Auth {
         best
     }
 
-    /// Decides a request needing `need`.
+    /// Decides a request needing `need` (no scopes): Ok when the server has no keys.
     pub fn check(&self, authorization: Option<&[u8]>, need: Role) -> Result<(), ApiError> {
         if !self.enabled() {
             return Ok(());
         }
-        let token = authorization.and_then(bearer_token).ok_or_else(|| {
-            ApiError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing bearer token",
-            )
-        })?;
-        match self.role_of(token) {
-            None => Err(ApiError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "unknown token",
-            )),
-            Some(have) if have < need => Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "this route needs role {}; the token has role {}",
-                    need.as_str(),
-                    have.as_str()
-                ),
-            )),
-            Some(_) => Ok(()),
-        }
+        self.authorize(authorization, need, false)
+            .map(|_| ())
+            .map_err(|(e, _)| e)
     }
 }
 
@@ -177,8 +231,30 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 pub struct RequireRole {
     pub auth: Auth,
     pub role: Role,
+    /// The route acts on the whole node: scoped and tenant keys are refused.
+    pub global: bool,
 }
 
+/// Who made a request (set on the response for the audit log): the key's id and where it is from.
+#[derive(Debug, Clone)]
+pub struct Who {
+    pub id: String,
+    pub source: crate::keys::Source,
+}
+
+fn answer(e: ApiError, who: Option<&Principal>) -> Response {
+    let mut r = e.into_response();
+    if let Some(p) = who {
+        r.extensions_mut().insert(Who {
+            id: p.id.clone(),
+            source: p.source,
+        });
+    }
+    r
+}
+
+/// The role check: who the request is (401), whether the role and reach suffice (403), its key's
+/// quotas (429); then the handler runs with [`crate::keys::PRINCIPAL`] set.
 pub async fn require_role(
     State(req_role): State<RequireRole>,
     req: Request,
@@ -188,10 +264,45 @@ pub async fn require_role(
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    match req_role.auth.check(value, req_role.role) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+    let p = match req_role
+        .auth
+        .authorize(value, req_role.role, req_role.global)
+    {
+        Ok(p) => p,
+        Err((e, who)) => return answer(e, who.as_deref()),
+    };
+    let mut req = req;
+    if let Some(store) = req_role.auth.store() {
+        let mut body_bytes = 0;
+        if p.quotas.bytes_per_s.is_some() {
+            // The body is read here to be counted (whatever its framing); the body limit layer
+            // outside bounds it.
+            let (parts, body) = req.into_parts();
+            let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(b) => b,
+                Err(_) => {
+                    let e = ApiError::new(
+                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "the request body is over body_bytes_max, or was cut off",
+                    );
+                    return answer(e, Some(&p));
+                }
+            };
+            body_bytes = bytes.len() as u64;
+            req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        }
+        if let Err(e) = store.charge(&p, body_bytes) {
+            return answer(e, Some(&p));
+        }
     }
+    let who = Who {
+        id: p.id.clone(),
+        source: p.source,
+    };
+    let mut resp = crate::keys::PRINCIPAL.scope(p, next.run(req)).await;
+    resp.extensions_mut().insert(who);
+    resp
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod browser;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod conn;
 pub mod embed;
 pub mod error;
 pub mod fdlimit;
+pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;

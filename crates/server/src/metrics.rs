@@ -52,6 +52,7 @@ const ZERO_AT_START: &[&str] = &[
     "kyrodb_http_connections_refused_total",
     "kyrodb_http_write_stalls_total",
     "kyrodb_tls_handshake_failures_total",
+    "kyrodb_audit_write_failures_total",
     "kyrodb_wal_open_out_of_files_total",
     "kyrodb_storage_compaction_out_of_files_total",
     "kyrodb_rmi_rebuilds_total",
@@ -167,6 +168,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "kyrodb_tls_handshake_failures_total",
         Kind::Counter,
         "TLS handshakes that failed (bad or untrusted client certificate, wrong protocol, cut off)",
+    ),
+    (
+        "kyrodb_audit_write_failures_total",
+        Kind::Counter,
+        "Audit log entries that could not be written (the answer still went out; the error is logged)",
     ),
     // WAL
     (

@@ -26,7 +26,7 @@ use crate::{
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "kv"), (name = "admin"), (name = "ops"), (name = "cluster")),
+    tags((name = "kv"), (name = "admin"), (name = "ops"), (name = "cluster"), (name = "keys")),
 )]
 struct ApiDoc;
 
@@ -146,7 +146,7 @@ fn build(o: DocOptions) -> utoipa::openapi::OpenApi {
             .map(|(_, a)| *a)
             .expect("every documented path comes from the table");
         for op in operations_mut(item) {
-            complete(op, access, o);
+            complete(op, access, o, path == "/v1/scan");
         }
     }
     if !o.auth {
@@ -189,7 +189,7 @@ fn error_response(description: &str) -> RefOr<Response> {
 }
 
 /// Security and the error answers that come from the layers rather than the handler.
-fn complete(op: &mut Operation, access: Access, o: DocOptions) {
+fn complete(op: &mut Operation, access: Access, o: DocOptions, scan: bool) {
     let mut add = |status: &str, description: &str| {
         op.responses
             .responses
@@ -203,13 +203,17 @@ fn complete(op: &mut Operation, access: Access, o: DocOptions) {
                 "401",
                 "a token is configured on the server and this request has none, or an unknown one",
             );
-            add("403", "the token's role is too weak for this route");
+            add(
+                "403",
+                "the token's role is too weak for this route, or its key's scopes do not reach \
+                 the collection or keyspace (or the whole node, for node-wide routes)",
+            );
         }
     }
-    if o.rate_limit && access.rate_limited() {
+    if (o.rate_limit || o.auth) && access.rate_limited() {
         add(
             "429",
-            "the client's rate limit is exceeded; see Retry-After",
+            "the client's rate limit or the key's quota is exceeded; see Retry-After",
         );
     }
     if access.rate_limited() {
@@ -234,7 +238,8 @@ fn complete(op: &mut Operation, access: Access, o: DocOptions) {
     if op.request_body.is_some() {
         add("413", "the body is over body_bytes_max");
     }
-    if let Some(params) = op.parameters.as_mut() {
+    // The scan's page size is configured (`scan_limit_max`); other `limit`s keep their own bounds.
+    if let Some(params) = op.parameters.as_mut().filter(|_| scan) {
         for p in params.iter_mut().filter(|p| p.name == "limit") {
             if let Some(RefOr::T(Schema::Object(obj))) = p.schema.as_mut() {
                 obj.maximum = Some(o.scan_limit_max.into());

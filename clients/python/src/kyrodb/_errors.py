@@ -176,6 +176,14 @@ class TooManyKeys(BadRequestError):
     code = "too_many_keys"
 
 
+class InvalidApiKey(BadRequestError):
+    code = "invalid_api_key"
+
+
+class InvalidApiKeyId(BadRequestError):
+    code = "invalid_api_key_id"
+
+
 class ModelMismatch(BadRequestError):
     code = "model_mismatch"
 
@@ -198,6 +206,18 @@ class BackupDirNotAllowed(PermissionDeniedError):
     """403: the backup target is outside the server's ``backup_dirs``."""
 
     code = "backup_dir_not_allowed"
+
+
+class QuotaExceeded(PermissionDeniedError):
+    code = "quota_exceeded"
+
+
+class TenantMismatch(PermissionDeniedError):
+    code = "tenant_mismatch"
+
+
+class ApiKeyNotFound(NotFoundError):
+    code = "api_key_not_found"
 
 
 class KeyNotFound(NotFoundError):
@@ -246,6 +266,14 @@ class CollectionExists(ConflictError):
 
 class TooManyKeyspaces(ConflictError):
     code = "too_many_keyspaces"
+
+
+class AuthNotEnabled(ConflictError):
+    code = "auth_not_enabled"
+
+
+class TooManyApiKeys(ConflictError):
+    code = "too_many_api_keys"
 
 
 class ReembedRunning(ConflictError):

@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use kyrodb_search::{Cancel, Collection, Filter, HybridRequest, Schema, SearchRequest};
+use kyrodb_search::{Cancel, Collection, Filter, HybridRequest, Schema, SearchRequest, Tenant};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
@@ -101,6 +101,7 @@ impl From<kyrodb_search::Error> for ApiError {
             // Seen only when the token fired while the answer is still wanted (a deadline); when
             // the request timed out or its client left, nobody reads this.
             E::Cancelled => ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", msg),
+            E::Tenant(_) => ApiError::new(StatusCode::FORBIDDEN, "tenant_mismatch", msg),
             E::Storage(e) => e.into(),
         }
     }
@@ -128,8 +129,31 @@ async fn run_search<T: Send + 'static>(
     run(move || f(&cancel)).await
 }
 
+/// The collection a request names, if the request's key reaches it (`crate::keys`): every
+/// collection route resolves its collection here. A key bound to a tenant reaches only collections
+/// that declare a `tenant_field`.
 fn collection(s: &AppState, name: &str) -> Result<Arc<Collection>, ApiError> {
-    Ok(s.collections.get(name)?)
+    crate::keys::check_collection(name)?;
+    let c = s.collections.get(name)?;
+    tenant(&c)?;
+    Ok(c)
+}
+
+/// The request's tenant in `c` (None: not bound to a tenant).
+fn tenant(c: &Collection) -> Result<Option<Tenant>, ApiError> {
+    crate::keys::tenant_in(c.name(), c.schema().tenant_field.as_deref())
+}
+
+/// A collection's info as the request's key may see it: a tenant sees its own document count
+/// (`documents` and `tenants`), not the other tenants'.
+fn info_for(c: &Collection) -> Result<Value, ApiError> {
+    let mut info = c.info();
+    if let Some(t) = tenant(c)? {
+        let (held, _) = c.tenant_usage(&t, &[]);
+        info["documents"] = json!(held);
+        info["tenants"] = json!({"field": t.field, "count": 1, "documents": {t.value: held}});
+    }
+    Ok(info)
 }
 
 /// Creates a collection with this schema: 201 when created, 200 when it exists with the same schema,
@@ -143,6 +167,8 @@ pub async fn create(
     Path(name): Path<String>,
     JsonBody(schema): JsonBody<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
+    crate::keys::check_collection(&name)?;
+    crate::keys::check_not_tenant("creating a collection")?;
     let mut schema = Schema::from_json(Value::Object(schema))?;
     crate::embed::govern_schema(&mut schema)?;
     let cs = s.collections.clone();
@@ -158,10 +184,25 @@ pub async fn create(
 /// Every collection with its schema, counts and index state.
 #[utoipa::path(get, path = "/v2/collections", tag = "collections",
     responses((status = 200, body = CollectionList)))]
-pub async fn list(State(s): State<AppState>) -> Json<CollectionList> {
-    Json(CollectionList {
-        collections: s.collections.list(),
-    })
+pub async fn list(State(s): State<AppState>) -> Result<Json<CollectionList>, ApiError> {
+    let Some(who) = crate::keys::current() else {
+        return Ok(Json(CollectionList {
+            collections: s.collections.list(),
+        }));
+    };
+    // A scoped key sees the collections it reaches; a tenant key, those with a tenant field, each
+    // with its own counts.
+    let mut collections = Vec::new();
+    for c in s.collections.all() {
+        if !who.may_collection(c.name()) {
+            continue;
+        }
+        if who.tenant.is_some() && c.schema().tenant_field.is_none() {
+            continue;
+        }
+        collections.push(info_for(&c)?);
+    }
+    Ok(Json(CollectionList { collections }))
 }
 
 /// One collection: schema, `documents` (live count), vector index state per field.
@@ -172,7 +213,7 @@ pub async fn info(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(collection(&s, &name)?.info()))
+    Ok(Json(info_for(&*collection(&s, &name)?)?))
 }
 
 /// Drops a collection (its documents are deleted in the background).
@@ -183,6 +224,8 @@ pub async fn drop(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    crate::keys::check_collection(&name)?;
+    crate::keys::check_not_tenant("dropping a collection")?;
     let cs = s.collections.clone();
     let n = name.clone();
     run(move || cs.drop_collection(&n)).await?;
@@ -210,13 +253,45 @@ async fn upsert_values(
         )?]),
     })
     .await?;
+    let tenant = tenant(&c)?;
+    if let Some(t) = &tenant {
+        t.stamp(&mut parsed)?;
+        check_documents_quota(&c, t, &parsed)?;
+    }
     // auto_embed: vectors are computed before the write is logged, so recovery never recomputes.
     s.embed.fill_documents(&schema, &mut parsed).await?;
     let n = parsed.len();
-    let seq = run(move || c.upsert(&parsed)).await?;
+    let seq = run(move || c.upsert_for(&parsed, tenant.as_ref())).await?;
     metrics::histogram!("kyrodb_search_write_visible_seconds")
         .record(started.elapsed().as_secs_f64());
     Ok((n, seq))
+}
+
+/// A tenant key's `documents` quota: the write may not take its tenant past it in this collection
+/// (checked against the count when the write starts).
+fn check_documents_quota(
+    c: &Collection,
+    t: &Tenant,
+    docs: &[kyrodb_search::Document],
+) -> Result<(), ApiError> {
+    let Some(max) = crate::keys::current().and_then(|p| p.quotas.documents) else {
+        return Ok(());
+    };
+    let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    let (held, new) = c.tenant_usage(t, &ids);
+    if new > 0 && held + new > max {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "quota_exceeded",
+            format!(
+                "tenant {:?} holds {held} documents in collection {:?}; this write adds {new}, \
+                 over the key's quota of {max}",
+                t.value,
+                c.name()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Upserts a batch of documents atomically (all or nothing); answers once they are durable and
@@ -261,6 +336,7 @@ pub async fn reembed(
     Path(name): Path<String>,
     JsonBody(req): JsonBody<ReembedRequest>,
 ) -> Result<Response, ApiError> {
+    crate::keys::check_not_tenant("re-embedding a collection")?;
     let c = collection(&s, &name)?;
     let schema = c.schema();
     let field = match req.field {
@@ -382,10 +458,13 @@ pub async fn list_docs(
     };
     let vectors = !q.without_vectors.unwrap_or(true);
     let c = collection(&s, &name)?;
+    let tenant = tenant(&c)?;
     let (docs, next) = run(move || c.list(after, limit)).await?;
+    // A tenant's pages hold its own documents only (so a page may hold fewer than `limit`).
     Ok(Json(ListResponse {
         documents: docs
             .iter()
+            .filter(|d| tenant.as_ref().is_none_or(|t| t.owns(d)))
             .map(|d| d.to_json(true, true, vectors))
             .collect(),
         next: next.map(|k| k.to_string()),
@@ -401,7 +480,13 @@ pub async fn get_doc(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let c = collection(&s, &name)?;
-    let doc = run(move || c.get(&id)).await?;
+    let tenant = tenant(&c)?;
+    let idc = id.clone();
+    let doc = run(move || c.get(&idc)).await?;
+    if tenant.is_some_and(|t| !t.owns(&doc)) {
+        // Another tenant's document is answered as if it did not exist.
+        return Err(kyrodb_search::Error::NoSuchDocument(id).into());
+    }
     Ok(Json(doc.to_json(true, true, true)))
 }
 
@@ -414,8 +499,9 @@ pub async fn delete_doc(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
     let c = collection(&s, &name)?;
+    let tenant = tenant(&c)?;
     let idc = id.clone();
-    let (deleted, absent) = run(move || c.delete_ids(&[idc])).await?;
+    let (deleted, absent) = run(move || c.delete_ids_for(&[idc], tenant.as_ref())).await?;
     if deleted == 0 {
         return Err(kyrodb_search::Error::NoSuchDocument(id).into());
     }
@@ -433,11 +519,18 @@ pub async fn delete_many(
     JsonBody(req): JsonBody<DeleteRequest>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
     let c = collection(&s, &name)?;
+    let tenant = tenant(&c)?;
     let (deleted, absent) = match (req.ids, req.filter) {
-        (Some(ids), None) => run(move || c.delete_ids(&ids)).await?,
+        (Some(ids), None) => run(move || c.delete_ids_for(&ids, tenant.as_ref())).await?,
         (None, Some(f)) => {
-            let f = Filter::parse(&f, &c.schema(), "filter")?;
-            (run(move || c.delete_matching(&f)).await?, 0)
+            let mut f = Filter::parse(&f, &c.schema(), "filter")?;
+            if let Some(t) = &tenant {
+                f = t.restrict(Some(f));
+            }
+            (
+                run(move || c.delete_matching_for(&f, tenant.as_ref())).await?,
+                0,
+            )
         }
         _ => {
             return Err(ApiError::bad_request(
@@ -471,6 +564,10 @@ async fn search_body(
 ) -> Result<Json<Value>, ApiError> {
     let schema = c.schema();
     let mut req = SearchRequest::parse(&body, &schema)?;
+    if let Some(t) = tenant(&c)? {
+        // The tenant condition is added beside the request's filter: it narrows, never widens.
+        req.filter = Some(t.restrict(req.filter.take()));
+    }
     if let Some(text) = req.text.take() {
         let e = schema.vectors[&req.using]
             .embed
@@ -529,6 +626,9 @@ async fn hybrid_request(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let mut req = HybridRequest::parse(body, &schema, now_ms)?;
+    if let Some(t) = tenant(c)? {
+        req.filter = Some(t.restrict(req.filter.take()));
+    }
     let mut texts: Vec<(usize, String)> = Vec::new();
     for (i, vq) in req.vectors.iter().enumerate() {
         if let Some(t) = &vq.text {
@@ -569,6 +669,9 @@ pub async fn feedback(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
+    crate::keys::check_not_tenant(
+        "feedback trains the collection's one ranking model, shared by every tenant",
+    )?;
     let c = collection(&s, &name)?;
     let fb = kyrodb_search::rank::Feedback::parse(&body)?;
     let req = hybrid_request(&s, &c, &fb.query_body(&c.schema())).await?;

@@ -215,6 +215,9 @@ opt_u64_fields!(
     de_opt_if_seq => "if_seq",
     de_opt_start => "start",
     de_opt_end => "end",
+    de_opt_requests_per_s => "quotas.requests_per_s",
+    de_opt_bytes_per_s => "quotas.bytes_per_s",
+    de_opt_documents => "quotas.documents",
 );
 
 /// An unsigned 64-bit integer; the errors name the field.

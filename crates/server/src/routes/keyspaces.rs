@@ -47,11 +47,13 @@ pub struct CreateKeyspace {
     responses((status = 200, body = KeyspaceList)))]
 pub async fn list(State(s): State<AppState>) -> Result<Json<KeyspaceList>, ApiError> {
     let mut keyspaces = Vec::new();
+    let who = crate::keys::current();
     // Reserved keyspaces (collections' documents and catalog) are the server's own: /v2 shows them.
+    // A scoped key sees the keyspaces it reaches.
     for name in
         s.db.keyspace_names()
             .into_iter()
-            .filter(|n| !n.starts_with('_'))
+            .filter(|n| !n.starts_with('_') && who.as_ref().is_none_or(|p| p.may_keyspace(n)))
     {
         let ks = s.db.keyspace(&name)?;
         keyspaces.push(KeyspaceInfo {
@@ -73,6 +75,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     kyrodb_storage::validate_keyspace_name(&req.name)?;
     super::kv::reserved(&req.name)?;
+    crate::keys::check_keyspace(&req.name)?;
     let existed = s.db.keyspace(&req.name).is_ok();
     let db = s.db.clone();
     let name = req.name.clone();
@@ -123,6 +126,7 @@ pub async fn drop(
 ) -> Result<Json<DroppedKeyspace>, ApiError> {
     kyrodb_storage::validate_keyspace_name(&name)?;
     super::kv::reserved(&name)?;
+    crate::keys::check_keyspace(&name)?;
     if name == kyrodb_storage::DEFAULT_KEYSPACE {
         return Err(ApiError::bad_request(
             "reserved_keyspace",

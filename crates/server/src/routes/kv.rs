@@ -81,11 +81,17 @@ fn check_ttl(ttl_ms: Option<u64>) -> Result<(), ApiError> {
 }
 
 /// The keyspace a request names (the default one when it names none); 404 `no_such_keyspace`.
+/// The keyspace a request names (None: `default`), if the request's key reaches it
+/// (`crate::keys`): every key-value route resolves its keyspace here.
 pub(crate) fn keyspace(s: &AppState, name: Option<&str>) -> Result<Keyspace, ApiError> {
     match name {
-        None => Ok(s.db.default_keyspace().clone()),
+        None => {
+            crate::keys::check_keyspace(kyrodb_storage::DEFAULT_KEYSPACE)?;
+            Ok(s.db.default_keyspace().clone())
+        }
         Some(n) => {
             reserved(n)?;
+            crate::keys::check_keyspace(n)?;
             Ok(s.db.keyspace(n)?)
         }
     }
@@ -422,6 +428,7 @@ pub async fn get_fast(
     KeyPath(key): KeyPath,
     QueryOf(_): QueryOf<super::extract::NoQuery>,
 ) -> Result<Response, ApiError> {
+    crate::keys::check_keyspace(kyrodb_storage::DEFAULT_KEYSPACE)?;
     match s.db.get(key)? {
         Some(v) => Ok(octets(v)),
         None => Err(ApiError::not_found(format!("key {key} not found"))),

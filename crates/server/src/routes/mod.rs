@@ -9,6 +9,7 @@ pub mod collections;
 pub mod console;
 pub mod embed;
 pub mod extract;
+pub mod keys;
 pub mod keyspaces;
 pub mod kv;
 pub mod ops;
@@ -63,8 +64,11 @@ pub struct Shared {
     pub started_at_ms: i64,
     /// Cluster mode: this node (None on a single node).
     pub cluster: Option<Arc<kyrodb_cluster::Cluster>>,
-    /// The configured keys: routes that answer without a token but show more to one (`/ready`).
+    /// The configured keys and the store of scoped keys; routes that answer without a token but
+    /// show more to one (`/ready`) ask it too.
     pub auth: Auth,
+    /// The audit log of admin actions.
+    pub audit: Arc<crate::audit::Audit>,
     /// Backups: where they may go, the running one and the last finished ones.
     pub backups: backup::Backups,
 }
@@ -81,6 +85,9 @@ pub enum Access {
     /// The web console's static files: no token (the page asks for one) and never rate limited.
     Static,
     Needs(Role),
+    /// Acts on the whole node (snapshots, the cluster, keys, the audit log): needs the role and a
+    /// key that reaches every collection and keyspace with no tenant (`crate::keys`).
+    Global(Role),
 }
 
 impl Access {
@@ -90,17 +97,23 @@ impl Access {
             Access::Probe | Access::Static => None,
             Access::Metrics if public_metrics => None,
             Access::Metrics => Some(Role::Read),
-            Access::Needs(r) => Some(r),
+            Access::Needs(r) | Access::Global(r) => Some(r),
         }
+    }
+
+    /// Scoped and tenant keys are refused: the route shows or changes more than one collection or
+    /// keyspace (`/metrics` names every one).
+    pub fn global(self) -> bool {
+        matches!(self, Access::Global(_) | Access::Metrics)
     }
 
     /// Probes and scrapes share IPs (load balancers, Prometheus) and cost nothing: never limited.
     pub fn rate_limited(self) -> bool {
-        matches!(self, Access::Needs(_))
+        matches!(self, Access::Needs(_) | Access::Global(_))
     }
 }
 
-use Access::{Metrics, Needs, Probe, Static};
+use Access::{Global, Metrics, Needs, Probe, Static};
 use Role::{Admin, Read, Write};
 
 /// The route table: who may call each route, and its handler. The method and path are written once,
@@ -127,11 +140,11 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Admin), routes!(keyspaces::create)),
         (Needs(Read), routes!(keyspaces::get)),
         (Needs(Admin), routes!(keyspaces::drop)),
-        (Needs(Admin), routes!(admin::snapshot)),
-        (Needs(Admin), routes!(rmi::build)),
-        (Needs(Admin), routes!(admin::warmup)),
-        (Needs(Admin), routes!(backup::create)),
-        (Needs(Admin), routes!(backup::status)),
+        (Global(Admin), routes!(admin::snapshot)),
+        (Global(Admin), routes!(rmi::build)),
+        (Global(Admin), routes!(admin::warmup)),
+        (Global(Admin), routes!(backup::create)),
+        (Global(Admin), routes!(backup::status)),
         (Needs(Read), routes!(collections::list)),
         (Needs(Admin), routes!(collections::create)),
         (Needs(Read), routes!(collections::info)),
@@ -149,10 +162,14 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
         (Needs(Write), routes!(collections::feedback)),
         (Needs(Read), routes!(embed::embed)),
         (Needs(Read), routes!(embed::models)),
-        (Needs(Admin), routes!(cluster::status)),
-        (Needs(Admin), routes!(cluster::init)),
-        (Needs(Admin), routes!(cluster::add_node)),
-        (Needs(Admin), routes!(cluster::remove_node)),
+        (Global(Admin), routes!(cluster::status)),
+        (Global(Admin), routes!(cluster::init)),
+        (Global(Admin), routes!(cluster::add_node)),
+        (Global(Admin), routes!(cluster::remove_node)),
+        (Global(Admin), routes!(keys::create)),
+        (Global(Admin), routes!(keys::list)),
+        (Global(Admin), routes!(keys::delete)),
+        (Global(Admin), routes!(keys::audit)),
         (Static, routes!(console::index)),
         (Static, routes!(console::script)),
         (Static, routes!(console::style)),
@@ -185,10 +202,15 @@ pub fn router(state: AppState, o: RouterOptions<'_>) -> Router {
                     RequireRole {
                         auth: o.auth.clone(),
                         role,
+                        global: access.global(),
                     },
                     require_role,
                 ));
             }
+        }
+        if access.role(o.public_metrics) == Some(Admin) {
+            // Outside the role check, so refused attempts are logged with who tried.
+            mr = mr.route_layer(from_fn_with_state(state.audit.clone(), crate::audit::track));
         }
         if let (Some(l), true) = (&o.limiter, access.rate_limited()) {
             mr = mr.route_layer(from_fn_with_state(l.clone(), rate_limit));

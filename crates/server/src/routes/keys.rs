@@ -1,0 +1,149 @@
+//! Scoped API keys (`crate::keys`) and the audit log (`crate::audit`): admin routes that act on the
+//! whole node.
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    Json,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    extract::{JsonBody, QueryOf},
+    AppState,
+};
+use crate::{
+    audit::Entry,
+    error::{ApiError, ErrorBody},
+    keys::{CreatedKey, KeyInfo, NewKey},
+};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedKey {
+    /// The id of the key revoked.
+    pub deleted: String,
+}
+
+/// Runs key-store work on the blocking pool (it reads and writes the engine).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("key task failed: {e}")))?
+}
+
+fn store(s: &AppState) -> Result<crate::keys::KeyStore, ApiError> {
+    match s.auth.store() {
+        Some(st) if s.auth.enabled() => Ok(st.clone()),
+        _ => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "auth_not_enabled",
+            "this server has no keys (KYRODB_API_KEYS), so every request may do everything and a \
+             scoped key would limit nobody: configure an admin key first",
+        )),
+    }
+}
+
+/// Creates a key: a role, the collections and keyspaces it reaches (names or globs; `["*"]` for
+/// all), optionally a tenant and quotas. The answer holds the token, this once: only its SHA-256 is
+/// kept (durably through the engine; replicated in a cluster). Scoped keys cannot use the routes
+/// that act on the whole node (snapshots, the cluster, keys, the audit log, `/metrics`).
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = NewKey,
+    responses((status = 201, body = CreatedKey),
+        (status = 400, description = "invalid_api_key", body = ErrorBody),
+        (status = 409, description = "auth_not_enabled (the server has no KYRODB_API_KEYS); too_many_api_keys", body = ErrorBody)))]
+pub async fn create(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<NewKey>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    let st = store(&s)?;
+    let created = blocking(move || st.create(req)).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Every key made with `POST /v1/keys`, without secrets (keys from `KYRODB_API_KEYS` are not
+/// listed).
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses((status = 200, body = KeyList)))]
+pub async fn list(State(s): State<AppState>) -> Result<Json<KeyList>, ApiError> {
+    let Some(st) = s.auth.store().cloned() else {
+        return Ok(Json(KeyList { keys: Vec::new() }));
+    };
+    Ok(Json(KeyList {
+        keys: blocking(move || st.list()).await?,
+    }))
+}
+
+/// Revokes a key: refused from then on by every node that has applied the revocation (a node
+/// applies it when it applies the write; in a cluster, within the replication lag).
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{16}$")),
+    responses((status = 200, body = DeletedKey),
+        (status = 400, description = "invalid_api_key_id", body = ErrorBody),
+        (status = 404, description = "api_key_not_found", body = ErrorBody)))]
+pub async fn delete(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeletedKey>, ApiError> {
+    let Some(st) = s.auth.store().cloned() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "api_key_not_found",
+            "this server has no keys",
+        ));
+    };
+    let i = id.clone();
+    blocking(move || st.delete(&i)).await?;
+    Ok(Json(DeletedKey {
+        deleted: id.to_ascii_lowercase(),
+    }))
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only entries at or after this Unix millisecond.
+    pub since_ms: Option<i64>,
+    /// At most this many (the newest), 1..=1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditLog {
+    /// Oldest first.
+    pub entries: Vec<Entry>,
+}
+
+/// Most entries in one answer.
+const AUDIT_LIMIT_MAX: usize = 1000;
+
+/// The newest entries of this node's audit log: every admin action, who made it, when, from where,
+/// and its outcome (refused attempts included).
+#[utoipa::path(get, path = "/v1/audit", tag = "keys", params(AuditQuery),
+    responses((status = 200, body = AuditLog), (status = 400, body = ErrorBody)))]
+pub async fn audit(
+    State(s): State<AppState>,
+    QueryOf(q): QueryOf<AuditQuery>,
+) -> Result<Json<AuditLog>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > AUDIT_LIMIT_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {limit} is outside 1..={AUDIT_LIMIT_MAX}"),
+        ));
+    }
+    let a = s.audit.clone();
+    let since = q.since_ms.unwrap_or(i64::MIN);
+    let entries = blocking(move || Ok(a.read(since, limit)?)).await?;
+    Ok(Json(AuditLog { entries }))
+}
