@@ -141,6 +141,9 @@ pub(crate) struct Shared {
     catalog: Keyspace,
     map: RwLock<BTreeMap<String, (u64, Arc<Collection>)>>,
     create_mu: Mutex<()>,
+    /// Held while graph files are written: they go through one temporary name per file, so two
+    /// writers at once (a backup, `POST /v1/snapshot`, shutdown) must take turns.
+    checkpoint_mu: Mutex<()>,
     wake: Mutex<bool>,
     wake_cv: Condvar,
     room: Mutex<()>,
@@ -318,6 +321,7 @@ impl Collections {
             catalog: catalog.clone(),
             map: RwLock::new(BTreeMap::new()),
             create_mu: Mutex::new(()),
+            checkpoint_mu: Mutex::new(()),
             wake: Mutex::new(false),
             wake_cv: Condvar::new(),
             room: Mutex::new(()),
@@ -521,6 +525,7 @@ impl Collections {
     /// Persists every collection's graphs (at shutdown and with engine snapshots) so the next start
     /// verifies them instead of rebuilding. Returns how many collections were written.
     pub fn checkpoint(&self) -> Result<usize> {
+        let _g = self.shared.checkpoint_mu.lock();
         let mut n = 0;
         for c in self.shared.collections() {
             let path = crate::checkpoint::path(self.shared.db.path(), c.keyspace().name());
