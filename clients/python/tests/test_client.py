@@ -96,6 +96,14 @@ def test_admin_and_ops(db: Client) -> None:
     assert db.snapshot()["covered_seq"] >= seq
     assert isinstance(db.rmi_build(), dict)
     assert isinstance(db.warmup(), dict)
+    # The test server allows no backup directory; an unknown backup is 404.
+    with pytest.raises(kyrodb.BackupDirNotAllowed) as be:
+        db.create_backup("/tmp/kyrodb-sdk-backup")
+    assert be.value.status == 403
+    with pytest.raises(kyrodb.InvalidBackupTarget):
+        db.create_backup("relative/dir")
+    with pytest.raises(kyrodb.NoSuchBackup):
+        db.backup_status("20250101T000000.000Z")
 
 
 def docs(n: int, start: int = 0) -> list[dict[str, object]]:

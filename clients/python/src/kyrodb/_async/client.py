@@ -8,6 +8,7 @@ import json as _json
 import os
 import random
 import ssl
+import time as _time
 from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
@@ -220,6 +221,29 @@ class AsyncClient:
     async def warmup(self) -> JSON:
         """Reads the data files into the page cache (admin)."""
         return await self._json("POST", "/v1/warmup")
+
+    async def create_backup(self, to: str) -> JSON:
+        """Starts a backup of the node into ``to`` — a directory on the server's machine or
+        ``s3://bucket/prefix``, inside the server's ``backup_dirs`` — and returns its status at once
+        (``id``, ``state``); follow it with :meth:`backup_status` or :meth:`wait_backup` (admin)."""
+        return await self._json("POST", "/v1/backups", json={"to": to})
+
+    async def backup_status(self, backup_id: str) -> JSON:
+        """A backup's ``state`` (checkpoint, sending, done, failed), ``seq``, files and bytes
+        (admin)."""
+        return await self._json("GET", f"/v1/backups/{quote(backup_id, safe='')}")
+
+    async def wait_backup(self, backup_id: str, *, timeout: float = 3600.0) -> JSON:
+        """Polls :meth:`backup_status` until the backup is done or failed, and returns its status;
+        raises :class:`TimeoutError` after ``timeout`` seconds."""
+        deadline = _time.monotonic() + timeout
+        while True:
+            st = await self.backup_status(backup_id)
+            if st["state"] in ("done", "failed"):
+                return st
+            if _time.monotonic() > deadline:
+                raise TimeoutError(f"backup {backup_id} still {st['state']} after {timeout} s")
+            await asyncio.sleep(0.2)
 
     # ---- key-value ------------------------------------------------------------------------------
 
