@@ -357,11 +357,15 @@ fn kill_9_during_a_backup_never_leaves_a_manifest_that_verifies_but_is_incomplet
 
     let mut x: u64 = 0x2545_F491_4F6C_DD1D ^ u64::from(std::process::id());
     let mut killed_before_manifest = 0;
-    // At least 8 rounds; more (up to 20) until a kill has landed inside a backup, each round
-    // that finished before its kill halving the window (a busy machine makes durations vary).
+    // At least 8 rounds; more (up to 24) until some kill landed inside a backup and some backup
+    // finished first (its manifest must verify and restore). A round that finished before its
+    // kill halves the window, one killed inside it grows the window by half (a busy machine makes
+    // durations vary).
     let mut window = took;
     let mut rounds = 0;
-    while rounds < 8 || (killed_before_manifest == 0 && rounds < 20) {
+    while rounds < 8
+        || ((killed_before_manifest == 0 || killed_before_manifest == rounds) && rounds < 24)
+    {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -372,10 +376,18 @@ fn kill_9_during_a_backup_never_leaves_a_manifest_that_verifies_but_is_incomplet
         assert_eq!(r.status, 202, "{}", r.text());
         std::thread::sleep(at); // the kill's instant, not a wait for anything
         s.kill9();
-        if to.join("backups").exists() {
+        // Finished: a manifest is there (its directory alone may come just before it).
+        let finished = std::fs::read_dir(to.join("backups"))
+            .map(|rd| {
+                rd.flatten()
+                    .any(|d| d.path().join("manifest.json").exists())
+            })
+            .unwrap_or(false);
+        if finished {
             window /= 2;
         } else {
             killed_before_manifest += 1;
+            window = window * 3 / 2;
         }
         s.restart();
         rounds += 1;
@@ -385,6 +397,10 @@ fn kill_9_during_a_backup_never_leaves_a_manifest_that_verifies_but_is_incomplet
         "{killed_before_manifest} of {rounds} kills came before the manifest ({took:?} a backup)"
     );
     assert!(killed_before_manifest > 0, "no kill landed inside a backup");
+    assert!(
+        killed_before_manifest < rounds,
+        "no backup finished before its kill"
+    );
     // Every manifest in every target verifies and restores completely.
     let mut restored = 0;
     for round in 0..rounds {
@@ -418,6 +434,7 @@ fn kill_9_during_a_backup_never_leaves_a_manifest_that_verifies_but_is_incomplet
         }
     }
     eprintln!("{restored} of {rounds} killed backups had finished and restored whole");
+    assert_eq!(restored, rounds - killed_before_manifest);
 }
 
 /// A collection with vectors, text and fields, as the restore test's source.
