@@ -46,17 +46,18 @@ impl BrowserRules {
 
     /// Whether `host` (a `Host` header: name or address, optional port) may be served.
     pub fn host_allowed(&self, host: &str) -> bool {
-        let name = host_name(host).to_ascii_lowercase();
-        if is_loopback_name(&name) {
+        // Compared without case and without allocating: this runs on every request.
+        let name = host_name(host);
+        if is_loopback_name(name) {
             return true;
         }
         self.allowed_hosts
             .iter()
             .any(|a| match a.strip_prefix("*.") {
-                Some(suffix) => name
-                    .strip_suffix(suffix)
-                    .is_some_and(|p| p.ends_with('.') && p.len() > 1),
-                None => *a == name,
+                Some(suffix) => {
+                    strip_suffix_ci(name, suffix).is_some_and(|p| p.ends_with('.') && p.len() > 1)
+                }
+                None => a.eq_ignore_ascii_case(name),
             })
     }
 
@@ -84,8 +85,14 @@ fn host_name(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(n, _)| n)
 }
 
+/// `s` without `suffix`, compared without ASCII case.
+fn strip_suffix_ci<'a>(s: &'a str, suffix: &str) -> Option<&'a str> {
+    let at = s.len().checked_sub(suffix.len())?;
+    (s.is_char_boundary(at) && s[at..].eq_ignore_ascii_case(suffix)).then(|| &s[..at])
+}
+
 fn is_loopback_name(name: &str) -> bool {
-    if name == "localhost" || name.ends_with(".localhost") {
+    if name.eq_ignore_ascii_case("localhost") || strip_suffix_ci(name, ".localhost").is_some() {
         return true;
     }
     let bare = name.trim_start_matches('[').trim_end_matches(']');
