@@ -2,7 +2,9 @@
 //! snapshots, index builds, warmups, re-embeds, cluster changes, reads of the audit log itself) as
 //! one JSON line — who (key id and where the key comes from, or none for a missing/unknown token),
 //! what (method, route, path), when, from where, and the outcome (the status; `ok`, `denied` or
-//! `failed`). Refused attempts are logged too; requests refused by the per-IP rate limit are not.
+//! `failed`). Refused attempts are logged too — those without a known key (401) at most once a
+//! second (`kyrodb_audit_anonymous_skipped_total` counts the rest); requests refused by the per-IP
+//! rate limit are not.
 //!
 //! `<data dir>/audit/audit.log`, appended and fsynced per entry (admin actions are rare); at
 //! [`ROTATE_BYTES`] it becomes `audit.log.1` (replacing the previous one), so the log holds the
@@ -24,7 +26,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{auth::Who, error::ApiError};
+use crate::auth::Who;
 
 /// The log is rotated when it reaches this size.
 pub const ROTATE_BYTES: u64 = 8 << 20;
@@ -58,6 +60,8 @@ pub struct Entry {
 pub struct Audit {
     dir: PathBuf,
     file: Mutex<Option<File>>,
+    /// Unix second of the last anonymous refusal logged.
+    anonymous_s: std::sync::atomic::AtomicU64,
 }
 
 impl Audit {
@@ -66,7 +70,22 @@ impl Audit {
         Arc::new(Audit {
             dir: dir.to_owned(),
             file: Mutex::new(None),
+            anonymous_s: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Whether an anonymous refusal may be logged now (at most one per second).
+    fn anonymous_due(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.anonymous_s.load(Ordering::Relaxed);
+        last != now
+            && self
+                .anonymous_s
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     fn path(&self) -> PathBuf {
@@ -149,6 +168,13 @@ pub async fn track(State(audit): State<Arc<Audit>>, req: Request, next: Next) ->
     let resp = next.run(req).await;
     let who = resp.extensions().get::<Who>();
     let status = resp.status();
+    // A refusal with no known key (no token, an unknown one) costs its sender nothing: logged (and
+    // fsynced) at most once per second per node, the rest counted, so unauthenticated traffic
+    // cannot turn into a stream of disk syncs.
+    if who.is_none() && status.as_u16() == 401 && !audit.anonymous_due() {
+        metrics::counter!("kyrodb_audit_anonymous_skipped_total").increment(1);
+        return resp;
+    }
     let e = Entry {
         at_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -182,12 +208,6 @@ pub async fn track(State(audit): State<Arc<Audit>>, req: Request, next: Next) ->
         tracing::error!(dir = %audit.dir.display(), "could not write the audit log: {written:?}");
     }
     resp
-}
-
-impl From<std::io::Error> for ApiError {
-    fn from(e: std::io::Error) -> Self {
-        ApiError::internal(format!("audit log: {e}"))
-    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ const ZERO_AT_START: &[&str] = &[
     "kyrodb_http_write_stalls_total",
     "kyrodb_tls_handshake_failures_total",
     "kyrodb_audit_write_failures_total",
+    "kyrodb_audit_anonymous_skipped_total",
     "kyrodb_wal_open_out_of_files_total",
     "kyrodb_storage_compaction_out_of_files_total",
     "kyrodb_rmi_rebuilds_total",
@@ -173,6 +174,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "kyrodb_audit_write_failures_total",
         Kind::Counter,
         "Audit log entries that could not be written (the answer still went out; the error is logged)",
+    ),
+    (
+        "kyrodb_audit_anonymous_skipped_total",
+        Kind::Counter,
+        "Refusals without a known key (401) on admin routes not logged: at most one a second is",
     ),
     // WAL
     (

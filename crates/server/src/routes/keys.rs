@@ -144,6 +144,10 @@ pub async fn audit(
     }
     let a = s.audit.clone();
     let since = q.since_ms.unwrap_or(i64::MIN);
-    let entries = blocking(move || Ok(a.read(since, limit)?)).await?;
+    let entries = blocking(move || {
+        a.read(since, limit)
+            .map_err(|e| ApiError::internal(format!("reading the audit log: {e}")))
+    })
+    .await?;
     Ok(Json(AuditLog { entries }))
 }
