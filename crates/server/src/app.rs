@@ -5,11 +5,8 @@
 use std::sync::Arc;
 
 use axum::{
-    body::Body,
-    extract::{DefaultBodyLimit, Request},
+    extract::DefaultBodyLimit,
     http::{header, HeaderValue, Method, StatusCode},
-    middleware::{self, Next},
-    response::Response,
     Router,
 };
 use tower_http::{
@@ -24,15 +21,12 @@ use tracing::Level;
 use crate::{
     auth::Auth,
     config::Config,
-    error::{code_for_status, error_json},
     ratelimit::Limiter,
     routes::{router, AppState, RouterOptions},
 };
 
 /// Preflight answers are cached by browsers this long.
 const CORS_MAX_AGE_S: u64 = 600;
-/// Bytes of a non-JSON error body kept as the JSON error's message.
-const ERROR_TEXT_BYTES_MAX: usize = 1024;
 
 /// Builds the whole application. `limiter` is `Some` when rate limiting is configured.
 pub fn app(state: AppState, cfg: &Config, limiter: Option<Limiter>) -> Router {
@@ -52,7 +46,7 @@ pub fn app(state: AppState, cfg: &Config, limiter: Option<Limiter>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             cfg.request_timeout,
         ))
-        .layer(middleware::from_fn(json_errors));
+        .layer(crate::layers::JsonErrorsLayer);
     if !cfg.disable_http_log {
         app = app.layer(
             TraceLayer::new_for_http()
@@ -61,17 +55,14 @@ pub fn app(state: AppState, cfg: &Config, limiter: Option<Limiter>) -> Router {
         );
     }
     let rules = crate::browser::BrowserRules::new(cfg.host, &cfg.allowed_hosts, &cfg.cors_origins);
-    app = app.layer(middleware::from_fn_with_state(
-        Arc::new(rules),
-        crate::browser::guard,
-    ));
+    app = app.layer(crate::browser::Guard::new(rules));
     if let Some(c) = cors(&cfg.cors_origins) {
         app = app.layer(c);
     }
     // `X-Content-Type-Options: nosniff` on every answer: a browser never runs a value as a script.
-    // A plain tower layer, not a `from_fn` middleware (which boxes and clones the stack inside it
-    // on every request: measured in bench/run http).
-    app.layer(middleware::from_fn(crate::metrics::track))
+    // Plain tower layers, not `from_fn` middlewares (which box and clone the stack inside them on
+    // every request: measured by bench/http/instructions_per_request).
+    app.layer(crate::layers::TrackLayer)
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -93,42 +84,6 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
             .max_age(std::time::Duration::from_secs(CORS_MAX_AGE_S)),
-    )
-}
-
-/// Gives every error the JSON shape, including those made outside our handlers (405 from the router,
-/// 408 from the timeout, 413 from the body limit).
-async fn json_errors(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
-    let status = resp.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return resp;
-    }
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json {
-        return resp;
-    }
-    let (mut parts, body) = resp.into_parts();
-    let text = axum::body::to_bytes(body, ERROR_TEXT_BYTES_MAX)
-        .await
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    let message = if text.trim().is_empty() {
-        status.canonical_reason().unwrap_or("error")
-    } else {
-        text.trim()
-    };
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(
-        parts,
-        Body::from(error_json(code_for_status(status), message)),
     )
 }
 

@@ -206,10 +206,13 @@ impl Default for InFlight {
     }
 }
 
-/// Milliseconds since the connection began at its last sign of progress.
+/// Milliseconds since the connection began at its last sign of progress. Kept only once
+/// [`ActivityClock::start`]ed (HTTP/2, which the watchdog reads): an HTTP/1.1 request does not pay
+/// for reading the clock.
 struct ActivityClock {
     origin: Instant,
     last_ms: AtomicU64,
+    on: std::sync::atomic::AtomicBool,
 }
 
 impl ActivityClock {
@@ -217,10 +220,19 @@ impl ActivityClock {
         Self {
             origin: Instant::now(),
             last_ms: AtomicU64::new(0),
+            on: Default::default(),
         }
     }
 
+    fn start(&self) {
+        self.on.store(true, Ordering::Relaxed);
+        self.touch();
+    }
+
     fn touch(&self) {
+        if !self.on.load(Ordering::Relaxed) {
+            return;
+        }
         let now = self.origin.elapsed().as_millis() as u64;
         self.last_ms.fetch_max(now, Ordering::Relaxed);
     }
@@ -323,6 +335,7 @@ async fn serve_one(
     // HTTP/2 has no head timeout and its flow control can hold a response without blocking a
     // socket write: the watchdog closes an idle connection after the head timeout and one whose
     // requests made no progress (no answer, no body frame) for the write stall timeout.
+    in_flight.1.start();
     let watchdog = Watchdog {
         idle: limits.header_read_timeout,
         stall: limits.write_stall_timeout,

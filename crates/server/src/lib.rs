@@ -13,6 +13,7 @@ pub mod embed;
 pub mod error;
 pub mod fdlimit;
 pub mod keys;
+pub mod layers;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;

@@ -3,11 +3,6 @@
 
 use std::{sync::OnceLock, time::Duration, time::Instant};
 
-use axum::{
-    extract::{MatchedPath, Request},
-    middleware::Next,
-    response::Response,
-};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Request latency buckets, in seconds: 50 µs to 10 s.
@@ -494,24 +489,22 @@ pub fn spawn_upkeep(handle: PrometheusHandle) {
 }
 
 /// Records `kyrodb_http_requests_total{route,method,status}` and
-/// `kyrodb_http_request_duration_seconds{route,method,status}` around every request.
-pub async fn track(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route: &'static str = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| crate::routes::intern_route(p.as_str()));
-    let method = method_label(req.method());
-    let resp = next.run(req).await;
-    let status = status_label(resp.status().as_u16());
+/// `kyrodb_http_request_duration_seconds{route,method,status}` for one answered request (called by
+/// [`crate::layers::Track`] around every request).
+pub(crate) fn record_request(
+    route: &'static str,
+    method: &'static str,
+    status: axum::http::StatusCode,
+    started: Instant,
+) {
+    let status = status_label(status.as_u16());
     metrics::counter!("kyrodb_http_requests_total", "route" => route, "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!("kyrodb_http_request_duration_seconds", "route" => route, "method" => method, "status" => status)
         .record(started.elapsed().as_secs_f64());
-    resp
 }
 
-fn method_label(m: &axum::http::Method) -> &'static str {
+pub(crate) fn method_label(m: &axum::http::Method) -> &'static str {
     match *m {
         axum::http::Method::GET => "GET",
         axum::http::Method::POST => "POST",

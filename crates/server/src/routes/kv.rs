@@ -426,7 +426,7 @@ pub async fn get(
 pub async fn get_fast(
     State(s): State<AppState>,
     KeyPath(key): KeyPath,
-    QueryOf(_): QueryOf<super::extract::NoQuery>,
+    _: super::extract::NoQuery,
 ) -> Result<Response, ApiError> {
     crate::keys::check_keyspace(kyrodb_storage::DEFAULT_KEYSPACE)?;
     match s.db.get(key)? {
