@@ -25,6 +25,9 @@ struct Args {
     replay_mb: u64,
     keys: u64,
     only: Option<String>,
+    /// Leave the replay's data directory in place (to replay it again under a profiler:
+    /// `storage-* --replay-open DIR` prints the seconds one open takes).
+    keep_replay_dir: bool,
 }
 
 fn args() -> Args {
@@ -35,6 +38,7 @@ fn args() -> Args {
         replay_mb: 1024,
         keys: 10_000_000,
         only: None,
+        keep_replay_dir: false,
     };
     let mut it = std::env::args().skip(1);
     let mut explicit_replay = None;
@@ -46,6 +50,7 @@ fn args() -> Args {
             "--secs" => explicit_secs = it.next().and_then(|s| s.parse().ok()),
             "--replay-mb" => explicit_replay = it.next().and_then(|s| s.parse().ok()),
             "--only" => a.only = it.next(),
+            "--keep-replay-dir" => a.keep_replay_dir = true,
             "--keys" => a.keys = it.next().and_then(|s| s.parse().ok()).expect("--keys N"),
             _ => {} // cargo bench passes --bench
         }
@@ -139,7 +144,7 @@ fn replay_opts() -> Options {
 
 /// Writes about `mb` MiB of WAL (100-byte puts in batches of 1000, no fsync, no compaction), then times
 /// reopening. Returns (wal bytes, seconds, records).
-fn replay(base: &Path, mb: u64) -> (u64, f64, u64) {
+fn replay(base: &Path, mb: u64, keep: bool) -> (u64, f64, u64) {
     let dir = fresh(base, "replay");
     let opts = replay_opts();
     let db = Db::open(&dir, opts.clone()).unwrap();
@@ -184,7 +189,11 @@ fn replay(base: &Path, mb: u64) -> (u64, f64, u64) {
         .trim()
         .parse()
         .expect("replay child prints seconds");
-    let _ = std::fs::remove_dir_all(&dir);
+    if keep {
+        eprintln!("  kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     (wal_bytes, secs, records)
 }
 
@@ -296,7 +305,7 @@ fn main() {
     }
     if run("replay") {
         eprintln!("WAL replay of {} MiB ...", a.replay_mb);
-        let (bytes, secs, records) = replay(&base, a.replay_mb);
+        let (bytes, secs, records) = replay(&base, a.replay_mb, a.keep_replay_dir);
         eprintln!("  {bytes} bytes, {records} records in {secs:.2}s");
         out.num("replay_bytes", bytes as f64);
         out.num("replay_records", records as f64);
@@ -313,7 +322,9 @@ fn main() {
         out.num("get_p99_ns", p99);
         out.num("get_mean_ns", mean);
     }
-    let _ = std::fs::remove_dir_all(&base);
+    if !a.keep_replay_dir {
+        let _ = std::fs::remove_dir_all(&base);
+    }
     println!("{}", out.finish());
 }
 
