@@ -410,6 +410,7 @@ pub(crate) fn router(cluster: Arc<Cluster>) -> Router {
         .route("/raft/vote", post(vote))
         .route("/raft/forward", post(forward))
         .route("/raft/read_index", post(read_index))
+        .route("/raft/applied", post(applied))
         .route("/raft/change", post(change))
         .route("/raft/snapshot/begin", post(snapshot_begin))
         .route("/raft/snapshot/chunk", post(snapshot_chunk))
@@ -549,6 +550,18 @@ async fn forward(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
 
 async fn read_index(State(c): State<Arc<Cluster>>) -> Response {
     reply(&c.leader_read_index().await)
+}
+
+/// Waits (at most the asked time, capped at 10 s) until this node has applied the asked log index;
+/// answers its applied index.
+async fn applied(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
+    match bincode::deserialize::<(u64, u64)>(&body) {
+        Ok((index, wait_ms)) => {
+            let wait = Duration::from_millis(wait_ms.min(10_000));
+            reply(&c.applied_within(index, wait).await)
+        }
+        Err(e) => refuse(format!("applied: {e}")),
+    }
 }
 
 async fn change(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {

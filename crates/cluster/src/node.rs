@@ -422,6 +422,11 @@ impl Cluster {
         self.id
     }
 
+    /// Whether this node is the leader (as far as it knows).
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
     /// This node's applied index.
     pub fn applied_index(&self) -> u64 {
         *self.applied.borrow()
@@ -441,6 +446,55 @@ impl Cluster {
             rx.wait_for(|m| m.current_leader != seen && m.current_leader.is_some()),
         )
         .await;
+    }
+
+    /// Waits up to `wait` until this node has applied `index`; its applied index then.
+    pub(crate) async fn applied_within(&self, index: u64, wait: Duration) -> u64 {
+        self.wait_applied(index, Instant::now() + wait).await;
+        self.applied_index()
+    }
+
+    /// Waits (up to the cluster's timeout) until every member — voters and learners, this node
+    /// included — has applied log `index`. Returns the members that had not, each with why (its
+    /// applied index, or the error reaching it); empty when all had. Used where a write must take
+    /// effect on every node before it is acknowledged (revoking a key).
+    pub async fn await_applied_everywhere(&self, index: u64) -> Vec<(NodeId, String)> {
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        let wait = self.timeout;
+        let calls = membership.nodes().map(|(id, n)| {
+            let (id, addr) = (*id, n.raft.clone());
+            async move {
+                let applied = if id == self.id {
+                    Ok(self.applied_within(index, wait).await)
+                } else {
+                    self.peers
+                        .call::<_, u64>(
+                            &addr,
+                            "/raft/applied",
+                            &(index, wait.as_millis() as u64),
+                            wait + Duration::from_secs(1),
+                        )
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                match applied {
+                    Ok(a) if a >= index => None,
+                    Ok(a) => Some((id, format!("applied up to {a} of {index}"))),
+                    Err(e) => Some((id, e)),
+                }
+            }
+        });
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     async fn wait_applied(&self, index: u64, deadline: Instant) -> bool {

@@ -169,6 +169,17 @@ pub struct CreatedKey {
     pub key: KeyInfo,
     /// The bearer token. It is not stored and cannot be shown again.
     pub token: String,
+    /// In a cluster, the members that had not applied the new key when the answer was sent (down
+    /// or cut off: each knows the key once it catches up). Empty: every node takes the key now.
+    pub pending_nodes: Vec<PendingNode>,
+}
+
+/// A cluster member that had not applied a key change within the cluster timeout.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PendingNode {
+    pub node_id: u64,
+    /// Its applied index, or why it could not be asked.
+    pub reason: String,
 }
 
 /// Names or globs.
@@ -560,6 +571,19 @@ impl KeyStore {
         Ok(s.principal())
     }
 
+    /// Whether `p` still holds: a configured key always; a stored one while its record exists (it
+    /// may have been revoked since the request's key was looked up — checked again after a cluster
+    /// read point, which may have applied the revocation).
+    pub fn still_holds(&self, p: &Principal) -> Result<bool, ApiError> {
+        if p.source != Source::Key {
+            return Ok(true);
+        }
+        let Some(ks) = self.keyspace()? else {
+            return Ok(false);
+        };
+        Ok(ks.get(parse_id(&p.id)?)?.is_some())
+    }
+
     /// Creates a key; its token is in the answer and nowhere else.
     pub fn create(&self, req: NewKey) -> Result<CreatedKey, ApiError> {
         let role = req.validate()?;
@@ -597,6 +621,7 @@ impl KeyStore {
                     return Ok(CreatedKey {
                         key: stored.info(),
                         token,
+                        pending_nodes: Vec::new(),
                     })
                 }
                 // Two tokens whose digests share 8 bytes: draw again.

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::{extract::JsonBody, AppState};
 use crate::error::{ApiError, ErrorBody};
+use crate::keys::Source;
 
 /// Header carrying the applied Raft index a read reflects (cluster mode).
 pub const APPLIED_INDEX_HEADER: &str = "x-kyrodb-applied-index";
@@ -147,6 +148,21 @@ pub fn is_collection_route(path: &str) -> bool {
         .any(|p| path.starts_with(p))
 }
 
+/// 401 when the request's stored key is gone from this node's state (revoked).
+fn key_still_holds(s: &AppState) -> Result<(), ApiError> {
+    let (Some(p), Some(store)) = (crate::keys::current(), s.auth.store()) else {
+        return Ok(());
+    };
+    if store.still_holds(&p)? {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "unknown token",
+    ))
+}
+
 /// Takes `consistency` out of the query: Ok(true) for stale.
 fn take_consistency(uri: &Uri) -> Result<(bool, Option<Uri>), ApiError> {
     let Some(q) = uri.query() else {
@@ -199,6 +215,18 @@ pub async fn read_consistency(State(s): State<AppState>, mut req: Request, next:
         || is_data_read(&path) && req.method() == axum::http::Method::GET
         || path == "/v1/kv/batch_get")
     {
+        // A key-value write by a stored key on a follower: the key was looked up in this node's
+        // state, which may not have applied a revocation yet (it was cut off when the key was
+        // revoked); confirm the key at a read point first, one more round trip to the leader.
+        let by_stored_key = crate::keys::current().is_some_and(|p| p.source == Source::Key);
+        if by_stored_key && !c.is_leader() {
+            if let Err(e) = c.read_barrier().await {
+                return ApiError::from(e).into_response();
+            }
+            if let Err(e) = key_still_holds(&s) {
+                return e.into_response();
+            }
+        }
         return next.run(req).await;
     }
     let (stale, uri) = match take_consistency(req.uri()) {
@@ -216,6 +244,12 @@ pub async fn read_consistency(State(s): State<AppState>, mut req: Request, next:
             Err(e) => return ApiError::from(e).into_response(),
         }
     };
+    // The key was looked up before the read point: a revocation applied since refuses it now.
+    if !stale {
+        if let Err(e) = key_still_holds(&s) {
+            return e.into_response();
+        }
+    }
     if collections {
         let cs = s.collections.clone();
         let caught_up = tokio::task::spawn_blocking(move || {

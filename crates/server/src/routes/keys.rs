@@ -16,7 +16,7 @@ use super::{
 use crate::{
     audit::Entry,
     error::{ApiError, ErrorBody},
-    keys::{CreatedKey, KeyInfo, NewKey},
+    keys::{CreatedKey, KeyInfo, NewKey, PendingNode},
 };
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -28,6 +28,27 @@ pub struct KeyList {
 pub struct DeletedKey {
     /// The id of the key revoked.
     pub deleted: String,
+    /// In a cluster, the members that had not applied the revocation when the answer was sent
+    /// (down or cut off; each refuses the key as soon as it catches up). Empty: every node refuses
+    /// the key from now on.
+    pub pending_nodes: Vec<PendingNode>,
+}
+
+/// In a cluster: waits (up to the cluster timeout) until every member has applied this node's
+/// writes so far — the key change just made — so that it holds on every node when answered.
+/// The members that had not.
+async fn on_every_node(s: &AppState) -> Vec<PendingNode> {
+    let Some(c) = &s.cluster else {
+        return Vec::new();
+    };
+    let pending = c.await_applied_everywhere(c.applied_index()).await;
+    if !pending.is_empty() {
+        tracing::warn!(?pending, "a key change is not yet applied on every member");
+    }
+    pending
+        .into_iter()
+        .map(|(node_id, reason)| PendingNode { node_id, reason })
+        .collect()
 }
 
 /// Runs key-store work on the blocking pool (it reads and writes the engine).
@@ -64,7 +85,8 @@ pub async fn create(
     JsonBody(req): JsonBody<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let st = store(&s)?;
-    let created = blocking(move || st.create(req)).await?;
+    let mut created = blocking(move || st.create(req)).await?;
+    created.pending_nodes = on_every_node(&s).await;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -81,28 +103,27 @@ pub async fn list(State(s): State<AppState>) -> Result<Json<KeyList>, ApiError> 
     }))
 }
 
-/// Revokes a key: refused from then on by every node that has applied the revocation (a node
-/// applies it when it applies the write; in a cluster, within the replication lag).
+/// Revokes a key. In a cluster the answer waits (up to the cluster timeout) until every member has
+/// applied the revocation, so the key is refused on every node from then on; `pending_nodes` names
+/// members that had not (down or cut off: each refuses the key once it catches up, and until then
+/// answers it only with `?consistency=stale` reads — other requests wait for a quorum read point and
+/// check the key again there).
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{16}$")),
     responses((status = 200, body = DeletedKey),
         (status = 400, description = "invalid_api_key_id", body = ErrorBody),
-        (status = 404, description = "api_key_not_found", body = ErrorBody)))]
+        (status = 404, description = "api_key_not_found", body = ErrorBody),
+        (status = 409, description = "auth_not_enabled", body = ErrorBody)))]
 pub async fn delete(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<DeletedKey>, ApiError> {
-    let Some(st) = s.auth.store().cloned() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "api_key_not_found",
-            "this server has no keys",
-        ));
-    };
+    let st = store(&s)?;
     let i = id.clone();
     blocking(move || st.delete(&i)).await?;
     Ok(Json(DeletedKey {
         deleted: id.to_ascii_lowercase(),
+        pending_nodes: on_every_node(&s).await,
     }))
 }
 

@@ -189,10 +189,9 @@ pub fn router(state: AppState, o: RouterOptions<'_>) -> Router {
     let mut api = OpenApiRouter::new();
     for (access, (schemas, paths, mut mr)) in table() {
         if state.cluster.is_some()
-            && paths
-                .paths
-                .keys()
-                .any(|p| cluster::is_data_read(p) || cluster::is_collection_route(p))
+            && paths.paths.keys().any(|p| {
+                cluster::is_data_read(p) || cluster::is_collection_route(p) || p == "/v1/put"
+            })
         {
             mr = mr.route_layer(from_fn_with_state(state.clone(), cluster::read_consistency));
         }
