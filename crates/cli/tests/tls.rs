@@ -19,6 +19,17 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 
+/// When a certificate stops being valid.
+#[derive(Clone, Copy)]
+enum Until {
+    /// In 2021.
+    Expired,
+    /// In 2120.
+    Long,
+    /// This long from now.
+    Within(Duration),
+}
+
 /// A CA that signs certificates.
 struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -35,9 +46,9 @@ impl Ca {
         }
     }
 
-    /// Writes `<stem>.pem` / `<stem>-key.pem` for 127.0.0.1 and localhost, valid `years` from
-    /// 2020 (a past end: expired). Returns (cert, key).
-    fn issue(&self, dir: &Path, stem: &str, expired: bool) -> (PathBuf, PathBuf) {
+    /// Writes `<stem>.pem` / `<stem>-key.pem` for 127.0.0.1 and localhost, valid from 2020 to
+    /// `until`. Returns (cert, key).
+    fn issue(&self, dir: &Path, stem: &str, until: Until) -> (PathBuf, PathBuf) {
         let mut p =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         p.distinguished_name.push(DnType::CommonName, stem);
@@ -45,13 +56,17 @@ impl Ca {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        if expired {
-            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        } else {
-            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            p.not_after = rcgen::date_time_ymd(2120, 1, 1);
-        }
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = match until {
+            Until::Expired => rcgen::date_time_ymd(2021, 1, 1),
+            Until::Long => rcgen::date_time_ymd(2120, 1, 1),
+            Until::Within(d) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap();
+                rcgen::date_time_ymd(1970, 1, 1) + (now + d)
+            }
+        };
         let key = KeyPair::generate().unwrap();
         let cert = p.signed_by(&key, &self.issuer).unwrap();
         let (c, k) = (
@@ -109,7 +124,7 @@ fn https_with_a_ca_file_http2_by_alpn_and_plain_http_refused() {
     let d = tempfile::tempdir().unwrap();
     let ca = Ca::new("kyrodb test CA");
     let ca_pem = ca.write(d.path(), "ca");
-    let (cert, key) = ca.issue(d.path(), "server", false);
+    let (cert, key) = ca.issue(d.path(), "server", Until::Long);
     let s = start_tls(d.path(), &cert, &key);
     let url = https(&s);
     let (ok, _, err) = cli(&url, &ca_pem, &["put", "1", "over tls"]);
@@ -158,7 +173,7 @@ fn expired_and_foreign_certificates_are_refused_by_the_client() {
     let ca = Ca::new("kyrodb test CA");
     let ca_pem = ca.write(d.path(), "ca");
     let other_pem = Ca::new("some other CA").write(d.path(), "other");
-    let (cert, key) = ca.issue(d.path(), "server", false);
+    let (cert, key) = ca.issue(d.path(), "server", Until::Long);
     let s = start_tls(d.path(), &cert, &key);
     // A CA that did not sign the server's certificate.
     let (ok, _, err) = cli(&https(&s), &other_pem, &["get", "1"]);
@@ -167,13 +182,13 @@ fn expired_and_foreign_certificates_are_refused_by_the_client() {
     drop(s);
     // An expired certificate.
     let d2 = tempfile::tempdir().unwrap();
-    let (cert, key) = ca.issue(d2.path(), "expired", true);
+    let (cert, key) = ca.issue(d2.path(), "expired", Until::Expired);
     let s = start_tls(d2.path(), &cert, &key);
     let (ok, _, err) = cli(&https(&s), &ca_pem, &["get", "1"]);
     assert!(!ok, "an expired certificate was accepted");
     assert!(err.to_lowercase().contains("expired"), "{err}");
     // A server whose key does not match its certificate does not start.
-    let (_, other_key) = ca.issue(d2.path(), "x", false);
+    let (_, other_key) = ca.issue(d2.path(), "x", Until::Long);
     let out = command()
         .args(["serve", "--port", "0", "--data-dir"])
         .arg(d2.path().join("data2"))
@@ -206,7 +221,7 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     let d = tempfile::tempdir().unwrap();
     let (ca1, ca2) = (Ca::new("first CA"), Ca::new("second CA"));
     let (ca1_pem, ca2_pem) = (ca1.write(d.path(), "ca1"), ca2.write(d.path(), "ca2"));
-    let (cert, key) = ca1.issue(d.path(), "server", false);
+    let (cert, key) = ca1.issue(d.path(), "server", Until::Long);
     let s = start_tls(d.path(), &cert, &key);
     let mut holder = Command::new("python3")
         .args(["-c", HOLDER, &s.port.to_string(), ca1_pem.to_str().unwrap()])
@@ -226,7 +241,7 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     assert_eq!(ask(&mut to), "HTTP/1.1 200 OK");
     assert!(cli(&https(&s), &ca1_pem, &["get", "1"]).2.contains("404"));
     // The certificate files now hold one from the second CA; SIGHUP.
-    let (new_cert, new_key) = ca2.issue(d.path(), "rotated", false);
+    let (new_cert, new_key) = ca2.issue(d.path(), "rotated", Until::Long);
     std::fs::copy(&new_cert, &cert).unwrap();
     std::fs::copy(&new_key, &key).unwrap();
     let ok = Command::new("kill")
@@ -255,12 +270,11 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     let _ = holder.wait();
 }
 
-#[test]
-fn the_raft_port_speaks_mutual_tls_between_nodes() {
-    const SECRET: &str = "cluster-test-secret-0123";
-    let d = tempfile::tempdir().unwrap();
-    let ca = Ca::new("cluster CA");
-    let ca_pem = ca.write(d.path(), "ca");
+const CLUSTER_SECRET: &str = "cluster-test-secret-0123";
+
+/// Three nodes whose Raft ports speak mutual TLS with certificates from `ca` valid `until`
+/// (`<dir>/node<i>.pem`), the cluster initialised. Returns the nodes and their Raft ports.
+fn start_tls_cluster(dir: &Path, ca: &Ca, ca_pem: &Path, until: Until) -> (Vec<Server>, Vec<u16>) {
     let mut ports: Vec<u16> = Vec::new();
     while ports.len() < 3 {
         let p = common::raft_port();
@@ -276,11 +290,11 @@ fn the_raft_port_speaks_mutual_tls_between_nodes() {
         .join(",");
     let nodes: Vec<Server> = (1..=3)
         .map(|i| {
-            let (cert, key) = ca.issue(d.path(), &format!("node{i}"), false);
+            let (cert, key) = ca.issue(dir, &format!("node{i}"), until);
             let id = i.to_string();
             Server::start_with_args(
-                &d.path().join(format!("n{i}")),
-                &[("KYRODB_CLUSTER_SECRET", SECRET)],
+                &dir.join(format!("n{i}")),
+                &[("KYRODB_CLUSTER_SECRET", CLUSTER_SECRET)],
                 &[
                     "--node-id",
                     &id,
@@ -297,6 +311,15 @@ fn the_raft_port_speaks_mutual_tls_between_nodes() {
         })
         .collect();
     assert_eq!(nodes[0].post("/v1/cluster/init", "").status, 200);
+    (nodes, ports)
+}
+
+#[test]
+fn the_raft_port_speaks_mutual_tls_between_nodes() {
+    let d = tempfile::tempdir().unwrap();
+    let ca = Ca::new("cluster CA");
+    let ca_pem = ca.write(d.path(), "ca");
+    let (nodes, ports) = start_tls_cluster(d.path(), &ca, &ca_pem, Until::Long);
     // A write through node 3 is forwarded to the leader and replicated over mutual TLS.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -326,7 +349,7 @@ fn the_raft_port_speaks_mutual_tls_between_nodes() {
     );
     // With a certificate from another CA, too.
     let other = Ca::new("other CA");
-    let (oc, ok) = other.issue(d.path(), "intruder", false);
+    let (oc, ok) = other.issue(d.path(), "intruder", Until::Long);
     let out = Command::new("curl")
         .args(["-sS", "--cacert", ca_pem.to_str().unwrap(), "-X", "POST"])
         .args([
@@ -344,7 +367,7 @@ fn the_raft_port_speaks_mutual_tls_between_nodes() {
         String::from_utf8_lossy(&out.stdout)
     );
     // A cluster certificate without the secret: 401 (the secret is still checked).
-    let (nc, nk) = ca.issue(d.path(), "client", false);
+    let (nc, nk) = ca.issue(d.path(), "client", Until::Long);
     let out = Command::new("curl")
         .args(["-sS", "--cacert", ca_pem.to_str().unwrap(), "-X", "POST"])
         .args([
@@ -358,6 +381,90 @@ fn the_raft_port_speaks_mutual_tls_between_nodes() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+}
+
+/// Prints the `notAfter` of the certificate a TLS port serves (a client certificate presented).
+const PEER_NOT_AFTER: &str = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5), server_hostname="127.0.0.1")
+print(s.getpeercert()["notAfter"])
+"#;
+
+/// A SIGHUP renews the certificate a node presents to its peers too (the Raft port's client side):
+/// nodes start with certificates that expire in a few seconds; the files are replaced and every node
+/// gets SIGHUP; once the old ones have expired a node is restarted, so the others must open new
+/// connections to it presenting a certificate — the reloaded one, or it refuses them and never
+/// receives the next write.
+#[test]
+fn sighup_renews_the_certificate_nodes_present_to_their_peers() {
+    const VALID_S: u64 = 8;
+    let d = tempfile::tempdir().unwrap();
+    let ca = Ca::new("cluster CA");
+    let ca_pem = ca.write(d.path(), "ca");
+    let expires = std::time::Instant::now() + Duration::from_secs(VALID_S);
+    let (mut nodes, ports) = start_tls_cluster(
+        d.path(),
+        &ca,
+        &ca_pem,
+        Until::Within(Duration::from_secs(VALID_S)),
+    );
+    let put = |n: &Server, k: u32, v: &str| {
+        common::try_request(n.port, "PUT", &format!("/v1/kv/{k}"), &[], v.as_bytes())
+    };
+    let until_ok = |what: &str, mut f: Box<dyn FnMut() -> bool + '_>| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until_ok(
+        "a first write",
+        Box::new(|| put(&nodes[0], 1, "one").is_ok_and(|r| r.status == 200)),
+    );
+    for (i, n) in nodes.iter().enumerate() {
+        ca.issue(d.path(), &format!("node{}", i + 1), Until::Long);
+        let ok = Command::new("kill")
+            .args(["-HUP", &n.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    // The reload is asynchronous: wait until each Raft port serves the new certificate (the one
+    // object that is also presented to peers), then for the old certificates to expire.
+    let (probe, probe_key) = ca.issue(d.path(), "probe", Until::Long);
+    for port in &ports {
+        until_ok(
+            "the Raft port serves the reloaded certificate",
+            Box::new(|| {
+                let out = Command::new("python3")
+                    .args(["-c", PEER_NOT_AFTER, &port.to_string()])
+                    .args([&ca_pem, &probe, &probe_key])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).contains("2120")
+            }),
+        );
+    }
+    while std::time::Instant::now() < expires + Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    nodes[2].kill9();
+    nodes[2].restart();
+    // Whichever node leads must reach the restarted one over a new connection.
+    until_ok(
+        "a write after the restart",
+        Box::new(|| put(&nodes[0], 2, "two").is_ok_and(|r| r.status == 200)),
+    );
+    until_ok(
+        "the restarted node receives the write",
+        Box::new(|| {
+            common::try_request(nodes[2].port, "GET", "/v1/kv/2?consistency=stale", &[], b"")
+                .is_ok_and(|r| r.status == 200 && r.text() == "two")
+        }),
+    );
 }
 
 /// Completes a TLS handshake offering `alpn`, sends nothing, and reports how long until the server
@@ -382,7 +489,7 @@ fn silent_tls_connections_are_closed_and_http2_writes_from_the_own_origin_pass()
     let d = tempfile::tempdir().unwrap();
     let ca = Ca::new("kyrodb test CA");
     let ca_pem = ca.write(d.path(), "ca");
-    let (cert, key) = ca.issue(d.path(), "server", false);
+    let (cert, key) = ca.issue(d.path(), "server", Until::Long);
     let s = Server::start_with_args(
         &d.path().join("data"),
         &[("KYRODB_HEADER_READ_TIMEOUT_MS", "500")],

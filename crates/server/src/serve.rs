@@ -42,7 +42,8 @@ pub enum ServeError {
 struct Tls {
     /// The HTTP port's.
     http: Option<crate::tls::ServerTls>,
-    /// The Raft port's (mutual) and the client side of calls to peers.
+    /// The Raft port's (mutual) and the client side of calls to peers (presenting the same
+    /// certificate, reloaded with it).
     raft: Option<(crate::tls::ServerTls, Arc<rustls::ClientConfig>)>,
 }
 
@@ -56,14 +57,13 @@ impl Tls {
             None => None,
         };
         let raft = match cfg.cluster.as_ref().and_then(|c| c.tls.as_ref()) {
-            Some((files, ca)) => Some((
-                crate::tls::server(files.clone(), Some(ca), &[b"http/1.1"])
-                    .map_err(|e| ServeError::Tls(format!("raft port: {e}")))?,
-                Arc::new(
-                    crate::tls::peer_client(ca, files)
-                        .map_err(|e| ServeError::Tls(format!("raft client: {e}")))?,
-                ),
-            )),
+            Some((files, ca)) => {
+                let server = crate::tls::server(files.clone(), Some(ca), &[b"http/1.1"])
+                    .map_err(|e| ServeError::Tls(format!("raft port: {e}")))?;
+                let client = crate::tls::peer_client(ca, server.certs.clone())
+                    .map_err(|e| ServeError::Tls(format!("raft client: {e}")))?;
+                Some((server, Arc::new(client)))
+            }
             None => None,
         };
         Ok(Tls { http, raft })

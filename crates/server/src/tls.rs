@@ -10,11 +10,12 @@ use std::{
 
 use arc_swap::ArcSwap;
 use rustls::{
+    client::ResolvesClientCert,
     crypto::CryptoProvider,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
     server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
     sign::CertifiedKey,
-    ClientConfig, RootCertStore, ServerConfig,
+    ClientConfig, RootCertStore, ServerConfig, SignatureScheme,
 };
 
 /// The one crypto provider: ring (builds with `cc` alone, where aws-lc-rs needs minutes of C and
@@ -93,6 +94,22 @@ impl ResolvesServerCert for Reloading {
     }
 }
 
+/// The same certificate presented as a client's (the Raft port's calls to peers): a reload swaps
+/// it for new connections too.
+impl ResolvesClientCert for Reloading {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// A TLS acceptor and the handle that reloads its certificate.
 #[derive(Clone)]
 pub struct ServerTls {
@@ -164,9 +181,13 @@ pub fn client(
 }
 
 /// The Raft port's client side: only the cluster's CA is trusted, and this node's certificate is
-/// presented.
-pub fn peer_client(ca: &Path, identity: &CertFiles) -> Result<ClientConfig, String> {
-    client_with(roots_from(ca)?, Some(identity))
+/// presented — `certs`, the Raft port's own, so a SIGHUP reload renews both sides.
+pub fn peer_client(ca: &Path, certs: Arc<Reloading>) -> Result<ClientConfig, String> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots_from(ca)?)
+        .with_client_cert_resolver(certs))
 }
 
 fn client_with(roots: RootCertStore, identity: Option<&CertFiles>) -> Result<ClientConfig, String> {
