@@ -1,6 +1,7 @@
 //! The web console (`/console`) end to end in headless Chromium: `scripts/browser-env` installs
 //! Debian's chromium and playwright-core once; `crates/server/console/test/console.test.mjs`
-//! drives every page against a filled server (auth off) and checks the token flow (auth on).
+//! drives every page against a filled server (auth off) and checks the token flow (auth on) and
+//! what a key scoped to one tenant of one collection sees.
 //! Screenshots go to `target/console-screenshots/`, and to `docs/console/` with
 //! `KYRODB_UPDATE_SCREENSHOTS=1`.
 
@@ -73,6 +74,46 @@ fn the_console_renders_every_page_and_runs_a_hybrid_query_in_chromium() {
         )],
     );
 
+    // A scoped key bound to one tenant of one collection, for the console to show only that.
+    let admin = [
+        ("authorization", "Bearer console-admin-token"),
+        ("content-type", "application/json"),
+    ];
+    for (name, schema) in [
+        (
+            "shared",
+            r#"{"text_fields": ["body"], "fields": {"org": "keyword"}, "tenant_field": "org"}"#,
+        ),
+        ("private", r#"{"text_fields": ["body"]}"#),
+    ] {
+        let r = auth.req(
+            "PUT",
+            &format!("/v2/collections/{name}"),
+            &admin,
+            schema.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let r = auth.req(
+        "POST",
+        "/v2/collections/shared/documents",
+        &admin,
+        br#"{"documents": [
+            {"id": "acme-1", "text": {"body": "acme's first note"}, "fields": {"org": "acme"}},
+            {"id": "acme-2", "text": {"body": "acme's second note"}, "fields": {"org": "acme"}},
+            {"id": "globex-1", "text": {"body": "globex's secret note"}, "fields": {"org": "globex"}}]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = auth.req(
+        "POST",
+        "/v1/keys",
+        &admin,
+        br#"{"role": "read", "name": "acme console", "collections": ["shared"], "tenant": "acme"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let scoped: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let scoped = scoped["token"].as_str().unwrap().to_owned();
+
     let shots = if std::env::var_os("KYRODB_UPDATE_SCREENSHOTS").is_some() {
         root().join("docs/console")
     } else {
@@ -84,6 +125,7 @@ fn the_console_renders_every_page_and_runs_a_hybrid_query_in_chromium() {
         .env("KYRODB_URL", s.url())
         .env("KYRODB_AUTH_URL", auth.url())
         .env("KYRODB_TOKEN", READ_TOKEN)
+        .env("KYRODB_SCOPED_TOKEN", &scoped)
         .env("CHROMIUM", chromium)
         .env("NODE_PATH", node_modules)
         .env("SHOTS", &shots)
@@ -95,7 +137,7 @@ fn the_console_renders_every_page_and_runs_a_hybrid_query_in_chromium() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "the console test failed:\n{text}");
-    assert!(text.contains("6 checks passed"), "{text}");
+    assert!(text.contains("7 checks passed"), "{text}");
     for page in [
         "overview",
         "kv",
@@ -103,6 +145,7 @@ fn the_console_renders_every_page_and_runs_a_hybrid_query_in_chromium() {
         "collection",
         "search",
         "token",
+        "scoped",
     ] {
         let p = shots.join(format!("{page}.png"));
         let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);

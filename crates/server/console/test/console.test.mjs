@@ -1,9 +1,11 @@
 // The console end to end in headless Chromium (Debian's, driven by playwright-core): every page
 // loads, renders what the server holds, a hybrid query runs and its explain breakdown shows; with
-// auth on, the page asks for a token and works once it has one. Screenshots of each page go to
+// auth on, the page asks for a token and works once it has one, and a key scoped to one tenant of
+// one collection sees only that. Screenshots of each page go to
 // $SHOTS. Run by crates/cli/tests/console.rs, which starts the servers and fills them.
 //
 // env: KYRODB_URL (auth off, filled), KYRODB_AUTH_URL (auth on), KYRODB_TOKEN (its read token),
+//      KYRODB_SCOPED_TOKEN (a read key for collection "shared", tenant "acme"),
 //      CHROMIUM (binary), SHOTS (screenshot dir), NODE_PATH (playwright-core's node_modules).
 import { createRequire } from "node:module";
 import assert from "node:assert/strict";
@@ -141,6 +143,30 @@ try {
     assert.equal(await p2.isHidden("#banner"), true);
     assert.deepEqual(pr2.filter((p) => !/401/.test(p)), []);
     ok("auth: asks for a token, works with one");
+  }
+
+  // A key scoped to one collection and bound to tenant "acme": the console shows only what it
+  // reaches, and the server's 403 for the rest.
+  if (process.env.KYRODB_SCOPED_TOKEN) {
+    const { page: p3, problems: pr3 } = await newPage();
+    await p3.goto(`${process.env.KYRODB_AUTH_URL}/console#/collections`);
+    await p3.fill("#token", process.env.KYRODB_SCOPED_TOKEN);
+    await p3.click('#token-form button[type="submit"]');
+    await p3.waitForFunction(() => document.querySelector("#auth-state")?.textContent === "token accepted");
+    await p3.waitForSelector('[data-table="collections"]');
+    const listed = await p3.$$eval('[data-table="collections"] td a', (as) => as.map((a) => a.textContent));
+    assert.deepEqual(listed, ["shared"]);
+    await p3.goto(`${process.env.KYRODB_AUTH_URL}/console#/collections/shared`);
+    await p3.waitForSelector('[data-table="documents"]');
+    const ids = await p3.$$eval('[data-table="documents"] tr td:first-child', (tds) => tds.map((t) => t.textContent));
+    assert.deepEqual(ids.sort(), ["acme-1", "acme-2"]);
+    assert.doesNotMatch(await p3.textContent("main"), /globex/);
+    await p3.screenshot({ path: path.join(shots, "scoped.png"), fullPage: true });
+    await p3.goto(`${process.env.KYRODB_AUTH_URL}/console#/collections/private`);
+    await p3.waitForSelector('[role="alert"]');
+    assert.match(await p3.textContent('[role="alert"]'), /^403 forbidden: /);
+    assert.deepEqual(pr3, []);
+    ok("scoped key: sees its collection and its tenant's documents only");
   }
   console.log(`${checks.length} checks passed`);
 } finally {
