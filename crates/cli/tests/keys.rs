@@ -786,7 +786,18 @@ fn key_management_quotas_and_the_audit_log() {
             401
         );
     }
+    // So is a flood of refusals by a known key: at most once a second per key and route.
+    for _ in 0..50 {
+        assert_eq!(call(&s, &token, "POST", "/v1/snapshot", None).status, 403);
+    }
     let log = ok(call(&s, ADMIN, "GET", "/v1/audit?limit=1000", None));
+    let denied = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["route"] == json!("/v1/snapshot") && e["who"] == json!(id))
+        .count();
+    assert!((1..=4).contains(&denied), "{denied} denied entries: {log}");
     let anonymous = log["entries"]
         .as_array()
         .unwrap()

@@ -2,9 +2,11 @@
 //! snapshots, index builds, warmups, re-embeds, cluster changes, reads of the audit log itself) as
 //! one JSON line — who (key id and where the key comes from, or none for a missing/unknown token),
 //! what (method, route, path), when, from where, and the outcome (the status; `ok`, `denied` or
-//! `failed`). Refused attempts are logged too — those without a known key (401) at most once a
-//! second (`kyrodb_audit_anonymous_skipped_total` counts the rest); requests refused by the per-IP
-//! rate limit are not.
+//! `failed`). Refused attempts are logged too, rate-limited so that refusals cannot become a stream
+//! of disk syncs: those without a known key (401) at most once a second
+//! (`kyrodb_audit_anonymous_skipped_total` counts the rest), those of a known key (403) at most
+//! once a second for each key and route (`kyrodb_audit_denied_skipped_total`); requests refused by
+//! the per-IP rate limit are not.
 //!
 //! `<data dir>/audit/audit.log`, appended and fsynced per entry (admin actions are rare); at
 //! [`ROTATE_BYTES`] it becomes `audit.log.1` (replacing the previous one), so the log holds the
@@ -60,9 +62,13 @@ pub struct Entry {
 pub struct Audit {
     dir: PathBuf,
     file: Mutex<Option<File>>,
-    /// Unix second of the last anonymous refusal logged.
-    anonymous_s: std::sync::atomic::AtomicU64,
+    /// Unix second of the last refusal logged, per (key id, route); `("", "")` for every refusal
+    /// without a known key. Cleared when it passes [`REFUSAL_SLOTS_MAX`].
+    refusals_s: Mutex<std::collections::HashMap<(String, String), u64>>,
 }
+
+/// Distinct (key, route) pairs whose last refusal time is kept.
+const REFUSAL_SLOTS_MAX: usize = 10_000;
 
 impl Audit {
     /// The log in `dir` (created when the first entry is written).
@@ -70,22 +76,21 @@ impl Audit {
         Arc::new(Audit {
             dir: dir.to_owned(),
             file: Mutex::new(None),
-            anonymous_s: std::sync::atomic::AtomicU64::new(0),
+            refusals_s: Mutex::new(Default::default()),
         })
     }
 
-    /// Whether an anonymous refusal may be logged now (at most one per second).
-    fn anonymous_due(&self) -> bool {
-        use std::sync::atomic::Ordering;
+    /// Whether a refusal of `who` on `route` may be logged now: at most one per second for each
+    /// pair (a refusal without a known key is `("", "")`: one per second for all of them).
+    fn refusal_due(&self, who: &str, route: &str) -> bool {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let last = self.anonymous_s.load(Ordering::Relaxed);
-        last != now
-            && self
-                .anonymous_s
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        let mut last = self.refusals_s.lock().unwrap_or_else(|p| p.into_inner());
+        if last.len() >= REFUSAL_SLOTS_MAX {
+            last.clear();
+        }
+        last.insert((who.to_owned(), route.to_owned()), now) != Some(now)
     }
 
     fn path(&self) -> PathBuf {
@@ -168,12 +173,20 @@ pub async fn track(State(audit): State<Arc<Audit>>, req: Request, next: Next) ->
     let resp = next.run(req).await;
     let who = resp.extensions().get::<Who>();
     let status = resp.status();
-    // A refusal with no known key (no token, an unknown one) costs its sender nothing: logged (and
-    // fsynced) at most once per second per node, the rest counted, so unauthenticated traffic
-    // cannot turn into a stream of disk syncs.
-    if who.is_none() && status.as_u16() == 401 && !audit.anonymous_due() {
-        metrics::counter!("kyrodb_audit_anonymous_skipped_total").increment(1);
-        return resp;
+    // Refusals cost their sender nothing, so they are rate-limited before they become disk syncs:
+    // without a known key (no token, an unknown one) at most one per second per node; by a known
+    // key (403) at most one per second for each key and route. The rest are counted.
+    if matches!(status.as_u16(), 401 | 403) {
+        let (id, r) = who.map_or(("", ""), |w| (w.id.as_str(), route.as_str()));
+        if !audit.refusal_due(id, r) {
+            let skipped = if who.is_some() {
+                "kyrodb_audit_denied_skipped_total"
+            } else {
+                "kyrodb_audit_anonymous_skipped_total"
+            };
+            metrics::counter!(skipped).increment(1);
+            return resp;
+        }
     }
     let e = Entry {
         at_ms: std::time::SystemTime::now()

@@ -49,6 +49,7 @@ const ZERO_AT_START: &[&str] = &[
     "kyrodb_tls_handshake_failures_total",
     "kyrodb_audit_write_failures_total",
     "kyrodb_audit_anonymous_skipped_total",
+    "kyrodb_audit_denied_skipped_total",
     "kyrodb_wal_open_out_of_files_total",
     "kyrodb_storage_compaction_out_of_files_total",
     "kyrodb_rmi_rebuilds_total",
@@ -174,6 +175,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "kyrodb_audit_anonymous_skipped_total",
         Kind::Counter,
         "Refusals without a known key (401) on admin routes not logged: at most one a second is",
+    ),
+    (
+        "kyrodb_audit_denied_skipped_total",
+        Kind::Counter,
+        "Refusals of a known key (403) on admin routes not logged: at most one a second per key and route is",
     ),
     // WAL
     (
