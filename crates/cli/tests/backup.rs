@@ -59,6 +59,11 @@ fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     )
 }
 
+/// `kyrodb backup restore --from FROM --data-dir DIR`.
+fn restore(from: &str, data_dir: &str) -> (bool, String, String) {
+    cli(&["restore", "--from", from, "--data-dir", data_dir], &[])
+}
+
 fn put(c: &mut KeepAlive, key: u64, value: &str, keyspace: &str) -> u64 {
     let r = c
         .request(
@@ -207,16 +212,7 @@ fn a_backup_under_write_load_restores_exactly_the_writes_up_to_its_sequence_numb
         "{stdout}"
     );
     let new = tmp.path().join("restored");
-    let (ok, stdout, stderr) = cli(
-        &[
-            "restore",
-            "--from",
-            target.to_str().unwrap(),
-            "--data-dir",
-            new.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (ok, stdout, stderr) = restore(target.to_str().unwrap(), new.to_str().unwrap());
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains(&format!("restored backup {id} (seq {seq}")),
@@ -457,7 +453,7 @@ fn collection(s: &Server) {
             .map(|&i| {
                 json!({"id": format!("d{i}"),
                        "text": {"title": format!("{} {} report {i}", words[(i % 5) as usize], words[(i / 5 % 5) as usize])},
-                       "vectors": {"emb": vector(i)},
+                       "vectors": {"emb": common::vector8(i)},
                        "fields": {"kind": if i % 2 == 0 { "even" } else { "odd" }, "rank": i}})
             })
             .collect();
@@ -477,18 +473,6 @@ fn collection(s: &Server) {
         );
         assert_eq!(r.status, 200, "{}", r.text());
     }
-}
-
-fn vector(i: u64) -> Vec<f32> {
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..8)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 20_000) as f32 / 10_000.0 - 1.0
-        })
-        .collect()
 }
 
 /// Every stored document, through the documents page route.
@@ -520,13 +504,14 @@ fn search_answers(s: &Server) -> Vec<Value> {
     for i in [3u64, 50, 333] {
         let r = s.post(
             "/v2/collections/docs/search",
-            &json!({"vector": vector(i), "limit": 10}).to_string(),
+            &json!({"vector": common::vector8(i), "limit": 10}).to_string(),
         );
         assert_eq!(r.status, 200, "{}", r.text());
         out.push(r.json()["hits"].clone());
         let r = s.post(
             "/v2/collections/docs/search",
-            &json!({"vector": vector(i), "limit": 5, "filter": {"kind": "odd"}}).to_string(),
+            &json!({"vector": common::vector8(i), "limit": 5, "filter": {"kind": "odd"}})
+                .to_string(),
         );
         assert_eq!(r.status, 200, "{}", r.text());
         out.push(r.json()["hits"].clone());
@@ -541,7 +526,7 @@ fn search_answers(s: &Server) -> Vec<Value> {
         let r = s.post(
             "/v2/search/hybrid",
             &json!({"collection": "docs", "text_search": q,
-                    "vector_similarity": {"embedding": vector(7)},
+                    "vector_similarity": {"embedding": common::vector8(7)},
                     "fusion_strategy": "rrf", "limit": 10})
             .to_string(),
         );
@@ -578,32 +563,14 @@ fn a_restored_node_equals_the_source_keys_documents_and_search_answers() {
     drop(s);
 
     let new = tmp.path().join("restored");
-    let (ok, _, stderr) = cli(
-        &[
-            "restore",
-            "--from",
-            target.to_str().unwrap(),
-            "--data-dir",
-            new.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (ok, _, stderr) = restore(target.to_str().unwrap(), new.to_str().unwrap());
     assert!(ok, "{stderr}");
     let r = Server::start(&new, &[]);
     assert_eq!(all_keys(&r), keys);
     assert_eq!(all_documents(&r), docs);
     assert_eq!(search_answers(&r), answers);
     // Restoring into a directory that is not empty is refused.
-    let (ok, _, stderr) = cli(
-        &[
-            "restore",
-            "--from",
-            target.to_str().unwrap(),
-            "--data-dir",
-            new.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (ok, _, stderr) = restore(target.to_str().unwrap(), new.to_str().unwrap());
     assert!(!ok && stderr.contains("not empty"), "{stderr}");
 }
 
@@ -646,19 +613,13 @@ fn a_damaged_backup_file_is_named_by_verify_and_refused_by_restore() {
     let block = (at as u64 / (4 << 20)) * (4 << 20);
     assert!(stderr.contains(&format!("at byte {block}")), "{stderr}");
     let new = tmp.path().join("restored");
-    let (ok, _, stderr) = cli(
-        &["restore", "--from", to, "--data-dir", new.to_str().unwrap()],
-        &[],
-    );
+    let (ok, _, stderr) = restore(to, new.to_str().unwrap());
     assert!(!ok, "restore took a damaged backup");
     assert!(stderr.contains(path), "{stderr}");
     assert!(!new.exists(), "a refused restore leaves nothing behind");
     // Into an existing empty directory: left empty.
     std::fs::create_dir(&new).unwrap();
-    let (ok, _, _) = cli(
-        &["restore", "--from", to, "--data-dir", new.to_str().unwrap()],
-        &[],
-    );
+    let (ok, _, _) = restore(to, new.to_str().unwrap());
     assert!(!ok);
     assert_eq!(std::fs::read_dir(&new).unwrap().count(), 0);
 
@@ -679,10 +640,7 @@ fn a_damaged_backup_file_is_named_by_verify_and_refused_by_restore() {
     std::fs::write(&mpath, text.replacen("\"seq\": ", "\"seq\": 1", 1)).unwrap();
     let (ok, _, stderr) = cli(&["verify", "--from", to], &[]);
     assert!(!ok && stderr.contains("manifest.json"), "{stderr}");
-    let (ok, _, stderr) = cli(
-        &["restore", "--from", to, "--data-dir", new.to_str().unwrap()],
-        &[],
-    );
+    let (ok, _, stderr) = restore(to, new.to_str().unwrap());
     assert!(!ok && stderr.contains("manifest.json"), "{stderr}");
 }
 
@@ -1108,16 +1066,7 @@ fn a_cluster_nodes_backup_restores_as_a_standalone_node() {
     assert_eq!(b["state"], "done", "{b}");
     drop(n);
     let new = tmp.path().join("restored");
-    let (ok, _, stderr) = cli(
-        &[
-            "restore",
-            "--from",
-            target.to_str().unwrap(),
-            "--data-dir",
-            new.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (ok, _, stderr) = restore(target.to_str().unwrap(), new.to_str().unwrap());
     assert!(ok, "{stderr}");
     let r = Server::start(&new, &[]);
     for (k, seq) in seqs {
@@ -1162,16 +1111,7 @@ fn a_restored_backup_seeds_a_new_cluster_that_a_new_node_joins() {
     drop(s);
     let restore = |name: &str| {
         let dir = tmp.path().join(name);
-        let (ok, _, stderr) = cli(
-            &[
-                "restore",
-                "--from",
-                target.to_str().unwrap(),
-                "--data-dir",
-                dir.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let (ok, _, stderr) = restore(target.to_str().unwrap(), dir.to_str().unwrap());
         assert!(ok, "{stderr}");
         dir
     };

@@ -7,18 +7,6 @@ mod common;
 use common::Server;
 use serde_json::{json, Value};
 
-fn v(i: u64) -> Vec<f32> {
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..8)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 20_000) as f32 / 10_000.0 - 1.0
-        })
-        .collect()
-}
-
 const DAY: i64 = 86_400_000;
 
 fn now_ms() -> i64 {
@@ -53,7 +41,7 @@ fn setup(s: &Server) -> i64 {
             json!({"id": format!("n{i:03}"),
                    "text": {"title": format!("{} part {i}", topics[(i % 4) as usize]),
                             "body": format!("notes about {} number {i}", topics[((i / 4) % 4) as usize])},
-                   "vectors": {"text": v(i), "image": v(i + 10_000)},
+                   "vectors": {"text": common::vector8(i), "image": common::vector8(i + 10_000)},
                    "fields": {"author_expertise": if i % 3 == 0 { "senior" } else { "junior" },
                               "rank": i,
                               // one document per 6 hours back from now; n000 is 1 minute old
@@ -93,7 +81,7 @@ fn one_request_combines_vector_text_filters_and_time() {
     let out = hybrid(
         &s,
         json!({"collection": "news",
-               "vector_similarity": {"embedding": v(9), "using": "text"},
+               "vector_similarity": {"embedding": common::vector8(9), "using": "text"},
                "text_search": "machine learning optimization",
                "metadata_filters": {"author_expertise": "senior"},
                "temporal_range": {"last_7_days": true},
@@ -168,8 +156,8 @@ fn one_request_combines_vector_text_filters_and_time() {
     let out = hybrid(
         &s,
         json!({"collection": "news",
-               "vector_similarity": [{"embedding": v(7), "using": "text", "weight": 1.0},
-                                     {"embedding": v(10_007), "using": "image", "weight": 3.0}],
+               "vector_similarity": [{"embedding": common::vector8(7), "using": "text", "weight": 1.0},
+                                     {"embedding": common::vector8(10_007), "using": "image", "weight": 3.0}],
                "limit": 3, "explain": true}),
     );
     assert_eq!(ids(&out)[0], "n007", "{out}");
@@ -184,7 +172,7 @@ fn one_request_combines_vector_text_filters_and_time() {
     // Threshold removes documents from the vector list before fusion.
     let out = hybrid(
         &s,
-        json!({"collection": "news", "vector_similarity": {"embedding": v(5), "using": "text", "threshold": 0.999}}),
+        json!({"collection": "news", "vector_similarity": {"embedding": common::vector8(5), "using": "text", "threshold": 0.999}}),
     );
     assert_eq!(ids(&out), ["n005"]);
 
@@ -210,7 +198,7 @@ fn one_request_combines_vector_text_filters_and_time() {
     for f in ["weighted", "dbsf"] {
         let out = hybrid(
             &s,
-            json!({"collection": "news", "vector_similarity": {"embedding": v(9), "using": "text"},
+            json!({"collection": "news", "vector_similarity": {"embedding": common::vector8(9), "using": "text"},
                                     "text_search": "database indexing", "fusion_strategy": f}),
         );
         assert_eq!(ids(&out).len(), 10, "{f}: {out}");
@@ -219,11 +207,11 @@ fn one_request_combines_vector_text_filters_and_time() {
     // Found at once after a write, never after delete.
     let r = s.post(
         "/v2/collections/news/documents",
-        &json!({"documents": [{"id": "fresh", "text": {"title": "zeppelin maintenance"}, "vectors": {"text": v(77_777)},
+        &json!({"documents": [{"id": "fresh", "text": {"title": "zeppelin maintenance"}, "vectors": {"text": common::vector8(77_777)},
                                "fields": {"author_expertise": "senior", "published": now_ms()}}]}).to_string(),
     );
     assert!(r.status == 200 || r.status == 201, "{}", r.text());
-    let q = json!({"collection": "news", "vector_similarity": {"embedding": v(77_777), "using": "text"},
+    let q = json!({"collection": "news", "vector_similarity": {"embedding": common::vector8(77_777), "using": "text"},
                    "text_search": "zeppelin", "metadata_filters": {"author_expertise": "senior"},
                    "temporal_range": {"last": "1h"}, "limit": 1});
     assert_eq!(ids(&hybrid(&s, q.clone())), ["fresh"]);
@@ -311,7 +299,7 @@ fn bad_hybrid_requests_are_400_naming_the_problem() {
             "dimension",
         ),
         (
-            json!({"collection": "news", "vector_similarity": {"embedding": v(1), "using": "sound"}}),
+            json!({"collection": "news", "vector_similarity": {"embedding": common::vector8(1), "using": "sound"}}),
             "sound",
         ),
         (
@@ -374,7 +362,7 @@ fn feedback_trains_learned_ranking_durably_and_bad_feedback_is_400() {
     ];
     // Relevance follows the `rank` field (higher is better), which RRF cannot see.
     for i in 0..30u64 {
-        let q = json!({"vector_similarity": {"embedding": v(i * 7 + 3), "using": "text"},
+        let q = json!({"vector_similarity": {"embedding": common::vector8(i * 7 + 3), "using": "text"},
                        "text_search": topics[(i % 4) as usize], "candidates": 60, "limit": 60});
         let mut body = q.clone();
         body["collection"] = json!("news");

@@ -529,3 +529,16 @@ pub fn script_stdout(script: &str, args: &[&str], what: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// A deterministic pseudo-random 8-dimensional vector in [-1, 1) (xorshift seeded by `i`).
+pub fn vector8(i: u64) -> Vec<f32> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..8)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 20_000) as f32 / 10_000.0 - 1.0
+        })
+        .collect()
+}
