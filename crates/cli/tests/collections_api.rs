@@ -18,16 +18,7 @@ use serde_json::{json, Value};
 const DIM: usize = 16;
 
 fn vector(i: u64) -> Vec<f32> {
-    // Deterministic, well spread: a pseudo-random unit-ish vector per id.
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..DIM)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 20_000) as f32 / 10_000.0 - 1.0
-        })
-        .collect()
+    common::pseudo_vector(i, DIM)
 }
 
 fn create(s: &Server) {

@@ -530,10 +530,15 @@ pub fn script_stdout(script: &str, args: &[&str], what: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// A deterministic pseudo-random 8-dimensional vector in [-1, 1) (xorshift seeded by `i`).
+/// A deterministic pseudo-random 8-dimensional vector in [-1, 1) (see [`pseudo_vector`]).
 pub fn vector8(i: u64) -> Vec<f32> {
+    pseudo_vector(i, 8)
+}
+
+/// A deterministic, well spread pseudo-random vector in [-1, 1)^dim (xorshift seeded by `i`).
+pub fn pseudo_vector(i: u64, dim: usize) -> Vec<f32> {
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..8)
+    (0..dim)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
