@@ -1123,6 +1123,87 @@ fn collections_created_written_and_dropped_on_any_node_are_served_by_every_node(
     }
 }
 
+/// A keyspace dropped through one node is gone on every node, through restarts of them all, and one
+/// created again under the name starts empty everywhere; writes racing the drop either land before
+/// it (and are dropped) or are refused — none reaches the new keyspace that reuses the id.
+#[test]
+fn keyspaces_dropped_through_any_node_are_gone_on_every_node() {
+    let mut c = Nodes::start(3, &[]);
+    let json = [("content-type", "application/json")];
+    let r = c.nodes[0].req("POST", "/v1/keyspaces", &json, br#"{"name": "logs"}"#);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    for k in 0..20u64 {
+        let body = format!(r#"{{"key": {k}, "value": "old {k}", "keyspace": "logs"}}"#);
+        let r = c.nodes[(k % 3) as usize].req("POST", "/v1/put", &json, body.as_bytes());
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    // Writes keep coming through another node while the drop goes through a third.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (writer, dropper) = (c.nodes[2].port, &c.nodes[1]);
+    std::thread::scope(|s| {
+        let w = s.spawn(|| {
+            let (mut ok, mut gone, mut k) = (0, 0, 100u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && k < 5_000 {
+                let body = format!(r#"{{"key": {k}, "value": "racing", "keyspace": "logs"}}"#);
+                let r = try_request(writer, "POST", "/v1/put", &json, body.as_bytes()).unwrap();
+                match r.status {
+                    200 => ok += 1,
+                    404 => gone += 1,
+                    s => panic!("{s}: {}", String::from_utf8_lossy(&r.body)),
+                }
+                k += 1;
+            }
+            (ok, gone)
+        });
+        let r = dropper.req("DELETE", "/v1/keyspaces/logs", &[], b"");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        // Created again at once, under another name: it may take the dropped id.
+        let r = dropper.req("POST", "/v1/keyspaces", &json, br#"{"name": "fresh"}"#);
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ok, gone) = w.join().unwrap();
+        assert!(ok + gone > 0);
+    });
+    let check = |c: &Nodes| {
+        for n in &c.nodes {
+            assert_eq!(n.get("/v1/keyspaces/logs").status, 404);
+            let r = n.get("/v1/keyspaces/fresh");
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            let info: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(
+                info["keys"], 0,
+                "no racing write reached the new keyspace: {info}"
+            );
+            let names: Value = serde_json::from_slice(&n.get("/v1/keyspaces").body).unwrap();
+            assert!(!names.to_string().contains("\"logs\""), "{names}");
+        }
+    };
+    check(&c);
+    for i in 0..3 {
+        c.nodes[i].kill9();
+    }
+    for i in 0..3 {
+        c.nodes[i].restart();
+    }
+    c.wait_for_leader(None, Duration::from_secs(20));
+    check(&c);
+    // Created again under the old name: empty on every node, and it takes writes.
+    let r = c.nodes[2].req("POST", "/v1/keyspaces", &json, br#"{"name": "logs"}"#);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = c.nodes[0].req(
+        "POST",
+        "/v1/put",
+        &json,
+        br#"{"key": 1, "value": "new", "keyspace": "logs"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    for n in &c.nodes {
+        let info: Value = serde_json::from_slice(&n.get("/v1/keyspaces/logs").body).unwrap();
+        assert_eq!(info["keys"], 1, "{info}");
+        assert_eq!(n.get("/v1/kv/1?keyspace=logs").text(), "new");
+    }
+}
+
 /// The value of a counter family with `label` on a node's /metrics (0 when absent).
 fn counter(n: &Server, family: &str, label: &str) -> f64 {
     let r = n.get("/metrics");

@@ -111,8 +111,8 @@ impl PartialEq<[u8]> for Value {
 #[derive(Default, Clone)]
 pub struct WriteBatch {
     pub(crate) enc: BatchEncoder,
-    /// The keyspaces it writes (their incarnations): a batch for a dropped keyspace is refused.
-    keyspaces: Vec<Arc<Incarnation>>,
+    /// The keyspaces it writes (ids and incarnations): a batch for a dropped keyspace is refused.
+    keyspaces: Vec<(u32, Arc<Incarnation>)>,
 }
 
 impl std::fmt::Debug for WriteBatch {
@@ -217,14 +217,18 @@ impl WriteBatch {
     /// Notes that the batch writes `keyspace` (one entry per incarnation: two handles of one id
     /// from different lives are both checked).
     fn uses(&mut self, keyspace: &Keyspace) {
-        if !self.keyspaces.iter().any(|k| Arc::ptr_eq(k, &keyspace.inc)) {
-            self.keyspaces.push(keyspace.inc.clone());
+        if !self
+            .keyspaces
+            .iter()
+            .any(|k| Arc::ptr_eq(&k.1, &keyspace.inc))
+        {
+            self.keyspaces.push((keyspace.id, keyspace.inc.clone()));
         }
     }
     /// Refuses the batch if a keyspace it writes was dropped.
     fn check_live(&self) -> Result<()> {
-        match self.keyspaces.iter().find(|k| k.is_dropped()) {
-            Some(k) => Err(Error::NoSuchKeyspace(k.name.to_string())),
+        match self.keyspaces.iter().find(|k| k.1.is_dropped()) {
+            Some(k) => Err(Error::NoSuchKeyspace(k.1.name.to_string())),
             None => Ok(()),
         }
     }
@@ -427,8 +431,8 @@ impl Db {
     /// created later under the same name starts empty, also after a restart. Handles to it fail from
     /// then on with [`Error::NoSuchKeyspace`]; writes to it that were already under way are logged
     /// before the drop (it waits for them). Its applier, if any, is detached. The default keyspace
-    /// cannot be dropped; nor, for now, can any keyspace in cluster mode (the drop is not a
-    /// replicated write yet): both are [`Error::InvalidOption`].
+    /// cannot be dropped ([`Error::InvalidOption`]). With a replicator the drop is a replicated
+    /// write, applied on every node in log order (a write ordered after it finds no keyspace).
     pub fn drop_keyspace(&self, name: &str) -> Result<()> {
         validate_keyspace_name(name)?;
         if name == DEFAULT_KEYSPACE {
@@ -436,10 +440,14 @@ impl Db {
                 "the default keyspace cannot be dropped".into(),
             ));
         }
-        if self.inner.replicator.get().is_some() {
-            return Err(Error::InvalidOption(
-                "dropping a keyspace is not available in cluster mode yet".into(),
-            ));
+        if let Some(r) = self.inner.replicator.get() {
+            // Refused here as the local drop would (absent, the default), before the hand-over.
+            if self.inner.core.registry.read().lookup(name).is_none() {
+                return Err(Error::NoSuchKeyspace(name.to_owned()));
+            }
+            return r
+                .replicate(crate::LoggedWrite::drop_keyspace(name))
+                .map(|_| ());
         }
         self.drop_keyspace_local(name).map(|_| ())
     }
@@ -1042,9 +1050,16 @@ impl Inner {
             });
         }
         if let Some(r) = self.replicator.get() {
-            // At apply, every node refuses a batch for a keyspace that is gone by then.
+            // At apply, every node refuses a batch for a keyspace that is gone by then — or whose
+            // id names another keyspace by then (dropped, and the id given to a new one): the
+            // batch carries the names it meant.
             batch.check_live()?;
-            return r.replicate(crate::LoggedWrite::batch(&batch.enc.finish()));
+            let names: Vec<(u32, &str)> = batch
+                .keyspaces
+                .iter()
+                .map(|(id, inc)| (*id, &*inc.name))
+                .collect();
+            return r.replicate(crate::LoggedWrite::named_batch(&names, &batch.enc.finish()));
         }
         let _gate = self.gate.read();
         batch.check_live()?;

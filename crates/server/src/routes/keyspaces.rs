@@ -118,7 +118,7 @@ pub async fn get(
     params(("name" = String, Path, pattern = "^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}$")),
     responses((status = 200, body = DroppedKeyspace),
         (status = 400, description = "invalid_keyspace_name; reserved_keyspace (`default`, or a name \
-            starting with `_`); invalid_option (cluster mode: not available yet)", body = ErrorBody),
+            starting with `_`)", body = ErrorBody),
         (status = 404, description = "no_such_keyspace", body = ErrorBody)))]
 pub async fn drop(
     State(s): State<AppState>,
