@@ -372,3 +372,67 @@ fn clients_that_never_read_big_answers_hold_little_memory() {
         );
     }
 }
+
+/// Reads an answer at a trickle — 2 KiB every 100 ms, with a 16 KiB receive buffer so the kernel
+/// holds little on its behalf — until the server closes or 60 s pass.
+const TRICKLE: &str = r#"
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /v1/scan?limit=60 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+s.settimeout(10)
+t = time.monotonic()
+while time.monotonic() - t < 60:
+    try:
+        b = s.recv(2048)
+    except ConnectionResetError:
+        break
+    if not b:
+        break
+    time.sleep(0.1)
+"#;
+
+/// A client that reads a big answer at a trickle (always some progress, ~20 KiB/s) loses it
+/// too: the kernel wakes a blocked writer only once a share of the send buffer has drained, so
+/// at that rate a write stays blocked past the stall timeout.
+#[test]
+fn clients_that_read_big_answers_at_a_trickle_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[("KYRODB_WRITE_STALL_TIMEOUT_MS", "2000")],
+    );
+    let mib = "m".repeat(1 << 20);
+    for k in 0..60u64 {
+        assert_eq!(
+            req(&s, "PUT", &format!("/v1/kv/{k}"), &[], &mib).status,
+            200
+        );
+    }
+    let mut reader = std::process::Command::new("python3")
+        .args(["-c", TRICKLE, &s.port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The server gives the answer up while the client still reads (bounded polling of its counter).
+    let started = Instant::now();
+    loop {
+        let m = s.get("/metrics").text();
+        let stalls = m
+            .lines()
+            .find_map(|l| l.strip_prefix("kyrodb_http_write_stalls_total "))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap());
+        if stalls >= 1.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(50) && reader.try_wait().unwrap().is_none(),
+            "a trickle reader was still served after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = reader.kill();
+    let _ = reader.wait();
+}
