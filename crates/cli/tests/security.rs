@@ -288,11 +288,8 @@ fn ready_tells_a_stranger_no_paths_and_cluster_status_needs_admin() {
     assert_eq!(r.status, 403);
 }
 
-/// 20 clients ask for 60 MiB pages of 1 MiB values (more than the kernel buffers of a loopback
-/// connection hold, ~36 MiB here) and never read: the server's memory stays
-/// bounded, /health answers meanwhile, and the stalled answers are dropped.
-#[test]
-fn clients_that_never_read_big_answers_hold_little_memory() {
+/// A server holding 60 values of 1 MiB (keys 0..60), with a 2 s write stall timeout.
+fn sixty_mib_server() -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(
         &dir.path().join("data"),
@@ -305,6 +302,24 @@ fn clients_that_never_read_big_answers_hold_little_memory() {
             200
         );
     }
+    (dir, s)
+}
+
+/// `kyrodb_http_write_stalls_total` on the server's /metrics.
+fn write_stalls(s: &Server) -> f64 {
+    s.get("/metrics")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("kyrodb_http_write_stalls_total "))
+        .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+}
+
+/// 20 clients ask for 60 MiB pages of 1 MiB values (more than the kernel buffers of a loopback
+/// connection hold, ~36 MiB here) and never read: the server's memory stays
+/// bounded, /health answers meanwhile, and the stalled answers are dropped.
+#[test]
+fn clients_that_never_read_big_answers_hold_little_memory() {
+    let (_dir, s) = sixty_mib_server();
     let rss = || -> u64 {
         let st = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
         let line = st.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -342,11 +357,7 @@ fn clients_that_never_read_big_answers_hold_little_memory() {
     // After the stall timeout the server gives up on each (its counter says so; bounded polling).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let m = s.get("/metrics").text();
-        let stalls = m
-            .lines()
-            .find_map(|l| l.strip_prefix("kyrodb_http_write_stalls_total "))
-            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap());
+        let stalls = write_stalls(&s);
         if stalls >= 20.0 {
             break;
         }
@@ -398,18 +409,7 @@ while time.monotonic() - t < 60:
 /// at that rate a write stays blocked past the stall timeout.
 #[test]
 fn clients_that_read_big_answers_at_a_trickle_are_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(
-        &dir.path().join("data"),
-        &[("KYRODB_WRITE_STALL_TIMEOUT_MS", "2000")],
-    );
-    let mib = "m".repeat(1 << 20);
-    for k in 0..60u64 {
-        assert_eq!(
-            req(&s, "PUT", &format!("/v1/kv/{k}"), &[], &mib).status,
-            200
-        );
-    }
+    let (_dir, s) = sixty_mib_server();
     let mut reader = std::process::Command::new("python3")
         .args(["-c", TRICKLE, &s.port.to_string()])
         .stdout(std::process::Stdio::piped())
@@ -418,11 +418,7 @@ fn clients_that_read_big_answers_at_a_trickle_are_dropped() {
     // The server gives the answer up while the client still reads (bounded polling of its counter).
     let started = Instant::now();
     loop {
-        let m = s.get("/metrics").text();
-        let stalls = m
-            .lines()
-            .find_map(|l| l.strip_prefix("kyrodb_http_write_stalls_total "))
-            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap());
+        let stalls = write_stalls(&s);
         if stalls >= 1.0 {
             break;
         }
