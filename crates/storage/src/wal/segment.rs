@@ -111,8 +111,7 @@ pub(crate) fn scan_segment(
     mut f: impl FnMut(ScannedRecord) -> Result<()>,
 ) -> Result<SegmentScan> {
     // Mapped, not copied: replayed values are slices of the mapping (which outlives an unlink).
-    let map = crate::mmap::MappedFile::open(&meta.path)?;
-    map.advise_willneed();
+    let map = crate::mmap::MappedFile::open_populated(&meta.path)?;
     let bytes = Bytes::from_owner(map);
     let path = &meta.path;
     if bytes.len() < SEGMENT_HEADER_BYTES {
