@@ -156,6 +156,21 @@ fn render(doc: &Value) -> String {
             }
         }
     }
+    writeln!(
+        out,
+        "\n## Error codes\n\nEvery error answer is `{{\"error\": {{\"code\", \"message\"}}}}`; the codes \
+         (stable; the SDK raises one exception class per code):\n\n| code | meaning |\n|---|---|"
+    )
+    .unwrap();
+    for c in doc["x-error-codes"].as_array().unwrap() {
+        writeln!(
+            out,
+            "| `{}` | {} |",
+            c["code"].as_str().unwrap(),
+            one_line(c["meaning"].as_str().unwrap())
+        )
+        .unwrap();
+    }
     writeln!(out, "\n## Schemas").unwrap();
     for (name, s) in doc["components"]["schemas"].as_object().unwrap() {
         writeln!(out, "\n### {name}\n").unwrap();

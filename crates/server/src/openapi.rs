@@ -91,6 +91,11 @@ pub fn document_json(o: DocOptions) -> String {
             }
         }
     }
+    // Every error code with its meaning ([`crate::error::CODES`]), for clients and docs/api.md.
+    v["x-error-codes"] = crate::error::CODES
+        .iter()
+        .map(|(code, meaning)| serde_json::json!({"code": code, "meaning": meaning}))
+        .collect();
     v.to_string()
 }
 

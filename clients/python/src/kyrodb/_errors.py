@@ -187,6 +187,61 @@ class InvalidApiKeyId(BadRequestError):
 class ModelMismatch(BadRequestError):
     code = "model_mismatch"
 
+class InvalidCollectionName(BadRequestError):
+    code = "invalid_collection_name"
+
+
+class InvalidFieldType(BadRequestError):
+    code = "invalid_field_type"
+
+
+class InvalidDocument(BadRequestError):
+    """A document is malformed; the message names the field path."""
+
+    code = "invalid_document"
+
+
+class InvalidId(BadRequestError):
+    code = "invalid_id"
+
+
+class InvalidVector(BadRequestError):
+    """A vector has non-finite values or a zero or overflowing norm."""
+
+    code = "invalid_vector"
+
+
+class DimensionMismatch(BadRequestError):
+    """A vector's length differs from its field's dimension."""
+
+    code = "dimension_mismatch"
+
+
+class InvalidDatetime(BadRequestError):
+    code = "invalid_datetime"
+
+
+class InvalidFeedback(BadRequestError):
+    code = "invalid_feedback"
+
+
+class InvalidConsistency(BadRequestError):
+    code = "invalid_consistency"
+
+
+class InvalidNodeId(BadRequestError):
+    code = "invalid_node_id"
+
+
+class InvalidRaftAddr(BadRequestError):
+    code = "invalid_raft_addr"
+
+
+class TlsRequired(BadRequestError):
+    """Plain HTTP was sent to a TLS port: use an https:// URL."""
+
+    code = "tls_required"
+
 
 class InvalidBackupTarget(BadRequestError):
     """400: a backup target that is not an absolute directory or ``s3://bucket/prefix``."""
@@ -215,6 +270,13 @@ class QuotaExceeded(PermissionDeniedError):
 class TenantMismatch(PermissionDeniedError):
     code = "tenant_mismatch"
 
+class HostNotAllowed(PermissionDeniedError):
+    code = "host_not_allowed"
+
+
+class CrossOriginRefused(PermissionDeniedError):
+    code = "cross_origin_refused"
+
 
 class ApiKeyNotFound(NotFoundError):
     code = "api_key_not_found"
@@ -242,6 +304,13 @@ class DocumentNotFound(NotFoundError):
 
 class NoSuchBackup(NotFoundError):
     code = "no_such_backup"
+
+class NoSuchNode(NotFoundError):
+    code = "no_such_node"
+
+
+class NotClustered(NotFoundError):
+    code = "not_clustered"
 
 
 class MethodNotAllowed(BadRequestError):
@@ -282,6 +351,9 @@ class ReembedRunning(ConflictError):
 
 class BackupInProgress(ConflictError):
     code = "backup_in_progress"
+
+class AlreadyInitialised(ConflictError):
+    code = "already_initialised"
 
 
 class ValueTooLarge(PayloadTooLargeError):
@@ -352,6 +424,25 @@ class ModelUnavailable(UnavailableError):
     """503: the embedding model is not installed on the server (``kyrodb model install``)."""
 
     code = "model_unavailable"
+
+class TooManyConnections(UnavailableError):
+    code = "too_many_connections"
+
+
+class ClusterUnavailable(UnavailableError):
+    """No leader or quorum answered within the cluster timeout; retry."""
+
+    code = "cluster_unavailable"
+
+
+class OutcomeUnknown(UnavailableError):
+    """The write may or may not have been applied (the leader was lost mid-write)."""
+
+    code = "outcome_unknown"
+
+
+class ClusterChangeFailed(UnavailableError):
+    code = "cluster_change_failed"
 
 
 class Corrupt(ServerError):
