@@ -342,6 +342,15 @@ pub mod defaults {
     pub const SCAN_LIMIT_MAX: usize = 10_000;
     /// Bounds what one answer holds in memory: 10,000 keys of 1 MiB would otherwise be 10 GB.
     pub const RESPONSE_BYTES_MAX: usize = 64 << 20;
+    pub const FSYNC: &str = "always";
+    /// 0: one per CPU core.
+    pub const WORKER_THREADS: usize = 0;
+    pub const EMBED_QUEUE_MAX: usize = 4096;
+    /// 0: as fast as the embedder allows.
+    pub const REEMBED_DOCS_PER_S: u32 = 0;
+    pub const RAFT_HEARTBEAT_MS: u64 = 100;
+    pub const CLUSTER_TIMEOUT_MS: u64 = 5000;
+    pub const RAFT_SNAPSHOT_ENTRIES: u64 = 100_000;
 }
 
 impl Default for Config {
@@ -384,7 +393,7 @@ impl Config {
         };
         let fsync = match &s.fsync {
             Some(p) => FsyncPolicy::from_str(p).map_err(|e| ConfigError(e.to_string()))?,
-            None => FsyncPolicy::Always,
+            None => FsyncPolicy::from_str(defaults::FSYNC).expect("the default parses"),
         };
         let body_bytes_max = s.body_bytes_max.unwrap_or(defaults::BODY_BYTES_MAX);
         if body_bytes_max < 1024 {
@@ -447,7 +456,7 @@ impl Config {
         if !(1..=64).contains(&embed_threads) {
             return bad(format!("embed_threads {embed_threads} is outside 1..=64"));
         }
-        let embed_queue_max = s.embed_queue_max.unwrap_or(4096);
+        let embed_queue_max = s.embed_queue_max.unwrap_or(defaults::EMBED_QUEUE_MAX);
         if !(1..=1_000_000).contains(&embed_queue_max) {
             return bad(format!(
                 "embed_queue_max {embed_queue_max} is outside 1..=1000000"
@@ -480,13 +489,13 @@ impl Config {
                 if secret.len() < 16 {
                     return bad("cluster mode needs KYRODB_CLUSTER_SECRET (--cluster-secret) of at least 16 characters, the same on every node".into());
                 }
-                let heartbeat_ms = s.raft_heartbeat_ms.unwrap_or(100);
+                let heartbeat_ms = s.raft_heartbeat_ms.unwrap_or(defaults::RAFT_HEARTBEAT_MS);
                 if !(10..=10_000).contains(&heartbeat_ms) {
                     return bad(format!(
                         "raft_heartbeat_ms {heartbeat_ms} is outside 10..=10000"
                     ));
                 }
-                let timeout_ms = s.cluster_timeout_ms.unwrap_or(5000);
+                let timeout_ms = s.cluster_timeout_ms.unwrap_or(defaults::CLUSTER_TIMEOUT_MS);
                 if !(100..=600_000).contains(&timeout_ms) {
                     return bad(format!(
                         "cluster_timeout_ms {timeout_ms} is outside 100..=600000"
@@ -501,7 +510,9 @@ impl Config {
                         .parse()
                         .expect("checked by parse_members"),
                 };
-                let snapshot_entries = s.raft_snapshot_entries.unwrap_or(100_000);
+                let snapshot_entries = s
+                    .raft_snapshot_entries
+                    .unwrap_or(defaults::RAFT_SNAPSHOT_ENTRIES);
                 if !(10..=100_000_000).contains(&snapshot_entries) {
                     return bad(format!(
                         "raft_snapshot_entries {snapshot_entries} is outside 10..=100000000"
@@ -589,14 +600,14 @@ impl Config {
             batch_keys_max,
             scan_limit_max,
             response_bytes_max,
-            worker_threads: s.worker_threads.unwrap_or(0),
+            worker_threads: s.worker_threads.unwrap_or(defaults::WORKER_THREADS),
             vector_bytes_budget,
             documents_per_batch_max,
             index_threads,
             model_dir,
             embed_threads,
             embed_queue_max,
-            reembed_docs_per_s: s.reembed_docs_per_s.unwrap_or(0),
+            reembed_docs_per_s: s.reembed_docs_per_s.unwrap_or(defaults::REEMBED_DOCS_PER_S),
         })
     }
 
@@ -656,6 +667,101 @@ fn resolve_host(host: &str, port: u16) -> Result<IpAddr, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Each default is written once, as a constant: the `[default: …]` that `serve --help` shows
+    /// (from the doc comments) must say the constant's value, and every numeric default shown must
+    /// have its constant here.
+    #[test]
+    fn help_shows_each_default_from_its_constant() {
+        use clap::Args as _;
+        let search = kyrodb_search::SearchOptions::default();
+        let want: Vec<(&str, String)> = vec![
+            ("data-dir", defaults::DATA_DIR.to_owned()),
+            ("host", defaults::HOST.to_owned()),
+            ("port", defaults::PORT.to_string()),
+            ("body-bytes-max", defaults::BODY_BYTES_MAX.to_string()),
+            (
+                "request-timeout-ms",
+                defaults::REQUEST_TIMEOUT_MS.to_string(),
+            ),
+            (
+                "header-read-timeout-ms",
+                defaults::HEADER_READ_TIMEOUT_MS.to_string(),
+            ),
+            ("connections-max", defaults::CONNECTIONS_MAX.to_string()),
+            (
+                "write-stall-timeout-ms",
+                defaults::WRITE_STALL_TIMEOUT_MS.to_string(),
+            ),
+            (
+                "shutdown-drain-ms-max",
+                defaults::SHUTDOWN_DRAIN_MS_MAX.to_string(),
+            ),
+            ("log", defaults::LOG.to_owned()),
+            ("fsync", defaults::FSYNC.to_owned()),
+            ("value-bytes-max", defaults::VALUE_BYTES_MAX.to_string()),
+            ("batch-keys-max", defaults::BATCH_KEYS_MAX.to_string()),
+            ("scan-limit-max", defaults::SCAN_LIMIT_MAX.to_string()),
+            (
+                "response-bytes-max",
+                defaults::RESPONSE_BYTES_MAX.to_string(),
+            ),
+            ("worker-threads", defaults::WORKER_THREADS.to_string()),
+            (
+                "vector-bytes-budget",
+                search.vector_bytes_budget.to_string(),
+            ),
+            (
+                "documents-per-batch-max",
+                search.documents_per_batch_max.to_string(),
+            ),
+            (
+                "index-threads",
+                kyrodb_search::default_index_threads().to_string(),
+            ),
+            ("embed-queue-max", defaults::EMBED_QUEUE_MAX.to_string()),
+            (
+                "reembed-docs-per-s",
+                defaults::REEMBED_DOCS_PER_S.to_string(),
+            ),
+            ("raft-heartbeat-ms", defaults::RAFT_HEARTBEAT_MS.to_string()),
+            (
+                "cluster-timeout-ms",
+                defaults::CLUSTER_TIMEOUT_MS.to_string(),
+            ),
+            (
+                "raft-snapshot-entries",
+                defaults::RAFT_SNAPSHOT_ENTRIES.to_string(),
+            ),
+        ];
+        let cmd = Settings::augment_args(clap::Command::new("serve"));
+        let mut shown = std::collections::BTreeMap::new();
+        for a in cmd.get_arguments() {
+            let help = a
+                .get_long_help()
+                .or(a.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            if let (Some(long), Some(at)) = (a.get_long(), help.rfind("[default: ")) {
+                let value = help[at + 10..].split(']').next().unwrap_or("").to_owned();
+                shown.insert(long.to_owned(), value);
+            }
+        }
+        for (long, value) in &want {
+            assert_eq!(
+                shown.get(*long),
+                Some(value),
+                "--{long}: the help's [default: …] and the constant differ"
+            );
+        }
+        for (long, value) in &shown {
+            let numeric = value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty();
+            assert!(
+                !numeric || want.iter().any(|(l, _)| l == long),
+                "--{long} shows [default: {value}] without a constant in this test"
+            );
+        }
+    }
     use super::*;
 
     #[test]
