@@ -826,19 +826,10 @@ impl Cluster {
         }
     }
 
-    /// Exports the cluster's counters at 0 (a series, not nothing, before the first event). Call
+    /// Exports the cluster's labelled counters at 0 (a series, not nothing, before the first
+    /// event); its unlabelled ones are declared and exported by the server's metric families. Call
     /// once the metrics recorder is installed.
     pub fn register_metrics(&self) {
-        for name in [
-            "kyrodb_cluster_elections_total",
-            "kyrodb_cluster_leader_changes_total",
-            "kyrodb_cluster_proposals_total",
-            "kyrodb_cluster_snapshots_built_total",
-            "kyrodb_cluster_snapshot_sent_bytes_total",
-            "kyrodb_cluster_rpc_refused_total",
-        ] {
-            metrics::counter!(name).increment(0);
-        }
         for direction in ["sent", "received"] {
             metrics::counter!("kyrodb_cluster_snapshot_transfers_total", "direction" => direction)
                 .increment(0);

@@ -33,40 +33,36 @@ pub fn handle() -> PrometheusHandle {
             }
             // Counters of rare events exist from the start (at 0), so dashboards and alerts see a
             // series before the first event rather than nothing.
-            for name in ZERO_AT_START {
-                metrics::counter!(*name).absolute(0);
-            }
+            export_event_counters(|name| !name.starts_with("kyrodb_cluster_"));
             handle
         })
         .clone()
 }
 
-/// Unlabelled counters of rare events, exported at 0 from the start.
-const ZERO_AT_START: &[&str] = &[
-    "kyrodb_http_rate_limited_total",
-    "kyrodb_http_connections_refused_total",
-    "kyrodb_http_write_stalls_total",
-    "kyrodb_tls_handshake_failures_total",
-    "kyrodb_audit_write_failures_total",
-    "kyrodb_audit_anonymous_skipped_total",
-    "kyrodb_audit_denied_skipped_total",
-    "kyrodb_wal_open_out_of_files_total",
-    "kyrodb_storage_compaction_out_of_files_total",
-    "kyrodb_rmi_rebuilds_total",
-    "kyrodb_rmi_rebuild_failures_total",
-    "kyrodb_storage_write_stalls_total",
-    "kyrodb_storage_compactions_total",
-    "kyrodb_text_merges_total",
-    "kyrodb_learned_ranking_trainings_total",
-    "kyrodb_embed_refused_total",
-];
-
 /// What kind of metric a family is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Counter,
+    /// A counter of rare events, exported at 0 from the start (the cluster's: from when cluster
+    /// mode starts, [`export_cluster_counters`]) so dashboards and alerts see a series before the
+    /// first event rather than nothing. Unlabelled.
+    EventCounter,
     Gauge,
     Histogram,
+}
+
+/// Exports at 0 every [`Kind::EventCounter`] family whose name `pick` accepts.
+fn export_event_counters(pick: impl Fn(&str) -> bool) {
+    for (name, kind, _) in FAMILIES {
+        if *kind == Kind::EventCounter && pick(name) {
+            metrics::counter!(*name).absolute(0);
+        }
+    }
+}
+
+/// Exports the cluster's event counters at 0 (in cluster mode, once the recorder is installed).
+pub fn export_cluster_counters() {
+    export_event_counters(|name| name.starts_with("kyrodb_cluster_"));
 }
 
 /// Every metric family the process exports, engine and index included: name, kind, `# HELP` text.
@@ -103,16 +99,16 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Leader only: entries each follower is behind the leader's log, by follower",
     ),
-    ("kyrodb_cluster_elections_total", Kind::Counter, "Term changes this node has seen"),
-    ("kyrodb_cluster_leader_changes_total", Kind::Counter, "Times this node saw the leader change"),
+    ("kyrodb_cluster_elections_total", Kind::EventCounter, "Term changes this node has seen"),
+    ("kyrodb_cluster_leader_changes_total", Kind::EventCounter, "Times this node saw the leader change"),
     (
         "kyrodb_cluster_proposals_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Raft entries this node proposed as leader (each a batch of client writes)",
     ),
     (
         "kyrodb_cluster_snapshots_built_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Raft snapshots (engine checkpoints) this node built",
     ),
     (
@@ -122,12 +118,12 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ),
     (
         "kyrodb_cluster_snapshot_sent_bytes_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Bytes of snapshot files this node streamed to other nodes",
     ),
     (
         "kyrodb_cluster_rpc_refused_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Requests to the Raft port refused for a missing or wrong cluster secret",
     ),
     // HTTP
@@ -143,7 +139,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ),
     (
         "kyrodb_http_rate_limited_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Requests refused with 429 by the per-IP rate limit",
     ),
     (
@@ -153,32 +149,32 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ),
     (
         "kyrodb_http_connections_refused_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Connections (HTTP or Raft port) answered 503 and closed because connections_max was reached",
     ),
     (
         "kyrodb_http_write_stalls_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Connections closed because the client read nothing of a response for write_stall_timeout_ms",
     ),
     (
         "kyrodb_tls_handshake_failures_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "TLS handshakes that failed (bad or untrusted client certificate, wrong protocol, cut off)",
     ),
     (
         "kyrodb_audit_write_failures_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Audit log entries that could not be written (the answer still went out; the error is logged)",
     ),
     (
         "kyrodb_audit_anonymous_skipped_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Refusals without a known key (401) on admin routes not logged: at most one a second is",
     ),
     (
         "kyrodb_audit_denied_skipped_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Refusals of a known key (403) on admin routes not logged: at most one a second per key and route is",
     ),
     // WAL
@@ -219,12 +215,12 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ),
     (
         "kyrodb_wal_open_out_of_files_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "WAL segment opens that failed for want of file descriptors (retried, then 503 busy)",
     ),
     (
         "kyrodb_storage_compaction_out_of_files_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Compactions that ran out of file descriptors (the frozen delta stays; retried later)",
     ),
     // storage engine
@@ -235,12 +231,12 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ),
     (
         "kyrodb_storage_write_stalls_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Writes that waited because the delta was over delta_bytes_budget",
     ),
     (
         "kyrodb_storage_compactions_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Compactions finished (delta merged into a new snapshot)",
     ),
     (
@@ -377,7 +373,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ),
     (
         "kyrodb_embed_refused_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Embedding requests refused because the queue was full (503 busy)",
     ),
     (
@@ -417,12 +413,12 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ),
     (
         "kyrodb_rmi_rebuilds_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Learned-index rebuilds finished",
     ),
     (
         "kyrodb_rmi_rebuild_failures_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Learned-index background rebuilds that failed",
     ),
     (
@@ -432,12 +428,12 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ),
     (
         "kyrodb_text_merges_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Full-text segment merges finished by the indexer threads",
     ),
     (
         "kyrodb_learned_ranking_trainings_total",
-        Kind::Counter,
+        Kind::EventCounter,
         "Learned-ranking models trained from feedback (served or refused by the gate)",
     ),
     // Process
@@ -476,7 +472,7 @@ fn describe_all(recorder: &metrics_exporter_prometheus::PrometheusRecorder) {
         };
         let help = SharedString::const_str(help);
         match kind {
-            Kind::Counter => recorder.describe_counter(key, unit, help),
+            Kind::Counter | Kind::EventCounter => recorder.describe_counter(key, unit, help),
             Kind::Gauge => recorder.describe_gauge(key, unit, help),
             Kind::Histogram => recorder.describe_histogram(key, unit, help),
         }
@@ -723,6 +719,22 @@ mod tests {
         assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 
+    /// The event counters are series at 0 from the start (the cluster's once cluster mode starts).
+    #[test]
+    fn event_counters_are_exported_at_zero() {
+        let h = handle();
+        export_cluster_counters();
+        let text = h.render();
+        for (name, kind, _) in FAMILIES {
+            if *kind == Kind::EventCounter {
+                assert!(
+                    text.lines().any(|l| l.starts_with(&format!("{name} "))),
+                    "{name} is not exported"
+                );
+            }
+        }
+    }
+
     #[test]
     fn family_names_end_with_their_unit_and_are_unique() {
         let mut seen = std::collections::HashSet::new();
@@ -732,7 +744,7 @@ mod tests {
             assert!(UNITS.iter().any(|u| name.ends_with(u)), "{name}: unit last");
             assert_eq!(
                 name.ends_with("_total"),
-                *kind == Kind::Counter,
+                matches!(kind, Kind::Counter | Kind::EventCounter),
                 "{name}: counters and only counters end in _total"
             );
             assert!(!help.is_empty());

@@ -276,6 +276,7 @@ async fn run_once(
     crate::metrics::spawn_upkeep(shared.metrics.clone());
     if let Some(c) = &cluster {
         c.register_metrics();
+        crate::metrics::export_cluster_counters();
     }
     let limiter = cfg
         .rate_limit
