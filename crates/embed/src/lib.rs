@@ -11,8 +11,11 @@
 //!   requests (batches are not padded, so texts of any lengths share one).
 //!
 //! Design, numbers and limits: docs/design/embed.md.
+// `unsafe` lives only in `bert.rs` (the mapped weights and the SIMD kernels), which allows it.
+#![deny(unsafe_code)]
 
 mod batcher;
+#[allow(unsafe_code)]
 mod bert;
 mod error;
 pub mod install;

@@ -2,6 +2,8 @@
 //! with derived indexes — HNSW per vector field, payload indexes for filters — kept in step through
 //! the engine's applier seam. See docs/design/search.md.
 #![warn(missing_debug_implementations)]
+// `unsafe` lives only in `distance::simd` (the SIMD kernels), which allows it.
+#![deny(unsafe_code)]
 
 mod cancel;
 mod checkpoint;
