@@ -133,19 +133,33 @@ pub async fn remove_node(
     Ok(Json(st).into_response())
 }
 
-/// Routes that read data: linearizable in cluster mode unless `?consistency=stale`.
-pub fn is_data_read(path: &str) -> bool {
-    ["/v1/kv", "/v1/get_fast", "/v1/scan", "/v1/keyspaces"]
-        .iter()
-        .any(|p| path.starts_with(p))
+/// What cluster mode does before a route runs, derived from the route table
+/// ([`Consistency::of`]): no list of paths to keep beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// A data read: a read point confirmed by a quorum (or, with `?consistency=stale`, this node
+    /// as it is); the request's stored key is checked again there.
+    Read,
+    /// A key-value write or keyspace change: on a follower, a stored key is confirmed at a read
+    /// point before the write is forwarded.
+    Write,
+    /// A collection route, read or write: a read point, then this node's collection registry
+    /// caught up with the catalog up to it.
+    Collection,
 }
 
-/// Collection routes: in cluster mode every one (reads and writes) first reaches a read point
-/// and waits until this node's collection registry mirrors the catalog up to it.
-pub fn is_collection_route(path: &str) -> bool {
-    ["/v2/collections", "/v2/documents", "/v2/search"]
-        .iter()
-        .any(|p| path.starts_with(p))
+impl Consistency {
+    /// A route's class from its table row: its OpenAPI tag and the role it needs. Routes tagged
+    /// `collections` are [`Consistency::Collection`]; routes tagged `kv` are reads when the read
+    /// role suffices, else writes; the rest (probes, the node's admin, keys, embedding) are none.
+    pub fn of(tag: &str, role: Option<crate::auth::Role>) -> Option<Consistency> {
+        match (tag, role) {
+            ("collections", _) => Some(Consistency::Collection),
+            ("kv", Some(crate::auth::Role::Read)) => Some(Consistency::Read),
+            ("kv", Some(_)) => Some(Consistency::Write),
+            _ => None,
+        }
+    }
 }
 
 /// 401 when the request's stored key is gone from this node's state (revoked).
@@ -205,16 +219,16 @@ fn take_consistency(uri: &Uri) -> Result<(bool, Option<Uri>), ApiError> {
 
 /// Cluster mode, data reads: waits for a read point confirmed by a quorum (or, with
 /// `consistency=stale`, reads this node as it is); tells the applied index either way.
-pub async fn read_consistency(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn read_consistency(
+    State((s, class)): State<(AppState, Consistency)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let Some(c) = s.cluster.clone() else {
         return next.run(req).await;
     };
-    let path = req.uri().path().to_owned();
-    let collections = is_collection_route(&path);
-    if !(collections
-        || is_data_read(&path) && req.method() == axum::http::Method::GET
-        || path == "/v1/kv/batch_get")
-    {
+    let collections = class == Consistency::Collection;
+    if class == Consistency::Write {
         // A key-value write by a stored key on a follower: the key was looked up in this node's
         // state, which may not have applied a revocation yet (it was cut off when the key was
         // revoked); confirm the key at a read point first, one more round trip to the leader.

@@ -188,12 +188,11 @@ pub struct RouterOptions<'a> {
 pub fn router(state: AppState, o: RouterOptions<'_>) -> Router {
     let mut api = OpenApiRouter::new();
     for (access, (schemas, paths, mut mr)) in table() {
-        if state.cluster.is_some()
-            && paths.paths.keys().any(|p| {
-                cluster::is_data_read(p) || cluster::is_collection_route(p) || p == "/v1/put"
-            })
-        {
-            mr = mr.route_layer(from_fn_with_state(state.clone(), cluster::read_consistency));
+        if let (Some(_), Some(class)) = (&state.cluster, consistency(access, &paths)) {
+            mr = mr.route_layer(from_fn_with_state(
+                (state.clone(), class),
+                cluster::read_consistency,
+            ));
         }
         if let Some(role) = access.role(o.public_metrics) {
             if o.auth.enabled() {
@@ -220,6 +219,18 @@ pub fn router(state: AppState, o: RouterOptions<'_>) -> Router {
     router.fallback(ops::no_route).with_state(state)
 }
 
+/// What cluster mode does before a row's routes run: from the row's OpenAPI tag and access.
+fn consistency(access: Access, paths: &utoipa::openapi::Paths) -> Option<cluster::Consistency> {
+    let tag = paths
+        .paths
+        .values()
+        .flat_map(|item| [&item.get, &item.put, &item.post, &item.delete, &item.patch])
+        .flatten()
+        .find_map(|op| op.tags.as_ref()?.first().cloned())
+        .unwrap_or_default();
+    cluster::Consistency::of(&tag, access.role(false))
+}
+
 /// Every templated path of the table, leaked once for `&'static` metric labels.
 fn route_paths() -> &'static [&'static str] {
     static PATHS: OnceLock<Vec<&'static str>> = OnceLock::new();
@@ -243,4 +254,70 @@ pub fn intern_route(path: &str) -> &'static str {
         .find(|p| **p == path)
         .copied()
         .unwrap_or("unmatched")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{cluster::Consistency, *};
+
+    /// The cluster classes the table yields: data reads, key-value writes and keyspace changes,
+    /// every collection route; nothing for the node's admin, keys, embedding and probes.
+    #[test]
+    fn cluster_classes_come_from_the_table() {
+        let mut got = std::collections::BTreeMap::new();
+        for (access, (_, paths, _)) in table() {
+            for path in paths.paths.keys() {
+                got.insert(path.clone(), consistency(access, &paths));
+            }
+        }
+        for (path, want) in [
+            ("/v1/kv/{key}", None), // GET (read) and PUT/DELETE (write) rows share the path
+            ("/v1/get_fast/{key}", Some(Consistency::Read)),
+            ("/v1/scan", Some(Consistency::Read)),
+            ("/v1/kv/batch_get", Some(Consistency::Read)),
+            ("/v1/put", Some(Consistency::Write)),
+            ("/v1/kv/batch_put", Some(Consistency::Write)),
+            ("/v1/kv/delete_range", Some(Consistency::Write)),
+            (
+                "/v2/collections/{name}/search",
+                Some(Consistency::Collection),
+            ),
+            ("/v2/search/hybrid", Some(Consistency::Collection)),
+            ("/v2/documents/stream", Some(Consistency::Collection)),
+            ("/v1/snapshot", None),
+            ("/v1/keys", None),
+            ("/v2/embed", None),
+            ("/health", None),
+        ] {
+            if want.is_some() {
+                assert_eq!(got[path], want, "{path}");
+            } else {
+                assert!(got.contains_key(path), "{path}");
+            }
+        }
+        for (path, class) in &got {
+            if path.starts_with("/v2/collections") {
+                assert_eq!(*class, Some(Consistency::Collection), "{path}");
+            }
+            if [
+                "/v1/snapshot",
+                "/v1/keys",
+                "/v2/embed",
+                "/health",
+                "/metrics",
+            ]
+            .contains(&path.as_str())
+            {
+                assert_eq!(*class, None, "{path}");
+            }
+        }
+        // Both rows of /v1/kv/{key}: the GET one reads, the others write.
+        let classes: Vec<Option<Consistency>> = table()
+            .into_iter()
+            .filter(|(_, (_, p, _))| p.paths.contains_key("/v1/kv/{key}"))
+            .map(|(a, (_, p, _))| consistency(a, &p))
+            .collect();
+        assert!(classes.contains(&Some(Consistency::Read)), "{classes:?}");
+        assert!(classes.contains(&Some(Consistency::Write)), "{classes:?}");
+    }
 }
