@@ -1606,3 +1606,18 @@ fn a_key_revoked_while_a_node_is_cut_off_is_refused_there_at_its_next_read_point
     let r = call(leader, ADMIN, "GET", "/v1/kv/2", "");
     assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// A membership change that is not possible as asked — removing the last voter — is refused with
+/// 409 `cluster_change_refused` and changes nothing (it is not a 503 to retry).
+#[test]
+fn a_membership_change_that_is_not_possible_is_refused_and_changes_nothing() {
+    let c = Nodes::start(1, &[]);
+    let r = c.nodes[0].req("DELETE", "/v1/cluster/nodes/1", &[], b"");
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    let j: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(j["error"]["code"], "cluster_change_refused", "{j}");
+    assert!(r.header("retry-after").is_none());
+    let st = c.status(0).unwrap();
+    assert!(st["voters"].get("1").is_some(), "{st}");
+    assert_eq!(c.nodes[0].req("PUT", "/v1/kv/1", &[], b"still a cluster").status, 200);
+}

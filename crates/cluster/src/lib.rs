@@ -23,7 +23,7 @@ mod store;
 mod types;
 
 pub use log::{Entry, Error, RaftLog, Recovered, Result, Vote, PAYLOAD_MAX};
-pub use node::{Change, Cluster, ClusterConfig, Follower, Status};
+pub use node::{Change, ChangeFailure, Cluster, ClusterConfig, Follower, Status};
 pub use sm::RAFT_KEYSPACE;
 pub use snapshot::prepare_data_dir;
 pub use types::{parse_members, NodeAddr, NodeId};

@@ -121,14 +121,36 @@ pub enum Change {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum ChangeError {
     NotLeader,
+    /// Failed in a way that may or may not have changed the membership.
     Failed(String),
+    /// Not possible as asked; nothing changed.
+    Refused(String),
 }
 
 fn change_err(e: RaftError<NodeId, ClientWriteError<NodeId, NodeAddr>>) -> ChangeError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ChangeError::NotLeader,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ChangeError::Refused(e.to_string())
+        }
         e => ChangeError::Failed(e.to_string()),
     }
+}
+
+/// Why a membership change ([`Cluster::change`]) did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeFailure {
+    /// Not possible as asked (the last voter, a node that is not a voter, a bad address, another
+    /// change in progress): nothing changed.
+    #[error("{0}")]
+    Refused(String),
+    /// No leader took the change within the cluster timeout: nothing changed; retry.
+    #[error("{0}")]
+    NoLeader(String),
+    /// The change failed on its way (the leader lost, a call cut off): it may or may not have
+    /// been applied; read the cluster status.
+    #[error("{0}")]
+    Unknown(String),
 }
 
 /// One follower's replication progress, as the leader sees it.
@@ -681,7 +703,7 @@ impl Cluster {
     }
 
     /// Adds or removes a node (on the leader; forwarded there otherwise).
-    pub async fn change(&self, ch: Change) -> Result<Status, String> {
+    pub async fn change(&self, ch: Change) -> Result<Status, ChangeFailure> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let leader = self.raft.metrics().borrow().current_leader;
@@ -705,12 +727,13 @@ impl Cluster {
             };
             match r {
                 Ok(()) => return Ok(self.status().await),
-                Err(ChangeError::Failed(m)) => return Err(m),
+                Err(ChangeError::Failed(m)) => return Err(ChangeFailure::Unknown(m)),
+                Err(ChangeError::Refused(m)) => return Err(ChangeFailure::Refused(m)),
                 Err(ChangeError::NotLeader) if Instant::now() >= deadline => {
-                    return Err(format!(
+                    return Err(ChangeFailure::NoLeader(format!(
                         "no leader took the change within {} ms",
                         self.timeout.as_millis()
-                    ))
+                    )))
                 }
                 Err(ChangeError::NotLeader) => self.wait_for_leader_change(leader, deadline).await,
             }
@@ -729,10 +752,12 @@ impl Cluster {
         match ch {
             Change::Add { id, raft_addr } => {
                 if id == 0 {
-                    return Err(ChangeError::Failed("node ids are positive integers".into()));
+                    return Err(ChangeError::Refused(
+                        "node ids are positive integers".into(),
+                    ));
                 }
                 if raft_addr.parse::<std::net::SocketAddr>().is_err() {
-                    return Err(ChangeError::Failed(format!(
+                    return Err(ChangeError::Refused(format!(
                         "{raft_addr:?}: the Raft address must be IP:PORT"
                     )));
                 }
@@ -749,12 +774,12 @@ impl Cluster {
             }
             Change::Remove { id } => {
                 if !voters.contains(&id) {
-                    return Err(ChangeError::Failed(format!("node {id} is not a voter")));
+                    return Err(ChangeError::Refused(format!("node {id} is not a voter")));
                 }
                 let mut v = voters;
                 v.remove(&id);
                 if v.is_empty() {
-                    return Err(ChangeError::Failed("cannot remove the last voter".into()));
+                    return Err(ChangeError::Refused("cannot remove the last voter".into()));
                 }
                 self.raft
                     .change_membership(v, false)

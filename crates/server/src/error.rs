@@ -366,6 +366,10 @@ pub const CODES: &[(&str, &str)] = &[
         "a backup is already running on this node",
     ),
     ("already_initialised", "the cluster is initialised already"),
+    (
+        "cluster_change_refused",
+        "a membership change not possible as asked (e.g. the last voter); nothing changed",
+    ),
     // 413
     ("body_too_large", "the request body is over body_bytes_max"),
     ("value_too_large", "a value is over value_bytes_max"),

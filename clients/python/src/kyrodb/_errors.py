@@ -356,6 +356,12 @@ class AlreadyInitialised(ConflictError):
     code = "already_initialised"
 
 
+class ClusterChangeRefused(ConflictError):
+    """409: the membership change is not possible as asked (e.g. the last voter); nothing changed."""
+
+    code = "cluster_change_refused"
+
+
 class ValueTooLarge(PayloadTooLargeError):
     code = "value_too_large"
 

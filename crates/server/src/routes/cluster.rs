@@ -28,8 +28,22 @@ fn cluster(s: &AppState) -> Result<&std::sync::Arc<kyrodb_cluster::Cluster>, Api
     })
 }
 
-fn change_failed(m: String) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cluster_change_failed", m).retry_after(1)
+/// A membership change that did not complete: refused as asked (409, nothing changed), no leader
+/// in time (503, nothing changed, retry), or cut off on its way (503, it may have been applied).
+fn change_failed(f: kyrodb_cluster::ChangeFailure) -> ApiError {
+    use kyrodb_cluster::ChangeFailure as F;
+    match f {
+        F::Refused(m) => ApiError::new(StatusCode::CONFLICT, "cluster_change_refused", m),
+        F::NoLeader(m) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable", m).retry_after(1)
+        }
+        F::Unknown(m) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster_change_failed",
+            format!("{m} (the change may or may not have been applied: see /v1/cluster/status)"),
+        )
+        .retry_after(1),
+    }
 }
 
 /// Role, term, leader, commit and applied index, voters, learners, each follower's lag (on the
@@ -58,7 +72,7 @@ pub async fn init(State(s): State<AppState>) -> Result<Response, ApiError> {
             "already_initialised",
             "the cluster is already initialised",
         )),
-        Err(m) => Err(change_failed(m)),
+        Err(m) => Err(change_failed(kyrodb_cluster::ChangeFailure::Unknown(m))),
     }
 }
 
@@ -77,7 +91,8 @@ pub struct AddNode {
 #[utoipa::path(post, path = "/v1/cluster/nodes", tag = "cluster", request_body = AddNode,
     responses((status = 200, body = super::collections::AnyObject), (status = 400, body = ErrorBody),
         (status = 404, description = "not_clustered", body = ErrorBody),
-        (status = 503, description = "cluster_change_failed", body = ErrorBody)))]
+        (status = 409, description = "cluster_change_refused", body = ErrorBody),
+        (status = 503, description = "cluster_unavailable (no leader in time); cluster_change_failed (cut off: may have been applied)", body = ErrorBody)))]
 pub async fn add_node(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<AddNode>,
@@ -110,7 +125,8 @@ pub async fn add_node(
     params(("id" = u64, Path, description = "the node's id")),
     responses((status = 200, body = super::collections::AnyObject), (status = 400, body = ErrorBody),
         (status = 404, description = "not_clustered or no_such_node", body = ErrorBody),
-        (status = 503, description = "cluster_change_failed", body = ErrorBody)))]
+        (status = 409, description = "cluster_change_refused (e.g. the last voter)", body = ErrorBody),
+        (status = 503, description = "cluster_unavailable (no leader in time); cluster_change_failed (cut off: may have been applied)", body = ErrorBody)))]
 pub async fn remove_node(
     State(s): State<AppState>,
     Path(id): Path<String>,
