@@ -1619,5 +1619,10 @@ fn a_membership_change_that_is_not_possible_is_refused_and_changes_nothing() {
     assert!(r.header("retry-after").is_none());
     let st = c.status(0).unwrap();
     assert!(st["voters"].get("1").is_some(), "{st}");
-    assert_eq!(c.nodes[0].req("PUT", "/v1/kv/1", &[], b"still a cluster").status, 200);
+    assert_eq!(
+        c.nodes[0]
+            .req("PUT", "/v1/kv/1", &[], b"still a cluster")
+            .status,
+        200
+    );
 }
