@@ -26,7 +26,7 @@ pub trait Replicator: Send + Sync + 'static {
     fn replicate(&self, write: LoggedWrite) -> Result<u64>;
 }
 
-/// A replicated batch that names the keyspaces it writes: `4 | count u16 | (id u32 | name_len u8 |
+/// A replicated batch that names the keyspaces it writes: `4 | count u32 | (id u32 | name_len u8 |
 /// name) × count | batch`. Applied only while each id still names that keyspace. Not a WAL kind.
 const KIND_NAMED_BATCH: u8 = 4;
 
@@ -61,10 +61,11 @@ impl LoggedWrite {
     /// A batch of `payload` writing the keyspaces `names` (id, name).
     pub(crate) fn named_batch(names: &[(u32, &str)], payload: &[u8]) -> Self {
         let mut b = Vec::with_capacity(
-            3 + names.iter().map(|(_, n)| 5 + n.len()).sum::<usize>() + payload.len(),
+            5 + names.iter().map(|(_, n)| 5 + n.len()).sum::<usize>() + payload.len(),
         );
         b.put_u8(KIND_NAMED_BATCH);
-        b.put_u16_le(names.len() as u16);
+        // Names are at most 64 bytes (validate_keyspace_name); a batch names each keyspace once.
+        b.put_u32_le(u32::try_from(names.len()).expect("fewer than 2^32 keyspaces"));
         for (id, name) in names {
             b.put_u32_le(*id);
             b.put_u8(name.len() as u8);
@@ -88,10 +89,12 @@ impl LoggedWrite {
             return Ok((Vec::new(), 1));
         }
         let count = b
-            .get(1..3)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .get(1..5)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .ok_or_else(|| bad(1, "keyspace count cut off"))?;
-        let (mut at, mut names) = (3, Vec::with_capacity(count as usize));
+        // Not trusted for the allocation: each name takes at least 5 bytes.
+        let cap = (count as usize).min(b.len() / 5);
+        let (mut at, mut names) = (5, Vec::with_capacity(cap));
         for _ in 0..count {
             let head = b
                 .get(at..at + 5)
@@ -393,9 +396,9 @@ mod tests {
         assert_eq!(&got[..], b"for a");
         // A torn name section is refused naming the offset.
         let mut torn = w.as_bytes().to_vec();
-        torn.truncate(6);
+        torn.truncate(8);
         match LoggedWrite::from_bytes(Bytes::from(torn)) {
-            Err(Error::Corrupt { offset, .. }) => assert_eq!(offset, 3),
+            Err(Error::Corrupt { offset, .. }) => assert_eq!(offset, 5),
             other => panic!("{other:?}"),
         }
     }
