@@ -340,29 +340,46 @@ pub fn parse_vector(v: &Value, dim: u32, metric: Metric, path: &str) -> Result<V
             format!("a vector is an array of {dim} numbers, got {}", kind(v)),
         ));
     };
-    if a.len() != dim as usize {
-        return Err(invalid(
-            "dimension_mismatch",
-            path,
-            format!("expected {dim} dimensions, got {}", a.len()),
-        ));
-    }
+    check_dim(a.len(), dim, path)?;
     let mut out = Vec::with_capacity(a.len());
     for (i, x) in a.iter().enumerate() {
-        let f = x.as_f64().map(|f| f as f32).filter(|f| f.is_finite());
-        match f {
+        match x.as_f64().map(|f| f as f32).filter(|f| f.is_finite()) {
             Some(f) => out.push(f),
-            None => {
-                return Err(invalid(
-                    "invalid_vector",
-                    format!("{path}[{i}]"),
-                    "vector components must be finite numbers (no NaN, Infinity, strings or null)",
-                ))
-            }
+            None => return Err(not_finite(path, i)),
         }
     }
     check_norm(&out, metric, path)?;
     Ok(out)
+}
+
+/// Checks a vector already decoded as numbers (a wire type's): `dim` components, each finite (a
+/// JSON number past f32's range decodes to infinity), a norm the metric can score.
+pub fn check_vector(v: Vec<f32>, dim: u32, metric: Metric, path: &str) -> Result<Vec<f32>> {
+    check_dim(v.len(), dim, path)?;
+    if let Some(i) = v.iter().position(|f| !f.is_finite()) {
+        return Err(not_finite(path, i));
+    }
+    check_norm(&v, metric, path)?;
+    Ok(v)
+}
+
+fn check_dim(len: usize, dim: u32, path: &str) -> Result<()> {
+    if len == dim as usize {
+        return Ok(());
+    }
+    Err(invalid(
+        "dimension_mismatch",
+        path,
+        format!("expected {dim} dimensions, got {len}"),
+    ))
+}
+
+fn not_finite(path: &str, i: usize) -> crate::Error {
+    invalid(
+        "invalid_vector",
+        format!("{path}[{i}]"),
+        "vector components must be finite numbers (no NaN, Infinity, strings or null)",
+    )
 }
 
 /// Largest squared norm of a vector, 2^124 (≈ 2.1e37): the dot product and the squared L2

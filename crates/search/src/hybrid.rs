@@ -11,11 +11,12 @@ use std::{collections::HashMap, ops::Bound, sync::Arc};
 use serde_json::Value;
 
 use crate::{
-    doc::{kind, parse_datetime, parse_vector},
+    doc::{check_vector, kind, parse_datetime},
     error::invalid,
     filter::{Cond, Filter},
-    query::{EF_DEFAULT, EF_MAX, LIMIT_MAX},
+    query::{finite, in_range, EF_DEFAULT, EF_MAX, LIMIT_MAX},
     schema::Schema,
+    wire::{self, FusionBody, HybridBody, TextFields, TextSearchBody, VectorQueryBody, With},
     Result,
 };
 
@@ -128,33 +129,13 @@ fn bad(path: &str, m: impl Into<String>) -> crate::Error {
     invalid("invalid_query", path, m.into())
 }
 
-fn weight(o: &serde_json::Map<String, Value>, path: &str) -> Result<f64> {
-    match o.get("weight") {
-        None | Some(Value::Null) => Ok(1.0),
-        Some(v) => v
-            .as_f64()
-            .filter(|w| w.is_finite() && *w > 0.0 && *w <= 1e6)
-            .ok_or_else(|| {
-                bad(
-                    &format!("{path}.weight"),
-                    "a weight is a number in (0, 1e6]",
-                )
-            }),
-    }
-}
-
-/// The collection a request names (`collection`), before its schema is known.
-pub fn collection_of(v: &Value) -> Result<String> {
-    match v.get("collection") {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(bad(
-            "collection",
-            format!("expected a collection name, got {}", kind(other)),
-        )),
-        None if v.is_object() => Err(bad("collection", "missing (the collection to search)")),
-        None => Err(bad(
-            "",
-            format!("a hybrid search is a JSON object, got {}", kind(v)),
+fn weight(w: Option<f64>, path: &str) -> Result<f64> {
+    match w {
+        None => Ok(1.0),
+        Some(w) if w.is_finite() && w > 0.0 && w <= 1e6 => Ok(w),
+        Some(_) => Err(bad(
+            &format!("{path}.weight"),
+            "a weight is a number in (0, 1e6]",
         )),
     }
 }
@@ -262,214 +243,7 @@ fn parse_time(v: &Value, schema: &Schema, now_ms: i64) -> Result<TimeRange> {
 impl HybridRequest {
     /// Parses a request against `schema`; relative time ranges end at `now_ms`.
     pub fn parse(v: &Value, schema: &Schema, now_ms: i64) -> Result<HybridRequest> {
-        const KEYS: &str = "collection, vector_similarity, text_search, metadata_filters, temporal_range, fusion_strategy, candidates, limit, explain, exact, with";
-        let o = crate::doc::object_of(v, "invalid_query", "a hybrid search", KEYS)?;
-        let mut vectors = Vec::new();
-        if let Some(vs) = o.get("vector_similarity").filter(|v| !v.is_null()) {
-            let items: Vec<(&Value, String)> = match vs {
-                Value::Array(a) => a
-                    .iter()
-                    .enumerate()
-                    .map(|(i, x)| (x, format!("vector_similarity[{i}]")))
-                    .collect(),
-                other => vec![(other, "vector_similarity".to_string())],
-            };
-            if items.is_empty() || items.len() > VECTOR_QUERIES_MAX {
-                return Err(bad(
-                    "vector_similarity",
-                    format!("1..={VECTOR_QUERIES_MAX} vector queries"),
-                ));
-            }
-            for (item, path) in items {
-                vectors.push(parse_vector_query(item, &path, schema)?);
-            }
-        }
-        let text = match o.get("text_search") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(q)) => Some(TextComponent {
-                query: check_text(q, "text_search")?,
-                fields: Vec::new(),
-                weight: 1.0,
-            }),
-            Some(Value::Object(t)) => {
-                for k in t.keys() {
-                    if !matches!(k.as_str(), "query" | "fields" | "weight") {
-                        return Err(invalid(
-                            "unknown_field",
-                            format!("text_search.{k}"),
-                            "unknown key (query, fields, weight)",
-                        ));
-                    }
-                }
-                let query = match t.get("query") {
-                    Some(Value::String(q)) => check_text(q, "text_search.query")?,
-                    _ => return Err(bad("text_search.query", "expected the query string")),
-                };
-                let mut fields = Vec::new();
-                match t.get("fields") {
-                    None | Some(Value::Null) => {}
-                    Some(Value::Object(m)) => {
-                        for (f, b) in m {
-                            let fp = format!("text_search.fields.{f}");
-                            if !schema.text_fields.contains(f) {
-                                return Err(invalid(
-                                    "unknown_field",
-                                    fp,
-                                    format!("{f:?} is not one of the collection's text_fields"),
-                                ));
-                            }
-                            let boost = b
-                                .as_f64()
-                                .filter(|x| x.is_finite() && *x > 0.0 && *x <= 1e6)
-                                .ok_or_else(|| bad(&fp, "a boost is a number in (0, 1e6]"))?;
-                            fields.push((f.clone(), boost as f32));
-                        }
-                    }
-                    Some(Value::Array(a)) => {
-                        for (i, f) in a.iter().enumerate() {
-                            let fp = format!("text_search.fields[{i}]");
-                            let Some(f) = f.as_str() else {
-                                return Err(bad(&fp, "expected a text field name"));
-                            };
-                            if !schema.text_fields.iter().any(|x| x == f) {
-                                return Err(invalid(
-                                    "unknown_field",
-                                    fp,
-                                    format!("{f:?} is not one of the collection's text_fields"),
-                                ));
-                            }
-                            fields.push((f.to_owned(), 1.0));
-                        }
-                    }
-                    Some(other) => {
-                        return Err(bad(
-                            "text_search.fields",
-                            format!(
-                                "expected {{field: boost}} or [field, ..], got {}",
-                                kind(other)
-                            ),
-                        ))
-                    }
-                }
-                Some(TextComponent {
-                    query,
-                    fields,
-                    weight: weight(t, "text_search")?,
-                })
-            }
-            Some(other) => {
-                return Err(bad(
-                    "text_search",
-                    format!(
-                        "expected a query string or {{query, fields, weight}}, got {}",
-                        kind(other)
-                    ),
-                ))
-            }
-        };
-        if text.is_some() && schema.text_fields.is_empty() {
-            return Err(bad("text_search", "the collection has no text_fields"));
-        }
-        let filter = match o.get("metadata_filters") {
-            None | Some(Value::Null) => None,
-            Some(f) => Some(Filter::parse(f, schema, "metadata_filters")?),
-        };
-        let time = match o.get("temporal_range") {
-            None | Some(Value::Null) => None,
-            Some(t) => Some(parse_time(t, schema, now_ms)?),
-        };
-        let fusion = match o.get("fusion_strategy") {
-            None | Some(Value::Null) => Fusion::Rrf { k: RRF_K_DEFAULT },
-            Some(Value::String(s)) => parse_fusion(s, None)?,
-            Some(Value::Object(f)) => {
-                for k in f.keys() {
-                    if !matches!(k.as_str(), "strategy" | "k") {
-                        return Err(invalid(
-                            "unknown_field",
-                            format!("fusion_strategy.{k}"),
-                            "unknown key (strategy, k)",
-                        ));
-                    }
-                }
-                let s = f.get("strategy").and_then(Value::as_str).ok_or_else(|| {
-                    bad("fusion_strategy.strategy", "expected rrf, weighted or dbsf")
-                })?;
-                parse_fusion(s, f.get("k"))?
-            }
-            Some(other) => {
-                return Err(bad(
-                    "fusion_strategy",
-                    format!("expected a strategy name, got {}", kind(other)),
-                ))
-            }
-        };
-        let uint = |k: &str, default: usize, max: usize| -> Result<usize> {
-            match o.get(k) {
-                None | Some(Value::Null) => Ok(default),
-                Some(v) => v
-                    .as_u64()
-                    .filter(|n| (1..=max as u64).contains(n))
-                    .map(|n| n as usize)
-                    .ok_or_else(|| bad(k, format!("expected an integer in 1..={max}"))),
-            }
-        };
-        let limit = uint("limit", 10, LIMIT_MAX)?;
-        let candidates = uint("candidates", CANDIDATES_DEFAULT.max(limit), CANDIDATES_MAX)?;
-        if candidates < limit {
-            return Err(bad(
-                "candidates",
-                format!("candidates ({candidates}) must be at least limit ({limit})"),
-            ));
-        }
-        let flag = |k: &str| match o.get(k) {
-            None | Some(Value::Null) => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(bad(k, "expected true or false")),
-        };
-        let (mut with_fields, mut with_text) = (true, false);
-        if let Some(w) = o.get("with").filter(|w| !w.is_null()) {
-            let Value::Array(items) = w else {
-                return Err(bad("with", "expected an array of \"fields\", \"text\""));
-            };
-            with_fields = false;
-            for (i, it) in items.iter().enumerate() {
-                match it.as_str() {
-                    Some("fields") => with_fields = true,
-                    Some("text") => with_text = true,
-                    _ => {
-                        return Err(bad(
-                            &format!("with[{i}]"),
-                            "expected \"fields\" or \"text\"",
-                        ))
-                    }
-                }
-            }
-        }
-        let req = HybridRequest {
-            vectors,
-            text,
-            filter,
-            time,
-            fusion,
-            candidates,
-            limit,
-            explain: flag("explain")?,
-            exact: flag("exact")?,
-            with_fields,
-            with_text,
-            now_ms,
-        };
-        if req.vectors.is_empty()
-            && req.text.is_none()
-            && req.filter.is_none()
-            && req.time.is_none()
-        {
-            return Err(bad(
-                "",
-                "empty query: give vector_similarity, text_search, metadata_filters or temporal_range",
-            ));
-        }
-        Ok(req)
+        wire::decode::<HybridBody>(v, "invalid_query", "a hybrid search")?.bind(schema, now_ms)
     }
 
     /// The metadata filter and the time range as one filter.
@@ -498,6 +272,211 @@ impl HybridRequest {
     }
 }
 
+impl HybridBody {
+    /// The collection the request names (before its schema is known).
+    pub fn collection(&self) -> Result<&str> {
+        self.collection
+            .as_deref()
+            .ok_or_else(|| bad("collection", "missing (the collection to search)"))
+    }
+
+    /// Checks the request against `schema` and yields the hybrid search the engine runs;
+    /// relative time ranges end at `now_ms`.
+    pub fn bind(self, schema: &Schema, now_ms: i64) -> Result<HybridRequest> {
+        let mut vectors = Vec::new();
+        if let Some(vs) = self.vector_similarity {
+            let items = vs.with_paths("vector_similarity");
+            if items.is_empty() || items.len() > VECTOR_QUERIES_MAX {
+                return Err(bad(
+                    "vector_similarity",
+                    format!("1..={VECTOR_QUERIES_MAX} vector queries"),
+                ));
+            }
+            for (item, path) in items {
+                vectors.push(item.bind(&path, schema)?);
+            }
+        }
+        let text = match self.text_search {
+            None => None,
+            Some(TextSearchBody::Query(q)) => Some(TextComponent {
+                query: check_text(&q, "text_search")?,
+                fields: Vec::new(),
+                weight: 1.0,
+            }),
+            Some(TextSearchBody::Full(t)) => Some(TextComponent {
+                query: check_text(&t.query, "text_search.query")?,
+                fields: text_fields(t.fields, schema)?,
+                weight: weight(t.weight, "text_search")?,
+            }),
+        };
+        if text.is_some() && schema.text_fields.is_empty() {
+            return Err(bad("text_search", "the collection has no text_fields"));
+        }
+        let filter = match self.metadata_filters {
+            None | Some(Value::Null) => None,
+            Some(f) => Some(Filter::parse(&f, schema, "metadata_filters")?),
+        };
+        let time = match self.temporal_range {
+            None | Some(Value::Null) => None,
+            Some(t) => Some(parse_time(&t, schema, now_ms)?),
+        };
+        let fusion = match self.fusion_strategy {
+            None => Fusion::Rrf { k: RRF_K_DEFAULT },
+            Some(FusionBody::Name(s)) => parse_fusion(&s, None)?,
+            Some(FusionBody::Full(f)) => parse_fusion(&f.strategy, f.k)?,
+        };
+        let limit = in_range(self.limit, "limit", 10, 1, LIMIT_MAX)?;
+        let candidates = in_range(
+            self.candidates,
+            "candidates",
+            CANDIDATES_DEFAULT.max(limit),
+            1,
+            CANDIDATES_MAX,
+        )?;
+        if candidates < limit {
+            return Err(bad(
+                "candidates",
+                format!("candidates ({candidates}) must be at least limit ({limit})"),
+            ));
+        }
+        let (mut with_fields, mut with_text) = (true, false);
+        if let Some(w) = self.with {
+            if let Some(i) = w.iter().position(|x| *x == With::Vectors) {
+                return Err(bad(
+                    &format!("with[{i}]"),
+                    "expected \"fields\" or \"text\" (hybrid hits do not carry vectors)",
+                ));
+            }
+            with_fields = w.contains(&With::Fields);
+            with_text = w.contains(&With::Text);
+        }
+        let req = HybridRequest {
+            vectors,
+            text,
+            filter,
+            time,
+            fusion,
+            candidates,
+            limit,
+            explain: self.explain.unwrap_or(false),
+            exact: self.exact.unwrap_or(false),
+            with_fields,
+            with_text,
+            now_ms,
+        };
+        if req.vectors.is_empty()
+            && req.text.is_none()
+            && req.filter.is_none()
+            && req.time.is_none()
+        {
+            return Err(bad(
+                "",
+                "empty query: give vector_similarity, text_search, metadata_filters or temporal_range",
+            ));
+        }
+        Ok(req)
+    }
+}
+
+/// The text fields of a BM25 query, each checked to be one of the schema's `text_fields`.
+fn text_fields(fields: Option<TextFields>, schema: &Schema) -> Result<Vec<(String, f32)>> {
+    let named: Vec<(String, String, f32)> = match fields {
+        None => return Ok(Vec::new()),
+        Some(TextFields::Names(names)) => names
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| (format!("text_search.fields[{i}]"), f, 1.0))
+            .collect(),
+        Some(TextFields::Boosts(boosts)) => {
+            let mut out = Vec::with_capacity(boosts.len());
+            for (f, b) in boosts {
+                let fp = format!("text_search.fields.{f}");
+                if !(b.is_finite() && b > 0.0 && b <= 1e6) {
+                    return Err(bad(&fp, "a boost is a number in (0, 1e6]"));
+                }
+                out.push((fp, f, b as f32));
+            }
+            out
+        }
+    };
+    named
+        .into_iter()
+        .map(|(fp, f, boost)| {
+            if schema.text_fields.contains(&f) {
+                Ok((f, boost))
+            } else {
+                Err(invalid(
+                    "unknown_field",
+                    fp,
+                    format!("{f:?} is not one of the collection's text_fields"),
+                ))
+            }
+        })
+        .collect()
+}
+
+impl VectorQueryBody {
+    /// Checks one vector query (at `path`) against `schema`.
+    fn bind(self, path: &str, schema: &Schema) -> Result<VectorQuery> {
+        let using = match self.using {
+            Some(s) if schema.vectors.contains_key(&s) => s,
+            Some(s) => {
+                return Err(invalid(
+                    "unknown_field",
+                    format!("{path}.using"),
+                    format!("{s:?} is not a vector field of the collection"),
+                ))
+            }
+            None => {
+                let mut embedded = schema.embedded_fields();
+                match (
+                    self.text.is_some(),
+                    schema.sole_vector(),
+                    embedded.next(),
+                    embedded.next(),
+                ) {
+                    (_, Some(one), _, _) => one.to_owned(),
+                    (true, None, Some((f, _)), None) => f.to_owned(),
+                    _ if schema.vectors.is_empty() => {
+                        return Err(bad(path, "the collection has no vector fields"))
+                    }
+                    _ => {
+                        return Err(bad(
+                            &format!("{path}.using"),
+                            "the collection has several vector fields: name one with using",
+                        ))
+                    }
+                }
+            }
+        };
+        let spec = &schema.vectors[&using];
+        let (vector, text) = match (self.embedding, self.text) {
+            (Some(_), Some(_)) => return Err(bad(path, "give either embedding or text, not both")),
+            (Some(e), None) => (
+                check_vector(e, spec.dim, spec.metric, &format!("{path}.embedding"))?,
+                None,
+            ),
+            (None, Some(t)) => {
+                if spec.embed.is_none() {
+                    return Err(bad(
+                        &format!("{path}.text"),
+                        format!("the vector field {using:?} declares no embed model, so text cannot be embedded for it; send an embedding"),
+                    ));
+                }
+                (Vec::new(), Some(t))
+            }
+            (None, None) => return Err(bad(path, "missing embedding (or text)")),
+        };
+        Ok(VectorQuery {
+            using,
+            vector,
+            text,
+            threshold: finite(self.threshold, &format!("{path}.threshold"))?,
+            weight: weight(self.weight, path)?,
+        })
+    }
+}
+
 fn check_text(q: &str, path: &str) -> Result<String> {
     if q.trim().is_empty() {
         return Err(bad(path, "empty text query"));
@@ -514,15 +493,13 @@ fn check_text(q: &str, path: &str) -> Result<String> {
     Ok(q.to_owned())
 }
 
-fn parse_fusion(s: &str, k: Option<&Value>) -> Result<Fusion> {
+fn parse_fusion(s: &str, k: Option<f64>) -> Result<Fusion> {
     let f = match s {
         "rrf" => Fusion::Rrf {
             k: match k {
-                None | Some(Value::Null) => RRF_K_DEFAULT,
-                Some(v) => v
-                    .as_f64()
-                    .filter(|k| k.is_finite() && *k >= 0.0 && *k <= 1e6)
-                    .ok_or_else(|| bad("fusion_strategy.k", "k is a number in 0..=1e6"))?,
+                None => RRF_K_DEFAULT,
+                Some(k) if k.is_finite() && (0.0..=1e6).contains(&k) => k,
+                Some(_) => return Err(bad("fusion_strategy.k", "k is a number in 0..=1e6")),
             },
         },
         "weighted" => Fusion::Weighted,
@@ -536,110 +513,10 @@ fn parse_fusion(s: &str, k: Option<&Value>) -> Result<Fusion> {
             ))
         }
     };
-    if k.is_some_and(|k| !k.is_null()) && !matches!(f, Fusion::Rrf { .. }) {
+    if k.is_some() && !matches!(f, Fusion::Rrf { .. }) {
         return Err(bad("fusion_strategy.k", "k applies to rrf only"));
     }
     Ok(f)
-}
-
-fn parse_vector_query(v: &Value, path: &str, schema: &Schema) -> Result<VectorQuery> {
-    let Value::Object(o) = v else {
-        return Err(bad(
-            path,
-            format!("a vector query is an object, got {}", kind(v)),
-        ));
-    };
-    for k in o.keys() {
-        if !matches!(
-            k.as_str(),
-            "embedding" | "vector" | "text" | "using" | "threshold" | "weight"
-        ) {
-            return Err(invalid(
-                "unknown_field",
-                format!("{path}.{k}"),
-                "unknown key (embedding, text, using, threshold, weight)",
-            ));
-        }
-    }
-    let using = match o.get("using") {
-        Some(Value::String(s)) if schema.vectors.contains_key(s) => s.clone(),
-        Some(Value::String(s)) => {
-            return Err(invalid(
-                "unknown_field",
-                format!("{path}.using"),
-                format!("{s:?} is not a vector field of the collection"),
-            ))
-        }
-        Some(other) => {
-            return Err(bad(
-                &format!("{path}.using"),
-                format!("expected a vector field name, got {}", kind(other)),
-            ))
-        }
-        None => {
-            let given_text = o.contains_key("text");
-            let mut embedded = schema.embedded_fields();
-            match (
-                given_text,
-                schema.sole_vector(),
-                embedded.next(),
-                embedded.next(),
-            ) {
-                (_, Some(one), _, _) => one.to_owned(),
-                (true, None, Some((f, _)), None) => f.to_owned(),
-                _ if schema.vectors.is_empty() => {
-                    return Err(bad(path, "the collection has no vector fields"))
-                }
-                _ => {
-                    return Err(bad(
-                        &format!("{path}.using"),
-                        "the collection has several vector fields: name one with using",
-                    ))
-                }
-            }
-        }
-    };
-    let spec = &schema.vectors[&using];
-    let emb = o.get("embedding").or_else(|| o.get("vector"));
-    let (vector, text) = match (emb, o.get("text")) {
-        (Some(_), Some(_)) => return Err(bad(path, "give either embedding or text, not both")),
-        (Some(e), None) => (
-            parse_vector(e, spec.dim, spec.metric, &format!("{path}.embedding"))?,
-            None,
-        ),
-        (None, Some(Value::String(t))) => {
-            if spec.embed.is_none() {
-                return Err(bad(
-                    &format!("{path}.text"),
-                    format!("the vector field {using:?} declares no embed model, so text cannot be embedded for it; send an embedding"),
-                ));
-            }
-            (Vec::new(), Some(t.clone()))
-        }
-        (None, Some(other)) => {
-            return Err(bad(
-                &format!("{path}.text"),
-                format!("expected a string, got {}", kind(other)),
-            ))
-        }
-        (None, None) => return Err(bad(path, "missing embedding (or text)")),
-    };
-    let threshold = match o.get("threshold") {
-        None | Some(Value::Null) => None,
-        Some(t) => Some(
-            t.as_f64()
-                .filter(|f| f.is_finite())
-                .ok_or_else(|| bad(&format!("{path}.threshold"), "expected a number"))?
-                as f32,
-        ),
-    };
-    Ok(VectorQuery {
-        using,
-        vector,
-        text,
-        threshold,
-        weight: weight(o, path)?,
-    })
 }
 
 /// One component's ranked list: (id, score), best first.

@@ -24,6 +24,7 @@ pub mod schema;
 pub mod tenant;
 pub mod text;
 pub mod timeindex;
+pub mod wire;
 
 pub use cancel::{Cancel, CancelOnDrop};
 pub use collection::Collection;

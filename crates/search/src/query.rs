@@ -3,10 +3,11 @@
 use serde_json::Value;
 
 use crate::{
-    doc::{kind, parse_vector},
+    doc::check_vector,
     error::invalid,
     filter::Filter,
     schema::Schema,
+    wire::{self, SearchBody, With},
     Result,
 };
 
@@ -48,7 +49,7 @@ pub struct SearchRequest {
 }
 
 /// One hit.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Hit {
     /// Document id.
     pub id: String,
@@ -56,74 +57,53 @@ pub struct Hit {
     pub score: f32,
     /// Metadata, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub fields: Option<Value>,
     /// Text, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub text: Option<Value>,
     /// Vectors, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub vectors: Option<Value>,
     #[serde(skip)]
     pub(crate) key: u64,
 }
 
 /// The answer.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
     /// Best first; ties by id ascending.
     pub hits: Vec<Hit>,
     /// The plan, when `explain` was asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub plan: Option<Value>,
 }
 
 impl SearchRequest {
-    /// Parses a request body against `schema`.
+    /// Parses a request body against `schema`: [`SearchBody`] decoded, then bound.
     pub fn parse(v: &Value, schema: &Schema) -> Result<SearchRequest> {
+        wire::decode::<SearchBody>(v, "invalid_query", "a search")?.bind(schema)
+    }
+}
+
+impl SearchBody {
+    /// Checks the request against `schema` (the field exists, the vector fits it, numbers are in
+    /// range) and yields the search the engine runs.
+    pub fn bind(self, schema: &Schema) -> Result<SearchRequest> {
         let bad = |p: &str, m: String| invalid("invalid_query", p, m);
-        let Value::Object(o) = v else {
-            return Err(bad(
-                "",
-                format!("a search is a JSON object, got {}", kind(v)),
-            ));
-        };
-        for k in o.keys() {
-            if !matches!(
-                k.as_str(),
-                "vector"
-                    | "text"
-                    | "using"
-                    | "filter"
-                    | "limit"
-                    | "ef"
-                    | "with"
-                    | "threshold"
-                    | "explain"
-                    | "exact"
-            ) {
-                return Err(invalid(
-                    "unknown_field",
-                    k.as_str(),
-                    "unknown key (vector, text, using, filter, limit, ef, with, threshold, explain, exact)",
-                ));
-            }
-        }
-        let using = match o.get("using") {
-            Some(Value::String(s)) => {
-                if !schema.vectors.contains_key(s) {
+        let using = match self.using {
+            Some(s) => {
+                if !schema.vectors.contains_key(&s) {
                     return Err(invalid(
                         "unknown_field",
                         "using",
                         format!("{s:?} is not a vector field of the collection"),
                     ));
                 }
-                s.clone()
-            }
-            Some(other) => {
-                return Err(bad(
-                    "using",
-                    format!("expected a vector field name, got {}", kind(other)),
-                ))
+                s
             }
             None => match schema.sole_vector() {
                 Some(s) => s.to_owned(),
@@ -139,83 +119,36 @@ impl SearchRequest {
             },
         };
         let spec = &schema.vectors[&using];
-        let (vector, text) = match (o.get("vector"), o.get("text")) {
+        let (vector, text) = match (self.vector, self.text) {
             (Some(_), Some(_)) => {
                 return Err(bad("text", "give either vector or text, not both".into()))
             }
-            (Some(v), None) => (parse_vector(v, spec.dim, spec.metric, "vector")?, None),
-            (None, Some(Value::String(t))) => {
+            (Some(v), None) => (check_vector(v, spec.dim, spec.metric, "vector")?, None),
+            (None, Some(t)) => {
                 if spec.embed.is_none() {
                     return Err(bad(
                         "text",
                         format!("the vector field {using:?} declares no embed model, so a text query cannot be embedded for it; send a vector"),
                     ));
                 }
-                (Vec::new(), Some(t.clone()))
-            }
-            (None, Some(other)) => {
-                return Err(bad(
-                    "text",
-                    format!("expected a string, got {}", kind(other)),
-                ))
+                (Vec::new(), Some(t))
             }
             (None, None) => return Err(bad("vector", "missing query vector (or text)".into())),
         };
-        let uint = |k: &str, default: usize, min: usize, max: usize| -> Result<usize> {
-            match o.get(k) {
-                None | Some(Value::Null) => Ok(default),
-                Some(v) => v
-                    .as_u64()
-                    .filter(|n| (min as u64..=max as u64).contains(n))
-                    .map(|n| n as usize)
-                    .ok_or_else(|| bad(k, format!("expected an integer in {min}..={max}"))),
-            }
-        };
-        let limit = uint("limit", 10, 1, LIMIT_MAX)?;
-        let ef = uint("ef", EF_DEFAULT, 1, EF_MAX)?.max(limit);
-        let filter = match o.get("filter") {
+        let limit = in_range(self.limit, "limit", 10, 1, LIMIT_MAX)?;
+        let ef = in_range(self.ef, "ef", EF_DEFAULT, 1, EF_MAX)?.max(limit);
+        let filter = match self.filter {
             None | Some(Value::Null) => None,
-            Some(f) => Some(Filter::parse(f, schema, "filter")?),
+            Some(f) => Some(Filter::parse(&f, schema, "filter")?),
         };
-        let (mut with_fields, mut with_text, mut with_vectors) = (true, false, false);
-        if let Some(w) = o.get("with").filter(|w| !w.is_null()) {
-            let Value::Array(items) = w else {
-                return Err(bad(
-                    "with",
-                    "expected an array of \"fields\", \"text\", \"vectors\"".into(),
-                ));
-            };
-            with_fields = false;
-            for (i, it) in items.iter().enumerate() {
-                match it.as_str() {
-                    Some("fields") => with_fields = true,
-                    Some("text") => with_text = true,
-                    Some("vectors") => with_vectors = true,
-                    _ => {
-                        return Err(bad(
-                            &format!("with[{i}]"),
-                            "expected \"fields\", \"text\" or \"vectors\"".into(),
-                        ))
-                    }
-                }
-            }
-        }
-        let threshold = match o.get("threshold") {
-            None | Some(Value::Null) => None,
-            Some(t) => Some(
-                t.as_f64()
-                    .filter(|f| f.is_finite())
-                    .ok_or_else(|| bad("threshold", "expected a number".into()))?
-                    as f32,
+        let (with_fields, with_text, with_vectors) = match self.with {
+            None => (true, false, false),
+            Some(w) => (
+                w.contains(&With::Fields),
+                w.contains(&With::Text),
+                w.contains(&With::Vectors),
             ),
         };
-        let flag = |k: &str| match o.get(k) {
-            None | Some(Value::Null) => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(bad(k, "expected true or false".into())),
-        };
-        let explain = flag("explain")?;
-        let exact = flag("exact")?;
         Ok(SearchRequest {
             vector,
             text,
@@ -226,9 +159,41 @@ impl SearchRequest {
             with_fields,
             with_text,
             with_vectors,
-            threshold,
-            explain,
-            exact,
+            threshold: finite(self.threshold, "threshold")?,
+            explain: self.explain.unwrap_or(false),
+            exact: self.exact.unwrap_or(false),
         })
+    }
+}
+
+/// `v` (default `default`) checked to lie in `min..=max`; `path` names it in the error.
+pub(crate) fn in_range(
+    v: Option<u64>,
+    path: &str,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize> {
+    match v {
+        None => Ok(default),
+        Some(n) if (min as u64..=max as u64).contains(&n) => Ok(n as usize),
+        Some(n) => Err(invalid(
+            "invalid_query",
+            path,
+            format!("expected an integer in {min}..={max}, got {n}"),
+        )),
+    }
+}
+
+/// A finite score threshold as f32; `path` names it in the error.
+pub(crate) fn finite(v: Option<f64>, path: &str) -> Result<Option<f32>> {
+    match v {
+        None => Ok(None),
+        Some(t) if t.is_finite() && (t as f32).is_finite() => Ok(Some(t as f32)),
+        Some(t) => Err(invalid(
+            "invalid_query",
+            path,
+            format!("expected a finite number, got {t}"),
+        )),
     }
 }

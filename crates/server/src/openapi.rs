@@ -122,7 +122,13 @@ fn exclusive_fields(doc: &mut serde_json::Value) {
 fn unsigned_formats(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(m) => {
-            let unsigned = m.get("type").and_then(|t| t.as_str()) == Some("integer")
+            let integer = match m.get("type") {
+                Some(serde_json::Value::String(t)) => t == "integer",
+                // An `Option<u64>`: `["integer", "null"]`.
+                Some(serde_json::Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+                _ => false,
+            };
+            let unsigned = integer
                 && m.get("format").and_then(|f| f.as_str()) == Some("int64")
                 && m.get("minimum").and_then(|x| x.as_u64()) == Some(0);
             if unsigned {

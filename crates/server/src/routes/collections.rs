@@ -9,7 +9,10 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use kyrodb_search::{Cancel, Collection, Filter, HybridRequest, Schema, SearchRequest, Tenant};
+use kyrodb_search::{
+    wire::{self, HybridBody, SearchBody},
+    Cancel, Collection, Filter, HybridRequest, Schema, SearchResponse, Tenant,
+};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
@@ -55,26 +58,6 @@ pub struct DeleteResponse {
 pub struct CollectionList {
     #[schema(value_type = Vec<Object>)]
     pub collections: Vec<Value>,
-}
-
-#[derive(Debug, serde::Serialize, ToSchema)]
-pub struct SearchHit {
-    pub id: String,
-    pub score: f32,
-    #[schema(value_type = Option<Object>)]
-    pub fields: Option<Value>,
-    #[schema(value_type = Option<Object>)]
-    pub text: Option<Value>,
-    #[schema(value_type = Option<Object>)]
-    pub vectors: Option<Value>,
-}
-
-#[derive(Debug, serde::Serialize, ToSchema)]
-pub struct SearchAnswer {
-    pub hits: Vec<SearchHit>,
-    /// The plan, with `"explain": true`.
-    #[schema(value_type = Option<Object>)]
-    pub plan: Option<Value>,
 }
 
 impl From<kyrodb_search::Error> for ApiError {
@@ -544,26 +527,27 @@ pub async fn delete_many(
 
 /// Vector search with an optional filter, applied during the graph traversal or answered exactly
 /// over the filtered set, whichever the planner estimates cheaper (`"explain": true` shows it).
-#[utoipa::path(post, path = "/v2/collections/{name}/search", tag = "collections", request_body = AnyObject,
+#[utoipa::path(post, path = "/v2/collections/{name}/search", tag = "collections", request_body = SearchBody,
     params(("name" = String, Path)),
-    responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn search(
     State(s): State<AppState>,
     Path(name): Path<String>,
-    JsonBody(body): JsonBody<Map<String, Value>>,
-) -> Result<Json<Value>, ApiError> {
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let body = wire::decode::<SearchBody>(&body, "invalid_query", "a search")?;
     let c = collection(&s, &name)?;
-    search_body(&s, c, Value::Object(body)).await
+    search_body(&s, c, body).await
 }
 
-/// A search request's JSON against `c`: a text query is embedded first with the field's model.
+/// A search request against `c`: a text query is embedded first with the field's model.
 async fn search_body(
     s: &AppState,
     c: Arc<Collection>,
-    body: Value,
-) -> Result<Json<Value>, ApiError> {
+    body: SearchBody,
+) -> Result<Json<SearchResponse>, ApiError> {
     let schema = c.schema();
-    let mut req = SearchRequest::parse(&body, &schema)?;
+    let mut req = body.bind(&schema)?;
     if let Some(t) = tenant(&c)? {
         // The tenant condition is added beside the request's filter: it narrows, never widens.
         req.filter = Some(t.restrict(req.filter.take()));
@@ -572,13 +556,12 @@ async fn search_body(
         let e = schema.vectors[&req.using]
             .embed
             .clone()
-            .expect("parse checked that the field is embedded");
+            .expect("bind checked that the field is embedded");
         s.embed.check_field(&req.using, &e)?;
         req.vector = s.embed.embed(vec![text]).await?.remove(0);
     }
-    let out = run_search(move |cancel| c.search(&req, cancel)).await?;
     Ok(Json(
-        serde_json::to_value(out).map_err(|e| ApiError::internal(e.to_string()))?,
+        run_search(move |cancel| c.search(&req, cancel)).await?,
     ))
 }
 
@@ -590,42 +573,42 @@ async fn search_body(
 /// 100) after the filter and time range; ties break by id. With only a filter and/or a time range,
 /// the matching documents newest first. `"explain": true` adds each hit's component ranks and
 /// scores and the plan (stages, candidate counts, time per stage).
-#[utoipa::path(post, path = "/v2/search/hybrid", tag = "collections", request_body = AnyObject,
+#[utoipa::path(post, path = "/v2/search/hybrid", tag = "collections", request_body = HybridBody,
     responses((status = 200, body = AnyObject), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn hybrid(
     State(s): State<AppState>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let name = kyrodb_search::hybrid::collection_of(&body)?;
-    let c = collection(&s, &name)?;
+    let body = wire::decode::<HybridBody>(&body, "invalid_query", "a hybrid search")?;
+    let c = collection(&s, body.collection()?)?;
     hybrid_body(&s, c, body).await
 }
 
-/// A hybrid request's JSON against `c`: text vector queries are embedded first.
+/// A hybrid request against `c`: text vector queries are embedded first.
 async fn hybrid_body(
     s: &AppState,
     c: Arc<Collection>,
-    body: Value,
+    body: HybridBody,
 ) -> Result<Json<Value>, ApiError> {
-    let req = hybrid_request(s, &c, &body).await?;
+    let req = hybrid_request(s, &c, body).await?;
     Ok(Json(
         run_search(move |cancel| c.hybrid(&req, cancel)).await?,
     ))
 }
 
-/// Parses a hybrid request against `c`'s schema and embeds its text vector queries (together,
-/// each with its field's model).
+/// Binds a hybrid request to `c`'s schema and embeds its text vector queries (together, each
+/// with its field's model).
 async fn hybrid_request(
     s: &AppState,
     c: &Collection,
-    body: &Value,
+    body: HybridBody,
 ) -> Result<HybridRequest, ApiError> {
     let schema = c.schema();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let mut req = HybridRequest::parse(body, &schema, now_ms)?;
+    let mut req = body.bind(&schema, now_ms)?;
     if let Some(t) = tenant(c)? {
         req.filter = Some(t.restrict(req.filter.take()));
     }
@@ -635,7 +618,7 @@ async fn hybrid_request(
             let e = schema.vectors[&vq.using]
                 .embed
                 .clone()
-                .expect("parse checked that the field is embedded");
+                .expect("bind checked that the field is embedded");
             s.embed.check_field(&vq.using, &e)?;
             texts.push((i, t.clone()));
         }
@@ -674,7 +657,12 @@ pub async fn feedback(
     )?;
     let c = collection(&s, &name)?;
     let fb = kyrodb_search::rank::Feedback::parse(&body)?;
-    let req = hybrid_request(&s, &c, &fb.query_body(&c.schema())).await?;
+    let query = wire::decode::<HybridBody>(
+        &fb.query_body(&c.schema()),
+        "invalid_query",
+        "a hybrid search",
+    )?;
+    let req = hybrid_request(&s, &c, query).await?;
     Ok(Json(
         run_search(move |cancel| c.feedback(&req, &fb, cancel)).await?,
     ))
@@ -689,166 +677,165 @@ pub async fn feedback(
     params(("collection" = String, Query), ("similar_to" = String, Query, description = "query text, embedded with the vector field's model"),
         ("using" = Option<String>, Query), ("limit" = Option<u32>, Query), ("q" = Option<String>, Query),
         ("vector_sim" = Option<f64>, Query), ("auto_rank" = Option<bool>, Query)),
-    responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn search_get(
     State(s): State<AppState>,
     super::extract::QueryOf(params): super::extract::QueryOf<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut name = None;
-    let mut body = Map::new();
-    let mut filter = Map::new();
-    let mut q: Option<String> = None;
-    let mut auto_rank = false;
-    for (k, v) in &params {
-        let dup =
-            |k: &str| ApiError::bad_request("invalid_query", format!("{k}: given more than once"));
-        match k.as_str() {
-            "collection" => {
-                if name.replace(v.clone()).is_some() {
-                    return Err(dup(k));
-                }
-            }
-            "similar_to" | "using" => {
-                if body
-                    .insert(
-                        if k == "similar_to" { "text" } else { "using" }.into(),
-                        json!(v),
-                    )
-                    .is_some()
-                {
-                    return Err(dup(k));
-                }
-            }
-            "limit" => {
-                let n: u64 = v.parse().map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid_query",
-                        format!("limit: expected an integer, got {v:?}"),
-                    )
-                })?;
-                body.insert("limit".into(), json!(n));
-            }
-            "q" => {
-                if q.replace(v.clone()).is_some() {
-                    return Err(dup(k));
-                }
-            }
-            "vector_sim" => {
-                let t = v.parse::<f64>().ok().filter(|t| t.is_finite()).ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_query",
-                        format!("vector_sim: expected a number (the vector score threshold), got {v:?}"),
-                    )
-                })?;
-                if body.insert("threshold".into(), json!(t)).is_some() {
-                    return Err(dup(k));
-                }
-            }
-            "auto_rank" => {
-                auto_rank = match v.as_str() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            "invalid_query",
-                            format!("auto_rank: expected true or false, got {v:?}"),
-                        ))
-                    }
-                };
-            }
-            _ => {
-                filter.insert(k.clone(), json!(v));
-            }
+    let q = GetSearch::from_params(params)?;
+    let c = collection(&s, &q.collection)?;
+    let schema = c.schema();
+    let filter = q.filter(&schema)?;
+    // A text query goes to the collection's embedded field when it has exactly one.
+    let using = q.using.or_else(|| {
+        let mut embedded = schema.embedded_fields();
+        match (embedded.next(), embedded.next()) {
+            (Some((field, _)), None) => Some(field.to_owned()),
+            _ => None,
         }
-    }
-    let name = name.ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_query",
-            "collection: missing (the collection to search)",
-        )
-    })?;
-    if !body.contains_key("text") && q.is_none() {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "similar_to or q: missing (the query text)",
+    });
+    if q.text_search.is_none() && !q.auto_rank {
+        let body = SearchBody {
+            text: q.similar_to,
+            using,
+            filter,
+            limit: q.limit,
+            threshold: q.vector_sim,
+            ..SearchBody::default()
+        };
+        let Json(answer) = search_body(&s, c, body).await?;
+        return Ok(Json(
+            serde_json::to_value(answer).map_err(|e| ApiError::internal(e.to_string()))?,
         ));
     }
-    let c = collection(&s, &name)?;
-    let schema = c.schema();
-    if !body.contains_key("using") {
-        // A text query goes to the collection's embedded field when it has exactly one.
-        let mut embedded = schema.embedded_fields();
-        if let (Some((field, _)), None) = (embedded.next(), embedded.next()) {
-            body.insert("using".into(), json!(field));
-        }
-    }
-    if !filter.is_empty() {
-        // Query strings carry text: type each value by its field so the filter language accepts it.
-        for (k, v) in filter.iter_mut() {
-            let text = v.as_str().unwrap_or_default().to_owned();
-            *v = match schema.fields.get(k) {
-                Some(kyrodb_search::schema::FieldType::Integer) => {
-                    text.parse::<i64>().map(|n| json!(n)).map_err(|_| {
-                        ApiError::bad_request(
-                            "invalid_filter",
-                            format!("{k}: expected an integer, got {text:?}"),
-                        )
-                    })?
+    // Full text and/or ranking: the hybrid search, with the similar_to vector as one component.
+    let body = HybridBody {
+        collection: Some(q.collection),
+        vector_similarity: q.similar_to.map(|text| {
+            wire::OneOrMany::One(wire::VectorQueryBody {
+                text: Some(text),
+                using,
+                threshold: q.vector_sim,
+                ..Default::default()
+            })
+        }),
+        text_search: q.text_search.map(wire::TextSearchBody::Query),
+        metadata_filters: filter,
+        limit: q.limit,
+        fusion_strategy: q
+            .auto_rank
+            .then(|| wire::FusionBody::Name("auto_rank".into())),
+        ..HybridBody::default()
+    };
+    hybrid_body(&s, c, body).await
+}
+
+/// The query-string form of a search, read from its parameters (each at most once).
+#[derive(Debug, Default)]
+struct GetSearch {
+    collection: String,
+    similar_to: Option<String>,
+    using: Option<String>,
+    limit: Option<u64>,
+    text_search: Option<String>,
+    vector_sim: Option<f64>,
+    auto_rank: bool,
+    /// Every other parameter: field = value, typed by the schema in [`GetSearch::filter`].
+    equals: Vec<(String, String)>,
+}
+
+impl GetSearch {
+    fn from_params(params: Vec<(String, String)>) -> Result<GetSearch, ApiError> {
+        let bad = |m: String| ApiError::bad_request("invalid_query", m);
+        let mut q = GetSearch::default();
+        let mut collection = None;
+        for (k, v) in params {
+            let once = |slot: &mut Option<String>, v: String| match slot.replace(v) {
+                Some(_) => Err(bad(format!("{k}: given more than once"))),
+                None => Ok(()),
+            };
+            match k.as_str() {
+                "collection" => once(&mut collection, v)?,
+                "similar_to" => once(&mut q.similar_to, v)?,
+                "using" => once(&mut q.using, v)?,
+                "q" => once(&mut q.text_search, v)?,
+                "limit" => {
+                    let n = v
+                        .parse::<u64>()
+                        .map_err(|_| bad(format!("limit: expected an integer, got {v:?}")))?;
+                    q.limit = Some(n);
                 }
-                Some(kyrodb_search::schema::FieldType::Float) => text
+                "vector_sim" => {
+                    let t = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|t| t.is_finite())
+                        .ok_or_else(|| {
+                            bad(format!(
+                            "vector_sim: expected a number (the vector score threshold), got {v:?}"
+                        ))
+                        })?;
+                    if q.vector_sim.replace(t).is_some() {
+                        return Err(bad(format!("{k}: given more than once")));
+                    }
+                }
+                "auto_rank" => {
+                    q.auto_rank = match v.as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => {
+                            return Err(bad(format!(
+                                "auto_rank: expected true or false, got {v:?}"
+                            )))
+                        }
+                    };
+                }
+                _ => q.equals.push((k, v)),
+            }
+        }
+        q.collection = collection
+            .ok_or_else(|| bad("collection: missing (the collection to search)".into()))?;
+        if q.similar_to.is_none() && q.text_search.is_none() {
+            return Err(bad("similar_to or q: missing (the query text)".into()));
+        }
+        Ok(q)
+    }
+
+    /// The equality parameters as a filter, each value typed by its field (query strings carry
+    /// text; the filter language checks the rest, an unknown field included).
+    fn filter(&self, schema: &Schema) -> Result<Option<Value>, ApiError> {
+        use kyrodb_search::schema::FieldType;
+        if self.equals.is_empty() {
+            return Ok(None);
+        }
+        let mut filter = Map::new();
+        for (k, text) in &self.equals {
+            let bad = |what: &str| {
+                ApiError::bad_request(
+                    "invalid_filter",
+                    format!("{k}: expected {what}, got {text:?}"),
+                )
+            };
+            let v = match schema.fields.get(k) {
+                Some(FieldType::Integer) => {
+                    json!(text.parse::<i64>().map_err(|_| bad("an integer"))?)
+                }
+                Some(FieldType::Float) => json!(text
                     .parse::<f64>()
                     .ok()
                     .filter(|f| f.is_finite())
-                    .map(|f| json!(f))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_filter",
-                            format!("{k}: expected a number, got {text:?}"),
-                        )
-                    })?,
-                Some(kyrodb_search::schema::FieldType::Bool) => match text.as_str() {
+                    .ok_or_else(|| bad("a number"))?),
+                Some(FieldType::Bool) => match text.as_str() {
                     "true" => json!(true),
                     "false" => json!(false),
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            "invalid_filter",
-                            format!("{k}: expected true or false, got {text:?}"),
-                        ))
-                    }
+                    _ => return Err(bad("true or false")),
                 },
                 _ => json!(text),
             };
+            // A repeated parameter: the last value wins, as before.
+            filter.insert(k.clone(), v);
         }
-        body.insert("filter".into(), Value::Object(filter));
+        Ok(Some(Value::Object(filter)))
     }
-    if q.is_none() && !auto_rank {
-        return search_body(&s, c, Value::Object(body)).await;
-    }
-    // Full text and/or ranking: the hybrid search, with the similar_to vector as one component.
-    let mut h = Map::new();
-    h.insert("collection".into(), json!(name));
-    if let Some(text) = body.remove("text") {
-        let mut vq = Map::new();
-        vq.insert("text".into(), text);
-        for (from, to) in [("using", "using"), ("threshold", "threshold")] {
-            if let Some(v) = body.remove(from) {
-                vq.insert(to.into(), v);
-            }
-        }
-        h.insert("vector_similarity".into(), Value::Object(vq));
-    }
-    if let Some(q) = q {
-        h.insert("text_search".into(), json!(q));
-    }
-    if let Some(f) = body.remove("filter") {
-        h.insert("metadata_filters".into(), f);
-    }
-    if let Some(l) = body.remove("limit") {
-        h.insert("limit".into(), l);
-    }
-    if auto_rank {
-        h.insert("fusion_strategy".into(), json!("auto_rank"));
-    }
-    hybrid_body(&s, c, Value::Object(h)).await
 }
