@@ -159,14 +159,15 @@ fn render(doc: &Value) -> String {
     writeln!(
         out,
         "\n## Error codes\n\nEvery error answer is `{{\"error\": {{\"code\", \"message\"}}}}`; the codes \
-         (stable; the SDK raises one exception class per code):\n\n| code | meaning |\n|---|---|"
+         (stable; the SDK raises one exception class per code):\n\n| code | status | meaning |\n|---|---|---|"
     )
     .unwrap();
     for c in doc["x-error-codes"].as_array().unwrap() {
         writeln!(
             out,
-            "| `{}` | {} |",
+            "| `{}` | {} | {} |",
             c["code"].as_str().unwrap(),
+            c["status"],
             one_line(c["meaning"].as_str().unwrap())
         )
         .unwrap();
@@ -240,5 +241,39 @@ fn the_api_reference_is_generated_from_the_served_document() {
     assert!(
         have == want,
         "docs/api.md is stale: run KYRODB_UPDATE_DOCS=1 cargo test -p kyrodb --test api_reference"
+    );
+}
+
+/// The Python SDK's exception classes (one per error code) and the names its package exports are
+/// generated from the served document's `x-error-codes` by `clients/python/tools/gen_errors.py`
+/// (standard library only); this fails when they are stale.
+#[test]
+fn the_sdk_error_classes_are_generated_from_the_served_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::Server::start(&dir.path().join("data"), &[]);
+    let doc = s.get("/openapi.json").json();
+    assert!(
+        doc["x-error-codes"].as_array().is_some_and(|c| c
+            .iter()
+            .all(|c| c["code"].is_string() && c["status"].is_u64() && c["meaning"].is_string())),
+        "x-error-codes: {}",
+        doc["x-error-codes"]
+    );
+    let spec = dir.path().join("openapi.json");
+    std::fs::write(&spec, doc.to_string()).unwrap();
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/python");
+    let update = std::env::var_os("KYRODB_UPDATE_DOCS").is_some();
+    let out = std::process::Command::new("python3")
+        .current_dir(&sdk)
+        .arg("tools/gen_errors.py")
+        .arg(&spec)
+        .args((!update).then_some("--check"))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}{}\n(regenerate: KYRODB_UPDATE_DOCS=1 cargo test -p kyrodb --test api_reference)",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -345,13 +345,15 @@ impl Cluster {
         Ok(c)
     }
 
-    /// Initialises the cluster with the configured voters: Ok(false) when it already was.
-    pub async fn initialize(&self) -> Result<bool, String> {
+    /// Initialises the cluster with the configured voters: Ok(false) when it already was;
+    /// [`ChangeFailure::Refused`] when it cannot be done as configured (nothing changed),
+    /// [`ChangeFailure::Unknown`] when Raft failed on the way.
+    pub async fn initialize(&self) -> Result<bool, ChangeFailure> {
         if self
             .raft
             .is_initialized()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| ChangeFailure::Unknown(e.to_string()))?
         {
             return Ok(false);
         }
@@ -362,24 +364,26 @@ impl Cluster {
         // files (the same keys, values and sequence numbers).
         let seed = self.seed_pending();
         if seed && self.members.len() > 1 {
-            return Err(format!(
+            return Err(ChangeFailure::Refused(format!(
                 "this node holds a restored backup: it can seed a cluster only alone — list only \
                  itself in --cluster, init, then join the others ({} voters listed)",
                 self.members.len()
-            ));
+            )));
         }
         match self.raft.initialize(self.members.clone()).await {
             Ok(()) => {
                 tracing::info!(members = ?self.members.keys().collect::<Vec<_>>(), "cluster initialised");
                 if seed {
-                    self.seal_seed().await?;
+                    self.seal_seed().await.map_err(ChangeFailure::Unknown)?;
                     self.seed_pending
                         .store(false, std::sync::atomic::Ordering::Release);
                 }
                 Ok(true)
             }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
-            Err(e) => Err(format!("initialising the cluster: {e}")),
+            Err(e) => Err(ChangeFailure::Unknown(format!(
+                "initialising the cluster: {e}"
+            ))),
         }
     }
 

@@ -5,6 +5,7 @@
 //! Tokens are compared as SHA-256 digests in constant time (`subtle`) against every configured key,
 //! with no early exit, so timing tells neither which key or prefix matched nor a key's length.
 
+use crate::error::ErrorCode;
 use std::sync::Arc;
 
 use axum::{
@@ -133,8 +134,7 @@ impl Auth {
     /// Who a token is: a configured key (the strongest role among those it matches) or a stored
     /// one; 401 for a missing, malformed or unknown token.
     pub fn principal(&self, authorization: Option<&[u8]>) -> Result<Arc<Principal>, ApiError> {
-        let unauthorized =
-            |m: &str| ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let unauthorized = |m: &str| ApiError::of(ErrorCode::Unauthorized, m);
         let token = authorization
             .and_then(bearer_token)
             .ok_or_else(|| unauthorized("missing bearer token"))?;
@@ -160,9 +160,8 @@ impl Auth {
     ) -> Result<Arc<Principal>, (ApiError, Option<Arc<Principal>>)> {
         let p = self.principal(authorization).map_err(|e| (e, None))?;
         if p.role < need {
-            let e = ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "forbidden",
+            let e = ApiError::of(
+                ErrorCode::Forbidden,
                 format!(
                     "this route needs role {}; the token has role {}",
                     need.as_str(),
@@ -172,9 +171,8 @@ impl Auth {
             return Err((e, Some(p)));
         }
         if global && !p.is_global() {
-            let e = ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "forbidden",
+            let e = ApiError::of(
+                ErrorCode::Forbidden,
                 format!(
                     "this route acts on the whole node: it needs a key that reaches every \
                      collection and keyspace (\"*\") and no tenant; key {} is scoped",
@@ -281,9 +279,8 @@ pub async fn require_role(
             let bytes = match axum::body::to_bytes(body, usize::MAX).await {
                 Ok(b) => b,
                 Err(_) => {
-                    let e = ApiError::new(
-                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
+                    let e = ApiError::of(
+                        ErrorCode::BodyTooLarge,
                         "the request body is over body_bytes_max, or was cut off",
                     );
                     return answer(e, Some(&p));

@@ -10,6 +10,7 @@
 //!   or `Sec-Fetch-Site`) must say `application/json`. Clients without those headers (curl, the
 //!   SDK, the CLI) are unaffected: `curl -d` (form content type or none) keeps working.
 
+use crate::error::ErrorCode;
 use std::{
     convert::Infallible,
     future::Future,
@@ -21,7 +22,7 @@ use std::{
 
 use axum::{
     extract::Request,
-    http::{header, HeaderMap, Method, StatusCode},
+    http::{header, HeaderMap, Method},
     response::{IntoResponse, Response},
 };
 
@@ -196,9 +197,7 @@ impl BrowserRules {
                 .find(|v| !std::str::from_utf8(v).is_ok_and(|v| self.host_allowed(v)));
             if let Some(bad) = bad {
                 let shown = String::from_utf8_lossy(bad).into_owned();
-                let e = ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "host_not_allowed",
+                let e = ApiError::of(ErrorCode::HostNotAllowed,
                     format!(
                         "Host {:?} is not served: a server on a loopback address answers only loopback host names (DNS rebinding); add the name to KYRODB_ALLOWED_HOSTS to serve it",
                         echo(&shown)
@@ -228,9 +227,7 @@ impl BrowserRules {
                 .is_some_and(|v| v == "cross-site" || v == "same-site"),
         };
         refused.then(|| {
-            let e = ApiError::new(
-                StatusCode::FORBIDDEN,
-                "cross_origin_refused",
+            let e = ApiError::of(ErrorCode::CrossOriginRefused,
                 format!(
                     "a {} from another site (Origin {:?}) is refused: only the server's own pages and the origins in KYRODB_CORS_ORIGINS may write",
                     req.method(),

@@ -13,6 +13,7 @@
 //! - hyper's own answers to unparsable requests (400 garbage request line, 414 URI too long, 431 headers
 //!   too large), which carry no body, are rewritten to the `{"error": {...}}` JSON shape.
 
+use crate::error::ErrorCode;
 use std::{
     future::Future,
     io,
@@ -160,7 +161,7 @@ impl RefusalLog {
 const REFUSALS_MAX: usize = 32;
 
 /// A whole answer written below the router: a status line, extra header lines, a JSON error, close.
-fn closing_answer(status: &str, headers: &str, code: &str, message: &str) -> Vec<u8> {
+fn closing_answer(status: &str, headers: &str, code: ErrorCode, message: &str) -> Vec<u8> {
     let body = error_json(code, message);
     let mut answer = format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}x-content-type-options: nosniff\r\nconnection: close\r\n\r\n",
@@ -176,7 +177,7 @@ fn refusal() -> Vec<u8> {
     closing_answer(
         "503 Service Unavailable",
         "retry-after: 1\r\n",
-        "too_many_connections",
+        ErrorCode::TooManyConnections,
         "the server's connection limit (connections_max) is reached; retry later",
     )
 }
@@ -395,7 +396,7 @@ async fn refuse_plain_http(tcp: TcpStream) {
     let answer = closing_answer(
         "400 Bad Request",
         "",
-        "tls_required",
+        ErrorCode::TlsRequired,
         "this port speaks HTTPS (TLS): use an https:// URL",
     );
     answer_and_close(tcp, &answer).await;
@@ -523,15 +524,15 @@ fn rewrite_parse_error(buf: &[u8]) -> Option<Vec<u8>> {
     let status = axum::http::StatusCode::from_u16(code).ok()?;
     let (err_code, message) = match code {
         400 => (
-            "bad_request",
+            ErrorCode::BadRequest,
             "the request could not be parsed as HTTP/1.1 (request line or headers malformed)",
         ),
         414 => (
-            "uri_too_long",
+            ErrorCode::UriTooLong,
             "the request URI is longer than the server accepts (64 KiB)",
         ),
         431 => (
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             "the request headers are larger than the server accepts",
         ),
         _ => (

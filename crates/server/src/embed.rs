@@ -2,6 +2,7 @@
 //! `kyrodb model install`; nothing is downloaded at run time) behind the micro-batcher. Without a
 //! model the server runs anyway and says `auto_embed: unavailable` with how to install it.
 
+use crate::error::ErrorCode;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -109,9 +110,7 @@ impl EmbedState {
 
     /// The 503 a request that needs a model gets when there is none.
     pub fn unavailable_error(&self) -> ApiError {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "model_unavailable",
+        ApiError::of(ErrorCode::ModelUnavailable,
             format!(
                 "embedding needs the model {} and it is not loaded ({}); install it with `kyrodb model install --model-dir {}` and restart the server",
                 MINILM.name,
@@ -177,22 +176,25 @@ fn embed_error(e: kyrodb_embed::Error) -> ApiError {
     use kyrodb_embed::Error as E;
     let msg = e.to_string();
     match e {
-        E::Busy { .. } => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg).retry_after(1)
-        }
-        E::Closed => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", msg).retry_after(1)
-        }
-        E::TooLarge(_) => ApiError::new(StatusCode::BAD_REQUEST, "too_large", msg),
-        _ => ApiError::internal(msg),
+        E::Busy { .. } => ApiError::of(ErrorCode::Busy, msg).retry_after(1),
+        E::Closed => ApiError::of(ErrorCode::ShuttingDown, msg).retry_after(1),
+        E::TooLarge(_) => ApiError::of(ErrorCode::TooLarge, msg),
+        // The model's files: a missing one is the operator's to install (503 until then); a
+        // file that is not the pinned one, or that cannot be read, names the file.
+        E::Missing { .. } => ApiError::of(ErrorCode::ModelUnavailable, msg),
+        E::Corrupt { .. } => ApiError::of(ErrorCode::Corrupt, msg),
+        E::Io { .. } => ApiError::of(ErrorCode::Io, msg),
+        E::Install(_) | E::Tokenizer(_) | E::Inference(_) => ApiError::internal(msg),
+        // No catch-all: a new embed error must be mapped here on purpose.
     }
 }
 
 /// Checks an embedding request's texts against the documented limits (400 naming the limit).
 pub fn check_texts(texts: &[String], path: &str) -> Result<(), ApiError> {
     if texts.len() > EMBED_TEXTS_MAX {
-        return Err(ApiError::bad_request(
-            "too_many",
+        return Err(ApiError::of_status(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::TooMany,
             format!(
                 "{path}: at most {EMBED_TEXTS_MAX} texts per request, got {}",
                 texts.len()
@@ -201,8 +203,8 @@ pub fn check_texts(texts: &[String], path: &str) -> Result<(), ApiError> {
     }
     let bytes: usize = texts.iter().map(String::len).sum();
     if bytes > EMBED_BYTES_MAX {
-        return Err(ApiError::bad_request(
-            "too_large",
+        return Err(ApiError::of(
+            ErrorCode::TooLarge,
             format!("{path}: at most {EMBED_BYTES_MAX} bytes of text per request, got {bytes}"),
         ));
     }
@@ -224,7 +226,7 @@ pub fn govern_schema(schema: &mut kyrodb_search::Schema) -> Result<(), ApiError>
 /// the field's dimension, and a given version or sha256 must match; both are then filled in.
 pub fn govern_spec(path: &str, dim: u32, e: &mut kyrodb_search::EmbedSpec) -> Result<(), ApiError> {
     let bad = |part: &str, msg: String| {
-        ApiError::bad_request("invalid_schema", format!("{path}{part}: {msg}"))
+        ApiError::of(ErrorCode::InvalidSchema, format!("{path}{part}: {msg}"))
     };
     if e.model != MINILM.name {
         return Err(bad(
@@ -273,9 +275,7 @@ impl EmbedState {
             return Err(self.unavailable_error());
         };
         if info.name != e.model || e.sha256.as_deref().is_some_and(|s| s != info.sha256) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "model_mismatch",
+            return Err(ApiError::of_status(StatusCode::CONFLICT, ErrorCode::ModelMismatch,
                 format!(
                     "vectors.{field} is embedded with {} (sha256 {}), but this server runs {} (sha256 {}); re-embed the collection or install that model",
                     e.model,
@@ -317,5 +317,55 @@ impl EmbedState {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embed_error_has_its_own_answer_and_file_errors_name_the_file() {
+        use kyrodb_embed::Error as E;
+        let path = std::path::PathBuf::from("/models/minilm/model.safetensors");
+        let cases = [
+            (
+                E::Missing { path: path.clone() },
+                "model_unavailable",
+                503,
+                true,
+            ),
+            (
+                E::Corrupt {
+                    path: path.clone(),
+                    reason: "sha256 differs".into(),
+                },
+                "corrupt",
+                500,
+                true,
+            ),
+            (
+                E::Io {
+                    path: path.clone(),
+                    source: std::io::Error::other("EIO"),
+                },
+                "io",
+                500,
+                true,
+            ),
+            (E::Busy { queued: 9, max: 8 }, "busy", 503, false),
+            (E::Closed, "shutting_down", 503, false),
+            (E::TooLarge("too big".into()), "too_large", 400, false),
+            (E::Inference("nan".into()), "internal", 500, false),
+        ];
+        for (e, code, status, names_file) in cases {
+            let a = embed_error(e);
+            assert_eq!(
+                (a.code.as_str(), a.status.as_u16()),
+                (code, status),
+                "{a:?}"
+            );
+            assert_eq!(a.message.contains("model.safetensors"), names_file, "{a:?}");
+        }
     }
 }

@@ -15,9 +15,9 @@
 //! (`routes::collections::collection`, `routes::kv::keyspace`), so a handler cannot reach a
 //! collection or keyspace without the check.
 
+use crate::error::ErrorCode;
 use std::{collections::HashMap, num::NonZeroU32, sync::Arc};
 
-use axum::http::StatusCode;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use kyrodb_storage::Db;
 use serde::{Deserialize, Serialize};
@@ -242,7 +242,7 @@ pub struct Principal {
 }
 
 fn forbidden(message: String) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    ApiError::of(ErrorCode::Forbidden, message)
 }
 
 impl Principal {
@@ -378,8 +378,8 @@ fn check_text(path: &str, s: &str, glob_ok: bool) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "invalid_api_key",
+        Err(ApiError::of(
+            ErrorCode::InvalidApiKey,
             format!(
                 "{path}: {:?} must be 1–{TEXT_BYTES_MAX} characters from A-Z a-z 0-9 _ - .{}",
                 crate::error::cut_echo(s, 64),
@@ -402,8 +402,8 @@ impl NewKey {
         };
         if let Some(n) = &self.name {
             if n.len() > TEXT_BYTES_MAX || n.chars().any(char::is_control) {
-                return Err(ApiError::bad_request(
-                    "invalid_api_key",
+                return Err(ApiError::of(
+                    ErrorCode::InvalidApiKey,
                     format!("name: at most {TEXT_BYTES_MAX} bytes, no control characters"),
                 ));
             }
@@ -413,8 +413,8 @@ impl NewKey {
             ("keyspaces", &self.keyspaces),
         ] {
             if list.len() > SCOPES_MAX {
-                return Err(ApiError::bad_request(
-                    "invalid_api_key",
+                return Err(ApiError::of(
+                    ErrorCode::InvalidApiKey,
                     format!("{what}: at most {SCOPES_MAX} names or globs"),
                 ));
             }
@@ -427,8 +427,8 @@ impl NewKey {
         }
         let q = &self.quotas;
         if q.requests_per_s == Some(0) || q.bytes_per_s == Some(0) || q.documents == Some(0) {
-            return Err(ApiError::bad_request(
-                "invalid_api_key",
+            return Err(ApiError::of(
+                ErrorCode::InvalidApiKey,
                 "quotas: every quota is at least 1 (leave it out for no limit)",
             ));
         }
@@ -437,15 +437,15 @@ impl NewKey {
             || big(q.bytes_per_s, u32::MAX.into())
             || big(q.documents, 1 << 53)
         {
-            return Err(ApiError::bad_request(
-                "invalid_api_key",
+            return Err(ApiError::of(
+                ErrorCode::InvalidApiKey,
                 "quotas: requests_per_s and bytes_per_s are at most 4294967295, documents at \
                  most 2^53",
             ));
         }
         if q.documents.is_some() && self.tenant.is_none() {
-            return Err(ApiError::bad_request(
-                "invalid_api_key",
+            return Err(ApiError::of(
+                ErrorCode::InvalidApiKey,
                 "quotas.documents: counts a tenant's documents, so it needs tenant",
             ));
         }
@@ -490,8 +490,8 @@ fn parse_id(id: &str) -> Result<u64, ApiError> {
             return Ok(k);
         }
     }
-    Err(ApiError::bad_request(
-        "invalid_api_key_id",
+    Err(ApiError::of(
+        ErrorCode::InvalidApiKeyId,
         format!(
             "key id {:?} is not 16 hex digits",
             crate::error::cut_echo(id, 40)
@@ -525,7 +525,7 @@ fn bucket(per_s: u64) -> DefaultDirectRateLimiter {
 }
 
 fn rate_limited(message: String) -> ApiError {
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).retry_after(1)
+    ApiError::of(ErrorCode::RateLimited, message).retry_after(1)
 }
 
 impl KeyStore {
@@ -592,9 +592,8 @@ impl KeyStore {
             None => self.db.create_keyspace(KEYS_KEYSPACE)?,
         };
         if ks.count() as usize >= KEYS_MAX {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "too_many_api_keys",
+            return Err(ApiError::of(
+                ErrorCode::TooManyApiKeys,
                 format!("a server holds at most {KEYS_MAX} keys; delete unused ones"),
             ));
         }
@@ -648,13 +647,8 @@ impl KeyStore {
     /// Revokes a key: 404 `key_not_found` when there is none with that id.
     pub fn delete(&self, id: &str) -> Result<(), ApiError> {
         let k = parse_id(id)?;
-        let not_found = || {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "api_key_not_found",
-                format!("no key with id {id:?}"),
-            )
-        };
+        let not_found =
+            || ApiError::of(ErrorCode::ApiKeyNotFound, format!("no key with id {id:?}"));
         let Some(ks) = self.keyspace()? else {
             return Err(not_found());
         };
@@ -718,9 +712,8 @@ impl KeyStore {
                     )))
                 }
                 Err(_) => {
-                    return Err(ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
+                    return Err(ApiError::of(
+                        ErrorCode::BodyTooLarge,
                         format!(
                             "the body ({body_bytes} bytes) is over key {}'s quota of {} bytes \
                              per second",

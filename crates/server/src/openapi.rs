@@ -91,10 +91,11 @@ pub fn document_json(o: DocOptions) -> String {
             }
         }
     }
-    // Every error code with its meaning ([`crate::error::CODES`]), for clients and docs/api.md.
-    v["x-error-codes"] = crate::error::CODES
+    // Every error code with its status and meaning ([`crate::error::ErrorCode`]), for clients
+    // (the SDK's exception classes are generated from it) and docs/api.md.
+    v["x-error-codes"] = crate::error::ErrorCode::ALL
         .iter()
-        .map(|(code, meaning)| serde_json::json!({"code": code, "meaning": meaning}))
+        .map(|c| serde_json::json!({"code": c.as_str(), "status": c.status_u16(), "meaning": c.meaning()}))
         .collect();
     v.to_string()
 }

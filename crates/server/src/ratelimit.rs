@@ -6,6 +6,7 @@
 //! Memory stays bounded: a sweeper drops the state of clients whose bucket is full again
 //! (`retain_recent`) every [`SWEEP_INTERVAL`].
 
+use crate::error::ErrorCode;
 use std::{
     net::{IpAddr, SocketAddr},
     num::NonZeroU32,
@@ -15,7 +16,7 @@ use std::{
 
 use axum::{
     extract::{ConnectInfo, Request, State},
-    http::{HeaderMap, StatusCode},
+    http::HeaderMap,
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -127,9 +128,8 @@ pub async fn rate_limit(State(limiter): State<Limiter>, req: Request, next: Next
         Ok(()) => next.run(req).await,
         Err(wait_s) => {
             metrics::counter!("kyrodb_http_rate_limited_total").increment(1);
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+            ApiError::of(
+                ErrorCode::RateLimited,
                 format!("rate limit exceeded for {ip}"),
             )
             .retry_after(wait_s)

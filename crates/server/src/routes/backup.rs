@@ -2,6 +2,7 @@
 //! `backup_dirs` (none by default: a leaked admin token cannot make the server write anywhere), one
 //! at a time, on a thread of its own; `GET /v1/backups/{id}` follows it.
 
+use crate::error::ErrorCode;
 use std::{
     collections::VecDeque,
     sync::{atomic::Ordering, Arc, Mutex, MutexGuard},
@@ -167,20 +168,19 @@ pub async fn create(
     JsonBody(req): JsonBody<CreateBackup>,
 ) -> Result<Response, ApiError> {
     let spec = TargetSpec::parse(&req.to)
-        .map_err(|e| ApiError::bad_request("invalid_backup_target", format!("to: {e}")))?;
+        .map_err(|e| ApiError::of(ErrorCode::InvalidBackupTarget, format!("to: {e}")))?;
     if let TargetSpec::Dir(p) = &spec {
         if !p.is_absolute() {
-            return Err(ApiError::bad_request(
-                "invalid_backup_target",
+            return Err(ApiError::of(
+                ErrorCode::InvalidBackupTarget,
                 format!("to: {:?} is not an absolute path", req.to),
             ));
         }
     }
     let b = &s.backups;
     if !b.allowed.iter().any(|a| spec.is_inside(a)) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "backup_dir_not_allowed",
+        return Err(ApiError::of(
+            ErrorCode::BackupDirNotAllowed,
             format!(
                 "to: {} is not inside a directory or prefix of the server's backup_dirs ({})",
                 spec.location(),
@@ -200,9 +200,8 @@ pub async fn create(
     let job = {
         let mut jobs = lock(&b.jobs);
         if let Some(running) = jobs.iter().find(|j| lock(&j.finished).is_none()) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "backup_in_progress",
+            return Err(ApiError::of(
+                ErrorCode::BackupInProgress,
                 format!("backup {} is running; one backup at a time", running.id),
             ));
         }
@@ -302,9 +301,8 @@ pub async fn status(
         .find(|j| j.id == id)
         .map(|j| Json(j.status()))
         .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no_such_backup",
+            ApiError::of(
+                ErrorCode::NoSuchBackup,
                 format!(
                     "no backup {} on this server (it keeps the last {FINISHED_KEPT})",
                     crate::error::cut_echo(&id, 64)

@@ -1,9 +1,10 @@
 //! Cluster mode: status, membership changes, and the read-consistency rule applied to data reads
 //! (linearizable by default, `?consistency=stale` for this node's state).
 
+use crate::error::ErrorCode;
 use axum::{
     extract::{Path, Request, State},
-    http::{HeaderValue, StatusCode, Uri},
+    http::{HeaderValue, Uri},
     middleware::Next,
     response::{IntoResponse, Response},
     Json,
@@ -20,9 +21,8 @@ pub const APPLIED_INDEX_HEADER: &str = "x-kyrodb-applied-index";
 
 fn cluster(s: &AppState) -> Result<&std::sync::Arc<kyrodb_cluster::Cluster>, ApiError> {
     s.cluster.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_clustered",
+        ApiError::of(
+            ErrorCode::NotClustered,
             "this server runs as a single node (start it with --node-id and --cluster)",
         )
     })
@@ -33,13 +33,10 @@ fn cluster(s: &AppState) -> Result<&std::sync::Arc<kyrodb_cluster::Cluster>, Api
 fn change_failed(f: kyrodb_cluster::ChangeFailure) -> ApiError {
     use kyrodb_cluster::ChangeFailure as F;
     match f {
-        F::Refused(m) => ApiError::new(StatusCode::CONFLICT, "cluster_change_refused", m),
-        F::NoLeader(m) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable", m).retry_after(1)
-        }
-        F::Unknown(m) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "cluster_change_failed",
+        F::Refused(m) => ApiError::of(ErrorCode::ClusterChangeRefused, m),
+        F::NoLeader(m) => ApiError::of(ErrorCode::ClusterUnavailable, m).retry_after(1),
+        F::Unknown(m) => ApiError::of(
+            ErrorCode::ClusterChangeFailed,
             format!("{m} (the change may or may not have been applied: see /v1/cluster/status)"),
         )
         .retry_after(1),
@@ -61,18 +58,17 @@ pub async fn status(State(s): State<AppState>) -> Result<Response, ApiError> {
 #[utoipa::path(post, path = "/v1/cluster/init", tag = "cluster",
     responses((status = 200, body = super::collections::AnyObject),
         (status = 404, description = "not_clustered", body = ErrorBody),
-        (status = 409, description = "already_initialised", body = ErrorBody),
+        (status = 409, description = "already_initialised, or cluster_change_refused (a restored backup listing other voters)", body = ErrorBody),
         (status = 503, description = "cluster_change_failed", body = ErrorBody)))]
 pub async fn init(State(s): State<AppState>) -> Result<Response, ApiError> {
     let c = cluster(&s)?;
     match c.initialize().await {
         Ok(true) => Ok(Json(c.status().await).into_response()),
-        Ok(false) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_initialised",
+        Ok(false) => Err(ApiError::of(
+            ErrorCode::AlreadyInitialised,
             "the cluster is already initialised",
         )),
-        Err(m) => Err(change_failed(kyrodb_cluster::ChangeFailure::Unknown(m))),
+        Err(f) => Err(change_failed(f)),
     }
 }
 
@@ -99,14 +95,14 @@ pub async fn add_node(
 ) -> Result<Response, ApiError> {
     let c = cluster(&s)?;
     if req.node_id == 0 {
-        return Err(ApiError::bad_request(
-            "invalid_node_id",
+        return Err(ApiError::of(
+            ErrorCode::InvalidNodeId,
             "node_id must be a positive integer",
         ));
     }
     if req.raft_addr.parse::<std::net::SocketAddr>().is_err() {
-        return Err(ApiError::bad_request(
-            "invalid_raft_addr",
+        return Err(ApiError::of(
+            ErrorCode::InvalidRaftAddr,
             format!("raft_addr {:?} must be IP:PORT", req.raft_addr),
         ));
     }
@@ -133,12 +129,11 @@ pub async fn remove_node(
 ) -> Result<Response, ApiError> {
     let c = cluster(&s)?;
     let id: u64 = id.parse().ok().filter(|i| *i > 0).ok_or_else(|| {
-        ApiError::bad_request("invalid_node_id", format!("{id:?} is not a node id"))
+        ApiError::of(ErrorCode::InvalidNodeId, format!("{id:?} is not a node id"))
     })?;
     if !c.status().await.voters.contains_key(&id) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_such_node",
+        return Err(ApiError::of(
+            ErrorCode::NoSuchNode,
             format!("node {id} is not a voter of this cluster"),
         ));
     }
@@ -186,11 +181,7 @@ fn key_still_holds(s: &AppState) -> Result<(), ApiError> {
     if store.still_holds(&p)? {
         return Ok(());
     }
-    Err(ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "unknown token",
-    ))
+    Err(ApiError::of(ErrorCode::Unauthorized, "unknown token"))
 }
 
 /// Takes `consistency` out of the query: Ok(true) for stale.
@@ -217,8 +208,8 @@ fn take_consistency(uri: &Uri) -> Result<(bool, Option<Uri>), ApiError> {
         "stale" => true,
         "linearizable" => false,
         _ => {
-            return Err(ApiError::bad_request(
-                "invalid_consistency",
+            return Err(ApiError::of(
+                ErrorCode::InvalidConsistency,
                 format!("consistency={v:?}: use linearizable (the default) or stale"),
             ))
         }
@@ -288,9 +279,8 @@ pub async fn read_consistency(
         .await
         .unwrap_or(false);
         if !caught_up {
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cluster_unavailable",
+            return ApiError::of(
+                ErrorCode::ClusterUnavailable,
                 "this node's collection registry did not catch up with the catalog within 10 s",
             )
             .retry_after(1)

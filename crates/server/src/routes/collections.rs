@@ -1,6 +1,7 @@
 //! `/v2`: collections of documents with filtered vector search (kyrodb-search does the work; this
 //! module parses HTTP, runs it off the async threads, and shapes the answers).
 
+use crate::error::ErrorCode;
 use std::{sync::Arc, time::Instant};
 
 use axum::{
@@ -65,26 +66,25 @@ impl From<kyrodb_search::Error> for ApiError {
         use kyrodb_search::Error as E;
         let msg = e.to_string();
         match e {
-            E::Invalid { code, .. } => ApiError::bad_request(code, msg),
-            E::NoSuchCollection(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "collection_not_found", msg)
-            }
-            E::NoSuchDocument(_) => ApiError::new(StatusCode::NOT_FOUND, "document_not_found", msg),
-            E::CollectionExists(_) => ApiError::new(StatusCode::CONFLICT, "collection_exists", msg),
-            E::JobRunning { .. } => ApiError::new(StatusCode::CONFLICT, "reembed_running", msg),
-            E::TooMany { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many", msg),
-            E::MemoryBudget { .. } => {
-                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "memory_budget", msg)
-            }
-            E::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "write_conflict", msg),
-            E::Busy { .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg).retry_after(1)
-            }
-            E::Corrupt { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", msg),
+            // Always 400; a code the table lacks (a test rules it out) is sent as invalid_request.
+            E::Invalid { code, .. } => ApiError::of_status(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::from_code(code).unwrap_or(ErrorCode::InvalidRequest),
+                msg,
+            ),
+            E::NoSuchCollection(_) => ApiError::of(ErrorCode::CollectionNotFound, msg),
+            E::NoSuchDocument(_) => ApiError::of(ErrorCode::DocumentNotFound, msg),
+            E::CollectionExists(_) => ApiError::of(ErrorCode::CollectionExists, msg),
+            E::JobRunning { .. } => ApiError::of(ErrorCode::ReembedRunning, msg),
+            E::TooMany { .. } => ApiError::of(ErrorCode::TooMany, msg),
+            E::MemoryBudget { .. } => ApiError::of(ErrorCode::MemoryBudget, msg),
+            E::Conflict(_) => ApiError::of(ErrorCode::WriteConflict, msg),
+            E::Busy { .. } => ApiError::of(ErrorCode::Busy, msg).retry_after(1),
+            E::Corrupt { .. } => ApiError::of(ErrorCode::Corrupt, msg),
             // Seen only when the token fired while the answer is still wanted (a deadline); when
             // the request timed out or its client left, nobody reads this.
-            E::Cancelled => ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", msg),
-            E::Tenant(_) => ApiError::new(StatusCode::FORBIDDEN, "tenant_mismatch", msg),
+            E::Cancelled => ApiError::of(ErrorCode::RequestTimeout, msg),
+            E::Tenant(_) => ApiError::of(ErrorCode::TenantMismatch, msg),
             E::Storage(e) => e.into(),
         }
     }
@@ -263,9 +263,8 @@ fn check_documents_quota(
     let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
     let (held, new) = c.tenant_usage(t, &ids);
     if new > 0 && held + new > max {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "quota_exceeded",
+        return Err(ApiError::of(
+            ErrorCode::QuotaExceeded,
             format!(
                 "tenant {:?} holds {held} documents in collection {:?}; this write adds {new}, \
                  over the key's quota of {max}",
@@ -325,15 +324,15 @@ pub async fn reembed(
     let field = match req.field {
         Some(f) => f,
         None => schema.sole_vector().map(str::to_owned).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_request",
+            ApiError::of(
+                ErrorCode::InvalidRequest,
                 "field: the collection has several vector fields; name one",
             )
         })?,
     };
     let Some(vs) = schema.vectors.get(&field) else {
-        return Err(ApiError::bad_request(
-            "unknown_field",
+        return Err(ApiError::of(
+            ErrorCode::UnknownField,
             format!("field: {field:?} is not a vector field of the collection"),
         ));
     };
@@ -345,8 +344,8 @@ pub async fn reembed(
             ..current.clone()
         },
         (None, None) => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
+            return Err(ApiError::of(
+                ErrorCode::InvalidRequest,
                 format!("embed: vectors.{field} has no model yet; give {{\"model\", \"source\"}}"),
             ))
         }
@@ -373,8 +372,8 @@ pub async fn stream(
     let name = match doc.get("collection") {
         Some(Value::String(n)) => n.clone(),
         _ => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
+            return Err(ApiError::of(
+                ErrorCode::InvalidRequest,
                 "collection: missing (the name of the collection)",
             ))
         }
@@ -425,16 +424,16 @@ pub async fn list_docs(
 ) -> Result<Json<ListResponse>, ApiError> {
     let limit = q.limit.unwrap_or(20);
     if limit == 0 || limit > LIST_LIMIT_MAX {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::of(
+            ErrorCode::InvalidQuery,
             format!("limit {limit} is outside 1..={LIST_LIMIT_MAX}"),
         ));
     }
     let after = match q.after.as_deref() {
         None => None,
         Some(a) => Some(a.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_query",
+            ApiError::of(
+                ErrorCode::InvalidQuery,
                 format!("after {a:?} is not a cursor this endpoint returned"),
             )
         })?),
@@ -516,8 +515,8 @@ pub async fn delete_many(
             )
         }
         _ => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
+            return Err(ApiError::of(
+                ErrorCode::InvalidRequest,
                 "give exactly one of ids or filter",
             ))
         }
@@ -747,7 +746,7 @@ struct GetSearch {
 
 impl GetSearch {
     fn from_params(params: Vec<(String, String)>) -> Result<GetSearch, ApiError> {
-        let bad = |m: String| ApiError::bad_request("invalid_query", m);
+        let bad = |m: String| ApiError::of(ErrorCode::InvalidQuery, m);
         let mut q = GetSearch::default();
         let mut collection = None;
         for (k, v) in params {
@@ -812,8 +811,8 @@ impl GetSearch {
         let mut filter = Map::new();
         for (k, text) in &self.equals {
             let bad = |what: &str| {
-                ApiError::bad_request(
-                    "invalid_filter",
+                ApiError::of(
+                    ErrorCode::InvalidFilter,
                     format!("{k}: expected {what}, got {text:?}"),
                 )
             };

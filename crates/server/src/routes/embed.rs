@@ -1,5 +1,6 @@
 //! `/v2/embed` (texts in, vectors out, with the server's model) and `/v2/models`.
 
+use crate::error::ErrorCode;
 use axum::{extract::State, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -35,8 +36,8 @@ pub async fn embed(
     JsonBody(req): JsonBody<EmbedRequest>,
 ) -> Result<Json<EmbedResponse>, ApiError> {
     if req.texts.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_request",
+        return Err(ApiError::of(
+            ErrorCode::InvalidRequest,
             "texts: give at least one text",
         ));
     }

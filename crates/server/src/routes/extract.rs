@@ -1,6 +1,7 @@
 //! Extractors that turn every kind of bad input into a 4xx [`ApiError`] with a stable code, instead of
 //! axum's plain-text rejections: JSON bodies (any content type), u64 path keys, query strings.
 
+use crate::error::ErrorCode;
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Path, Query, Request},
@@ -48,9 +49,8 @@ fn check_json_content_type(h: &axum::http::HeaderMap) -> Result<(), ApiError> {
     if ok {
         return Ok(());
     }
-    Err(ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
+    Err(ApiError::of(
+        ErrorCode::UnsupportedMediaType,
         format!(
             "this route takes a JSON body: send Content-Type: application/json (got {}{})",
             essence
@@ -67,9 +67,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map(|o| o.0)
         .map_err(|e| match e.classify() {
             serde_json::error::Category::Data => {
-                ApiError::bad_request("invalid_request", e.to_string())
+                ApiError::of(ErrorCode::InvalidRequest, e.to_string())
             }
-            _ => ApiError::bad_request("invalid_json", e.to_string()),
+            _ => ApiError::of(ErrorCode::InvalidJson, e.to_string()),
         })
 }
 
@@ -110,13 +110,9 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
             .map(RawBody)
             .map_err(|e| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        e.body_text(),
-                    )
+                    ApiError::of(ErrorCode::BodyTooLarge, e.body_text())
                 } else {
-                    ApiError::bad_request("invalid_body", e.body_text())
+                    ApiError::of(ErrorCode::InvalidBody, e.body_text())
                 }
             })
     }
@@ -132,7 +128,7 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::bad_request("invalid_key", e.body_text()))?;
+            .map_err(|e| ApiError::of(ErrorCode::InvalidKey, e.body_text()))?;
         parse_key(&raw).map(KeyPath)
     }
 }
@@ -142,8 +138,8 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
 pub fn parse_key(raw: &str) -> Result<u64, ApiError> {
     let digits_only = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
     if digits_only && raw.len() > 1 && raw.starts_with('0') {
-        return Err(ApiError::bad_request(
-            "invalid_key",
+        return Err(ApiError::of(
+            ErrorCode::InvalidKey,
             format!(
                 "key {:?} has leading zeros; write keys in canonical decimal",
                 truncate(raw, 64)
@@ -152,8 +148,8 @@ pub fn parse_key(raw: &str) -> Result<u64, ApiError> {
     }
     match raw.parse::<u64>() {
         Ok(k) if digits_only => Ok(k),
-        _ => Err(ApiError::bad_request(
-            "invalid_key",
+        _ => Err(ApiError::of(
+            ErrorCode::InvalidKey,
             format!(
                 "key {:?} is not an unsigned 64-bit integer",
                 truncate(raw, 64)
@@ -265,7 +261,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryOf<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| QueryOf(q.0))
-            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+            .map_err(|e| ApiError::of(ErrorCode::InvalidQuery, e.body_text()))
     }
 }
 
@@ -281,8 +277,8 @@ impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         match parts.uri.query() {
             None | Some("") => Ok(NoQuery),
-            Some(q) => Err(ApiError::bad_request(
-                "invalid_query",
+            Some(q) => Err(ApiError::of(
+                ErrorCode::InvalidQuery,
                 format!(
                     "this route takes no query parameters; got {:?}",
                     crate::error::cut_echo(q, 100)

@@ -1,6 +1,7 @@
 //! Scoped API keys (`crate::keys`) and the audit log (`crate::audit`): admin routes that act on the
 //! whole node.
 
+use crate::error::ErrorCode;
 use axum::{
     extract::{Path, State},
     http::StatusCode,
@@ -63,9 +64,8 @@ async fn blocking<T: Send + 'static>(
 fn store(s: &AppState) -> Result<crate::keys::KeyStore, ApiError> {
     match s.auth.store() {
         Some(st) if s.auth.enabled() => Ok(st.clone()),
-        _ => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "auth_not_enabled",
+        _ => Err(ApiError::of(
+            ErrorCode::AuthNotEnabled,
             "this server has no keys (KYRODB_API_KEYS), so every request may do everything and a \
              scoped key would limit nobody: configure an admin key first",
         )),
@@ -158,8 +158,8 @@ pub async fn audit(
 ) -> Result<Json<AuditLog>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > AUDIT_LIMIT_MAX {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::of(
+            ErrorCode::InvalidQuery,
             format!("limit {limit} is outside 1..={AUDIT_LIMIT_MAX}"),
         ));
     }

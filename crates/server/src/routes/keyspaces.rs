@@ -1,5 +1,6 @@
 //! Keyspaces: list them with their exact key counts, create one, read one's count, drop one.
 
+use crate::error::ErrorCode;
 use axum::{
     extract::{Path, State},
     http::StatusCode,
@@ -128,8 +129,8 @@ pub async fn drop(
     super::kv::reserved(&name)?;
     crate::keys::check_keyspace(&name)?;
     if name == kyrodb_storage::DEFAULT_KEYSPACE {
-        return Err(ApiError::bad_request(
-            "reserved_keyspace",
+        return Err(ApiError::of(
+            ErrorCode::ReservedKeyspace,
             "keyspace \"default\" cannot be dropped: every database has it \
              (delete its keys with /v1/kv/delete_range)",
         ));

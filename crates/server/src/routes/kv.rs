@@ -2,6 +2,7 @@
 //! the body; default `default`). Reads run inline (memory or mmap); writes run on the blocking pool
 //! because an acknowledgement waits for the WAL's group commit.
 
+use crate::error::ErrorCode;
 use std::borrow::Cow;
 
 use axum::{
@@ -72,8 +73,8 @@ fn conditions(if_absent: Option<bool>, if_seq: Option<u64>) -> [Option<Condition
 
 fn check_ttl(ttl_ms: Option<u64>) -> Result<(), ApiError> {
     match ttl_ms {
-        Some(t) if t == 0 || t > TTL_MS_MAX => Err(ApiError::bad_request(
-            "invalid_ttl",
+        Some(t) if t == 0 || t > TTL_MS_MAX => Err(ApiError::of(
+            ErrorCode::InvalidTtl,
             format!("ttl_ms {t} is outside 1..={TTL_MS_MAX}"),
         )),
         _ => Ok(()),
@@ -101,8 +102,8 @@ pub(crate) fn keyspace(s: &AppState, name: Option<&str>) -> Result<Keyspace, Api
 /// the key-value API neither reads nor writes them, so derived indexes cannot be bypassed.
 pub(crate) fn reserved(name: &str) -> Result<(), ApiError> {
     if name.starts_with('_') {
-        return Err(ApiError::bad_request(
-            "reserved_keyspace",
+        return Err(ApiError::of(
+            ErrorCode::ReservedKeyspace,
             format!(
                 "keyspace {name:?} is reserved (names starting with _ hold collections); use /v2"
             ),
@@ -148,14 +149,14 @@ impl PutRequest {
         let bytes = match (&self.value, &self.value_b64) {
             (Some(v), None) => Cow::Borrowed(v.as_bytes()),
             (None, Some(b64)) => Cow::Owned(BASE64.decode(b64).map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_base64",
+                ApiError::of(
+                    ErrorCode::InvalidBase64,
                     format!("value_b64 is not standard base64: {e}"),
                 )
             })?),
             _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
+                return Err(ApiError::of(
+                    ErrorCode::InvalidRequest,
                     "exactly one of value and value_b64 is required",
                 ))
             }
@@ -507,8 +508,8 @@ async fn commit(s: &AppState, batch: WriteBatch) -> Result<Json<OffsetResponse>,
 fn check_batch_len(s: &AppState, n: usize, what: &str) -> Result<(), ApiError> {
     let max = s.limits.batch_keys_max;
     if n > max {
-        return Err(ApiError::bad_request(
-            "too_many_keys",
+        return Err(ApiError::of(
+            ErrorCode::TooManyKeys,
             format!("{n} {what}, more than batch_keys_max ({max})"),
         ));
     }
@@ -529,8 +530,7 @@ pub async fn batch_get(
     let value_bytes: usize = values.iter().flatten().map(|v| v.len()).sum();
     let cap = s.limits.response_bytes_max;
     if value_bytes > cap {
-        return Err(ApiError::bad_request(
-            "response_too_large",
+        return Err(ApiError::of(ErrorCode::ResponseTooLarge,
             format!("the values of these keys total {value_bytes} bytes, more than response_bytes_max ({cap}); ask for fewer keys"),
         ));
     }
@@ -681,8 +681,8 @@ pub async fn scan(
     let limit = q.limit.unwrap_or(SCAN_LIMIT_DEFAULT);
     let max = s.limits.scan_limit_max;
     if limit == 0 || limit > max {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::of(
+            ErrorCode::InvalidQuery,
             format!("limit {limit} is outside 1..={max}"),
         ));
     }

@@ -1,5 +1,6 @@
 //! Operations routes: liveness, readiness, build information, metrics, the OpenAPI document.
 
+use crate::error::ErrorCode;
 use std::sync::atomic::Ordering;
 
 use axum::{
@@ -188,9 +189,5 @@ pub async fn openapi(State(s): State<AppState>) -> Response {
 
 /// Any path the router does not know.
 pub async fn no_route() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "no_route",
-        "no such route; see /openapi.json",
-    )
+    ApiError::of(ErrorCode::NoRoute, "no such route; see /openapi.json")
 }
