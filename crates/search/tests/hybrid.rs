@@ -186,3 +186,76 @@ fn identical_vectors_are_all_found_and_tie_by_id() {
     assert_eq!(out.hits.len(), 100);
     assert!(out.hits.iter().take(250 - 50).all(|h| h.score > 0.999));
 }
+
+/// Every component of one hybrid query reads one view of the collection: a document written or
+/// deleted while the query runs is in every list that would hold it, or in none. A writer toggles
+/// a document that tops both lists (its vector is the query; it alone has the word) while
+/// queries run; each answer listing it must show it in both components.
+#[test]
+fn a_concurrent_write_is_in_every_component_list_or_in_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, cs) = common::open(dir.path());
+    let schema = Schema::from_json(json!({
+        "vectors": {"v": {"dim": 16, "metric": "cosine"}},
+        "text_fields": ["body"]
+    }))
+    .unwrap();
+    let (c, _) = cs.create("view", schema).unwrap();
+    let mut rng = StdRng::seed_from_u64(11);
+    let docs: Vec<Value> = (0..300)
+        .map(|i| json!({"id": format!("d{i:03}"), "vector": vector(&mut rng), "text": words(&mut rng, 6)}))
+        .collect();
+    c.upsert(&c.parse_documents(&c.schema(), &docs).unwrap())
+        .unwrap();
+    let q = vector(&mut rng);
+    let twin = c
+        .parse_documents(
+            &c.schema(),
+            &[json!({"id": "x", "vector": q.clone(), "text": "needle"})],
+        )
+        .unwrap();
+    let req = HybridRequest::parse(
+        &json!({"collection": "view", "vector_similarity": {"embedding": q, "using": "v"},
+                "text_search": "needle vector", "candidates": 20, "limit": 20,
+                "exact": true, "explain": true}),
+        &c.schema(),
+        0,
+    )
+    .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (mut listed, mut split) = (0, Vec::new());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..20_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                c.upsert(&twin).unwrap();
+                c.delete_ids(&["x".to_string()]).unwrap();
+            }
+        });
+        for _ in 0..400 {
+            let out = serde_json::to_value(c.hybrid(&req, &Cancel::never()).unwrap()).unwrap();
+            if let Some(h) = out["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["id"] == "x")
+            {
+                listed += 1;
+                let parts = h["components"].as_object().unwrap();
+                if !(parts.contains_key("vector:v") && parts.contains_key("text")) {
+                    split.push(h.clone());
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(listed > 0, "no query ran while x was present");
+    assert!(
+        split.is_empty(),
+        "{} of {listed} answers listed x in one component only: {:?}",
+        split.len(),
+        split.first()
+    );
+}

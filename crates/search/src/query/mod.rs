@@ -1,5 +1,7 @@
 //! The search request (`POST /v2/collections/{name}/search`) and its answer.
 
+pub mod planner;
+
 use serde_json::Value;
 
 use crate::{
