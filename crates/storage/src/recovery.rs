@@ -24,7 +24,7 @@ use crate::{
     snapshot::Snapshot,
     wal::{
         record::{decode_create_keyspace, HEADER_BYTES, KIND_CREATE_KEYSPACE},
-        segment::{list_segments, scan_segment, truncate_tail, SegmentMeta},
+        segment::{list_segments, scan_ahead, truncate_tail, Scanned, ScannedRecord, SegmentMeta},
         Wal, WalStart,
     },
     Error, Result,
@@ -204,85 +204,115 @@ fn replay_wal(
     let mut bytes = 0u64;
     let mut append_to = None;
     let mut run = RunBuilder::default();
-    for (i, seg) in segments.iter().enumerate() {
-        let is_last = i + 1 == segments.len();
-        // The first segment may start anywhere up to the covered point (covered records are skipped); so
-        // may a later one when, after a power loss under a relaxed fsync policy, the WAL ended before
-        // what the manifest covers. Anything else is a gap: records are missing.
-        let jump_ok = next <= covered + 1 && seg.first_seq <= covered + 1;
-        if seg.first_seq != next && !jump_ok {
-            return Err(Error::corrupt(
-                &seg.path,
-                0,
-                format!(
-                    "segment starts at sequence {} where {next} was expected",
-                    seg.first_seq
-                ),
-            ));
-        }
-        next = seg.first_seq;
-        let scan = scan_segment(seg, is_last, |r| {
-            next = r.header.seq + 1;
-            if r.header.seq <= covered {
-                return Ok(());
-            }
-            if r.header.kind == KIND_CREATE_KEYSPACE {
-                // A creation reusing the id of a keyspace dropped earlier in this log: first compact
-                // what was replayed (the registry no longer holds the dropped keyspace, so its
-                // versions and snapshot are left out), so none of them is taken for the new one's.
-                let id = decode_create_keyspace(&r.payload).map(|(id, _)| id).ok();
-                let dropped_at = id.and_then(|id| core.registry.read().dropped.get(&id).copied());
-                if dropped_at.is_some_and(|d| d > manifest.covered_seq) {
-                    core.install_frozen(
-                        Arc::new(std::mem::take(&mut run).finish()),
-                        r.header.seq - 1,
-                    );
-                    compact_frozen_during_recovery(core, dir, snap_dir, manifest)?;
-                    let c = manifest.covered_seq;
-                    core.registry.write().dropped.retain(|_, s| *s > c);
-                }
-            }
-            core.apply_record(r.header.kind, &r.payload, r.header.seq, |ks, key, v| {
-                run.push(ks, key, v)
-            })
-            .map_err(|e| {
-                Error::corrupt(
+    // Reading, framing and checksums run one thread ahead of applying (`scan_ahead`).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Scanned>(4);
+    let segments_ref = &segments;
+    std::thread::scope(|scope| -> Result<()> {
+        std::thread::Builder::new()
+            .name("kyrodb-wal-scan".into())
+            .spawn_scoped(scope, move || scan_ahead(segments_ref, tx))
+            .map_err(|e| Error::io(wal_dir, e))?;
+        let rx = rx;
+        for (i, seg) in segments.iter().enumerate() {
+            let is_last = i + 1 == segments.len();
+            // The first segment may start anywhere up to the covered point (covered records are skipped); so
+            // may a later one when, after a power loss under a relaxed fsync policy, the WAL ended before
+            // what the manifest covers. Anything else is a gap: records are missing.
+            let jump_ok = next <= covered + 1 && seg.first_seq <= covered + 1;
+            if seg.first_seq != next && !jump_ok {
+                return Err(Error::corrupt(
                     &seg.path,
-                    r.offset + (HEADER_BYTES + e.offset_in_payload) as u64,
-                    e.reason,
-                )
-            })?;
-            records += 1;
-            bytes += (HEADER_BYTES + r.payload.len()) as u64;
-            // Bounded memory: a log larger than the delta budget is compacted while it replays.
-            if run.bytes() > core.opts.delta_bytes_budget {
-                core.install_frozen(Arc::new(std::mem::take(&mut run).finish()), r.header.seq);
-                compact_frozen_during_recovery(core, dir, snap_dir, manifest)?;
+                    0,
+                    format!(
+                        "segment starts at sequence {} where {next} was expected",
+                        seg.first_seq
+                    ),
+                ));
             }
-            Ok(())
-        })?;
-        if segments.len() > 4 && (i + 1) % 8 == 0 {
-            tracing::info!(
-                segment = i + 1,
-                of = segments.len(),
-                records,
-                "replaying the WAL"
-            );
+            next = seg.first_seq;
+            let mut apply = |r: ScannedRecord| -> Result<()> {
+                next = r.header.seq + 1;
+                if r.header.seq <= covered {
+                    return Ok(());
+                }
+                if r.header.kind == KIND_CREATE_KEYSPACE {
+                    // A creation reusing the id of a keyspace dropped earlier in this log: first compact
+                    // what was replayed (the registry no longer holds the dropped keyspace, so its
+                    // versions and snapshot are left out), so none of them is taken for the new one's.
+                    let id = decode_create_keyspace(&r.payload).map(|(id, _)| id).ok();
+                    let dropped_at =
+                        id.and_then(|id| core.registry.read().dropped.get(&id).copied());
+                    if dropped_at.is_some_and(|d| d > manifest.covered_seq) {
+                        core.install_frozen(
+                            Arc::new(std::mem::take(&mut run).finish()),
+                            r.header.seq - 1,
+                        );
+                        compact_frozen_during_recovery(core, dir, snap_dir, manifest)?;
+                        let c = manifest.covered_seq;
+                        core.registry.write().dropped.retain(|_, s| *s > c);
+                    }
+                }
+                core.apply_record(r.header.kind, &r.payload, r.header.seq, |ks, key, v| {
+                    run.push(ks, key, v)
+                })
+                .map_err(|e| {
+                    Error::corrupt(
+                        &seg.path,
+                        r.offset + (HEADER_BYTES + e.offset_in_payload) as u64,
+                        e.reason,
+                    )
+                })?;
+                records += 1;
+                bytes += (HEADER_BYTES + r.payload.len()) as u64;
+                // Bounded memory: a log larger than the delta budget is compacted while it replays.
+                if run.bytes() > core.opts.delta_bytes_budget {
+                    core.install_frozen(Arc::new(std::mem::take(&mut run).finish()), r.header.seq);
+                    compact_frozen_during_recovery(core, dir, snap_dir, manifest)?;
+                }
+                Ok(())
+            };
+            // This segment's records from the scan-ahead thread, then its end.
+            let scan = loop {
+                match rx.recv() {
+                    Ok(Scanned::Records(batch)) => {
+                        for r in batch {
+                            apply(r)?;
+                        }
+                    }
+                    Ok(Scanned::End(scan)) => break scan?,
+                    Err(_) => {
+                        return Err(Error::corrupt(
+                            &seg.path,
+                            0,
+                            "the WAL scan thread stopped before the segment's end",
+                        ))
+                    }
+                }
+            };
+            if segments.len() > 4 && (i + 1) % 8 == 0 {
+                tracing::info!(
+                    segment = i + 1,
+                    of = segments.len(),
+                    records,
+                    "replaying the WAL"
+                );
+            }
+            if scan.torn {
+                truncate_tail(seg, scan.valid_bytes)?;
+            }
+            if is_last && next > covered {
+                let len = scan
+                    .valid_bytes
+                    .max(crate::wal::segment::SEGMENT_HEADER_BYTES as u64);
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&seg.path)
+                    .at(&seg.path)?;
+                append_to = Some((file, len));
+            }
         }
-        if scan.torn {
-            truncate_tail(seg, scan.valid_bytes)?;
-        }
-        if is_last && next > covered {
-            let len = scan
-                .valid_bytes
-                .max(crate::wal::segment::SEGMENT_HEADER_BYTES as u64);
-            let file = OpenOptions::new()
-                .append(true)
-                .open(&seg.path)
-                .at(&seg.path)?;
-            append_to = Some((file, len));
-        }
-    }
+        Ok(())
+    })?;
     let last_seq = (next - 1).max(covered);
     if run.is_empty() {
         count_keys(core, None);

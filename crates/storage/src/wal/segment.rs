@@ -204,6 +204,44 @@ pub(crate) fn scan_segment(
     })
 }
 
+/// Records per message of [`scan_ahead`].
+const SCAN_BATCH: usize = 4096;
+
+/// What [`scan_ahead`] passes along, in log order.
+pub(crate) enum Scanned {
+    /// Verified records of the current segment, in order.
+    Records(Vec<ScannedRecord>),
+    /// The current segment's scan ended: what [`scan_segment`] returned for it. After an error
+    /// nothing follows.
+    End(Result<SegmentScan>),
+}
+
+/// Scans `segments` in order ([`scan_segment`], the last one as the log's last), sending their
+/// verified records in batches, then each segment's end, to `tx`: replay runs it on a second
+/// thread, so reading, framing and checksums overlap applying (the bounded channel keeps it a few
+/// batches ahead). It stops at the first error, or when the receiver hangs up.
+pub(crate) fn scan_ahead(segments: &[SegmentMeta], tx: std::sync::mpsc::SyncSender<Scanned>) {
+    for (i, seg) in segments.iter().enumerate() {
+        let mut batch = Vec::with_capacity(SCAN_BATCH);
+        let scan = scan_segment(seg, i + 1 == segments.len(), |r| {
+            batch.push(r);
+            if batch.len() == SCAN_BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(SCAN_BATCH));
+                // The receiver left (replay failed): stop scanning.
+                tx.send(Scanned::Records(full)).map_err(|_| Error::Closed)?;
+            }
+            Ok(())
+        });
+        if !batch.is_empty() && tx.send(Scanned::Records(batch)).is_err() {
+            return;
+        }
+        let failed = scan.is_err();
+        if tx.send(Scanned::End(scan)).is_err() || failed {
+            return;
+        }
+    }
+}
+
 /// Cuts a torn tail off the last segment, durably, so new records follow the verified prefix.
 pub(crate) fn truncate_tail(meta: &SegmentMeta, valid_bytes: u64) -> Result<()> {
     let path = &meta.path;
