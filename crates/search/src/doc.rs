@@ -303,34 +303,6 @@ pub(crate) fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// `v` as a JSON object whose keys are all among `keys` (", "-separated): otherwise an
-/// `invalid_query`-style error with `code` naming `what` it should be, or `unknown_field` naming the key.
-pub(crate) fn object_of<'a>(
-    v: &'a Value,
-    code: &'static str,
-    what: &str,
-    keys: &str,
-) -> Result<&'a serde_json::Map<String, Value>> {
-    let Value::Object(o) = v else {
-        return Err(invalid(
-            code,
-            "",
-            format!("{what} is a JSON object, got {}", kind(v)),
-        ));
-    };
-    if let Some(k) = o
-        .keys()
-        .find(|k| !keys.split(", ").any(|x| x == k.as_str()))
-    {
-        return Err(invalid(
-            "unknown_field",
-            k.as_str(),
-            format!("unknown key ({keys})"),
-        ));
-    }
-    Ok(o)
-}
-
 /// Parses a vector: `dim` finite numbers (and, for cosine, not all zero).
 pub fn parse_vector(v: &Value, dim: u32, metric: Metric, path: &str) -> Result<Vec<f32>> {
     let Value::Array(a) = v else {

@@ -36,10 +36,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::{
-    doc::{format_datetime, kind, FieldValue, Fields},
+    doc::{format_datetime, FieldValue, Fields},
     error::invalid,
     hybrid::ComponentList,
     schema::{FieldType, Schema},
+    wire::{
+        self, FeedbackBody, FeedbackQuery, HybridBody, IdList, OneOrMany, TextSearchBody,
+        VectorQueryBody,
+    },
     Error, Result,
 };
 
@@ -234,8 +238,8 @@ impl<'a> Featurizer<'a> {
 /// A parsed feedback request.
 #[derive(Debug, Clone)]
 pub struct Feedback {
-    /// The query as sent (a hybrid request body, or a string).
-    pub query: Value,
+    /// The search the feedback is about (a hybrid request body, or its text).
+    pub query: FeedbackQuery,
     /// Grade by id (`relevant` ids: 1).
     pub grades: BTreeMap<String, f32>,
     /// The ids the user was shown (candidates; unlabelled ones are grade 0). Empty: the query's
@@ -247,85 +251,84 @@ fn bad(path: &str, m: impl Into<String>) -> Error {
     invalid("invalid_feedback", path, m.into())
 }
 
-fn ids(v: &Value, path: &str) -> Result<Vec<String>> {
-    let Value::Array(a) = v else {
+/// Ids checked: at most [`LABELLED_IDS_MAX`], none empty.
+fn ids(list: IdList, path: &str) -> Result<Vec<String>> {
+    if list.0.len() > LABELLED_IDS_MAX {
         return Err(bad(
             path,
-            format!("expected an array of document ids, got {}", kind(v)),
-        ));
-    };
-    if a.len() > LABELLED_IDS_MAX {
-        return Err(bad(
-            path,
-            format!("{} ids; at most {LABELLED_IDS_MAX}", a.len()),
+            format!("{} ids; at most {LABELLED_IDS_MAX}", list.0.len()),
         ));
     }
-    a.iter()
-        .enumerate()
-        .map(|(i, x)| match x {
-            Value::String(s) if !s.is_empty() => Ok(s.clone()),
-            other => Err(bad(
-                &format!("{path}[{i}]"),
-                format!(
-                    "expected a document id (a non-empty string), got {}",
-                    kind(other)
-                ),
-            )),
-        })
-        .collect()
+    if let Some(i) = list.0.iter().position(String::is_empty) {
+        return Err(bad(
+            &format!("{path}[{i}]"),
+            "expected a document id (a non-empty string), got an empty string",
+        ));
+    }
+    Ok(list.0)
 }
 
 impl Feedback {
-    /// Parses `{"query": …, "relevant": [ids], "labels": {id: grade}, "shown": [ids]}`.
+    /// Parses a feedback body: [`FeedbackBody`] decoded, then bound.
     pub fn parse(v: &Value) -> Result<Feedback> {
-        let o = crate::doc::object_of(
-            v,
-            "invalid_feedback",
-            "feedback",
-            "query, relevant, labels, shown",
-        )?;
-        let query = match o.get("query") {
-            Some(q @ (Value::Object(_) | Value::String(_))) => q.clone(),
-            Some(other) => {
-                return Err(bad(
-                    "query",
-                    format!(
-                        "expected the hybrid search that was run (an object) or its text, got {}",
-                        kind(other)
-                    ),
-                ))
+        wire::decode::<FeedbackBody>(v, "invalid_feedback", "feedback")?.bind()
+    }
+
+    /// The query as a hybrid request: a text is a text search over every text field and, when
+    /// the collection has exactly one embedded vector field, that field's vector query too
+    /// (what `GET /v2/search?q=…&similar_to=…` runs).
+    pub fn query_body(&self, schema: &Schema) -> HybridBody {
+        match &self.query {
+            FeedbackQuery::Text(s) => {
+                let mut embedded = schema.embedded_fields();
+                HybridBody {
+                    text_search: (!schema.text_fields.is_empty())
+                        .then(|| TextSearchBody::Query(s.clone())),
+                    vector_similarity: match (embedded.next(), embedded.next()) {
+                        (Some((field, _)), None) => Some(OneOrMany::One(VectorQueryBody {
+                            text: Some(s.clone()),
+                            using: Some(field.to_owned()),
+                            ..VectorQueryBody::default()
+                        })),
+                        _ => None,
+                    },
+                    ..HybridBody::default()
+                }
             }
-            None => return Err(bad("query", "missing (the search the feedback is about)")),
-        };
+            // The feedback names its collection in the path.
+            FeedbackQuery::Search(b) => HybridBody {
+                collection: None,
+                ..(**b).clone()
+            },
+        }
+    }
+}
+
+impl FeedbackBody {
+    /// Checks the ids and grades: at least one relevant document, each id at most once.
+    pub fn bind(self) -> Result<Feedback> {
         let mut grades = BTreeMap::new();
-        if let Some(r) = o.get("relevant").filter(|r| !r.is_null()) {
+        if let Some(r) = self.relevant {
             for id in ids(r, "relevant")? {
                 grades.insert(id, 1.0);
             }
         }
-        if let Some(l) = o.get("labels").filter(|l| !l.is_null()) {
-            let Value::Object(m) = l else {
+        if let Some(labels) = self.labels {
+            if labels.len() > LABELLED_IDS_MAX {
                 return Err(bad(
                     "labels",
-                    format!("expected an object of id: grade, got {}", kind(l)),
-                ));
-            };
-            if m.len() > LABELLED_IDS_MAX {
-                return Err(bad(
-                    "labels",
-                    format!("{} ids; at most {LABELLED_IDS_MAX}", m.len()),
+                    format!("{} ids; at most {LABELLED_IDS_MAX}", labels.len()),
                 ));
             }
-            for (id, g) in m {
+            for (id, g) in labels {
                 let p = format!("labels.{id}");
                 if id.is_empty() {
                     return Err(bad(&p, "an empty document id"));
                 }
-                let g = g
-                    .as_f64()
-                    .filter(|g| g.is_finite() && (0.0..=GRADE_MAX).contains(g))
-                    .ok_or_else(|| bad(&p, format!("a grade is a number in 0..={GRADE_MAX}")))?;
-                if grades.insert(id.clone(), g as f32).is_some() {
+                if !(g.is_finite() && (0.0..=GRADE_MAX).contains(&g)) {
+                    return Err(bad(&p, format!("a grade is a number in 0..={GRADE_MAX}")));
+                }
+                if grades.insert(id, g as f32).is_some() {
                     return Err(bad(&p, "the id is also in relevant: give it once"));
                 }
             }
@@ -336,45 +339,15 @@ impl Feedback {
                 "no relevant document: give relevant ids or labels with a grade above 0",
             ));
         }
-        let shown = match o.get("shown").filter(|s| !s.is_null()) {
+        let shown = match self.shown {
             Some(s) => ids(s, "shown")?,
             None => Vec::new(),
         };
         Ok(Feedback {
-            query,
+            query: self.query,
             grades,
             shown,
         })
-    }
-
-    /// The query as a hybrid request body: a string is a text search over every text field and,
-    /// when the collection has exactly one embedded vector field, that field's vector query too
-    /// (what `GET /v2/search?q=…&similar_to=…` runs).
-    pub fn query_body(&self, schema: &Schema) -> Value {
-        match &self.query {
-            Value::String(s) => {
-                let mut b = serde_json::Map::new();
-                if !schema.text_fields.is_empty() {
-                    b.insert("text_search".into(), json!(s));
-                }
-                let mut embedded = schema.embedded_fields();
-                if let (Some((field, _)), None) = (embedded.next(), embedded.next()) {
-                    b.insert(
-                        "vector_similarity".into(),
-                        json!({"text": s, "using": field}),
-                    );
-                }
-                Value::Object(b)
-            }
-            other => {
-                let mut q = other.clone();
-                if let Value::Object(o) = &mut q {
-                    // The feedback names its collection in the path.
-                    o.remove("collection");
-                }
-                q
-            }
-        }
     }
 }
 

@@ -20,7 +20,7 @@ pub const STOP_WORDS_MAX: usize = 1000;
 pub const NAME_BYTES_MAX: usize = 64;
 
 /// A collection's schema, as given to `PUT /v2/collections/{name}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schema {
     /// Named vector fields.
@@ -46,7 +46,7 @@ pub struct Schema {
 }
 
 /// One vector field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VectorSpec {
     /// Dimension, 1..=4096.
@@ -60,7 +60,7 @@ pub struct VectorSpec {
 
 /// Where an embedded vector field's vectors come from: which model (recorded with its version and
 /// the sha256 of its weights when the collection is created: model governance) and which text field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedSpec {
     /// Model name (`all-MiniLM-L6-v2`).
@@ -76,7 +76,7 @@ pub struct EmbedSpec {
 }
 
 /// A metadata field's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldType {
     /// One string or an array of strings; matched exactly.
@@ -122,8 +122,12 @@ impl Schema {
         if !v.is_object() {
             return Err(invalid("invalid_schema", "", "a schema is a JSON object"));
         }
-        let s: Schema =
-            serde_json::from_value(v).map_err(|e| invalid("invalid_schema", "", e.to_string()))?;
+        // Every shape error names its path (`vectors.text.metric`).
+        let s: Schema = serde_path_to_error::deserialize(&v).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            invalid("invalid_schema", path, e.inner().to_string())
+        })?;
         s.validate()?;
         Ok(s)
     }

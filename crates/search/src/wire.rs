@@ -267,6 +267,96 @@ by_json_type!(OneOrMany<T>, "an object or a list of them",
     map(m) => T::deserialize(MapAccessDeserializer::new(m)).map(OneOrMany::One),
 );
 
+/// `POST /v2/collections/{name}/feedback`: which results of a search were relevant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackBody {
+    /// The hybrid search that was run (its body; `collection` may be left out), or its text.
+    pub query: FeedbackQuery,
+    /// Relevant document ids (grade 1), at most 1,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relevant: Option<IdList>,
+    /// Document id → grade in 0..=10, at most 1,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, f64>>,
+    /// The ids the user was shown (unlabelled ones count as grade 0); default: the query's own
+    /// candidates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown: Option<IdList>,
+}
+
+/// The search a feedback is about.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum FeedbackQuery {
+    /// Its text: a text search over every text field and, with exactly one embedded vector
+    /// field, that field's vector query (what `GET /v2/search?q=…&similar_to=…` runs).
+    Text(String),
+    /// The hybrid search body as sent.
+    Search(Box<HybridBody>),
+}
+
+/// A list of document ids.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct IdList(pub Vec<String>);
+
+by_json_type!(FeedbackQuery, "the hybrid search that was run (an object) or its text",
+    str(s) => FeedbackQuery::Text(s.to_owned()),
+    map(m) => HybridBody::deserialize(MapAccessDeserializer::new(m))
+        .map(|b| FeedbackQuery::Search(Box::new(b))),
+);
+by_json_type!(IdList, "an array of document ids",
+    seq(s) => Vec::deserialize(SeqAccessDeserializer::new(s)).map(IdList),
+);
+
+/// The answer to a hybrid search.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct HybridResponse {
+    /// Best first: by fused score, then id ascending.
+    pub hits: Vec<HybridHit>,
+    /// With `"explain": true`: `candidates`, `time_range`, each stage (component lists with their
+    /// plans, fusion), `took_us`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub plan: Option<Value>,
+}
+
+/// One hit of a hybrid search.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct HybridHit {
+    /// Document id.
+    pub id: String,
+    /// Fused score (finite); higher is better.
+    pub score: f64,
+    /// Metadata (unless `with` leaves it out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub fields: Option<Value>,
+    /// Text fields (with `"with": ["text"]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub text: Option<Value>,
+    /// With `"explain": true`: the hit's rank and score in each component that listed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub components: Option<BTreeMap<String, ComponentRank>>,
+}
+
+/// A hit's place in one component's list.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+pub struct ComponentRank {
+    /// From 1.
+    pub rank: usize,
+    /// The component's own score.
+    pub score: f32,
+}
+
+/// The answer to `DELETE /v2/collections/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Dropped {
+    /// The collection dropped (its documents are deleted in the background).
+    pub dropped: String,
+}
+
 /// Decodes a wire type from a JSON value (which must be an object: `what` names it in the error).
 /// A shape error keeps its path: an unknown key is `unknown_field`, a bad vector component
 /// `invalid_vector`, anything else `code`.

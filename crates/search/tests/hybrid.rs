@@ -66,10 +66,10 @@ fn fused_top_k_equals_the_fusion_of_exact_component_lists() {
             body["temporal_range"] = json!({"from": 1_700_000_000_000i64 + 1_000_000, "to": 1_700_000_000_000i64 + 4_000_000});
         }
         let req = HybridRequest::parse(&body, &schema, 0).unwrap();
-        let got = c.hybrid(&req, &Cancel::never()).unwrap();
+        let got = serde_json::to_value(c.hybrid(&req, &Cancel::never()).unwrap()).unwrap();
         let mut exact = req.clone();
         exact.exact = true;
-        let want = c.hybrid(&exact, &Cancel::never()).unwrap();
+        let want = serde_json::to_value(c.hybrid(&exact, &Cancel::never()).unwrap()).unwrap();
         let ids = |v: &Value| -> Vec<String> {
             v["hits"]
                 .as_array()
@@ -122,7 +122,7 @@ fn datetime_shorthand_means_the_whole_period() {
             0,
         )
         .unwrap();
-        c.hybrid(&req, &Cancel::never()).unwrap()["hits"]
+        serde_json::to_value(c.hybrid(&req, &Cancel::never()).unwrap()).unwrap()["hits"]
             .as_array()
             .unwrap()
             .iter()

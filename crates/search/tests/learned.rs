@@ -68,7 +68,7 @@ fn run(c: &Collection, body: &Value, limit: usize) -> Vec<String> {
     let mut b = body.clone();
     b["limit"] = json!(limit);
     let req = HybridRequest::parse(&b, &c.schema(), 1_800_000_000_000).unwrap();
-    c.hybrid(&req, &Cancel::never()).unwrap()["hits"]
+    serde_json::to_value(c.hybrid(&req, &Cancel::never()).unwrap()).unwrap()["hits"]
         .as_array()
         .unwrap()
         .iter()
@@ -146,7 +146,7 @@ fn learned_ranking_beats_rrf_when_relevance_follows_a_feature_rrf_cannot_see() {
     let mut q = query(&mut rng, "learned_ranking");
     q["explain"] = json!(true);
     let req = HybridRequest::parse(&q, &c.schema(), 1_800_000_000_000).unwrap();
-    let out = c.hybrid(&req, &Cancel::never()).unwrap();
+    let out = serde_json::to_value(c.hybrid(&req, &Cancel::never()).unwrap()).unwrap();
     let fusion = out["plan"]["stages"]
         .as_array()
         .unwrap()

@@ -2,6 +2,11 @@
 
 use super::*;
 use crate::hybrid::{TextComponent, VectorQuery};
+use crate::wire::{ComponentRank, HybridHit, HybridResponse};
+use std::collections::BTreeMap;
+
+/// A hit's rank and score in each component that listed it.
+type Ranks = BTreeMap<String, ComponentRank>;
 
 /// One ranked list of a hybrid query: it reads the view the whole query reads (so a write cannot
 /// land between two components and be in one list and not the other), keeps the documents
@@ -153,7 +158,7 @@ impl Collection {
     /// neither, the matching documents newest first. Vector queries must already hold their
     /// vectors (the server embeds `text` first). The answer is `{"hits": [...], "plan": {...}?}`.
     /// [`Error::Cancelled`] when `cancel` fires first.
-    pub fn hybrid(&self, req: &HybridRequest, cancel: &Cancel) -> Result<Value> {
+    pub fn hybrid(&self, req: &HybridRequest, cancel: &Cancel) -> Result<HybridResponse> {
         let started = Instant::now();
         let schema = self.schema();
         let filter = req.combined_filter(&schema);
@@ -162,7 +167,7 @@ impl Collection {
         let (lists, mut stages) = self.components(&st, req, filter.as_ref(), cancel)?;
         cancel.check()?;
         let t = Instant::now();
-        let ranked: Vec<(u32, f64, Option<Value>)> = if lists.is_empty() {
+        let ranked: Vec<(u32, f64, Option<Ranks>)> = if lists.is_empty() {
             // Only a filter and/or a time range: newest first.
             let allowed = match &filter {
                 Some(f) => st.payload.eval_with(f, cancel)?,
@@ -219,24 +224,22 @@ impl Collection {
                 .filter_map(|f| {
                     let row = *st.by_id.get(&f.id)?;
                     let parts = req.explain.then(|| {
-                        Value::Object(
-                            lists
-                                .iter()
-                                .zip(&f.parts)
-                                .filter_map(|(l, p)| {
-                                    p.map(|(rank, score)| {
-                                        (l.name.clone(), json!({"rank": rank, "score": score}))
-                                    })
+                        lists
+                            .iter()
+                            .zip(&f.parts)
+                            .filter_map(|(l, p)| {
+                                p.map(|(rank, score)| {
+                                    (l.name.clone(), ComponentRank { rank, score })
                                 })
-                                .collect(),
-                        )
+                            })
+                            .collect()
                     });
                     Some((row, f.score, parts))
                 })
                 .take(req.limit)
                 .collect()
         };
-        let mut hits: Vec<Value> = Vec::with_capacity(ranked.len());
+        let mut hits: Vec<HybridHit> = Vec::with_capacity(ranked.len());
         let mut keys = Vec::with_capacity(ranked.len());
         for (r, score, parts) in ranked {
             let Some(row) = st.row(r) else { continue };
@@ -249,29 +252,28 @@ impl Collection {
             } else {
                 f64::MIN
             };
-            let mut h = json!({"id": &*row.id, "score": score});
-            if req.with_fields {
-                h["fields"] = fields_json(&row.fields);
-            }
-            if let Some(p) = parts {
-                h["components"] = p;
-            }
             keys.push(row.key);
-            hits.push(h);
+            hits.push(HybridHit {
+                id: row.id.to_string(),
+                score,
+                fields: req.with_fields.then(|| fields_json(&row.fields)),
+                text: None,
+                components: parts,
+            });
         }
         drop(st);
         if req.with_text {
             let values = self.keyspace.multi_get(&keys)?;
             for (h, v) in hits.iter_mut().zip(values) {
                 if let Some(doc) = v.and_then(|v| Document::decode(&v, &schema).ok()) {
-                    h["text"] = json!(doc.text);
+                    h.text = Some(json!(doc.text));
                 }
             }
         }
         let time_index = req.time.and_then(|_| self.state.read().payload.time_info());
         let took = started.elapsed();
         metrics::histogram!("kyrodb_hybrid_search_latency_seconds").record(took.as_secs_f64());
-        let mut out = json!({"hits": hits});
+        let mut out = HybridResponse { hits, plan: None };
         if req.explain {
             let time = req.time.map(|t| {
                 json!({
@@ -281,8 +283,8 @@ impl Collection {
                     "index": time_index,
                 })
             });
-            out["plan"] = json!({"candidates": req.candidates, "time_range": time,
-                "stages": stages, "took_us": took.as_micros() as u64});
+            out.plan = Some(json!({"candidates": req.candidates, "time_range": time,
+                "stages": stages, "took_us": took.as_micros() as u64}));
         }
         Ok(out)
     }

@@ -17,7 +17,7 @@ pub const ENGLISH_STOP_WORDS: [&str; 33] = [
 pub const TOKEN_BYTES_MAX: usize = 100;
 
 /// A language of the Snowball stemmers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[allow(missing_docs)]
 pub enum Language {
@@ -69,7 +69,7 @@ impl Language {
 }
 
 /// How one text field is analyzed (`text_options` in a schema).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextOptions {
     /// The stemmer's language (default English).

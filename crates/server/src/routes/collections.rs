@@ -141,7 +141,7 @@ fn info_for(c: &Collection) -> Result<Value, ApiError> {
 
 /// Creates a collection with this schema: 201 when created, 200 when it exists with the same schema,
 /// 409 when it exists with another.
-#[utoipa::path(put, path = "/v2/collections/{name}", tag = "collections", request_body = AnyObject,
+#[utoipa::path(put, path = "/v2/collections/{name}", tag = "collections", request_body = Schema,
     params(("name" = String, Path, description = "1–48 characters from A-Z a-z 0-9 _ -")),
     responses((status = 201, body = AnyObject), (status = 200, body = AnyObject),
         (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
@@ -202,17 +202,17 @@ pub async fn info(
 /// Drops a collection (its documents are deleted in the background).
 #[utoipa::path(delete, path = "/v2/collections/{name}", tag = "collections",
     params(("name" = String, Path)),
-    responses((status = 200, body = AnyObject), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = wire::Dropped), (status = 404, body = ErrorBody)))]
 pub async fn drop(
     State(s): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::Dropped>, ApiError> {
     crate::keys::check_collection(&name)?;
     crate::keys::check_not_tenant("dropping a collection")?;
     let cs = s.collections.clone();
     let n = name.clone();
     run(move || cs.drop_collection(&n)).await?;
-    Ok(Json(json!({ "dropped": name })))
+    Ok(Json(wire::Dropped { dropped: name }))
 }
 
 async fn upsert_values(
@@ -573,12 +573,12 @@ async fn search_body(
 /// the matching documents newest first. `"explain": true` adds each hit's component ranks and
 /// scores and the plan (stages, candidate counts, time per stage).
 #[utoipa::path(post, path = "/v2/search/hybrid", tag = "collections", request_body = HybridBody,
-    responses((status = 200, body = AnyObject), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = wire::HybridResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn hybrid(
     State(s): State<AppState>,
     JsonBody(body): JsonBody<Value>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::HybridResponse>, ApiError> {
     let body = wire::decode::<HybridBody>(&body, "invalid_query", "a hybrid search")?;
     let c = collection(&s, body.collection()?)?;
     hybrid_body(&s, c, body).await
@@ -589,7 +589,7 @@ async fn hybrid_body(
     s: &AppState,
     c: Arc<Collection>,
     body: HybridBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::HybridResponse>, ApiError> {
     let req = hybrid_request(s, &c, body).await?;
     Ok(Json(
         run_search(move |cancel| c.hybrid(&req, cancel)).await?,
@@ -642,7 +642,7 @@ async fn hybrid_request(
 /// examples exist, serving only when it beats RRF on held-out feedback. Ids that are not
 /// documents are ignored and listed in `ignored_ids`. The collection's info shows the examples,
 /// the last training (validation nDCG@10 of the model and of RRF) and the serving model's weights.
-#[utoipa::path(post, path = "/v2/collections/{name}/feedback", tag = "collections", request_body = AnyObject,
+#[utoipa::path(post, path = "/v2/collections/{name}/feedback", tag = "collections", request_body = wire::FeedbackBody,
     params(("name" = String, Path)),
     responses((status = 200, body = AnyObject), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
@@ -656,12 +656,7 @@ pub async fn feedback(
     )?;
     let c = collection(&s, &name)?;
     let fb = kyrodb_search::rank::Feedback::parse(&body)?;
-    let query = wire::decode::<HybridBody>(
-        &fb.query_body(&c.schema()),
-        "invalid_query",
-        "a hybrid search",
-    )?;
-    let req = hybrid_request(&s, &c, query).await?;
+    let req = hybrid_request(&s, &c, fb.query_body(&c.schema())).await?;
     Ok(Json(
         run_search(move |cancel| c.feedback(&req, &fb, cancel)).await?,
     ))
@@ -681,7 +676,7 @@ pub async fn feedback(
 pub async fn search_get(
     State(s): State<AppState>,
     super::extract::QueryOf(params): super::extract::QueryOf<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let q = GetSearch::from_params(params)?;
     let c = collection(&s, &q.collection)?;
     let schema = c.schema();
@@ -703,10 +698,7 @@ pub async fn search_get(
             threshold: q.vector_sim,
             ..SearchBody::default()
         };
-        let Json(answer) = search_body(&s, c, body).await?;
-        return Ok(Json(
-            serde_json::to_value(answer).map_err(|e| ApiError::internal(e.to_string()))?,
-        ));
+        return Ok(search_body(&s, c, body).await?.into_response());
     }
     // Full text and/or ranking: the hybrid search, with the similar_to vector as one component.
     let body = HybridBody {
@@ -727,7 +719,7 @@ pub async fn search_get(
             .then(|| wire::FusionBody::Name("auto_rank".into())),
         ..HybridBody::default()
     };
-    hybrid_body(&s, c, body).await
+    Ok(hybrid_body(&s, c, body).await?.into_response())
 }
 
 /// The query-string form of a search, read from its parameters (each at most once).
