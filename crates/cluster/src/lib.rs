@@ -9,7 +9,10 @@
 //! - `net.rs` — the Raft port (HTTP, cluster secret) and the client openraft replicates through.
 //! - `snapshot.rs` — Raft snapshots as engine checkpoints: build, current, install at start.
 //! - `node.rs` — a running node: start, the proposer, forwarding, read barriers, membership, status.
-
+// fjall's lints: no `unwrap` outside tests (use `expect` naming the invariant), and every
+// public item documented.
+#![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 // openraft's trait methods return its `StorageError` (224 bytes); our helpers return what they do.
 #![allow(clippy::result_large_err)]

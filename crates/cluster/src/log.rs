@@ -33,15 +33,20 @@ pub const PAYLOAD_MAX: usize = 256 << 20;
 /// A log entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// Its log index (from 1).
     pub index: u64,
+    /// The term it was proposed in.
     pub term: u64,
+    /// The caller's encoding of the entry.
     pub payload: Vec<u8>,
 }
 
 /// The durable vote: the term and whom this node voted for in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Vote {
+    /// The term.
     pub term: u64,
+    /// The node voted for in it.
     pub voted_for: Option<u64>,
     /// Whether a quorum granted it (the node it names is the leader of `term`).
     pub committed: bool,
@@ -52,9 +57,11 @@ pub struct Vote {
 pub struct Recovered {
     /// First and last index held (None when empty).
     pub first: Option<u64>,
+    /// The last index held.
     pub last: Option<u64>,
     /// Index after the last purge (entries at or below it are gone; 0 when never purged).
     pub purged: u64,
+    /// The durable vote.
     pub vote: Vote,
     /// What `save_committed` last stored (the caller's encoding of the committed log id).
     pub committed: Option<Vec<u8>>,
@@ -65,21 +72,30 @@ pub struct Recovered {
 /// Errors: I/O, refused files (with file and offset), misuse.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// A file is refused: what is wrong, where.
     #[error("{path}: corrupt at byte {offset}: {reason}")]
     Corrupt {
+        /// The file.
         path: PathBuf,
+        /// The byte offset.
         offset: u64,
+        /// What is wrong.
         reason: String,
     },
+    /// A call the log cannot honour (an append that leaves a gap, a truncation below the purge).
     #[error("{0}")]
     Invalid(String),
 }
 
+/// The log's result.
 pub type Result<T> = std::result::Result<T, Error>;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

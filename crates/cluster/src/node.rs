@@ -35,15 +35,20 @@ pub(crate) const RAFT_SEGMENT_BYTES: u64 = 64 << 20;
 /// How to run this node.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
+    /// This node's id (positive).
     pub node_id: NodeId,
     /// The initial voters (with this node among them, the cluster initialises itself on first
     /// start); a node started to join later lists the cluster it joins.
     pub members: BTreeMap<NodeId, NodeAddr>,
     /// Where the Raft log lives.
     pub raft_dir: PathBuf,
+    /// The shared secret every Raft call carries (at least 16 characters).
     pub secret: String,
+    /// The leader's heartbeat interval.
     pub heartbeat_ms: u64,
+    /// The election timeout's lower bound (over twice the heartbeat).
     pub election_min_ms: u64,
+    /// The election timeout's upper bound.
     pub election_max_ms: u64,
     /// How long a write or read barrier waits for a leader and a quorum before failing.
     pub request_timeout: Duration,
@@ -56,6 +61,7 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// Checks the secret, the id and the timing (heartbeat × 2 < election min < election max).
     pub fn validate(&self) -> Result<(), String> {
         if self.secret.len() < 16 {
             return Err("the cluster secret (KYRODB_CLUSTER_SECRET) must be at least 16 characters: every node must hold the same one".into());
@@ -111,9 +117,17 @@ enum ProposeError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Change {
     /// Adds a node: it becomes a learner, catches up from the log, then a voter.
-    Add { id: NodeId, raft_addr: String },
+    Add {
+        /// The new node's id.
+        id: NodeId,
+        /// Its Raft address (`IP:PORT`).
+        raft_addr: String,
+    },
     /// Removes a node from the voters (and the cluster).
-    Remove { id: NodeId },
+    Remove {
+        /// The node's id.
+        id: NodeId,
+    },
 }
 
 /// Why a membership change was not made: not the leader (retried against the next one), or
@@ -156,32 +170,48 @@ pub enum ChangeFailure {
 /// One follower's replication progress, as the leader sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Follower {
+    /// The follower.
     pub node_id: NodeId,
+    /// The last index the leader knows it holds.
     pub matched_index: Option<u64>,
+    /// Entries it is behind the leader's last.
     pub lag: Option<u64>,
 }
 
 /// `GET /v1/cluster/status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
+    /// This node.
     pub node_id: NodeId,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
     pub role: &'static str,
+    /// The current term.
     pub term: u64,
+    /// The leader this node knows of.
     pub leader: Option<NodeId>,
+    /// The leader's Raft address.
     pub leader_raft_addr: Option<String>,
+    /// The last index known committed.
     pub commit_index: Option<u64>,
+    /// The last index applied to this node's engine.
     pub applied_index: u64,
+    /// The last index in this node's log.
     pub last_log_index: Option<u64>,
+    /// Voters and their Raft addresses.
     pub voters: BTreeMap<NodeId, String>,
+    /// Learners and their Raft addresses.
     pub learners: BTreeMap<NodeId, String>,
     /// Leader only.
     pub followers: Vec<Follower>,
+    /// Elections this node has seen since it started.
     pub elections_seen: u64,
+    /// Leader only: time since a quorum last acknowledged it.
     pub millis_since_quorum_ack: Option<u64>,
     /// Snapshots this node received and installed since it started.
     pub snapshot_transfers: u64,
     /// The last log index the current snapshot covers, and the log's purge point.
     pub snapshot_index: Option<u64>,
+    /// The last index purged from the log.
     pub purged_index: Option<u64>,
 }
 
@@ -444,6 +474,7 @@ impl Cluster {
         &self.secret
     }
 
+    /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.id
     }

@@ -192,6 +192,13 @@ impl StateMachine {
 
     fn apply_entry(&mut self, e: &Entry) -> Result<Outcomes, StorageError<NodeId>> {
         let prev = self.marker.full;
+        // Entries are applied once each, in log order, each right after the last applied (or the
+        // snapshot installed): anything else would apply a write twice or skip one.
+        debug_assert!(
+            prev.is_none_or(|p| e.log_id.index == p.index + 1),
+            "entry {} applied after {prev:?}",
+            e.log_id.index
+        );
         let done = Marker {
             full: Some(e.log_id),
             partial: None,

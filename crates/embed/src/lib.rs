@@ -11,6 +11,10 @@
 //!   requests (batches are not padded, so texts of any lengths share one).
 //!
 //! Design, numbers and limits: docs/design/embed.md.
+// fjall's lints: no `unwrap` outside tests (use `expect` naming the invariant), and every
+// public item documented.
+#![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
 // `unsafe` lives only in `bert.rs` (the mapped weights and the SIMD kernels), which allows it.
 #![deny(unsafe_code)]
 

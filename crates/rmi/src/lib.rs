@@ -11,6 +11,9 @@
 //! - [`RmiHandle`] swaps in background rebuilds behind an `ArcSwap`.
 //!
 //! Design, byte layout and the ε and crash arguments: `docs/design/rmi.md`.
+// fjall's lints: no `unwrap` outside tests (use `expect` naming the invariant), and every
+// public item documented.
+#![deny(clippy::unwrap_used)]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

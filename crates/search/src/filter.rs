@@ -43,17 +43,35 @@ pub enum Filter {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cond {
     /// The keyword field holds one of these strings.
-    Keyword { field: String, any: Vec<String> },
+    Keyword {
+        /// The field.
+        field: String,
+        /// Any of these values matches.
+        any: Vec<String>,
+    },
     /// The bool field is this.
-    Bool { field: String, value: bool },
+    Bool {
+        /// The field.
+        field: String,
+        /// The value it must hold.
+        value: bool,
+    },
     /// The numeric or datetime field lies in this range (equality is a one-point range).
     Range {
+        /// The field.
         field: String,
+        /// Lower bound (datetimes as epoch ms).
         lo: Bound<f64>,
+        /// Upper bound.
         hi: Bound<f64>,
     },
     /// The field is present (true) or absent (false).
-    Exists { field: String, exists: bool },
+    Exists {
+        /// The field.
+        field: String,
+        /// Present (true) or absent (false).
+        exists: bool,
+    },
 }
 
 /// `YYYY`, `YYYY-MM` or `YYYY-MM-DD` as the epoch-ms period [start, start of the next), UTC.

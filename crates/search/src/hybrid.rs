@@ -566,6 +566,9 @@ pub fn fuse(lists: &[ComponentList], fusion: Fusion) -> Vec<Fused> {
     }
     let mut out: Vec<Fused> = by_id.into_values().collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+    // Postconditions: one entry per id listed anywhere, each with a part per list.
+    debug_assert!(out.iter().all(|f| f.parts.len() == lists.len()));
+    debug_assert!(out.len() <= lists.iter().map(|l| l.hits.len()).sum::<usize>());
     out
 }
 

@@ -1,6 +1,10 @@
 //! KyroDB collections: documents stored through the storage engine (its WAL, snapshots, recovery),
 //! with derived indexes — HNSW per vector field, payload indexes for filters — kept in step through
 //! the engine's applier seam. See docs/design/search.md.
+// fjall's lints: no `unwrap` outside tests (use `expect` naming the invariant), and every
+// public item documented.
+#![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
 #![warn(missing_debug_implementations)]
 // `unsafe` lives only in `distance::simd` (the SIMD kernels), which allows it.
 #![deny(unsafe_code)]
