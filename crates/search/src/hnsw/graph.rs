@@ -295,6 +295,25 @@ impl Hnsw {
         self.upper.get(base.checked_add(level as u32 - 1)?)
     }
 
+    /// The linker's postcondition on a list it selected for `node` on `level`: at most the level's
+    /// capacity, never the node itself (a loaded file's lists are checked by the loader instead).
+    fn debug_check_links(&self, node: u32, level: usize, links: &[u32]) {
+        let cap = if level == 0 {
+            self.layout.m0
+        } else {
+            self.layout.m
+        };
+        debug_assert!(
+            links.len() <= cap,
+            "node {node} level {level}: {} links",
+            links.len()
+        );
+        debug_assert!(
+            !links.contains(&node),
+            "node {node} level {level}: a self-link"
+        );
+    }
+
     /// Overwrites `node`'s list on `level`: entries first, then the count (readers clamp it).
     pub(super) fn write_links(&self, node: u32, level: usize, links: &[u32]) {
         let Some(rec) = self.nodes.get(node) else {
@@ -534,6 +553,7 @@ impl Hnsw {
             {
                 let _list = self.list_lock(node);
                 self.keep_concurrent_additions(lk, node, l, q);
+                self.debug_check_links(node, l, &lk.links);
                 self.write_links(node, l, &lk.links);
             }
             for c in &chosen {
@@ -634,6 +654,7 @@ impl Hnsw {
                     .extend(v.iter().map(|w| f32::from_bits(w.load(Ordering::Relaxed))));
             }
         }
+        debug_assert!(lk.chosen.len() <= m);
     }
 
     /// Adds `new` to `target`'s list on `level`; when full, re-selects among old links and `new`
@@ -654,6 +675,7 @@ impl Hnsw {
         }
         if links.len() < cap {
             links.push(new);
+            self.debug_check_links(target, level, &links);
             self.write_links(target, level, &links);
             lk.links = links;
             return;
@@ -683,6 +705,7 @@ impl Hnsw {
         lk.base = base;
         links.clear();
         links.extend(lk.chosen.iter().map(|c| c.node));
+        self.debug_check_links(target, level, &links);
         self.write_links(target, level, &links);
         lk.cands = cands;
         lk.links = links;
@@ -820,6 +843,7 @@ impl Hnsw {
         lk.base = base;
         links.clear();
         links.extend(lk.chosen.iter().map(|c| c.node));
+        self.debug_check_links(node, level, &links);
         self.write_links(node, level, &links);
         lk.cands = cands;
         lk.links = links;

@@ -324,6 +324,7 @@ impl TopK<'_> {
             self.heap.pop();
             self.heap.push(std::cmp::Reverse(c));
         }
+        debug_assert!(self.heap.len() <= self.k);
     }
 }
 
@@ -1234,6 +1235,12 @@ pub fn merge(plan: MergePlan) -> Merged {
                 continue;
             }
             all.sort_unstable_by_key(|a| a.0);
+            // A live row is in one part only (a rewritten document's old row is dead in its old
+            // part): two postings for one row would count its term twice.
+            debug_assert!(
+                all.windows(2).all(|w| w[0].0 < w[1].0),
+                "term {t} of field {fi}: a live row in two parts"
+            );
             let mut out = PostingList::default();
             for (row, pi, i) in all {
                 let list = &plan.parts[pi].0.fields[fi][&t];
