@@ -43,7 +43,7 @@ pub type EmbedFn =
     Arc<dyn Fn(Vec<String>) -> std::result::Result<Vec<Vec<f32>>, EmbedFailure> + Send + Sync>;
 
 /// A job's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Walking the documents (or waiting to resume).
@@ -52,10 +52,12 @@ pub enum JobState {
     Done,
     /// Stopped for good; `error` says why.
     Failed,
+    /// Only in a [`JobView`], never stored: a running job waiting (`paused` says why).
+    Paused,
 }
 
 /// A re-embed job's durable record (in the collection's catalog entry) and its progress.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReembedJob {
     /// The vector field.
     pub field: String,
@@ -95,23 +97,49 @@ pub struct ReembedJob {
 impl ReembedJob {
     /// The job as `GET /v2/collections/{name}` shows it (`paused` says why a running job waits).
     pub fn to_json(&self, paused: Option<&str>) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).expect("jobs serialise");
-        let progress = if self.total == 0 {
-            1.0
-        } else {
-            (self.done as f64 / self.total as f64).min(1.0)
-        };
-        v["progress"] = serde_json::json!(progress);
-        v["started_at"] = serde_json::json!(crate::doc::format_datetime(self.started_ms));
-        if let Some(f) = self.finished_ms {
-            v["finished_at"] = serde_json::json!(crate::doc::format_datetime(f));
-        }
-        if let (JobState::Running, Some(p)) = (self.state, paused) {
-            v["state"] = serde_json::json!("paused");
-            v["paused"] = serde_json::json!(p);
-        }
-        v
+        serde_json::to_value(self.view(paused)).expect("jobs serialise")
     }
+
+    /// The job with its progress and times for people (`paused` says why a running job waits).
+    pub fn view(&self, paused: Option<&str>) -> JobView {
+        let mut job = self.clone();
+        let paused = match (self.state, paused) {
+            (JobState::Running, Some(p)) => {
+                job.state = JobState::Paused;
+                Some(p.to_owned())
+            }
+            _ => None,
+        };
+        JobView {
+            progress: if self.total == 0 {
+                1.0
+            } else {
+                (self.done as f64 / self.total as f64).min(1.0)
+            },
+            started_at: crate::doc::format_datetime(self.started_ms),
+            finished_at: self.finished_ms.map(crate::doc::format_datetime),
+            paused,
+            job,
+        }
+    }
+}
+
+/// A re-embed job as the API shows it (`POST …/reembed`'s 202, the collection's info).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct JobView {
+    /// The durable record (`state` reads `paused` while a running job waits).
+    #[serde(flatten)]
+    pub job: ReembedJob,
+    /// `done / total`, 0..=1.
+    pub progress: f64,
+    /// `started_ms` as RFC 3339.
+    pub started_at: String,
+    /// `finished_ms` as RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Why a running job waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
 }
 
 /// One page's outcome.

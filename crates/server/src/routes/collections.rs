@@ -311,7 +311,7 @@ pub struct ReembedRequest {
 /// 202 with the job; 409 while another job runs; 503 without the model.
 #[utoipa::path(post, path = "/v2/collections/{name}/reembed", tag = "collections", request_body = ReembedRequest,
     params(("name" = String, Path)),
-    responses((status = 202, body = AnyObject), (status = 400, body = ErrorBody),
+    responses((status = 202, body = kyrodb_search::reembed::JobView), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn reembed(
     State(s): State<AppState>,
@@ -357,7 +357,7 @@ pub async fn reembed(
     };
     let cs = s.collections.clone();
     let job = run(move || cs.reembed(&name, &field, spec, embed)).await?;
-    Ok((StatusCode::ACCEPTED, Json(job.to_json(None))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(job.view(None))).into_response())
 }
 
 /// One document plus `"collection"`; answers when it is durable and searchable.
