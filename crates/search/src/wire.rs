@@ -350,6 +350,23 @@ pub struct ComponentRank {
     pub score: f32,
 }
 
+/// The answer to a feedback: the example stored.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FeedbackResponse {
+    /// The collection.
+    pub collection: String,
+    /// The example's key in the collection's feedback keyspace.
+    pub example: u64,
+    /// Candidates recorded with their features.
+    pub candidates: usize,
+    /// Of them, relevant (grade above 0).
+    pub relevant: usize,
+    /// Ids that are not documents of the collection (left out).
+    pub ignored_ids: Vec<String>,
+    /// Examples the collection holds now.
+    pub examples: usize,
+}
+
 /// The answer to `DELETE /v2/collections/{name}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Dropped {

@@ -66,7 +66,6 @@ fn hybrid_request(c: &Collection, body: Value) -> HybridRequest {
 
 /// Every search the crate runs for a request, with `cancel`; each result mapped to Ok(()) / Err.
 fn every_search(c: &Collection, cancel: &Cancel) -> Vec<(&'static str, Result<(), Error>)> {
-    let ok = |r: Result<Value, Error>| r.map(|_| ());
     let vector = vector_request(c, json!({}));
     let exact = vector_request(c, json!({"exact": true}));
     let filtered = vector_request(c, json!({"filter": {"key": "rank", "range": {"gte": 100}}}));
@@ -96,7 +95,7 @@ fn every_search(c: &Collection, cancel: &Cancel) -> Vec<(&'static str, Result<()
             "hybrid (newest first)",
             c.hybrid(&newest, cancel).map(|_| ()),
         ),
-        ("feedback", ok(c.feedback(&fb_req, &fb, cancel))),
+        ("feedback", c.feedback(&fb_req, &fb, cancel).map(|_| ())),
     ]
 }
 

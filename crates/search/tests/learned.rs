@@ -94,7 +94,7 @@ fn candidates(c: &Collection, body: &Value) -> Vec<String> {
 fn feedback(c: &Collection, body: &Value, relevant: &[String]) -> Value {
     let req = HybridRequest::parse(body, &c.schema(), 1_800_000_000_000).unwrap();
     let fb = Feedback::parse(&json!({"query": body, "relevant": relevant})).unwrap();
-    c.feedback(&req, &fb, &Cancel::never()).unwrap()
+    serde_json::to_value(c.feedback(&req, &fb, &Cancel::never()).unwrap()).unwrap()
 }
 
 /// nDCG@10 of `ranked` with binary relevance `rel`, computed here from its definition.
@@ -215,7 +215,7 @@ fn learned_ranking_beats_rrf_when_relevance_follows_a_feature_rrf_cannot_see() {
     let q = query(&mut rng, "rrf");
     let req = HybridRequest::parse(&q, &c.schema(), 1_800_000_000_000).unwrap();
     let fb = Feedback::parse(&json!({"query": q, "relevant": ["d0001", "nope"]})).unwrap();
-    let r = c.feedback(&req, &fb, &Cancel::never()).unwrap();
+    let r = serde_json::to_value(c.feedback(&req, &fb, &Cancel::never()).unwrap()).unwrap();
     assert_eq!(r["ignored_ids"], json!(["nope"]));
     let fb = Feedback::parse(&json!({"query": q, "relevant": ["nope"]})).unwrap();
     assert!(c.feedback(&req, &fb, &Cancel::never()).is_err());

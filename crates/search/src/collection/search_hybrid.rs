@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::hybrid::{TextComponent, VectorQuery};
-use crate::wire::{ComponentRank, HybridHit, HybridResponse};
+use crate::wire::{ComponentRank, FeedbackResponse, HybridHit, HybridResponse};
 use std::collections::BTreeMap;
 
 /// A hit's rank and score in each component that listed it.
@@ -295,7 +295,12 @@ impl Collection {
     /// that are not documents are ignored (and listed); a request with no relevant document
     /// left is refused. [`Error::Cancelled`] (nothing written) when `cancel` fires while the
     /// query runs.
-    pub fn feedback(&self, req: &HybridRequest, fb: &Feedback, cancel: &Cancel) -> Result<Value> {
+    pub fn feedback(
+        &self,
+        req: &HybridRequest,
+        fb: &Feedback,
+        cancel: &Cancel,
+    ) -> Result<FeedbackResponse> {
         let schema = self.schema();
         let filter = req.combined_filter(&schema);
         let names = crate::rank::feature_names(&schema);
@@ -368,9 +373,13 @@ impl Collection {
         if let Some(s) = self.shared.upgrade() {
             s.wake_indexer();
         }
-        Ok(
-            json!({"collection": self.name, "example": key, "candidates": candidates,
-            "relevant": relevant, "ignored_ids": ignored, "examples": examples}),
-        )
+        Ok(FeedbackResponse {
+            collection: self.name.clone(),
+            example: key,
+            candidates,
+            relevant,
+            ignored_ids: ignored,
+            examples,
+        })
     }
 }

@@ -644,13 +644,13 @@ async fn hybrid_request(
 /// the last training (validation nDCG@10 of the model and of RRF) and the serving model's weights.
 #[utoipa::path(post, path = "/v2/collections/{name}/feedback", tag = "collections", request_body = wire::FeedbackBody,
     params(("name" = String, Path)),
-    responses((status = 200, body = AnyObject), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = wire::FeedbackResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn feedback(
     State(s): State<AppState>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<Value>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::FeedbackResponse>, ApiError> {
     crate::keys::check_not_tenant(
         "feedback trains the collection's one ranking model, shared by every tenant",
     )?;
