@@ -799,7 +799,14 @@ fn apply_catalog(shared: &Arc<Shared>, ev: CatalogEvent) -> Result<()> {
             if *c.schema() != entry.schema {
                 c.set_schema(entry.schema);
             }
-            c.set_job(entry.reembed);
+            // Records are mirrored after the fact: a stale one must not undo newer progress.
+            let stale = match (&entry.reembed, c.job()) {
+                (Some(new), Some(cur)) => !new.supersedes(&cur),
+                _ => false,
+            };
+            if !stale {
+                c.set_job(entry.reembed);
+            }
             return Ok(());
         }
         drop_local(shared, c);

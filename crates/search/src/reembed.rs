@@ -100,6 +100,23 @@ impl ReembedJob {
         serde_json::to_value(self.view(paused)).expect("jobs serialise")
     }
 
+    /// Whether this record of a job should replace `current` in memory: another job (field or
+    /// start differs) always does; for the same job, a finished record beats a running one and,
+    /// between running ones, more progress wins. The catalog follower mirrors records
+    /// asynchronously, so without this rule a page's stale "running" record mirrored after the
+    /// job's "done" was set would show the finished job running again (and refuse a new one).
+    pub fn supersedes(&self, current: &ReembedJob) -> bool {
+        if self.field != current.field || self.started_ms != current.started_ms {
+            return true;
+        }
+        let finished = |j: &ReembedJob| j.state != JobState::Running;
+        match (finished(self), finished(current)) {
+            (true, false) => true,
+            (false, true) => false,
+            _ => self.done >= current.done,
+        }
+    }
+
     /// The job with its progress and times for people (`paused` says why a running job waits).
     pub fn view(&self, paused: Option<&str>) -> JobView {
         let mut job = self.clone();
@@ -349,4 +366,43 @@ fn finish(
     s.write_job(c, job, WriteBatch::new())?;
     c.set_paused(None);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: JobState, done: u64, started_ms: i64) -> ReembedJob {
+        ReembedJob {
+            field: "v".into(),
+            model: "m".into(),
+            source: "body".into(),
+            state,
+            cursor: None,
+            done,
+            total: 300,
+            cleared: 0,
+            left_to_writers: 0,
+            started_ms,
+            finished_ms: None,
+            error: None,
+            resumed: 0,
+        }
+    }
+
+    #[test]
+    fn a_stale_record_of_the_same_job_never_undoes_newer_progress() {
+        let done = job(JobState::Done, 300, 1);
+        let page = job(JobState::Running, 200, 1);
+        assert!(!page.supersedes(&done), "a page written before the end");
+        assert!(done.supersedes(&page));
+        assert!(job(JobState::Running, 250, 1).supersedes(&page));
+        assert!(!page.supersedes(&job(JobState::Running, 250, 1)));
+        assert!(job(JobState::Failed, 10, 1).supersedes(&page));
+        // Another job (a later start, or another field) always replaces the record.
+        assert!(job(JobState::Running, 0, 2).supersedes(&done));
+        let mut other = job(JobState::Running, 0, 1);
+        other.field = "w".into();
+        assert!(other.supersedes(&done));
+    }
 }
