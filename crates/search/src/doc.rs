@@ -215,6 +215,13 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// The wall clock in epoch milliseconds (0 before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// RFC 3339 UTC with milliseconds (`2025-03-01T12:00:00.000Z`).
 pub fn format_datetime(ms: i64) -> String {
     let fmt = time::macros::format_description!(

@@ -426,7 +426,7 @@ impl Collections {
                 max: s.opts.collections_max as u64,
             });
         }
-        let created_ms = now_ms();
+        let created_ms = crate::doc::now_ms();
         let ks_name = format!("{COLLECTION_KEYSPACE_PREFIX}{name}.{created_ms:x}");
         let ks = s.db.create_keyspace(&ks_name)?;
         let ranker = crate::rank::Ranker::open(
@@ -578,7 +578,7 @@ impl Collections {
                 total: c.count(),
                 cleared: 0,
                 left_to_writers: 0,
-                started_ms: now_ms(),
+                started_ms: crate::doc::now_ms(),
                 finished_ms: None,
                 error: None,
                 resumed: 0,
@@ -889,12 +889,6 @@ fn load_graphs(
             (None, format!("rebuilt: graph file refused: {e}"))
         }
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Frees a dropped collection's keyspace: drops it in the engine, or, in cluster mode (keyspace

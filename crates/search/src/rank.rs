@@ -650,7 +650,7 @@ pub(crate) fn train(examples: &[(u64, Arc<Example>)], names: &[String]) -> (Opti
         .collect();
     let usable = queries.len();
     let mut report = Report {
-        at: format_datetime(crate::manager::now_ms()),
+        at: format_datetime(crate::doc::now_ms()),
         took_ms: 0,
         examples: examples.len(),
         usable_examples: usable,

@@ -362,7 +362,7 @@ fn finish(
     };
     job.state = state;
     job.error = error;
-    job.finished_ms = Some(crate::manager::now_ms());
+    job.finished_ms = Some(crate::doc::now_ms());
     s.write_job(c, job, WriteBatch::new())?;
     c.set_paused(None);
     Ok(())

@@ -361,12 +361,6 @@ pub(crate) fn hex(b: &[u8]) -> String {
         })
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 fn check_text(path: &str, s: &str, glob_ok: bool) -> Result<(), ApiError> {
     let ok = !s.is_empty()
         && s.len() <= TEXT_BYTES_MAX
@@ -610,7 +604,7 @@ impl KeyStore {
                 keyspaces: req.keyspaces.clone(),
                 tenant: req.tenant.clone(),
                 quotas: req.quotas.clone(),
-                created_at_ms: now_ms(),
+                created_at_ms: kyrodb_search::doc::now_ms(),
                 digest: hex(&digest),
             };
             let bytes =

@@ -604,10 +604,7 @@ async fn hybrid_request(
     body: HybridBody,
 ) -> Result<HybridRequest, ApiError> {
     let schema = c.schema();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let mut req = body.bind(&schema, now_ms)?;
+    let mut req = body.bind(&schema, kyrodb_search::doc::now_ms())?;
     if let Some(t) = tenant(c)? {
         req.filter = Some(t.restrict(req.filter.take()));
     }
