@@ -120,21 +120,4 @@ mod tests {
         let e = Estimate::new(1, n, 10_000, 64);
         assert!(e.cost_graph <= n as f64 * GRAPH_STEP_COST);
     }
-
-    #[test]
-    fn only_walks_can_miss_a_twin() {
-        for s in [
-            Strategy::Hnsw,
-            Strategy::HnswFiltered,
-            Strategy::ExactRequested,
-            Strategy::ExactFiltered,
-            Strategy::ExactFallback,
-            Strategy::Empty,
-        ] {
-            assert_eq!(
-                s.walked_graph(),
-                !s.name().starts_with("exact") && s != Strategy::Empty
-            );
-        }
-    }
 }
