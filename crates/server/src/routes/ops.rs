@@ -178,7 +178,9 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, body = Object)))]
-pub async fn openapi(State(s): State<AppState>) -> Response {
+// A body sent with the GET (a careless client) is read before the ~100 KB answer: a connection closed
+// with unread bytes is reset, and the reset can cut the answer the client has not read yet.
+pub async fn openapi(State(s): State<AppState>, _unread: axum::body::Bytes) -> Response {
     let mut resp = s.openapi_json.clone().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
