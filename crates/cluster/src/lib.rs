@@ -6,7 +6,8 @@
 //! - `store.rs` — openraft's log storage over it.
 //! - `sm.rs` — the state machine: entries applied to the engine with the apply marker.
 //! - `types.rs` — openraft's type configuration, proposals, outcomes, entry encoding.
-//! - `net.rs` — the Raft port (HTTP, cluster secret) and the client openraft replicates through.
+//! - `net.rs` — the Raft port's client (HTTP, cluster secret) that openraft replicates through.
+//! - `rpc.rs` — the Raft port's routes, serving the other nodes' calls.
 //! - `snapshot.rs` — Raft snapshots as engine checkpoints: build, current, install at start.
 //! - `node.rs` — a running node: start, the proposer, forwarding, read barriers, membership, status.
 // fjall's lints: no `unwrap` outside tests (use `expect` naming the invariant), and every
@@ -20,6 +21,7 @@
 mod log;
 mod net;
 mod node;
+mod rpc;
 mod sm;
 mod snapshot;
 mod store;

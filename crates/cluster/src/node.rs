@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::{
-    net::{self, CallError, ForwardReply, Network, Peers, ReadReply},
+    net::{CallError, ForwardReply, Network, Peers, ReadReply},
     sm::{StateMachine, RAFT_KEYSPACE},
-    store::LogStore,
+    store::{LogStore, RAFT_SEGMENT_BYTES},
     types::{NodeAddr, NodeId, Outcome, Proposal, Raft},
 };
 
@@ -30,7 +30,6 @@ const PROPOSAL_BYTES_MAX: usize = 4 << 20;
 const PROPOSAL_WRITES_MAX: usize = 4096;
 /// Entries proposed and not yet committed, at most; writes arriving meanwhile form the next ones.
 const PROPOSALS_IN_FLIGHT: usize = 2;
-pub(crate) const RAFT_SEGMENT_BYTES: u64 = 64 << 20;
 
 /// How to run this node.
 #[derive(Debug, Clone)]
@@ -902,12 +901,6 @@ impl Cluster {
         self.stop.send_replace(true);
     }
 
-    /// The Raft port's routes (the cluster secret is checked from the headers before a body is
-    /// read; bodies are capped per route and must arrive within 60 s).
-    pub fn raft_router(self: &Arc<Self>) -> axum::Router {
-        net::router(self.clone())
-    }
-
     /// Turns true once [`Cluster::shutdown`] ran: the Raft port stops serving then.
     pub fn port_stop(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
@@ -1040,7 +1033,7 @@ impl Cluster {
             .increment(1);
         let snapshot = openraft::Snapshot {
             meta: inc.meta.meta.clone(),
-            snapshot: Box::new(crate::snapshot::SnapshotData { dir }),
+            snapshot: Box::new(crate::types::SnapshotData { dir }),
         };
         self.raft
             .install_full_snapshot(inc.vote, snapshot)

@@ -12,9 +12,8 @@ use openraft::{
 use tokio::sync::watch;
 
 use crate::{
-    snapshot::SnapshotData,
     store::io_err,
-    types::{Entry, NodeAddr, NodeId, Outcome, Outcomes, Refusal, TypeConfig},
+    types::{Entry, NodeAddr, NodeId, Outcome, Outcomes, Refusal, SnapshotData, TypeConfig},
 };
 
 /// A write to apply, with the keyspace, key and value of its apply marker.

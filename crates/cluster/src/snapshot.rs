@@ -15,18 +15,12 @@ use std::{
 use openraft::{LogId, Snapshot, SnapshotMeta, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use crate::types::{NodeAddr, NodeId, TypeConfig};
+use crate::types::{NodeAddr, NodeId, SnapshotData, TypeConfig};
 
 const META: &str = "meta.json";
 pub(crate) const INCOMING: &str = "incoming";
 pub(crate) const INSTALL: &str = "install";
 const READY: &str = "READY";
-
-/// A snapshot's files: the directory holding them.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct SnapshotData {
-    pub(crate) dir: PathBuf,
-}
 
 /// One file of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

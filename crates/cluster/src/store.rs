@@ -18,6 +18,9 @@ use crate::{
     types::{decode_entry, encode_entry, Entry, NodeId, TypeConfig},
 };
 
+/// Bytes per Raft log segment file (a segment is deleted whole once a snapshot covers it).
+pub(crate) const RAFT_SEGMENT_BYTES: u64 = 64 << 20;
+
 pub(crate) fn io_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
     StorageIOError::write(AnyError::error(e.to_string())).into()
 }
@@ -284,7 +287,6 @@ fn purge_log(
 
 /// [`LogStore::purge`] before the store is open (installing a snapshot at start).
 pub(crate) fn purge_sync(dir: &std::path::Path, log_id: LogId<NodeId>) -> Result<(), String> {
-    let (mut log, _) =
-        RaftLog::open(dir, crate::node::RAFT_SEGMENT_BYTES).map_err(|e| e.to_string())?;
+    let (mut log, _) = RaftLog::open(dir, RAFT_SEGMENT_BYTES).map_err(|e| e.to_string())?;
     purge_log(&mut log, dir, log_id)
 }

@@ -29,7 +29,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = NodeAddr,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = crate::snapshot::SnapshotData,
+        SnapshotData = SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
@@ -286,4 +286,11 @@ pub fn parse_members(s: &str) -> Result<BTreeMap<NodeId, NodeAddr>, String> {
         return Err("no members listed".into());
     }
     Ok(m)
+}
+
+/// A snapshot's files: the directory holding them (openraft's `SnapshotData`; built, sent and
+/// installed by `snapshot.rs`).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SnapshotData {
+    pub(crate) dir: std::path::PathBuf,
 }

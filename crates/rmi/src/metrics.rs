@@ -9,20 +9,22 @@
 //!   prediction to a present key. Sampled at build so the lookup path carries no instrumentation.
 //! - `kyrodb_rmi_rebuilds_total` / `kyrodb_rmi_rebuild_failures_total` (counters): background rebuilds.
 
-use crate::model::Rmi;
-
 /// Keys sampled per build for the probe-length histogram.
 pub const PROBE_SAMPLES_MAX: usize = 1024;
 
-pub(crate) fn record_build(rmi: &Rmi, keys: &[u64]) {
-    let stats = rmi.stats();
-    metrics::histogram!("kyrodb_rmi_build_duration_seconds")
-        .record(stats.build_duration.as_secs_f64());
+/// Records one build: its wall time, and the probe lengths of `predict` (the built index's
+/// prediction; `None` for a shape that predicts nothing) over a sample of `keys`.
+pub(crate) fn record_build(
+    took: std::time::Duration,
+    keys: &[u64],
+    predict: impl Fn(u64) -> Option<usize>,
+) {
+    metrics::histogram!("kyrodb_rmi_build_duration_seconds").record(took.as_secs_f64());
     let step = (keys.len() / PROBE_SAMPLES_MAX).max(1);
     let probes = metrics::histogram!("kyrodb_rmi_probe_length_slots");
     for position in (0..keys.len()).step_by(step) {
         // The search tree has no prediction: nothing to record.
-        let Some(predicted) = rmi.predict(keys[position]) else {
+        let Some(predicted) = predict(keys[position]) else {
             break;
         };
         probes.record((predicted.abs_diff(position) + 1) as f64);

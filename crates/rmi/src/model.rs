@@ -5,9 +5,13 @@ use std::time::{Duration, Instant};
 use crate::config::{RmiConfig, EPSILON_SLOTS_LIMIT};
 use crate::error::{Result, RmiError};
 use crate::router::{Router, BUCKET_LEAVES_MAX, ENTRY_VALUE};
+use crate::router::{Step, DEPTH_MAX};
 use crate::search::{self, CheckedKernel, Dispatch, Kernel};
 use crate::segment::{self, Leaf};
-use crate::shape::{self, Shape, MODEL_BYTES_PER_KEY_MAX, TREE_BLOCK_CANDIDATES};
+use crate::shape::{
+    self, access_ns, binary_search_reads, window_ns, LowerBound, Shape, MODEL_BYTES_PER_KEY_MAX,
+    PREDICT_NS, ROUTE_STEP_NS, TREE_BLOCK_CANDIDATES,
+};
 use crate::tree::SearchTree;
 
 /// Where a lookup looks: the prediction and the error bound of the leaf that made it.
@@ -108,7 +112,7 @@ impl Rmi {
             }
             tried.push(epsilon);
             let rmi = Rmi::build_learned(keys, config, epsilon)?;
-            let cost = shape::learned_cost(&rmi, &queries);
+            let cost = learned_cost(&rmi, &queries);
             candidates.push((cost, rmi));
         }
         // Over the model budget only when nothing is within it: then the smallest model.
@@ -145,7 +149,7 @@ impl Rmi {
         };
         let mut rmi = chosen.expect("at least one learned candidate");
         rmi.stats.build_duration = started.elapsed();
-        crate::metrics::record_build(&rmi, keys);
+        crate::metrics::record_build(rmi.stats.build_duration, keys, |k| rmi.predict(k));
         Ok(rmi)
     }
 
@@ -187,7 +191,7 @@ impl Rmi {
             }
         };
         rmi.stats.build_duration = started.elapsed();
-        crate::metrics::record_build(&rmi, keys);
+        crate::metrics::record_build(rmi.stats.build_duration, keys, |k| rmi.predict(k));
         Ok(rmi)
     }
 
@@ -635,11 +639,6 @@ fn every_key_in_window(keys: &[u64], window_of: impl Fn(u64) -> (usize, usize)) 
     Ok(())
 }
 
-/// Keys binary search reads in a lookup over `n` keys: `⌈log2(n + 1)⌉`.
-pub(crate) fn binary_search_reads(n: usize) -> usize {
-    (usize::BITS - n.leading_zeros()) as usize
-}
-
 /// Whether a search-tree block of `block` keys fits the window bound `2·ε_max + 1`.
 pub(crate) fn tree_allowed(block: usize, epsilon_max: u32) -> bool {
     block <= 2 * epsilon_max as usize + 1
@@ -649,4 +648,58 @@ pub(crate) fn tree_allowed(block: usize, epsilon_max: u32) -> bool {
 pub(crate) fn with_sentinels(mut leaves: Vec<Leaf>) -> Vec<Leaf> {
     leaves.extend([Leaf::SENTINEL; BUCKET_LEAVES_MAX]);
     leaves
+}
+
+/// Mean estimated nanoseconds per lookup of a learned model, measured over `queries` with the
+/// cost model of [`crate::shape`].
+pub(crate) fn learned_cost(rmi: &Rmi, queries: &[u64]) -> f64 {
+    if rmi.leaf_count == 0 || queries.is_empty() {
+        return 0.0;
+    }
+    let array_bytes = rmi.key_count * 8;
+    let router_ns = access_ns(rmi.router.bytes()) + ROUTE_STEP_NS;
+    let leaf_ns = access_ns(rmi.leaves.len() * std::mem::size_of::<Leaf>());
+    let mut total = 0.0;
+    for &key in queries {
+        let router = &rmi.router;
+        let mut tables = 1usize;
+        let mut bucket = router.bucket(&router.tables[0], key);
+        let mut leaf_reads = 1.0;
+        for _ in 1..=DEPTH_MAX {
+            match router.step(bucket, key) {
+                Step::Child(next) => {
+                    bucket = next;
+                    tables += 1;
+                }
+                Step::Leaves(at) => {
+                    let entry = router.entries[at];
+                    if entry & crate::router::ENTRY_CROWDED != 0 {
+                        let end = (router.entries[at + 1] & crate::router::ENTRY_VALUE) as usize;
+                        let start = (entry & crate::router::ENTRY_VALUE) as usize;
+                        leaf_reads = ((end - start + 1) as f64).log2().ceil();
+                    } else {
+                        let start = (entry & crate::router::ENTRY_VALUE) as usize;
+                        if rmi.leaves[start + 1].first_key <= key {
+                            leaf_reads = 2.0;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        let probe = rmi.probe(key);
+        let (lo, hi) = rmi.window(probe, rmi.key_count);
+        total += tables as f64 * router_ns
+            + leaf_reads * leaf_ns
+            + PREDICT_NS
+            + access_ns(array_bytes)
+            + window_ns(hi - lo, array_bytes);
+    }
+    total / queries.len() as f64
+}
+
+impl LowerBound for Rmi {
+    fn lower_bound(&self, keys: &[u64], key: u64) -> usize {
+        Rmi::lower_bound(self, keys, key)
+    }
 }

@@ -12,7 +12,6 @@
 //! smallest model if none does). The choice is deterministic: the same keys and configuration always
 //! give the same shape, byte for byte, whatever the machine's load.
 
-use crate::router::{Step, DEPTH_MAX};
 use crate::tree::{SearchTree, NODE_KEYS};
 
 /// Keys per leaf block of the search-tree candidates: 16, 32 or 64 keys (2, 4 or 8 cache lines and
@@ -78,14 +77,14 @@ pub(crate) fn access_ns(bytes: usize) -> f64 {
 /// the lookups queued behind it, which is why it weighs as much as an L3 miss), per tree node (two
 /// 8-key compares, mask to popcount), per key-block or window count.
 const BINARY_STEP_NS: f64 = 0.2;
-const ROUTE_STEP_NS: f64 = 2.0;
-const PREDICT_NS: f64 = 19.0;
+pub(crate) const ROUTE_STEP_NS: f64 = 2.0;
+pub(crate) const PREDICT_NS: f64 = 19.0;
 const NODE_STEP_NS: f64 = 4.5;
 const COUNT_NS: f64 = 2.0;
 
 /// Cost of counting a window of `keys` keys once its first line is loaded: per line a compare and,
 /// out of cache, the extra lines' misses (they overlap, so a fraction of a miss each).
-fn window_ns(keys: usize, array_bytes: usize) -> f64 {
+pub(crate) fn window_ns(keys: usize, array_bytes: usize) -> f64 {
     let lines = keys.div_ceil(8).max(1) as f64;
     let extra_line = if array_bytes > L3_BYTES { 4.0 } else { 0.3 };
     if keys > crate::search::LINEAR_WINDOW_SLOTS_MAX {
@@ -99,7 +98,7 @@ fn window_ns(keys: usize, array_bytes: usize) -> f64 {
 /// midpoints, each on its own cache line, so the first steps hit a small hot set and the last ones
 /// the whole array.
 pub(crate) fn binary_cost(n: usize) -> f64 {
-    let steps = crate::model::binary_search_reads(n);
+    let steps = binary_search_reads(n);
     (1..=steps)
         .map(|i| {
             let touched = (1usize << i.min(40)).saturating_mul(64).min(n * 8);
@@ -133,53 +132,6 @@ pub(crate) fn tree_cost(tree: &SearchTree, key_count: usize) -> f64 {
     levels + access_ns(array_bytes) + window_ns(tree.block_keys.min(key_count), array_bytes)
 }
 
-/// Mean estimated nanoseconds per lookup of a learned model, measured over `queries`.
-pub(crate) fn learned_cost(rmi: &crate::Rmi, queries: &[u64]) -> f64 {
-    if rmi.leaf_count == 0 || queries.is_empty() {
-        return 0.0;
-    }
-    let array_bytes = rmi.key_count * 8;
-    let router_ns = access_ns(rmi.router.bytes()) + ROUTE_STEP_NS;
-    let leaf_ns = access_ns(rmi.leaves.len() * std::mem::size_of::<crate::segment::Leaf>());
-    let mut total = 0.0;
-    for &key in queries {
-        let router = &rmi.router;
-        let mut tables = 1usize;
-        let mut bucket = router.bucket(&router.tables[0], key);
-        let mut leaf_reads = 1.0;
-        for _ in 1..=DEPTH_MAX {
-            match router.step(bucket, key) {
-                Step::Child(next) => {
-                    bucket = next;
-                    tables += 1;
-                }
-                Step::Leaves(at) => {
-                    let entry = router.entries[at];
-                    if entry & crate::router::ENTRY_CROWDED != 0 {
-                        let end = (router.entries[at + 1] & crate::router::ENTRY_VALUE) as usize;
-                        let start = (entry & crate::router::ENTRY_VALUE) as usize;
-                        leaf_reads = ((end - start + 1) as f64).log2().ceil();
-                    } else {
-                        let start = (entry & crate::router::ENTRY_VALUE) as usize;
-                        if rmi.leaves[start + 1].first_key <= key {
-                            leaf_reads = 2.0;
-                        }
-                    }
-                    break;
-                }
-            }
-        }
-        let probe = rmi.probe(key);
-        let (lo, hi) = rmi.window(probe, rmi.key_count);
-        total += tables as f64 * router_ns
-            + leaf_reads * leaf_ns
-            + PREDICT_NS
-            + access_ns(array_bytes)
-            + window_ns(hi - lo, array_bytes);
-    }
-    total / queries.len() as f64
-}
-
 /// Key arrays larger than this (the last-level cache the model assumes) have their shape chosen by
 /// timing the candidates rather than by the cost model.
 pub(crate) const MEASURE_ABOVE_BYTES: usize = L3_BYTES;
@@ -191,8 +143,11 @@ const MEASURE_ROUNDS: usize = 3;
 /// fresh pseudo-random queries (present keys and the gaps after them, spread over the whole array, so
 /// the array reads miss as they do in service while the small upper levels stay warm), and times every
 /// candidate on the same queries, interleaved so that machine noise falls on all of them alike.
-pub(crate) fn measure<'a>(keys: &[u64], indexes: impl Iterator<Item = &'a crate::Rmi>) -> Vec<f64> {
-    let indexes: Vec<&crate::Rmi> = indexes.collect();
+pub(crate) fn measure<'a, T: LowerBound + 'a>(
+    keys: &[u64],
+    indexes: impl Iterator<Item = &'a T>,
+) -> Vec<f64> {
+    let indexes: Vec<&T> = indexes.collect();
     let mut best = vec![f64::INFINITY; indexes.len()];
     let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ keys.len() as u64;
     let mut next = move || {
@@ -227,4 +182,15 @@ pub(crate) fn measure<'a>(keys: &[u64], indexes: impl Iterator<Item = &'a crate:
         }
     }
     best
+}
+
+/// What [`measure`] times: a `lower_bound` over the key array (the built index).
+pub(crate) trait LowerBound {
+    /// The position of the first key ≥ `key` in `keys`.
+    fn lower_bound(&self, keys: &[u64], key: u64) -> usize;
+}
+
+/// Keys binary search reads in a lookup over `n` keys: `⌈log2(n + 1)⌉`.
+pub(crate) fn binary_search_reads(n: usize) -> usize {
+    (usize::BITS - n.leading_zeros()) as usize
 }

@@ -14,10 +14,12 @@ mod checkpoint;
 mod collection;
 pub mod distance;
 pub mod doc;
+mod env;
 mod error;
 pub mod filter;
 pub mod hnsw;
 pub mod hybrid;
+mod job;
 mod manager;
 pub mod payload;
 pub mod query;
@@ -33,12 +35,13 @@ pub mod wire;
 pub use cancel::{Cancel, CancelOnDrop};
 pub use collection::Collection;
 pub use doc::Document;
+pub use env::{default_index_threads, SearchOptions};
 pub use error::{Error, Result};
 pub use filter::Filter;
 pub use hybrid::HybridRequest;
 pub use manager::{
-    default_index_threads, CollectionStats, Collections, FieldStats, SearchOptions,
-    CATALOG_KEYSPACE, COLLECTION_KEYSPACE_PREFIX, FEEDBACK_KEYSPACE_PREFIX,
+    CollectionStats, Collections, FieldStats, CATALOG_KEYSPACE, COLLECTION_KEYSPACE_PREFIX,
+    FEEDBACK_KEYSPACE_PREFIX,
 };
 pub use query::{Hit, SearchRequest, SearchResponse};
 pub use reembed::{EmbedFailure, EmbedFn, JobState, ReembedJob};

@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc, Weak,
     },
     thread::JoinHandle,
@@ -20,8 +20,9 @@ use serde_json::Value;
 
 use crate::{
     collection::Collection,
-    hnsw::HnswParams,
-    reembed::{EmbedFn, JobState, ReembedJob},
+    env::{Env, SearchOptions, Tally},
+    job::{EmbedFn, JobState, ReembedJob},
+    reembed::JobLedger,
     schema::{validate_collection_name, EmbedSpec, Schema},
     Error, Result,
 };
@@ -44,55 +45,6 @@ fn feedback_keyspace_name(collection_keyspace: &str) -> String {
         .strip_prefix(COLLECTION_KEYSPACE_PREFIX)
         .unwrap_or(collection_keyspace);
     format!("{FEEDBACK_KEYSPACE_PREFIX}{rest}")
-}
-
-/// Limits and tuning of the collections layer.
-#[derive(Debug, Clone)]
-pub struct SearchOptions {
-    /// Bytes all vector indexes together may hold; writes beyond it are refused (507).
-    pub vector_bytes_budget: u64,
-    /// Vectors written but not yet linked into a graph (searched exactly meanwhile) before writers
-    /// wait for the indexer.
-    pub pending_max: usize,
-    /// How long a writer waits for the indexer before a 503.
-    pub pending_wait_ms: u64,
-    /// Documents per upsert request.
-    pub documents_per_batch_max: usize,
-    /// Collections per database.
-    pub collections_max: usize,
-    /// Graph parameters of new indexes.
-    pub hnsw: HnswParams,
-    /// Threads linking new vectors into the graphs (1..=64).
-    pub index_threads: usize,
-    /// Documents per second a re-embed job walks at most (0: as fast as the embedder allows).
-    pub reembed_docs_per_s: u32,
-}
-
-/// The default number of indexer threads: one. More link faster (two doubled the rate on 2 cores),
-/// but under heavy upsert churn the churn test saw a node missed at ef 64 about once in ten runs with
-/// two linkers (never with one), so concurrent linking is opt-in until that is understood.
-pub fn default_index_threads() -> usize {
-    1
-}
-
-impl Default for SearchOptions {
-    fn default() -> Self {
-        Self {
-            vector_bytes_budget: 8 << 30,
-            pending_max: 50_000,
-            pending_wait_ms: 30_000,
-            documents_per_batch_max: 1000,
-            collections_max: 1000,
-            hnsw: HnswParams::default(),
-            index_threads: default_index_threads(),
-            reembed_docs_per_s: 0,
-        }
-    }
-}
-
-/// Estimated index bytes of one vector of `dim` dimensions (vector + level-0 links + overhead).
-pub(crate) fn vector_cost(dim: usize, m: usize) -> u64 {
-    (dim * 4 + 2 * m * 4 + 64) as u64
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -135,22 +87,14 @@ pub struct FieldStats {
 /// State shared by the collections and the indexer.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub db: Arc<Db>,
-    pub opts: SearchOptions,
-    pub value_bytes_max: usize,
+    /// What the collections run in (engine, options, budget, indexer wake-up).
+    pub env: Arc<Env>,
     catalog: Keyspace,
     map: RwLock<BTreeMap<String, (u64, Arc<Collection>)>>,
     create_mu: Mutex<()>,
     /// Held while graph files are written: they go through one temporary name per file, so two
     /// writers at once (a backup, `POST /v1/snapshot`, shutdown) must take turns.
     checkpoint_mu: Mutex<()>,
-    wake: Mutex<bool>,
-    wake_cv: Condvar,
-    room: Mutex<()>,
-    room_cv: Condvar,
-    closing: AtomicBool,
-    stop_mu: Mutex<()>,
-    stop_cv: Condvar,
     purges: Mutex<Vec<JoinHandle<()>>>,
     jobs: Mutex<Vec<JoinHandle<()>>>,
     /// Catalog changes as the engine applied them (any node's writes, in cluster mode), waiting
@@ -195,27 +139,36 @@ impl kyrodb_storage::Applier for CatalogFollower {
 }
 
 impl Shared {
-    pub(crate) fn wake_indexer(&self) {
-        *self.wake.lock() = true;
-        self.wake_cv.notify_all();
+    /// A collection's catalog key and the collection.
+    fn entry(&self, name: &str) -> Result<(u64, Arc<Collection>)> {
+        self.map
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchCollection(name.to_owned()))
     }
 
-    pub(crate) fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
+    fn collections(&self) -> Vec<Arc<Collection>> {
+        self.map.read().values().map(|(_, c)| c.clone()).collect()
+    }
+}
+
+impl Tally for Shared {
+    fn index_bytes(&self) -> u64 {
+        self.collections().iter().map(|c| c.index_bytes()).sum()
     }
 
-    /// Waits `d`, or less if the collections close meanwhile.
-    pub(crate) fn sleep_unless_closing(&self, d: Duration) {
-        let mut g = self.stop_mu.lock();
-        if !self.is_closing() {
-            self.stop_cv.wait_for(&mut g, d);
-        }
+    fn pending(&self) -> usize {
+        self.collections().iter().map(|c| c.pending()).sum()
+    }
+}
+
+impl JobLedger for Shared {
+    fn env(&self) -> &Env {
+        &self.env
     }
 
-    /// Writes `batch` together with the collection's catalog entry holding `job` (one atomic engine
-    /// write), then makes `job` the collection's. False (nothing written) if the collection was
-    /// dropped meanwhile.
-    pub(crate) fn write_job(
+    fn write_job(
         &self,
         c: &Collection,
         job: ReembedJob,
@@ -230,72 +183,10 @@ impl Shared {
         };
         let value = catalog_value(c, &c.schema(), &job);
         batch.put(&self.catalog, key, &value);
-        self.db.write(batch)?;
+        self.env.db.write(batch)?;
         c.set_job(Some(job));
-        let _r = self.room.lock();
-        self.room_cv.notify_all();
+        self.env.notify_room();
         Ok(true)
-    }
-
-    /// A collection's catalog key and the collection.
-    fn entry(&self, name: &str) -> Result<(u64, Arc<Collection>)> {
-        self.map
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::NoSuchCollection(name.to_owned()))
-    }
-
-    fn collections(&self) -> Vec<Arc<Collection>> {
-        self.map.read().values().map(|(_, c)| c.clone()).collect()
-    }
-
-    pub(crate) fn check_budget(&self, needed: u64) -> Result<()> {
-        if needed == 0 {
-            return Ok(()); // reusing freed slots: no growth
-        }
-        let used: u64 = self.collections().iter().map(|c| c.index_bytes()).sum();
-        if used + needed > self.opts.vector_bytes_budget {
-            return Err(Error::MemoryBudget {
-                used,
-                needed,
-                budget: self.opts.vector_bytes_budget,
-            });
-        }
-        Ok(())
-    }
-
-    fn pending(&self) -> usize {
-        self.collections().iter().map(|c| c.pending()).sum()
-    }
-
-    /// Waits until `done()` holds, re-checking whenever the indexer links a slice; false on timeout.
-    pub(crate) fn wait_indexer(&self, timeout: Duration, done: impl Fn() -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut g = self.room.lock();
-        while !done() {
-            if self.room_cv.wait_until(&mut g, deadline).timed_out() {
-                return done();
-            }
-        }
-        true
-    }
-
-    /// Waits (bounded) while more vectors than `pending_max` wait to be linked.
-    pub(crate) fn wait_for_indexer(&self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_millis(self.opts.pending_wait_ms);
-        let mut g = self.room.lock();
-        loop {
-            let pending = self.pending();
-            if pending <= self.opts.pending_max {
-                return Ok(());
-            }
-            if self.room_cv.wait_until(&mut g, deadline).timed_out() {
-                return Err(Error::Busy {
-                    pending: pending as u64,
-                });
-            }
-        }
     }
 }
 
@@ -313,22 +204,13 @@ impl Collections {
     /// starts the indexer.
     pub fn open(db: Arc<Db>, opts: SearchOptions) -> Result<Collections> {
         let catalog = db.create_keyspace(CATALOG_KEYSPACE)?;
-        let value_bytes_max = db.options().value_bytes_max;
+        let env = Arc::new(Env::new(db.clone(), opts));
         let shared = Arc::new(Shared {
-            db: db.clone(),
-            opts,
-            value_bytes_max,
+            env: env.clone(),
             catalog: catalog.clone(),
             map: RwLock::new(BTreeMap::new()),
             create_mu: Mutex::new(()),
             checkpoint_mu: Mutex::new(()),
-            wake: Mutex::new(false),
-            wake_cv: Condvar::new(),
-            room: Mutex::new(()),
-            room_cv: Condvar::new(),
-            closing: AtomicBool::new(false),
-            stop_mu: Mutex::new(()),
-            stop_cv: Condvar::new(),
             purges: Mutex::new(Vec::new()),
             jobs: Mutex::new(Vec::new()),
             catalog_queue: Mutex::new(VecDeque::new()),
@@ -337,6 +219,8 @@ impl Collections {
             catalog_done: Mutex::new(0),
             catalog_done_cv: Condvar::new(),
         });
+        let tally: Weak<dyn Tally> = Arc::downgrade(&shared) as Weak<dyn Tally>;
+        env.set_tally(tally);
         // The registry follows the catalog: its load (every live entry) is mirrored here before
         // `open` returns; later changes, by this node's API calls or replicated from others, by
         // the catalog follower thread.
@@ -388,7 +272,7 @@ impl Collections {
                 })?;
             me.indexers.lock().push(h);
         }
-        for i in 0..shared.opts.index_threads.clamp(1, 64) {
+        for i in 0..shared.env.opts.index_threads.clamp(1, 64) {
             let s = shared.clone();
             let h = std::thread::Builder::new()
                 .name(format!("kyrodb-indexer-{i}"))
@@ -419,18 +303,20 @@ impl Collections {
             };
         }
         let count = s.map.read().len();
-        if count >= s.opts.collections_max {
+        if count >= s.env.opts.collections_max {
             return Err(Error::TooMany {
                 what: "collections_max",
                 count: count as u64 + 1,
-                max: s.opts.collections_max as u64,
+                max: s.env.opts.collections_max as u64,
             });
         }
         let created_ms = crate::doc::now_ms();
         let ks_name = format!("{COLLECTION_KEYSPACE_PREFIX}{name}.{created_ms:x}");
-        let ks = s.db.create_keyspace(&ks_name)?;
+        let ks = s.env.db.create_keyspace(&ks_name)?;
         let ranker = crate::rank::Ranker::open(
-            s.db.create_keyspace(&feedback_keyspace_name(&ks_name))?,
+            s.env
+                .db
+                .create_keyspace(&feedback_keyspace_name(&ks_name))?,
             name,
         )?;
         let c = Arc::new(Collection::new(
@@ -438,7 +324,7 @@ impl Collections {
             schema.clone(),
             created_ms,
             ks.clone(),
-            s,
+            &s.env,
             None,
             ranker,
         ));
@@ -528,7 +414,7 @@ impl Collections {
         let _g = self.shared.checkpoint_mu.lock();
         let mut n = 0;
         for c in self.shared.collections() {
-            let path = crate::checkpoint::path(self.shared.db.path(), c.keyspace().name());
+            let path = crate::checkpoint::path(self.shared.env.db.path(), c.keyspace().name());
             let started = Instant::now();
             c.checkpoint(&path)?;
             tracing::info!(collection = c.name(), file = %path.display(), took_ms = started.elapsed().as_millis() as u64, "graphs written");
@@ -628,7 +514,7 @@ impl Collections {
     }
 
     fn spawn_job(&self, c: Arc<Collection>, embed: EmbedFn) -> Result<()> {
-        let weak = Arc::downgrade(&self.shared);
+        let weak: Weak<dyn JobLedger> = Arc::downgrade(&self.shared) as Weak<dyn JobLedger>;
         let h = std::thread::Builder::new()
             .name("kyrodb-reembed".into())
             .spawn(move || crate::reembed::run(weak, c, embed))
@@ -682,21 +568,16 @@ impl Collections {
     /// Writes the graphs (best effort: a failure is logged; the next start rebuilds), stops the
     /// indexer and detaches every collection.
     pub fn close(&self) {
-        if self.shared.closing.load(Ordering::Acquire) {
+        if self.shared.env.is_closing() {
             return;
         }
         if let Err(e) = self.checkpoint() {
             tracing::warn!(%e, "graphs not written at close; the next start rebuilds them");
         }
-        self.shared.closing.store(true, Ordering::Release);
-        self.shared.wake_indexer();
+        self.shared.env.close();
         {
             let _q = self.shared.catalog_queue.lock();
             self.shared.catalog_queue_cv.notify_all();
-        }
-        {
-            let _g = self.shared.stop_mu.lock();
-            self.shared.stop_cv.notify_all();
         }
         for h in std::mem::take(&mut *self.shared.jobs.lock()) {
             let _ = h.join();
@@ -739,14 +620,17 @@ fn drop_local(s: &Arc<Shared>, c: &Arc<Collection>) {
     c.dropped.store(true, Ordering::Release);
     s.map.write().remove(c.name());
     c.keyspace().detach();
-    let _ = std::fs::remove_file(crate::checkpoint::path(s.db.path(), c.keyspace().name()));
+    let _ = std::fs::remove_file(crate::checkpoint::path(
+        s.env.db.path(),
+        c.keyspace().name(),
+    ));
 }
 
 /// Registers the collection a catalog entry describes: its keyspaces (which exist: they are
 /// created before the entry is written), its indexes rebuilt from the stored documents (or a
 /// verified graph file), attached so later writes keep them current.
 fn open_collection(shared: &Arc<Shared>, key: u64, entry: CatalogEntry) -> Result<()> {
-    let db = &shared.db;
+    let db = &shared.env.db;
     let ks = db.create_keyspace(&entry.keyspace)?;
     let fks_name = feedback_keyspace_name(&entry.keyspace);
     let ranker = crate::rank::Ranker::open(db.create_keyspace(&fks_name)?, &entry.name)?;
@@ -758,7 +642,7 @@ fn open_collection(shared: &Arc<Shared>, key: u64, entry: CatalogEntry) -> Resul
         entry.schema,
         entry.created_ms,
         ks.clone(),
-        shared,
+        &shared.env,
         loaded,
         ranker,
     ));
@@ -842,7 +726,7 @@ fn follow_catalog(shared: &Arc<Shared>) {
         let ev = {
             let mut q = shared.catalog_queue.lock();
             loop {
-                if shared.is_closing() {
+                if shared.env.is_closing() {
                     return;
                 }
                 if let Some(ev) = q.pop_front() {
@@ -895,13 +779,13 @@ fn load_graphs(
 /// drops are not replicated yet), deletes its keys in the background. A failed drop is logged: the
 /// keyspace is an orphan the next start drops.
 fn free_keyspace(s: &Arc<Shared>, ks: Keyspace, chunk: usize) {
-    if s.db.is_replicated() {
+    if s.env.db.is_replicated() {
         if ks.count() > 0 {
             spawn_purge(s, ks, chunk);
         }
         return;
     }
-    if let Err(e) = s.db.drop_keyspace(ks.name()) {
+    if let Err(e) = s.env.db.drop_keyspace(ks.name()) {
         tracing::warn!(keyspace = ks.name(), %e, "dropped collection's keyspace not freed; the next start retries");
     }
 }
@@ -913,10 +797,7 @@ fn spawn_purge(s: &Arc<Shared>, ks: Keyspace, chunk: usize) {
     let h = std::thread::Builder::new()
         .name("kyrodb-purge".into())
         .spawn(move || loop {
-            if weak
-                .upgrade()
-                .is_none_or(|s| s.closing.load(Ordering::Acquire))
-            {
+            if weak.upgrade().is_none_or(|s| s.env.is_closing()) {
                 return;
             }
             let keys: Vec<u64> = match ks.scan(.., chunk) {
@@ -945,7 +826,7 @@ fn spawn_purge(s: &Arc<Shared>, ks: Keyspace, chunk: usize) {
 /// graphs take concurrent linkers); the first also runs the tombstone repair.
 fn indexer(s: &Shared, maintains: bool) {
     let mut last_maintain = Instant::now();
-    while !s.closing.load(Ordering::Acquire) {
+    while !s.env.is_closing() {
         let mut linked = 0;
         for c in s.collections() {
             linked += c.link(64);
@@ -955,8 +836,7 @@ fn indexer(s: &Shared, maintains: bool) {
             linked += usize::from(c.train_ranker());
         }
         if linked > 0 {
-            let _g = s.room.lock();
-            s.room_cv.notify_all();
+            s.env.notify_room();
             continue;
         }
         if maintains && last_maintain.elapsed() > Duration::from_secs(1) {
@@ -965,10 +845,6 @@ fn indexer(s: &Shared, maintains: bool) {
             }
             last_maintain = Instant::now();
         }
-        let mut w = s.wake.lock();
-        if !*w {
-            s.wake_cv.wait_for(&mut w, Duration::from_secs(1));
-        }
-        *w = false;
+        s.env.wait_for_work(Duration::from_secs(1));
     }
 }

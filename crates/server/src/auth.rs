@@ -21,35 +21,8 @@ use crate::{
     keys::{KeyStore, Principal},
 };
 
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    Read,
-    Write,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Read => "read",
-            Role::Write => "write",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "read" => Ok(Role::Read),
-            "write" => Ok(Role::Write),
-            "admin" => Ok(Role::Admin),
-            other => Err(format!("role {other:?} is not one of read, write, admin")),
-        }
-    }
-}
+pub(crate) use crate::role::digest;
+pub use crate::role::Role;
 
 /// One configured token.
 #[derive(Clone, PartialEq, Eq)]
@@ -100,12 +73,6 @@ fn redact(item: &str) -> String {
 pub struct Auth {
     keys: Arc<Vec<(Role, [u8; 32])>>,
     store: Option<KeyStore>,
-}
-
-/// SHA-256 of a token: what is compared, so every comparison is over 32 bytes.
-pub(crate) fn digest(token: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(token).into()
 }
 
 impl Auth {

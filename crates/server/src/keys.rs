@@ -23,7 +23,7 @@ use kyrodb_storage::Db;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::{auth::Role, error::ApiError};
+use crate::{error::ApiError, role::Role};
 
 /// The reserved keyspace holding the keys.
 pub const KEYS_KEYSPACE: &str = "_keys";
@@ -595,7 +595,7 @@ impl KeyStore {
             let mut secret = [0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
             let token = format!("{TOKEN_PREFIX}{}", hex(&secret));
-            let digest = crate::auth::digest(token.as_bytes());
+            let digest = crate::role::digest(token.as_bytes());
             let stored = Stored {
                 id: hex(&digest[..8]),
                 name: req.name.clone().unwrap_or_default(),
@@ -775,7 +775,7 @@ mod tests {
 
     #[test]
     fn hex_round_trips() {
-        let d = crate::auth::digest(b"token");
+        let d = crate::role::digest(b"token");
         assert_eq!(decode_hex32(&hex(&d)), Some(d));
         assert_eq!(decode_hex32("zz"), None);
     }

@@ -17,6 +17,7 @@ pub mod layers;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
+pub mod role;
 pub mod routes;
 pub mod serve;
 pub mod tls;

@@ -5,12 +5,13 @@
 use std::{collections::HashMap, path::Path, sync::Arc, time::Instant};
 
 use crate::{
-    core::{Core, ReadState, SnapshotSet},
-    db::Inner,
+    core::Core,
+    inner::Inner,
     manifest::{KeyspaceEntry, Manifest},
     merge::{Merge, Source},
     snapshot::{Snapshot, SnapshotWriter},
-    Result,
+    view::{ReadState, SnapshotSet},
+    Error, Result,
 };
 
 /// A value compaction dropped because it had expired: `(keyspace, key, expires_ms)`.
@@ -294,5 +295,69 @@ pub(crate) fn background_loop(inner: Arc<Inner>) {
         if st.frozen.is_none() && (aged || inner.core.over_compact_threshold()) {
             let _ = inner.wal.freeze(false);
         }
+    }
+}
+
+/// What [`Db::snapshot`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Generation of the manifest that commits the snapshot.
+    pub manifest_generation: u64,
+    /// Every write with a sequence number at or below this is in the snapshots.
+    pub covered_seq: u64,
+    /// Keys in all keyspaces' snapshots.
+    pub keys: u64,
+    /// Bytes of all keyspaces' snapshot data files.
+    pub data_bytes: u64,
+}
+
+impl Inner {
+    /// Compacts now: every write so far into snapshots under a durable manifest ([`Db::snapshot`]).
+    ///
+    /// [`Db::snapshot`]: crate::Db::snapshot
+    pub(crate) fn snapshot(&self) -> Result<SnapshotInfo> {
+        // Rotating makes every record up to `target` sit in closed segments, which the compaction that
+        // commits the covering manifest then deletes (see the retention rule in docs/design/storage.md).
+        let target = self.wal.freeze(true)?;
+        // A compaction already running may cover less than `target`; then freeze again after it.
+        for _ in 0..3 {
+            compact_frozen(self)?;
+            let m = self.manifest.lock().clone();
+            if m.covered_seq >= target {
+                let st = self.core.state.load();
+                let snaps = st.snapshots.iter().map(|(_, s)| s);
+                let (keys, data_bytes) = snaps.fold((0, 0), |(k, d), s| {
+                    (k + s.meta.key_count, d + s.meta.data_bytes)
+                });
+                return Ok(SnapshotInfo {
+                    manifest_generation: m.generation,
+                    covered_seq: m.covered_seq,
+                    keys,
+                    data_bytes,
+                });
+            }
+            self.wal.freeze(false)?;
+        }
+        Err(Error::Busy {
+            delta_bytes: self.core.state.load().delta_bytes(),
+            budget: self.core.opts.delta_bytes_budget,
+            waited_ms: 0,
+        })
+    }
+
+    /// Makes sure a durable manifest covers the drop logged at `seq` (compacting now if none does),
+    /// so that none of the dropped keyspace's versions is left anywhere — deltas, snapshots, the
+    /// log replay would read — before its id is given to a new keyspace.
+    pub(crate) fn cover_drop(&self, seq: u64) -> Result<()> {
+        if self.manifest.lock().covered_seq < seq {
+            self.snapshot()?;
+        }
+        let covered = self.manifest.lock().covered_seq;
+        self.core
+            .registry
+            .write()
+            .dropped
+            .retain(|_, s| *s > covered);
+        Ok(())
     }
 }

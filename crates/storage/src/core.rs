@@ -18,7 +18,7 @@ use crate::{
     counts::Counts,
     delta::{now_ms, Delta, DeltaRead, Version},
     options::Options,
-    snapshot::Snapshot,
+    view::{Frozen, ReadState},
     wal::{
         record::{
             decode_batch, decode_create_keyspace, BatchEncoder, Cond, Op, KIND_BATCH,
@@ -33,88 +33,8 @@ use crate::{
 /// (kinds 1 and 2 are in `wal/record.rs`). Byte layout and the id reuse rule: docs/design/storage.md.
 pub(crate) const KIND_DROP_KEYSPACE: u8 = 3;
 
-/// A delta that no longer takes writes, waiting to be merged into new snapshots.
-pub(crate) struct Frozen {
-    pub delta: Arc<dyn DeltaRead>,
-    /// Every record up to here is in `delta` (or in the snapshots already).
-    pub covered_seq: u64,
-}
-
-/// The snapshots of every keyspace at one manifest generation, indexed by keyspace id (ids stay below
-/// `keyspaces_max`: a creation takes the lowest id no live keyspace holds), so a read finds its
-/// snapshot without hashing.
-#[derive(Default, Clone)]
-pub(crate) struct SnapshotSet {
-    by_keyspace: Vec<Option<Arc<Snapshot>>>,
-}
-
-impl SnapshotSet {
-    pub(crate) fn get(&self, keyspace: u32) -> Option<&Arc<Snapshot>> {
-        self.by_keyspace.get(keyspace as usize)?.as_ref()
-    }
-
-    pub(crate) fn insert(&mut self, keyspace: u32, snap: Arc<Snapshot>) {
-        let i = keyspace as usize;
-        if self.by_keyspace.len() <= i {
-            self.by_keyspace.resize(i + 1, None);
-        }
-        self.by_keyspace[i] = Some(snap);
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Arc<Snapshot>)> {
-        self.by_keyspace
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| Some((i as u32, s.as_ref()?)))
-    }
-}
-
-/// One consistent view for readers: newest data first.
-pub(crate) struct ReadState {
-    pub active: Arc<Delta>,
-    pub frozen: Option<Arc<Frozen>>,
-    pub snapshots: Arc<SnapshotSet>,
-}
-
-impl ReadState {
-    pub(crate) fn delta_bytes(&self) -> usize {
-        self.active.bytes() + self.frozen.as_ref().map_or(0, |f| f.delta.bytes())
-    }
-
-    /// Whether `key`'s newest version below the active delta (frozen delta, then snapshot) is a value,
-    /// expired or not. Reads only the frozen delta and the snapshot's key array.
-    pub(crate) fn present_below_active(&self, keyspace: u32, key: u64) -> bool {
-        if let Some(v) = self
-            .frozen
-            .as_ref()
-            .and_then(|f| f.delta.get(keyspace, key, u64::MAX))
-        {
-            return v.value.is_some();
-        }
-        self.snapshots
-            .get(keyspace)
-            .is_some_and(|s| s.contains(key))
-    }
-
-    /// The sequence number of `key`'s value if it is live at `now_ms` (every applied version counts:
-    /// only the WAL thread calls this, between groups).
-    pub(crate) fn live_seq(&self, keyspace: u32, key: u64, now_ms: u64) -> Result<Option<u64>> {
-        let newest = self
-            .active
-            .get(keyspace, key, u64::MAX)
-            .or_else(|| self.frozen.as_ref()?.delta.get(keyspace, key, u64::MAX));
-        if let Some(v) = newest {
-            return Ok(v.live(now_ms).map(|_| v.seq));
-        }
-        let Some(snap) = self.snapshots.get(keyspace) else {
-            return Ok(None);
-        };
-        Ok(snap
-            .get(key)?
-            .filter(|e| !crate::delta::expired(e.expires_ms, now_ms))
-            .map(|e| e.seq))
-    }
-}
+/// The name of the keyspace every database has.
+pub const DEFAULT_KEYSPACE: &str = "default";
 
 /// One life of a keyspace, from its creation to its drop. Every [`crate::Keyspace`] handle holds
 /// the incarnation it was made from: once the keyspace is dropped, a handle that outlived it reads and
@@ -545,7 +465,7 @@ impl CommitSink for Core {
                 } => {
                     // The live keys in the range, plus those this batch put there before the range.
                     let mut keys: std::collections::BTreeSet<u64> =
-                        crate::db::live_keys(&st, *keyspace, *start, *end, now, max + 1)?
+                        crate::view::live_keys(&st, *keyspace, *start, *end, now, max + 1)?
                             .into_iter()
                             .collect();
                     keys.extend(ops[..i].iter().filter_map(|o| match o {
@@ -577,10 +497,25 @@ impl CommitSink for Core {
     }
 }
 
+/// Keyspace names: 1–64 characters from `[A-Za-z0-9_.-]`, not only dots (`.`, `..` read as paths).
+pub fn validate_keyspace_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.bytes().any(|b| b != b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidKeyspaceName(name.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::record::BatchEncoder;
+    use crate::{view::SnapshotSet, wal::record::BatchEncoder};
 
     fn core() -> Core {
         Core {

@@ -1,111 +1,29 @@
 //! The public handle: keyspaces, writes through the WAL, reads through delta → snapshot.
 
 use std::{
-    fs::File,
-    ops::{Bound, Deref, RangeBounds},
-    path::{Path, PathBuf},
+    ops::{Bound, RangeBounds},
+    path::Path,
     sync::{atomic::Ordering, Arc},
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
-
 use crate::{
     applier::{Applier, Change},
-    core::{Core, Incarnation, ReadState, KIND_DROP_KEYSPACE},
+    compaction::SnapshotInfo,
+    condition::Condition,
+    core::{Incarnation, KIND_DROP_KEYSPACE},
     delta::{now_ms, Now},
-    manifest::Manifest,
-    merge::{Merge, Source},
+    inner::Inner,
     options::Options,
-    snapshot::Snapshot,
-    wal::{
-        record::{encode_create_keyspace, BatchEncoder, KIND_BATCH, KIND_CREATE_KEYSPACE},
-        Wal,
+    view::{
+        count_read, delta_get, get_in, scan_in, snapshot_entry, Entry, ReadState, SnapshotSet,
+        Value,
     },
+    wal::record::{encode_create_keyspace, BatchEncoder, KIND_CREATE_KEYSPACE},
     Error, Result,
 };
 
-/// What a conditional write requires of a key (compare-and-set). Checked in the WAL thread when the
-/// batch is sequenced, against every write sequenced before it: no other write can come between the
-/// check and the batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Condition {
-    /// The key has no live value: never written, deleted, or expired (`if_absent`).
-    Absent,
-    /// The key's live value was written by the write with this sequence number (`if_seq`), as
-    /// returned by that write and by [`Keyspace::get_entry`]. Values written before sequence numbers
-    /// were recorded (a version-1 snapshot) report, and match, 0.
-    Seq(u64),
-}
-
-impl std::fmt::Display for Condition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Condition::Absent => f.write_str("no live value"),
-            Condition::Seq(s) => write!(f, "a live value written at sequence {s}"),
-        }
-    }
-}
-
-/// A live value with its metadata, from [`Keyspace::get_entry`].
-#[derive(Debug, Clone)]
-pub struct Entry {
-    /// The value.
-    pub value: Value,
-    /// The sequence number of the write that stored it (0 if it predates recorded sequence numbers).
-    /// Pass it to [`Condition::Seq`] for a compare-and-set.
-    pub seq: u64,
-    /// When it expires, in Unix milliseconds; `None` if it never does.
-    pub expires_at_ms: Option<u64>,
-}
-
-/// The name of the keyspace every database has.
-pub const DEFAULT_KEYSPACE: &str = "default";
-
-/// A value read from the engine: either a delta buffer or a slice of a snapshot's mmap'd data file
-/// (already verified against its checksum). Cheap to clone; derefs to bytes.
-#[derive(Clone)]
-pub struct Value(Repr);
-
-#[derive(Clone)]
-enum Repr {
-    Delta(Bytes),
-    Snapshot {
-        snap: Arc<Snapshot>,
-        start: usize,
-        end: usize,
-    },
-}
-
-impl Deref for Value {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match &self.0 {
-            Repr::Delta(b) => b,
-            Repr::Snapshot { snap, start, end } => &snap.data()[*start..*end],
-        }
-    }
-}
-
-impl AsRef<[u8]> for Value {
-    fn as_ref(&self) -> &[u8] {
-        self
-    }
-}
-
-impl std::fmt::Debug for Value {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Value({} bytes)", self.len())
-    }
-}
-
-impl PartialEq<[u8]> for Value {
-    fn eq(&self, other: &[u8]) -> bool {
-        **self == *other
-    }
-}
+use crate::core::{validate_keyspace_name, DEFAULT_KEYSPACE};
 
 /// Puts and deletes applied all-or-nothing, across keyspaces, under one sequence number.
 #[derive(Default, Clone)]
@@ -234,19 +152,6 @@ impl WriteBatch {
     }
 }
 
-/// What [`Db::snapshot`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotInfo {
-    /// Generation of the manifest that commits the snapshot.
-    pub manifest_generation: u64,
-    /// Every write with a sequence number at or below this is in the snapshots.
-    pub covered_seq: u64,
-    /// Keys in all keyspaces' snapshots.
-    pub keys: u64,
-    /// Bytes of all keyspaces' snapshot data files.
-    pub data_bytes: u64,
-}
-
 /// One keyspace's numbers.
 #[derive(Debug, Clone)]
 pub struct KeyspaceStats {
@@ -315,28 +220,6 @@ pub struct Stats {
     pub keyspaces: Vec<KeyspaceStats>,
     /// Why writes stopped (fail-stop), if they did.
     pub writes_stopped: Option<String>,
-}
-
-/// The shared insides of a [`Db`]; keyspace handles hold it too.
-pub(crate) struct Inner {
-    pub dir: PathBuf,
-    pub snap_dir: PathBuf,
-    pub core: Arc<Core>,
-    pub wal: Wal,
-    pub manifest: Mutex<Manifest>,
-    /// Held while a compaction runs, so the background thread and `snapshot()` never overlap.
-    pub compaction_mu: Mutex<()>,
-    pub compactions: std::sync::atomic::AtomicU64,
-    /// Serialises keyspace creations and drops.
-    pub create_mu: Mutex<()>,
-    /// Local writes hold the read side from checking that their keyspaces are live until they are
-    /// logged; a drop takes the write side to mark its keyspace dropped, so every write that found
-    /// it live is logged before the drop and every later one is refused.
-    pub gate: RwLock<()>,
-    pub bg_thread: Mutex<Option<JoinHandle<()>>>,
-    pub _lock: File,
-    /// Set in cluster mode: writes go through it instead of straight to the WAL.
-    pub replicator: std::sync::OnceLock<Arc<dyn crate::Replicator>>,
 }
 
 /// A KyroDB storage engine over one data directory.
@@ -745,11 +628,7 @@ impl Keyspace {
             if let Some(pos) = pos {
                 let e = snap.entry_at(pos)?;
                 if !now.expired(e.expires_ms) {
-                    out[at] = Some(Value(Repr::Snapshot {
-                        snap: snap.clone(),
-                        start: e.start,
-                        end: e.end,
-                    }));
+                    out[at] = Some(snapshot_entry(snap, e).value);
                 }
             }
         }
@@ -826,166 +705,6 @@ impl Keyspace {
     }
 }
 
-/// Calls `f` with the live entries of `keyspace` in `[start, end]`, ascending, at most `limit`.
-#[allow(clippy::too_many_arguments)]
-fn scan_in(
-    st: &Arc<ReadState>,
-    id: u32,
-    start: u64,
-    end: u64,
-    visible: u64,
-    now: &Now,
-    limit: usize,
-    mut f: impl FnMut(u64, Entry),
-) -> Result<()> {
-    let snap = st.snapshots.get(id).cloned();
-    let mut sources: Vec<Box<dyn Iterator<Item = (u64, Source)> + '_>> = vec![Box::new(
-        st.active
-            .range(id, start, end, visible)
-            .map(|(k, v)| (k, Source::Delta(v))),
-    )];
-    if let Some(fz) = &st.frozen {
-        sources.push(Box::new(
-            fz.delta
-                .range(id, start, end, u64::MAX)
-                .map(|(k, v)| (k, Source::Delta(v))),
-        ));
-    }
-    if let Some(s) = &snap {
-        let keys = s.keys();
-        let lo = s.index().lower_bound(keys, start);
-        let hi = if end == u64::MAX {
-            keys.len()
-        } else {
-            s.index().lower_bound(keys, end + 1)
-        };
-        sources.push(Box::new(
-            (lo..hi.max(lo)).map(|i| (keys[i], Source::Snapshot(i))),
-        ));
-    }
-    let mut n = 0;
-    for (key, src) in Merge::new(sources) {
-        if n == limit {
-            break;
-        }
-        let entry = match src {
-            Source::Delta(v) => now.live(&v).map(|b| Entry {
-                value: Value(Repr::Delta(b.clone())),
-                seq: v.seq,
-                expires_at_ms: (v.expires_ms != 0).then_some(v.expires_ms),
-            }),
-            Source::Snapshot(i) => {
-                let s = snap.as_ref().expect("snapshot source implies a snapshot");
-                let e = s.entry_at(i)?;
-                (!now.expired(e.expires_ms)).then(|| snapshot_entry(s, e))
-            }
-        };
-        if let Some(e) = entry {
-            f(key, e);
-            n += 1;
-        }
-    }
-    Ok(())
-}
-
-/// The live keys of `keyspace` in `[start, end]` at `now`, at most `limit`, against everything
-/// applied (the WAL thread resolving a delete-range).
-pub(crate) fn live_keys(
-    st: &Arc<ReadState>,
-    keyspace: u32,
-    start: u64,
-    end: u64,
-    now: u64,
-    limit: usize,
-) -> Result<Vec<u64>> {
-    let mut keys = Vec::new();
-    scan_in(
-        st,
-        keyspace,
-        start,
-        end,
-        u64::MAX,
-        &Now::at(now),
-        limit,
-        |k, _| keys.push(k),
-    )?;
-    Ok(keys)
-}
-
-fn snapshot_entry(snap: &Arc<Snapshot>, e: crate::snapshot::SnapEntry) -> Entry {
-    Entry {
-        value: Value(Repr::Snapshot {
-            snap: snap.clone(),
-            start: e.start,
-            end: e.end,
-        }),
-        seq: e.seq,
-        expires_at_ms: (e.expires_ms != 0).then_some(e.expires_ms),
-    }
-}
-
-/// Where point reads were answered, counted per thread and flushed to the `metrics` facade every
-/// `READ_COUNT_FLUSH` reads, so the hot path pays a thread-local add, not a registry lookup.
-const READ_COUNT_FLUSH: u64 = 1024;
-
-thread_local! {
-    static READS_BY_SOURCE: std::cell::Cell<[u64; 2]> = const { std::cell::Cell::new([0, 0]) };
-}
-
-fn count_read(from_index: bool) {
-    READS_BY_SOURCE.with(|c| {
-        let mut v = c.get();
-        v[from_index as usize] += 1;
-        if v[0] + v[1] >= READ_COUNT_FLUSH {
-            metrics::counter!("kyrodb_storage_reads_total", "source" => "delta").increment(v[0]);
-            metrics::counter!("kyrodb_storage_reads_total", "source" => "index").increment(v[1]);
-            v = [0, 0];
-        }
-        c.set(v);
-    });
-}
-
-/// The newest version in the active or frozen delta: `Some(None)` is a tombstone or an expired value,
-/// `None` means the deltas do not know the key and the snapshot decides.
-fn delta_get(
-    st: &ReadState,
-    keyspace: u32,
-    key: u64,
-    visible: u64,
-    now: &Now,
-) -> Option<Option<Entry>> {
-    let found = st
-        .active
-        .get(keyspace, key, visible)
-        .or_else(|| st.frozen.as_ref()?.delta.get(keyspace, key, u64::MAX))?;
-    count_read(false);
-    Some(now.live(&found).map(|b| Entry {
-        value: Value(Repr::Delta(b.clone())),
-        seq: found.seq,
-        expires_at_ms: (found.expires_ms != 0).then_some(found.expires_ms),
-    }))
-}
-
-fn get_in(
-    st: &ReadState,
-    keyspace: u32,
-    key: u64,
-    visible: u64,
-    now: &Now,
-) -> Result<Option<Entry>> {
-    if let Some(v) = delta_get(st, keyspace, key, visible, now) {
-        return Ok(v);
-    }
-    count_read(true);
-    let Some(snap) = st.snapshots.get(keyspace) else {
-        return Ok(None);
-    };
-    Ok(snap
-        .get(key)?
-        .filter(|e| !now.expired(e.expires_ms))
-        .map(|e| snapshot_entry(snap, e)))
-}
-
 fn inclusive(range: impl RangeBounds<u64>) -> Option<(u64, u64)> {
     let start = match range.start_bound() {
         Bound::Included(s) => *s,
@@ -1000,32 +719,7 @@ fn inclusive(range: impl RangeBounds<u64>) -> Option<(u64, u64)> {
     (start <= end).then_some((start, end))
 }
 
-/// Keyspace names: 1–64 characters from `[A-Za-z0-9_.-]`, not only dots (`.`, `..` read as paths).
-pub fn validate_keyspace_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        && name.bytes().any(|b| b != b'.');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidKeyspaceName(name.to_owned()))
-    }
-}
-
 impl Inner {
-    pub(crate) fn deadline(&self) -> Instant {
-        Instant::now() + Duration::from_millis(self.core.opts.write_stall_ms_max)
-    }
-
-    pub(crate) fn append(&self, kind: u8, payload: Bytes) -> Result<u64> {
-        let deadline = self.deadline();
-        self.wait_for_room(deadline)?;
-        self.wal.append(kind, payload, deadline, false)
-    }
-
     fn write(&self, batch: WriteBatch) -> Result<u64> {
         let o = &self.core.opts;
         if batch.is_empty() {
@@ -1066,102 +760,6 @@ impl Inner {
         self.log_batch(batch.enc)
     }
 
-    /// Makes sure a durable manifest covers the drop logged at `seq` (compacting now if none does),
-    /// so that none of the dropped keyspace's versions is left anywhere — deltas, snapshots, the
-    /// log replay would read — before its id is given to a new keyspace.
-    pub(crate) fn cover_drop(&self, seq: u64) -> Result<()> {
-        if self.manifest.lock().covered_seq < seq {
-            self.snapshot()?;
-        }
-        let covered = self.manifest.lock().covered_seq;
-        self.core
-            .registry
-            .write()
-            .dropped
-            .retain(|_, s| *s > covered);
-        Ok(())
-    }
-
-    /// Logs a validated batch here (the local write path, and replicated writes being applied).
-    pub(crate) fn log_batch(&self, enc: crate::wal::record::BatchEncoder) -> Result<u64> {
-        let resolve = enc.needs_resolve();
-        let deadline = self.deadline();
-        self.wait_for_room(deadline)?;
-        let payload = enc.finish();
-        if resolve {
-            return self.wal.append(KIND_BATCH, payload, deadline, true);
-        }
-        // The key-count lookups are made here, on the writer's thread, so the WAL thread (which every
-        // writer waits on) does not make them one record at a time.
-        match crate::core::CountHint::compute(&self.core, &payload) {
-            Some(h) => self
-                .wal
-                .append_with_hint(KIND_BATCH, payload, deadline, Box::new(h)),
-            None => self.wal.append(KIND_BATCH, payload, deadline, false),
-        }
-    }
-
-    /// Back-pressure: waits while active + frozen delta exceed the budget, then `Busy`.
-    pub(crate) fn wait_for_room(&self, deadline: Instant) -> Result<()> {
-        let budget = self.core.opts.delta_bytes_budget;
-        let used = || self.core.state.load().delta_bytes();
-        if used() <= budget {
-            return Ok(());
-        }
-        metrics::counter!("kyrodb_storage_write_stalls_total").increment(1);
-        let started = Instant::now();
-        let mut g = self.core.room.lock();
-        loop {
-            if let Some(why) = self.wal.stopped() {
-                return Err(Error::WritesStopped(why));
-            }
-            if self.core.bg.lock().closing {
-                return Err(Error::Closed);
-            }
-            let now = used();
-            if now <= budget {
-                return Ok(());
-            }
-            if self.core.room_cv.wait_until(&mut g, deadline).timed_out() && used() > budget {
-                return Err(Error::Busy {
-                    delta_bytes: now,
-                    budget,
-                    waited_ms: started.elapsed().as_millis() as u64,
-                });
-            }
-        }
-    }
-
-    fn snapshot(&self) -> Result<SnapshotInfo> {
-        // Rotating makes every record up to `target` sit in closed segments, which the compaction that
-        // commits the covering manifest then deletes (see the retention rule in docs/design/storage.md).
-        let target = self.wal.freeze(true)?;
-        // A compaction already running may cover less than `target`; then freeze again after it.
-        for _ in 0..3 {
-            crate::compaction::compact_frozen(self)?;
-            let m = self.manifest.lock().clone();
-            if m.covered_seq >= target {
-                let st = self.core.state.load();
-                let snaps = st.snapshots.iter().map(|(_, s)| s);
-                let (keys, data_bytes) = snaps.fold((0, 0), |(k, d), s| {
-                    (k + s.meta.key_count, d + s.meta.data_bytes)
-                });
-                return Ok(SnapshotInfo {
-                    manifest_generation: m.generation,
-                    covered_seq: m.covered_seq,
-                    keys,
-                    data_bytes,
-                });
-            }
-            self.wal.freeze(false)?;
-        }
-        Err(Error::Busy {
-            delta_bytes: self.core.state.load().delta_bytes(),
-            budget: self.core.opts.delta_bytes_budget,
-            waited_ms: 0,
-        })
-    }
-
     fn rebuild_index(&self) -> Result<Vec<IndexReport>> {
         // Compaction replaces snapshots; holding its lock keeps the rebuilt ones current.
         let _c = self.compaction_mu.lock();
@@ -1177,7 +775,7 @@ impl Inner {
         }
         let _g = self.core.state_mu.lock();
         let cur = self.core.state.load_full();
-        let mut set = crate::core::SnapshotSet::clone(&cur.snapshots);
+        let mut set = SnapshotSet::clone(&cur.snapshots);
         for (id, fresh, _) in &rebuilt {
             set.insert(*id, fresh.clone());
         }
@@ -1242,21 +840,5 @@ impl Inner {
             keyspaces,
             writes_stopped: self.wal.stopped().map(|s| s.to_string()),
         }
-    }
-
-    pub(crate) fn close(&self) {
-        {
-            let mut bg = self.core.bg.lock();
-            if bg.closing {
-                return;
-            }
-            bg.closing = true;
-        }
-        self.core.bg_cv.notify_all();
-        self.core.wake_waiting_writers();
-        if let Some(t) = self.bg_thread.lock().take() {
-            let _ = t.join();
-        }
-        self.wal.close();
     }
 }

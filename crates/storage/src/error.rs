@@ -103,7 +103,7 @@ pub enum Error {
         /// The key whose condition failed (the first one checked that failed).
         key: u64,
         /// What the batch required.
-        expected: crate::db::Condition,
+        expected: crate::condition::Condition,
         /// The sequence number of the key's live value when the batch was checked (`None`: absent).
         current_seq: Option<u64>,
     },

@@ -13,6 +13,7 @@
 mod applier;
 mod checkpoint;
 mod compaction;
+mod condition;
 mod core;
 mod counts;
 mod db;
@@ -20,22 +21,25 @@ mod delta;
 mod error;
 mod fsutil;
 pub mod index;
+mod inner;
 mod manifest;
 mod merge;
 mod mmap;
 mod options;
 mod recovery;
+mod replica;
 mod replicate;
 mod run;
 mod snapshot;
+mod view;
 mod wal;
 
 pub use applier::{Applier, Change};
 pub use checkpoint::install_checkpoint;
-pub use db::{
-    validate_keyspace_name, Condition, Db, Entry, IndexReport, Keyspace, KeyspaceStats,
-    SnapshotInfo, Stats, Value, WarmReport, WriteBatch, DEFAULT_KEYSPACE,
-};
+pub use compaction::SnapshotInfo;
+pub use condition::Condition;
+pub use core::{validate_keyspace_name, DEFAULT_KEYSPACE};
+pub use db::{Db, IndexReport, Keyspace, KeyspaceStats, Stats, WarmReport, WriteBatch};
 pub use error::{Error, Result};
 /// Fsyncs a directory (after creating, renaming or deleting entries in it), naming it on failure.
 pub use fsutil::sync_dir;
@@ -50,3 +54,4 @@ pub use index::{
 pub use kyrodb_rmi::RmiConfig;
 pub use options::{FsyncPolicy, Options};
 pub use replicate::{LoggedWrite, Replicator};
+pub use view::{Entry, Value};

@@ -13,15 +13,17 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::{
     compaction::{compact_frozen_during_recovery, remove_unreferenced_snapshots},
-    core::{BgSignal, Core, ReadState, Registry, SnapshotSet},
-    db::{Inner, DEFAULT_KEYSPACE},
+    core::DEFAULT_KEYSPACE,
+    core::{BgSignal, Core, Registry},
     delta::Delta,
     error::IoContext,
     fsutil,
+    inner::Inner,
     manifest::{KeyspaceEntry, Manifest},
     options::Options,
     run::RunBuilder,
     snapshot::Snapshot,
+    view::{ReadState, SnapshotSet},
     wal::{
         record::{decode_create_keyspace, HEADER_BYTES, KIND_CREATE_KEYSPACE},
         segment::{list_segments, scan_ahead, truncate_tail, Scanned, ScannedRecord, SegmentMeta},

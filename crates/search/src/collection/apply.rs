@@ -25,7 +25,7 @@ impl Applier for Collection {
             }
         }
         drop(st);
-        if let Some(s) = self.shared.upgrade() {
+        if let Some(s) = self.env.upgrade() {
             s.wake_indexer();
         }
     }

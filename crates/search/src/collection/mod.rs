@@ -19,11 +19,11 @@ use serde_json::{json, Value};
 use crate::{
     cancel::{Cancel, Poll},
     doc::{fields_json, Document, Fields},
+    env::Env,
     error::invalid,
     filter::Filter,
     hnsw::{Hnsw, HnswStats},
     hybrid::{fuse, ComponentList, HybridRequest},
-    manager::Shared,
     payload::Payload,
     query::{Hit, SearchRequest, SearchResponse},
     rank::{Featurizer, Feedback, Ranker},
@@ -150,7 +150,7 @@ pub struct Collection {
     keyspace: Keyspace,
     state: RwLock<State>,
     pub(crate) vectors: Vec<VectorIndex>,
-    shared: Weak<Shared>,
+    env: Weak<Env>,
     pub(crate) dropped: AtomicBool,
     /// A text-segment merge is running (one at a time per collection).
     merging: AtomicBool,
@@ -159,7 +159,7 @@ pub struct Collection {
     /// Where the text index's sealed segments came from at start (info shows it).
     text_source: parking_lot::Mutex<String>,
     /// The last re-embed job (durable in the catalog), and why a running one waits.
-    job: parking_lot::Mutex<(Option<crate::reembed::ReembedJob>, Option<String>)>,
+    job: parking_lot::Mutex<(Option<crate::job::ReembedJob>, Option<String>)>,
     /// Feedback examples and the learned ranking trained from them.
     ranker: Ranker,
 }
@@ -170,12 +170,12 @@ impl Collection {
         schema: Schema,
         created_ms: i64,
         keyspace: Keyspace,
-        shared: &Arc<Shared>,
+        env: &Arc<Env>,
         mut loaded: Option<crate::checkpoint::Loaded>,
         ranker: Ranker,
     ) -> Collection {
-        let params = shared.opts.hnsw;
-        let shared = Arc::downgrade(shared);
+        let params = env.opts.hnsw;
+        let env = Arc::downgrade(env);
         let vectors: Vec<VectorIndex> = schema
             .vectors
             .iter()
@@ -217,7 +217,7 @@ impl Collection {
             keyspace,
             state: RwLock::new(state),
             vectors,
-            shared,
+            env,
             dropped: AtomicBool::new(false),
             merging: AtomicBool::new(false),
             graph_source: parking_lot::Mutex::new("new".into()),
@@ -246,11 +246,11 @@ impl Collection {
     }
 
     /// The collection's last re-embed job, if any.
-    pub fn job(&self) -> Option<crate::reembed::ReembedJob> {
+    pub fn job(&self) -> Option<crate::job::ReembedJob> {
         self.job.lock().0.clone()
     }
 
-    pub(crate) fn set_job(&self, job: Option<crate::reembed::ReembedJob>) {
+    pub(crate) fn set_job(&self, job: Option<crate::job::ReembedJob>) {
         self.job.lock().0 = job;
     }
 
@@ -267,8 +267,8 @@ impl Collection {
         self.state.read().by_key.len() as u64
     }
 
-    fn shared(&self) -> Result<Arc<Shared>> {
-        self.shared
+    fn env(&self) -> Result<Arc<Env>> {
+        self.env
             .upgrade()
             .filter(|_| !self.dropped.load(Ordering::Acquire))
             .ok_or_else(|| Error::NoSuchCollection(self.name.clone()))
@@ -331,7 +331,7 @@ impl Collection {
     /// Waits until every vector written so far is linked into its graph (searches never need this:
     /// unlinked vectors are scanned exactly); false if `timeout` passed first.
     pub fn wait_until_indexed(&self, timeout: std::time::Duration) -> bool {
-        match self.shared.upgrade() {
+        match self.env.upgrade() {
             Some(s) => s.wait_indexer(timeout, || self.pending() == 0),
             None => self.pending() == 0,
         }
@@ -342,9 +342,9 @@ impl Collection {
     pub fn wait_reembed(&self, timeout: std::time::Duration) -> bool {
         let idle = || {
             self.job()
-                .is_none_or(|j| j.state != crate::reembed::JobState::Running)
+                .is_none_or(|j| j.state != crate::job::JobState::Running)
         };
-        match self.shared.upgrade() {
+        match self.env.upgrade() {
             Some(s) => s.wait_indexer(timeout, idle),
             None => idle(),
         }
@@ -407,7 +407,7 @@ impl Collection {
 
     /// Waits until no training of the learned ranking is due; false if `timeout` passed first.
     pub fn wait_ranker(&self, timeout: std::time::Duration) -> bool {
-        match self.shared.upgrade() {
+        match self.env.upgrade() {
             Some(s) => s.wait_indexer(timeout, || !self.ranker.due()),
             None => !self.ranker.due(),
         }

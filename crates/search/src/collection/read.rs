@@ -67,7 +67,7 @@ impl Collection {
     pub fn search(&self, req: &SearchRequest, cancel: &Cancel) -> Result<SearchResponse> {
         cancel.check()?;
         let started = Instant::now();
-        let m = self.shared()?.opts.hnsw.m;
+        let m = self.env()?.opts.hnsw.m;
         let st = self.state.read();
         let VectorRows {
             rows,

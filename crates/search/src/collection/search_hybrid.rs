@@ -59,7 +59,7 @@ impl Component for VectorQuery {
             explain: req.explain,
             exact: req.exact,
         };
-        let m = c.shared()?.opts.hnsw.m;
+        let m = c.env()?.opts.hnsw.m;
         let super::read::VectorRows {
             rows,
             mut plan,
@@ -368,9 +368,9 @@ impl Collection {
         };
         let candidates = example.cands.len();
         let relevant = example.cands.iter().filter(|c| c.y > 0.0).count();
-        let max = self.shared.upgrade().map_or(1 << 20, |s| s.value_bytes_max);
+        let max = self.env.upgrade().map_or(1 << 20, |s| s.value_bytes_max);
         let (key, examples) = self.ranker.add(example, max)?;
-        if let Some(s) = self.shared.upgrade() {
+        if let Some(s) = self.env.upgrade() {
             s.wake_indexer();
         }
         Ok(FeedbackResponse {

@@ -23,8 +23,8 @@ impl Collection {
     /// the write are one step: the write requires the sequence number the check saw. The documents
     /// must already be stamped ([`crate::Tenant::stamp`]).
     pub fn upsert_for(&self, docs: &[Document], tenant: Option<&crate::Tenant>) -> Result<u64> {
-        let shared = self.shared()?;
-        let opts = &shared.opts;
+        let env = self.env()?;
+        let opts = &env.opts;
         if docs.len() > opts.documents_per_batch_max {
             return Err(Error::TooMany {
                 what: "documents_per_batch_max",
@@ -33,7 +33,7 @@ impl Collection {
             });
         }
         let values: Vec<Vec<u8>> = docs.iter().map(Document::encode).collect();
-        let value_max = shared.value_bytes_max;
+        let value_max = env.value_bytes_max;
         if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| v.len() > value_max) {
             return Err(invalid(
                 "document_too_large",
@@ -50,10 +50,10 @@ impl Collection {
             .iter()
             .skip(free)
             .flat_map(|d| d.vectors.values())
-            .map(|v| crate::manager::vector_cost(v.len(), opts.hnsw.m))
+            .map(|v| crate::env::vector_cost(v.len(), opts.hnsw.m))
             .sum();
-        shared.check_budget(needed)?;
-        shared.wait_for_indexer()?;
+        env.check_budget(needed)?;
+        env.wait_for_indexer()?;
         for _ in 0..WRITE_ATTEMPTS {
             let mut batch = WriteBatch::new();
             {
@@ -91,7 +91,7 @@ impl Collection {
                     batch.put(&self.keyspace, key, value);
                 }
             }
-            match shared.db.write(batch) {
+            match env.db.write(batch) {
                 Ok(seq) => return Ok(seq),
                 Err(kyrodb_storage::Error::ConditionFailed { .. }) => continue,
                 Err(e) => return Err(e.into()),
@@ -112,12 +112,12 @@ impl Collection {
         ids: &[String],
         tenant: Option<&crate::Tenant>,
     ) -> Result<(u64, u64)> {
-        let shared = self.shared()?;
-        if ids.len() > shared.opts.documents_per_batch_max * 10 {
+        let env = self.env()?;
+        if ids.len() > env.opts.documents_per_batch_max * 10 {
             return Err(Error::TooMany {
                 what: "ids per delete (10 × documents_per_batch_max)",
                 count: ids.len() as u64,
-                max: shared.opts.documents_per_batch_max as u64 * 10,
+                max: env.opts.documents_per_batch_max as u64 * 10,
             });
         }
         for _ in 0..WRITE_ATTEMPTS {
@@ -149,7 +149,7 @@ impl Collection {
             if deleted == 0 {
                 return Ok((0, absent));
             }
-            match shared.db.write(batch) {
+            match env.db.write(batch) {
                 Ok(_) => return Ok((deleted, absent)),
                 Err(kyrodb_storage::Error::ConditionFailed { .. }) => continue,
                 Err(e) => return Err(e.into()),

@@ -32,11 +32,11 @@ use super::{
     analyzer::{Analyzer, TextOptions},
     persist::{self, text_hash, LoadedText, PendingRow, PostingOut},
     phrase::{self, Phrase, Positions},
+    postings::PostingList,
 };
 use crate::cancel::{Cancel, Poll};
 
-/// Postings per block (block-max bounds, skipping).
-pub const BLOCK: usize = 128;
+pub use super::postings::BLOCK;
 /// Documents written to the mutable segment before it is sealed.
 pub const SEAL_DOCS: usize = 4096;
 /// Segments of one size class merged together.
@@ -53,72 +53,6 @@ const POLL_EVERY: u32 = 256;
 
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
-
-/// A block's summary: the last row, the largest tf and the shortest length in it.
-#[derive(Debug, Clone, Copy)]
-struct BlockMeta {
-    last: u32,
-    max_tf: u32,
-    min_len: u32,
-}
-
-/// One term's postings in a sealed segment, ascending by row.
-#[derive(Debug, Default)]
-pub(crate) struct PostingList {
-    rows: Vec<u32>,
-    tfs: Vec<u32>,
-    /// The document's length in this field (what BM25 needs), next to its tf.
-    lens: Vec<u32>,
-    /// `positions[pos_start[i]..pos_start[i+1]]` are the positions of posting `i`.
-    pos_start: Vec<u32>,
-    positions: Vec<u32>,
-    blocks: Vec<BlockMeta>,
-    max_tf: u32,
-    min_len: u32,
-}
-
-impl PostingList {
-    pub(crate) fn push(&mut self, row: u32, len: u32, positions: &[u32]) {
-        if self.pos_start.is_empty() {
-            self.pos_start.push(0);
-            self.min_len = u32::MAX;
-        }
-        let tf = positions.len() as u32;
-        self.rows.push(row);
-        self.tfs.push(tf);
-        self.lens.push(len);
-        self.positions.extend_from_slice(positions);
-        self.pos_start.push(self.positions.len() as u32);
-        self.max_tf = self.max_tf.max(tf);
-        self.min_len = self.min_len.min(len);
-        let i = self.rows.len() - 1;
-        if i.is_multiple_of(BLOCK) {
-            self.blocks.push(BlockMeta {
-                last: row,
-                max_tf: tf,
-                min_len: len,
-            });
-        } else {
-            let b = self.blocks.last_mut().expect("a block per BLOCK postings");
-            b.last = row;
-            b.max_tf = b.max_tf.max(tf);
-            b.min_len = b.min_len.min(len);
-        }
-    }
-
-    fn positions(&self, i: usize) -> &[u32] {
-        &self.positions[self.pos_start[i] as usize..self.pos_start[i + 1] as usize]
-    }
-
-    fn find(&self, row: u32) -> Option<usize> {
-        self.rows.binary_search(&row).ok()
-    }
-
-    fn bytes(&self) -> usize {
-        (self.rows.len() * 4 + self.pos_start.len() + self.positions.len()) * 4
-            + self.blocks.len() * 12
-    }
-}
 
 /// A sealed segment's postings: per field, term id → list.
 #[derive(Debug, Default)]

@@ -6,6 +6,7 @@ pub mod analyzer;
 pub mod index;
 pub(crate) mod persist;
 pub(crate) mod phrase;
+pub(crate) mod postings;
 
 pub use analyzer::{Analyzer, Language, TextOptions};
 pub use index::{TextIndex, TextQuery, TextStats};

@@ -2,7 +2,7 @@
 //! file, `checkpoint.rs`), and their adoption at start.
 //!
 //! Only sealed segments are written, and in them only the postings of live rows: the mutable
-//! segment (at most [`super::index::SEAL_DOCS`] writes) is analysed again at start. Each written
+//! segment (at most `SEAL_DOCS` (`index.rs`) writes) is analysed again at start. Each written
 //! row carries its key and a hash of its text ([`text_hash`]); at start a stored document adopts its
 //! row's postings only when the row, key and text hash all match (the document is then known to be
 //! exactly what was analysed), otherwise it is analysed afresh and the file's postings of that row
@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{analyzer::TextOptions, index::PostingList};
+use super::{analyzer::TextOptions, postings::PostingList};
 
 /// Bumped whenever the analyzer's output for the same text and options can change.
 pub(crate) const ANALYZER_VERSION: u32 = 1;

@@ -85,7 +85,7 @@ pub(crate) fn parse_header(b: &[u8]) -> Option<Header> {
 
 /// What a conditional batch requires of one key, checked when the batch is sequenced: the public
 /// [`crate::Condition`] itself (one type, encoded here as a tag and a sequence number).
-pub(crate) use crate::db::Condition as Cond;
+pub(crate) use crate::condition::Condition as Cond;
 
 /// One operation of a batch, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
