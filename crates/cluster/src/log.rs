@@ -10,12 +10,13 @@
 //! u32 CRC32C) is replaced atomically but not fsynced (Raft does not need it durable; it only saves
 //! replay after a restart).
 //!
-//! Recovery: every segment is read and checked. The last segment may end in a torn record (a crash
-//! during a write): it is cut at the last whole record and the cut is fsynced. Anything else that
-//! fails a check — a bad header, a bad checksum before the tail, indexes out of order, a gap between
-//! segments — is refused with the file and byte offset, never skipped. Only the tail can be torn
-//! because a segment is fsynced, and its successor created and the directory fsynced, before any
-//! record is written to the successor.
+//! Segment files, the recovery scan and the torn-tail rule are the WAL's: `kyrodb_storage::seglog`
+//! (this file gives the format and the record framing). Recovery: every segment is read and checked.
+//! The last segment may end in a torn record (a crash during a write): it is cut at the last whole
+//! record and the cut is fsynced. Anything else that fails a check — a bad header, a bad checksum with
+//! a whole record after it, indexes out of order, a gap between segments — is refused with the file
+//! and byte offset, never skipped. Only the tail can be torn because a segment is fsynced, and its
+//! successor created and the directory fsynced, before any record is written to the successor.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -23,9 +24,21 @@ use std::{
     path::{Path, PathBuf},
 };
 
-const MAGIC: &[u8; 8] = b"KYRORAFT";
-const VERSION: u32 = 1;
-const SEG_HEADER: u64 = 16;
+use kyrodb_storage::{
+    codec::{u32_at, u64_at},
+    seglog::{self, Format, Framing, Record, SEGMENT_HEADER_BYTES},
+};
+
+/// The Raft log's segments: `seg-<first index, 20 digits>.log`, magic `KYRORAFT`, version 1.
+const FORMAT: Format = Format {
+    what: "Raft log",
+    magic: *b"KYRORAFT",
+    version: 1,
+    readable: &[1],
+    prefix: "seg-",
+    suffix: ".log",
+};
+const SEG_HEADER: u64 = SEGMENT_HEADER_BYTES as u64;
 const REC_HEADER: usize = 28;
 /// Largest payload accepted (a batch of client writes; the engine's value limit is far below).
 pub const PAYLOAD_MAX: usize = 256 << 20;
@@ -98,6 +111,24 @@ pub enum Error {
 /// The log's result.
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl From<kyrodb_storage::Error> for Error {
+    fn from(e: kyrodb_storage::Error) -> Self {
+        match e {
+            kyrodb_storage::Error::Corrupt {
+                file,
+                offset,
+                reason,
+            } => Error::Corrupt {
+                path: file,
+                offset,
+                reason,
+            },
+            kyrodb_storage::Error::Io { path, source } => Error::Io { path, source },
+            other => Error::Invalid(other.to_string()),
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_owned(),
@@ -134,17 +165,47 @@ pub struct RaftLog {
     purged: u64,
 }
 
-fn seg_name(first: u64) -> String {
-    format!("seg-{first:020}.log")
+/// The Raft log's record header: `payload_len u32 | index u64 | term u64 | crc32c(those 20 bytes)
+/// u32 | crc32c(payload) u32`.
+struct RaftFraming;
+
+/// A record header's fields.
+#[derive(Debug, Clone, Copy)]
+struct RecordHeader {
+    len: u32,
+    index: u64,
+    term: u64,
+    payload_crc: u32,
 }
 
-fn header() -> [u8; SEG_HEADER as usize] {
-    let mut h = [0u8; SEG_HEADER as usize];
-    h[..8].copy_from_slice(MAGIC);
-    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    let crc = crc32c::crc32c(&h[..12]);
-    h[12..].copy_from_slice(&crc.to_le_bytes());
-    h
+impl Framing for RaftFraming {
+    type Header = RecordHeader;
+    const HEADER_BYTES: usize = REC_HEADER;
+    const PAYLOAD_MAX: usize = PAYLOAD_MAX;
+
+    fn parse(h: &[u8]) -> Option<RecordHeader> {
+        if crc32c::crc32c(h.get(..20)?) != u32_at(h, 20)? {
+            return None;
+        }
+        Some(RecordHeader {
+            len: u32_at(h, 0)?,
+            index: u64_at(h, 4)?,
+            term: u64_at(h, 12)?,
+            payload_crc: u32_at(h, 24)?,
+        })
+    }
+
+    fn payload_len(h: &RecordHeader) -> usize {
+        h.len as usize
+    }
+
+    fn seq(h: &RecordHeader) -> u64 {
+        h.index
+    }
+
+    fn payload_crc(h: &RecordHeader) -> u32 {
+        h.payload_crc
+    }
 }
 
 fn encode(e: &Entry, out: &mut Vec<u8>) {
@@ -158,145 +219,55 @@ fn encode(e: &Entry, out: &mut Vec<u8>) {
     out.extend_from_slice(&e.payload);
 }
 
-/// One record read at `offset` of `bytes`: Ok(Some((entry, next offset))), Ok(None) when the bytes
-/// end before the record does (a torn tail), Err(reason) when it is damaged.
-fn decode(bytes: &[u8], offset: usize) -> std::result::Result<Option<(Entry, usize)>, String> {
-    let Some(h) = bytes.get(offset..offset + REC_HEADER) else {
-        return Ok(None);
-    };
-    let u32_ = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
-    let u64_ = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
-    if crc32c::crc32c(&h[..20]) != u32_(&h[20..24]) {
-        return Err("record header checksum mismatch".into());
-    }
-    let len = u32_(&h[0..4]) as usize;
-    if len > PAYLOAD_MAX {
-        return Err(format!("payload length {len} over {PAYLOAD_MAX}"));
-    }
-    let Some(payload) = bytes.get(offset + REC_HEADER..offset + REC_HEADER + len) else {
-        return Ok(None);
-    };
-    if crc32c::crc32c(payload) != u32_(&h[24..28]) {
-        return Err("payload checksum mismatch".into());
-    }
-    Ok(Some((
-        Entry {
-            index: u64_(&h[4..12]),
-            term: u64_(&h[12..20]),
-            payload: payload.to_vec(),
-        },
-        offset + REC_HEADER + len,
-    )))
-}
-
-/// Whether a whole record for index `want` or later starts anywhere after `at`: then the bytes at
-/// `at` are damage in the middle of the log, not a torn tail.
-fn whole_record_after(bytes: &[u8], at: usize, want: u64) -> bool {
-    (at + 1..bytes.len().saturating_sub(REC_HEADER - 1))
-        .any(|p| matches!(decode(bytes, p), Ok(Some((e, _))) if e.index >= want))
-}
-
 impl RaftLog {
     /// Opens (creating) the log in `dir`, recovering as the module doc says. Segments roll over at
     /// `segment_bytes`.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<(RaftLog, Recovered)> {
         fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut names: Vec<(u64, PathBuf)> = Vec::new();
-        for e in fs::read_dir(dir).map_err(io(dir))? {
-            let p = e.map_err(io(dir))?.path();
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if let Some(first) = name
-                .strip_prefix("seg-")
-                .and_then(|n| n.strip_suffix(".log"))
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                names.push((first, p));
-            }
-        }
-        names.sort();
+        let found = FORMAT.list(dir)?;
         let mut rec = Recovered::default();
         let mut segments: Vec<Segment> = Vec::new();
-        let count = names.len();
-        for (i, (first, path)) in names.into_iter().enumerate() {
+        let count = found.len();
+        for (i, file) in found.into_iter().enumerate() {
             let is_last = i + 1 == count;
+            let path = file.path.clone();
+            let first = file.first;
             let bytes = fs::read(&path).map_err(io(&path))?;
-            let corrupt = |offset: usize, reason: String| Error::Corrupt {
-                path: path.clone(),
-                offset: offset as u64,
-                reason,
-            };
-            if bytes.len() < SEG_HEADER as usize || bytes[..SEG_HEADER as usize] != header() {
-                if is_last && bytes.len() < SEG_HEADER as usize {
-                    // Created, crashed before its header was durable: nothing was ever in it.
-                    fs::remove_file(&path).map_err(io(&path))?;
-                    sync_dir(dir)?;
-                    continue;
-                }
-                return Err(corrupt(0, "not a KyroDB Raft log segment".into()));
-            }
             if let Some(prev) = segments.last() {
                 let want = prev.last().map_or(prev.first, |l| l + 1);
                 if first != want {
-                    return Err(corrupt(
-                        0,
-                        format!("starts at index {first}, expected {want}"),
-                    ));
+                    return Err(Error::Corrupt {
+                        path,
+                        offset: 0,
+                        reason: format!("starts at index {first}, expected {want}"),
+                    });
                 }
             }
-            let mut seg = Segment {
-                path: path.clone(),
+            let mut offsets = Vec::new();
+            let scan = seglog::scan::<RaftFraming>(&FORMAT, &file, &bytes, is_last, |at, _, _| {
+                offsets.push(at);
+                Ok(())
+            })?;
+            if scan.torn.is_some() {
+                rec.torn_bytes = bytes.len() as u64 - scan.valid_bytes;
+                if scan.valid_bytes < SEG_HEADER {
+                    // Created, crashed before its header was durable: nothing was ever in it.
+                    fs::remove_file(&path).map_err(io(&path))?;
+                    kyrodb_storage::sync_dir(dir)?;
+                    continue;
+                }
+                // The one torn-tail rule (kyrodb_storage::seglog): cut at the last whole record.
+                FORMAT.truncate(&path, scan.valid_bytes)?;
+            }
+            segments.push(Segment {
+                path,
                 first,
-                offsets: Vec::new(),
-                len: SEG_HEADER,
-            };
-            let mut at = SEG_HEADER as usize;
-            loop {
-                match decode(&bytes, at) {
-                    Ok(Some((e, next))) => {
-                        let want = first + seg.offsets.len() as u64;
-                        if e.index != want {
-                            return Err(corrupt(
-                                at,
-                                format!("index {} where {want} belongs", e.index),
-                            ));
-                        }
-                        seg.offsets.push(at as u64);
-                        at = next;
-                    }
-                    Ok(None) if at == bytes.len() => break,
-                    Ok(None) | Err(_)
-                        if is_last
-                            && !whole_record_after(
-                                &bytes,
-                                at,
-                                first + seg.offsets.len() as u64,
-                            ) =>
-                    {
-                        // A torn tail (a partly written last batch): cut it. A damaged record with
-                        // a whole record after it is damage, not a tear, and is refused below.
-                        rec.torn_bytes = (bytes.len() - at) as u64;
-                        let f = OpenOptions::new()
-                            .write(true)
-                            .open(&path)
-                            .map_err(io(&path))?;
-                        f.set_len(at as u64).map_err(io(&path))?;
-                        f.sync_all().map_err(io(&path))?;
-                        break;
-                    }
-                    Ok(None) => {
-                        return Err(corrupt(
-                            at,
-                            "truncated record before the last segment".into(),
-                        ))
-                    }
-                    Err(reason) => return Err(corrupt(at, reason)),
-                }
-            }
-            seg.len = at as u64;
-            segments.push(seg);
+                offsets,
+                len: scan.valid_bytes,
+            });
         }
         let purged = match read_small(&dir.join("purged"))? {
-            Some(b) => u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            Some(b) => u64_at(&b, 0).expect("read_small holds at least 8 bytes"),
             None => 0,
         };
         let meta = RaftLog::read_meta(dir)?;
@@ -320,14 +291,21 @@ impl RaftLog {
     /// The vote and committed index saved in `dir` (checked; absent files read as defaults).
     pub fn read_meta(dir: &Path) -> Result<Recovered> {
         let vote = match read_small(&dir.join("vote"))? {
-            Some(b) => Vote {
-                term: u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
-                voted_for: match u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")) {
-                    0 => None,
-                    n => Some(n - 1),
-                },
-                committed: b.get(16) == Some(&1),
-            },
+            Some(b) => {
+                let short = || Error::Corrupt {
+                    path: dir.join("vote"),
+                    offset: 0,
+                    reason: "vote shorter than a term and a node".into(),
+                };
+                Vote {
+                    term: u64_at(&b, 0).ok_or_else(short)?,
+                    voted_for: match u64_at(&b, 8).ok_or_else(short)? {
+                        0 => None,
+                        n => Some(n - 1),
+                    },
+                    committed: b.get(16) == Some(&1),
+                }
+            }
             None => Vote::default(),
         };
         Ok(Recovered {
@@ -460,16 +438,7 @@ impl RaftLog {
                 self.segments.pop();
             }
         }
-        let path = self.dir.join(seg_name(first));
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        f.write_all(&header()).map_err(io(&path))?;
-        f.sync_all().map_err(io(&path))?;
-        sync_dir(&self.dir)?;
+        let (f, seglog::Segment { path, .. }) = FORMAT.create(&self.dir, first)?;
         self.segments.push(Segment {
             path,
             first,
@@ -520,12 +489,20 @@ impl RaftLog {
             f.read_exact(&mut bytes).map_err(io(&s.path))?;
             let mut at = 0;
             while at < bytes.len() {
-                match decode(&bytes, at) {
-                    Ok(Some((e, next))) => {
-                        out.push(e);
+                match seglog::decode::<RaftFraming>(&bytes, at) {
+                    Record::Whole {
+                        header,
+                        payload,
+                        next,
+                    } => {
+                        out.push(Entry {
+                            index: header.index,
+                            term: header.term,
+                            payload: bytes[payload..next].to_vec(),
+                        });
                         at = next;
                     }
-                    Ok(None) | Err(_) => {
+                    Record::Short | Record::Damaged(_) => {
                         return Err(Error::Corrupt {
                             path: s.path.clone(),
                             offset: a + at as u64,

@@ -11,6 +11,8 @@ use openraft::{
 };
 use tokio::sync::watch;
 
+use kyrodb_storage::codec::{u32_at, u64_at};
+
 use crate::{
     store::io_err,
     types::{Entry, NodeAddr, NodeId, Outcome, Outcomes, Refusal, SnapshotData, TypeConfig},
@@ -56,15 +58,16 @@ impl Marker {
         if b.len() != 39 || b[0] != 1 {
             return None;
         }
-        let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let u = |i: usize| u64_at(b, i);
         Some(Marker {
-            full: (b[1] == 1).then(|| LogId::new(CommittedLeaderId::new(u(2), u(10)), u(18))),
-            partial: (b[26] == 1).then(|| {
-                (
-                    u(27),
-                    u32::from_le_bytes(b[35..39].try_into().expect("4 bytes")),
-                )
-            }),
+            full: match b[1] {
+                1 => Some(LogId::new(CommittedLeaderId::new(u(2)?, u(10)?), u(18)?)),
+                _ => None,
+            },
+            partial: match b[26] {
+                1 => Some((u(27)?, u32_at(b, 35)?)),
+                _ => None,
+            },
         })
     }
 }

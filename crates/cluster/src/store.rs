@@ -93,8 +93,7 @@ impl LogStore {
     fn purged_id(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
         match std::fs::read(self.dir.join("purged-id")) {
             Ok(b) if b.len() == 28 && crc32c::crc32c(&b[..24]).to_le_bytes() == b[24..] => {
-                let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-                Ok(Some(LogId::new(CommittedLeaderId::new(u(0), u(8)), u(16))))
+                Ok(log_id_at(&b))
             }
             Ok(_) => Err(read_err(format!(
                 "{}: corrupt at byte 0: checksum mismatch",
@@ -206,12 +205,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
         let rec = crate::log::RaftLog::read_meta(&self.dir).map_err(read_err)?;
-        Ok(rec.committed.and_then(|b| {
-            (b.len() == 24).then(|| {
-                let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-                LogId::new(CommittedLeaderId::new(u(0), u(8)), u(16))
-            })
-        }))
+        Ok(rec
+            .committed
+            .and_then(|b| (b.len() == 24).then(|| log_id_at(&b)).flatten()))
     }
 
     async fn append<I>(
@@ -289,4 +285,10 @@ fn purge_log(
 pub(crate) fn purge_sync(dir: &std::path::Path, log_id: LogId<NodeId>) -> Result<(), String> {
     let (mut log, _) = RaftLog::open(dir, RAFT_SEGMENT_BYTES).map_err(|e| e.to_string())?;
     purge_log(&mut log, dir, log_id)
+}
+
+/// A log id stored as `term u64 | node u64 | index u64` (24 bytes; None when shorter).
+fn log_id_at(b: &[u8]) -> Option<LogId<NodeId>> {
+    let u = |i: usize| kyrodb_storage::codec::u64_at(b, i);
+    Some(LogId::new(CommittedLeaderId::new(u(0)?, u(8)?), u(16)?))
 }

@@ -56,8 +56,8 @@ impl Proposal {
 
     pub(crate) fn decode(b: &Bytes) -> Result<Proposal, String> {
         let u32_at = |at: usize| -> Result<usize, String> {
-            b.get(at..at + 4)
-                .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize)
+            kyrodb_storage::codec::u32_at(b, at)
+                .map(|n| n as usize)
                 .ok_or_else(|| format!("proposal truncated at byte {at}"))
         };
         let n = u32_at(0)?;
@@ -236,7 +236,7 @@ pub(crate) fn decode_entry(r: crate::log::Entry) -> Result<Entry, String> {
     if p.len() < 9 {
         return Err(format!("entry {}: payload too short", r.index));
     }
-    let node = u64::from_le_bytes(p[..8].try_into().expect("8 bytes"));
+    let node = kyrodb_storage::codec::u64_at(&p, 0).expect("checked: at least 9 bytes");
     let log_id = LogId::new(openraft::CommittedLeaderId::new(r.term, node), r.index);
     let payload = match p[8] {
         TAG_BLANK => EntryPayload::Blank,

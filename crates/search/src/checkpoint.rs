@@ -17,6 +17,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use kyrodb_storage::codec::{ReadError, Reader};
+
 use crate::{
     distance::Metric,
     hnsw::Hnsw,
@@ -109,12 +111,13 @@ pub(crate) fn decode(
         return Err(refuse(0, "truncated".into()));
     }
     let body = &bytes[..bytes.len() - 8];
-    let want = u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().expect("8 bytes"));
+    let want = kyrodb_storage::codec::u64_at(bytes, bytes.len() - 8)
+        .expect("checked: longer than 8 bytes");
     if xxhash_rust::xxh3::xxh3_64(body) != want {
         return Err(refuse(body.len(), "checksum mismatch".into()));
     }
-    let mut r = crate::reader::Reader::new(body);
-    let bad = |(offset, reason): crate::reader::Refusal| refuse(offset, reason);
+    let mut r = Reader::new(body);
+    let bad = |e: ReadError| refuse(e.offset(), e.reason().to_owned());
     if r.take(8).map_err(bad)? != MAGIC {
         return Err(refuse(0, "not a KyroDB graph file".into()));
     }
@@ -136,7 +139,7 @@ pub(crate) fn decode(
         let dim = r.u32().map_err(bad)? as usize;
         let metric = r.take(1).map_err(bad)?[0];
         let glen = r.u64().map_err(bad)? as usize;
-        let start = r.at;
+        let start = r.at();
         let gbytes = r.take(glen).map_err(bad)?;
         let Some((_, fdim, fmetric)) = fields.iter().find(|(n, ..)| *n == name) else {
             continue; // a field the schema no longer has
@@ -160,7 +163,7 @@ pub(crate) fn decode(
         text_note = "rebuilt: the checkpoint predates text sections".into();
     } else {
         let len = r.u64().map_err(bad)? as usize;
-        let start = r.at;
+        let start = r.at();
         let section = r.take(len).map_err(bad)?;
         if len == 0 {
             text_note = "rebuilt: the checkpoint has no text section".into();
@@ -176,7 +179,7 @@ pub(crate) fn decode(
         }
     }
     if r.remaining() != 0 {
-        return Err(refuse(r.at, "trailing bytes".into()));
+        return Err(refuse(r.at(), "trailing bytes".into()));
     }
     Ok(Loaded {
         rows,

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use kyrodb_storage::codec::{ReadError, Reader};
 use serde_json::{Map, Value};
 
 use crate::{
@@ -650,17 +651,17 @@ impl Document {
     /// Decodes a storage value written by [`Document::encode`] for a collection with `schema`.
     /// Fields the schema no longer has are dropped.
     pub fn decode(bytes: &[u8], schema: &Schema) -> Result<Document, DecodeError> {
-        let mut r = Reader { b: bytes, at: 0 };
+        let mut r = Reader::new(bytes);
         if r.u8()? != 1 {
-            return Err(r.err("unknown document version"));
+            return Err(DecodeError::at(r.at(), "unknown document version"));
         }
         let n = r.u32()? as usize;
         let id = std::str::from_utf8(r.take(n)?)
-            .map_err(|_| r.err("id is not UTF-8"))?
+            .map_err(|_| DecodeError::at(r.at(), "id is not UTF-8"))?
             .to_owned();
         let n = r.u32()? as usize;
-        let meta: Value =
-            serde_json::from_slice(r.take(n)?).map_err(|_| r.err("metadata is not JSON"))?;
+        let meta: Value = serde_json::from_slice(r.take(n)?)
+            .map_err(|_| DecodeError::at(r.at(), "metadata is not JSON"))?;
         let mut text = BTreeMap::new();
         if let Some(Value::Object(m)) = meta.get("text") {
             for (k, v) in m {
@@ -684,12 +685,12 @@ impl Document {
         for _ in 0..count {
             let n = r.u16()? as usize;
             let name = std::str::from_utf8(r.take(n)?)
-                .map_err(|_| r.err("vector name is not UTF-8"))?
+                .map_err(|_| DecodeError::at(r.at(), "vector name is not UTF-8"))?
                 .to_owned();
             let dim = r.u32()? as usize;
             let raw = r.take(
                 dim.checked_mul(4)
-                    .ok_or_else(|| r.err("dimension overflows"))?,
+                    .ok_or_else(|| DecodeError::at(r.at(), "dimension overflows"))?,
             )?;
             let v: Vec<f32> = raw
                 .chunks_exact(4)
@@ -697,8 +698,8 @@ impl Document {
                 .collect();
             vectors.insert(name, v);
         }
-        if r.at != bytes.len() {
-            return Err(r.err("trailing bytes"));
+        if r.at() != bytes.len() {
+            return Err(DecodeError::at(r.at(), "trailing bytes"));
         }
         Ok(Document {
             id,
@@ -740,34 +741,14 @@ pub struct DecodeError {
     pub reason: &'static str,
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
+impl DecodeError {
+    fn at(offset: usize, reason: &'static str) -> DecodeError {
+        DecodeError { offset, reason }
+    }
 }
 
-impl<'a> Reader<'a> {
-    fn err(&self, reason: &'static str) -> DecodeError {
-        DecodeError {
-            offset: self.at,
-            reason,
-        }
-    }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.at.checked_add(n).filter(|e| *e <= self.b.len());
-        let end = end.ok_or_else(|| self.err("truncated"))?;
-        let s = &self.b[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        let s = self.take(2)?;
-        Ok(u16::from_le_bytes([s[0], s[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        let s = self.take(4)?;
-        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+impl From<ReadError> for DecodeError {
+    fn from(e: ReadError) -> Self {
+        DecodeError::at(e.offset(), e.reason())
     }
 }

@@ -24,7 +24,6 @@ mod manager;
 pub mod payload;
 pub mod query;
 pub mod rank;
-mod reader;
 pub mod reembed;
 pub mod schema;
 pub mod tenant;

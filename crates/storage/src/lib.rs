@@ -12,6 +12,7 @@
 
 mod applier;
 mod checkpoint;
+pub mod codec;
 mod compaction;
 mod condition;
 mod core;
@@ -30,6 +31,7 @@ mod recovery;
 mod replica;
 mod replicate;
 mod run;
+pub mod seglog;
 mod snapshot;
 mod view;
 mod wal;

@@ -6,10 +6,10 @@ use std::path::Path;
 use bytes::BufMut;
 
 use crate::{
+    codec::{u32_at, u64_at},
     error::Result,
     fsutil,
     snapshot::SnapshotMeta,
-    wal::record::{read_u32, read_u64},
     Error,
 };
 
@@ -71,20 +71,20 @@ impl Manifest {
             return Err(corrupt(b.len(), "manifest shorter than its fixed part"));
         }
         let body = b.len() - 8;
-        if xxhash_rust::xxh3::xxh3_64(&b[..body]) != read_u64(b, body).unwrap_or(0) {
+        if xxhash_rust::xxh3::xxh3_64(&b[..body]) != u64_at(b, body).unwrap_or(0) {
             return Err(corrupt(body, "manifest checksum mismatch"));
         }
-        if &b[0..8] != MAGIC || read_u32(b, 8) != Some(VERSION) {
+        if &b[0..8] != MAGIC || u32_at(b, 8) != Some(VERSION) {
             return Err(corrupt(0, "bad magic or unsupported version"));
         }
-        let count = read_u32(b, 12).unwrap_or(0) as usize;
-        let generation = read_u64(b, 16).unwrap_or(0);
-        let covered_seq = read_u64(b, 24).unwrap_or(0);
-        let next_keyspace_id = read_u32(b, 32).unwrap_or(0);
+        let count = u32_at(b, 12).unwrap_or(0) as usize;
+        let generation = u64_at(b, 16).unwrap_or(0);
+        let covered_seq = u64_at(b, 24).unwrap_or(0);
+        let next_keyspace_id = u32_at(b, 32).unwrap_or(0);
         let mut at = 36;
         let mut keyspaces = Vec::with_capacity(count.min(4096));
         for _ in 0..count {
-            let id = read_u32(b, at).ok_or_else(|| corrupt(at, "truncated keyspace entry"))?;
+            let id = u32_at(b, at).ok_or_else(|| corrupt(at, "truncated keyspace entry"))?;
             let name_len = b
                 .get(at + 4..at + 6)
                 .map(|s| u16::from_le_bytes([s[0], s[1]]) as usize);
@@ -96,7 +96,7 @@ impl Manifest {
                 .map_err(|_| corrupt(at + 6, "keyspace name is not UTF-8"))?;
             at += 6 + name_len;
             let f: Vec<u64> = (0..4)
-                .map_while(|i| read_u64(&b[..body], at + 8 * i))
+                .map_while(|i| u64_at(&b[..body], at + 8 * i))
                 .collect();
             if f.len() != 4 {
                 return Err(corrupt(at, "truncated snapshot entry"));

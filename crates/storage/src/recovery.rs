@@ -220,18 +220,18 @@ fn replay_wal(
             // The first segment may start anywhere up to the covered point (covered records are skipped); so
             // may a later one when, after a power loss under a relaxed fsync policy, the WAL ended before
             // what the manifest covers. Anything else is a gap: records are missing.
-            let jump_ok = next <= covered + 1 && seg.first_seq <= covered + 1;
-            if seg.first_seq != next && !jump_ok {
+            let jump_ok = next <= covered + 1 && seg.first <= covered + 1;
+            if seg.first != next && !jump_ok {
                 return Err(Error::corrupt(
                     &seg.path,
                     0,
                     format!(
                         "segment starts at sequence {} where {next} was expected",
-                        seg.first_seq
+                        seg.first
                     ),
                 ));
             }
-            next = seg.first_seq;
+            next = seg.first;
             let mut apply = |r: ScannedRecord| -> Result<()> {
                 next = r.header.seq + 1;
                 if r.header.seq <= covered {

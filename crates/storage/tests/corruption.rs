@@ -103,6 +103,32 @@ fn zero_filled_tail_is_treated_as_torn() {
     assert_eq!(db.get(9).unwrap().unwrap().to_vec(), value(9));
 }
 
+/// A crash while the next record was being appended can leave the start of its header on disk and
+/// zeros after it (the file grew, only its first page reached the disk): that is a torn tail, cut,
+/// not damage — no whole record follows it (the one torn-tail rule, `seglog.rs`).
+#[test]
+fn a_half_written_record_header_before_zeros_is_a_torn_tail() {
+    let dir = ten_puts();
+    let seg = files(&dir.path().join("wal"), "wal").pop().unwrap();
+    let mut b = fs::read(&seg).unwrap();
+    let end = b.len();
+    let last = record_offset(&seg, 9) as usize;
+    let mut partial = b[last..last + 12].to_vec(); // length and sequence number of a real header
+    partial[4] = partial[4].wrapping_add(1); // the next sequence number
+    b.extend_from_slice(&partial);
+    b.extend(std::iter::repeat_n(0u8, 4096));
+    fs::write(&seg, b).unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    for k in 0..10 {
+        assert_eq!(db.get(k).unwrap().unwrap().to_vec(), value(k), "key {k}");
+    }
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len(),
+        end as u64,
+        "cut back to the last whole record"
+    );
+}
+
 #[test]
 fn flipped_byte_mid_wal_is_refused_with_file_and_offset() {
     let dir = ten_puts();

@@ -17,6 +17,8 @@
 use std::io::Write;
 use std::sync::atomic::Ordering;
 
+use kyrodb_storage::codec::{ReadError, Reader};
+
 use xxhash_rust::xxh3::Xxh3;
 
 use super::{
@@ -38,6 +40,21 @@ pub struct FormatError {
     pub offset: u64,
     /// What was wrong.
     pub reason: &'static str,
+}
+
+impl FormatError {
+    fn at(offset: impl TryInto<u64>, reason: &'static str) -> FormatError {
+        FormatError {
+            offset: offset.try_into().unwrap_or(u64::MAX),
+            reason,
+        }
+    }
+}
+
+impl From<ReadError> for FormatError {
+    fn from(e: ReadError) -> Self {
+        FormatError::at(e.offset(), e.reason())
+    }
 }
 
 fn metric_code(metric: Metric) -> u8 {
@@ -125,34 +142,34 @@ impl Hnsw {
 
     /// Reads an index written by [`Hnsw::write_to`], refusing anything that does not verify.
     pub fn read_from(bytes: &[u8], dim: usize, metric: Metric) -> Result<Hnsw, FormatError> {
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Reader::new(bytes);
         if r.take(8)? != MAGIC {
-            return Err(r.error_at(0, "bad magic"));
+            return Err(FormatError::at(0, "bad magic"));
         }
         if r.u32()? != VERSION {
-            return Err(r.error_at(8, "unsupported version"));
+            return Err(FormatError::at(8, "unsupported version"));
         }
         if r.u32()? as usize != dim {
-            return Err(r.error_at(12, "dimension mismatch"));
+            return Err(FormatError::at(12, "dimension mismatch"));
         }
         if r.u8()? != metric_code(metric) {
-            return Err(r.error_at(16, "metric mismatch"));
+            return Err(FormatError::at(16, "metric mismatch"));
         }
         let m = r.u32()? as usize;
         if !(M_MIN..=M_MAX).contains(&m) {
-            return Err(r.error_at(17, "m out of range"));
+            return Err(FormatError::at(17, "m out of range"));
         }
         let ef_construction = r.u32()? as usize;
         let seed = r.u64()?;
-        let nodes_at = r.pos;
+        let nodes_at = r.at();
         let nodes = r.u32()?;
         let entry = r.u32()?;
         let entry_level = r.u32()? as usize;
-        if nodes as usize > bytes.len().saturating_sub(r.pos) {
-            return Err(r.error_at(nodes_at, "node count exceeds the file"));
+        if nodes as usize > bytes.len().saturating_sub(r.at()) {
+            return Err(FormatError::at(nodes_at, "node count exceeds the file"));
         }
         if dim == 0 {
-            return Err(r.error_at(12, "dimension mismatch"));
+            return Err(FormatError::at(12, "dimension mismatch"));
         }
         let index = Hnsw::new(
             dim,
@@ -175,17 +192,17 @@ impl Hnsw {
                             == entry_level + 1
                 });
             if !level_ok {
-                return Err(r.error_at(nodes_at + 4, "bad entry point"));
+                return Err(FormatError::at(nodes_at + 4, "bad entry point"));
             }
             index.set_entry(Some((entry, entry_level)));
         }
-        let body_end = r.pos;
+        let body_end = r.at();
         let sum = r.u64()?;
-        if r.pos != bytes.len() {
-            return Err(r.error_at(r.pos as u64, "trailing bytes"));
+        if r.at() != bytes.len() {
+            return Err(FormatError::at(r.at() as u64, "trailing bytes"));
         }
         if xxhash_rust::xxh3::xxh3_64(&bytes[..body_end]) != sum {
-            return Err(r.error_at(body_end as u64, "checksum mismatch"));
+            return Err(FormatError::at(body_end as u64, "checksum mismatch"));
         }
         Ok(index)
     }
@@ -197,21 +214,21 @@ impl Hnsw {
         nodes: u32,
         links: &mut Vec<u32>,
     ) -> Result<(), FormatError> {
-        let state_at = r.pos as u64;
+        let state_at = r.at() as u64;
         let state = u32::from(r.u8()?);
         if state == STATE_EMPTY {
             return Ok(());
         }
         if state > STATE_REMOVED {
-            return Err(r.error_at(state_at, "bad node state"));
+            return Err(FormatError::at(state_at, "bad node state"));
         }
-        let level_at = r.pos as u64;
+        let level_at = r.at() as u64;
         let level = r.u8()?;
         if level != NO_LEVEL && level as usize > LEVEL_MAX {
-            return Err(r.error_at(level_at, "level out of range"));
+            return Err(FormatError::at(level_at, "level out of range"));
         }
         if level == NO_LEVEL && state != STATE_PENDING {
-            return Err(r.error_at(level_at, "linked node without a level"));
+            return Err(FormatError::at(level_at, "linked node without a level"));
         }
         let vector = r.take(self.layout.dim * 4)?;
         let rec = self.nodes.ensure(node);
@@ -240,17 +257,17 @@ impl Hnsw {
                 } else {
                     self.layout.m
                 };
-                let count_at = r.pos as u64;
+                let count_at = r.at() as u64;
                 let count = usize::from(r.u16()?);
                 if count > cap {
-                    return Err(r.error_at(count_at, "neighbour list too long"));
+                    return Err(FormatError::at(count_at, "neighbour list too long"));
                 }
                 links.clear();
                 for _ in 0..count {
-                    let id_at = r.pos as u64;
+                    let id_at = r.at() as u64;
                     let id = r.u32()?;
                     if id >= nodes {
-                        return Err(r.error_at(id_at, "neighbour id out of range"));
+                        return Err(FormatError::at(id_at, "neighbour id out of range"));
                     }
                     links.push(id);
                 }
@@ -273,54 +290,5 @@ impl Hnsw {
             }
         }
         Ok(())
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn error_at(&self, offset: impl TryInto<u64>, reason: &'static str) -> FormatError {
-        FormatError {
-            offset: offset.try_into().unwrap_or(u64::MAX),
-            reason,
-        }
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&end| end <= self.bytes.len())
-            .ok_or(FormatError {
-                offset: self.bytes.len() as u64,
-                reason: "truncated",
-            })?;
-        let out = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8, FormatError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, FormatError> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, FormatError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, FormatError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
     }
 }

@@ -18,6 +18,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use kyrodb_storage::codec::{ReadError, Reader};
+
 use super::{analyzer::TextOptions, postings::PostingList};
 
 /// Bumped whenever the analyzer's output for the same text and options can change.
@@ -138,7 +140,12 @@ pub(crate) struct LoadedText {
 pub(crate) type FieldLists = Vec<(u32, PostingList)>;
 
 /// Why a section was not used: the reason and its byte offset within the section.
-pub(crate) type Refusal = crate::reader::Refusal;
+pub(crate) type Refusal = (usize, String);
+
+/// A failed read as a [`Refusal`].
+fn refusal(e: ReadError) -> Refusal {
+    (e.offset(), e.reason().to_owned())
+}
 
 /// Reads a section. `fields` are the schema's text fields with their options; a section written
 /// for other fields or options (or another analyzer version) is refused without reading further.
@@ -146,61 +153,65 @@ pub(crate) fn decode(
     bytes: &[u8],
     fields: &[(String, TextOptions)],
 ) -> Result<LoadedText, Refusal> {
-    let mut r = crate::reader::Reader::new(bytes);
-    let version = r.u32()?;
+    let mut r = Reader::new(bytes);
+    let version = r.u32().map_err(refusal)?;
     if version != ANALYZER_VERSION {
         return Err((
             0,
             format!("analyzer version {version}, this build's is {ANALYZER_VERSION}"),
         ));
     }
-    let nf = r.u16()? as usize;
+    let nf = r.u16().map_err(refusal)? as usize;
     if nf != fields.len() {
         return Err((
-            r.at,
+            r.at(),
             format!("{nf} text fields, the schema has {}", fields.len()),
         ));
     }
     let mut dicts = Vec::with_capacity(nf);
     for (name, opts) in fields {
-        let at = r.at;
-        let n = r.str16()?;
+        let at = r.at();
+        let n = r.str16().map_err(refusal)?;
         if n != name.as_str() {
             return Err((
                 at,
                 format!("text field {n:?} where the schema has {name:?}"),
             ));
         }
-        let olen = r.u32()? as usize;
-        let at = r.at;
-        let o: TextOptions = serde_json::from_slice(r.take(olen)?)
+        let olen = r.u32().map_err(refusal)? as usize;
+        let at = r.at();
+        let o: TextOptions = serde_json::from_slice(r.take(olen).map_err(refusal)?)
             .map_err(|e| (at, format!("field {name:?}: options: {e}")))?;
         if &o != opts {
             return Err((at, format!("field {name:?}: analyzer options changed")));
         }
-        let nt = r.u32()? as usize;
+        let nt = r.u32().map_err(refusal)? as usize;
         let mut dict = Vec::with_capacity(nt.min(bytes.len() / 2));
         for _ in 0..nt {
-            dict.push(Box::<str>::from(r.str16()?));
+            dict.push(Box::<str>::from(r.str16().map_err(refusal)?));
         }
         dicts.push(dict);
     }
-    let next_id = r.u64()?;
-    let ns = r.u32()? as usize;
+    let next_id = r.u64().map_err(refusal)?;
+    let ns = r.u32().map_err(refusal)? as usize;
     let mut segments = Vec::with_capacity(ns.min(1 << 16));
     let mut pending: HashMap<u32, PendingRow> = HashMap::new();
     for seg in 0..ns {
-        let id = r.u64()?;
+        let id = r.u64().map_err(refusal)?;
         if id >= next_id {
             return Err((
-                r.at - 8,
+                r.at() - 8,
                 format!("segment id {id} not below next id {next_id}"),
             ));
         }
-        let nr = r.u32()? as usize;
+        let nr = r.u32().map_err(refusal)? as usize;
         for _ in 0..nr {
-            let at = r.at;
-            let (row, key, hash) = (r.u32()?, r.u64()?, r.u64()?);
+            let at = r.at();
+            let (row, key, hash) = (
+                r.u32().map_err(refusal)?,
+                r.u64().map_err(refusal)?,
+                r.u64().map_err(refusal)?,
+            );
             let p = PendingRow {
                 seg,
                 key,
@@ -214,12 +225,12 @@ pub(crate) fn decode(
         }
         let mut per_field = Vec::with_capacity(nf);
         for (fi, dict) in dicts.iter().enumerate() {
-            let nl = r.u32()? as usize;
+            let nl = r.u32().map_err(refusal)? as usize;
             let mut lists = Vec::with_capacity(nl.min(dict.len()));
             let mut prev_term = None;
             for _ in 0..nl {
-                let at = r.at;
-                let term = r.u32()?;
+                let at = r.at();
+                let term = r.u32().map_err(refusal)?;
                 if dict.get(term as usize).is_none_or(|t| t.is_empty()) {
                     return Err((at, format!("term id {term} is not in the dictionary")));
                 }
@@ -227,12 +238,16 @@ pub(crate) fn decode(
                     return Err((at, "term ids out of order".into()));
                 }
                 prev_term = Some(term);
-                let np = r.u32()? as usize;
+                let np = r.u32().map_err(refusal)? as usize;
                 let mut l = PostingList::default();
                 let (mut prev_row, mut positions) = (None, Vec::new());
                 for _ in 0..np {
-                    let at = r.at;
-                    let (row, len, tf) = (r.u32()?, r.u32()?, r.u32()? as usize);
+                    let at = r.at();
+                    let (row, len, tf) = (
+                        r.u32().map_err(refusal)?,
+                        r.u32().map_err(refusal)?,
+                        r.u32().map_err(refusal)? as usize,
+                    );
                     if prev_row.is_some_and(|p| p >= row) {
                         return Err((at, format!("term {term}: rows out of order")));
                     }
@@ -252,7 +267,7 @@ pub(crate) fn decode(
                     prev_row = Some(row);
                     positions.clear();
                     for _ in 0..tf {
-                        positions.push(r.u32()?);
+                        positions.push(r.u32().map_err(refusal)?);
                     }
                     l.push(row, len, &positions);
                 }
@@ -262,8 +277,8 @@ pub(crate) fn decode(
         }
         segments.push((id, per_field));
     }
-    if r.at != bytes.len() {
-        return Err((r.at, "trailing bytes".into()));
+    if r.at() != bytes.len() {
+        return Err((r.at(), "trailing bytes".into()));
     }
     // A row's tfs in a field add up to its length (its tokens are exactly its postings).
     for (row, p) in &pending {

@@ -12,9 +12,9 @@ use super::{
     CHECKSUM_BLOCK_BYTES,
 };
 use crate::{
+    codec::{u32_at, u64_at},
     index::{IndexBuilder, SortedIndex},
     mmap::MappedFile,
-    wal::record::{read_u32, read_u64},
     Error, Result,
 };
 
@@ -249,11 +249,11 @@ impl Snapshot {
         if entry_hash(&entry[4..]).to_le_bytes() != entry[..4] {
             return Err(corrupt("value checksum mismatch"));
         }
-        let seq = read_u64(entry, 4).unwrap_or(0);
+        let seq = u64_at(entry, 4).unwrap_or(0);
         let (seq, expires_ms, header) = if seq & super::EXPIRES_FLAG == 0 {
             (seq, 0, super::VALUE_HEADER_BYTES)
         } else {
-            let exp = read_u64(entry, super::VALUE_HEADER_BYTES)
+            let exp = u64_at(entry, super::VALUE_HEADER_BYTES)
                 .filter(|e| *e != 0)
                 .ok_or_else(|| corrupt("entry too short for its expiry"))?;
             (
@@ -333,7 +333,7 @@ fn verify_bin(
     if &b[foot + 16..] != BIN_END_MAGIC {
         return Err(corrupt(foot + 16, "bad footer magic"));
     }
-    let table_offset = read_u64(b, foot).unwrap_or(u64::MAX) as usize;
+    let table_offset = u64_at(b, foot).unwrap_or(u64::MAX) as usize;
     if table_offset > foot
         || !table_offset.is_multiple_of(8)
         || (foot - table_offset) != table_offset.div_ceil(CHECKSUM_BLOCK_BYTES) * 8
@@ -344,27 +344,27 @@ fn verify_bin(
         ));
     }
     let table = &b[table_offset..foot];
-    if xxhash_rust::xxh3::xxh3_64(table) != read_u64(b, foot + 8).unwrap_or(0) {
+    if xxhash_rust::xxh3::xxh3_64(table) != u64_at(b, foot + 8).unwrap_or(0) {
         return Err(corrupt(
             table_offset,
             "block checksum table fails its checksum",
         ));
     }
     for (i, block) in b[..table_offset].chunks(CHECKSUM_BLOCK_BYTES).enumerate() {
-        if xxhash_rust::xxh3::xxh3_64(block) != read_u64(table, i * 8).unwrap_or(0) {
+        if xxhash_rust::xxh3::xxh3_64(block) != u64_at(table, i * 8).unwrap_or(0) {
             return Err(corrupt(i * CHECKSUM_BLOCK_BYTES, "block checksum mismatch"));
         }
     }
-    let version = read_u32(b, 8).unwrap_or(0);
+    let version = u32_at(b, 8).unwrap_or(0);
     if &b[0..8] != BIN_MAGIC || !(BIN_VERSION_1..=BIN_VERSION).contains(&version) {
         return Err(corrupt(0, "bad magic or unsupported version"));
     }
-    if read_u32(b, 12) != Some(keyspace) {
+    if u32_at(b, 12) != Some(keyspace) {
         return Err(corrupt(12, "snapshot belongs to another keyspace"));
     }
-    let n = read_u64(b, 16).unwrap_or(u64::MAX);
+    let n = u64_at(b, 16).unwrap_or(u64::MAX);
     // Version 1 reserved these 8 bytes (0); version 2 keeps the expiry table's length there.
-    let expiring = read_u64(b, 40).unwrap_or(u64::MAX);
+    let expiring = u64_at(b, 40).unwrap_or(u64::MAX);
     if version == BIN_VERSION_1 && expiring != 0 {
         return Err(corrupt(40, "reserved field is not 0"));
     }
@@ -377,7 +377,7 @@ fn verify_bin(
             "key count inconsistent with the manifest or the file length",
         ));
     }
-    if read_u64(b, 32) != Some(meta.data_bytes) {
+    if u64_at(b, 32) != Some(meta.data_bytes) {
         return Err(corrupt(32, "data length differs from the manifest"));
     }
     Ok((n as usize, version, expiring as usize))

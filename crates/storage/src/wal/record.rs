@@ -12,6 +12,8 @@
 
 use bytes::{BufMut, Bytes};
 
+use crate::codec::{u32_at, u64_at};
+
 /// Bytes before the payload.
 pub(crate) const HEADER_BYTES: usize = 21;
 /// A write batch: puts and deletes applied all-or-nothing.
@@ -75,11 +77,11 @@ impl Header {
 pub(crate) fn parse_header(b: &[u8]) -> Option<Header> {
     let b = b.get(..HEADER_BYTES)?;
     Some(Header {
-        payload_len: read_u32(b, 0)?,
-        seq: read_u64(b, 4)?,
+        payload_len: u32_at(b, 0)?,
+        seq: u64_at(b, 4)?,
         kind: b[12],
-        header_crc: read_u32(b, 13)?,
-        payload_crc: read_u32(b, 17)?,
+        header_crc: u32_at(b, 13)?,
+        payload_crc: u32_at(b, 17)?,
     })
 }
 
@@ -247,7 +249,7 @@ impl BatchEncoder {
 /// callers decode fully before applying.
 pub(crate) fn decode_batch(payload: &Bytes) -> Result<Vec<Op>, (usize, &'static str)> {
     let p = payload.as_ref();
-    let count = read_u32(p, 0).ok_or((0, "batch shorter than its count"))? as usize;
+    let count = u32_at(p, 0).ok_or((0, "batch shorter than its count"))? as usize;
     // Each op takes at least 13 bytes, which bounds `count` by the payload before we allocate.
     if count > p.len() / 13 {
         return Err((0, "batch count larger than the payload can hold"));
@@ -256,12 +258,12 @@ pub(crate) fn decode_batch(payload: &Bytes) -> Result<Vec<Op>, (usize, &'static 
     let mut at = 4;
     for _ in 0..count {
         let tag = *p.get(at).ok_or((at, "truncated op"))?;
-        let keyspace = read_u32(p, at + 1).ok_or((at, "truncated op"))?;
-        let key = read_u64(p, at + 5).ok_or((at, "truncated op"))?;
+        let keyspace = u32_at(p, at + 1).ok_or((at, "truncated op"))?;
+        let key = u64_at(p, at + 5).ok_or((at, "truncated op"))?;
         match tag {
             OP_PUT | OP_PUT_EXPIRING => {
                 let (expires_ms, len_at) = if tag == OP_PUT_EXPIRING {
-                    let e = read_u64(p, at + 13).ok_or((at, "truncated put"))?;
+                    let e = u64_at(p, at + 13).ok_or((at, "truncated put"))?;
                     if e == 0 {
                         return Err((at, "expiring put with expiry 0"));
                     }
@@ -269,7 +271,7 @@ pub(crate) fn decode_batch(payload: &Bytes) -> Result<Vec<Op>, (usize, &'static 
                 } else {
                     (0, at + 13)
                 };
-                let len = read_u32(p, len_at).ok_or((at, "truncated put"))? as usize;
+                let len = u32_at(p, len_at).ok_or((at, "truncated put"))? as usize;
                 let start = len_at + 4;
                 let end = start
                     .checked_add(len)
@@ -288,7 +290,7 @@ pub(crate) fn decode_batch(payload: &Bytes) -> Result<Vec<Op>, (usize, &'static 
                 at += 13;
             }
             OP_DELETE_RANGE => {
-                let end = read_u64(p, at + 13).ok_or((at, "truncated delete-range"))?;
+                let end = u64_at(p, at + 13).ok_or((at, "truncated delete-range"))?;
                 ops.push(Op::DeleteRange {
                     keyspace,
                     start: key,
@@ -298,7 +300,7 @@ pub(crate) fn decode_batch(payload: &Bytes) -> Result<Vec<Op>, (usize, &'static 
             }
             OP_CHECK => {
                 let c = *p.get(at + 13).ok_or((at, "truncated condition"))?;
-                let seq = read_u64(p, at + 14).ok_or((at, "truncated condition"))?;
+                let seq = u64_at(p, at + 14).ok_or((at, "truncated condition"))?;
                 let cond = match c {
                     COND_ABSENT => Cond::Absent,
                     COND_SEQ => Cond::Seq(seq),
@@ -330,7 +332,7 @@ pub(crate) fn encode_create_keyspace(id: u32, name: &str) -> Bytes {
 }
 
 pub(crate) fn decode_create_keyspace(p: &[u8]) -> Result<(u32, String), (usize, &'static str)> {
-    let id = read_u32(p, 0).ok_or((0, "truncated keyspace record"))?;
+    let id = u32_at(p, 0).ok_or((0, "truncated keyspace record"))?;
     let len = p.get(4..6).ok_or((4, "truncated keyspace record"))?;
     let len = u16::from_le_bytes([len[0], len[1]]) as usize;
     let name = p
@@ -341,18 +343,6 @@ pub(crate) fn decode_create_keyspace(p: &[u8]) -> Result<(u32, String), (usize, 
     }
     let name = std::str::from_utf8(name).map_err(|_| (6, "keyspace name is not UTF-8"))?;
     Ok((id, name.to_owned()))
-}
-
-pub(crate) fn read_u32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
-
-pub(crate) fn read_u64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
-    ))
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
-//! WAL segment files: naming, the 16-byte segment header, and the recovery scan that verifies every
-//! record, truncates a torn tail and refuses corruption anywhere else.
+//! WAL segment files: the WAL's [`Format`] and record [`Framing`] over the shared segmented-log
+//! code (`seglog.rs`: segment files, the recovery scan, the one torn-tail rule), and the scan-ahead
+//! thread replay reads through.
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::File,
     path::{Path, PathBuf},
 };
 
@@ -10,77 +11,71 @@ use bytes::Bytes;
 
 use super::record::{parse_header, Header, HEADER_BYTES};
 use crate::{
-    error::{IoContext, Result},
-    fsutil, Error,
+    error::Result,
+    seglog::{self, Format, Framing},
+    Error,
 };
 
-/// `magic[8] = "KYROWAL1" | version u32 | crc32c(first 12 bytes) u32`.
-pub(crate) const SEGMENT_HEADER_BYTES: usize = 16;
-const MAGIC: &[u8; 8] = b"KYROWAL1";
-/// The version new segments get: 2 may hold puts with an expiry (op tag 3). Version 1 segments (tags 1
-/// and 2 only) are still read; a binary that knows only version 1 refuses a version-2 segment by its
-/// header instead of failing on an op tag it does not know.
-const VERSION: u32 = 2;
-const VERSION_1: u32 = 1;
+pub(crate) use crate::seglog::SEGMENT_HEADER_BYTES;
 
-pub(crate) fn segment_header() -> [u8; SEGMENT_HEADER_BYTES] {
-    segment_header_version(VERSION)
-}
+/// The WAL's segments: `<first seq, 20 digits>.wal`, magic `KYROWAL1`. Version 2 may hold puts with
+/// an expiry (op tag 3); version 1 segments (tags 1 and 2 only) are still read, and a binary that
+/// knows only version 1 refuses a version-2 segment by its header instead of failing on an op tag it
+/// does not know.
+pub(crate) const FORMAT: Format = Format {
+    what: "WAL",
+    magic: *b"KYROWAL1",
+    version: 2,
+    readable: &[1, 2],
+    prefix: "",
+    suffix: ".wal",
+};
 
-fn segment_header_version(version: u32) -> [u8; SEGMENT_HEADER_BYTES] {
-    let mut h = [0u8; SEGMENT_HEADER_BYTES];
-    h[0..8].copy_from_slice(MAGIC);
-    h[8..12].copy_from_slice(&version.to_le_bytes());
-    let crc = crc32c::crc32c(&h[0..12]);
-    h[12..16].copy_from_slice(&crc.to_le_bytes());
-    h
+/// The WAL's record header (`record.rs`).
+pub(crate) struct WalFraming;
+
+impl Framing for WalFraming {
+    type Header = Header;
+    const HEADER_BYTES: usize = HEADER_BYTES;
+    /// A payload length is a u32.
+    const PAYLOAD_MAX: usize = u32::MAX as usize;
+
+    #[inline]
+    fn parse(bytes: &[u8]) -> Option<Header> {
+        parse_header(bytes).filter(Header::verified)
+    }
+
+    #[inline]
+    fn payload_len(h: &Header) -> usize {
+        h.payload_len as usize
+    }
+
+    #[inline]
+    fn seq(h: &Header) -> u64 {
+        h.seq
+    }
+
+    #[inline]
+    fn payload_crc(h: &Header) -> u32 {
+        h.payload_crc
+    }
 }
 
 /// A segment on disk: its path and the sequence number its first record has (or will have).
-#[derive(Debug, Clone)]
-pub(crate) struct SegmentMeta {
-    pub first_seq: u64,
-    pub path: PathBuf,
-}
+pub(crate) type SegmentMeta = seglog::Segment;
 
 pub(crate) fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
-    dir.join(format!("{first_seq:020}.wal"))
+    FORMAT.path(dir, first_seq)
 }
 
 /// Segments in `dir`, ordered by first sequence number. Stray `.tmp` files are ignored.
 pub(crate) fn list_segments(dir: &Path) -> Result<Vec<SegmentMeta>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).at(dir)? {
-        let entry = entry.at(dir)?;
-        let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
-            continue;
-        };
-        let Ok(first_seq) = stem.parse::<u64>() else {
-            continue;
-        };
-        out.push(SegmentMeta {
-            first_seq,
-            path: entry.path(),
-        });
-    }
-    out.sort_by_key(|s| s.first_seq);
-    Ok(out)
+    FORMAT.list(dir)
 }
 
 /// Creates a new segment holding only its header, durable (file and directory fsynced).
 pub(crate) fn create_segment(dir: &Path, first_seq: u64) -> Result<(File, SegmentMeta)> {
-    let path = segment_path(dir, first_seq);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .at(&path)?;
-    fsutil::write_all(&mut file, &path, &segment_header())?;
-    fsutil::sync_file(&file, &path)?;
-    fsutil::sync_dir(dir)?;
-    Ok((file, SegmentMeta { first_seq, path }))
+    FORMAT.create(dir, first_seq)
 }
 
 /// One verified record found by the scan.
@@ -99,12 +94,10 @@ pub(crate) struct SegmentScan {
     pub torn: bool,
 }
 
-/// Reads and verifies one segment, calling `f` for every record in order. `expect_seq` is the
-/// sequence number the first record must carry (`None` for the first segment, which may start
-/// anywhere at or below what the manifest covers). In the last segment, a record that runs past the end
-/// of the file, that fails its checksum as the file's final record, or that is followed only by zero
-/// bytes is a torn tail (never acknowledged: its fsync never returned). Anything else that fails is
-/// corruption and is refused with the file and byte offset.
+/// Reads and verifies one segment, calling `f` for every record in order ([`seglog::scan`]: the
+/// first record carries the segment's first sequence number, the rest follow one by one; only the
+/// last segment may end in a torn tail, and damage anywhere else is refused with the file and byte
+/// offset).
 pub(crate) fn scan_segment(
     meta: &SegmentMeta,
     is_last: bool,
@@ -113,94 +106,16 @@ pub(crate) fn scan_segment(
     // Mapped, not copied: replayed values are slices of the mapping (which outlives an unlink).
     let map = crate::mmap::MappedFile::open_populated(&meta.path)?;
     let bytes = Bytes::from_owner(map);
-    let path = &meta.path;
-    if bytes.len() < SEGMENT_HEADER_BYTES {
-        if is_last {
-            return Ok(SegmentScan {
-                valid_bytes: 0,
-                torn: true,
-            });
-        }
-        return Err(Error::corrupt(
-            path,
-            bytes.len() as u64,
-            "segment shorter than its header",
-        ));
-    }
-    let header = &bytes[..SEGMENT_HEADER_BYTES];
-    if header != segment_header() && header != segment_header_version(VERSION_1) {
-        return Err(Error::corrupt(
-            path,
-            0,
-            "bad segment header (magic, version or checksum)",
-        ));
-    }
-    let mut at = SEGMENT_HEADER_BYTES;
-    let mut expect = meta.first_seq;
-    while at < bytes.len() {
-        let torn = |reason: &str| -> Result<SegmentScan> {
-            if is_last {
-                tracing::warn!(file = %path.display(), offset = at, reason, "truncating torn WAL tail");
-                Ok(SegmentScan {
-                    valid_bytes: at as u64,
-                    torn: true,
-                })
-            } else {
-                Err(Error::corrupt(path, at as u64, reason.to_owned()))
-            }
-        };
-        let Some(h) = parse_header(&bytes[at..]) else {
-            return torn("record header runs past end of file");
-        };
-        // Appends only ever add bytes to a zero-length region, so a torn write leaves zeros or a short
-        // file, never a damaged but complete header: a header that fails its checksum is corruption.
-        if !h.verified() {
-            if bytes[at..].iter().all(|b| *b == 0) {
-                return torn("zero-filled tail");
-            }
-            return Err(Error::corrupt(
-                path,
-                at as u64,
-                "record header checksum mismatch",
-            ));
-        }
-        let end = at + HEADER_BYTES + h.payload_len as usize;
-        if end > bytes.len() {
-            return torn("record runs past end of file");
-        }
-        let payload = bytes.slice(at + HEADER_BYTES..end);
-        if crc32c::crc32c(&payload) != h.payload_crc {
-            // A payload cut short by a crash can read back zero-filled only as the file's final record.
-            if end == bytes.len() {
-                return torn("payload checksum mismatch in the final record");
-            }
-            return Err(Error::corrupt(
-                path,
-                at as u64,
-                "record payload checksum mismatch",
-            ));
-        }
-        if h.seq != expect {
-            return Err(Error::corrupt(
-                path,
-                at as u64,
-                format!(
-                    "sequence {} where {} was expected (a record or segment is missing)",
-                    h.seq, expect
-                ),
-            ));
-        }
+    let scan = seglog::scan::<WalFraming>(&FORMAT, meta, &bytes, is_last, |offset, header, at| {
         f(ScannedRecord {
-            offset: at as u64,
-            header: h,
-            payload,
-        })?;
-        expect += 1;
-        at = end;
-    }
+            offset,
+            header,
+            payload: bytes.slice(at..at + header.payload_len as usize),
+        })
+    })?;
     Ok(SegmentScan {
-        valid_bytes: at as u64,
-        torn: false,
+        valid_bytes: scan.valid_bytes,
+        torn: scan.torn.is_some(),
     })
 }
 
@@ -244,18 +159,5 @@ pub(crate) fn scan_ahead(segments: &[SegmentMeta], tx: std::sync::mpsc::SyncSend
 
 /// Cuts a torn tail off the last segment, durably, so new records follow the verified prefix.
 pub(crate) fn truncate_tail(meta: &SegmentMeta, valid_bytes: u64) -> Result<()> {
-    let path = &meta.path;
-    if valid_bytes < SEGMENT_HEADER_BYTES as u64 {
-        // Even the header is torn: rewrite the segment from scratch.
-        let mut file = OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(path)
-            .at(path)?;
-        fsutil::write_all(&mut file, path, &segment_header())?;
-        return fsutil::sync_file(&file, path);
-    }
-    let file = OpenOptions::new().write(true).open(path).at(path)?;
-    file.set_len(valid_bytes).at(path)?;
-    fsutil::sync_file(&file, path)
+    FORMAT.truncate(&meta.path, valid_bytes)
 }

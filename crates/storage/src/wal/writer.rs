@@ -367,7 +367,7 @@ impl Wal {
             let segs = self.shared.segments.lock();
             let covered = segs
                 .windows(2)
-                .take_while(|w| w[1].first_seq <= covered_seq + 1)
+                .take_while(|w| w[1].first <= covered_seq + 1)
                 .count();
             segs[..covered.saturating_sub(retain)].to_vec()
         };
