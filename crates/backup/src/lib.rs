@@ -11,6 +11,10 @@
 //!
 //! [`create`] makes one, [`list`] and [`verify`] read them, [`restore`] turns one into a fresh data
 //! directory after checking every byte.
+// fjall's lints: no `unwrap` outside tests (use `expect` naming the invariant), and every
+// public item documented.
+#![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod create;
@@ -33,14 +37,19 @@ pub enum Error {
     /// A local file operation failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
     /// The target (directory or object store) failed an operation on an object.
     #[error("{target}: {key}: {message}")]
     Target {
+        /// The target (a directory or `s3://bucket/prefix`).
         target: String,
+        /// The object's key in it.
         key: String,
+        /// What the target said.
         message: String,
     },
     /// A file of a backup does not hold what its manifest says: named by its logical path and
@@ -52,7 +61,9 @@ pub enum Error {
         path: String,
         /// The object's key in the target.
         object: String,
+        /// Byte offset of the first block that differs.
         offset: u64,
+        /// What differs.
         reason: String,
     },
     /// No backup with this id, or none at all.

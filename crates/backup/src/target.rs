@@ -55,7 +55,12 @@ pub enum TargetSpec {
     Dir(PathBuf),
     /// `s3://bucket/prefix`: the bucket and the key prefix (no leading or trailing `/`; may be
     /// empty).
-    S3 { bucket: String, prefix: String },
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix.
+        prefix: String,
+    },
 }
 
 impl TargetSpec {

@@ -10,6 +10,7 @@ use crate::{
 /// A backup as [`list`] sees it.
 #[derive(Debug, Clone)]
 pub struct Listed {
+    /// The backup's id.
     pub id: String,
     /// The manifest, or why it cannot be read.
     pub manifest: Result<Manifest, String>,
@@ -18,9 +19,11 @@ pub struct Listed {
 /// What [`verify`] checked.
 #[derive(Debug, Clone)]
 pub struct Verified {
+    /// The backup's manifest.
     pub manifest: Manifest,
-    /// Files and bytes re-read.
+    /// Files re-read.
     pub files: u64,
+    /// Bytes re-read.
     pub bytes: u64,
 }
 

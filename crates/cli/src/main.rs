@@ -1,6 +1,8 @@
 //! `kyrodb`: the server (`serve`), client commands against a running server, `import`, and the
 //! HTTP load generator the benchmark uses (`loadgen`).
 #![forbid(unsafe_code)]
+// No `unwrap` outside tests: `expect` names the invariant that makes it safe.
+#![deny(clippy::unwrap_used)]
 
 mod backup;
 mod bulk;

@@ -9,6 +9,7 @@
 //! - `net.rs` — the Raft port's client (HTTP, cluster secret) that openraft replicates through.
 //! - `rpc.rs` — the Raft port's routes, serving the other nodes' calls.
 //! - `snapshot.rs` — Raft snapshots as engine checkpoints: build, current, install at start.
+//! - `error.rs` — `StartError`: why a node did not start.
 //! - `node.rs` — a running node: start, the proposer, forwarding, read barriers, membership, status.
 // fjall's lints: no `unwrap` outside tests (use `expect` naming the invariant), and every
 // public item documented.
@@ -18,6 +19,7 @@
 // openraft's trait methods return its `StorageError` (224 bytes); our helpers return what they do.
 #![allow(clippy::result_large_err)]
 
+mod error;
 mod log;
 mod net;
 mod node;
@@ -27,6 +29,7 @@ mod snapshot;
 mod store;
 mod types;
 
+pub use error::StartError;
 pub use log::{Entry, Error, RaftLog, Recovered, Result, Vote, PAYLOAD_MAX};
 pub use node::{Change, ChangeFailure, Cluster, ClusterConfig, Follower, Status};
 pub use sm::RAFT_KEYSPACE;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::{
+    error::StartError,
     net::{CallError, ForwardReply, Network, Peers, ReadReply},
     sm::{StateMachine, RAFT_KEYSPACE},
     store::{LogStore, RAFT_SEGMENT_BYTES},
@@ -61,18 +62,19 @@ pub struct ClusterConfig {
 
 impl ClusterConfig {
     /// Checks the secret, the id and the timing (heartbeat × 2 < election min < election max).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), StartError> {
+        let bad = |m: String| Err(StartError::Config(m));
         if self.secret.len() < 16 {
-            return Err("the cluster secret (KYRODB_CLUSTER_SECRET) must be at least 16 characters: every node must hold the same one".into());
+            return bad("the cluster secret (KYRODB_CLUSTER_SECRET) must be at least 16 characters: every node must hold the same one".into());
         }
         if self.node_id == 0 {
-            return Err("node ids are positive integers".into());
+            return bad("node ids are positive integers".into());
         }
         if !(self.heartbeat_ms > 0
             && self.heartbeat_ms * 2 < self.election_min_ms
             && self.election_min_ms < self.election_max_ms)
         {
-            return Err(format!(
+            return bad(format!(
                 "need 0 < 2 × heartbeat ({} ms) < election timeout min ({} ms) < max ({} ms)",
                 self.heartbeat_ms, self.election_min_ms, self.election_max_ms
             ));
@@ -275,7 +277,7 @@ impl Cluster {
         cfg: ClusterConfig,
         db: Arc<Db>,
         system_keyspaces: &[&str],
-    ) -> Result<Arc<Cluster>, String> {
+    ) -> Result<Arc<Cluster>, StartError> {
         cfg.validate()?;
         let fresh_engine = db.keyspace(RAFT_KEYSPACE).is_err();
         if fresh_engine {
@@ -289,10 +291,10 @@ impl Cluster {
                 })
                 .collect();
             if !foreign.is_empty() {
-                return Err(format!(
+                return Err(StartError::DataDir(format!(
                     "{} holds data written outside a cluster (keyspaces {foreign:?}); start cluster nodes on empty data directories",
                     db.path().display()
-                ));
+                )));
             }
         }
         // `kyrodb backup restore` leaves `_raft` holding only the seed key: such an engine may
@@ -307,20 +309,24 @@ impl Cluster {
         let restart = Arc::new(tokio::sync::Notify::new());
         let (raft_dir, restart2) = (cfg.raft_dir.clone(), restart.clone());
         let sm = tokio::task::spawn_blocking(move || {
-            db2.create_keyspace(RAFT_KEYSPACE)?;
+            let keyspaces = |source| StartError::Storage {
+                what: "creating the cluster's keyspaces",
+                source,
+            };
+            db2.create_keyspace(RAFT_KEYSPACE).map_err(keyspaces)?;
             for s in &sys {
-                db2.create_keyspace(s)?;
+                db2.create_keyspace(s).map_err(keyspaces)?;
             }
             StateMachine::open(db2, raft_dir, restart2, applied_tx)
+                .map_err(|e| StartError::state("cluster state")(e.to_string()))
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cluster state: {e}"))?;
+        .map_err(|e| StartError::Raft(e.to_string()))??;
         let dir = cfg.raft_dir.clone();
         let store = tokio::task::spawn_blocking(move || LogStore::open(&dir, RAFT_SEGMENT_BYTES))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("raft log: {e}"))?;
+            .map_err(|e| StartError::Raft(e.to_string()))?
+            .map_err(|e| StartError::state("raft log")(e.to_string()))?;
         let config = openraft::Config {
             cluster_name: "kyrodb".into(),
             heartbeat_interval: cfg.heartbeat_ms,
@@ -333,8 +339,9 @@ impl Cluster {
             ..Default::default()
         }
         .validate()
-        .map_err(|e| e.to_string())?;
-        let peers = Peers::new(&cfg.secret, cfg.node_id, cfg.tls.clone())?;
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let peers =
+            Peers::new(&cfg.secret, cfg.node_id, cfg.tls.clone()).map_err(StartError::Config)?;
         let raft = Raft::new(
             cfg.node_id,
             Arc::new(config),
@@ -345,7 +352,7 @@ impl Cluster {
             sm,
         )
         .await
-        .map_err(|e| format!("raft: {e}"))?;
+        .map_err(|e| StartError::Raft(e.to_string()))?;
         let (ptx, prx) = mpsc::channel(65536);
         let (stop, _) = watch::channel(false);
         let c = Arc::new(Cluster {
@@ -370,7 +377,10 @@ impl Cluster {
         tokio::spawn(watch_metrics(Arc::downgrade(&c)));
         tokio::spawn(watch_commit_index(Arc::downgrade(&c)));
         db.set_replicator(Arc::new(Replicate(Arc::downgrade(&c))))
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| StartError::Storage {
+                what: "installing the replicator",
+                source,
+            })?;
         Ok(c)
     }
 

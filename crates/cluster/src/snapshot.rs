@@ -161,7 +161,11 @@ pub(crate) fn stage_install(raft_dir: &Path) -> Result<(), String> {
 
 /// At start, before the engine opens: finishes installing a received snapshot (idempotent; a
 /// crash midway is finished by the next start). Returns the installed snapshot's log id.
-pub fn prepare_data_dir(data_dir: &Path) -> Result<Option<u64>, String> {
+pub fn prepare_data_dir(data_dir: &Path) -> Result<Option<u64>, crate::error::StartError> {
+    let state = |reason: String| crate::error::StartError::RaftState {
+        what: "installing the received snapshot",
+        reason,
+    };
     let raft_dir = data_dir.join("raft");
     let install = raft_dir.join(INSTALL);
     if !install.join(READY).exists() {
@@ -170,12 +174,16 @@ pub fn prepare_data_dir(data_dir: &Path) -> Result<Option<u64>, String> {
         }
         return Ok(None);
     }
-    let m = read_meta(&install)?;
-    kyrodb_storage::install_checkpoint(data_dir, &install)
-        .map_err(|e| format!("installing the received snapshot: {e}"))?;
+    let m = read_meta(&install).map_err(state)?;
+    kyrodb_storage::install_checkpoint(data_dir, &install).map_err(|source| {
+        crate::error::StartError::Storage {
+            what: "installing the received snapshot",
+            source,
+        }
+    })?;
     // The log up to the snapshot is covered by it.
     if let Some(last) = m.meta.last_log_id {
-        crate::store::purge_sync(&raft_dir, last).map_err(|e| e.to_string())?;
+        crate::store::purge_sync(&raft_dir, last).map_err(state)?;
     }
     let index = m.meta.last_log_id.map_or(0, |l| l.index);
     let covered = m
@@ -186,10 +194,10 @@ pub fn prepare_data_dir(data_dir: &Path) -> Result<Option<u64>, String> {
         .to_owned();
     let dir = raft_dir.join(format!("snap-{index}-{covered}"));
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::remove_dir_all(&dir).map_err(|e| state(format!("{}: {e}", dir.display())))?;
     }
-    std::fs::rename(&install, &dir).map_err(|e| e.to_string())?;
-    kyrodb_storage::sync_dir(&raft_dir).map_err(|e| e.to_string())?;
+    std::fs::rename(&install, &dir).map_err(|e| state(format!("{}: {e}", dir.display())))?;
+    kyrodb_storage::sync_dir(&raft_dir).map_err(|e| state(e.to_string()))?;
     prune(&raft_dir);
     tracing::info!(index, "installed the snapshot received from the leader");
     Ok(Some(index))

@@ -254,22 +254,23 @@ pub(crate) fn decode_entry(r: crate::log::Entry) -> Result<Entry, String> {
 }
 
 /// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002,…`.
-pub fn parse_members(s: &str) -> Result<BTreeMap<NodeId, NodeAddr>, String> {
+pub fn parse_members(s: &str) -> Result<BTreeMap<NodeId, NodeAddr>, crate::error::StartError> {
+    let bad = crate::error::StartError::Config;
     let mut m = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, addr) = part
             .split_once('=')
-            .ok_or_else(|| format!("{part:?}: expected ID=HOST:PORT"))?;
+            .ok_or_else(|| bad(format!("{part:?}: expected ID=HOST:PORT")))?;
         let id: NodeId = id
             .trim()
             .parse()
-            .map_err(|_| format!("{part:?}: node id must be a positive integer"))?;
+            .map_err(|_| bad(format!("{part:?}: node id must be a positive integer")))?;
         if id == 0 {
-            return Err(format!("{part:?}: node id must be a positive integer"));
+            return Err(bad(format!("{part:?}: node id must be a positive integer")));
         }
         let addr = addr.trim();
         if addr.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!("{part:?}: address must be IP:PORT"));
+            return Err(bad(format!("{part:?}: address must be IP:PORT")));
         }
         if m.insert(
             id,
@@ -279,11 +280,11 @@ pub fn parse_members(s: &str) -> Result<BTreeMap<NodeId, NodeAddr>, String> {
         )
         .is_some()
         {
-            return Err(format!("node id {id} is listed twice"));
+            return Err(bad(format!("node id {id} is listed twice")));
         }
     }
     if m.is_empty() {
-        return Err("no members listed".into());
+        return Err(bad("no members listed".into()));
     }
     Ok(m)
 }

@@ -9,10 +9,12 @@ use std::collections::BTreeMap;
 use kyrodb_storage::codec::{ReadError, Reader};
 use serde_json::{Map, Value};
 
+pub(crate) use crate::error::kind;
 use crate::{
     distance::Metric,
     error::invalid,
     schema::{FieldType, Schema},
+    wire::{decode_with, DocumentBody, DocumentText},
     Result,
 };
 
@@ -88,27 +90,17 @@ pub struct Document {
     pub vectors: BTreeMap<String, Vec<f32>>,
 }
 
-/// `auto_embed` (a bool; only with an embedded field, and not together with that field's vector) and
+/// `auto_embed` (only with an embedded field, and not together with that field's vector) and
 /// `vector_models` (`{field: model}`: where given vectors came from; a field embedded with another
 /// model refuses them — model governance).
 fn check_embedding(
-    o: &serde_json::Map<String, Value>,
+    auto_embed: Option<bool>,
+    vector_models: Option<&BTreeMap<String, String>>,
     schema: &Schema,
     vectors: &BTreeMap<String, Vec<f32>>,
     p: &dyn Fn(&str) -> String,
 ) -> Result<()> {
-    let auto = match o.get("auto_embed") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(invalid(
-                "invalid_document",
-                p("auto_embed"),
-                format!("expected true or false, got {}", kind(other)),
-            ))
-        }
-    };
-    if auto {
+    if auto_embed == Some(true) {
         if schema.embedded_fields().next().is_none() {
             return Err(invalid(
                 "invalid_document",
@@ -127,47 +119,30 @@ fn check_embedding(
             ));
         }
     }
-    match o.get("vector_models") {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::Object(m)) => {
-            for (k, v) in m {
-                let vp = p(&format!("vector_models.{k}"));
-                let Some(spec) = schema.vectors.get(k) else {
-                    return Err(invalid(
-                        "unknown_field",
-                        vp,
-                        "not a vector field of the collection",
-                    ));
-                };
-                let Value::String(model) = v else {
-                    return Err(invalid(
-                        "invalid_document",
-                        vp,
-                        format!("expected a model name, got {}", kind(v)),
-                    ));
-                };
-                if let Some(e) = &spec.embed {
-                    if *model != e.model {
-                        return Err(invalid(
-                            "model_mismatch",
-                            vp,
-                            format!(
-                                "the field is embedded with {} (version {}); vectors from {model:?} are refused",
-                                e.model,
-                                e.version.as_deref().unwrap_or("unknown")
-                            ),
-                        ));
-                    }
-                }
+    for (k, model) in vector_models.into_iter().flatten() {
+        let vp = p(&format!("vector_models.{k}"));
+        let Some(spec) = schema.vectors.get(k) else {
+            return Err(invalid(
+                "unknown_field",
+                vp,
+                "not a vector field of the collection",
+            ));
+        };
+        if let Some(e) = &spec.embed {
+            if *model != e.model {
+                return Err(invalid(
+                    "model_mismatch",
+                    vp,
+                    format!(
+                        "the field is embedded with {} (version {}); vectors from {model:?} are refused",
+                        e.model,
+                        e.version.as_deref().unwrap_or("unknown")
+                    ),
+                ));
             }
-            Ok(())
         }
-        Some(other) => Err(invalid(
-            "invalid_document",
-            p("vector_models"),
-            format!("expected an object {{field: model}}, got {}", kind(other)),
-        )),
     }
+    Ok(())
 }
 
 /// Checks a document id: 1–256 bytes of UTF-8 without control characters.
@@ -299,18 +274,6 @@ pub fn parse_field(ty: FieldType, v: &Value, path: &str) -> Result<FieldValue> {
     })
 }
 
-/// The JSON kind of `v`, for messages.
-pub(crate) fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// Parses a vector: `dim` finite numbers (and, for cosine, not all zero).
 pub fn parse_vector(v: &Value, dim: u32, metric: Metric, path: &str) -> Result<Vec<f32>> {
     let Value::Array(a) = v else {
@@ -386,63 +349,21 @@ fn check_norm(v: &[f32], metric: Metric, path: &str) -> Result<()> {
     Err(invalid("invalid_vector", path, problem))
 }
 
-impl Document {
-    /// Parses a document (the JSON object of a request) against `schema`. `path` prefixes error
-    /// paths (`documents[3]`). `extra` lists additional top-level keys the caller handles
-    /// (`collection` on the stream route).
-    pub fn parse(v: &Value, schema: &Schema, path: &str, extra: &[&str]) -> Result<Document> {
-        let p = |s: &str| {
-            if path.is_empty() {
-                s.to_owned()
-            } else {
-                format!("{path}.{s}")
-            }
-        };
-        let Value::Object(o) = v else {
-            return Err(invalid(
-                "invalid_document",
-                path,
-                format!("a document is a JSON object, got {}", kind(v)),
-            ));
-        };
-        for k in o.keys() {
-            if !matches!(
-                k.as_str(),
-                "id" | "text"
-                    | "fields"
-                    | "timestamp"
-                    | "vectors"
-                    | "vector"
-                    | "auto_embed"
-                    | "vector_models"
-            ) && !extra.contains(&k.as_str())
-            {
-                return Err(invalid(
-                    "unknown_field",
-                    p(k),
-                    "unknown key (a document has id, text, fields, timestamp, vectors or vector, auto_embed, vector_models)",
-                ));
-            }
-        }
-        let id = match o.get("id") {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => {
-                return Err(invalid(
-                    "invalid_id",
-                    p("id"),
-                    format!("ids are strings, got {}", kind(other)),
-                ))
-            }
-            None => return Err(invalid("invalid_id", p("id"), "missing id")),
+impl DocumentBody {
+    /// Checks the document against `schema` and yields what is stored; `p` turns a key's path
+    /// into the request's (`documents[3].fields.rank`).
+    pub fn bind(self, schema: &Schema, p: &dyn Fn(&str) -> String) -> Result<Document> {
+        let Some(id) = self.id else {
+            return Err(invalid("invalid_id", p("id"), "missing id"));
         };
         check_id(&id, &p("id"))?;
 
         let mut text = BTreeMap::new();
-        match o.get("text") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) => match schema.text_fields.as_slice() {
+        match self.text {
+            None => {}
+            Some(DocumentText::One(s)) => match schema.text_fields.as_slice() {
                 [one] => {
-                    text.insert(one.clone(), s.clone());
+                    text.insert(one.clone(), s);
                 }
                 [] => {
                     return Err(invalid(
@@ -459,36 +380,19 @@ impl Document {
                     ))
                 }
             },
-            Some(Value::Object(m)) => {
+            Some(DocumentText::Fields(m)) => {
                 for (k, v) in m {
-                    if !schema.text_fields.contains(k) {
+                    if !schema.text_fields.contains(&k) {
                         return Err(invalid(
                             "unknown_field",
                             p(&format!("text.{k}")),
                             "not a text field of the collection",
                         ));
                     }
-                    match v {
-                        Value::String(s) => {
-                            text.insert(k.clone(), s.clone());
-                        }
-                        Value::Null => {}
-                        other => {
-                            return Err(invalid(
-                                "invalid_field_type",
-                                p(&format!("text.{k}")),
-                                format!("expected a string, got {}", kind(other)),
-                            ))
-                        }
+                    if let Some(v) = v {
+                        text.insert(k, v);
                     }
                 }
-            }
-            Some(other) => {
-                return Err(invalid(
-                    "invalid_document",
-                    p("text"),
-                    format!("text is a string or an object, got {}", kind(other)),
-                ))
             }
         }
         let text_bytes: usize = text.values().map(String::len).sum();
@@ -501,33 +405,21 @@ impl Document {
         }
 
         let mut fields = Fields::new();
-        match o.get("fields") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(m)) => {
-                for (k, v) in m {
-                    let fp = p(&format!("fields.{k}"));
-                    let Some(ty) = schema.fields.get(k) else {
-                        return Err(invalid(
-                            "unknown_field",
-                            fp,
-                            "not a field of the collection's schema",
-                        ));
-                    };
-                    if v.is_null() {
-                        continue;
-                    }
-                    fields.insert(k.clone(), parse_field(*ty, v, &fp)?);
-                }
-            }
-            Some(other) => {
+        for (k, v) in self.fields.iter().flatten() {
+            let fp = p(&format!("fields.{k}"));
+            let Some(ty) = schema.fields.get(k) else {
                 return Err(invalid(
-                    "invalid_document",
-                    p("fields"),
-                    format!("fields is an object, got {}", kind(other)),
-                ))
+                    "unknown_field",
+                    fp,
+                    "not a field of the collection's schema",
+                ));
+            };
+            if v.is_null() {
+                continue;
             }
+            fields.insert(k.clone(), parse_field(*ty, v, &fp)?);
         }
-        if let Some(ts) = o.get("timestamp").filter(|v| !v.is_null()) {
+        if let Some(ts) = self.timestamp.as_ref().filter(|v| !v.is_null()) {
             let Some(tf) = &schema.timestamp_field else {
                 return Err(invalid(
                     "unknown_field",
@@ -551,14 +443,14 @@ impl Document {
         }
 
         let mut vectors = BTreeMap::new();
-        if o.contains_key("vector") && o.contains_key("vectors") {
+        if self.vector.is_some() && self.vectors.is_some() {
             return Err(invalid(
                 "invalid_document",
                 p("vector"),
                 "give either vector or vectors, not both",
             ));
         }
-        if let Some(v) = o.get("vector").filter(|v| !v.is_null()) {
+        if let Some(v) = self.vector.flatten() {
             let Some(name) = schema.sole_vector() else {
                 return Err(invalid(
                     "invalid_document",
@@ -569,42 +461,83 @@ impl Document {
             let spec = &schema.vectors[name];
             vectors.insert(
                 name.to_owned(),
-                parse_vector(v, spec.dim, spec.metric, &p("vector"))?,
+                check_vector(v, spec.dim, spec.metric, &p("vector"))?,
             );
         }
-        match o.get("vectors") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(m)) => {
-                for (k, v) in m {
-                    let vp = p(&format!("vectors.{k}"));
-                    let Some(spec) = schema.vectors.get(k) else {
-                        return Err(invalid(
-                            "unknown_field",
-                            vp,
-                            "not a vector field of the collection",
-                        ));
-                    };
-                    if v.is_null() {
-                        continue;
-                    }
-                    vectors.insert(k.clone(), parse_vector(v, spec.dim, spec.metric, &vp)?);
-                }
-            }
-            Some(other) => {
+        for (k, v) in self.vectors.flatten().into_iter().flatten() {
+            let vp = p(&format!("vectors.{k}"));
+            let Some(spec) = schema.vectors.get(&k) else {
                 return Err(invalid(
-                    "invalid_document",
-                    p("vectors"),
-                    format!("vectors is an object, got {}", kind(other)),
-                ))
+                    "unknown_field",
+                    vp,
+                    "not a vector field of the collection",
+                ));
+            };
+            if let Some(v) = v {
+                let v = check_vector(v, spec.dim, spec.metric, &vp)?;
+                vectors.insert(k, v);
             }
         }
-        check_embedding(o, schema, &vectors, &p)?;
+        check_embedding(
+            self.auto_embed,
+            self.vector_models.as_ref(),
+            schema,
+            &vectors,
+            p,
+        )?;
         Ok(Document {
             id,
             text,
             fields,
             vectors,
         })
+    }
+}
+
+impl Document {
+    /// Parses a document (the JSON object of a request) against `schema`: decodes its
+    /// [`DocumentBody`] and binds it. `path` prefixes error paths (`documents[3]`). `extra` lists
+    /// additional top-level keys the caller handles (`collection` on the stream route).
+    pub fn parse(v: &Value, schema: &Schema, path: &str, extra: &[&str]) -> Result<Document> {
+        let at = |rel: &str| match (path.is_empty(), rel.is_empty()) {
+            (true, _) => rel.to_owned(),
+            (false, true) => path.to_owned(),
+            (false, false) => format!("{path}.{rel}"),
+        };
+        let stripped;
+        let v = match v {
+            Value::Object(o) if extra.iter().any(|k| o.contains_key(*k)) => {
+                let mut o = o.clone();
+                o.retain(|k, _| !extra.contains(&k.as_str()));
+                stripped = Value::Object(o);
+                &stripped
+            }
+            _ => v,
+        };
+        let body: DocumentBody = decode_with(v, "invalid_document", "a document", |p| {
+            if p == "id" {
+                Some("invalid_id")
+            } else if p.starts_with("text.") {
+                Some("invalid_field_type")
+            } else if p == "vector" || p.starts_with("vectors.") {
+                Some("invalid_vector")
+            } else {
+                None
+            }
+        })
+        .map_err(|e| match e {
+            crate::Error::Invalid {
+                code,
+                path: rel,
+                message,
+            } => crate::Error::Invalid {
+                code,
+                path: at(&rel),
+                message,
+            },
+            other => other,
+        })?;
+        body.bind(schema, &at)
     }
 
     /// The (vector field, text) pairs the server's model must embed before this document is

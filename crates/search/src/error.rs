@@ -100,3 +100,15 @@ pub(crate) fn invalid(
         message: message.into(),
     }
 }
+
+/// The JSON kind of `v`, for messages.
+pub(crate) fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}

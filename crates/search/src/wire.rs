@@ -16,7 +16,10 @@ use serde::{
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::{doc::kind, error::invalid, Result};
+use crate::{
+    error::{invalid, kind},
+    Result,
+};
 
 /// `POST /v2/collections/{name}/search`: a vector (or a text embedded with the field's model),
 /// an optional filter applied during the search.
@@ -374,10 +377,103 @@ pub struct Dropped {
     pub dropped: String,
 }
 
+/// A document (`POST /v2/collections/{name}/documents`, and a line of `POST /v2/documents/stream`):
+/// its id, text, metadata and vectors. Which text, metadata and vector fields may appear, their
+/// types and dimensions, are the collection's schema's.
+// Shapes only: `DocumentBody::bind` (doc.rs) checks it against the schema and yields the stored
+// `Document`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentBody {
+    /// The id: 1–256 bytes of UTF-8 without control characters; an upsert replaces the document
+    /// with this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = true)]
+    pub id: Option<String>,
+    /// The text: a string (a collection with one text field) or `{field: text}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<DocumentText>,
+    /// Metadata by field of the schema's `fields` (types as declared there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub fields: Option<BTreeMap<String, Value>>,
+    /// The collection's `timestamp_field`: RFC 3339 or epoch milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Datetime>)]
+    pub timestamp: Option<Value>,
+    /// The vector of a collection with one vector field (instead of `vectors`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Vec<f32>>)]
+    pub vector: Option<Option<Vec<f32>>>,
+    /// Vectors by vector field.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<BTreeMap<String, Vec<f32>>>)]
+    pub vectors: Option<Option<BTreeMap<String, Option<Vec<f32>>>>>,
+    /// Compute the embedded fields' vectors from their source text with the server's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_embed: Option<bool>,
+    /// Where given vectors came from, `{field: model}`: a field embedded with another model
+    /// refuses them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_models: Option<BTreeMap<String, String>>,
+}
+
+/// A document's text: one string (a collection with one text field), or `{field: text}`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum DocumentText {
+    /// The text of a collection with one text field.
+    One(String),
+    /// Text by text field (null: none).
+    Fields(BTreeMap<String, Option<String>>),
+}
+
+/// A datetime as requests give it (the OpenAPI document's description of one).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Datetime {
+    /// RFC 3339 (`2024-05-01T12:00:00Z`).
+    Rfc3339(String),
+    /// Unix epoch milliseconds, within ±2^53.
+    EpochMs(i64),
+}
+
+by_json_type!(DocumentText, "a string or {field: text}",
+    str(s) => DocumentText::One(s.to_owned()),
+    map(m) => BTreeMap::deserialize(MapAccessDeserializer::new(m)).map(DocumentText::Fields),
+);
+
+/// A key that is present, even as null: `Some(None)`; absent keys take the field's default
+/// (`None`). Tells `"vector": null` (given, empty) from no `vector` at all.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
 /// Decodes a wire type from a JSON value (which must be an object: `what` names it in the error).
 /// A shape error keeps its path: an unknown key is `unknown_field`, a bad vector component
 /// `invalid_vector`, anything else `code`.
 pub fn decode<T: DeserializeOwned>(v: &Value, code: &'static str, what: &str) -> Result<T> {
+    decode_with(v, code, what, |_| None)
+}
+
+/// [`decode`], with a route's own code for errors at some paths (`code_at(path)`; an unknown key
+/// is `unknown_field` still).
+pub fn decode_with<T: DeserializeOwned>(
+    v: &Value,
+    code: &'static str,
+    what: &str,
+    code_at: impl Fn(&str) -> Option<&'static str>,
+) -> Result<T> {
     if !v.is_object() {
         return Err(invalid(
             code,
@@ -390,6 +486,8 @@ pub fn decode<T: DeserializeOwned>(v: &Value, code: &'static str, what: &str) ->
         let message = e.inner().to_string();
         let code = if message.starts_with("unknown field") {
             "unknown_field"
+        } else if let Some(c) = code_at(&path) {
+            c
         } else if in_vector(&path) {
             "invalid_vector"
         } else {

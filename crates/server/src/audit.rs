@@ -47,11 +47,13 @@ pub struct Entry {
     pub source: Option<String>,
     /// The client's address.
     pub remote: Option<String>,
+    /// The HTTP method (`GET`, `POST`, `DELETE`, ...).
     pub method: String,
     /// The route's template (`/v2/collections/{name}`).
     pub route: String,
     /// The path asked for.
     pub path: String,
+    /// The HTTP status answered.
     pub status: u16,
     /// `ok` (2xx), `denied` (401, 403) or `failed`.
     pub outcome: String,

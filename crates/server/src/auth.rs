@@ -27,7 +27,9 @@ pub use crate::role::Role;
 /// One configured token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey {
+    /// What the token may do.
     pub role: Role,
+    /// The bearer token itself (never logged).
     pub token: String,
 }
 
@@ -76,6 +78,7 @@ pub struct Auth {
 }
 
 impl Auth {
+    /// The configured `keys` (kept as SHA-256 digests), with no store of keys made at run time.
     pub fn new(keys: Vec<ApiKey>) -> Self {
         Self {
             keys: Arc::new(
@@ -151,6 +154,7 @@ impl Auth {
         Ok(p)
     }
 
+    /// Whether any token is configured; without one every route is open.
     pub fn enabled(&self) -> bool {
         !self.keys.is_empty()
     }
@@ -194,7 +198,9 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 /// Middleware state: the keys and the role a group of routes needs.
 #[derive(Debug, Clone)]
 pub struct RequireRole {
+    /// The keys requests are checked against.
     pub auth: Auth,
+    /// The weakest role the routes accept.
     pub role: Role,
     /// The route acts on the whole node: scoped and tenant keys are refused.
     pub global: bool,
@@ -203,7 +209,9 @@ pub struct RequireRole {
 /// Who made a request (set on the response for the audit log): the key's id and where it is from.
 #[derive(Debug, Clone)]
 pub struct Who {
+    /// The key's id (`config:<16 hex>` for a configured key).
     pub id: String,
+    /// Where the key comes from.
     pub source: crate::keys::Source,
 }
 

@@ -43,6 +43,8 @@ pub struct BrowserRules {
 }
 
 impl BrowserRules {
+    /// The rules for a server bound to `bind`: `Host` is checked on a loopback bind or when
+    /// `allowed_hosts` is set.
     pub fn new(bind: IpAddr, allowed_hosts: &[String], cors_origins: &[String]) -> Self {
         BrowserRules {
             check_host: bind.is_loopback() || !allowed_hosts.is_empty(),
@@ -127,6 +129,7 @@ fn echo(s: &str) -> String {
 pub struct Guard(Arc<BrowserRules>);
 
 impl Guard {
+    /// The layer applying `rules`.
     pub fn new(rules: BrowserRules) -> Self {
         Guard(Arc::new(rules))
     }

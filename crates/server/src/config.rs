@@ -238,46 +238,77 @@ pub struct ConfigError(pub String);
 /// Per-IP rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
+    /// Requests per second each client IP may make.
     pub per_sec: u32,
+    /// Requests a client may make at once above the rate before it gets 429.
     pub burst: u32,
 }
 
 /// The resolved configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The data directory.
     pub data_dir: PathBuf,
+    /// The address to listen on.
     pub host: IpAddr,
+    /// The HTTP port to listen on.
     pub port: u16,
+    /// The configured bearer tokens; empty: every route is open.
     pub api_keys: Vec<ApiKey>,
     /// `/metrics` needs no token.
     pub public_metrics: bool,
+    /// The per-IP rate limit; None: off.
     pub rate_limit: Option<RateLimit>,
+    /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<IpAddr>,
+    /// CORS allowed origins (`*`: every origin); empty: no CORS headers.
     pub cors_origins: Vec<String>,
     /// Host names accepted besides loopback ones (lower case, without port).
     pub allowed_hosts: Vec<String>,
+    /// Largest request body, in bytes (413 beyond).
     pub body_bytes_max: usize,
+    /// Requests taking longer get 408.
     pub request_timeout: Duration,
+    /// How long a request's head may take to arrive; also how long an idle keep-alive connection
+    /// stays open.
     pub header_read_timeout: Duration,
+    /// Most connections open at once, as configured (lowered at start to fit the open-file limit).
     pub connections_max: usize,
+    /// A response the client does not read for this long is abandoned and its connection closed.
     pub write_stall_timeout: Duration,
+    /// Longest wait for in-flight requests at shutdown.
     pub shutdown_drain_max: Duration,
+    /// Read the snapshot files ahead at start so first reads do not fault.
     pub warm_on_start: bool,
+    /// No per-request log lines.
     pub disable_http_log: bool,
+    /// Log filter, in `RUST_LOG` syntax.
     pub log: String,
+    /// When the engine fsyncs its WAL (cluster mode overrides it: see [`Config::storage_options`]).
     pub fsync: FsyncPolicy,
+    /// Largest value, in bytes (413 beyond).
     pub value_bytes_max: usize,
+    /// Most keys in one batch_get, batch_put or batch_delete.
     pub batch_keys_max: usize,
+    /// Largest scan `limit`.
     pub scan_limit_max: usize,
+    /// Most value bytes one batch_get or scan answer may carry.
     pub response_bytes_max: usize,
     /// 0: one per CPU core.
     pub worker_threads: usize,
+    /// Bytes all vector indexes together may hold; document writes beyond it get 507.
     pub vector_bytes_budget: u64,
+    /// Most documents in one upsert request.
     pub documents_per_batch_max: usize,
+    /// Background threads linking new vectors into the graphs (1..=64).
     pub index_threads: usize,
+    /// Where embedding models are installed.
     pub model_dir: PathBuf,
+    /// Threads computing embeddings (1..=64).
     pub embed_threads: usize,
+    /// Texts waiting to be embedded before requests get 503 `busy`.
     pub embed_queue_max: usize,
+    /// Documents per second a re-embed job walks at most; 0: as fast as the embedder allows.
     pub reembed_docs_per_s: u32,
     /// Set in cluster mode.
     pub cluster: Option<ClusterSettings>,
@@ -290,11 +321,18 @@ pub struct Config {
 /// Cluster mode's settings, resolved.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
+    /// This node's id.
     pub node_id: u64,
+    /// The voters by node id, with their Raft addresses (`--cluster`).
     pub members: std::collections::BTreeMap<u64, kyrodb_cluster::NodeAddr>,
+    /// The shared secret every Raft request carries (at least 16 characters).
     pub secret: String,
+    /// Leader heartbeat interval, in ms; election timeouts are derived from it.
     pub heartbeat_ms: u64,
+    /// How long a write or a linearizable read waits for a leader and a quorum before answering
+    /// 503.
     pub timeout: Duration,
+    /// A Raft snapshot is taken every this many log entries.
     pub snapshot_entries: u64,
     /// Where the Raft port binds (this node's listed address unless --raft-listen).
     pub listen: std::net::SocketAddr,
@@ -308,6 +346,8 @@ impl ClusterSettings {
         self.listen
     }
 
+    /// The cluster layer's configuration: Raft log under `<data_dir>/raft`, election timeouts of
+    /// 2.5 to 3.5 heartbeats, and no TLS (the caller sets it).
     pub fn config(&self, data_dir: &std::path::Path) -> kyrodb_cluster::ClusterConfig {
         kyrodb_cluster::ClusterConfig {
             node_id: self.node_id,
@@ -326,30 +366,47 @@ impl ClusterSettings {
 
 /// Defaults: everything works with no configuration at all.
 pub mod defaults {
+    /// Data directory.
     pub const DATA_DIR: &str = "./kyrodb-data";
+    /// Address to listen on: loopback only.
     pub const HOST: &str = "127.0.0.1";
+    /// HTTP port.
     pub const PORT: u16 = 8080;
     /// Room for a 1 MiB value even when every byte is JSON-escaped, plus batches.
     pub const BODY_BYTES_MAX: usize = 8 << 20;
+    /// Request timeout, in ms.
     pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+    /// Time for a request's head to arrive (and keep-alive idle time), in ms.
     pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+    /// Most connections open at once.
     pub const CONNECTIONS_MAX: usize = 4096;
+    /// Time a response may go unread before its connection is closed, in ms.
     pub const WRITE_STALL_TIMEOUT_MS: u64 = 30_000;
+    /// Longest wait for in-flight requests at shutdown, in ms.
     pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 30_000;
+    /// Log filter.
     pub const LOG: &str = "info";
+    /// Largest value, in bytes (1 MiB).
     pub const VALUE_BYTES_MAX: usize = 1 << 20;
+    /// Most keys in one batch request.
     pub const BATCH_KEYS_MAX: usize = 10_000;
+    /// Largest scan `limit`.
     pub const SCAN_LIMIT_MAX: usize = 10_000;
     /// Bounds what one answer holds in memory: 10,000 keys of 1 MiB would otherwise be 10 GB.
     pub const RESPONSE_BYTES_MAX: usize = 64 << 20;
+    /// WAL durability: fsync before every acknowledgement.
     pub const FSYNC: &str = "always";
     /// 0: one per CPU core.
     pub const WORKER_THREADS: usize = 0;
+    /// Texts waiting to be embedded before requests get 503.
     pub const EMBED_QUEUE_MAX: usize = 4096;
     /// 0: as fast as the embedder allows.
     pub const REEMBED_DOCS_PER_S: u32 = 0;
+    /// Raft leader heartbeat interval, in ms.
     pub const RAFT_HEARTBEAT_MS: u64 = 100;
+    /// How long a cluster write or linearizable read waits for a leader and a quorum, in ms.
     pub const CLUSTER_TIMEOUT_MS: u64 = 5000;
+    /// Raft log entries between snapshots.
     pub const RAFT_SNAPSHOT_ENTRIES: u64 = 100_000;
 }
 

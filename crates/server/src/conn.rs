@@ -48,7 +48,10 @@ use crate::error::error_json;
 /// How the connections are served.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
+    /// A request's head must arrive within this long of the connection opening or of the previous
+    /// response; also how long an idle keep-alive connection stays open.
     pub header_read_timeout: Duration,
+    /// Most connections open at once; beyond, a new one gets a JSON 503 and is closed.
     pub connections_max: usize,
     /// A response write that makes no progress for this long (the client stopped reading) closes
     /// the connection, dropping what was still to be sent.

@@ -13,18 +13,24 @@ use serde::Serialize;
 /// An error answered to a client.
 #[derive(Debug, Clone)]
 pub struct ApiError {
+    /// The HTTP status answered.
     pub status: StatusCode,
+    /// The machine-readable code in the body.
     pub code: ErrorCode,
+    /// For humans; cut to [`MESSAGE_CHARS_MAX`] characters in the body.
     pub message: String,
     /// Seconds for a `Retry-After` header (429, 503).
     pub retry_after_s: Option<u64>,
 }
 
+/// The body of every error answer: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// What went wrong.
     pub error: ErrorDetail,
 }
 
+/// An error's code and message.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid_json`, `invalid_key`, `value_too_large`, `not_found`, ...
@@ -48,12 +54,15 @@ impl ApiError {
             retry_after_s: None,
         }
     }
+    /// 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::of(ErrorCode::NotFound, message)
     }
+    /// 500 `internal`.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::of(ErrorCode::Internal, message)
     }
+    /// With a `Retry-After` header of `seconds` (at least 1).
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after_s = Some(seconds.max(1));
         self

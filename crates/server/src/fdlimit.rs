@@ -46,7 +46,9 @@ pub fn raise_nofile_limit() -> Option<u64> {
 /// How many connections each port may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnBudget {
+    /// Most connections on the HTTP port.
     pub http: usize,
+    /// Most connections on the Raft port (0 on a single node).
     pub raft: usize,
     /// Descriptors left for files.
     pub files: u64,

@@ -112,6 +112,7 @@ struct Stored {
 pub struct KeyInfo {
     /// 16 hex digits; `DELETE /v1/keys/{id}` revokes it.
     pub id: String,
+    /// A label for people; empty when none was given.
     pub name: String,
     /// `read`, `write` or `admin`.
     pub role: String,
@@ -121,7 +122,9 @@ pub struct KeyInfo {
     pub keyspaces: Vec<String>,
     /// The tenant the key is bound to, if any.
     pub tenant: Option<String>,
+    /// The key's limits (an empty object when it has none).
     pub quotas: Quotas,
+    /// When the key was made, in Unix milliseconds.
     pub created_at_ms: i64,
 }
 
@@ -129,8 +132,11 @@ pub struct KeyInfo {
 #[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyRole {
+    /// May call the read routes.
     Read,
+    /// May also write.
     Write,
+    /// May also call the admin routes.
     Admin,
 }
 
@@ -138,6 +144,7 @@ pub enum KeyRole {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
+    /// What the key may do: `read` < `write` < `admin`, each including the ones below it.
     pub role: KeyRole,
     /// A label for people (at most 128 bytes, no control characters).
     #[serde(default, deserialize_with = "crate::routes::extract::de_present")]
@@ -158,6 +165,7 @@ pub struct NewKey {
     #[serde(default, deserialize_with = "crate::routes::extract::de_present")]
     #[schema(value_type = String, pattern = "^[A-Za-z0-9_.-]{1,128}$")]
     pub tenant: Option<String>,
+    /// Optional limits. Default: none.
     #[serde(default)]
     pub quotas: Quotas,
 }
@@ -165,6 +173,7 @@ pub struct NewKey {
 /// The answer to `POST /v1/keys`: the key and, this once, its token.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
+    /// The key as `GET /v1/keys` shows it.
     #[serde(flatten)]
     pub key: KeyInfo,
     /// The bearer token. It is not stored and cannot be shown again.
@@ -177,6 +186,7 @@ pub struct CreatedKey {
 /// A cluster member that had not applied a key change within the cluster timeout.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PendingNode {
+    /// The member's node id.
     pub node_id: u64,
     /// Its applied index, or why it could not be asked.
     pub reason: String,
@@ -187,10 +197,12 @@ pub struct PendingNode {
 pub struct Globs(Vec<String>);
 
 impl Globs {
+    /// The glob `*`: every name.
     pub fn all() -> Globs {
         Globs(vec!["*".into()])
     }
 
+    /// Whether `name` matches any of the globs.
     pub fn matches(&self, name: &str) -> bool {
         self.0.iter().any(|g| glob(g.as_bytes(), name.as_bytes()))
     }
@@ -233,11 +245,17 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
 pub struct Principal {
     /// `config:<16 hex>` (the first 8 bytes of the token's digest) or the key's id.
     pub id: String,
+    /// Where the key comes from.
     pub source: Source,
+    /// What the key may do.
     pub role: Role,
+    /// The collections the key may use.
     pub collections: Globs,
+    /// The keyspaces the key may use.
     pub keyspaces: Globs,
+    /// The tenant the key is bound to, if any.
     pub tenant: Option<String>,
+    /// The key's limits.
     pub quotas: Quotas,
 }
 
@@ -265,14 +283,17 @@ impl Principal {
         self.collections.is_all() && self.keyspaces.is_all() && self.tenant.is_none()
     }
 
+    /// Whether the key may use collection `name`.
     pub fn may_collection(&self, name: &str) -> bool {
         self.collections.matches(name)
     }
 
+    /// Whether the key may use keyspace `name`.
     pub fn may_keyspace(&self, name: &str) -> bool {
         self.keyspaces.matches(name)
     }
 
+    /// Ok when the key may use collection `name`, else 403 `forbidden`.
     pub fn check_collection(&self, name: &str) -> Result<(), ApiError> {
         if self.may_collection(name) {
             Ok(())
@@ -284,6 +305,7 @@ impl Principal {
         }
     }
 
+    /// Ok when the key may use keyspace `name`, else 403 `forbidden`.
     pub fn check_keyspace(&self, name: &str) -> Result<(), ApiError> {
         if self.may_keyspace(name) {
             Ok(())
@@ -523,6 +545,7 @@ fn rate_limited(message: String) -> ApiError {
 }
 
 impl KeyStore {
+    /// The store kept in `db`, in the reserved keyspace [`KEYS_KEYSPACE`].
     pub fn new(db: Arc<Db>) -> KeyStore {
         KeyStore {
             db,

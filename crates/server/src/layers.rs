@@ -134,8 +134,12 @@ pin_project_lite::pin_project! {
     /// The future of [`JsonErrors`]: the inner service's, then (only for an error that is not JSON)
     /// the rewrite, which reads the error's body.
     #[project = JsonErrorsProj]
+    // The macro takes no doc comments on variant fields; the variants say what they hold.
+    #[allow(missing_docs)]
     pub enum JsonErrorsFuture<F> {
+        /// Waiting for the inner service's response.
         Inner { #[pin] inner: F },
+        /// Rewriting a non-JSON error response into the JSON shape.
         Rewrite { rewrite: Rewriting },
     }
 }

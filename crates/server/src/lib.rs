@@ -2,6 +2,9 @@
 //! limits, CORS, Prometheus metrics and an OpenAPI document. No storage logic lives here: handlers
 //! validate input, call [`kyrodb_storage::Db`], and map its errors to HTTP (only in [`error`]).
 #![forbid(unsafe_code)]
+// No `unwrap` outside tests: `expect` names the invariant that makes it safe.
+#![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
 
 pub mod app;
 pub mod audit;

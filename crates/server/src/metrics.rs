@@ -42,12 +42,15 @@ pub fn handle() -> PrometheusHandle {
 /// What kind of metric a family is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A counter, exported from its first increment.
     Counter,
     /// A counter of rare events, exported at 0 from the start (the cluster's: from when cluster
     /// mode starts, [`export_cluster_counters`]) so dashboards and alerts see a series before the
     /// first event rather than nothing. Unlabelled.
     EventCounter,
+    /// A gauge.
     Gauge,
+    /// A histogram.
     Histogram,
 }
 

@@ -47,9 +47,11 @@ impl Modify for BearerAuth {
 pub struct DocOptions {
     /// Tokens are configured: routes with a role declare bearer security and 401/403.
     pub auth: bool,
+    /// `/metrics` needs no token.
     pub public_metrics: bool,
     /// Rate limiting is on: limited routes declare 429.
     pub rate_limit: bool,
+    /// `maximum` of the scan's `limit` parameter.
     pub scan_limit_max: usize,
     /// `maxItems` of the batch routes' `keys` / `items` arrays.
     pub batch_keys_max: usize,

@@ -48,6 +48,8 @@ impl std::fmt::Debug for Limiter {
 }
 
 impl Limiter {
+    /// A limiter allowing each client IP `limit`, reading `X-Forwarded-For` only from
+    /// `trusted_proxies`.
     pub fn new(limit: RateLimit, trusted_proxies: Vec<IpAddr>) -> Self {
         let per_sec = NonZeroU32::new(limit.per_sec.max(1)).expect("positive");
         let burst = NonZeroU32::new(limit.burst.max(1)).expect("positive");
@@ -118,6 +120,8 @@ pub fn spawn_sweeper(limiter: &Limiter) {
     });
 }
 
+/// Middleware: passes the request on, or answers 429 with `Retry-After` when its client IP is over
+/// the limit.
 pub async fn rate_limit(State(limiter): State<Limiter>, req: Request, next: Next) -> Response {
     let peer = req
         .extensions()

@@ -4,12 +4,16 @@
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
+    /// May call the read routes.
     Read,
+    /// May also write.
     Write,
+    /// May also call the admin routes.
     Admin,
 }
 
 impl Role {
+    /// The role's name: `read`, `write` or `admin`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Read => "read",

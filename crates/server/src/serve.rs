@@ -15,24 +15,35 @@ use crate::{
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The engine could not be opened.
     #[error("cannot open the database in {dir}: {source}")]
     Open {
+        /// The data directory.
         dir: String,
+        /// The engine's error.
         source: kyrodb_storage::Error,
     },
+    /// The HTTP or the Raft port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address asked for.
         addr: SocketAddr,
+        /// The bind's error.
         source: std::io::Error,
     },
+    /// Any other I/O error.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    /// A blocking task or the server's task panicked or was cancelled.
     #[error("{0}")]
     Task(String),
+    /// The collections (`/v2`) could not be loaded.
     #[error("cannot load collections: {0}")]
     Collections(String),
+    /// Cluster mode could not start.
     #[error("cannot start cluster mode: {0}")]
-    Cluster(String),
+    Cluster(#[from] kyrodb_cluster::StartError),
+    /// The TLS setup failed: a certificate, key or CA file could not be used.
     #[error("TLS: {0}")]
     Tls(String),
 }

@@ -30,7 +30,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// A certificate chain and its private key, as PEM files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertFiles {
+    /// The certificate chain, PEM.
     pub cert: PathBuf,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
 }
 
@@ -72,6 +74,7 @@ impl std::fmt::Debug for Reloading {
 }
 
 impl Reloading {
+    /// Loads the chain and key from `files`; the error names the file at fault.
     pub fn new(files: CertFiles) -> Result<Self, String> {
         let key = files.load()?;
         Ok(Self {
@@ -113,7 +116,9 @@ impl ResolvesClientCert for Reloading {
 /// A TLS acceptor and the handle that reloads its certificate.
 #[derive(Clone)]
 pub struct ServerTls {
+    /// Accepts TLS connections with the current certificate.
     pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The certificate, which [`Reloading::reload`] swaps (on SIGHUP).
     pub certs: Arc<Reloading>,
 }
 

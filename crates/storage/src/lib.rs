@@ -6,6 +6,7 @@
 //! Compaction merges a frozen delta into new snapshot files in the background and swaps them in
 //! atomically. Recovery replays the WAL after what the manifest covers. The on-disk formats and their
 //! crash arguments are in docs/design/storage.md.
+#![deny(clippy::unwrap_used)]
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
 #![warn(missing_docs)]

@@ -7,15 +7,20 @@ use utoipa::ToSchema;
 use super::{kv::blocking, AppState};
 use crate::error::{ApiError, ErrorBody};
 
+/// The answer to `POST /v1/snapshot`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SnapshotResponse {
     /// Every write up to this sequence number is now in snapshot files.
     pub covered_seq: u64,
+    /// Generation of the manifest that commits the snapshot.
     pub manifest_generation: u64,
+    /// Keys in all keyspaces' snapshots.
     pub keys: u64,
+    /// Bytes of all keyspaces' snapshot data files.
     pub data_bytes: u64,
 }
 
+/// The answer to `POST /v1/warmup`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WarmupResponse {
     /// Bytes of snapshot files (keys, offsets, values) now resident.

@@ -65,6 +65,7 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// `POST /v1/backups`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBackup {
@@ -86,6 +87,7 @@ fn de_to<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 pub struct BackupFailure {
     /// `backup_target_failed`, `backup_io`, `engine`, ...
     pub code: String,
+    /// What went wrong, for humans.
     pub message: String,
 }
 
@@ -101,18 +103,25 @@ pub struct BackupStatus {
     /// Every write up to this sequence number is in the backup, and no later one (null until the
     /// engine checkpoint is taken).
     pub seq: Option<u64>,
+    /// Files in the backup (0 until the checkpoint is taken).
     pub files_total: u64,
+    /// Files hashed and, where needed, sent.
     pub files_done: u64,
     /// Files sent to the target.
     pub files_sent: u64,
     /// Files the target already held (not sent again).
     pub files_skipped: u64,
+    /// Bytes of all the files.
     pub bytes_total: u64,
+    /// Bytes of the files done.
     pub bytes_done: u64,
+    /// Bytes sent to the target.
     pub bytes_sent: u64,
     /// Unix milliseconds.
     pub started_ms: u64,
+    /// When the backup finished (done or failed), in Unix milliseconds; null while it runs.
     pub finished_ms: Option<u64>,
+    /// Why the backup failed; null unless it did.
     pub error: Option<BackupFailure>,
 }
 

@@ -72,6 +72,7 @@ pub async fn init(State(s): State<AppState>) -> Result<Response, ApiError> {
     }
 }
 
+/// `POST /v1/cluster/nodes`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddNode {

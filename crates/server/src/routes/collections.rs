@@ -29,7 +29,8 @@ pub struct AnyObject(pub Map<String, Value>);
 #[derive(Debug, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentsRequest {
-    #[schema(value_type = Vec<Object>)]
+    /// The documents to upsert (decoded one by one, so an error names `documents[i]`).
+    #[schema(value_type = Vec<kyrodb_search::wire::DocumentBody>)]
     pub documents: Vec<Value>,
 }
 
@@ -37,26 +38,35 @@ pub struct DocumentsRequest {
 #[derive(Debug, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteRequest {
+    /// Ids of the documents to delete (give this or `filter`).
     pub ids: Option<Vec<String>>,
+    /// Delete every document matching this filter (give this or `ids`).
     #[schema(value_type = Option<Object>)]
     pub filter: Option<Value>,
 }
 
+/// The answer to a document write.
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct UpsertResponse {
+    /// Documents written.
     pub upserted: usize,
     /// The write's sequence number; the documents are durable and searchable.
     pub seq: u64,
 }
 
+/// The answer to a document delete.
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct DeleteResponse {
+    /// Documents deleted.
     pub deleted: u64,
+    /// Ids given that matched no document (always 0 for a filter).
     pub absent: u64,
 }
 
+/// The answer to `GET /v2/collections`.
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct CollectionList {
+    /// Each collection's info: schema, counts and index state.
     #[schema(value_type = Vec<Object>)]
     pub collections: Vec<Value>,
 }
@@ -402,6 +412,7 @@ pub struct ListQuery {
 /// A page of stored documents.
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct ListResponse {
+    /// The page's documents (without vectors unless `without_vectors=false`).
     #[schema(value_type = Vec<Object>)]
     pub documents: Vec<Value>,
     /// Pass as `after` for the next page; null on the last one.

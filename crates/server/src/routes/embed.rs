@@ -14,13 +14,17 @@ use crate::error::{ApiError, ErrorBody};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedRequest {
+    /// The texts to embed.
     #[schema(min_items = 1, max_items = 256)]
     pub texts: Vec<String>,
 }
 
+/// The answer to `POST /v2/embed`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EmbedResponse {
+    /// The model's name.
     pub model: String,
+    /// Dimensions of each vector.
     pub dim: usize,
     /// One L2-normalised vector per text, in order.
     pub vectors: Vec<Vec<f32>>,
@@ -51,6 +55,7 @@ pub async fn embed(
     }))
 }
 
+/// The answer to `GET /v2/models`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelsResponse {
     /// Every model KyroDB knows, installed or not.

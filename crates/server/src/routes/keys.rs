@@ -20,11 +20,14 @@ use crate::{
     keys::{CreatedKey, KeyInfo, NewKey, PendingNode},
 };
 
+/// The answer to `GET /v1/keys`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyList {
+    /// Every key made with `POST /v1/keys`.
     pub keys: Vec<KeyInfo>,
 }
 
+/// The answer to `DELETE /v1/keys/{id}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeletedKey {
     /// The id of the key revoked.
@@ -139,6 +142,7 @@ pub struct AuditQuery {
     pub limit: Option<usize>,
 }
 
+/// The answer to `GET /v1/audit`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditLog {
     /// Oldest first.

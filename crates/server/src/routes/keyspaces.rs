@@ -17,24 +17,30 @@ use super::{
 };
 use crate::error::{ApiError, ErrorBody};
 
+/// A keyspace and its size.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyspaceInfo {
+    /// The keyspace's name.
     pub name: String,
     /// Live keys (exact; expired keys are not counted).
     pub keys: u64,
 }
 
+/// The answer to `GET /v1/keyspaces`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyspaceList {
+    /// Every keyspace the caller may use, except the reserved ones (starting with `_`).
     pub keyspaces: Vec<KeyspaceInfo>,
 }
 
+/// The answer to `DELETE /v1/keyspaces/{name}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DroppedKeyspace {
     /// The name of the keyspace dropped.
     pub dropped: String,
 }
 
+/// `POST /v1/keyspaces`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyspace {

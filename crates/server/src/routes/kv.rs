@@ -166,6 +166,7 @@ impl PutRequest {
     }
 }
 
+/// The answer to a write.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct OffsetResponse {
     /// The write's sequence number: durable and visible once returned.
@@ -186,6 +187,7 @@ pub struct KeysRequest {
     pub keyspace: Option<String>,
 }
 
+/// `POST /v1/kv/delete_range`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteRangeRequest {
@@ -243,6 +245,7 @@ pub struct DeleteQuery {
     pub if_seq: Option<u64>,
 }
 
+/// `POST /v1/kv/batch_put`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchPutRequest {
@@ -256,12 +259,16 @@ pub struct BatchPutRequest {
 /// value that is not UTF-8 comes as `value_hex` (and `value` null).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Item {
+    /// The key.
     pub key: u64,
+    /// The value as UTF-8 text; null when the key is absent or the value is not UTF-8.
     pub value: Option<String>,
+    /// The value in hex, only when it is not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value_hex: Option<String>,
 }
 
+/// The answer to `POST /v1/kv/batch_get`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchGetResponse {
     /// In the order of the request's keys.
@@ -270,6 +277,7 @@ pub struct BatchGetResponse {
     pub found: usize,
 }
 
+/// Query of `GET /v1/scan`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -287,8 +295,10 @@ pub struct ScanQuery {
     pub keyspace: Option<String>,
 }
 
+/// A page of `GET /v1/scan`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ScanResponse {
+    /// Live keys in the range with their values, ascending.
     pub items: Vec<Item>,
     /// Pass as `start` to continue; null when the range is exhausted.
     pub next_start: Option<u64>,

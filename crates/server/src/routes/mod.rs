@@ -48,12 +48,15 @@ pub struct Limits {
 /// What every handler shares.
 #[derive(Debug)]
 pub struct Shared {
+    /// The storage engine.
     pub db: Arc<Db>,
     /// Collections of documents (`/v2`), over the same engine.
     pub collections: Arc<kyrodb_search::Collections>,
     /// The embedding model (or why there is none).
     pub embed: Arc<crate::embed::EmbedState>,
+    /// The request limits the handlers enforce.
     pub limits: Limits,
+    /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Set when shutdown starts: `/ready` turns 503 so load balancers stop sending.
     pub shutting_down: AtomicBool,
@@ -61,6 +64,7 @@ pub struct Shared {
     pub openapi_json: String,
     /// When the server started (uptime in `/build_info` and `/metrics`).
     pub started: std::time::Instant,
+    /// When the server started, in Unix milliseconds.
     pub started_at_ms: i64,
     /// Cluster mode: this node (None on a single node).
     pub cluster: Option<Arc<kyrodb_cluster::Cluster>>,
@@ -73,6 +77,7 @@ pub struct Shared {
     pub backups: backup::Backups,
 }
 
+/// The state every handler gets.
 pub type AppState = Arc<Shared>;
 
 /// Who may call a route.
@@ -84,6 +89,7 @@ pub enum Access {
     Metrics,
     /// The web console's static files: no token (the page asks for one) and never rate limited.
     Static,
+    /// Needs the role (or a stronger one); scoped and tenant keys may call it.
     Needs(Role),
     /// Acts on the whole node (snapshots, the cluster, keys, the audit log): needs the role and a
     /// key that reaches every collection and keyspace with no tenant (`crate::keys`).
@@ -178,8 +184,11 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AppState>)> {
 
 /// What the router needs beyond the table.
 pub struct RouterOptions<'a> {
+    /// The keys requests are checked against.
     pub auth: &'a Auth,
+    /// `/metrics` needs no token.
     pub public_metrics: bool,
+    /// The per-IP rate limiter, when rate limiting is on.
     pub limiter: Option<Limiter>,
 }
 

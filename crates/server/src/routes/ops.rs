@@ -15,16 +15,21 @@ use utoipa::ToSchema;
 use super::AppState;
 use crate::error::ApiError;
 
+/// The answer to `GET /health`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthResponse {
+    /// Always `ok`.
     pub status: &'static str,
 }
 
+/// The answer to `GET /ready` (200 when ready, else 503).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyResponse {
+    /// Whether the engine accepts writes and shutdown has not started.
     pub ready: bool,
     /// Why not, when not.
     pub reason: Option<String>,
+    /// Every write at or below this sequence number is durable and visible.
     pub visible_seq: u64,
     /// `available` or `unavailable` (no model installed: `kyrodb model install`); readiness does not
     /// depend on it.
@@ -33,12 +38,18 @@ pub struct ReadyResponse {
     pub auto_embed_reason: Option<String>,
 }
 
+/// The answer to `GET /build_info`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BuildInfo {
+    /// The server's version.
     pub version: &'static str,
+    /// The git commit it was built from (`unknown` when that was not known).
     pub git_sha: &'static str,
+    /// The `rustc --version` of the compiler that built it.
     pub rustc: &'static str,
+    /// The target triple it was built for.
     pub target: &'static str,
+    /// The cargo profile it was built with (`release`, `debug`).
     pub profile: &'static str,
     /// CPU features detected at run time that the engine's SIMD paths can use.
     pub cpu_features: Vec<&'static str>,

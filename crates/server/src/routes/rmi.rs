@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use super::{kv::blocking, AppState};
 use crate::error::{ApiError, ErrorBody};
 
+/// The answer to `POST /v1/rmi/build`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RmiBuildResponse {
     /// The engine's index builder (`learned`, `binary_search`, ...).
@@ -29,16 +30,22 @@ pub struct RmiBuildResponse {
     /// Largest prediction error measured over all keyspaces' keys, in slots: a lookup reads at most
     /// `2·epsilon_max_measured + 1` keys.
     pub epsilon_max_measured: u32,
+    /// Wall time of all keyspaces' builds, in milliseconds.
     pub build_ms: f64,
+    /// Each keyspace's index.
     pub keyspaces: Vec<KeyspaceIndex>,
 }
 
+/// One keyspace's rebuilt index.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyspaceIndex {
+    /// The keyspace.
     pub name: String,
     /// The index kind of this keyspace's snapshot.
     pub kind: String,
+    /// Keys indexed.
     pub keys: u64,
+    /// Leaves of the model.
     pub leaves: u64,
     /// The configured error bound, in slots.
     pub epsilon_bound: u32,
@@ -46,7 +53,9 @@ pub struct KeyspaceIndex {
     pub epsilon_max_measured: u32,
     /// Mean absolute prediction error measured over this keyspace's keys, in slots.
     pub error_mean_measured: f64,
+    /// Bytes the index holds beyond the key array.
     pub model_bytes: u64,
+    /// Wall time of the build, persisting included, in milliseconds.
     pub build_ms: f64,
 }
 
