@@ -481,6 +481,11 @@ pub fn decode_with<T: DeserializeOwned>(
             format!("{what} is a JSON object, got {}", kind(v)),
         ));
     }
+    // Errors are rare: decode without tracking paths (several times faster over a long vector),
+    // and decode again with the path tracker only to say where a failure is.
+    if let Ok(t) = T::deserialize(v) {
+        return Ok(t);
+    }
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = path_of(e.path());
         let message = e.inner().to_string();
