@@ -20,6 +20,7 @@
 #![allow(clippy::result_large_err)]
 
 mod error;
+pub mod families;
 mod log;
 mod net;
 mod node;

@@ -380,9 +380,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             )
             .await;
         let resp = r.map_err(|e| net(e.to_string()))?.map_err(net)?;
-        metrics::counter!("kyrodb_cluster_snapshot_transfers_total", "direction" => "sent")
+        metrics::counter!(crate::families::CLUSTER_SNAPSHOT_TRANSFERS_TOTAL.name, "direction" => "sent")
             .increment(1);
-        metrics::counter!("kyrodb_cluster_snapshot_sent_bytes_total").increment(sent);
+        metrics::counter!(crate::families::CLUSTER_SNAPSHOT_SENT_BYTES_TOTAL.name).increment(sent);
         tracing::info!(to = self.target, snapshot = %id, bytes = sent, took_ms = started.elapsed().as_millis() as u64, "snapshot sent");
         Ok(resp)
     }

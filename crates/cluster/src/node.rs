@@ -900,7 +900,7 @@ impl Cluster {
     /// once the metrics recorder is installed.
     pub fn register_metrics(&self) {
         for direction in ["sent", "received"] {
-            metrics::counter!("kyrodb_cluster_snapshot_transfers_total", "direction" => direction)
+            metrics::counter!(crate::families::CLUSTER_SNAPSHOT_TRANSFERS_TOTAL.name, "direction" => direction)
                 .increment(0);
         }
     }
@@ -1039,7 +1039,7 @@ impl Cluster {
         })?;
         self.snapshots_received
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        metrics::counter!("kyrodb_cluster_snapshot_transfers_total", "direction" => "received")
+        metrics::counter!(crate::families::CLUSTER_SNAPSHOT_TRANSFERS_TOTAL.name, "direction" => "received")
             .increment(1);
         let snapshot = openraft::Snapshot {
             meta: inc.meta.meta.clone(),
@@ -1078,7 +1078,7 @@ async fn proposer(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             let writes = batch.iter().map(|p| p.write.clone()).collect();
             let r = raft.client_write(Proposal { writes }).await;
             drop(permit);
-            metrics::counter!("kyrodb_cluster_proposals_total").increment(1);
+            metrics::counter!(crate::families::CLUSTER_PROPOSALS_TOTAL.name).increment(1);
             match r {
                 Ok(resp) => {
                     let index = resp.log_id.index;
@@ -1114,7 +1114,7 @@ async fn watch_commit_index(c: Weak<Cluster>) {
             .with_raft_state(|st| st.committed.map_or(0, |l| l.index))
             .await
         {
-            Ok(i) => metrics::gauge!("kyrodb_cluster_commit_index").set(i as f64),
+            Ok(i) => metrics::gauge!(crate::families::CLUSTER_COMMIT_INDEX.name).set(i as f64),
             Err(_) => return,
         }
     }
@@ -1143,12 +1143,12 @@ async fn watch_metrics(c: Weak<Cluster>) {
                 if last_term != 0 {
                     c.elections
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    metrics::counter!("kyrodb_cluster_elections_total").increment(1);
+                    metrics::counter!(crate::families::CLUSTER_ELECTIONS_TOTAL.name).increment(1);
                 }
                 last_term = m.current_term;
             }
             if m.current_leader != last_leader {
-                metrics::counter!("kyrodb_cluster_leader_changes_total").increment(1);
+                metrics::counter!(crate::families::CLUSTER_LEADER_CHANGES_TOTAL.name).increment(1);
                 tracing::info!(
                     node_id = m.id,
                     term = m.current_term,
@@ -1158,24 +1158,25 @@ async fn watch_metrics(c: Weak<Cluster>) {
                 );
                 last_leader = m.current_leader;
             }
-            metrics::gauge!("kyrodb_cluster_term").set(m.current_term as f64);
+            metrics::gauge!(crate::families::CLUSTER_TERM.name).set(m.current_term as f64);
             for state in [
                 ServerState::Leader,
                 ServerState::Follower,
                 ServerState::Candidate,
                 ServerState::Learner,
             ] {
-                metrics::gauge!("kyrodb_cluster_role_info", "role" => role_name(state))
+                metrics::gauge!(crate::families::CLUSTER_ROLE_INFO.name, "role" => role_name(state))
                     .set(f64::from(u8::from(m.state == state)));
             }
-            metrics::gauge!("kyrodb_cluster_last_log_index")
+            metrics::gauge!(crate::families::CLUSTER_LAST_LOG_INDEX.name)
                 .set(m.last_log_index.unwrap_or(0) as f64);
-            metrics::gauge!("kyrodb_cluster_applied_index").set(c.applied_index() as f64);
+            metrics::gauge!(crate::families::CLUSTER_APPLIED_INDEX.name)
+                .set(c.applied_index() as f64);
             if let Some(r) = &m.replication {
                 let last = m.last_log_index.unwrap_or(0);
                 for (id, matched) in r.iter() {
                     let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
-                    metrics::gauge!("kyrodb_cluster_replication_lag_entries", "follower" => id.to_string())
+                    metrics::gauge!(crate::families::CLUSTER_REPLICATION_LAG_ENTRIES.name, "follower" => id.to_string())
                         .set(lag as f64);
                 }
             }

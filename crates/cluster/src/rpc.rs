@@ -159,7 +159,7 @@ fn unauthorised() -> Response {
 }
 
 fn c_metric_refused() {
-    metrics::counter!("kyrodb_cluster_rpc_refused_total").increment(1);
+    metrics::counter!(crate::families::CLUSTER_RPC_REFUSED_TOTAL.name).increment(1);
 }
 
 async fn append(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {

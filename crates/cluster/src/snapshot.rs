@@ -132,7 +132,7 @@ pub(crate) fn build(
     std::fs::rename(&building, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     kyrodb_storage::sync_dir(raft_dir).map_err(|e| e.to_string())?;
     prune(raft_dir);
-    metrics::counter!("kyrodb_cluster_snapshots_built_total").increment(1);
+    metrics::counter!(crate::families::CLUSTER_SNAPSHOTS_BUILT_TOTAL.name).increment(1);
     tracing::info!(index, covered_seq = covered, dir = %dir.display(), "raft snapshot built (engine checkpoint)");
     Ok(Snapshot {
         meta,

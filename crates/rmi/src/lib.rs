@@ -22,7 +22,7 @@ mod config;
 mod error;
 mod file;
 mod handle;
-mod metrics;
+pub mod metrics;
 mod model;
 mod router;
 pub mod search;

@@ -9,6 +9,69 @@
 //!   prediction to a present key. Sampled at build so the lookup path carries no instrumentation.
 //! - `kyrodb_rmi_rebuilds_total` / `kyrodb_rmi_rebuild_failures_total` (counters): background rebuilds.
 
+/// What kind of metric a family is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A counter.
+    Counter,
+    /// A counter of rare events, exported at 0 from the start (the cluster's: from when cluster
+    /// mode starts) so dashboards and alerts see a series before the first event. Unlabelled.
+    EventCounter,
+    /// A gauge.
+    Gauge,
+    /// A histogram.
+    Histogram,
+}
+
+/// One metric family, declared once — a constant of the crate that records it — and recorded
+/// through that constant (`metrics::counter!(WAL_FSYNC_TOTAL.name)`). The server describes and
+/// exports every crate's list. Names are `kyrodb_<area>_<what>_<unit>`, the unit last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    /// The metric's name.
+    pub name: &'static str,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its `# HELP` text.
+    pub help: &'static str,
+}
+
+/// `kyrodb_rmi_build_duration_seconds`.
+pub const RMI_BUILD_DURATION_SECONDS: Family = Family {
+    name: "kyrodb_rmi_build_duration_seconds",
+    kind: Kind::Histogram,
+    help: "Time of one learned-index build",
+};
+
+/// `kyrodb_rmi_probe_length_slots`.
+pub const RMI_PROBE_LENGTH_SLOTS: Family = Family {
+    name: "kyrodb_rmi_probe_length_slots",
+    kind: Kind::Histogram,
+    help: "Distance from prediction to position plus one, sampled over keys at each build",
+};
+
+/// `kyrodb_rmi_rebuilds_total`.
+pub const RMI_REBUILDS_TOTAL: Family = Family {
+    name: "kyrodb_rmi_rebuilds_total",
+    kind: Kind::EventCounter,
+    help: "Learned-index rebuilds finished",
+};
+
+/// `kyrodb_rmi_rebuild_failures_total`.
+pub const RMI_REBUILD_FAILURES_TOTAL: Family = Family {
+    name: "kyrodb_rmi_rebuild_failures_total",
+    kind: Kind::EventCounter,
+    help: "Learned-index background rebuilds that failed",
+};
+
+/// This crate's metric families.
+pub const FAMILIES: &[Family] = &[
+    RMI_BUILD_DURATION_SECONDS,
+    RMI_PROBE_LENGTH_SLOTS,
+    RMI_REBUILDS_TOTAL,
+    RMI_REBUILD_FAILURES_TOTAL,
+];
+
 /// Keys sampled per build for the probe-length histogram.
 pub const PROBE_SAMPLES_MAX: usize = 1024;
 
@@ -19,9 +82,9 @@ pub(crate) fn record_build(
     keys: &[u64],
     predict: impl Fn(u64) -> Option<usize>,
 ) {
-    metrics::histogram!("kyrodb_rmi_build_duration_seconds").record(took.as_secs_f64());
+    metrics::histogram!(RMI_BUILD_DURATION_SECONDS.name).record(took.as_secs_f64());
     let step = (keys.len() / PROBE_SAMPLES_MAX).max(1);
-    let probes = metrics::histogram!("kyrodb_rmi_probe_length_slots");
+    let probes = metrics::histogram!(RMI_PROBE_LENGTH_SLOTS.name);
     for position in (0..keys.len()).step_by(step) {
         // The search tree has no prediction: nothing to record.
         let Some(predicted) = predict(keys[position]) else {
@@ -33,8 +96,8 @@ pub(crate) fn record_build(
 
 pub(crate) fn record_rebuild(ok: bool) {
     if ok {
-        metrics::counter!("kyrodb_rmi_rebuilds_total").increment(1);
+        metrics::counter!(RMI_REBUILDS_TOTAL.name).increment(1);
     } else {
-        metrics::counter!("kyrodb_rmi_rebuild_failures_total").increment(1);
+        metrics::counter!(RMI_REBUILD_FAILURES_TOTAL.name).increment(1);
     }
 }

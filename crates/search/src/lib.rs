@@ -16,6 +16,7 @@ pub mod distance;
 pub mod doc;
 mod env;
 mod error;
+pub mod families;
 pub mod filter;
 pub mod hnsw;
 pub mod hybrid;

@@ -833,7 +833,7 @@ impl Ranker {
             .collect();
         let (model, report) = train(&snapshot, names);
         tracing::info!(examples = report.examples, took_ms = report.took_ms, decision = %report.decision, "learned ranking trained");
-        metrics::counter!("kyrodb_learned_ranking_trainings_total").increment(1);
+        metrics::counter!(crate::families::LEARNED_RANKING_TRAININGS_TOTAL.name).increment(1);
         *self.model.write() = model.map(Arc::new);
         *self.report.lock() = Some(report);
         self.training.store(false, Ordering::Release);

@@ -219,7 +219,7 @@ pub async fn track(State(audit): State<Arc<Audit>>, req: Request, next: Next) ->
     let a = audit.clone();
     let written = tokio::task::spawn_blocking(move || a.append(&e)).await;
     if !matches!(written, Ok(Ok(()))) {
-        metrics::counter!("kyrodb_audit_write_failures_total").increment(1);
+        metrics::counter!(crate::metrics::AUDIT_WRITE_FAILURES_TOTAL.name).increment(1);
         tracing::error!(dir = %audit.dir.display(), "could not write the audit log: {written:?}");
     }
     resp

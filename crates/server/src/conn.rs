@@ -146,7 +146,7 @@ struct RefusalLog {
 impl RefusalLog {
     fn note(&self, limits: ConnLimits) {
         let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::counter!("kyrodb_http_connections_refused_total").increment(1);
+        metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED_TOTAL.name).increment(1);
         let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             *last = Some(Instant::now());
@@ -386,7 +386,7 @@ async fn handshake(
     match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
-            metrics::counter!("kyrodb_tls_handshake_failures_total").increment(1);
+            metrics::counter!(crate::metrics::TLS_HANDSHAKE_FAILURES_TOTAL.name).increment(1);
             tracing::debug!(%peer, port = limits.port, error = %e, "TLS handshake failed");
             None
         }
@@ -442,7 +442,7 @@ async fn drive<C, E>(
                     return; // idle: close
                 }
                 if busy && quiet >= w.stall {
-                    metrics::counter!("kyrodb_http_write_stalls_total").increment(1);
+                    metrics::counter!(crate::metrics::HTTP_WRITE_STALLS_TOTAL.name).increment(1);
                     tracing::debug!(%peer, "HTTP/2 requests made no progress: closing");
                     return;
                 }
@@ -499,7 +499,7 @@ impl<T> JsonParseErrors<T> {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         if stall.as_mut().poll(cx).is_ready() {
             self.stall = None;
-            metrics::counter!("kyrodb_http_write_stalls_total").increment(1);
+            metrics::counter!(crate::metrics::HTTP_WRITE_STALLS_TOTAL.name).increment(1);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client read nothing of the response within the write stall timeout",

@@ -103,8 +103,9 @@ impl EmbedState {
             .await
             .map_err(|_| ApiError::internal("the embedding worker stopped"))?
             .map_err(embed_error)?;
-        metrics::histogram!("kyrodb_embed_request_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("kyrodb_embed_texts_total").increment(n as u64);
+        metrics::histogram!(crate::metrics::EMBED_REQUEST_SECONDS.name)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!(crate::metrics::EMBED_TEXTS_TOTAL.name).increment(n as u64);
         Ok(out)
     }
 
@@ -141,7 +142,7 @@ impl EmbedState {
                 .recv()
                 .map_err(|_| F::Stopped("the embedding worker stopped".into()))?
                 .map_err(fail)?;
-            metrics::counter!("kyrodb_embed_texts_total").increment(n);
+            metrics::counter!(crate::metrics::EMBED_TEXTS_TOTAL.name).increment(n);
             Ok(out)
         }))
     }

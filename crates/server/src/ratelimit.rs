@@ -115,7 +115,7 @@ pub fn spawn_sweeper(limiter: &Limiter) {
             let Some(inner) = weak.upgrade() else { return };
             inner.retain_recent();
             inner.shrink_to_fit();
-            metrics::gauge!("kyrodb_http_rate_limit_clients").set(inner.len() as f64);
+            metrics::gauge!(crate::metrics::HTTP_RATE_LIMIT_CLIENTS.name).set(inner.len() as f64);
         }
     });
 }
@@ -131,7 +131,7 @@ pub async fn rate_limit(State(limiter): State<Limiter>, req: Request, next: Next
     match limiter.check(ip) {
         Ok(()) => next.run(req).await,
         Err(wait_s) => {
-            metrics::counter!("kyrodb_http_rate_limited_total").increment(1);
+            metrics::counter!(crate::metrics::HTTP_RATE_LIMITED_TOTAL.name).increment(1);
             ApiError::of(
                 ErrorCode::RateLimited,
                 format!("rate limit exceeded for {ip}"),

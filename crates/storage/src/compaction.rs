@@ -42,7 +42,8 @@ pub(crate) fn compact_frozen(inner: &Inner) -> Result<()> {
         Err(e) if e.is_out_of_files() => {
             // Nothing is in doubt: the frozen delta stays and the next tick (or snapshot) tries
             // again; half-written files are unreferenced and removed by the next commit or open.
-            metrics::counter!("kyrodb_storage_compaction_out_of_files_total").increment(1);
+            metrics::counter!(crate::families::STORAGE_COMPACTION_OUT_OF_FILES_TOTAL.name)
+                .increment(1);
             tracing::warn!(error = %e, "compaction could not open a file (out of descriptors); retrying later");
             inner.core.wake_waiting_writers();
             return Err(e.out_of_files_copy());
@@ -60,9 +61,9 @@ pub(crate) fn compact_frozen(inner: &Inner) -> Result<()> {
         .compactions
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     inner.core.wake_waiting_writers();
-    metrics::histogram!("kyrodb_storage_compaction_duration_seconds")
+    metrics::histogram!(crate::families::STORAGE_COMPACTION_DURATION_SECONDS.name)
         .record(started.elapsed().as_secs_f64());
-    metrics::counter!("kyrodb_storage_compactions_total").increment(1);
+    metrics::counter!(crate::families::STORAGE_COMPACTIONS_TOTAL.name).increment(1);
     // Clean-up after the commit point: a crash here leaves files that the next open deletes.
     inner
         .wal

@@ -412,7 +412,7 @@ impl CommitSink for Core {
         );
         self.visible_seq.store(last_seq, Ordering::Release);
         let st = self.state.load();
-        metrics::gauge!("kyrodb_storage_delta_bytes").set(st.delta_bytes() as f64);
+        metrics::gauge!(crate::families::STORAGE_DELTA_BYTES.name).set(st.delta_bytes() as f64);
         if st.active.bytes() >= self.opts.delta_bytes_compact && st.frozen.is_none() {
             drop(st);
             self.freeze(last_seq);

@@ -770,7 +770,7 @@ impl Inner {
             let started = Instant::now();
             let fresh = Arc::new(snap.rebuild_index(builder)?);
             let build_ms = started.elapsed().as_secs_f64() * 1e3;
-            metrics::counter!("kyrodb_rmi_rebuilds_total").increment(1);
+            metrics::counter!(kyrodb_rmi::metrics::RMI_REBUILDS_TOTAL.name).increment(1);
             rebuilt.push((id, fresh, build_ms));
         }
         let _g = self.core.state_mu.lock();

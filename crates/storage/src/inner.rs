@@ -76,7 +76,7 @@ impl Inner {
         if used() <= budget {
             return Ok(());
         }
-        metrics::counter!("kyrodb_storage_write_stalls_total").increment(1);
+        metrics::counter!(crate::families::STORAGE_WRITE_STALLS_TOTAL.name).increment(1);
         let started = Instant::now();
         let mut g = self.core.room.lock();
         loop {

@@ -21,6 +21,7 @@ mod counts;
 mod db;
 mod delta;
 mod error;
+pub mod families;
 mod fsutil;
 pub mod index;
 mod inner;

@@ -121,8 +121,9 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    metrics::gauge!("kyrodb_storage_recovery_duration_seconds").set(secs);
-    metrics::counter!("kyrodb_storage_recovery_replayed_bytes_total").increment(replay.bytes);
+    metrics::gauge!(crate::families::STORAGE_RECOVERY_DURATION_SECONDS.name).set(secs);
+    metrics::counter!(crate::families::STORAGE_RECOVERY_REPLAYED_BYTES_TOTAL.name)
+        .increment(replay.bytes);
     tracing::info!(dir = %dir.display(), seconds = secs, replayed_records = replay.records, "storage opened");
     Ok(inner)
 }

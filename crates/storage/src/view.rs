@@ -263,8 +263,10 @@ pub(crate) fn count_read(from_index: bool) {
         let mut v = c.get();
         v[from_index as usize] += 1;
         if v[0] + v[1] >= READ_COUNT_FLUSH {
-            metrics::counter!("kyrodb_storage_reads_total", "source" => "delta").increment(v[0]);
-            metrics::counter!("kyrodb_storage_reads_total", "source" => "index").increment(v[1]);
+            metrics::counter!(crate::families::STORAGE_READS_TOTAL.name, "source" => "delta")
+                .increment(v[0]);
+            metrics::counter!(crate::families::STORAGE_READS_TOTAL.name, "source" => "index")
+                .increment(v[1]);
             v = [0, 0];
         }
         c.set(v);

@@ -392,7 +392,7 @@ impl Collection {
             let t = Instant::now();
             let m = merge(plan);
             self.state.write().text.install_merge(m);
-            metrics::counter!("kyrodb_text_merges_total").increment(1);
+            metrics::counter!(crate::families::TEXT_MERGES_TOTAL.name).increment(1);
             tracing::debug!(collection = %self.name, took_ms = t.elapsed().as_millis() as u64, "text segments merged");
         }
         self.merging.store(false, Ordering::Release);

@@ -286,9 +286,10 @@ pub(super) struct VectorRows {
 /// Records a vector search's latency and plan in the metrics; its duration.
 pub(super) fn record_search(strategy: Strategy, started: Instant) -> std::time::Duration {
     let took = started.elapsed();
-    metrics::histogram!("kyrodb_search_latency_seconds", "plan" => strategy.name())
+    metrics::histogram!(crate::families::SEARCH_LATENCY_SECONDS.name, "plan" => strategy.name())
         .record(took.as_secs_f64());
-    metrics::counter!("kyrodb_search_plans_total", "plan" => strategy.name()).increment(1);
+    metrics::counter!(crate::families::SEARCH_PLANS_TOTAL.name, "plan" => strategy.name())
+        .increment(1);
     took
 }
 

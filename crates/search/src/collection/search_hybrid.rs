@@ -272,7 +272,8 @@ impl Collection {
         }
         let time_index = req.time.and_then(|_| self.state.read().payload.time_info());
         let took = started.elapsed();
-        metrics::histogram!("kyrodb_hybrid_search_latency_seconds").record(took.as_secs_f64());
+        metrics::histogram!(crate::families::HYBRID_SEARCH_LATENCY_SECONDS.name)
+            .record(took.as_secs_f64());
         let mut out = HybridResponse { hits, plan: None };
         if req.explain {
             let time = req.time.map(|t| {

@@ -279,7 +279,7 @@ fn attempt(
 
 fn finish(job: &Job, result: kyrodb_backup::Result<kyrodb_backup::Manifest>) {
     let sent = job.progress.bytes_sent.load(Ordering::Acquire);
-    metrics::counter!("kyrodb_backup_sent_bytes_total").increment(sent);
+    metrics::counter!(crate::metrics::BACKUP_SENT_BYTES_TOTAL.name).increment(sent);
     let outcome = match &result {
         Ok(m) => {
             tracing::info!(id = %job.id, to = %job.to, seq = m.seq, files = m.files.len(), sent, "backup done");
@@ -291,7 +291,7 @@ fn finish(job: &Job, result: kyrodb_backup::Result<kyrodb_backup::Manifest>) {
             Some((e.code(), e.to_string()))
         }
     };
-    metrics::counter!("kyrodb_backups_total", "outcome" => if outcome.is_none() { "done" } else { "failed" })
+    metrics::counter!(crate::metrics::BACKUPS_TOTAL.name, "outcome" => if outcome.is_none() { "done" } else { "failed" })
         .increment(1);
     *lock(&job.finished) = Some((now_ms(), outcome));
 }

@@ -255,7 +255,7 @@ async fn upsert_values(
     s.embed.fill_documents(&schema, &mut parsed).await?;
     let n = parsed.len();
     let seq = run(move || c.upsert_for(&parsed, tenant.as_ref())).await?;
-    metrics::histogram!("kyrodb_search_write_visible_seconds")
+    metrics::histogram!(crate::metrics::SEARCH_WRITE_VISIBLE_SECONDS.name)
         .record(started.elapsed().as_secs_f64());
     Ok((n, seq))
 }

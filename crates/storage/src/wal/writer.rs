@@ -568,11 +568,12 @@ impl Leader {
             self.fail(group, &e);
             return;
         }
-        metrics::histogram!("kyrodb_wal_group_commit_latency_seconds")
+        metrics::histogram!(crate::families::WAL_GROUP_COMMIT_LATENCY_SECONDS.name)
             .record(started.elapsed().as_secs_f64());
-        metrics::counter!("kyrodb_wal_bytes_total").increment(self.buf.len() as u64);
-        metrics::counter!("kyrodb_wal_records_total").increment(group.len() as u64);
-        metrics::histogram!("kyrodb_wal_group_commit_batch_records").record(group.len() as f64);
+        metrics::counter!(crate::families::WAL_BYTES_TOTAL.name).increment(self.buf.len() as u64);
+        metrics::counter!(crate::families::WAL_RECORDS_TOTAL.name).increment(group.len() as u64);
+        metrics::histogram!(crate::families::WAL_GROUP_COMMIT_BATCH_RECORDS.name)
+            .record(group.len() as f64);
         self.next_seq = last_seq + 1;
         for (i, (_, kind, payload, done)) in group.iter().enumerate() {
             self.sink
@@ -600,8 +601,8 @@ impl Leader {
     fn sync_now(&mut self) -> Result<()> {
         let started = Instant::now();
         fsutil::sync_file(&self.file, &self.path)?;
-        metrics::counter!("kyrodb_wal_fsync_total").increment(1);
-        metrics::histogram!("kyrodb_wal_fsync_latency_seconds")
+        metrics::counter!(crate::families::WAL_FSYNC_TOTAL.name).increment(1);
+        metrics::histogram!(crate::families::WAL_FSYNC_LATENCY_SECONDS.name)
             .record(started.elapsed().as_secs_f64());
         self.dirty_since = None;
         Ok(())
@@ -646,7 +647,7 @@ impl Leader {
         self.path = meta.path.clone();
         self.len = header;
         self.shared.segments.lock().push(meta);
-        metrics::counter!("kyrodb_wal_segments_created_total").increment(1);
+        metrics::counter!(crate::families::WAL_SEGMENTS_CREATED_TOTAL.name).increment(1);
         fail::fail_point!("wal::after_rotate");
         Ok(())
     }
@@ -687,7 +688,7 @@ fn create_segment_retrying(dir: &Path, first_seq: u64) -> Result<(File, SegmentM
         match created {
             Err(e) if e.is_out_of_files() => {
                 let _ = std::fs::remove_file(segment_path(dir, first_seq));
-                metrics::counter!("kyrodb_wal_open_out_of_files_total").increment(1);
+                metrics::counter!(crate::families::WAL_OPEN_OUT_OF_FILES_TOTAL.name).increment(1);
                 if attempt == OPEN_RETRIES {
                     return Err(e);
                 }
