@@ -245,10 +245,11 @@ fn the_api_reference_is_generated_from_the_served_document() {
 }
 
 /// The Python SDK's exception classes (one per error code) and the names its package exports are
-/// generated from the served document's `x-error-codes` by `clients/python/tools/gen_errors.py`
-/// (standard library only); this fails when they are stale.
+/// generated from the served document's `x-error-codes` by `clients/python/tools/gen_errors.py`,
+/// and its typed bodies (`kyrodb.wire`) from the document's schemas by `tools/gen_models.py`
+/// (standard library only); this fails when either is stale.
 #[test]
-fn the_sdk_error_classes_are_generated_from_the_served_document() {
+fn the_sdk_error_classes_and_typed_bodies_are_generated_from_the_served_document() {
     let dir = tempfile::tempdir().unwrap();
     let s = common::Server::start(&dir.path().join("data"), &[]);
     let doc = s.get("/openapi.json").json();
@@ -263,17 +264,21 @@ fn the_sdk_error_classes_are_generated_from_the_served_document() {
     std::fs::write(&spec, doc.to_string()).unwrap();
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/python");
     let update = std::env::var_os("KYRODB_UPDATE_DOCS").is_some();
-    let out = std::process::Command::new("python3")
-        .current_dir(&sdk)
-        .arg("tools/gen_errors.py")
-        .arg(&spec)
-        .args((!update).then_some("--check"))
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}{}\n(regenerate: KYRODB_UPDATE_DOCS=1 cargo test -p kyrodb --test api_reference)",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The error classes (gen_errors.py), and the typed request and answer bodies, one TypedDict per
+    // named schema (gen_models.py: `kyrodb.wire`).
+    for tool in ["tools/gen_errors.py", "tools/gen_models.py"] {
+        let out = std::process::Command::new("python3")
+            .current_dir(&sdk)
+            .arg(tool)
+            .arg(&spec)
+            .args((!update).then_some("--check"))
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{tool}: {}{}\n(regenerate: KYRODB_UPDATE_DOCS=1 cargo test -p kyrodb --test api_reference)",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

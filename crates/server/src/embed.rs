@@ -26,6 +26,16 @@ pub struct EmbedState {
 }
 
 impl EmbedState {
+    /// Records the embedding queue's numbers (at every scrape of `/metrics`).
+    pub fn record_stats(&self) {
+        if let Some(st) = self.stats() {
+            metrics::gauge!(crate::metrics::EMBED_QUEUE_TEXTS.name).set(st.queued_texts as f64);
+            metrics::counter!(crate::metrics::EMBED_REFUSED_TOTAL.name).absolute(st.refused);
+        }
+    }
+}
+
+impl EmbedState {
     /// Loads the model if it is installed and verifies; otherwise records why not (logged).
     pub fn load(model_dir: &Path, threads: usize, queue_max: usize) -> EmbedState {
         let dir = MINILM.dir_in(model_dir);

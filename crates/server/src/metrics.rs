@@ -508,14 +508,6 @@ pub fn record_search_stats(cs: &kyrodb_search::Collections) {
     }
 }
 
-/// The embedding queue's numbers, refreshed at every scrape.
-pub fn record_embed_stats(e: &crate::embed::EmbedState) {
-    if let Some(st) = e.stats() {
-        metrics::gauge!(EMBED_QUEUE_TEXTS.name).set(st.queued_texts as f64);
-        metrics::counter!(EMBED_REFUSED_TOTAL.name).absolute(st.refused);
-    }
-}
-
 /// The process's numbers, refreshed at every scrape: uptime, version, the data directory's disk.
 pub fn record_process_stats(started: std::time::Instant, data_dir: &std::path::Path) {
     use metrics::gauge;

@@ -7,7 +7,8 @@ full-text and hybrid search, feedback for learned ranking, embeddings and admin 
     >>> db.put(7, b"hello"); db.get(7)                        # doctest: +SKIP
     b'hello'
 
-The LangChain vector store is ``kyrodb.langchain.KyroDBVectorStore`` (``pip install
+The server's request and answer bodies are typed dictionaries in ``kyrodb.wire`` (generated from
+its ``/openapi.json``). The LangChain vector store is ``kyrodb.langchain.KyroDBVectorStore`` (``pip install
 'kyrodb[langchain]'``).
 """
 
@@ -128,6 +129,7 @@ from ._models import (
     UpsertResult,
 )
 from ._sync.client import Client
+from . import _wire as wire
 
 __version__ = "0.1.0"
 
@@ -245,4 +247,5 @@ __all__ = [
     "WriteConflict",
     "WritesStopped",
     "error_for",
+    "wire",
 ]

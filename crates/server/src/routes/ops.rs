@@ -176,7 +176,7 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
     crate::metrics::record_engine_stats(&engine);
     crate::metrics::record_process_stats(s.started, s.db.path());
     crate::metrics::record_search_stats(&s.collections);
-    crate::metrics::record_embed_stats(&s.embed);
+    s.embed.record_stats();
     let mut text = s.metrics.render();
     text.push_str(&crate::metrics::render_keyspace_stats(&engine));
     let mut resp = text.into_response();
