@@ -33,7 +33,7 @@ pub mod timeindex;
 pub mod wire;
 
 pub use cancel::{Cancel, CancelOnDrop};
-pub use collection::Collection;
+pub use collection::{Collection, CollectionInfo, TenantsInfo, VectorIndexInfo};
 pub use doc::Document;
 pub use env::{default_index_threads, SearchOptions};
 pub use error::{Error, Result};

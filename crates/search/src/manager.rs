@@ -16,7 +16,6 @@ use std::{
 use kyrodb_storage::{Db, Keyspace};
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::{
     collection::Collection,
@@ -386,7 +385,7 @@ impl Collections {
     }
 
     /// Every collection's info, by name.
-    pub fn list(&self) -> Vec<Value> {
+    pub fn list(&self) -> Vec<crate::collection::CollectionInfo> {
         self.shared.collections().iter().map(|c| c.info()).collect()
     }
 

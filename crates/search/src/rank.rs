@@ -33,7 +33,7 @@ use std::{
 use kyrodb_storage::Keyspace;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::{
     doc::{format_datetime, FieldValue, Fields},
@@ -417,21 +417,33 @@ impl Model {
     }
 }
 
-/// What the last training measured.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Report {
-    pub at: String,
-    pub took_ms: u64,
-    pub examples: usize,
-    pub usable_examples: usize,
-    pub train_queries: usize,
-    pub validation_queries: usize,
-    pub pairs: usize,
-    pub validation_ndcg10_model: Option<f64>,
-    pub validation_ndcg10_rrf: Option<f64>,
-    pub t_statistic: Option<f64>,
+/// What the last training measured (keys in alphabetical order, as the answer has always had them).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Report {
+    /// Whether the trained model serves (it beat RRF on the held-out feedback).
     pub active: bool,
+    /// When it ran (RFC 3339).
+    pub at: String,
+    /// Why the model serves or not.
     pub decision: String,
+    /// Feedback examples when it ran.
+    pub examples: usize,
+    /// Pairs trained on.
+    pub pairs: usize,
+    /// The paired t statistic of model vs RRF nDCG@10 on the validation queries.
+    pub t_statistic: Option<f64>,
+    /// Training time.
+    pub took_ms: u64,
+    /// Queries trained on.
+    pub train_queries: usize,
+    /// Examples usable for training (a relevant and a less relevant candidate).
+    pub usable_examples: usize,
+    /// nDCG@10 of the model on the validation queries.
+    pub validation_ndcg10_model: Option<f64>,
+    /// nDCG@10 of RRF on the validation queries.
+    pub validation_ndcg10_rrf: Option<f64>,
+    /// Queries held out for validation.
+    pub validation_queries: usize,
 }
 
 /// nDCG@10 of `order` (grades in ranked order) against the ideal order of `grades`; None when no
@@ -748,6 +760,27 @@ pub(crate) struct Ranker {
     report: Mutex<Option<Report>>,
 }
 
+/// The learned ranking's state, as a collection's info shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RankingInfo {
+    /// Why the learned model serves or RRF does.
+    pub decision: String,
+    /// Feedback examples held.
+    pub examples: usize,
+    /// Most examples held (the oldest are dropped beyond).
+    pub examples_max: usize,
+    /// The last training, if any ran.
+    pub last_training: Option<Report>,
+    /// Examples before the first training.
+    pub min_examples: usize,
+    /// `learned` or `rrf`.
+    pub serving: String,
+    /// Whether enough new feedback arrived for a training.
+    pub training_due: bool,
+    /// The serving model's non-zero weights by feature (null when RRF serves).
+    pub weights: Option<BTreeMap<String, f64>>,
+}
+
 impl Ranker {
     /// Loads the examples stored in `ks`.
     pub(crate) fn open(ks: Keyspace, collection: &str) -> Result<Ranker> {
@@ -857,20 +890,26 @@ impl Ranker {
     }
 
     /// The info block: examples, the last training, the serving model's weights.
-    pub(crate) fn info(&self) -> Value {
+    pub(crate) fn info(&self) -> RankingInfo {
         let n = self.examples.lock().len();
         let model = self.model();
-        json!({
-            "examples": n,
-            "examples_max": EXAMPLES_MAX,
-            "min_examples": MIN_EXAMPLES,
-            "serving": if model.is_some() { "learned" } else { "rrf" },
-            "decision": self.decision(),
-            "training_due": self.due(),
-            "last_training": *self.report.lock(),
-            "weights": model.map(|m| m.names.iter().cloned().zip(m.w.iter().copied())
-                .filter(|(_, w)| *w != 0.0).collect::<BTreeMap<String, f64>>()),
-        })
+        RankingInfo {
+            decision: self.decision(),
+            examples: n,
+            examples_max: EXAMPLES_MAX,
+            last_training: self.report.lock().clone(),
+            min_examples: MIN_EXAMPLES,
+            serving: if model.is_some() { "learned" } else { "rrf" }.to_owned(),
+            training_due: self.due(),
+            weights: model.map(|m| {
+                m.names
+                    .iter()
+                    .cloned()
+                    .zip(m.w.iter().copied())
+                    .filter(|(_, w)| *w != 0.0)
+                    .collect::<BTreeMap<String, f64>>()
+            }),
+        }
     }
 }
 

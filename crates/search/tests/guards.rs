@@ -105,7 +105,8 @@ fn cancelled_searches_stop_and_say_so() {
     let (_db, cs) = open(dir.path());
     let (c, _) = cs.create("guarded", schema()).unwrap();
     filled(&c);
-    let examples = || c.info()["learned_ranking"]["examples"].clone();
+    let examples =
+        || serde_json::to_value(c.info()).unwrap()["learned_ranking"]["examples"].clone();
     let before = examples();
 
     // A token fired before the search, and one whose deadline has passed.

@@ -159,7 +159,10 @@ fn learned_ranking_beats_rrf_when_relevance_follows_a_feature_rrf_cannot_see() {
         .as_str()
         .unwrap()
         .contains("no model trained yet"));
-    assert_eq!(c.info()["learned_ranking"]["serving"], "rrf");
+    assert_eq!(
+        serde_json::to_value(c.info()).unwrap()["learned_ranking"]["serving"],
+        "rrf"
+    );
 
     let good = |cands: &[String], _: &[String]| -> HashSet<String> {
         cands
@@ -178,7 +181,7 @@ fn learned_ranking_beats_rrf_when_relevance_follows_a_feature_rrf_cannot_see() {
         assert_eq!(r["relevant"], rel.len(), "{r}");
     }
     assert!(c.wait_ranker(Duration::from_secs(60)));
-    let info = c.info()["learned_ranking"].clone();
+    let info = serde_json::to_value(c.info()).unwrap()["learned_ranking"].clone();
     assert_eq!(info["serving"], "learned", "{info}");
     assert!(
         info["weights"]["field:quality"].as_f64().unwrap() > 0.0,
@@ -202,9 +205,15 @@ fn learned_ranking_beats_rrf_when_relevance_follows_a_feature_rrf_cannot_see() {
     drop(_db);
     let (_db, cs) = common::open(dir.path());
     let c = cs.get("l").unwrap();
-    assert_eq!(c.info()["learned_ranking"]["examples"], examples);
+    assert_eq!(
+        serde_json::to_value(c.info()).unwrap()["learned_ranking"]["examples"],
+        examples
+    );
     assert!(c.wait_ranker(Duration::from_secs(60)));
-    assert_eq!(c.info()["learned_ranking"]["serving"], "learned");
+    assert_eq!(
+        serde_json::to_value(c.info()).unwrap()["learned_ranking"]["serving"],
+        "learned"
+    );
     let (learned2, rrf2) = compare(&c, &mut rng, 20, &good);
     assert!(
         learned2 > rrf2 + 0.3,
@@ -222,7 +231,10 @@ fn learned_ranking_beats_rrf_when_relevance_follows_a_feature_rrf_cannot_see() {
     // A dropped collection's feedback goes with it.
     cs.drop_collection("l").unwrap();
     let (c, _) = cs.create("l", schema()).unwrap();
-    assert_eq!(c.info()["learned_ranking"]["examples"], 0);
+    assert_eq!(
+        serde_json::to_value(c.info()).unwrap()["learned_ranking"]["examples"],
+        0
+    );
 }
 
 #[test]
@@ -239,7 +251,7 @@ fn noise_feedback_does_not_lose_to_rrf() {
         feedback(&c, &q, &rel);
     }
     assert!(c.wait_ranker(Duration::from_secs(60)));
-    let info = c.info()["learned_ranking"].clone();
+    let info = serde_json::to_value(c.info()).unwrap()["learned_ranking"].clone();
     assert!(info["last_training"]["usable_examples"].as_u64().unwrap() >= 20);
     // Truth that RRF gets right (its own top 5): a learned ranking fitted to noise would lose.
     let rrf_top =

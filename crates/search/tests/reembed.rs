@@ -116,7 +116,7 @@ fn a_job_re_embeds_every_document_and_records_the_model() {
     assert_eq!(j.state, JobState::Done, "{j:?}");
     assert_eq!((j.done, j.cleared), (300, 30));
     check_all(&c, 300);
-    let info = c.info();
+    let info = serde_json::to_value(c.info()).unwrap();
     assert_eq!(info["reembed"]["state"], "done");
     assert_eq!(info["reembed"]["progress"], 1.0);
     // Unknown field: refused, nothing changes.

@@ -309,7 +309,7 @@ fn bm25_top_k_equals_the_direct_computation_across_segments_merges_and_deletes()
         ["exact_over_filter", "wand"],
         "both plans are checked"
     );
-    let info = ix.info();
+    let info = serde_json::to_value(ix.info()).unwrap();
     assert!(info["sealed_segments"].as_u64().unwrap() > 1, "{info}");
     assert!(info["mutable_docs"].as_u64().unwrap() > 0, "{info}");
 }

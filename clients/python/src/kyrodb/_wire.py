@@ -117,9 +117,37 @@ class BuildInfo(TypedDict):
     """The server's version."""
 
 
+class CollectionInfo(TypedDict):
+    """`GET /v2/collections/{name}` (and each item of the list, and `PUT`'s answer): the schema,
+    counts and index state. Keys in alphabetical order, as the answer has always had them.
+    """
+    created_at: str
+    """When the collection was created (RFC 3339)."""
+    documents: int
+    """Live documents (a tenant key sees its own)."""
+    graph_source: str
+    """Where the graphs came from at start (a verified file, or rebuilt and why)."""
+    indexes: dict[str, VectorIndexInfo]
+    """Per vector field."""
+    learned_ranking: RankingInfo
+    """The learned ranking's state."""
+    name: str
+    """The collection's name."""
+    payload_index_bytes: int
+    """Bytes the metadata (payload) indexes hold."""
+    reembed: NotRequired[None | JobView]
+    schema: Schema
+    """The schema."""
+    tenants: NotRequired[None | TenantsInfo]
+    text_index: TextIndexInfo
+    """The text index's state."""
+    text_source: str
+    """Where the text index's sealed segments came from at start."""
+
+
 class CollectionList(TypedDict):
     """The answer to `GET /v2/collections`."""
-    collections: list[dict[str, Any]]
+    collections: list[CollectionInfo]
     """Each collection's info: schema, counts and index state."""
 
 
@@ -635,6 +663,25 @@ class Quotas(TypedDict):
     """
 
 
+class RankingInfo(TypedDict):
+    """The learned ranking's state, as a collection's info shows it."""
+    decision: str
+    """Why the learned model serves or RRF does."""
+    examples: int
+    """Feedback examples held."""
+    examples_max: int
+    """Most examples held (the oldest are dropped beyond)."""
+    last_training: NotRequired[None | Report]
+    min_examples: int
+    """Examples before the first training."""
+    serving: str
+    """`learned` or `rrf`."""
+    training_due: bool
+    """Whether enough new feedback arrived for a training."""
+    weights: NotRequired[dict[str, float] | None]
+    """The serving model's non-zero weights by feature (null when RRF serves)."""
+
+
 class ReadyResponse(TypedDict):
     """The answer to `GET /ready` (200 when ready, else 503)."""
     auto_embed: str
@@ -691,6 +738,36 @@ class ReembedRequest(TypedDict):
     """
     field: NotRequired[str | None]
     """The vector field (optional when the collection has one)."""
+
+
+class Report(TypedDict):
+    """What the last training measured (keys in alphabetical order, as the answer has always had
+    them).
+    """
+    active: bool
+    """Whether the trained model serves (it beat RRF on the held-out feedback)."""
+    at: str
+    """When it ran (RFC 3339)."""
+    decision: str
+    """Why the model serves or not."""
+    examples: int
+    """Feedback examples when it ran."""
+    pairs: int
+    """Pairs trained on."""
+    t_statistic: NotRequired[float | None]
+    """The paired t statistic of model vs RRF nDCG@10 on the validation queries."""
+    took_ms: int
+    """Training time."""
+    train_queries: int
+    """Queries trained on."""
+    usable_examples: int
+    """Examples usable for training (a relevant and a less relevant candidate)."""
+    validation_ndcg10_model: NotRequired[float | None]
+    """nDCG@10 of the model on the validation queries."""
+    validation_ndcg10_rrf: NotRequired[float | None]
+    """nDCG@10 of RRF on the validation queries."""
+    validation_queries: int
+    """Queries held out for validation."""
 
 
 class RmiBuildResponse(TypedDict):
@@ -788,8 +865,46 @@ class SnapshotResponse(TypedDict):
     """Generation of the manifest that commits the snapshot."""
 
 
+class TenantsInfo(TypedDict):
+    """Documents per tenant, for a collection with a tenant field."""
+    count: int
+    """Tenants holding documents."""
+    documents: dict[str, int]
+    """Documents by tenant (the largest tenants, at most 1,000)."""
+    field: str
+    """The tenant field."""
+
+
+class TextFieldInfo(TypedDict):
+    """One text field's statistics."""
+    avg_len: float
+    """Average length (tokens after stop words) of the documents with this field."""
+    docs: int
+    """Documents with at least one token in the field."""
+    name: str
+    """The field."""
+    terms: int
+    """Distinct terms."""
+
+
 #: The text fields a BM25 query reads.
 TextFields: TypeAlias = 'list[str] | dict[str, float]'
+
+
+class TextIndexInfo(TypedDict):
+    """The text index's state, as a collection's info shows it (keys in alphabetical order, as
+    the answer has always had them).
+    """
+    bytes: int
+    """Bytes the index holds."""
+    fields: list[TextFieldInfo]
+    """Per text field."""
+    mutable_docs: int
+    """Documents in the mutable segment (searchable, not yet sealed)."""
+    sealed_docs: int
+    """Live documents in sealed segments."""
+    sealed_segments: int
+    """Sealed segments."""
 
 
 class TextOptions(TypedDict):
@@ -823,6 +938,24 @@ class UpsertResponse(TypedDict):
     """The write's sequence number; the documents are durable and searchable."""
     upserted: int
     """Documents written."""
+
+
+class VectorIndexInfo(TypedDict):
+    """One vector field's index."""
+    bytes: int
+    """Bytes the index holds."""
+    dim: int
+    """Dimensions."""
+    metric: Metric
+    """The metric."""
+    pending: int
+    """Vectors written and not yet linked into the graph (searched exactly meanwhile)."""
+    state: str
+    """`ready`, or `indexing` while vectors are pending."""
+    tombstones: int
+    """Removed vectors still holding a slot."""
+    vectors: int
+    """Live vectors."""
 
 
 class VectorSpec(TypedDict):

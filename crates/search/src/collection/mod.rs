@@ -3,7 +3,7 @@
 //! derived state, kept in step by the engine's applier seam and rebuilt from the keyspace on open.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Weak,
@@ -138,6 +138,66 @@ pub(crate) struct VectorIndex {
     pub name: String,
     pub spec: VectorSpec,
     pub hnsw: Hnsw,
+}
+
+/// `GET /v2/collections/{name}` (and each item of the list, and `PUT`'s answer): the schema, counts
+/// and index state. Keys in alphabetical order, as the answer has always had them.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct CollectionInfo {
+    /// When the collection was created (RFC 3339).
+    pub created_at: String,
+    /// Live documents (a tenant key sees its own).
+    pub documents: u64,
+    /// Where the graphs came from at start (a verified file, or rebuilt and why).
+    pub graph_source: String,
+    /// Per vector field.
+    pub indexes: BTreeMap<String, VectorIndexInfo>,
+    /// The learned ranking's state.
+    pub learned_ranking: crate::rank::RankingInfo,
+    /// The collection's name.
+    pub name: String,
+    /// Bytes the metadata (payload) indexes hold.
+    pub payload_index_bytes: u64,
+    /// The last re-embed job, if any.
+    pub reembed: Option<crate::job::JobView>,
+    /// The schema.
+    pub schema: Schema,
+    /// With a tenant field: documents per tenant (the largest tenants).
+    pub tenants: Option<TenantsInfo>,
+    /// The text index's state.
+    pub text_index: crate::text::TextIndexInfo,
+    /// Where the text index's sealed segments came from at start.
+    pub text_source: String,
+}
+
+/// One vector field's index.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct VectorIndexInfo {
+    /// Bytes the index holds.
+    pub bytes: u64,
+    /// Dimensions.
+    pub dim: u32,
+    /// The metric.
+    pub metric: crate::distance::Metric,
+    /// Vectors written and not yet linked into the graph (searched exactly meanwhile).
+    pub pending: u64,
+    /// `ready`, or `indexing` while vectors are pending.
+    pub state: String,
+    /// Removed vectors still holding a slot.
+    pub tombstones: u64,
+    /// Live vectors.
+    pub vectors: u64,
+}
+
+/// Documents per tenant, for a collection with a tenant field.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct TenantsInfo {
+    /// Tenants holding documents.
+    pub count: usize,
+    /// Documents by tenant (the largest tenants, at most 1,000).
+    pub documents: BTreeMap<String, u64>,
+    /// The tenant field.
+    pub field: String,
 }
 
 /// A collection.
@@ -275,49 +335,56 @@ impl Collection {
     }
 
     /// Schema, counts and index state.
-    pub fn info(&self) -> Value {
+    pub fn info(&self) -> CollectionInfo {
         let (documents, payload_bytes, text_index) = {
             let st = self.state.read();
-            (st.by_key.len(), st.payload.bytes(), st.text.info())
+            (st.by_key.len() as u64, st.payload.bytes(), st.text.info())
         };
-        let indexes: serde_json::Map<String, Value> = self
+        let indexes = self
             .vectors
             .iter()
             .map(|v| {
                 let s: HnswStats = v.hnsw.stats();
                 (
                     v.name.clone(),
-                    json!({"dim": v.spec.dim, "metric": v.spec.metric, "vectors": s.live,
-                           "pending": s.pending, "tombstones": s.tombstones, "bytes": s.bytes,
-                           "state": if s.pending == 0 { "ready" } else { "indexing" }}),
+                    VectorIndexInfo {
+                        bytes: s.bytes as u64,
+                        dim: v.spec.dim,
+                        metric: v.spec.metric,
+                        pending: s.pending as u64,
+                        state: if s.pending == 0 { "ready" } else { "indexing" }.to_owned(),
+                        tombstones: s.tombstones as u64,
+                        vectors: s.live as u64,
+                    },
                 )
             })
             .collect();
         let reembed = {
             let j = self.job.lock();
-            j.0.as_ref().map(|job| job.to_json(j.1.as_deref()))
+            j.0.as_ref().map(|job| job.view(j.1.as_deref()))
         };
-        json!({
-            "name": self.name,
-            "schema": *self.schema(),
-            "documents": documents,
-            "created_at": crate::doc::format_datetime(self.created_ms),
-            "indexes": indexes,
-            "payload_index_bytes": payload_bytes,
-            "text_index": text_index,
-            "graph_source": *self.graph_source.lock(),
-            "text_source": *self.text_source.lock(),
-            "reembed": reembed,
-            "learned_ranking": self.ranker.info(),
-            "tenants": self.tenant_counts(TENANTS_LISTED_MAX).map(|(counts, total)| json!({
-                "field": self.schema().tenant_field,
-                "count": total,
-                "documents": counts
-                    .into_iter()
-                    .map(|(v, n)| (v, json!(n)))
-                    .collect::<serde_json::Map<String, Value>>(),
-            })),
-        })
+        let schema = self.schema();
+        CollectionInfo {
+            created_at: crate::doc::format_datetime(self.created_ms),
+            documents,
+            graph_source: self.graph_source.lock().clone(),
+            indexes,
+            learned_ranking: self.ranker.info(),
+            name: self.name.clone(),
+            payload_index_bytes: payload_bytes as u64,
+            reembed,
+            schema: (*schema).clone(),
+            tenants: self
+                .tenant_counts(TENANTS_LISTED_MAX)
+                .zip(schema.tenant_field.clone())
+                .map(|((counts, total), field)| TenantsInfo {
+                    count: total,
+                    documents: counts.into_iter().collect(),
+                    field,
+                }),
+            text_index,
+            text_source: self.text_source.lock().clone(),
+        }
     }
 
     /// Bytes held by the vector indexes.

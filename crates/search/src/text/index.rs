@@ -127,6 +127,35 @@ impl FieldIndex {
     }
 }
 
+/// The text index's state, as a collection's info shows it (keys in alphabetical order, as the
+/// answer has always had them).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct TextIndexInfo {
+    /// Bytes the index holds.
+    pub bytes: u64,
+    /// Per text field.
+    pub fields: Vec<TextFieldInfo>,
+    /// Documents in the mutable segment (searchable, not yet sealed).
+    pub mutable_docs: usize,
+    /// Live documents in sealed segments.
+    pub sealed_docs: u64,
+    /// Sealed segments.
+    pub sealed_segments: usize,
+}
+
+/// One text field's statistics.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct TextFieldInfo {
+    /// Average length (tokens after stop words) of the documents with this field.
+    pub avg_len: f32,
+    /// Documents with at least one token in the field.
+    pub docs: u64,
+    /// The field.
+    pub name: String,
+    /// Distinct terms.
+    pub terms: usize,
+}
+
 /// The text index of one collection.
 #[derive(Debug)]
 pub struct TextIndex {
@@ -668,16 +697,23 @@ impl TextIndex {
     }
 
     /// Index state for a collection's info.
-    pub fn info(&self) -> serde_json::Value {
-        serde_json::json!({
-            "fields": self.fields.iter().map(|f| serde_json::json!({
-                "name": f.name, "docs": f.docs, "avg_len": f.avgdl(), "terms": f.dict.len(),
-            })).collect::<Vec<_>>(),
-            "mutable_docs": self.building.rows.len(),
-            "sealed_segments": self.sealed.len(),
-            "sealed_docs": self.sealed.iter().map(|s| s.live.len()).sum::<u64>(),
-            "bytes": self.bytes(),
-        })
+    pub fn info(&self) -> TextIndexInfo {
+        TextIndexInfo {
+            bytes: self.bytes(),
+            fields: self
+                .fields
+                .iter()
+                .map(|f| TextFieldInfo {
+                    avg_len: f.avgdl(),
+                    docs: f.docs,
+                    name: f.name.clone(),
+                    terms: f.dict.len(),
+                })
+                .collect(),
+            mutable_docs: self.building.rows.len(),
+            sealed_docs: self.sealed.iter().map(|s| s.live.len()).sum::<u64>(),
+            sealed_segments: self.sealed.len(),
+        }
     }
 
     /// Parses `query` against the fields `boosts` names (field position, boost). Quoted parts are

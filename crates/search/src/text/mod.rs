@@ -9,4 +9,4 @@ pub(crate) mod phrase;
 pub(crate) mod postings;
 
 pub use analyzer::{Analyzer, Language, TextOptions};
-pub use index::{TextIndex, TextQuery, TextStats};
+pub use index::{TextFieldInfo, TextIndex, TextIndexInfo, TextQuery, TextStats};

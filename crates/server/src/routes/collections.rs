@@ -12,7 +12,7 @@ use axum::{
 };
 use kyrodb_search::{
     wire::{self, HybridBody, SearchBody},
-    Cancel, Collection, Filter, HybridRequest, Schema, SearchResponse, Tenant,
+    Cancel, Collection, CollectionInfo, Filter, HybridRequest, Schema, SearchResponse, Tenant,
 };
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
@@ -67,8 +67,7 @@ pub struct DeleteResponse {
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct CollectionList {
     /// Each collection's info: schema, counts and index state.
-    #[schema(value_type = Vec<Object>)]
-    pub collections: Vec<Value>,
+    pub collections: Vec<CollectionInfo>,
 }
 
 impl From<kyrodb_search::Error> for ApiError {
@@ -139,12 +138,16 @@ fn tenant(c: &Collection) -> Result<Option<Tenant>, ApiError> {
 
 /// A collection's info as the request's key may see it: a tenant sees its own document count
 /// (`documents` and `tenants`), not the other tenants'.
-fn info_for(c: &Collection) -> Result<Value, ApiError> {
+fn info_for(c: &Collection) -> Result<CollectionInfo, ApiError> {
     let mut info = c.info();
     if let Some(t) = tenant(c)? {
         let (held, _) = c.tenant_usage(&t, &[]);
-        info["documents"] = json!(held);
-        info["tenants"] = json!({"field": t.field, "count": 1, "documents": {t.value: held}});
+        info.documents = held;
+        info.tenants = Some(kyrodb_search::TenantsInfo {
+            count: 1,
+            documents: [(t.value.clone(), held)].into_iter().collect(),
+            field: t.field.clone(),
+        });
     }
     Ok(info)
 }
@@ -153,7 +156,7 @@ fn info_for(c: &Collection) -> Result<Value, ApiError> {
 /// 409 when it exists with another.
 #[utoipa::path(put, path = "/v2/collections/{name}", tag = "collections", request_body = Schema,
     params(("name" = String, Path, description = "1–48 characters from A-Z a-z 0-9 _ -")),
-    responses((status = 201, body = AnyObject), (status = 200, body = AnyObject),
+    responses((status = 201, body = CollectionInfo), (status = 200, body = CollectionInfo),
         (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn create(
     State(s): State<AppState>,
@@ -201,11 +204,11 @@ pub async fn list(State(s): State<AppState>) -> Result<Json<CollectionList>, Api
 /// One collection: schema, `documents` (live count), vector index state per field.
 #[utoipa::path(get, path = "/v2/collections/{name}", tag = "collections",
     params(("name" = String, Path)),
-    responses((status = 200, body = AnyObject), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = CollectionInfo), (status = 404, body = ErrorBody)))]
 pub async fn info(
     State(s): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CollectionInfo>, ApiError> {
     Ok(Json(info_for(&*collection(&s, &name)?)?))
 }
 

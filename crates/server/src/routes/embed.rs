@@ -76,14 +76,14 @@ pub async fn models(State(s): State<AppState>) -> Json<ModelsResponse> {
         .list()
         .iter()
         .filter_map(|c| {
-            let name = c["name"].as_str()?;
-            let fields: Vec<&str> = c["schema"]["vectors"]
-                .as_object()?
+            let fields: Vec<&str> = c
+                .schema
+                .vectors
                 .iter()
-                .filter(|(_, v)| v["embed"]["model"] == spec.name)
+                .filter(|(_, v)| v.embed.as_ref().is_some_and(|e| e.model == spec.name))
                 .map(|(k, _)| k.as_str())
                 .collect();
-            (!fields.is_empty()).then(|| json!({"collection": name, "fields": fields}))
+            (!fields.is_empty()).then(|| json!({"collection": c.name, "fields": fields}))
         })
         .collect();
     Json(ModelsResponse {
