@@ -90,6 +90,24 @@ pub struct Document {
     pub vectors: BTreeMap<String, Vec<f32>>,
 }
 
+/// A stored document as the API returns it (`GET /v2/collections/{name}/documents/{id}`, a page of
+/// the document list): the parts asked for. Keys in alphabetical order, as always.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct DocumentView {
+    /// Metadata by field (datetimes as RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub fields: Option<Value>,
+    /// The id.
+    pub id: String,
+    /// Text by text field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<BTreeMap<String, String>>,
+    /// Vectors by vector field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vectors: Option<BTreeMap<String, Vec<f32>>>,
+}
+
 /// `auto_embed` (only with an embedded field, and not together with that field's vector) and
 /// `vector_models` (`{field: model}`: where given vectors came from; a field embedded with another
 /// model refuses them — model governance).
@@ -644,18 +662,17 @@ impl Document {
 
     /// The JSON form returned by the API; `with` chooses `fields`, `text`, `vectors`.
     pub fn to_json(&self, fields: bool, text: bool, vectors: bool) -> Value {
-        let mut o = Map::new();
-        o.insert("id".into(), Value::String(self.id.clone()));
-        if fields {
-            o.insert("fields".into(), fields_json(&self.fields));
+        serde_json::to_value(self.view(fields, text, vectors)).expect("documents serialise")
+    }
+
+    /// The document as the API returns it, with the parts asked for.
+    pub fn view(&self, fields: bool, text: bool, vectors: bool) -> DocumentView {
+        DocumentView {
+            fields: fields.then(|| fields_json(&self.fields)),
+            id: self.id.clone(),
+            text: text.then(|| self.text.clone()),
+            vectors: vectors.then(|| self.vectors.clone()),
         }
-        if text {
-            o.insert("text".into(), serde_json::json!(self.text));
-        }
-        if vectors {
-            o.insert("vectors".into(), serde_json::json!(self.vectors));
-        }
-        Value::Object(o)
     }
 }
 

@@ -243,6 +243,20 @@ class DocumentBody(TypedDict):
 DocumentText: TypeAlias = 'str | dict[str, str | None]'
 
 
+class DocumentView(TypedDict):
+    """A stored document as the API returns it (`GET /v2/collections/{name}/documents/{id}`, a
+    page of the document list): the parts asked for. Keys in alphabetical order, as always.
+    """
+    fields: NotRequired[dict[str, Any] | None]
+    """Metadata by field (datetimes as RFC 3339)."""
+    id: str
+    """The id."""
+    text: NotRequired[dict[str, str] | None]
+    """Text by text field."""
+    vectors: NotRequired[dict[str, list[float]] | None]
+    """Vectors by vector field."""
+
+
 class DocumentsRequest(TypedDict):
     """`{"documents": [doc, …]}`."""
     documents: list[DocumentBody]
@@ -565,7 +579,7 @@ class Limits(TypedDict):
 
 class ListResponse(TypedDict):
     """A page of stored documents."""
-    documents: list[dict[str, Any]]
+    documents: list[DocumentView]
     """The page's documents (without vectors unless `without_vectors=false`)."""
     next: NotRequired[str | None]
     """Pass as `after` for the next page; null on the last one."""

@@ -11,6 +11,7 @@ use axum::{
     Json,
 };
 use kyrodb_search::{
+    doc::DocumentView,
     wire::{self, HybridBody, SearchBody},
     Cancel, Collection, CollectionInfo, Filter, HybridRequest, Schema, SearchResponse, Tenant,
 };
@@ -416,8 +417,7 @@ pub struct ListQuery {
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct ListResponse {
     /// The page's documents (without vectors unless `without_vectors=false`).
-    #[schema(value_type = Vec<Object>)]
-    pub documents: Vec<Value>,
+    pub documents: Vec<DocumentView>,
     /// Pass as `after` for the next page; null on the last one.
     pub next: Option<String>,
 }
@@ -461,7 +461,7 @@ pub async fn list_docs(
         documents: docs
             .iter()
             .filter(|d| tenant.as_ref().is_none_or(|t| t.owns(d)))
-            .map(|d| d.to_json(true, true, vectors))
+            .map(|d| d.view(true, true, vectors))
             .collect(),
         next: next.map(|k| k.to_string()),
     }))
@@ -470,11 +470,11 @@ pub async fn list_docs(
 /// A stored document: id, text, fields, vectors.
 #[utoipa::path(get, path = "/v2/collections/{name}/documents/{id}", tag = "collections",
     params(("name" = String, Path), ("id" = String, Path, description = "percent-encoded")),
-    responses((status = 200, body = AnyObject), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = DocumentView), (status = 404, body = ErrorBody)))]
 pub async fn get_doc(
     State(s): State<AppState>,
     Path((name, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DocumentView>, ApiError> {
     let c = collection(&s, &name)?;
     let tenant = tenant(&c)?;
     let idc = id.clone();
@@ -483,7 +483,7 @@ pub async fn get_doc(
         // Another tenant's document is answered as if it did not exist.
         return Err(kyrodb_search::Error::NoSuchDocument(id).into());
     }
-    Ok(Json(doc.to_json(true, true, true)))
+    Ok(Json(doc.view(true, true, true)))
 }
 
 /// Deletes one document; 404 when absent.
