@@ -99,7 +99,8 @@ fn listening_port(stderr: std::process::ChildStderr) -> Option<u16> {
 }
 
 /// A free port below Linux's ephemeral range (32768+), so no server binding port 0 meanwhile can
-/// take it before the node that is told to use it binds it.
+/// take it before the node that is told to use it binds it; never one this process handed out
+/// before.
 pub fn raft_port() -> u16 {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static SEED: AtomicUsize = AtomicUsize::new(0);
@@ -109,12 +110,17 @@ pub fn raft_port() -> u16 {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos() as u64;
+    // Never the same port twice in one process: tests run in parallel threads, and a port handed
+    // out is free until its node binds it, so another thread could be handed it meanwhile.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         let p = 20_000 + (x % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            given.push(p);
             return p;
         }
     }
